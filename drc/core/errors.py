@@ -1,0 +1,87 @@
+"""The one table of DRC error codes.
+
+Python exceptions, D-Bus error names, C return codes (``lib/rdmacred.h`` returns them negated)
+and CLI messages are all derived from :class:`Code`; a test checks the C header against it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Code(IntEnum):
+    SUCCESS = 0
+    EINVAL = 1
+    EPERM = 2
+    ENOSPC = 3
+    ECONNREFUSED = 4
+    ALREADY_GRANTED = 5
+    CRED_NOT_FOUND = 6
+    CRED_CREATE_FAILURE = 7
+    CRED_EXTERNAL_FAILURE = 8
+    BAD_TOKEN = 9
+
+    @property
+    def drc_name(self) -> str:
+        """The C macro name, e.g. ``DRC_EPERM``."""
+        return f"DRC_{self.name}"
+
+    @property
+    def dbus_name(self) -> str:
+        """The D-Bus error name, e.g. ``org.drc.Error.EPERM``."""
+        return f"{DBUS_ERROR_PREFIX}{self.name}"
+
+
+DBUS_ERROR_PREFIX = "org.drc.Error."
+
+#: One-line meaning of each code, as ``drc_error_message()`` and ``drccli`` print it.
+MESSAGES: dict[Code, str] = {
+    Code.SUCCESS: "success",
+    Code.EINVAL: "invalid parameter",
+    Code.EPERM: "invalid permissions",
+    Code.ENOSPC: "no space left (a credential limit or the resource pool is exhausted)",
+    Code.ECONNREFUSED: "connection refused (no DRC daemon answered)",
+    Code.ALREADY_GRANTED: "access already granted to this target",
+    Code.CRED_NOT_FOUND: "credential not found",
+    Code.CRED_CREATE_FAILURE: "credential could not be created",
+    Code.CRED_EXTERNAL_FAILURE: "external application failure",
+    Code.BAD_TOKEN: "bad, expired or revoked token",
+}
+
+
+class DrcError(Exception):
+    """A refusal with a DRC code and a message written for the person who reads it."""
+
+    def __init__(self, code: Code | int, message: str | None = None) -> None:
+        self.code = Code(code)
+        self.message = message or MESSAGES[self.code]
+        super().__init__(self.message)
+
+    @property
+    def name(self) -> str:
+        return self.code.drc_name
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+    @classmethod
+    def from_dbus(cls, error_name: str, text: str) -> DrcError:
+        """Rebuild the error a daemon sent; an unknown name becomes EINVAL."""
+        if error_name.startswith(DBUS_ERROR_PREFIX):
+            try:
+                return cls(Code[error_name.removeprefix(DBUS_ERROR_PREFIX)], text)
+            except KeyError:
+                pass
+        return cls(Code.EINVAL, f"{error_name}: {text}")
+
+
+def einval(message: str) -> DrcError:
+    return DrcError(Code.EINVAL, message)
+
+
+def eperm(message: str) -> DrcError:
+    return DrcError(Code.EPERM, message)
+
+
+def not_found(credential: int) -> DrcError:
+    return DrcError(Code.CRED_NOT_FOUND, f"credential {credential} not found")

@@ -1,0 +1,316 @@
+"""The DRC verbs: acquire, grant, revoke, access, release, and job/node expiration.
+
+This is the semantic contract of DESIGN section 3 in code. It talks to a :class:`Store` and a
+:class:`Provider` through their protocols only; transports (D-Bus, the DRC link) call it with a
+:class:`Caller` they established from the kernel. Every verb is one store transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from drc.core.errors import Code, DrcError, eperm, not_found
+from drc.core.limits import check_limits
+from drc.core.model import (
+    ACQUIRE_FLAGS,
+    AccessInfo,
+    Caller,
+    Credential,
+    Flags,
+    Holder,
+    HolderKind,
+    Limit,
+    LimitScope,
+    State,
+    Target,
+    TargetKind,
+    check_uint32,
+)
+from drc.core.policy import Policy
+from drc.core.ports import Provider, Store, Transaction
+
+audit = logging.getLogger("drc.audit")
+
+
+class CredentialService:
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self.policy = policy or Policy()
+        self.clock = clock
+
+    # -- verbs ---------------------------------------------------------------------------
+
+    def acquire(self, caller: Caller, flags: int) -> Credential:
+        """Create a credential owned by the caller and take the owner's reference.
+
+        PERSISTENT adds a pin of the owner's uid, so the credential outlives the job.
+        """
+        check_uint32("flags", flags)
+        if flags & ~int(ACQUIRE_FLAGS):
+            raise DrcError(
+                Code.EINVAL, f"acquire flags 0x{flags:x} carry bits other than FLEX|PERSISTENT"
+            )
+        flags = Flags(flags)
+        if flags & Flags.PERSISTENT and not self.policy.may_persist(caller):
+            raise eperm(
+                f"uid {caller.uid} may not create PERSISTENT credentials "
+                "(ask an admin to add you to persistent_users/persistent_groups)"
+            )
+        with self.store.transaction() as tx:
+            check_limits(tx.limits(), tx.usage(caller.uid, caller.gid, caller.job),
+                         caller.uid, caller.gid, caller.job)
+            cred_id = tx.next_credential_id()
+            resources = self.provider.allocate(cred_id, tx)
+            credential = Credential(
+                id=cred_id, uid=caller.uid, gid=caller.gid, wlm=caller.job, flags=flags,
+                state=State.ACTIVE, resources=resources, created=self.clock(),
+            )
+            tx.insert_credential(credential)
+            tx.add_reference(cred_id, caller.holder, owner=True)
+            if credential.persistent:
+                tx.add_reference(cred_id, Holder.pin(caller.uid), owner=True)
+        audit.info("acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
+                   cred_id, caller.uid, caller.gid, caller.job, caller.holder,
+                   _flag_names(flags), resources.cookie1)
+        return credential
+
+    def grant(self, caller: Caller, credential: int, target: Target) -> None:
+        check_uint32("credential", credential)
+        with self.store.transaction() as tx:
+            cred = self._owned(tx, caller, credential, "grant access to")
+            if not tx.add_grant(credential, target):
+                raise DrcError(Code.ALREADY_GRANTED,
+                               f"credential {credential} is already granted to {target}")
+        audit.info("grant credential=%d target=%s by uid=%d job=%d", cred.id, target,
+                   caller.uid, caller.job)
+
+    def revoke(self, caller: Caller, credential: int, target: Target) -> None:
+        """Block new access by ``target``; references already taken stay."""
+        check_uint32("credential", credential)
+        with self.store.transaction() as tx:
+            self._owned(tx, caller, credential, "revoke access to")
+            if not tx.remove_grant(credential, target):
+                raise DrcError(Code.EINVAL, f"credential {credential} is not granted to {target}")
+            tx.bump_epoch(credential)
+        audit.info("revoke credential=%d target=%s by uid=%d job=%d", credential, target,
+                   caller.uid, caller.job)
+
+    def access(self, caller: Caller, credential: int) -> AccessInfo:
+        """Check the ACL, take the caller's reference (idempotently), answer the resources."""
+        check_uint32("credential", credential)
+        with self.store.transaction() as tx:
+            cred = tx.get_credential(credential, for_update=True)
+            if cred is None:
+                raise not_found(credential)
+            holder = caller.holder
+            if not tx.has_reference(credential, holder):
+                self._check_access(cred, caller)
+                self._check_node_binding(tx, cred, holder)
+                tx.add_reference(credential, holder, owner=self._owned_by_holder(cred, holder))
+                audit.info("access credential=%d uid=%d job=%d holder=%s", credential,
+                           caller.uid, caller.job, holder)
+        return access_info(cred)
+
+    def release(self, caller: Caller, credential: int) -> bool:
+        """Drop the caller's reference; the owner's (or an admin's) release also drops the pin.
+
+        Returns True when this freed the credential's resources.
+        """
+        check_uint32("credential", credential)
+        with self.store.transaction() as tx:
+            cred = tx.get_credential(credential, for_update=True)
+            if cred is None:
+                raise not_found(credential)
+            as_owner = self._may_manage(cred, caller)
+            dropped = tx.drop_reference(credential, caller.holder)
+            if as_owner:
+                dropped |= tx.drop_reference(credential, Holder.pin(cred.uid))
+                if cred.state is State.ACTIVE:
+                    tx.set_state(credential, State.RELEASED)
+            elif not dropped:
+                raise eperm(f"uid {caller.uid} ({caller.holder}) holds no reference to "
+                            f"credential {credential} and does not own it")
+            freed = self._settle(tx, [credential])
+        audit.info("release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s",
+                   credential, caller.uid, caller.job, caller.holder, as_owner, bool(freed))
+        return bool(freed)
+
+    # -- expiration and reconciliation ---------------------------------------------------
+
+    def expire_jobs(self, jobs: Iterable[int]) -> list[int]:
+        """Job(s) ended: drop their references on every node. Idempotent. Returns freed ids."""
+        jobs = {check_uint32("job", j) for j in jobs} - {0}
+        if not jobs:
+            return []
+        with self.store.transaction() as tx:
+            freed = self._settle(tx, tx.drop_job_references(jobs))
+        audit.info("expire jobs=%s freed=%s", sorted(jobs), freed)
+        return freed
+
+    def node_rebooted(self, node: str) -> list[int]:
+        """A node came back with a new boot id: none of its references survived."""
+        with self.store.transaction() as tx:
+            freed = self._settle(tx, tx.drop_node_references(node))
+        audit.info("node-reboot node=%s freed=%s", node, freed)
+        return freed
+
+    def processes_exited(self, node: str, processes: Iterable[tuple[int, int]]) -> list[int]:
+        """Processes (pid, start time) outside any job ended on ``node``."""
+        processes = list(processes)
+        if not processes:
+            return []
+        with self.store.transaction() as tx:
+            freed = self._settle(tx, tx.drop_process_references(node, processes))
+        audit.info("process-exit node=%s processes=%s freed=%s", node, processes, freed)
+        return freed
+
+    def outstanding_jobs(self) -> set[int]:
+        """Jobs that hold references: what reconciliation compares with the WLM."""
+        with self.store.snapshot() as tx:
+            return tx.outstanding_jobs()
+
+    # -- queries and administration ------------------------------------------------------
+
+    def get(self, caller: Caller, credential: int) -> Credential:
+        check_uint32("credential", credential)
+        with self.store.snapshot() as tx:
+            cred = tx.get_credential(credential)
+        if cred is None or not self._may_see(cred, caller):
+            raise not_found(credential)
+        return cred
+
+    def list(self, caller: Caller) -> list[Credential]:
+        """Admins see every credential; others see what they own or may access."""
+        with self.store.snapshot() as tx:
+            creds = tx.list_credentials()
+        return [c for c in creds if self._may_see(c, caller)]
+
+    def limits(self) -> list[Limit]:
+        with self.store.snapshot() as tx:
+            return sorted(tx.limits())
+
+    def set_limit(self, caller: Caller, scope: LimitScope, id: int, value: int | None) -> None:
+        """Set (or with ``value=None`` remove) one limit. Admins only."""
+        if not self.policy.is_admin(caller):
+            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may change limits")
+        check_uint32("limit id", id)
+        if not scope.takes_id and id != 0:
+            raise DrcError(Code.EINVAL, f"the {scope} limit takes no id")
+        with self.store.transaction() as tx:
+            if value is None:
+                tx.clear_limit(scope, id)
+            else:
+                tx.set_limit(Limit(scope, id, check_uint32("limit value", value)))
+        audit.info("limit scope=%s id=%d value=%s by uid=%d", scope, id, value, caller.uid)
+
+    def describe(self) -> dict[str, object]:
+        with self.store.snapshot() as tx:
+            creds = tx.list_credentials()
+            pool = self.provider.describe(tx)
+        return {
+            "store": self.store.describe(),
+            "provider": pool,
+            "credentials": len(creds),
+            "references": sum(c.refs for c in creds),
+            "limits": [(lim.scope.value, lim.id, lim.value) for lim in self.limits()],
+        }
+
+    # -- rules ---------------------------------------------------------------------------
+
+    def _may_manage(self, cred: Credential, caller: Caller) -> bool:
+        return caller.uid == cred.uid or self.policy.is_admin(caller)
+
+    def _owned(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
+        cred = tx.get_credential(credential, for_update=True)
+        if cred is None:
+            raise not_found(credential)
+        if not self._may_manage(cred, caller):
+            raise eperm(f"only the owner (uid {cred.uid}) or an admin may {verb} "
+                        f"credential {credential}")
+        if cred.state is not State.ACTIVE:
+            raise DrcError(Code.CRED_NOT_FOUND,
+                           f"credential {credential} was released by its owner")
+        return cred
+
+    def _check_access(self, cred: Credential, caller: Caller) -> None:
+        if cred.state is not State.ACTIVE:
+            raise DrcError(Code.CRED_NOT_FOUND,
+                           f"credential {cred.id} was released by its owner")
+        if not self._may_access(cred, caller):
+            raise eperm(f"uid {caller.uid} (job {caller.job}) is not granted access to "
+                        f"credential {cred.id}")
+
+    def _may_access(self, cred: Credential, caller: Caller) -> bool:
+        if caller.uid == cred.uid or self.policy.is_admin(caller):
+            return True
+        if caller.job and caller.job == cred.wlm:
+            return True
+        gids = caller.all_gids
+        for grant in cred.grants:
+            if (
+                (grant.kind is TargetKind.UID and grant.id == caller.uid)
+                or (grant.kind is TargetKind.GID and grant.id in gids)
+                or (grant.kind is TargetKind.WLM and caller.job and grant.id == caller.job)
+            ):
+                return True
+        return False
+
+    def _may_see(self, cred: Credential, caller: Caller) -> bool:
+        return self._may_access(cred, caller)
+
+    @staticmethod
+    def _owned_by_holder(cred: Credential, holder: Holder) -> bool:
+        """References of the owner's job or pin keep a transient credential ACTIVE."""
+        return (holder.kind is HolderKind.JOB and cred.wlm != 0 and holder.job == cred.wlm) or (
+            holder.kind is HolderKind.PIN and holder.uid == cred.uid
+        )
+
+    @staticmethod
+    def _check_node_binding(tx: Transaction, cred: Credential, holder: Holder) -> None:
+        """A non-FLEX cookie cannot be isolated between jobs on one node: one job per node."""
+        tenant = holder.tenant
+        if cred.flex or tenant is None:
+            return
+        others = tx.tenants_on_node(cred.id, holder.node) - {tenant}
+        if others:
+            kind, other = sorted(others)[0]
+            raise eperm(
+                f"credential {cred.id} is not FLEX and is already used by {kind} {other} on "
+                f"node {holder.node!r}; acquire it with DRC_FLAGS_FLEX_CREDENTIAL to share a node"
+            )
+
+    def _settle(self, tx: Transaction, touched: Iterable[int]) -> list[int]:
+        """After references went: free credentials with none left, mark owner-less ones."""
+        freed = []
+        counts = tx.reference_counts(sorted(set(touched)))
+        for cred_id, (refs, owner_refs) in counts.items():
+            if refs == 0:
+                cred = tx.get_credential(cred_id, for_update=True)
+                if cred is None:
+                    continue
+                self.provider.free(cred.resources, tx)
+                tx.delete_credential(cred_id)
+                freed.append(cred_id)
+            elif owner_refs == 0:
+                tx.set_state(cred_id, State.RELEASED)
+        for cred_id in freed:
+            audit.info("free credential=%d", cred_id)
+        return freed
+
+
+def access_info(cred: Credential) -> AccessInfo:
+    r = cred.resources
+    return AccessInfo(credential=cred.id, cookie1=r.cookie1, cookie2=r.cookie2, ptag=r.ptag)
+
+
+def _flag_names(flags: Flags) -> str:
+    return "|".join(f.name for f in Flags if f and flags & f) or "0"

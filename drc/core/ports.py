@@ -7,7 +7,7 @@ state change is all-or-nothing and a daemon killed mid-verb leaves the store con
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -90,5 +90,3 @@ class Provider(Protocol):
     def free(self, resources: Resources, slots: SlotAllocator) -> None: ...
 
     def describe(self, slots: SlotAllocator) -> dict[str, object]: ...
-
-

@@ -66,21 +66,39 @@ class CredentialService:
                 "(ask an admin to add you to persistent_users/persistent_groups)"
             )
         with self.store.transaction() as tx:
-            check_limits(tx.limits(), tx.usage(caller.uid, caller.gid, caller.job),
-                         caller.uid, caller.gid, caller.job)
+            check_limits(
+                tx.limits(),
+                tx.usage(caller.uid, caller.gid, caller.job),
+                caller.uid,
+                caller.gid,
+                caller.job,
+            )
             cred_id = tx.next_credential_id()
             resources = self.provider.allocate(cred_id, tx)
             credential = Credential(
-                id=cred_id, uid=caller.uid, gid=caller.gid, wlm=caller.job, flags=flags,
-                state=State.ACTIVE, resources=resources, created=self.clock(),
+                id=cred_id,
+                uid=caller.uid,
+                gid=caller.gid,
+                wlm=caller.job,
+                flags=flags,
+                state=State.ACTIVE,
+                resources=resources,
+                created=self.clock(),
             )
             tx.insert_credential(credential)
             tx.add_reference(cred_id, caller.holder, owner=True)
             if credential.persistent:
                 tx.add_reference(cred_id, Holder.pin(caller.uid), owner=True)
-        audit.info("acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
-                   cred_id, caller.uid, caller.gid, caller.job, caller.holder,
-                   _flag_names(flags), resources.cookie1)
+        audit.info(
+            "acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
+            cred_id,
+            caller.uid,
+            caller.gid,
+            caller.job,
+            caller.holder,
+            _flag_names(flags),
+            resources.cookie1,
+        )
         return credential
 
     def grant(self, caller: Caller, credential: int, target: Target) -> None:
@@ -88,10 +106,16 @@ class CredentialService:
         with self.store.transaction() as tx:
             cred = self._owned(tx, caller, credential, "grant access to")
             if not tx.add_grant(credential, target):
-                raise DrcError(Code.ALREADY_GRANTED,
-                               f"credential {credential} is already granted to {target}")
-        audit.info("grant credential=%d target=%s by uid=%d job=%d", cred.id, target,
-                   caller.uid, caller.job)
+                raise DrcError(
+                    Code.ALREADY_GRANTED, f"credential {credential} is already granted to {target}"
+                )
+        audit.info(
+            "grant credential=%d target=%s by uid=%d job=%d",
+            cred.id,
+            target,
+            caller.uid,
+            caller.job,
+        )
 
     def revoke(self, caller: Caller, credential: int, target: Target) -> None:
         """Block new access by ``target``; references already taken stay."""
@@ -101,8 +125,13 @@ class CredentialService:
             if not tx.remove_grant(credential, target):
                 raise DrcError(Code.EINVAL, f"credential {credential} is not granted to {target}")
             tx.bump_epoch(credential)
-        audit.info("revoke credential=%d target=%s by uid=%d job=%d", credential, target,
-                   caller.uid, caller.job)
+        audit.info(
+            "revoke credential=%d target=%s by uid=%d job=%d",
+            credential,
+            target,
+            caller.uid,
+            caller.job,
+        )
 
     def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Check the ACL, take the caller's reference (idempotently), answer the resources."""
@@ -116,8 +145,13 @@ class CredentialService:
                 self._check_access(cred, caller)
                 self._check_node_binding(tx, cred, holder)
                 tx.add_reference(credential, holder, owner=self._owned_by_holder(cred, holder))
-                audit.info("access credential=%d uid=%d job=%d holder=%s", credential,
-                           caller.uid, caller.job, holder)
+                audit.info(
+                    "access credential=%d uid=%d job=%d holder=%s",
+                    credential,
+                    caller.uid,
+                    caller.job,
+                    holder,
+                )
         return access_info(cred)
 
     def release(self, caller: Caller, credential: int) -> bool:
@@ -137,11 +171,20 @@ class CredentialService:
                 if cred.state is State.ACTIVE:
                     tx.set_state(credential, State.RELEASED)
             elif not dropped:
-                raise eperm(f"uid {caller.uid} ({caller.holder}) holds no reference to "
-                            f"credential {credential} and does not own it")
+                raise eperm(
+                    f"uid {caller.uid} ({caller.holder}) holds no reference to "
+                    f"credential {credential} and does not own it"
+                )
             freed = self._settle(tx, [credential])
-        audit.info("release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s",
-                   credential, caller.uid, caller.job, caller.holder, as_owner, bool(freed))
+        audit.info(
+            "release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s",
+            credential,
+            caller.uid,
+            caller.job,
+            caller.holder,
+            as_owner,
+            bool(freed),
+        )
         return bool(freed)
 
     # -- expiration and reconciliation ---------------------------------------------------
@@ -234,20 +277,22 @@ class CredentialService:
         if cred is None:
             raise not_found(credential)
         if not self._may_manage(cred, caller):
-            raise eperm(f"only the owner (uid {cred.uid}) or an admin may {verb} "
-                        f"credential {credential}")
+            raise eperm(
+                f"only the owner (uid {cred.uid}) or an admin may {verb} credential {credential}"
+            )
         if cred.state is not State.ACTIVE:
-            raise DrcError(Code.CRED_NOT_FOUND,
-                           f"credential {credential} was released by its owner")
+            raise DrcError(
+                Code.CRED_NOT_FOUND, f"credential {credential} was released by its owner"
+            )
         return cred
 
     def _check_access(self, cred: Credential, caller: Caller) -> None:
         if cred.state is not State.ACTIVE:
-            raise DrcError(Code.CRED_NOT_FOUND,
-                           f"credential {cred.id} was released by its owner")
+            raise DrcError(Code.CRED_NOT_FOUND, f"credential {cred.id} was released by its owner")
         if not self._may_access(cred, caller):
-            raise eperm(f"uid {caller.uid} (job {caller.job}) is not granted access to "
-                        f"credential {cred.id}")
+            raise eperm(
+                f"uid {caller.uid} (job {caller.job}) is not granted access to credential {cred.id}"
+            )
 
     def _may_access(self, cred: Credential, caller: Caller) -> bool:
         if caller.uid == cred.uid or self.policy.is_admin(caller):

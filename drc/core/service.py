@@ -89,6 +89,7 @@ class CredentialService:
             tx.add_reference(cred_id, caller.holder, owner=True)
             if credential.persistent:
                 tx.add_reference(cred_id, Holder.pin(caller.uid), owner=True)
+            credential = tx.get_credential(cred_id) or credential
         audit.info(
             "acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
             cred_id,

@@ -1,0 +1,148 @@
+"""The one TOML config file of every drc daemon (``/etc/drc/drc.conf``).
+
+Every key is declared here with its type, default and a one-line meaning (``drc.conf(5)`` is
+written from the same table). Unknown keys and wrong types are refused with one line naming
+the key and the file, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/drc/drc.conf")
+
+
+class ConfigError(Exception):
+    """A config file problem, worded as one line for the admin."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "bus_address": Key(str, "", "D-Bus address DRCS serves on; empty = the system bus"),
+        "database": Key(
+            str,
+            "sqlite:////var/lib/drc/drcs.db",
+            "store URL: sqlite:////path/to.db or postgresql://user@host/db",
+        ),
+        "provider": Key(str, "pool", "where credentials' network resources come from: pool"),
+        "admin_groups": Key(list, [], "groups (names or gids) whose members are DRC admins"),
+        "persistent_users": Key(list, [], "users (names or uids) allowed PERSISTENT credentials"),
+        "persistent_groups": Key(list, [], "groups allowed PERSISTENT credentials"),
+    },
+    "pool": {
+        "cookie_min": Key(int, 0x10000, "first cookie of the range reserved for DRC"),
+        "cookie_max": Key(int, 0x1FFFF, "last cookie of the reserved range"),
+        "cookie_stride": Key(int, 1, "distance between two cookies handed out"),
+        "cookies_per_credential": Key(int, 1, "1 (Slurm-style) or 2 (ALPS-style)"),
+        "ptag": Key(int, 0, "protection tag reported with every credential (0..255)"),
+    },
+    "log": {
+        "level": Key(str, "info", "debug, info, warning or error"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.values[section]
+
+    # -- derived settings ----------------------------------------------------------------
+
+    def admin_gids(self) -> frozenset[int]:
+        return frozenset(
+            _gid(g, self._where("server", "admin_groups")) for g in self["server"]["admin_groups"]
+        )
+
+    def persistent_uids(self) -> frozenset[int]:
+        return frozenset(
+            _uid(u, self._where("server", "persistent_users"))
+            for u in self["server"]["persistent_users"]
+        )
+
+    def persistent_gids(self) -> frozenset[int]:
+        return frozenset(
+            _gid(g, self._where("server", "persistent_groups"))
+            for g in self["server"]["persistent_groups"]
+        )
+
+    def _where(self, section: str, key: str) -> str:
+        return f"{self.path or '<defaults>'}: [{section}] {key}"
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def load(path: Path | str | None = None, *, must_exist: bool = True) -> Config:
+    """Read ``path`` (default /etc/drc/drc.conf) over the defaults."""
+    path = Path(path) if path else DEFAULT_PATH
+    values = defaults()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"{path}: config file not found") from None
+        return Config(None, values)
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a [{section}] table")
+        for key, value in table.items():
+            spec = SCHEMA[section].get(key)
+            if spec is None:
+                raise ConfigError(
+                    f"{path}: unknown key {key!r} in [{section}] "
+                    f"(known: {', '.join(SCHEMA[section])})"
+                )
+            if (isinstance(value, bool) and spec.type is not bool) or not isinstance(
+                value, spec.type
+            ):
+                raise ConfigError(
+                    f"{path}: [{section}] {key} must be {_type_name(spec.type)}, got {value!r}"
+                )
+            values[section][key] = value
+    return Config(path, values)
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", list: "a list", bool: "true or false"}
+    return " or ".join(names.get(x, x.__name__) for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _uid(user: object, where: str) -> int:
+    if isinstance(user, int) and not isinstance(user, bool):
+        return user
+    try:
+        return pwd.getpwnam(str(user)).pw_uid
+    except KeyError:
+        raise ConfigError(f"{where}: no such user {user!r}") from None
+
+
+def _gid(group: object, where: str) -> int:
+    if isinstance(group, int) and not isinstance(group, bool):
+        return group
+    try:
+        return grp.getgrnam(str(group)).gr_gid
+    except KeyError:
+        raise ConfigError(f"{where}: no such group {group!r}") from None

@@ -1,0 +1,123 @@
+"""Peewee models of the DRCS store: every table in one place.
+
+Bound to a database at run time (``database_proxy``), so SQLite and PostgreSQL share them.
+Migrations in ``drc/store/migrations`` create these tables from frozen copies; a change here
+needs a new numbered migration.
+"""
+
+from __future__ import annotations
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    CompositeKey,
+    DatabaseProxy,
+    DoubleField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+)
+
+database_proxy = DatabaseProxy()
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class CredentialRow(BaseModel):
+    id = BigIntegerField(primary_key=True)  # uint32, assigned from the "credential" counter
+    uid = BigIntegerField()
+    gid = BigIntegerField()
+    wlm = BigIntegerField(index=True)
+    flags = IntegerField()
+    state = CharField(max_length=16)
+    provider = CharField(max_length=32)
+    cookie1 = BigIntegerField()
+    cookie2 = BigIntegerField()
+    ptag = IntegerField()
+    provider_data = CharField(max_length=255, default="")
+    created = DoubleField()
+    epoch = IntegerField(default=0)
+
+    class Meta:
+        table_name = "credential"
+
+
+class GrantRow(BaseModel):
+    credential = ForeignKeyField(CredentialRow, on_delete="CASCADE", column_name="credential_id")
+    kind = CharField(max_length=8)
+    target = BigIntegerField()
+
+    class Meta:
+        table_name = "grant"
+        indexes = ((("credential", "kind", "target"), True),)
+
+
+class ReferenceRow(BaseModel):
+    credential = ForeignKeyField(CredentialRow, on_delete="CASCADE", column_name="credential_id")
+    kind = CharField(max_length=8)
+    node = CharField(max_length=255, default="")
+    job = BigIntegerField(default=0)
+    pid = BigIntegerField(default=0)
+    start = BigIntegerField(default=0)
+    uid = BigIntegerField(default=0)
+    owner = BooleanField(default=False)
+
+    class Meta:
+        table_name = "reference"
+        indexes = (
+            (("credential", "kind", "node", "job", "pid", "start", "uid"), True),
+            (("job",), False),
+            (("node",), False),
+        )
+
+
+class LimitRow(BaseModel):
+    scope = CharField(max_length=16)
+    target = BigIntegerField(default=0)
+    value = BigIntegerField()
+
+    class Meta:
+        table_name = "credential_limit"
+        primary_key = CompositeKey("scope", "target")
+
+
+class CounterRow(BaseModel):
+    """Monotonic counters: the next credential id, each pool's high-water slot.
+
+    Write transactions lock the credential counter row first (FOR UPDATE on PostgreSQL), which
+    serializes allocation across DRCS instances sharing one database.
+    """
+
+    name = CharField(max_length=64, primary_key=True)
+    value = BigIntegerField()
+
+    class Meta:
+        table_name = "counter"
+
+
+class FreeSlotRow(BaseModel):
+    pool = CharField(max_length=32)
+    slot = BigIntegerField()
+
+    class Meta:
+        table_name = "free_slot"
+        primary_key = CompositeKey("pool", "slot")
+
+
+class NodeRow(BaseModel):
+    """Node daemons DRCS has heard from, with the boot id they last reported."""
+
+    name = CharField(max_length=255, primary_key=True)
+    boot_id = CharField(max_length=64)
+    seen = DoubleField()
+
+    class Meta:
+        table_name = "node"
+
+
+ALL_MODELS = [CredentialRow, GrantRow, ReferenceRow, LimitRow, CounterRow, FreeSlotRow, NodeRow]

@@ -213,6 +213,10 @@ class Limit:
     id: int
     value: int
 
+    def __str__(self) -> str:
+        where = f" {self.id}" if self.scope.takes_id else ""
+        return f"{self.scope.value}{where}: {self.value}"
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -265,7 +265,7 @@ class CredentialService:
             "provider": pool,
             "credentials": len(creds),
             "references": sum(c.refs for c in creds),
-            "limits": [(lim.scope.value, lim.id, lim.value) for lim in self.limits()],
+            "limits": [str(lim) for lim in self.limits()],
         }
 
     # -- rules ---------------------------------------------------------------------------

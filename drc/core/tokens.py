@@ -206,8 +206,8 @@ def access_info(claims: TokenClaims) -> AccessInfo:
 def load_key(path: Path) -> bytes:
     """Read the cluster key (its bytes as they are), refusing one others could read or swap."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())  # the opened file itself: no check-then-open race
+    try:
+        st = os.fstat(fd)  # the opened file itself: no check-then-open race
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"token key {path} is not a regular file")
         if st.st_uid not in (0, os.getuid()):
@@ -215,7 +215,10 @@ def load_key(path: Path) -> bytes:
         if st.st_mode & 0o066:
             mode = stat.S_IMODE(st.st_mode)
             raise PermissionError(f"token key {path} has mode {mode:o}: chmod 600 it")
-        key = f.read()
+        with open(fd, "rb", closefd=False) as f:
+            key = f.read()
+    finally:
+        os.close(fd)
     if len(key) < MIN_KEY_LEN:
         raise ValueError(f"token key {path} has {len(key)} bytes, needs >= {MIN_KEY_LEN}")
     return key

@@ -1,0 +1,264 @@
+"""``drccli``: the DRC admin command line (acquire, release, grant, revoke, list, limit …).
+
+It talks to DRCS (``org.drc.Server``) over the system bus — or the bus named by ``--bus`` or
+``DBUS_SYSTEM_BUS_ADDRESS`` — as the invoking user; DRCS decides what that user may do.
+Credentials acquired here are held by a pin of your uid until ``drccli release ID``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from drc.cli.common import UsageError, gid_of, run, table, uid_of
+from drc.core.errors import Code, DrcError
+from drc.core.model import Flags, LimitScope
+from drc.server.proxy import ServerProxy
+
+LIST_COLUMNS = (
+    "Credential",
+    "Sys_Id",
+    "uid",
+    "gid",
+    "wlmid",
+    "Cookie1",
+    "Cookie2",
+    "State",
+    "Refs",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drccli",
+        description="Manage Dynamic RDMA Credentials: acquire a managed network credential, "
+        "grant it to a uid, gid or job, list, limit and release.",
+        epilog="Exit status: 0 on success, 1 when DRC refused (the DRC error name is printed "
+        "on stderr), 2 on a usage error.",
+    )
+    parser.add_argument(
+        "--bus",
+        metavar="ADDRESS",
+        help="D-Bus address of DRCS (default: $DBUS_SYSTEM_BUS_ADDRESS, else the system bus)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "acquire",
+        help="create a credential owned by you; prints its id",
+        description="Create a credential owned by you and print its id. It is "
+        "held by a pin of your uid until you run 'drccli release ID'.",
+    )
+    p.add_argument(
+        "--flex",
+        action="store_true",
+        help="FLEX (node-insecure): several jobs may use it on one node",
+    )
+    p.add_argument(
+        "--persistent",
+        action="store_true",
+        help="survive job end, DRCS restart and reboots (admin policy decides who)",
+    )
+
+    p = sub.add_parser(
+        "release",
+        help="drop your reference (the owner's release ends it)",
+        description="Drop your reference to a credential. The owner's (or an "
+        "admin's) release also drops the pin; the resources return to the pool "
+        "when the last reference is gone.",
+    )
+    p.add_argument("credential", type=int, help="credential id")
+
+    for verb, doc in (
+        ("grant", "allow a uid, gid or job to access a credential"),
+        ("revoke", "stop new access by a uid, gid or job (references stay)"),
+    ):
+        p = sub.add_parser(verb, help=doc, description=doc[0].upper() + doc[1:] + ".")
+        p.add_argument("credential", type=int, help="credential id")
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument("-u", "--uid", metavar="UID", help="user name or uid")
+        target.add_argument("-g", "--gid", metavar="GID", help="group name or gid")
+        target.add_argument("-j", "--wlmid", metavar="WLMID", type=int, help="job (WLM) id")
+
+    p = sub.add_parser(
+        "list",
+        help="list credentials (all of them for admins)",
+        description="List credentials: id, system id (ptag), owner uid/gid/job, "
+        "cookies, state and references. Admins see all credentials, others "
+        "those they own or may access.",
+    )
+    p.add_argument("-c", "--credential", type=int, help="show only this credential")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per credential)")
+
+    p = sub.add_parser(
+        "limit",
+        help="show or set limits on live credentials",
+        description="Without a scope, show the limits in force. With one, set "
+        "it to VALUE ('none' removes it). Every limit set is checked on its own: "
+        "a specific uid/gid/job limit never lifts a default.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--global", dest="scope", action="store_const", const="global", help="all live credentials"
+    )
+    scope.add_argument(
+        "--user-default",
+        dest="scope",
+        action="store_const",
+        const="user-default",
+        help="per user, for every user",
+    )
+    scope.add_argument(
+        "--group-default",
+        dest="scope",
+        action="store_const",
+        const="group-default",
+        help="per group, for every group",
+    )
+    scope.add_argument(
+        "--job-default",
+        dest="scope",
+        action="store_const",
+        const="job-default",
+        help="per job, for every job",
+    )
+    scope.add_argument("-u", "--uid", metavar="UID", help="for one user")
+    scope.add_argument("-g", "--gid", metavar="GID", help="for one group")
+    scope.add_argument("-j", "--wlmid", metavar="WLMID", type=int, help="for one job")
+    p.add_argument("value", nargs="?", help="maximum number of live credentials, or 'none'")
+
+    sub.add_parser(
+        "status",
+        help="DRCS health: store, pool usage, limits (admins)",
+        description="Show whether DRCS answers, its store backend and schema "
+        "version, pool usage and the limits in force. Admins only.",
+    )
+
+    p = sub.add_parser(
+        "expire",
+        help="tell DRCS that jobs ended (admins)",
+        description="Drop every reference of the given jobs on every node, as "
+        "the job epilog does. Idempotent. Admins only.",
+    )
+    p.add_argument("jobs", type=int, nargs="+", metavar="WLMID", help="job (WLM) ids")
+    return parser
+
+
+def _target(args: argparse.Namespace) -> tuple[int, int]:
+    if args.uid is not None:
+        return uid_of(args.uid), int(Flags.TARGET_UID)
+    if args.gid is not None:
+        return gid_of(args.gid), int(Flags.TARGET_GID)
+    return args.wlmid, int(Flags.TARGET_WLM)
+
+
+def _list(server: ServerProxy, args: argparse.Namespace) -> int:
+    if args.credential is not None:
+        try:
+            creds = [server.show(args.credential)]
+        except DrcError as e:
+            if e.code is Code.CRED_NOT_FOUND and not args.json:
+                print("Credential Not Found")
+            raise
+    else:
+        creds = server.list()
+    if args.json:
+        print(json.dumps(creds if args.credential is None else creds[0], indent=2))
+        return 0
+    rows = [
+        (
+            c["credential"],
+            c["ptag"],
+            c["uid"],
+            c["gid"],
+            c["wlm"],
+            c["cookie1"],
+            c["cookie2"],
+            c["state"],
+            c["refs"],
+        )
+        for c in creds
+    ]
+    print(table(LIST_COLUMNS, rows))
+    return 0
+
+
+def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
+    if args.uid is not None:
+        scope, id = LimitScope.UID.value, uid_of(args.uid)
+    elif args.gid is not None:
+        scope, id = LimitScope.GID.value, gid_of(args.gid)
+    elif args.wlmid is not None:
+        scope, id = LimitScope.JOB.value, args.wlmid
+    else:
+        scope, id = args.scope, 0
+    if scope is None:
+        if args.value is not None:
+            raise UsageError("limit: give a scope (--global, -u UID …) before VALUE")
+        rows = [(s, i if LimitScope(s).takes_id else "-", v) for s, i, v in server.limits()]
+        print(table(("Scope", "Id", "Limit"), rows) if rows else "No limits set.")
+        return 0
+    if args.value is None:
+        raise UsageError("limit: missing VALUE (a number, or 'none' to remove the limit)")
+    if args.value.lower() in ("none", "unlimited"):
+        server.clear_limit(scope, id)
+    elif args.value.isdigit():
+        server.set_limit(scope, id, int(args.value))
+    else:
+        raise UsageError(f"limit: VALUE must be a number or 'none', got {args.value!r}")
+    return 0
+
+
+def _status(server: ServerProxy) -> int:
+    info = server.status()
+    store, pool = info["store"], info["provider"]
+    print(f"DRCS:        reachable on {server.address or 'the system bus'}")
+    print(f"Store:       {store['backend']} {store['database']} (schema {store['schema']})")
+    print(
+        f"Provider:    {pool['name']} ptag {pool['ptag']} cookies "
+        f"{pool['cookie_range'][0]}..{pool['cookie_range'][1]}"
+    )
+    print(f"Pool usage:  {pool['allocated']} allocated, {pool['free']} free of {pool['capacity']}")
+    print(f"Credentials: {info['credentials']} live, {info['references']} references")
+    print("Limits:      " + ("; ".join(info["limits"]) or "none"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        server = ServerProxy(args.bus)
+        try:
+            if args.command == "acquire":
+                flags = (Flags.FLEX_CREDENTIAL if args.flex else 0) | (
+                    Flags.PERSISTENT if args.persistent else 0
+                )
+                print(server.acquire(int(flags)))
+            elif args.command == "release":
+                server.release(args.credential)
+            elif args.command in ("grant", "revoke"):
+                target, flags = _target(args)
+                getattr(server, args.command)(args.credential, target, flags)
+            elif args.command == "list":
+                return _list(server, args)
+            elif args.command == "limit":
+                return _limit(server, args)
+            elif args.command == "status":
+                return _status(server)
+            elif args.command == "expire":
+                freed = server.expire_jobs(args.jobs)
+                print(
+                    f"expired job(s) {' '.join(map(str, args.jobs))}; freed credential(s): "
+                    f"{' '.join(map(str, freed)) or 'none'}"
+                )
+            return 0
+        finally:
+            server.close()
+
+    return run("drccli", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""``drcs``: the DRC credential server daemon.
+
+Builds the core from the config file (store URL, provider, policy) and exports it on D-Bus as
+``org.drc.Server``. Runs in the foreground; systemd or ``drc-embedded`` supervise it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from drc import config as drc_config
+from drc.bus import BusExporter
+from drc.core.policy import Policy
+from drc.core.service import CredentialService
+from drc.logsetup import setup_logging
+from drc.providers import make_provider
+from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.store.sql import PeeweeStore
+
+log = logging.getLogger("drc.server")
+
+
+def build_service(cfg: drc_config.Config) -> CredentialService:
+    server = cfg["server"]
+    provider_name = server["provider"]
+    provider = make_provider(provider_name, cfg[provider_name])
+    policy = Policy(
+        admin_gids=cfg.admin_gids(),
+        persistent_uids=cfg.persistent_uids(),
+        persistent_gids=cfg.persistent_gids(),
+    )
+    return CredentialService(PeeweeStore.from_url(server["database"]), provider, policy)
+
+
+async def serve(cfg: drc_config.Config) -> None:
+    service = build_service(cfg)
+    exporter = BusExporter(
+        ServerExports(service), bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE
+    )
+    address = cfg["server"]["bus_address"] or None
+    await exporter.start(address)
+    info = service.describe()
+    log.info(
+        "DRCS serving %s on %s (store %s, provider %s)",
+        BUS_NAME,
+        address or "the system bus",
+        info["store"],
+        info["provider"],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("DRCS stopping")
+    await exporter.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drcs",
+        description="DRC credential server: owns credentials, grants, references, limits and "
+        "the resource pool, and serves them on D-Bus as org.drc.Server.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=str(drc_config.DEFAULT_PATH),
+        help="config file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = drc_config.load(args.config)
+    except drc_config.ConfigError as e:
+        print(f"drcs: {e}", file=sys.stderr)
+        return 2
+    setup_logging("drcs", cfg["log"]["level"], syslog=args.syslog)
+    try:
+        asyncio.run(serve(cfg))
+    except (ValueError, RuntimeError, drc_config.ConfigError) as e:
+        print(f"drcs: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Callers as the transports would build them, for tests of the core."""
+
+from __future__ import annotations
+
+from drc.core.model import Caller, Holder
+
+ALICE, BOB, CAROL = 2001, 2002, 2003
+STAFF = 3000  # a group bob is in
+
+
+def in_job(
+    uid: int, job: int, node: str = "n1", gid: int | None = None, gids: frozenset[int] = frozenset()
+) -> Caller:
+    return Caller(
+        uid=uid,
+        gid=uid if gid is None else gid,
+        gids=gids,
+        job=job,
+        holder=Holder.for_job(node, job),
+    )
+
+
+def in_process(uid: int, pid: int, node: str = "n1", start: int = 100) -> Caller:
+    return Caller(uid=uid, gid=uid, pid=pid, holder=Holder.for_process(node, pid, start))
+
+
+def direct(uid: int, gids: frozenset[int] = frozenset()) -> Caller:
+    return Caller(uid=uid, gid=uid, gids=gids, holder=Holder.pin(uid))
+
+
+ROOT = Caller(uid=0, gid=0, holder=Holder.pin(0))

@@ -336,21 +336,19 @@ class CredentialService:
 
     def _settle(self, tx: Transaction, touched: Iterable[int]) -> list[int]:
         """After references went: free credentials with none left, mark owner-less ones."""
-        freed = []
         counts = tx.reference_counts(sorted(set(touched)))
-        for cred_id, (refs, owner_refs) in counts.items():
-            if refs == 0:
-                cred = tx.get_credential(cred_id, for_update=True)
-                if cred is None:
-                    continue
-                self.provider.free(cred.resources, tx)
-                tx.delete_credential(cred_id)
-                freed.append(cred_id)
-            elif owner_refs == 0:
-                tx.set_state(cred_id, State.RELEASED)
-        for cred_id in freed:
-            audit.info("free credential=%d", cred_id)
-        return freed
+        unreferenced = [cid for cid, (refs, _) in counts.items() if refs == 0]
+        ownerless = [cid for cid, (refs, owners) in counts.items() if refs and not owners]
+        freed = tx.list_credentials(unreferenced) if unreferenced else []
+        for cred in freed:
+            self.provider.free(cred.resources, tx)
+        if freed:
+            tx.delete_credentials([c.id for c in freed])
+        for cred_id in ownerless:
+            tx.set_state(cred_id, State.RELEASED)
+        for cred in freed:
+            audit.info("free credential=%d cookie1=%d", cred.id, cred.resources.cookie1)
+        return [c.id for c in freed]
 
 
 def access_info(cred: Credential) -> AccessInfo:

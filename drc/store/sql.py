@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from peewee import Database, IntegrityError, PostgresqlDatabase, SqliteDatabase, fn
+from peewee import JOIN, Database, IntegrityError, PostgresqlDatabase, SqliteDatabase, fn
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 
@@ -226,10 +226,11 @@ class PeeweeTransaction:
             CredentialRow.id == credential
         ).execute()
 
-    def delete_credential(self, credential: int) -> None:
-        GrantRow.delete().where(GrantRow.credential == credential).execute()
-        ReferenceRow.delete().where(ReferenceRow.credential == credential).execute()
-        CredentialRow.delete().where(CredentialRow.id == credential).execute()
+    def delete_credentials(self, ids: Iterable[int]) -> None:
+        for chunk in _chunks(ids):
+            GrantRow.delete().where(GrantRow.credential.in_(chunk)).execute()
+            ReferenceRow.delete().where(ReferenceRow.credential.in_(chunk)).execute()
+            CredentialRow.delete().where(CredentialRow.id.in_(chunk)).execute()
 
     def usage(self, uid: int, gid: int, job: int) -> Usage:
         c = CredentialRow
@@ -426,4 +427,43 @@ class PeeweeTransaction:
         ).execute()
 
 
-__all__ = ["PeeweeStore", "PeeweeTransaction", "open_database"]
+def consistency_problems(store: PeeweeStore, pools: Iterable[str] = ("pool",)) -> list[str]:
+    """Invariants a crash must never break, for slot-based ``pools``; empty when sound."""
+    problems: list[str] = []
+    with store.snapshot() as tx:
+        creds = tx.list_credentials()
+        for c in creds:
+            if c.refs == 0:
+                problems.append(f"credential {c.id} is alive with no reference")
+        orphans = (
+            ReferenceRow.select(ReferenceRow.credential)
+            .join(CredentialRow, JOIN.LEFT_OUTER, on=ReferenceRow.credential == CredentialRow.id)
+            .where(CredentialRow.id.is_null())
+            .count()
+        )
+        if orphans:
+            problems.append(f"{orphans} reference(s) to credentials that do not exist")
+        for pool in pools:
+            live = [c for c in creds if c.resources.provider == pool]
+            slots = [int(c.resources.data) for c in live]
+            if len(set(slots)) != len(slots):
+                problems.append(f"pool {pool}: a slot is held by two live credentials")
+            cookies = [c.resources.cookie1 for c in live]
+            if len(set(cookies)) != len(cookies):
+                problems.append(f"pool {pool}: a cookie is held by two live credentials")
+            free = {
+                s
+                for (s,) in FreeSlotRow.select(FreeSlotRow.slot)
+                .where(FreeSlotRow.pool == pool)
+                .tuples()
+            }
+            if free & set(slots):
+                problems.append(
+                    f"pool {pool}: slot(s) {sorted(free & set(slots))} are both free and in use"
+                )
+            if tx.slots_in_use(pool) != len(live):
+                problems.append(
+                    f"pool {pool}: {tx.slots_in_use(pool)} slots in use but "
+                    f"{len(live)} live credentials"
+                )
+    return problems

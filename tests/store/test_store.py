@@ -1,0 +1,103 @@
+"""The Peewee store: migrations, set-based expiration, pool slots, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+from playhouse.test_utils import count_queries
+
+from drc.core.errors import Code, DrcError
+from drc.core.model import Flags, LimitScope
+from drc.core.policy import Policy
+from drc.core.service import CredentialService
+from drc.providers.pool import PoolProvider
+from drc.store.sql import PeeweeStore, consistency_problems
+
+from helpers import ALICE, BOB, ROOT, in_job
+
+
+def test_migrations_are_versioned_and_applied_once(tmp_path: Path):
+    url = f"sqlite:///{tmp_path}/drcs.db"
+    store = PeeweeStore.from_url(url)
+    assert store.schema_version() == "0001_initial"
+    assert store.migrate() == []  # nothing pending the second time
+    store.close()
+    names = {
+        r[0]
+        for r in sqlite3.connect(tmp_path / "drcs.db").execute(
+            "select name from sqlite_master where type='table'"
+        )
+    }
+    assert {"credential", "grant", "reference", "credential_limit", "schema_migration"} <= names
+
+
+def test_sqlite_runs_in_wal_mode(store: PeeweeStore):
+    assert store.db.execute_sql("pragma journal_mode").fetchone()[0] == "wal"
+
+
+def test_expiring_one_job_over_1000_nodes_takes_a_handful_of_statements(service):
+    owner = in_job(ALICE, 10, node="node0")
+    creds = [service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id for _ in range(8)]
+    with service.store.transaction():  # 8,000 references, written set-based
+        from drc.store.models import ReferenceRow
+
+        ReferenceRow.insert_many(
+            [
+                {"credential": c, "kind": "job", "node": f"node{n}", "job": 10, "owner": True}
+                for c in creds
+                for n in range(1, 1000)
+            ]
+        ).execute()
+    assert service.get(ROOT, creds[0]).refs == 1000
+    with count_queries() as counter:
+        freed = service.expire_jobs([10])
+    assert sorted(freed) == creds
+    # drop (2), count (1), load (3), one slot return each, delete (3), commit bookkeeping
+    assert counter.count <= 12 + len(creds), counter.count
+    assert consistency_problems(service.store) == []
+
+
+def test_a_freed_slot_is_reused_lowest_first(service: CredentialService):
+    ids = [service.acquire(in_job(ALICE, 10), 0) for _ in range(4)]
+    service.expire_jobs([10])
+    again = [service.acquire(in_job(BOB, 20), 0).resources.cookie1 for _ in range(4)]
+    assert sorted(again) == sorted(c.resources.cookie1 for c in ids)
+
+
+def _race(url: str, n: int, results) -> None:
+    store = PeeweeStore(PeeweeStore.from_url(url).db)
+    svc = CredentialService(store, PoolProvider(cookie_min=1, cookie_max=10_000), Policy())
+    ok = refused = 0
+    for i in range(n):
+        try:
+            svc.acquire(in_job(ALICE, 100 + i % 3), 0)
+            ok += 1
+        except DrcError as e:
+            assert e.code is Code.ENOSPC
+            refused += 1
+    results.put((ok, refused))
+
+
+def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
+    url = f"sqlite:///{tmp_path}/drcs.db"
+    store = PeeweeStore.from_url(url)
+    svc = CredentialService(store, PoolProvider(cookie_min=1, cookie_max=10_000), Policy())
+    limit = 37
+    svc.set_limit(ROOT, LimitScope.UID, ALICE, limit)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(url, 12, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    outcomes = [results.get(timeout=5) for _ in procs]
+    assert sum(ok for ok, _ in outcomes) == limit
+    assert sum(r for _, r in outcomes) == 8 * 12 - limit
+    live = svc.list(ROOT)
+    assert len(live) == limit
+    assert len({c.resources.cookie1 for c in live}) == limit
+    assert consistency_problems(store) == []

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from drc.bus import default_bus_address
 from drc.cli.common import UsageError, gid_of, run, table, uid_of
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope
@@ -213,7 +214,7 @@ def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
 def _status(server: ServerProxy) -> int:
     info = server.status()
     store, pool = info["store"], info["provider"]
-    print(f"DRCS:        reachable on {server.address or 'the system bus'}")
+    print(f"DRCS:        reachable on {server.address or default_bus_address()}")
     print(f"Store:       {store['backend']} {store['database']} (schema {store['schema']})")
     print(
         f"Provider:    {pool['name']} ptag {pool['ptag']} cookies "
@@ -237,10 +238,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(server.acquire(int(flags)))
             elif args.command == "release":
-                server.release(args.credential)
+                freed = server.release(args.credential)
+                print(
+                    f"released credential {args.credential}"
+                    + ("; its resources returned to the pool" if freed else "")
+                )
             elif args.command in ("grant", "revoke"):
                 target, flags = _target(args)
                 getattr(server, args.command)(args.credential, target, flags)
+                kind = "uid" if args.uid else "gid" if args.gid else "job"
+                done = "granted to" if args.command == "grant" else "revoked from"
+                print(f"credential {args.credential} {done} {kind} {target}")
             elif args.command == "list":
                 return _list(server, args)
             elif args.command == "limit":

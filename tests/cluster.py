@@ -1,0 +1,114 @@
+"""Test harness: a private system-like bus with DRCS, and alice, bob and carol to drive it.
+
+Everything another user runs comes from a world-readable copy of drc (the checkout may sit
+under a 0700 home). Every daemon started here is stopped by pid in the fixture's teardown.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from drc.embedded import main as embedded
+from drc.embedded.runtime import Runtime
+from drc.server.proxy import ServerProxy
+
+USERS = ("alice", "bob", "carol")
+STAFF_GROUP = "drcstaff"  # bob is a member; alice grants it in the gid tests
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+def _ensure_user(name: str) -> User:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--user-group", "--shell", "/bin/sh", name], check=True
+        )
+        pw = pwd.getpwnam(name)
+    return User(name, pw.pw_uid, pw.pw_gid)
+
+
+def ensure_users() -> dict[str, User]:
+    """alice, bob and carol (bob also in drcstaff); created when missing."""
+    made = {name: _ensure_user(name) for name in USERS}
+    try:
+        grp.getgrnam(STAFF_GROUP)
+    except KeyError:
+        subprocess.run(["groupadd", STAFF_GROUP], check=True)
+    subprocess.run(["usermod", "-a", "-G", STAFF_GROUP, "bob"], check=True)
+    return made
+
+
+@dataclass
+class Cluster:
+    """One embedded drc instance and how to run things against it as anybody."""
+
+    state_dir: Path
+    emb: embedded.Embedded
+    runtime: Runtime
+
+    @property
+    def address(self) -> str:
+        return self.emb.bus.address
+
+    def env(self) -> dict[str, str]:
+        return {**self.runtime.env(), "DBUS_SYSTEM_BUS_ADDRESS": self.address, "LANG": "C.UTF-8"}
+
+    def run_as(
+        self,
+        user: str | None,
+        argv: list[str],
+        *,
+        check: bool = False,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env(), **(extra_env or {})}
+        prefix = [] if user in (None, "root") else ["runuser", "-u", user, "--"]
+        return subprocess.run(
+            prefix + argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            cwd="/",
+        )
+
+    def drccli(self, user: str | None, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.run_as(user, [str(self.runtime.bin / "drccli"), *args], **kw)
+
+    def python(self, user: str | None, code: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.run_as(user, ["/usr/bin/python3", "-c", code], **kw)
+
+    def server(self) -> ServerProxy:
+        return ServerProxy(self.address)
+
+    @property
+    def drcs_pid(self) -> int:
+        return self.emb.drcs_pid
+
+
+def start_cluster(runtime: Runtime) -> Cluster:
+    state_dir = Path(tempfile.mkdtemp(prefix="drc-embedded-", dir="/tmp"))
+    state_dir.chmod(0o755)
+    return Cluster(state_dir, embedded.start(state_dir), runtime)
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    try:
+        embedded.stop(cluster.state_dir)
+    finally:
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)

@@ -145,16 +145,22 @@ def start(state_dir: Path) -> Embedded:
     emb = Embedded(str(state_dir), bus, 0)
     emb.save()
     try:
-        conf = write_config(state_dir, bus.address)
-        emb.drcs_pid = _spawn(
-            state_dir, "drcs", [sys.executable, "-m", "drc.server.main", "-c", str(conf)]
-        )
-        emb.save()
-        _wait_for_name(bus.address, "org.drc.Server", emb.drcs_pid, state_dir / "drcs.log")
+        write_config(state_dir, bus.address)
+        start_server(emb)
     except BaseException:
         stop(state_dir)
         raise
     return emb
+
+
+def start_server(emb: Embedded) -> int:
+    """(Re)start DRCS in the background and wait until it owns its bus name."""
+    state_dir = Path(emb.state_dir)
+    argv = [sys.executable, "-m", "drc.server.main", "-c", str(state_dir / "drc.conf")]
+    emb.drcs_pid = _spawn(state_dir, "drcs", argv)
+    emb.save()
+    _wait_for_name(emb.bus.address, "org.drc.Server", emb.drcs_pid, state_dir / "drcs.log")
+    return emb.drcs_pid
 
 
 def stop(state_dir: Path) -> bool:

@@ -44,13 +44,18 @@ async def serve(cfg: drc_config.Config) -> None:
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
     info = service.describe()
+    store, pool = info["store"], info["provider"]
     log.info(
-        "DRCS serving %s on %s (store %s, provider %s)",
+        "DRCS serving %s: store %s %s (schema %s), provider %s with %s of %s free",
         BUS_NAME,
-        address or "the system bus",
-        info["store"],
-        info["provider"],
+        store["backend"],
+        store["database"],
+        store["schema"],
+        pool["name"],
+        pool["free"],
+        pool["capacity"],
     )
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

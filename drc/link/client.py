@@ -1,0 +1,236 @@
+"""The DRCC end of the DRC link.
+
+Calls are pipelined on one connection: each request gets a fresh id, a reader task matches
+responses to waiting calls by id, so a slow method doesn't hold up the others. Requests are
+MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them) and a
+response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
+Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+from typing import Any
+
+from drc.core.errors import Code, DrcError
+from drc.link.munge import UNREACHABLE, Munge, MungeError
+from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, read_frame
+from drc.link.server import peer_credentials
+
+log = logging.getLogger(__name__)
+
+
+class _Connection:
+    """One open stream, its pending calls and the task reading its responses."""
+
+    def __init__(
+        self, client: LinkClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.client = client
+        self.reader, self.writer = reader, writer
+        self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.failure: DrcError | None = None
+        self.task = asyncio.create_task(self._read_loop())
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and not self.writer.is_closing()
+
+    def fail(self, error: DrcError) -> None:
+        """Fail every waiting call with ``error`` and close; idempotent."""
+        if self.failure is None:
+            self.failure = error
+        self.writer.close()
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(self.failure)
+        self.pending.clear()
+
+    async def _read_loop(self) -> None:
+        client = self.client
+        try:
+            while True:
+                body = await read_frame(self.reader, client.max_frame)
+                if body is None:
+                    raise DrcError(Code.ECONNREFUSED, f"{client.target}: connection closed")
+                payload = client._open_response(body)
+                response = Response.from_payload(payload)
+                future = self.pending.pop(response.id, None)
+                if future is None:
+                    log.debug("%s: response for unknown id %d dropped", client.target, response.id)
+                elif not future.done():
+                    future.set_result(response)
+        except DrcError as err:
+            self.fail(err)
+        except FrameError as err:
+            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: bad response: {err}"))
+        except OSError as err:
+            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: {err.strerror or err}"))
+        except Exception as err:  # a bug here must fail the calls, not hang them
+            log.exception("%s: response reader failed", client.target)
+            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: {err}"))
+        except asyncio.CancelledError:
+            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: connection closed"))
+            raise
+
+
+class LinkClient:
+    """Call DRCS methods over TCP+MUNGE (``host``, ``port``) or a unix socket (``unix_path``).
+
+    ``server_uid`` is the uid DRCS runs as; anything else answering is refused with EPERM.
+    Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
+    timed out may still have run on the server.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        unix_path: str | None = None,
+        munge: Munge | None = None,
+        server_uid: int,
+        timeout: float = 5.0,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
+        if unix_path is None and (host is None or port is None):
+            raise ValueError("LinkClient needs host and port, or unix_path")
+        if unix_path is None and munge is None:
+            raise ValueError("a TCP DRC link needs a Munge context")
+        self.host, self.port, self.unix_path = host, port, unix_path
+        self.munge = munge
+        self.server_uid = server_uid
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.target = f"DRC link to {unix_path or f'{host}:{port}'}"
+        self._ids = itertools.count(1)
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+        """Run ``method(*args)`` on DRCS; its result list, or the :class:`DrcError` it raised."""
+        request = Request(next(self._ids), method, list(args))
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self._connected()
+                future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+                conn.pending[request.id] = future
+                try:
+                    conn.writer.write(pack_frame(self._seal(request), self.max_frame))
+                    await conn.writer.drain()
+                    response = await future
+                finally:
+                    conn.pending.pop(request.id, None)
+        except TimeoutError:
+            error = DrcError(Code.ECONNREFUSED, f"{self.target}: no answer within {self.timeout} s")
+            if conn is not None:
+                conn.fail(error)  # a late answer must not be mistaken for a later call's
+            raise error from None
+        except OSError as err:
+            error = DrcError(Code.ECONNREFUSED, f"{self.target}: {err.strerror or err}")
+            if conn is not None:
+                conn.fail(error)
+            raise error from None
+        except FrameError as err:  # our own request too large
+            raise DrcError(Code.EINVAL, f"{self.target}: {err}") from None
+        if response.error is not None:
+            raise DrcError.from_dbus(response.error, response.message)
+        assert response.ok is not None
+        return response.ok
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.fail(DrcError(Code.ECONNREFUSED, f"{self.target}: client closed"))
+            conn.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await conn.task
+                await conn.writer.wait_closed()
+
+    async def __aenter__(self) -> LinkClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connected(self) -> _Connection:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._conn is not None and self._conn.alive:
+                return self._conn
+            if self.unix_path is not None:
+                reader, writer = await asyncio.open_unix_connection(self.unix_path)
+                _pid, uid, _gid = peer_credentials(writer.get_extra_info("socket"))
+                if uid != self.server_uid:
+                    writer.close()
+                    raise DrcError(
+                        Code.EPERM,
+                        f"DRC link: {self.unix_path} served by uid {uid}, "
+                        f"expected DRCS uid {self.server_uid}",
+                    )
+            else:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._conn = _Connection(self, reader, writer)
+            return self._conn
+
+    def _seal(self, request: Request) -> bytes:
+        payload = request.to_payload()
+        if self.unix_path is not None:
+            return payload
+        assert self.munge is not None
+        try:
+            return self.munge.encode(payload, uid_restriction=self.server_uid)
+        except MungeError as err:
+            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.CRED_EXTERNAL_FAILURE
+            raise DrcError(code, f"{self.target}: local munged: {err.message}") from None
+
+    def _open_response(self, body: bytes) -> bytes:
+        """The payload of a response frame, if it truly comes from ``server_uid``."""
+        if self.unix_path is not None:
+            return body  # the server's uid was checked with SO_PEERCRED at connect
+        assert self.munge is not None
+        try:
+            decoded = self.munge.decode(body)
+        except MungeError as err:
+            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.EPERM
+            raise DrcError(code, f"{self.target}: response refused: {err.message}") from None
+        if decoded.uid != self.server_uid:
+            raise DrcError(
+                Code.EPERM,
+                f"DRC link: response from uid {decoded.uid}, expected DRCS uid {self.server_uid}",
+            )
+        return decoded.payload
+
+
+class SyncLinkClient:
+    """A blocking :class:`LinkClient` with its own private event loop (for CLIs and threads)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = LinkClient(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._loop.run_until_complete(self._client.call(method, args))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._loop.is_closed():
+                self._loop.run_until_complete(self._client.close())
+                self._loop.close()
+
+    def __enter__(self) -> SyncLinkClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,142 @@
+"""DRC link framing and messages.
+
+A frame is a 4-byte big-endian length, then the body. Over TCP the body is an ASCII MUNGE
+credential whose payload is the message; over the embedded unix socket it is the message itself
+(the kernel vouches for the peer). Messages are compact JSON::
+
+    request   {"id": 7, "method": "Access", "args": [...]}
+    response  {"id": 7, "ok": [...]}
+              {"id": 7, "error": "org.drc.Error.EPERM", "message": "..."}
+
+The size limit is checked on the length prefix, before any body is read, so a hostile peer can
+make us allocate at most ``max_frame`` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+#: Largest frame body accepted (a credential is ~4/3 of its payload, so payloads up to ~750 KiB).
+MAX_FRAME = 1 << 20
+HEADER = struct.Struct(">I")
+_MAX_ID = (1 << 63) - 1
+
+
+class FrameError(Exception):
+    """The peer broke the protocol; the connection is closed."""
+
+
+class BadRequest(FrameError):
+    """A well-formed frame whose request is not; ``id`` is set when an error can be answered."""
+
+    def __init__(self, message: str, request_id: int | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def pack_frame(body: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    """Length prefix + body; refuses what the peer would refuse anyway."""
+    if not 0 < len(body) <= max_frame:
+        raise FrameError(f"frame of {len(body)} bytes (limit {max_frame})")
+    return HEADER.pack(len(body)) + body
+
+
+async def read_frame(
+    reader: asyncio.StreamReader, max_frame: int = MAX_FRAME, body_timeout: float | None = 30.0
+) -> bytes | None:
+    """The next frame body; None on a clean end of stream between frames.
+
+    Waiting for a frame to start is unbounded (links are long-lived), but once a length prefix
+    arrived the body must follow within ``body_timeout`` seconds, so a stalled peer can't pin
+    a half-read buffer forever.
+    """
+    try:
+        header = await reader.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as err:
+        if not err.partial:
+            return None
+        raise FrameError("connection closed inside a length prefix") from None
+    (length,) = HEADER.unpack(header)
+    if length == 0 or length > max_frame:
+        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+    try:
+        async with asyncio.timeout(body_timeout):
+            return await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise FrameError(f"connection closed inside a {length}-byte frame") from None
+    except TimeoutError:
+        raise FrameError(f"{length}-byte frame not complete after {body_timeout} s") from None
+
+
+def dumps(message: dict[str, Any]) -> bytes:
+    """Compact, strict JSON (no NaN/Infinity: other implementations would reject them)."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _loads(payload: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FrameError(f"payload is not JSON: {err}") from None
+    if not isinstance(message, dict):
+        raise FrameError("payload is not a JSON object")
+    return message
+
+
+def _valid_id(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_ID
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    method: str
+    args: list[Any]
+
+    def to_payload(self) -> bytes:
+        return dumps({"id": self.id, "method": self.method, "args": self.args})
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Request:
+        """Parse a request; :class:`BadRequest` carries the id when one could be read."""
+        message = _loads(payload)
+        request_id = message.get("id")
+        if not _valid_id(request_id):
+            raise BadRequest("request without a valid id")
+        method = message.get("method")
+        args = message.get("args")
+        if not isinstance(method, str) or not method or not isinstance(args, list):
+            raise BadRequest("request needs a method name and an args list", request_id)
+        if set(message) != {"id", "method", "args"}:
+            raise BadRequest(f"unknown request fields {sorted(message)}", request_id)
+        return cls(request_id, method, args)
+
+
+@dataclass(frozen=True)
+class Response:
+    id: int
+    ok: list[Any] | None = None
+    error: str | None = None
+    message: str = ""
+
+    def to_payload(self) -> bytes:
+        if self.error is None:
+            return dumps({"id": self.id, "ok": self.ok if self.ok is not None else []})
+        return dumps({"id": self.id, "error": self.error, "message": self.message})
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Response:
+        message = _loads(payload)
+        request_id = message.get("id")
+        if not _valid_id(request_id):
+            raise FrameError("response without a valid id")
+        if set(message) == {"id", "ok"} and isinstance(message["ok"], list):
+            return cls(request_id, ok=message["ok"])
+        error, text = message.get("error"), message.get("message")
+        if set(message) == {"id", "error", "message"} and isinstance(error, str):
+            return cls(request_id, error=error, message=str(text))
+        raise FrameError("response is neither ok nor error")

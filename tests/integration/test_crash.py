@@ -1,0 +1,80 @@
+"""DRCS killed with SIGKILL at random instants restarts into a consistent store."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+from drc.core.errors import Code, DrcError
+from drc.core.model import Flags
+from drc.embedded.main import start_server
+from drc.server.proxy import ServerProxy
+from drc.store.sql import PeeweeStore, consistency_problems, open_database
+
+from cluster import Cluster
+
+ROUNDS = 8
+
+
+class Stream(threading.Thread):
+    """acquire / grant / release as fast as DRCS answers, remembering what was acknowledged."""
+
+    def __init__(self, address: str, acked: set[int], released: set[int], rng: random.Random):
+        super().__init__(daemon=True)
+        self.proxy = ServerProxy(address, timeout=2.0)
+        self.acked, self.released, self.rng = acked, released, rng
+        self.stop = threading.Event()
+        self.calls = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30  # bounded even if the kill never comes
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                live = sorted(self.acked - self.released)
+                action = self.rng.random()
+                if action < 0.5 or not live:
+                    self.acked.add(self.proxy.acquire(int(Flags.FLEX_CREDENTIAL)))
+                elif action < 0.75:
+                    self.proxy.grant(
+                        self.rng.choice(live), self.rng.randrange(1000, 1100), int(Flags.TARGET_UID)
+                    )
+                else:
+                    cred = self.rng.choice(live)
+                    self.proxy.release(cred)
+                    self.released.add(cred)
+                self.calls += 1
+            except DrcError as e:
+                if e.code is Code.ECONNREFUSED:
+                    return  # DRCS was killed mid-call
+                assert e.code in (Code.ALREADY_GRANTED, Code.CRED_NOT_FOUND), e
+        self.proxy.close()
+
+
+def test_sigkill_at_random_points_leaves_a_consistent_store(cluster: Cluster):
+    rng = random.Random(int(os.environ.get("DRC_CRASH_SEED", "20261125")))
+    acked: set[int] = set()
+    released: set[int] = set()
+    total_calls = 0
+    for _ in range(ROUNDS):
+        stream = Stream(cluster.address, acked, released, rng)
+        stream.start()
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(cluster.drcs_pid, signal.SIGKILL)
+        stream.stop.set()
+        stream.join(10)
+        assert not stream.is_alive()
+        total_calls += stream.calls
+        start_server(cluster.emb)
+    assert total_calls > 50  # the kills landed in a busy stream
+
+    live = {c["credential"] for c in cluster.server().list()}
+    assert acked - released <= live  # every acknowledged acquire survived
+    assert not (live & released)  # every acknowledged release stuck
+    store = PeeweeStore(open_database(f"sqlite:///{cluster.state_dir}/drcs.db"))
+    try:
+        assert consistency_problems(store) == []
+    finally:
+        store.close()

@@ -1,0 +1,246 @@
+"""A private dbus-daemon that behaves like the system bus.
+
+The embedded default (laptop, CI, demos) and the tests run DRCS and DRCC on a bus of their own
+instead of the host's system bus, but with the same rules: ``<type>system</type>``, EXTERNAL
+authentication only (the bus learns every caller's uid from the kernel) and the system bus's
+default-deny policy, plus the project's policy files. So a policy mistake shows up here the
+same way it would on a real node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+DBUS_DAEMON = "dbus-daemon"
+
+# The default policy of Debian's /usr/share/dbus-1/system.conf: nobody may own a name or send a
+# method call unless a policy file punches a hole; replies, signals and the bus driver are open.
+_SYSTEM_POLICY = """\
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Containers1"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus"
+          send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.DBus.Debug.Stats"/>
+    <deny send_destination="org.freedesktop.DBus"
+          send_interface="org.freedesktop.systemd1.Activator"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Monitoring"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+"""
+
+#: Processes started here, so stop_private_bus() can reap them instead of leaving zombies.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass
+class PrivateBus:
+    address: str
+    pid: int
+    socket_path: str
+    config_path: str
+
+
+def bus_config(socket_path: Path, policy_files: list[Path], user: str | None = None) -> str:
+    """The daemon's configuration: system.conf's rules, our socket, our policy files."""
+    lines = [
+        '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"',
+        ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">',
+        "<busconfig>",
+        "  <type>system</type>",
+    ]
+    if user is not None:
+        lines.append(f"  <user>{escape(user)}</user>")
+    lines += [
+        "  <auth>EXTERNAL</auth>",
+        f"  <listen>unix:path={escape(str(socket_path))}</listen>",
+        _SYSTEM_POLICY.rstrip("\n"),
+    ]
+    lines += [f"  <include>{escape(str(Path(p).resolve()))}</include>" for p in policy_files]
+    lines.append("</busconfig>")
+    return "\n".join(lines) + "\n"
+
+
+def start_private_bus(
+    state_dir: Path,
+    *,
+    policy_files: list[Path] | tuple[Path, ...] = (),
+    user: str | None = None,
+    timeout: float = 10.0,
+) -> PrivateBus:
+    """Start dbus-daemon on ``<state_dir>/bus.sock`` and return once it accepts connections.
+
+    The daemon runs in the foreground (``--nofork``) so the pid is our child's and
+    :func:`stop_private_bus` can always stop it. Its output goes to ``<state_dir>/bus.log``.
+    """
+    daemon = shutil.which(DBUS_DAEMON)
+    if daemon is None:
+        raise RuntimeError(f"{DBUS_DAEMON} not found in PATH (install the dbus-daemon package)")
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Every local user must reach the socket: callers are ordinary users.
+    mode = stat.S_IMODE(state_dir.stat().st_mode)
+    if mode & 0o011 != 0o011:
+        state_dir.chmod(mode | 0o011)
+    socket_path = state_dir / "bus.sock"
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # a leftover from a daemon that was killed
+    config_path = state_dir / "bus.conf"
+    config_path.write_text(bus_config(socket_path, list(policy_files), user))
+
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(state_dir / "bus.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    daemon,
+                    f"--config-file={config_path}",
+                    "--nofork",
+                    "--nopidfile",
+                    "--nosyslog",
+                    f"--print-address={write_fd}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(write_fd,),
+                start_new_session=True,  # a Ctrl-C meant for the caller must not kill the bus
+            )
+    finally:
+        os.close(write_fd)
+    _children[proc.pid] = proc
+    bus = PrivateBus(
+        address="", pid=proc.pid, socket_path=str(socket_path), config_path=str(config_path)
+    )
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            bus.address = _read_address(pipe, proc, state_dir, timeout)
+        _wait_connectable(socket_path, proc, timeout)
+        # dbus-daemon creates the socket 0777 itself; make sure, since callers are other users.
+        if stat.S_IMODE(socket_path.stat().st_mode) & 0o666 != 0o666:
+            socket_path.chmod(0o666)
+    except BaseException:
+        stop_private_bus(bus)
+        raise
+    return bus
+
+
+def _read_address(pipe, proc: subprocess.Popen[bytes], state_dir: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RuntimeError(f"dbus-daemon did not print its address within {timeout} s")
+        ready, _, _ = select.select([pipe], [], [], remaining)
+        if ready:
+            chunk = os.read(pipe.fileno(), 4096)
+            if not chunk:
+                proc.wait(timeout=timeout)
+                log = (state_dir / "bus.log").read_text(errors="replace").strip()
+                raise RuntimeError(
+                    f"dbus-daemon exited with status {proc.returncode} before printing its "
+                    f"address: {log[-2000:]}"
+                )
+            data += chunk
+    return data.split(b"\n", 1)[0].decode().strip()
+
+
+def _wait_connectable(socket_path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(socket_path))
+                return
+            except OSError as exc:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"dbus-daemon exited with status {proc.returncode}") from exc
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"dbus-daemon socket {socket_path} not connectable after {timeout} s: {exc}"
+                    ) from exc
+        time.sleep(0.01)
+
+
+def stop_private_bus(bus: PrivateBus, timeout: float = 5.0) -> None:
+    """SIGTERM the daemon by pid, wait for it, SIGKILL if it does not go."""
+    proc = _children.pop(bus.pid, None)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(bus.pid, signal.SIGTERM)
+    if proc is not None:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    else:
+        _wait_gone(bus.pid, timeout)
+    with contextlib.suppress(FileNotFoundError):
+        Path(bus.socket_path).unlink()
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait for a daemon that is not our child (started by another process)."""
+    for sig in (signal.SIGKILL, None):
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        else:
+            return
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    raise RuntimeError(f"dbus-daemon pid {pid} did not exit after SIGKILL")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+__all__ = ["PrivateBus", "bus_config", "start_private_bus", "stop_private_bus"]

@@ -543,7 +543,7 @@ class BusExporter:
             task.add_done_callback(self._tasks.discard)
             return True
         try:
-            out = invoke_sync(self.service, exported, peer, msg.body)
+            out = invoke_sync(self.service, exported, peer, _args(msg, exported))
             return self._reply(msg, exported, out)
         except Exception as exc:
             return self._failure(msg, exported, exc)
@@ -552,7 +552,7 @@ class BusExporter:
         self, msg: Message, exported: ExportedMethod, peer: PeerCredentials
     ) -> None:
         try:
-            out = await invoke(self.service, exported, peer, msg.body)
+            out = await invoke(self.service, exported, peer, _args(msg, exported))
             reply = self._reply(msg, exported, out)
         except Exception as exc:
             reply = self._failure(msg, exported, exc)
@@ -575,6 +575,11 @@ class BusExporter:
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return _error(msg, name, text)
+
+
+def _args(msg: Message, exported: ExportedMethod) -> list[Any]:
+    """In args as plain Python: service objects never see a Variant."""
+    return unwrap(msg.body) if "v" in exported.in_signature else msg.body
 
 
 def _error(msg: Message, name: str, text: str) -> Message:

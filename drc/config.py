@@ -48,6 +48,28 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cookies_per_credential": Key(int, 1, "1 (Slurm-style) or 2 (ALPS-style)"),
         "ptag": Key(int, 0, "protection tag reported with every credential (0..255)"),
     },
+    "link": {
+        "listen": Key(
+            str, "", "host:port DRCS serves the DRC link on (empty: no link); e.g. 0.0.0.0:6820"
+        ),
+        "server": Key(str, "", "host:port of the DRCS link, for DRCC"),
+        "munge_socket": Key(str, "", "munged socket (empty: libmunge's default)"),
+        "server_uid": Key(int, 0, "uid DRCS runs as: DRCC refuses answers from anyone else"),
+        "node_uids": Key(list, [0], "uids node daemons run as: DRCS serves only them"),
+        "timeout": Key(int, 5, "seconds DRCC waits for DRCS before answering ECONNREFUSED"),
+    },
+    "node": {
+        "bus_address": Key(str, "", "D-Bus address DRCC serves on; empty = the system bus"),
+        "name": Key(str, "", "this node's name as DRCS knows it; empty = short host name"),
+        "wlm": Key(str, "slurm", "workload manager used to find a process's job: slurm, none"),
+        "scontrol": Key(str, "scontrol", "scontrol used to ask slurmd which job a pid is in"),
+    },
+    "tokens": {
+        "key_file": Key(
+            str, "/etc/drc/token.key", "cluster key signing tokens (root-only file, >= 32 bytes)"
+        ),
+        "ttl": Key(int, 3600, "seconds a token stays valid"),
+    },
     "log": {
         "level": Key(str, "info", "debug, info, warning or error"),
     },

@@ -33,6 +33,10 @@ from drc.core.ports import Provider, Store, Transaction
 
 audit = logging.getLogger("drc.audit")
 
+#: A change node daemons must hear about at once: ("revoked", credential, new epoch) or
+#: ("freed", credential, 0). Tokens and node caches for the credential stop being honoured.
+ChangeListener = Callable[[str, int, int], None]
+
 
 class CredentialService:
     def __init__(
@@ -46,6 +50,17 @@ class CredentialService:
         self.provider = provider
         self.policy = policy or Policy()
         self.clock = clock
+        self.listeners: list[ChangeListener] = []
+
+    def _emit(self, kind: str, credential: int, value: int = 0) -> None:
+        """Tell listeners, after the transaction committed."""
+        for listener in self.listeners:
+            listener(kind, credential, value)
+
+    def _freed(self, freed: list[int]) -> list[int]:
+        for cred_id in freed:
+            self._emit("freed", cred_id)
+        return freed
 
     # -- verbs ---------------------------------------------------------------------------
 
@@ -126,6 +141,8 @@ class CredentialService:
             if not tx.remove_grant(credential, target):
                 raise DrcError(Code.EINVAL, f"credential {credential} is not granted to {target}")
             tx.bump_epoch(credential)
+            epoch = tx.get_credential(credential).epoch
+        self._emit("revoked", credential, epoch)
         audit.info(
             "revoke credential=%d target=%s by uid=%d job=%d",
             credential,
@@ -136,6 +153,10 @@ class CredentialService:
 
     def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Check the ACL, take the caller's reference (idempotently), answer the resources."""
+        return access_info(self.access_credential(caller, credential))
+
+    def access_credential(self, caller: Caller, credential: int) -> Credential:
+        """:meth:`access`, answering the whole credential (for node daemons' caches)."""
         check_uint32("credential", credential)
         with self.store.transaction() as tx:
             cred = tx.get_credential(credential, for_update=True)
@@ -153,7 +174,7 @@ class CredentialService:
                     caller.job,
                     holder,
                 )
-        return access_info(cred)
+        return cred
 
     def release(self, caller: Caller, credential: int) -> bool:
         """Drop the caller's reference; the owner's (or an admin's) release also drops the pin.
@@ -177,6 +198,7 @@ class CredentialService:
                     f"credential {credential} and does not own it"
                 )
             freed = self._settle(tx, [credential])
+        self._freed(freed)
         audit.info(
             "release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s",
             credential,
@@ -198,14 +220,14 @@ class CredentialService:
         with self.store.transaction() as tx:
             freed = self._settle(tx, tx.drop_job_references(jobs))
         audit.info("expire jobs=%s freed=%s", sorted(jobs), freed)
-        return freed
+        return self._freed(freed)
 
     def node_rebooted(self, node: str) -> list[int]:
         """A node came back with a new boot id: none of its references survived."""
         with self.store.transaction() as tx:
             freed = self._settle(tx, tx.drop_node_references(node))
         audit.info("node-reboot node=%s freed=%s", node, freed)
-        return freed
+        return self._freed(freed)
 
     def processes_exited(self, node: str, processes: Iterable[tuple[int, int]]) -> list[int]:
         """Processes (pid, start time) outside any job ended on ``node``."""
@@ -215,10 +237,52 @@ class CredentialService:
         with self.store.transaction() as tx:
             freed = self._settle(tx, tx.drop_process_references(node, processes))
         audit.info("process-exit node=%s processes=%s freed=%s", node, processes, freed)
-        return freed
+        return self._freed(freed)
+
+    def node_booted(self, node: str, boot_id: str) -> list[int]:
+        """A node daemon (re)started: if the node rebooted since we last heard, drop its refs."""
+        with self.store.transaction() as tx:
+            known = tx.node_boot_id(node)
+            tx.set_node_boot_id(node, boot_id, self.clock())
+            if known is None or known == boot_id:
+                return []
+            freed = self._settle(tx, tx.drop_node_references(node))
+        audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, freed)
+        return self._freed(freed)
+
+    def add_token_references(self, references: Iterable[tuple[Caller, int, int]]) -> list[int]:
+        """References taken on a node with a token: (caller, credential, token epoch).
+
+        The node checked the token; here each is admitted only while the credential is still
+        ACTIVE and the token's epoch is current. Returns the credentials refused.
+        """
+        refused = []
+        with self.store.transaction() as tx:
+            for caller, credential, epoch in references:
+                cred = tx.get_credential(credential)
+                if cred is None or cred.state is not State.ACTIVE or cred.epoch != epoch:
+                    refused.append(credential)
+                    continue
+                try:
+                    self._check_node_binding(tx, cred, caller.holder)
+                except DrcError:
+                    refused.append(credential)
+                    continue
+
+                tx.add_reference(
+                    credential, caller.holder, owner=self._owned_by_holder(cred, caller.holder)
+                )
+        audit.info("token-references added refused=%s", refused)
+        return refused
+
+    def process_holders(self, node: str) -> set[tuple[int, int]]:
+        """Processes outside jobs holding references on ``node``: what a restarted DRCC checks."""
+        with self.store.snapshot() as tx:
+            return tx.process_holders(node)
 
     def outstanding_jobs(self) -> set[int]:
         """Jobs that hold references: what reconciliation compares with the WLM."""
+
         with self.store.snapshot() as tx:
             return tx.outstanding_jobs()
 

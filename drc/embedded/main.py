@@ -1,8 +1,9 @@
 """``drc-embedded``: the whole of drc on one machine, for a laptop, CI or a demo.
 
-``start`` runs a private dbus-daemon (the system bus policy plus drc's own policy file), DRCS
-with SQLite and the cookie pool in a state directory, and prints ``export`` lines like
-ssh-agent, so ``eval "$(drc-embedded start)"`` points drccli and libdrc at it. ``stop`` stops
+``start`` runs a private dbus-daemon (the system bus policy plus drc's own policy file), a
+private munged, DRCS (SQLite and the cookie pool in a state directory, the DRC link on
+127.0.0.1) and DRCC, and prints ``export`` lines like ssh-agent, so
+``eval "$(drc-embedded start)"`` points drccli, drc.client and libdrc at it. ``stop`` stops
 everything ``start`` started, by pid. Same code paths as a cluster, other configuration.
 """
 
@@ -13,8 +14,7 @@ import contextlib
 import json
 import os
 import shlex
-import signal
-import subprocess
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,11 +22,15 @@ from pathlib import Path
 
 from drc.cli.common import run
 from drc.core.errors import DrcError
+from drc.core.tokens import generate_key
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
+from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
+from drc.embedded.processes import alive, spawn, terminate
 from drc.identity import user_name
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "org.drc.conf"
 STATE_FILE = "embedded.json"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def default_state_dir() -> Path:
@@ -37,17 +41,32 @@ def default_state_dir() -> Path:
 class Embedded:
     state_dir: str
     bus: PrivateBus
-    drcs_pid: int
+    munged: PrivateMunged | None = None
+    drcs_pid: int = 0
+    drcc_pid: int = 0
+
+    @property
+    def config(self) -> Path:
+        return Path(self.state_dir) / "drc.conf"
 
     def exports(self) -> dict[str, str]:
-        return {
-            "DBUS_SYSTEM_BUS_ADDRESS": self.bus.address,
-            "DRC_EMBEDDED_DIR": self.state_dir,
-        }
+        env = {"DBUS_SYSTEM_BUS_ADDRESS": self.bus.address, "DRC_EMBEDDED_DIR": self.state_dir}
+        lib = REPO / "lib"
+        if (lib / "cray-drc.pc").exists():  # the in-tree C library, once built
+            env["PKG_CONFIG_PATH"] = _prepend(str(lib), os.environ.get("PKG_CONFIG_PATH"))
+            env["LD_LIBRARY_PATH"] = _prepend(str(lib), os.environ.get("LD_LIBRARY_PATH"))
+        return env
+
+    def daemons(self) -> list[tuple[str, int]]:
+        return [
+            ("dbus-daemon", self.bus.pid),
+            ("munged", self.munged.pid if self.munged else 0),
+            ("drcs", self.drcs_pid),
+            ("drcc", self.drcc_pid),
+        ]
 
     def save(self) -> None:
-        path = Path(self.state_dir) / STATE_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, state_dir: Path) -> Embedded | None:
@@ -55,29 +74,58 @@ class Embedded:
             raw = json.loads((state_dir / STATE_FILE).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return cls(raw["state_dir"], PrivateBus(**raw["bus"]), raw["drcs_pid"])
+        munged = PrivateMunged(**raw["munged"]) if raw.get("munged") else None
+        return cls(
+            raw["state_dir"],
+            PrivateBus(**raw["bus"]),
+            munged,
+            raw.get("drcs_pid", 0),
+            raw.get("drcc_pid", 0),
+        )
 
 
-def write_config(state_dir: Path, bus_address: str) -> Path:
-    """The embedded drc.conf: SQLite in the state dir, a small cookie pool."""
-    conf = state_dir / "drc.conf"
+def _prepend(path: str, current: str | None) -> str:
+    return f"{path}:{current}" if current else path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(state_dir: Path, emb: Embedded) -> Path:
+    """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link."""
+    port = _free_port()
     admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
-    conf.write_text(
+    munge_socket = emb.munged.socket if emb.munged else ""
+    q = json.dumps
+    emb.config.write_text(
         "# Written by drc-embedded; see drc.conf(5) for every key.\n"
         "[server]\n"
-        f"bus_address = {json.dumps(bus_address)}\n"
-        f"database = {json.dumps(f'sqlite:///{state_dir}/drcs.db')}\n"
+        f"bus_address = {q(emb.bus.address)}\n"
+        f"database = {q(f'sqlite:///{state_dir}/drcs.db')}\n"
         'provider = "pool"\n'
-        f"{admin}"
-        "persistent_groups = []\n\n"
+        f"{admin}\n"
         "[pool]\n"
         "cookie_min = 0x10000\n"
         "cookie_max = 0x103FF\n"
         "cookies_per_credential = 1\n"
-        "ptag = 42\n"
+        "ptag = 42\n\n"
+        "[link]\n"
+        f"listen = {q(f'127.0.0.1:{port}')}\n"
+        f"server = {q(f'127.0.0.1:{port}')}\n"
+        f"munge_socket = {q(munge_socket)}\n"
+        f"server_uid = {os.getuid()}\n"
+        f"node_uids = [{os.getuid()}]\n\n"
+        "[node]\n"
+        f"bus_address = {q(emb.bus.address)}\n"
+        'wlm = "none"\n\n'
+        "[tokens]\n"
+        f"key_file = {q(str(state_dir / 'token.key'))}\n"
     )
-    conf.chmod(0o644)
-    return conf
+    emb.config.chmod(0o644)
+    return emb.config
 
 
 def _policy_files(state_dir: Path) -> list[Path]:
@@ -96,15 +144,6 @@ def _policy_files(state_dir: Path) -> list[Path]:
     return files
 
 
-def _spawn(state_dir: Path, name: str, argv: list[str]) -> int:
-    log = open(state_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    with log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    return proc.pid
-
-
 def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float = 15.0) -> None:
     from drc.bus import SyncBusClient
 
@@ -112,7 +151,7 @@ def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not alive(pid):
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
                 raise RuntimeError(f"{name} exited during start-up:\n  " + "\n  ".join(tail))
             with contextlib.suppress(DrcError):
@@ -132,89 +171,146 @@ def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float 
     raise RuntimeError(f"{name} did not appear on the bus within {timeout:.0f} s; see {log}")
 
 
+def _daemon(emb: Embedded, name: str, module: str, bus_name: str) -> int:
+    state_dir = Path(emb.state_dir)
+    pid = spawn(state_dir / f"{name}.log", [sys.executable, "-m", module, "-c", str(emb.config)])
+    setattr(emb, f"{name}_pid", pid)
+    emb.save()
+    _wait_for_name(emb.bus.address, bus_name, pid, state_dir / f"{name}.log")
+    return pid
+
+
+def start_server(emb: Embedded) -> int:
+    """(Re)start DRCS in the background and wait until it owns its bus name."""
+    return _daemon(emb, "drcs", "drc.server.main", "org.drc.Server")
+
+
+def start_node(emb: Embedded) -> int:
+    """(Re)start DRCC in the background and wait until it owns its bus name."""
+    return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
+
+
 def start(state_dir: Path) -> Embedded:
     state_dir = state_dir.resolve()
     running = Embedded.load(state_dir)
-    if running and _alive(running.bus.pid) and _alive(running.drcs_pid):
+    if running and all(alive(pid) for _, pid in running.daemons()):
         return running
     if running:
         stop(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
     bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
-    emb = Embedded(str(state_dir), bus, 0)
+    emb = Embedded(str(state_dir), bus)
     emb.save()
     try:
-        write_config(state_dir, bus.address)
+        emb.munged = start_private_munged(state_dir / "munge")
+        emb.save()
+        key = state_dir / "token.key"
+        if not key.exists():
+            generate_key(key)
+        write_config(state_dir, emb)
         start_server(emb)
+        start_node(emb)
     except BaseException:
         stop(state_dir)
         raise
     return emb
 
 
-def start_server(emb: Embedded) -> int:
-    """(Re)start DRCS in the background and wait until it owns its bus name."""
-    state_dir = Path(emb.state_dir)
-    argv = [sys.executable, "-m", "drc.server.main", "-c", str(state_dir / "drc.conf")]
-    emb.drcs_pid = _spawn(state_dir, "drcs", argv)
-    emb.save()
-    _wait_for_name(emb.bus.address, "org.drc.Server", emb.drcs_pid, state_dir / "drcs.log")
-    return emb.drcs_pid
-
-
 def stop(state_dir: Path) -> bool:
-    emb = Embedded.load(state_dir.resolve())
+    state_dir = state_dir.resolve()
+    emb = Embedded.load(state_dir)
     if emb is None:
         return False
-    if emb.drcs_pid:
-        _terminate(emb.drcs_pid)
+    for pid in (emb.drcc_pid, emb.drcs_pid):
+        if pid:
+            terminate(pid)
+    if emb.munged:
+        stop_private_munged(emb.munged)
     stop_private_bus(emb.bus)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return True
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            return False
+def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) -> int:
+    """Run ``argv`` (as ``user``) as a task of ``job``, vouched for to DRCC as a root hook would.
+
+    Stands in for the SPANK plugin's task registration where no Slurm runs.
+    """
+    import pwd
+
+    from drc.bus import SyncBusClient
+    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the task: wait until registered, then drop privileges and exec
+        os.close(write_fd)
+        os.read(read_fd, 1)
+        if user:
+            pw = pwd.getpwnam(user)
+            os.initgroups(pw.pw_name, pw.pw_gid)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            os.environ.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    os.close(read_fd)
+    bus = SyncBusClient(bus_address)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "RegisterJobPid", "uu", [pid, job])
+    finally:
+        bus.close()
+        os.write(write_fd, b"x")
+        os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
-def _terminate(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM, wait, SIGKILL: a daemon that ignores SIGTERM must still go."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not _alive(pid):
-            return
+def end_job(job: int, bus_address: str) -> list[int]:
+    """Tell DRCC that ``job`` ended, as the job epilog does."""
+    from drc.bus import SyncBusClient
+    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+
+    with SyncBusClient(bus_address) as bus:
+        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "JobEnded", "u", [job])[0]
+
+
+def node_counters(bus_address: str) -> dict[str, int]:
+    from drc.bus import SyncBusClient
+    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+
+    with SyncBusClient(bus_address) as bus:
+        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Counters", "", [])[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(
         prog="drc-embedded",
-        description="Run drc on one machine: a private D-Bus bus, DRCS with SQLite and a "
-        "cookie pool. 'eval \"$(drc-embedded start)\"' sets DBUS_SYSTEM_BUS_ADDRESS so drccli "
-        "and libdrc use it; 'drc-embedded stop' stops it.",
+        description="Run drc on one machine: a private D-Bus bus, munged, DRCS with SQLite and "
+        "a cookie pool, and DRCC. 'eval \"$(drc-embedded start)\"' sets "
+        "DBUS_SYSTEM_BUS_ADDRESS so drccli, drc.client and libdrc use it.",
     )
-    parser.add_argument("command", choices=("start", "stop", "status"))
     parser.add_argument(
         "--state-dir",
         type=Path,
         default=default_state_dir(),
-        help="where sockets, database, config and logs live (default: %(default)s)",
+        help="sockets, database, config, keys and logs (default: %(default)s)",
     )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("start", help="start everything; prints export lines for eval")
+    sub.add_parser("stop", help="stop everything start started")
+    sub.add_parser("status", help="which daemons run, and the bus address")
+    p = sub.add_parser("run", help="run a command as a task of a job (root; stands in for Slurm)")
+    p.add_argument("--job", type=int, required=True, help="job (WLM) id to register the task in")
+    p.add_argument("--user", help="run the command as this user")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND…")
+    p = sub.add_parser("end-job", help="tell DRCC a job ended, as the epilog does (root)")
+    p.add_argument("job", type=int)
+    sub.add_parser("counters", help="DRCC's counters: accesses served locally, forwarded (root)")
     return parser
 
 
@@ -222,14 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     state_dir: Path = args.state_dir
 
+    def running() -> Embedded:
+        emb = Embedded.load(state_dir.resolve())
+        if emb is None:
+            raise RuntimeError(f"not running (no state in {state_dir}); run 'drc-embedded start'")
+        return emb
+
     def body() -> int:
         if args.command == "start":
             emb = start(state_dir)
             for key, value in emb.exports().items():
                 print(f"{key}={shlex.quote(value)}; export {key};")
             print(
-                f"echo drc-embedded running: DRCS pid {emb.drcs_pid}, bus pid {emb.bus.pid}, "
-                f"state in {shlex.quote(emb.state_dir)};"
+                f"echo drc-embedded running: DRCS pid {emb.drcs_pid}, DRCC pid "
+                f"{emb.drcc_pid}, state in {shlex.quote(emb.state_dir)};"
             )
             return 0
         if args.command == "stop":
@@ -237,15 +339,26 @@ def main(argv: list[str] | None = None) -> int:
             print("unset DBUS_SYSTEM_BUS_ADDRESS DRC_EMBEDDED_DIR;")
             print(f"echo drc-embedded {'stopped' if stopped else 'was not running'};")
             return 0
-        emb = Embedded.load(state_dir.resolve())
-        if emb is None:
-            print(f"drc-embedded: not running (no state in {state_dir})")
-            return 1
+        if args.command == "run":
+            command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            if not command:
+                raise RuntimeError("run: give a command after --")
+            return run_in_job(args.job, args.user, command, running().bus.address)
+        if args.command == "end-job":
+            freed = end_job(args.job, running().bus.address)
+            print(
+                f"job {args.job} ended; freed credential(s): {' '.join(map(str, freed)) or 'none'}"
+            )
+            return 0
+        if args.command == "counters":
+            for name, value in sorted(node_counters(running().bus.address).items()):
+                print(f"{name:28} {value}")
+            return 0
+        emb = running()
         ok = True
-        for name, pid in (("dbus-daemon", emb.bus.pid), ("drcs", emb.drcs_pid)):
-            alive = _alive(pid)
-            ok &= alive
-            print(f"{name:12} pid {pid:<8} {'running' if alive else 'NOT RUNNING'}")
+        for name, pid in emb.daemons():
+            ok &= alive(pid)
+            print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
         print(f"bus          {emb.bus.address}")
         return 0 if ok else 1
 

@@ -18,6 +18,8 @@ PACKAGES = ("drc", "dbus_fast", "peewee", "playhouse")
 COMMANDS = {
     "drccli": "drc.cli.drccli",
     "drcs": "drc.server.main",
+    "drcc": "drc.node.main",
+
     "drc-embedded": "drc.embedded.main",
 }
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -8,18 +8,34 @@ paper's "acquire, then grant, list, release in separate commands".
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from drc.bus import PeerCredentials, method
-from drc.core.errors import einval, eperm
-from drc.core.model import Caller, Credential, Holder, LimitScope, Target, check_uint32
+from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.model import (
+    Caller,
+    Credential,
+    Holder,
+    LimitScope,
+    Target,
+    check_uint32,
+)
 from drc.core.service import CredentialService
+from drc.core.tokens import issue_token
 from drc.identity import process_gid
+from drc.server.changes import FREED, ChangeLog
 
 BUS_NAME = "org.drc.Server"
 OBJECT_PATH = "/org/drc/Server"
 INTERFACE = "org.drc.Server"
 MAX_JOBS_PER_CALL = 100_000
+MAX_BATCH = 10_000
+NODE = "node"  # hook of the methods node daemons call (the only ones the DRC link serves)
+WATCH_TIMEOUT_MAX = 300
+
+
+ROOT = Caller(uid=0, gid=0)
 
 
 def direct_caller(peer: PeerCredentials) -> Caller:
@@ -53,9 +69,215 @@ def credential_dict(c: Credential) -> dict[str, Any]:
     }
 
 
-class ServerExports:
-    def __init__(self, service: CredentialService) -> None:
+def _node_name(node: object) -> str:
+    if not isinstance(node, str) or not 0 < len(node) <= 255 or not node.isprintable():
+        raise einval("node must be a printable name of 1..255 characters")
+    return node
+
+
+def node_caller(wire: dict[str, Any]) -> Caller:
+    """The application process a node daemon speaks for, as that daemon identified it."""
+    if not isinstance(wire, dict):
+        raise einval("caller must be a dictionary")
+    try:
+        uid, gid = check_uint32("uid", wire["uid"]), check_uint32("gid", wire["gid"])
+        gids = wire.get("gids", [])
+        if not isinstance(gids, list) or len(gids) > 65536:
+            raise einval("gids must be a list of at most 65536 gids")
+        pid, job = check_uint32("pid", wire.get("pid", 0)), check_uint32("job", wire["job"])
+        node = _node_name(wire["node"])
+        start = wire.get("start", 0)
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < 2**64:
+            raise einval("start must be a process start time (uint64)")
+    except KeyError as e:
+        raise einval(f"caller is missing {e.args[0]!r}") from None
+    if job:
+        holder = Holder.for_job(node, job)
+    elif pid:
+        holder = Holder.for_process(node, pid, start)
+    else:
+        raise einval("caller needs a job or a pid")
+    return Caller(
+        uid=uid,
+        gid=gid,
+        gids=frozenset(check_uint32("gid", g) for g in gids),
+        pid=pid,
+        job=job,
+        holder=holder,
+    )
+
+
+def node_credential(c: Credential) -> dict[str, Any]:
+    """What a node daemon caches of a credential."""
+    r = c.resources
+    return {
+        "credential": c.id,
+        "cookie1": r.cookie1,
+        "cookie2": r.cookie2,
+        "ptag": r.ptag,
+        "epoch": c.epoch,
+        "flags": int(c.flags),
+        "uid": c.uid,
+        "wlm": c.wlm,
+    }
+
+
+class NodeVerbs:
+    """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers."""
+
+    service: CredentialService
+    changes: ChangeLog
+    token_key: bytes | None
+    token_ttl: float
+
+    def _node(self, peer: PeerCredentials) -> None:
+        """Node verbs speak for other users: only a root node daemon may call them."""
+        if peer.uid != 0:
+            raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
+
+    @method("ss", "b", hook=NODE)
+    def node_hello(self, peer: PeerCredentials, node: str, boot_id: str) -> bool:
+        """A DRCC started: True (and its references are gone) when the node rebooted."""
+        self._node(peer)
+        if not 0 < len(boot_id) <= 64 or not boot_id.isprintable():
+            raise einval("boot_id must be a printable id of 1..64 characters")
+        with self.service.store.snapshot() as tx:
+            known = tx.node_boot_id(_node_name(node))
+        self.service.node_booted(node, boot_id)
+        return known is not None and known != boot_id
+
+    @method("a{sv}u", "a{sv}", hook=NODE)
+    def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
+        self._node(peer)
+        return node_credential(self.service.acquire(node_caller(caller), flags))
+
+    @method("a{sv}u", "a{sv}", hook=NODE)
+    def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
+        self._node(peer)
+        return node_credential(self.service.access_credential(node_caller(caller), credential))
+
+    @method("a{sv}uuu", "", hook=NODE)
+    def node_grant(
+        self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
+    ) -> None:
+        self._node(peer)
+        self.service.grant(node_caller(caller), credential, Target.from_flags(target, flags))
+
+    @method("a{sv}uuu", "", hook=NODE)
+    def node_revoke(
+        self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
+    ) -> None:
+        self._node(peer)
+        self.service.revoke(node_caller(caller), credential, Target.from_flags(target, flags))
+
+    @method("a{sv}u", "b", hook=NODE)
+    def node_release(self, peer: PeerCredentials, caller: dict, credential: int) -> bool:
+        self._node(peer)
+        return self.service.release(node_caller(caller), credential)
+
+    @method("a{sv}u", "s", hook=NODE)
+    def node_token(self, peer: PeerCredentials, caller: dict, credential: int) -> str:
+        """A signed token for a credential the caller may access."""
+        self._node(peer)
+        if self.token_key is None:
+            raise DrcError(Code.CRED_EXTERNAL_FAILURE, "DRCS has no token key configured")
+        who = node_caller(caller)
+        cred = self.service.get(who, credential)  # not found unless the caller may access it
+        return issue_token(self.token_key, cred, now=time.time(), ttl=self.token_ttl)
+
+    @method("saa{sv}", "au", hook=NODE)
+    def node_token_references(
+        self, peer: PeerCredentials, node: str, refs: list[dict]
+    ) -> list[int]:
+        """Batched report of accesses a DRCC admitted with tokens; returns those refused."""
+        self._node(peer)
+        _node_name(node)
+        if len(refs) > MAX_BATCH:
+            raise einval(f"at most {MAX_BATCH} references per report")
+        batch = []
+        for ref in refs:
+            if not isinstance(ref, dict):
+                raise einval("each reference must be a dictionary")
+            caller = node_caller({**ref.get("caller", {}), "node": node})
+            batch.append(
+                (
+                    caller,
+                    check_uint32("credential", ref.get("credential")),
+                    check_uint32("epoch", ref.get("epoch")),
+                )
+            )
+        return self.service.add_token_references(batch)
+
+    @method("sau", "au", hook=NODE)
+    def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
+        self._node(peer)
+        _node_name(node)
+        if len(jobs) > MAX_JOBS_PER_CALL:
+            raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
+        return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
+
+    @method("sa(ut)", "au", hook=NODE)
+    def node_processes_exited(self, peer: PeerCredentials, node: str, processes: list) -> list[int]:
+        self._node(peer)
+        if len(processes) > MAX_BATCH:
+            raise einval(f"at most {MAX_BATCH} processes per report")
+        procs = []
+        for p in processes:
+            if not isinstance(p, (list, tuple)) or len(p) != 2:
+                raise einval("each process must be (pid, start time)")
+            procs.append((check_uint32("pid", p[0]), int(p[1])))
+        return self.service.processes_exited(_node_name(node), procs)
+
+    @method("s", "a(ut)", hook=NODE)
+    def node_processes(self, peer: PeerCredentials, node: str) -> list[tuple[int, int]]:
+        """Processes holding references on ``node``: a restarted DRCC re-checks them."""
+        self._node(peer)
+        return sorted(self.service.process_holders(_node_name(node)))
+
+    @method("sau", "a(uu)", hook=NODE)
+    def node_epochs(
+        self, peer: PeerCredentials, node: str, credentials: list[int]
+    ) -> list[tuple[int, int]]:
+        """Current epochs (FREED for gone credentials): a DRCC resynchronising its tokens."""
+        self._node(peer)
+        if len(credentials) > MAX_BATCH:
+            raise einval(f"at most {MAX_BATCH} credentials per call")
+        with self.service.store.snapshot() as tx:
+            live = {
+                c.id: c.epoch
+                for c in tx.list_credentials([check_uint32("credential", c) for c in credentials])
+            }
+        return [(c, live.get(c, FREED)) for c in credentials]
+
+    @method("suu", "(sbua(uu))", hook=NODE)
+    async def node_watch(
+        self, peer: PeerCredentials, generation: str, since: int, timeout: int
+    ) -> tuple[str, bool, int, list[tuple[int, int]]]:
+        """Long poll: revocations and frees after ``since`` (all of them when generation
+        differs or the log aged out: then ``complete`` is False and the DRCC resyncs)."""
+        self._node(peer)
+        log = self.changes
+        if generation == log.generation:
+            await log.wait(since, min(timeout, WATCH_TIMEOUT_MAX))
+            complete, changes = log.since(since)
+        else:
+            complete, changes = False, []
+        return (log.generation, complete, log.seq, changes)
+
+
+class ServerExports(NodeVerbs):
+    def __init__(
+        self,
+        service: CredentialService,
+        *,
+        token_key: bytes | None = None,
+        token_ttl: float = 3600.0,
+    ) -> None:
         self.service = service
+        self.token_key = token_key
+        self.token_ttl = token_ttl
+        self.changes = ChangeLog()
+        service.listeners.append(self.changes.record)
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)

@@ -11,14 +11,17 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from drc import config as drc_config
 from drc.bus import BusExporter
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
+from drc.core.tokens import load_key
 from drc.logsetup import setup_logging
 from drc.providers import make_provider
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.server.link import link_server
 from drc.store.sql import PeeweeStore
 
 log = logging.getLogger("drc.server")
@@ -36,13 +39,32 @@ def build_service(cfg: drc_config.Config) -> CredentialService:
     return CredentialService(PeeweeStore.from_url(server["database"]), provider, policy)
 
 
+def read_token_key(cfg: drc_config.Config) -> bytes | None:
+    path = Path(cfg["tokens"]["key_file"])
+    try:
+        return load_key(path)
+    except FileNotFoundError:
+        log.warning("no token key at %s: tokens are disabled", path)
+        return None
+
+
 async def serve(cfg: drc_config.Config) -> None:
     service = build_service(cfg)
-    exporter = BusExporter(
-        ServerExports(service), bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE
-    )
+    exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
+    exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
+    link = None
+    if cfg["link"]["listen"]:
+        link = link_server(
+            exports,
+            cfg["link"]["listen"],
+            munge_socket=cfg["link"]["munge_socket"],
+            node_uids=set(cfg["link"]["node_uids"]),
+        )
+        await link.start()
+        log.info("DRC link listening on %s:%s", *link.tcp_address)
+
     info = service.describe()
     store, pool = info["store"], info["provider"]
     log.info(
@@ -62,6 +84,8 @@ async def serve(cfg: drc_config.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("DRCS stopping")
+    if link is not None:
+        await link.close()
     await exporter.stop()
 
 
@@ -93,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("drcs", cfg["log"]["level"], syslog=args.syslog)
     try:
         asyncio.run(serve(cfg))
-    except (ValueError, RuntimeError, drc_config.ConfigError) as e:
+    except (OSError, ValueError, RuntimeError, drc_config.ConfigError) as e:
         print(f"drcs: {e}", file=sys.stderr)
         return 1
     return 0

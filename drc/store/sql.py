@@ -356,7 +356,18 @@ class PeeweeTransaction:
             )
         return touched
 
+    def process_holders(self, node: str) -> set[tuple[int, int]]:
+        r = ReferenceRow
+        rows = (
+            r.select(r.pid, r.start)
+            .where((r.kind == HolderKind.PROCESS.value) & (r.node == node))
+            .distinct()
+            .tuples()
+        )
+        return set(rows)
+
     def outstanding_jobs(self) -> set[int]:
+
         r = ReferenceRow
         jobs = r.select(r.job).where(r.kind == HolderKind.JOB.value).distinct().tuples()
         return {j for (j,) in jobs}

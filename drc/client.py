@@ -1,0 +1,169 @@
+"""libdrc for Python: acquire, grant and access credentials through this node's DRCC.
+
+    from drc import client
+    cred = client.acquire(flags=client.FLEX)
+    client.grant(cred, wlm=other_job)
+    info = client.access(cred)          # .credential .cookie1 .cookie2 .ptag
+    ...
+    client.release_local(info)
+    client.release(cred)
+
+Calls go to ``org.drc.Node`` on the system bus (``DBUS_SYSTEM_BUS_ADDRESS`` when set). DRCC
+learns who you are from the kernel: nothing here can claim another identity. Failures raise
+:class:`DrcError` with ``.code`` (the positive DRC code) and ``.name`` (``"DRC_EPERM"``); no
+answer within ``timeout`` seconds is ``DRC_ECONNREFUSED``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from drc.bus import SyncBusClient
+from drc.core.errors import Code, DrcError
+from drc.core.model import Flags
+from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+
+__all__ = [
+    "FLEX",
+    "PERSISTENT",
+    "AccessInfo",
+    "Code",
+    "DrcError",
+    "access",
+    "access_with_token",
+    "accessed",
+    "acquire",
+    "acquired",
+    "get_credential_token",
+    "get_wlm_id",
+    "grant",
+    "release",
+    "release_local",
+    "revoke",
+    "set_timeout",
+]
+
+FLEX = int(Flags.FLEX_CREDENTIAL)
+PERSISTENT = int(Flags.PERSISTENT)
+
+DEFAULT_TIMEOUT = 5.0
+
+_lock = threading.Lock()
+_bus: SyncBusClient | None = None
+_timeout = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class AccessInfo:
+    """What access answers: the network resources to configure (cookie1 is Mercury's auth_key)."""
+
+    credential: int
+    cookie1: int
+    cookie2: int
+    ptag: int
+
+
+def set_timeout(seconds: float) -> None:
+    """Bound every later call; past it the call fails with DRC_ECONNREFUSED."""
+    global _timeout, _bus
+    with _lock:
+        _timeout = seconds
+        if _bus is not None:
+            _bus.close()
+            _bus = None
+
+
+def _call(member: str, signature: str = "", *args: object) -> list:
+    global _bus
+    with _lock:
+        if _bus is None:
+            _bus = SyncBusClient(timeout=_timeout)
+        bus = _bus
+    return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, member, signature, list(args))
+
+
+def acquire(flags: int = 0) -> int:
+    """A new credential owned by you (and your job); returns its id."""
+    return _call("Acquire", "u", flags)[0]
+
+
+def access(credential: int) -> AccessInfo:
+    """Take your job's (or process's) reference and get the credential's resources."""
+    return AccessInfo(*_call("Access", "uu", credential, 0))
+
+
+def access_with_token(token: str) -> AccessInfo:
+    """Access with a token from :func:`get_credential_token`, checked by this node alone."""
+    return AccessInfo(*_call("AccessWithToken", "su", token, 0))
+
+
+def get_credential_token(credential: int) -> str:
+    """A signed, printable token another process can access the credential with."""
+    return _call("GetCredentialToken", "u", credential)[0]
+
+
+def _target(uid: int | None, gid: int | None, wlm: int | None) -> tuple[int, int]:
+    given = [
+        (v, f)
+        for v, f in ((uid, Flags.TARGET_UID), (gid, Flags.TARGET_GID), (wlm, Flags.TARGET_WLM))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise DrcError(Code.EINVAL, "give exactly one of uid=, gid= or wlm=")
+    value, flag = given[0]
+    return value, int(flag)
+
+
+def grant(
+    credential: int, *, uid: int | None = None, gid: int | None = None, wlm: int | None = None
+) -> None:
+    """Let a uid, a gid or a job (WLM id) access the credential (owner or root only)."""
+    _call("Grant", "uuu", credential, *_target(uid, gid, wlm))
+
+
+def revoke(
+    credential: int, *, uid: int | None = None, gid: int | None = None, wlm: int | None = None
+) -> None:
+    """Stop new access by a uid, gid or job; references already taken stay."""
+    _call("Revoke", "uuu", credential, *_target(uid, gid, wlm))
+
+
+def release(credential: int) -> bool:
+    """Drop your reference (the owner's release ends the credential); True when freed."""
+    return _call("Release", "uu", credential, 0)[0]
+
+
+def release_local(info: AccessInfo) -> None:
+    """Free node-local resources of an access; the reference stays until :func:`release`."""
+    _call("ReleaseLocal", "u", info.credential)
+
+
+def get_wlm_id() -> int:
+    """Your job's id as DRCC sees it (0 outside a job)."""
+    return _call("GetWlmId")[0]
+
+
+@contextmanager
+def acquired(flags: int = 0) -> Iterator[int]:
+    """``with client.acquired(FLEX) as cred:`` — released on exit."""
+    cred = acquire(flags)
+    try:
+        yield cred
+    finally:
+        release(cred)
+
+
+@contextmanager
+def accessed(credential: int) -> Iterator[AccessInfo]:
+    """``with client.accessed(cred) as info:`` — release_local and release on exit."""
+    info = access(credential)
+    try:
+        yield info
+    finally:
+        try:
+            release_local(info)
+        finally:
+            release(credential)

@@ -1,0 +1,160 @@
+"""``make demo``: two users in two jobs share a credential, on the embedded default.
+
+alice (job 101) acquires a FLEX credential and grants it to bob; bob (job 202) accesses it;
+``drccli list`` shows both references; DRCC's counters show the node cache at work; a token
+lets carol's job in without a round trip to DRCS; releases return the cookie to the pool.
+Needs root: it creates the demo users and runs their jobs as them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from drc.embedded import main as embedded
+from drc.embedded.runtime import install_runtime
+
+STATE = Path("/tmp/drc-demo")
+RUNTIME = Path("/tmp/drc-demo-runtime")
+BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
+
+
+def say(text: str) -> None:
+    print(f"\n{BOLD}{text}{RESET}", flush=True)
+
+
+def show(argv: list[str], env: dict[str, str], *, label: str | None = None) -> str:
+    print(f"{DIM}$ {label or ' '.join(argv)}{RESET}", flush=True)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/")
+    text = (out.stdout + out.stderr).rstrip()
+    if text:
+        print(textwrap.indent(text, "  "), flush=True)
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"demo step failed (exit {out.returncode})")
+    return out.stdout
+
+
+def ensure_user(name: str) -> None:
+    if subprocess.run(["id", "-u", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--user-group", name], check=True)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print(
+            "make demo needs root: it creates the demo users alice, bob and carol and runs "
+            "their jobs as them.",
+            file=sys.stderr,
+        )
+        return 2
+    for user in ("alice", "bob", "carol"):
+        ensure_user(user)
+    rt = install_runtime(RUNTIME)
+    say(
+        "1. Start the embedded default: private D-Bus bus, munged, DRCS (SQLite, cookie pool) "
+        "and DRCC"
+    )
+    emb = embedded.start(STATE)
+    env = {**os.environ, **rt.env(), **emb.exports()}
+    drccli = str(rt.bin / "drccli")
+    print(
+        f"  bus {emb.bus.address}\n  DRCS pid {emb.drcs_pid}, DRCC pid {emb.drcc_pid}, "
+        f"state in {STATE}"
+    )
+
+    def job(job_id: int, user: str, code: str) -> str:
+        script = textwrap.dedent(code).strip()
+        argv = [
+            str(rt.bin / "drc-embedded"),
+            "--state-dir",
+            str(STATE),
+            "run",
+            "--job",
+            str(job_id),
+            "--user",
+            user,
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "from drc import client\n" + script,
+        ]
+        shown = script if "\n  " in script else script.replace("\n", "; ")
+        return show(argv, env, label=f"[{user}, job {job_id}] {shown}")
+
+    try:
+        say("2. alice, in job 101, acquires a FLEX credential and grants it to bob")
+        out = job(
+            101,
+            "alice",
+            """
+            cred = client.acquire(client.FLEX)
+            client.grant(cred, uid=__import__('pwd').getpwnam('bob').pw_uid)
+            print('credential', cred, 'cookie1', client.access(cred).cookie1)
+        """,
+        )
+        cred = int(out.split()[1])
+
+        say("3. bob, in job 202, accesses it: same cookie, no retry loop needed")
+        job(
+            202,
+            "bob",
+            f"print('cookie1', client.access({cred}).cookie1, 'my job', client.get_wlm_id())",
+        )
+        say("   carol was not granted: refused")
+        job(
+            303,
+            "carol",
+            f"""
+            try:
+                client.access({cred})
+            except client.DrcError as e:
+                print('refused:', e)
+        """,
+        )
+
+        say("4. drccli list: the credential, its cookie and two references (jobs 101 and 202)")
+        show([drccli, "list"], env, label="drccli list")
+
+        say("5. The node cache: bob's second process in job 202 is answered by DRCC alone")
+        job(202, "bob", f"print('cookie1', client.access({cred}).cookie1)")
+        show(
+            [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "counters"],
+            env,
+            label="drc-embedded counters",
+        )
+
+        say("6. Tokens: alice hands a signed token to carol's job, checked by DRCC alone")
+        out = job(
+            101,
+            "alice",
+            f"client.grant({cred}, wlm=404); print(client.get_credential_token({cred}))",
+        )
+        token = out.strip()
+        job(
+            404, "carol", f"print('cookie1 via token', client.access_with_token({token!r}).cookie1)"
+        )
+
+        say("7. Releases: bob and carol drop their references, alice's release frees the cookie")
+        job(202, "bob", f"client.release({cred})")
+        show(
+            [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "end-job", "404"],
+            env,
+            label="drc-embedded end-job 404   # what the job epilog does",
+        )
+        job(101, "alice", f"print('freed:', client.release({cred}))")
+        show([drccli, "list"], env, label="drccli list")
+        show([drccli, "status"], env, label="drccli status")
+    finally:
+        say("8. Stop everything")
+        embedded.stop(STATE)
+        shutil.rmtree(STATE, ignore_errors=True)
+        print('  stopped; try it yourself with: eval "$(.venv/bin/drc-embedded start)"')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""A private munged (own key, own socket) for the embedded default and the tests.
+
+MUNGE clients must traverse every parent of the socket, so ``state_dir`` must be reachable by
+all users (0755 up to /); the key stays root-only (0600), as on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from drc.embedded.processes import terminate
+
+
+@dataclass
+class PrivateMunged:
+    socket: str
+    pid: int
+    key_file: str
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or f"/usr/sbin/{name}"
+    if not os.path.exists(path):
+        raise RuntimeError(f"{name} not found: install the 'munge' package")
+    return path
+
+
+def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunged:
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)
+    key = state_dir / "munge.key"
+    if not key.exists():
+        subprocess.run([_tool("mungekey"), "-c", "-k", str(key)], check=True, capture_output=True)
+    key.chmod(0o600)
+    socket = state_dir / "munge.socket"
+    log = open(state_dir / "munged.out", "ab")  # noqa: SIM115 - handed to the child
+    with log:
+        proc = subprocess.Popen(
+            [
+                _tool("munged"),
+                "--foreground",
+                "-S",
+                str(socket),
+                f"--key-file={key}",
+                f"--log-file={state_dir / 'munged.log'}",
+                f"--pid-file={state_dir / 'munged.pid'}",
+                f"--seed-file={state_dir / 'munged.seed'}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not socket.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            terminate(proc.pid)
+            raise RuntimeError(f"munged did not start; see {state_dir / 'munged.log'}")
+        time.sleep(0.01)
+    return PrivateMunged(str(socket), proc.pid, str(key))
+
+
+def stop_private_munged(munged: PrivateMunged) -> None:
+    terminate(munged.pid)

@@ -1,0 +1,105 @@
+"""``org.drc.Node``: what applications (libdrc, drc.client) and root hooks call on DRCC."""
+
+from __future__ import annotations
+
+from drc.bus import PeerCredentials, method
+from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.model import AccessInfo, check_uint32
+from drc.core.tokens import MAX_TOKEN_LEN
+from drc.node.identity import Identifier
+from drc.node.service import NodeService
+
+BUS_NAME = "org.drc.Node"
+OBJECT_PATH = "/org/drc/Node"
+INTERFACE = "org.drc.Node"
+
+
+def _info(info: AccessInfo) -> tuple[int, int, int, int]:
+    return (info.credential, info.cookie1, info.cookie2, info.ptag)
+
+
+def _no_flags(verb: str, flags: int) -> None:
+    if flags:
+        raise einval(f"{verb} takes no flags (got 0x{flags:x})")
+
+
+class NodeExports:
+    def __init__(self, service: NodeService, identifier: Identifier) -> None:
+        self.service = service
+        self.identify = identifier.caller
+        self.identifier = identifier
+
+    @staticmethod
+    def _root(peer: PeerCredentials, what: str) -> None:
+        if peer.uid != 0:
+            raise eperm(f"uid {peer.uid} may not {what}: only root hooks (SPANK, ALPS epilog) may")
+
+    @method("u", "u")
+    async def acquire(self, peer: PeerCredentials, flags: int) -> int:
+        return await self.service.acquire(self.identify(peer), flags)
+
+    @method("uu", "uuuu")
+    async def access(self, peer: PeerCredentials, credential: int, flags: int):
+        _no_flags("access", flags)
+        return _info(await self.service.access(self.identify(peer), credential))
+
+    @method("su", "uuuu")
+    async def access_with_token(self, peer: PeerCredentials, token: str, flags: int):
+        _no_flags("access_with_token", flags)
+        if len(token) > MAX_TOKEN_LEN:
+            raise DrcError(Code.BAD_TOKEN, f"token refused: longer than {MAX_TOKEN_LEN} bytes")
+        return _info(await self.service.access_with_token(self.identify(peer), token))
+
+    @method("u", "s")
+    async def get_credential_token(self, peer: PeerCredentials, credential: int) -> str:
+        return await self.service.token(self.identify(peer), credential)
+
+    @method("uuu", "")
+    async def grant(self, peer: PeerCredentials, credential: int, target: int, flags: int):
+        await self.service.grant(self.identify(peer), credential, target, flags)
+
+    @method("uuu", "")
+    async def revoke(self, peer: PeerCredentials, credential: int, target: int, flags: int):
+        await self.service.revoke(self.identify(peer), credential, target, flags)
+
+    @method("uu", "b")
+    async def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool:
+        _no_flags("release", flags)
+        return await self.service.release(self.identify(peer), credential)
+
+    @method("u", "")
+    def release_local(self, peer: PeerCredentials, credential: int) -> None:
+        """Free node-local resources of an access handle (none for the pool provider).
+
+        The reference stays: ``Release`` drops it.
+        """
+        check_uint32("credential", credential)
+
+    @method("", "u")
+    def get_wlm_id(self, peer: PeerCredentials) -> int:
+        return self.identify(peer).job
+
+    # -- root hooks ----------------------------------------------------------------------
+
+    @method("uu", "")
+    def register_job_pid(self, peer: PeerCredentials, pid: int, job: int) -> None:
+        """SPANK task_post_fork: vouch that ``pid`` is a task of ``job``."""
+        self._root(peer, "register job tasks")
+        if pid == 0 or job == 0:
+            raise einval("pid and job must be non-zero")
+        self.identifier.register(pid, job)
+
+    @method("u", "au")
+    async def job_ended(self, peer: PeerCredentials, job: int) -> list[int]:
+        """SPANK job_epilog / ALPS epilog: the job is over on this node. Idempotent."""
+        self._root(peer, "end jobs")
+        if job == 0:
+            raise einval("job 0 means 'no job'")
+        self.identifier.forget_job(job)
+        return await self.service.job_ended(job)
+
+    @method("", "a{st}")
+    def counters(self, peer: PeerCredentials) -> dict[str, int]:
+        """Requests served locally and forwarded to DRCS (root only)."""
+        self._root(peer, "read DRCC counters")
+        return self.service.counters()

@@ -1,0 +1,82 @@
+"""Who is calling DRCC, and in which job — from the kernel and root-only sources only.
+
+Order (DESIGN section 4): the job's cgroup (anchored parse), a pid→job registration made by a
+root hook (the SPANK plugin's task_post_fork), then slurmd (``scontrol pidinfo``). Outside any
+job the holder is the process itself (pid and start time, since pids are reused).
+Environment variables such as ``SLURM_JOB_ID`` are never read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from drc.bus import PeerCredentials
+from drc.core.errors import einval
+from drc.core.model import Caller, Holder
+from drc.identity import process_gid, process_start_time
+from drc.wlm.base import WlmAdapter
+
+MAX_REMEMBERED = 4096
+
+
+class Identifier:
+    def __init__(self, node: str, wlm: WlmAdapter) -> None:
+        self.node = node
+        self.wlm = wlm
+        self.registered: dict[tuple[int, int], int] = {}  # (pid, start) -> job, from root hooks
+        self._jobs: OrderedDict[tuple[int, int], int] = OrderedDict()  # lookups, bounded
+
+    def register(self, pid: int, job: int) -> None:
+        """A root hook vouches that ``pid`` is a task of ``job``."""
+        try:
+            start = process_start_time(pid)
+        except ProcessLookupError:
+            raise einval(f"pid {pid} does not exist") from None
+        self.registered[(pid, start)] = job
+        self._jobs.pop((pid, start), None)
+
+    def forget_job(self, job: int) -> None:
+        for table in (self.registered, self._jobs):
+            for key in [k for k, j in table.items() if j == job]:
+                del table[key]
+
+    def forget_process(self, pid: int, start: int) -> None:
+        self.registered.pop((pid, start), None)
+        self._jobs.pop((pid, start), None)
+
+    def job_of(self, pid: int, start: int) -> int:
+        key = (pid, start)
+        if key in self._jobs:
+            self._jobs.move_to_end(key)
+            return self._jobs[key]
+        from_cgroup = getattr(self.wlm, "job_from_cgroup", None)
+        from_slurmd = getattr(self.wlm, "job_from_slurmd", None)
+        job = (from_cgroup(pid) if from_cgroup else None) or self.registered.get(key)
+        if not job:
+            job = (from_slurmd(pid) if from_slurmd else self.wlm.job_of_pid(pid)) or 0
+        self._jobs[key] = job
+        if len(self._jobs) > MAX_REMEMBERED:
+            self._jobs.popitem(last=False)
+        return job
+
+    def caller(self, peer: PeerCredentials) -> Caller:
+        try:
+            start = process_start_time(peer.pid)
+        except ProcessLookupError:
+            raise einval(
+                f"calling process {peer.pid} exited before it could be identified"
+            ) from None
+        job = self.job_of(peer.pid, start)
+        holder = (
+            Holder.for_job(self.node, job)
+            if job
+            else Holder.for_process(self.node, peer.pid, start)
+        )
+        return Caller(
+            uid=peer.uid,
+            gid=process_gid(peer.pid, peer.uid),
+            gids=peer.gids,
+            pid=peer.pid,
+            job=job,
+            holder=holder,
+        )

@@ -1,0 +1,128 @@
+"""``drcc``: the DRC node daemon, ``org.drc.Node`` on this node's system bus.
+
+Identifies every caller from the kernel, answers what it can from the node cache and tokens,
+and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from drc import config as drc_config
+from drc.bus import BusExporter
+from drc.core.tokens import load_key
+from drc.identity import boot_id, node_name
+from drc.link import LinkClient, Munge
+from drc.logsetup import setup_logging
+from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
+from drc.node.identity import Identifier
+from drc.node.service import WATCH_SECONDS, NodeService
+from drc.server.link import split_host_port
+from drc.wlm import make_wlm
+
+log = logging.getLogger("drc.node")
+
+
+def _links(cfg: drc_config.Config) -> tuple[LinkClient, LinkClient]:
+    link = cfg["link"]
+    if not link["server"]:
+        raise drc_config.ConfigError(f"{cfg.path}: [link] server (host:port of DRCS) is not set")
+    host, port = split_host_port(link["server"], "[link] server")
+    munge = Munge(link["munge_socket"] or None)
+    calls = LinkClient(
+        host, port, munge=munge, server_uid=link["server_uid"], timeout=link["timeout"]
+    )
+    # The change feed is a long poll: it must outwait WATCH_SECONDS.
+    feed = LinkClient(
+        host,
+        port,
+        munge=munge,
+        server_uid=link["server_uid"],
+        timeout=WATCH_SECONDS + link["timeout"],
+    )
+    return calls, feed
+
+
+async def serve(cfg: drc_config.Config) -> None:
+    node_cfg = cfg["node"]
+    node = node_cfg["name"] or node_name()
+    wlm_settings = {"scontrol": node_cfg["scontrol"]} if node_cfg["wlm"] == "slurm" else {}
+    identifier = Identifier(node, make_wlm(node_cfg["wlm"], **wlm_settings))
+    try:
+        token_key = load_key(Path(cfg["tokens"]["key_file"]))
+    except FileNotFoundError:
+        log.warning("no token key at %s: access_with_token is disabled", cfg["tokens"]["key_file"])
+        token_key = None
+    calls, feed = _links(cfg)
+    service = NodeService(node, boot_id(), calls, feed, token_key=token_key)
+    await service.start()
+    exporter = BusExporter(
+        NodeExports(service, identifier),
+        bus_name=BUS_NAME,
+        object_path=OBJECT_PATH,
+        interface=INTERFACE,
+    )
+    await exporter.start(node_cfg["bus_address"] or None)
+    log.info(
+        "DRCC serving %s for node %s (DRCS at %s, wlm %s)",
+        BUS_NAME,
+        node,
+        cfg["link"]["server"],
+        node_cfg["wlm"],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("DRCC stopping")
+    await exporter.stop()
+    await service.stop()
+    await calls.close()
+    await feed.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drcc",
+        description="DRC node daemon: serves org.drc.Node on the system bus to applications "
+        "(libdrc, drc.client) and root hooks, and forwards to DRCS over the DRC link.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=str(drc_config.DEFAULT_PATH),
+        help="config file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = drc_config.load(args.config)
+    except drc_config.ConfigError as e:
+        print(f"drcc: {e}", file=sys.stderr)
+        return 2
+    setup_logging("drcc", cfg["log"]["level"], syslog=args.syslog)
+    try:
+        asyncio.run(serve(cfg))
+    except drc_config.ConfigError as e:
+        print(f"drcc: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # start-up failures: say what, once, and exit non-zero
+        log.error("DRCC failed: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""DRCC's decisions: answer from the node cache or a token, else ask DRCS over the DRC link.
+
+Transport-free (the D-Bus exporter in :mod:`drc.node.exports` is a thin skin); async because
+DRCS is a network hop away. Identities arrive already established from the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from drc.core.errors import Code, DrcError, eperm
+from drc.core.model import AccessInfo, Caller, Flags, Holder, HolderKind
+from drc.core.tokens import access_info as token_access_info
+from drc.core.tokens import caller_may_use, verify_token
+from drc.node.cache import Entry, NodeCache
+from drc.node.watch import ProcessWatcher
+
+log = logging.getLogger("drc.node")
+
+WATCH_SECONDS = 30
+FLUSH_SECONDS = 0.2
+FLUSH_BATCH = 200
+
+
+class Upstream(Protocol):
+    """How DRCC reaches DRCS: ``call(method, args) -> out args`` (the DRC link client)."""
+
+    async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]: ...
+
+
+def wire(caller: Caller, node: str) -> dict[str, Any]:
+    h = caller.holder
+    return {
+        "uid": caller.uid,
+        "gid": caller.gid,
+        "gids": sorted(caller.gids),
+        "pid": caller.pid,
+        "job": caller.job,
+        "node": node,
+        "start": h.start,
+    }
+
+
+def _entry(info: dict[str, Any]) -> Entry:
+    return Entry(
+        AccessInfo(info["credential"], info["cookie1"], info["cookie2"], info["ptag"]),
+        flags=info["flags"],
+        epoch=info["epoch"],
+    )
+
+
+class NodeService:
+    def __init__(
+        self,
+        node: str,
+        boot_id: str,
+        upstream: Upstream,
+        watch_upstream: Upstream,
+        *,
+        token_key: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node, self.boot_id = node, boot_id
+        self.upstream, self.watch_upstream = upstream, watch_upstream
+        self.token_key = token_key
+        self.clock = clock
+        self.cache = NodeCache()
+        self.watcher = ProcessWatcher(self._process_exited)
+        self._pending_tokens: list[tuple[Caller, int, int]] = []
+        self._exited: list[tuple[int, int]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flush_wakeup = asyncio.Event()
+        self._stopping = False
+        self.synced = asyncio.Event()  # set once the change feed from DRCS is live
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Tell DRCS we are up (a new boot id drops what this node held), re-check holders."""
+        rebooted = (await self.upstream.call("NodeHello", [self.node, self.boot_id]))[0]
+        if rebooted:
+            log.warning("node %s rebooted: DRCS dropped its references", self.node)
+        else:
+            await self._recheck_processes()
+        self._spawn(self._watch_changes())
+        self._spawn(self._flush_loop())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._flush_wakeup.set()
+        with contextlib.suppress(DrcError):
+            await self._flush()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.watcher.close()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recheck_processes(self) -> None:
+        """Same boot, new DRCC: processes that held references while we were down may be gone."""
+        holders = (await self.upstream.call("NodeProcesses", [self.node]))[0]
+        gone = [(pid, start) for pid, start in holders if not self.watcher.watch(pid, start)]
+        if gone:
+            log.info("%d process holder(s) exited while DRCC was down", len(gone))
+            await self.upstream.call("NodeProcessesExited", [self.node, gone])
+
+    # -- verbs ---------------------------------------------------------------------------
+
+    async def acquire(self, caller: Caller, flags: int) -> int:
+        info = (await self.upstream.call("NodeAcquire", [wire(caller, self.node), flags]))[0]
+        self._remember(caller, info)
+        self.cache.counters["acquire_forwarded"] += 1
+        return info["credential"]
+
+    async def access(self, caller: Caller, credential: int) -> AccessInfo:
+        entry = self.cache.get(credential, caller.holder)
+        if entry is not None:
+            self.cache.counters["access_local"] += 1
+            return entry.info
+        info = (await self.upstream.call("NodeAccess", [wire(caller, self.node), credential]))[0]
+        self.cache.counters["access_forwarded"] += 1
+        return self._remember(caller, info).info
+
+    async def access_with_token(self, caller: Caller, token: str) -> AccessInfo:
+        """Decided here alone: signature, expiry, epoch, ACL. DRCS hears of it later."""
+        if self.token_key is None:
+            raise DrcError(Code.BAD_TOKEN, "this node has no token key: tokens are disabled")
+        claims = verify_token(self.token_key, token, now=self.clock())
+        if not self.cache.token_epoch_current(claims.credential, claims.epoch):
+            raise DrcError(
+                Code.BAD_TOKEN,
+                "token refused: the credential was revoked or freed since the token was issued",
+            )
+        if not caller_may_use(claims, caller):
+            raise eperm(
+                f"uid {caller.uid} (job {caller.job}) is not in the token's access list "
+                f"for credential {claims.credential}"
+            )
+        entry = self.cache.get(claims.credential, caller.holder)
+        if entry is None:
+            entry = Entry(token_access_info(claims), flags=claims.flags, epoch=claims.epoch)
+            self._check_node_binding(claims.credential, caller.holder, entry)
+            self.cache.put(claims.credential, caller.holder, entry)
+            self._watch_holder(caller.holder)
+            self._pending_tokens.append((caller, claims.credential, claims.epoch))
+            if len(self._pending_tokens) >= FLUSH_BATCH:
+                self._flush_wakeup.set()
+        self.cache.counters["token_access_local"] += 1
+        return entry.info
+
+    async def token(self, caller: Caller, credential: int) -> str:
+        return (await self.upstream.call("NodeToken", [wire(caller, self.node), credential]))[0]
+
+    async def grant(self, caller: Caller, credential: int, target: int, flags: int) -> None:
+        await self.upstream.call("NodeGrant", [wire(caller, self.node), credential, target, flags])
+
+    async def revoke(self, caller: Caller, credential: int, target: int, flags: int) -> None:
+        await self.upstream.call("NodeRevoke", [wire(caller, self.node), credential, target, flags])
+
+    async def release(self, caller: Caller, credential: int) -> bool:
+        await self._flush()  # a token reference must reach DRCS before its release does
+        self.cache.drop(credential, caller.holder)
+        return (await self.upstream.call("NodeRelease", [wire(caller, self.node), credential]))[0]
+
+    async def job_ended(self, job: int) -> list[int]:
+        """Root hooks (SPANK/ALPS epilog): drop the job here and everywhere. Idempotent."""
+        self._pending_tokens = [p for p in self._pending_tokens if p[0].job != job]
+        self.cache.drop_job(job)
+        freed = (await self.upstream.call("NodeJobsEnded", [self.node, [job]]))[0]
+        log.info("job %d ended: freed credential(s) %s", job, freed or "none")
+        return freed
+
+    def counters(self) -> dict[str, int]:
+        return {
+            **self.cache.counters,
+            "associations": len(self.cache.entries),
+            "pending_token_references": len(self._pending_tokens),
+        }
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _remember(self, caller: Caller, info: dict[str, Any]) -> Entry:
+        entry = _entry(info)
+        self.cache.put(info["credential"], caller.holder, entry)
+        self._watch_holder(caller.holder)
+        return entry
+
+    def _watch_holder(self, holder: Holder) -> None:
+        if holder.kind is HolderKind.PROCESS and not self.watcher.watch(holder.pid, holder.start):
+            self._process_exited(holder.pid, holder.start)
+
+    def _check_node_binding(self, credential: int, holder: Holder, entry: Entry) -> None:
+        other = self.cache.other_tenant(credential, holder)
+        if other is not None and not entry.flags & Flags.FLEX_CREDENTIAL:
+            raise eperm(f"credential {credential} is not FLEX and is already used by {other}")
+
+    def _process_exited(self, pid: int, start: int) -> None:
+        self.cache.drop_process(pid, start)
+        self._pending_tokens = [
+            p for p in self._pending_tokens if (p[0].pid, p[0].holder.start) != (pid, start)
+        ]
+        self._exited.append((pid, start))
+        self._flush_wakeup.set()
+
+    async def _flush(self) -> None:
+        """Report token references and exited processes to DRCS (batched, in the background)."""
+        tokens, self._pending_tokens = (
+            self._pending_tokens[:FLUSH_BATCH],
+            self._pending_tokens[FLUSH_BATCH:],
+        )
+        if tokens:
+            refs = [
+                {"caller": wire(c, self.node), "credential": cred, "epoch": epoch}
+                for c, cred, epoch in tokens
+            ]
+            try:
+                refused = set(
+                    (await self.upstream.call("NodeTokenReferences", [self.node, refs]))[0]
+                )
+            except DrcError:
+                self._pending_tokens[:0] = tokens  # DRCS unreachable: keep them for later
+                raise
+            for caller, cred, _ in tokens:
+                if cred in refused:
+                    self.cache.drop(cred, caller.holder)
+            self.cache.counters["token_references_reported"] += len(tokens) - len(refused)
+        exited, self._exited = self._exited, []
+        if exited:
+            try:
+                await self.upstream.call("NodeProcessesExited", [self.node, exited])
+            except DrcError:
+                self._exited[:0] = exited
+                raise
+
+    async def _flush_loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wakeup.wait(), FLUSH_SECONDS)
+            self._flush_wakeup.clear()
+            try:
+                await self._flush()
+            except DrcError as e:
+                log.warning("cannot report to DRCS yet: %s", e)
+                await asyncio.sleep(1)
+
+    async def _watch_changes(self) -> None:
+        """Follow DRCS's revocations and frees with one long poll at a time."""
+        generation, seq = "", 0
+        while not self._stopping:
+            try:
+                gen, complete, new_seq, changes = (
+                    await self.watch_upstream.call("NodeWatch", [generation, seq, WATCH_SECONDS])
+                )[0]
+                if gen != generation or not complete:
+                    await self._resync()
+                for credential, epoch in changes:
+                    self.cache.learn_epoch(credential, epoch)
+                generation, seq = gen, new_seq
+                self.synced.set()
+            except DrcError as e:
+                log.warning("change feed from DRCS interrupted: %s", e)
+                await asyncio.sleep(1)
+
+    async def _resync(self) -> None:
+        known = sorted(self.cache.known_credentials())
+        for i in range(0, len(known), 5000):
+            for credential, epoch in (
+                await self.upstream.call("NodeEpochs", [self.node, known[i : i + 5000]])
+            )[0]:
+                self.cache.learn_epoch(credential, epoch)
+

@@ -63,6 +63,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(str, "", "this node's name as DRCS knows it; empty = short host name"),
         "wlm": Key(str, "slurm", "workload manager used to find a process's job: slurm, none"),
         "scontrol": Key(str, "scontrol", "scontrol used to ask slurmd which job a pid is in"),
+        "boot_id_file": Key(
+            str,
+            "/proc/sys/kernel/random/boot_id",
+            "where this boot's id is read; a new id means the node rebooted",
+        ),
     },
     "tokens": {
         "key_file": Key(

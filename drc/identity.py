@@ -37,8 +37,9 @@ def process_start_time(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def boot_id() -> str:
-    return (PROC / "sys/kernel/random/boot_id").read_text().strip()
+def boot_id(path: Path = PROC / "sys/kernel/random/boot_id") -> str:
+    """This boot's id: it changes at every reboot, so a node daemon can tell DRCS it rebooted."""
+    return Path(path).read_text().strip()
 
 
 def node_name() -> str:

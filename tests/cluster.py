@@ -100,6 +100,36 @@ class Cluster:
     def drcs_pid(self) -> int:
         return self.emb.drcs_pid
 
+    @property
+    def drcc_pid(self) -> int:
+        return self.emb.drcc_pid
+
+    def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
+        """Run Python ``code`` (``client`` imported) as ``user`` in a task of ``job``."""
+        argv = [
+            str(self.runtime.bin / "drc-embedded"),
+            "--state-dir",
+            str(self.state_dir),
+            "run",
+            "--job",
+            str(job),
+            "--user",
+            user,
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "from drc import client\n" + code,
+        ]
+        return self.run_as(None, argv, **kw)
+
+    def outside_job(self, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.python(user, "from drc import client\n" + code, **kw)
+
+    def counters(self) -> dict[str, int]:
+        from drc.embedded.main import node_counters
+
+        return node_counters(self.address)
+
 
 def start_cluster(runtime: Runtime) -> Cluster:
     state_dir = Path(tempfile.mkdtemp(prefix="drc-embedded-", dir="/tmp"))

@@ -120,7 +120,9 @@ def write_config(state_dir: Path, emb: Embedded) -> Path:
         f"node_uids = [{os.getuid()}]\n\n"
         "[node]\n"
         f"bus_address = {q(emb.bus.address)}\n"
-        'wlm = "none"\n\n'
+        'wlm = "none"\n'
+        'boot_id_file = "/proc/sys/kernel/random/boot_id"\n\n'
+
         "[tokens]\n"
         f"key_file = {q(str(state_dir / 'token.key'))}\n"
     )

@@ -19,7 +19,6 @@ COMMANDS = {
     "drccli": "drc.cli.drccli",
     "drcs": "drc.server.main",
     "drcc": "drc.node.main",
-
     "drc-embedded": "drc.embedded.main",
 }
 SYSTEM_PYTHON = "/usr/bin/python3"

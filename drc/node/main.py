@@ -59,7 +59,8 @@ async def serve(cfg: drc_config.Config) -> None:
         log.warning("no token key at %s: access_with_token is disabled", cfg["tokens"]["key_file"])
         token_key = None
     calls, feed = _links(cfg)
-    service = NodeService(node, boot_id(), calls, feed, token_key=token_key)
+    service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
+
     await service.start()
     exporter = BusExporter(
         NodeExports(service, identifier),

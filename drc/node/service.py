@@ -75,6 +75,8 @@ class NodeService:
         self._exited: list[tuple[int, int]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flush_wakeup = asyncio.Event()
+        self._in_flight: dict[tuple[int, Holder], asyncio.Future[None]] = {}
+
         self._stopping = False
         self.synced = asyncio.Event()  # set once the change feed from DRCS is live
 
@@ -122,13 +124,29 @@ class NodeService:
         return info["credential"]
 
     async def access(self, caller: Caller, credential: int) -> AccessInfo:
-        entry = self.cache.get(credential, caller.holder)
+        """Cached associations are answered here; the first miss of a (credential, holder)
+        goes to DRCS, and concurrent misses for the same pair wait for that one answer."""
+        key = (credential, caller.holder)
+        entry = self.cache.get(*key)
         if entry is not None:
             self.cache.counters["access_local"] += 1
             return entry.info
-        info = (await self.upstream.call("NodeAccess", [wire(caller, self.node), credential]))[0]
-        self.cache.counters["access_forwarded"] += 1
-        return self._remember(caller, info).info
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)
+            if (entry := self.cache.get(*key)) is not None:
+                self.cache.counters["access_local"] += 1
+                return entry.info
+        future = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            info = (await self.upstream.call("NodeAccess", [wire(caller, self.node),
+                                                            credential]))[0]
+            self.cache.counters["access_forwarded"] += 1
+            return self._remember(caller, info).info
+        finally:
+            del self._in_flight[key]
+            future.set_result(None)
 
     async def access_with_token(self, caller: Caller, token: str) -> AccessInfo:
         """Decided here alone: signature, expiry, epoch, ACL. DRCS hears of it later."""
@@ -277,4 +295,3 @@ class NodeService:
                 await self.upstream.call("NodeEpochs", [self.node, known[i : i + 5000]])
             )[0]:
                 self.cache.learn_epoch(credential, epoch)
-

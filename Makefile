@@ -3,9 +3,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps demo test lint man clean
+.PHONY: all deps demo test lint man lib clean
 
-all: deps man
+all: deps man lib
 
 deps:
 	@bash .ci/install-deps
@@ -18,15 +18,20 @@ man/drccli.1: drc/cli/drccli.py pyproject.toml
 	    --manual-title "drc manual" --author "the drc developers" \
 	    --description "manage Dynamic RDMA Credentials" --output $@ >/dev/null
 
-demo: deps
+lib: deps
+	@$(MAKE) -s -C lib
+
+demo: deps lib
 	@$(PY) -m drc.embedded.demo
 
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: deps man lint
+test: deps man lint lib
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1
+	$(MAKE) -C lib clean
+

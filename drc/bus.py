@@ -543,10 +543,27 @@ class BusExporter:
             task.add_done_callback(self._tasks.discard)
             return True
         try:
-            out = invoke_sync(self.service, exported, peer, _args(msg, exported))
-            return self._reply(msg, exported, out)
+            result = exported.func(self.service, peer, *_args(msg, exported))
+            if inspect.isawaitable(result):
+                # A plain method may answer at once (a cache hit) or hand back an awaitable
+                # (a miss that needs I/O): only the second pays for a task.
+                task = asyncio.get_running_loop().create_task(
+                    self._await_reply(msg, exported, result)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return True
+            return self._reply(msg, exported, _out_list(exported, result))
         except Exception as exc:
             return self._failure(msg, exported, exc)
+
+    async def _await_reply(self, msg: Message, exported: ExportedMethod, pending: Any) -> None:
+        try:
+            reply = self._reply(msg, exported, _out_list(exported, await pending))
+        except Exception as exc:
+            reply = self._failure(msg, exported, exc)
+        if isinstance(reply, Message) and self._bus is not None:
+            self._bus.send(reply)
 
     async def _dispatch_async(
         self, msg: Message, exported: ExportedMethod, peer: PeerCredentials

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from drc.core.errors import Code, DrcError, eperm, not_found
 from drc.core.limits import check_limits
@@ -81,13 +82,10 @@ class CredentialService:
                 "(ask an admin to add you to persistent_users/persistent_groups)"
             )
         with self.store.transaction() as tx:
-            check_limits(
-                tx.limits(),
-                tx.usage(caller.uid, caller.gid, caller.job),
-                caller.uid,
-                caller.gid,
-                caller.job,
-            )
+            limits = tx.limits()
+            if limits:
+                usage = tx.usage(caller.uid, caller.gid, caller.job)
+                check_limits(limits, usage, caller.uid, caller.gid, caller.job)
             cred_id = tx.next_credential_id()
             resources = self.provider.allocate(cred_id, tx)
             credential = Credential(
@@ -101,10 +99,10 @@ class CredentialService:
                 created=self.clock(),
             )
             tx.insert_credential(credential)
-            tx.add_reference(cred_id, caller.holder, owner=True)
+            refs = int(tx.add_reference(cred_id, caller.holder, owner=True))
             if credential.persistent:
-                tx.add_reference(cred_id, Holder.pin(caller.uid), owner=True)
-            credential = tx.get_credential(cred_id) or credential
+                refs += tx.add_reference(cred_id, Holder.pin(caller.uid), owner=True)
+            credential = replace(credential, refs=refs)
         audit.info(
             "acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
             cred_id,

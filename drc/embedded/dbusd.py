@@ -147,7 +147,11 @@ def start_private_bus(
     )
     try:
         with os.fdopen(read_fd, "rb") as pipe:
-            bus.address = _read_address(pipe, proc, state_dir, timeout)
+            _read_address(pipe, proc, state_dir, timeout)
+        # Without the daemon's guid, clients (libdrc's sd-bus included) reconnect to a
+        # restarted bus on the same socket; the real system bus address carries none either.
+        bus.address = f"unix:path={socket_path}"
+
         _wait_connectable(socket_path, proc, timeout)
         # dbus-daemon creates the socket 0777 itself; make sure, since callers are other users.
         if stat.S_IMODE(socket_path.stat().st_mode) & 0o666 != 0o666:

@@ -51,7 +51,7 @@ class Embedded:
 
     def exports(self) -> dict[str, str]:
         env = {"DBUS_SYSTEM_BUS_ADDRESS": self.bus.address, "DRC_EMBEDDED_DIR": self.state_dir}
-        lib = REPO / "lib"
+        lib = REPO / "lib" / "build"
         if (lib / "cray-drc.pc").exists():  # the in-tree C library, once built
             env["PKG_CONFIG_PATH"] = _prepend(str(lib), os.environ.get("PKG_CONFIG_PATH"))
             env["LD_LIBRARY_PATH"] = _prepend(str(lib), os.environ.get("LD_LIBRARY_PATH"))

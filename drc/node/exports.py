@@ -39,9 +39,17 @@ class NodeExports:
         return await self.service.acquire(self.identify(peer), flags)
 
     @method("uu", "uuuu")
-    async def access(self, peer: PeerCredentials, credential: int, flags: int):
+    def access(self, peer: PeerCredentials, credential: int, flags: int):
+        """Answered at once from the node cache; a miss returns an awaitable (DRCS)."""
         _no_flags("access", flags)
-        return _info(await self.service.access(self.identify(peer), credential))
+        caller = self.identify(peer)
+        hit = self.service.cached(caller, credential)
+        if hit is not None:
+            return _info(hit)
+        return self._access_miss(caller, credential)
+
+    async def _access_miss(self, caller, credential: int) -> tuple[int, int, int, int]:
+        return _info(await self.service.access(caller, credential))
 
     @method("su", "uuuu")
     async def access_with_token(self, peer: PeerCredentials, token: str, flags: int):

@@ -8,6 +8,7 @@ Environment variables such as ``SLURM_JOB_ID`` are never read.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from drc.bus import PeerCredentials
@@ -17,6 +18,9 @@ from drc.identity import process_gid, process_start_time
 from drc.wlm.base import WlmAdapter
 
 MAX_REMEMBERED = 4096
+#: How long a connection's established identity is reused. Short, because a process can be
+#: adopted into a job (pam_slurm_adopt) or registered after its first call.
+CALLER_TTL = 5.0
 
 
 class Identifier:
@@ -25,6 +29,7 @@ class Identifier:
         self.wlm = wlm
         self.registered: dict[tuple[int, int], int] = {}  # (pid, start) -> job, from root hooks
         self._jobs: OrderedDict[tuple[int, int], int] = OrderedDict()  # lookups, bounded
+        self._callers: OrderedDict[tuple[str, int], tuple[float, Caller]] = OrderedDict()
 
     def register(self, pid: int, job: int) -> None:
         """A root hook vouches that ``pid`` is a task of ``job``."""
@@ -34,11 +39,15 @@ class Identifier:
             raise einval(f"pid {pid} does not exist") from None
         self.registered[(pid, start)] = job
         self._jobs.pop((pid, start), None)
+        for key in [k for k in self._callers if k[1] == pid]:
+            del self._callers[key]
 
     def forget_job(self, job: int) -> None:
         for table in (self.registered, self._jobs):
             for key in [k for k, j in table.items() if j == job]:
                 del table[key]
+        for key in [k for k, (_, c) in self._callers.items() if c.job == job]:
+            del self._callers[key]
 
     def forget_process(self, pid: int, start: int) -> None:
         self.registered.pop((pid, start), None)
@@ -60,6 +69,20 @@ class Identifier:
         return job
 
     def caller(self, peer: PeerCredentials) -> Caller:
+        """The caller behind a bus connection; reused for CALLER_TTL (the hot path)."""
+        key = (peer.sender, peer.pid)
+        now = time.monotonic()
+        known = self._callers.get(key)
+        if known is not None and now - known[0] < CALLER_TTL:
+            return known[1]
+        caller = self._identify(peer)
+        self._callers[key] = (now, caller)
+        self._callers.move_to_end(key)
+        if len(self._callers) > MAX_REMEMBERED:
+            self._callers.popitem(last=False)
+        return caller
+
+    def _identify(self, peer: PeerCredentials) -> Caller:
         try:
             start = process_start_time(peer.pid)
         except ProcessLookupError:

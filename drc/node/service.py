@@ -123,6 +123,14 @@ class NodeService:
         self.cache.counters["acquire_forwarded"] += 1
         return info["credential"]
 
+    def cached(self, caller: Caller, credential: int) -> AccessInfo | None:
+        """The synchronous hit path of :meth:`access`."""
+        entry = self.cache.get(credential, caller.holder)
+        if entry is None:
+            return None
+        self.cache.counters["access_local"] += 1
+        return entry.info
+
     async def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Cached associations are answered here; the first miss of a (credential, holder)
         goes to DRCS, and concurrent misses for the same pair wait for that one answer."""
@@ -140,8 +148,9 @@ class NodeService:
         future = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            info = (await self.upstream.call("NodeAccess", [wire(caller, self.node),
-                                                            credential]))[0]
+            info = (await self.upstream.call("NodeAccess", [wire(caller, self.node), credential]))[
+                0
+            ]
             self.cache.counters["access_forwarded"] += 1
             return self._remember(caller, info).info
         finally:

@@ -334,3 +334,34 @@ def test_only_root_may_call_the_hooks(cluster: Cluster, users):
         "    print(e)\n"
     )
     assert "DRC_EPERM" in cluster.python("carol", code).stdout
+
+
+LINK_AS_USER = """
+import tomllib
+from drc.link import Munge, SyncLinkClient
+conf = tomllib.load(open({conf!r}, "rb"))
+host, port = conf["link"]["server"].rsplit(":", 1)
+client = SyncLinkClient(host, int(port), munge=Munge(conf["link"]["munge_socket"]),
+                        server_uid=conf["link"]["server_uid"])
+for method, args in (("NodeJobsEnded", ["n1", [101]]),
+                     ("NodeHello", ["n1", "forged-boot"]),
+                     ("SetLimit", ["global", 0, 0])):
+    try:
+        client.call(method, args)
+        print(method, "ACCEPTED")
+    except Exception as e:
+        print(method, getattr(e, "name", type(e).__name__))
+"""
+
+
+def test_a_user_with_its_own_munge_credential_can_do_nothing_a_node_may(cluster: Cluster, users):
+    cred = acquire_in_job(cluster, 101, "alice")
+    r = cluster.python("carol", LINK_AS_USER.format(conf=str(cluster.emb.config)))
+    assert r.returncode == 0, r.stderr
+    answers = dict(line.split() for line in r.stdout.splitlines())
+    assert answers == {
+        "NodeJobsEnded": "DRC_EPERM",
+        "NodeHello": "DRC_EPERM",
+        "SetLimit": "DRC_EPERM",
+    }, answers
+    assert refs(cluster, cred) == 1  # job 101 was not expired

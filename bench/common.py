@@ -1,0 +1,45 @@
+"""Shared by the benchmarks: an embedded drc to measure, and latency statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from drc.embedded import main as embedded
+
+
+@contextlib.contextmanager
+def embedded_drc() -> Iterator[embedded.Embedded]:
+    state = Path(tempfile.mkdtemp(prefix="drc-bench-", dir="/tmp"))
+    try:
+        yield embedded.start(state)
+    finally:
+        embedded.stop(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> list[float]:
+    """Per-call latencies in µs."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e6)
+    return out
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {
+        "n": len(s),
+        "p50_us": round(statistics.median(s), 1),
+        "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))], 1),
+        "mean_us": round(statistics.fmean(s), 1),
+    }

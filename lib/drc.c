@@ -1,0 +1,467 @@
+/*
+ * libdrc: the rdmacred.h API over D-Bus (sd-bus) to the node daemon drcc (org.drc.Node).
+ *
+ * One connection per process, opened on the first call and again after it broke (bus
+ * restarted) or the process forked. sd-bus connections are not thread-safe, so calls are
+ * serialized by one mutex; a thread waits for the mutex only until its own deadline, so every
+ * call returns within the timeout however many threads queue behind a daemon that hangs.
+ * Nothing here prints: every failure is a negated DRC code.
+ */
+#define _GNU_SOURCE
+#include "rdmacred.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#define DRC_API __attribute__((visibility("default")))
+
+#define NODE_NAME "org.drc.Node"
+#define NODE_PATH "/org/drc/Node"
+#define NODE_INTERFACE "org.drc.Node"
+#define DRC_ERROR_PREFIX "org.drc.Error."
+#define MAX_TIMEOUT_MS 3600000UL
+
+struct drc_info {
+	uint32_t credential;
+	uint32_t cookie1;
+	uint32_t cookie2;
+	uint32_t ptag;
+};
+
+/* The out args of a reply: up to four uint32, a boolean, a malloc'd string. */
+struct answer {
+	uint32_t u[4];
+	int b;
+	char *s;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static sd_bus *conn; /* guarded by lock */
+static pid_t conn_pid;
+
+/* Indexed by drc_status; the same text as drc.core.errors.MESSAGES. */
+static const char *const messages[] = {
+	[DRC_SUCCESS] = "success",
+	[DRC_EINVAL] = "invalid parameter",
+	[DRC_EPERM] = "invalid permissions",
+	[DRC_ENOSPC] = "no space left (a credential limit or the resource pool is exhausted)",
+	[DRC_ECONNREFUSED] = "connection refused (no DRC daemon answered)",
+	[DRC_ALREADY_GRANTED] = "access already granted to this target",
+	[DRC_CRED_NOT_FOUND] = "credential not found",
+	[DRC_CRED_CREATE_FAILURE] = "credential could not be created",
+	[DRC_CRED_EXTERNAL_FAILURE] = "external application failure",
+	[DRC_BAD_TOKEN] = "bad, expired or revoked token",
+};
+#define N_CODES ((int)(sizeof(messages) / sizeof(messages[0])))
+
+/* Indexed by drc_status: the D-Bus error name is DRC_ERROR_PREFIX + this. */
+static const char *const names[] = {
+	[DRC_SUCCESS] = "SUCCESS",
+	[DRC_EINVAL] = "EINVAL",
+	[DRC_EPERM] = "EPERM",
+	[DRC_ENOSPC] = "ENOSPC",
+	[DRC_ECONNREFUSED] = "ECONNREFUSED",
+	[DRC_ALREADY_GRANTED] = "ALREADY_GRANTED",
+	[DRC_CRED_NOT_FOUND] = "CRED_NOT_FOUND",
+	[DRC_CRED_CREATE_FAILURE] = "CRED_CREATE_FAILURE",
+	[DRC_CRED_EXTERNAL_FAILURE] = "CRED_EXTERNAL_FAILURE",
+	[DRC_BAD_TOKEN] = "BAD_TOKEN",
+};
+
+/* D-Bus errors meaning "nobody answered": the daemon is not running or went away. */
+static const char *const not_running[] = {
+	SD_BUS_ERROR_SERVICE_UNKNOWN,
+	SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+	SD_BUS_ERROR_NO_REPLY,
+	SD_BUS_ERROR_TIMEOUT,
+	"org.freedesktop.DBus.Error.TimedOut",
+	SD_BUS_ERROR_DISCONNECTED,
+	SD_BUS_ERROR_NO_SERVER,
+};
+
+/* -- time ---------------------------------------------------------------------------------- */
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* DRC_TIMEOUT_MS (1 ms .. 1 h) or the default. Only a duration: identity never comes from
+ * the environment. */
+static uint64_t timeout_usec(void)
+{
+	const char *value = secure_getenv("DRC_TIMEOUT_MS");
+	unsigned long ms;
+	char *end;
+
+	if (value && *value) {
+		errno = 0;
+		ms = strtoul(value, &end, 10);
+		if (errno == 0 && *end == '\0' && ms > 0 && ms <= MAX_TIMEOUT_MS)
+			return (uint64_t)ms * 1000;
+	}
+	return (uint64_t)DRC_DEFAULT_TIMEOUT_MS * 1000;
+}
+
+/* Time left until deadline, never 0 (sd-bus reads 0 as "its own default"). */
+static uint64_t remaining(uint64_t deadline)
+{
+	uint64_t now = now_usec();
+
+	return now < deadline ? deadline - now : 1;
+}
+
+/* Lock the connection, waiting no longer than deadline. */
+static int lock_until(uint64_t deadline)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(deadline / 1000000),
+		.tv_nsec = (long)(deadline % 1000000) * 1000,
+	};
+
+	return pthread_mutex_clocklock(&lock, CLOCK_MONOTONIC, &ts);
+}
+
+/* -- the connection (lock held) ------------------------------------------------------------ */
+
+/* fork() while another thread holds the connection would copy a locked mutex. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void fork_done(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+static void init_once(void)
+{
+	pthread_atfork(fork_prepare, fork_done, fork_done);
+}
+
+static void drop_connection(void)
+{
+	conn = sd_bus_close_unref(conn);
+}
+
+/* Drive the new connection's authentication and Hello until ready or the deadline. */
+static int wait_ready(sd_bus *bus, uint64_t deadline)
+{
+	int r;
+
+	for (;;) {
+		r = sd_bus_is_ready(bus);
+		if (r != 0)
+			return r < 0 ? r : 0;
+		if (sd_bus_is_open(bus) <= 0)
+			return -ENOTCONN;
+		r = sd_bus_process(bus, NULL);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			continue;
+		if (now_usec() >= deadline)
+			return -ETIMEDOUT;
+		r = sd_bus_wait(bus, remaining(deadline));
+		if (r < 0 && r != -EINTR)
+			return r;
+	}
+}
+
+/* The open connection: reopened when missing, closed by the peer, or inherited from the
+ * parent across fork(). */
+static int connection(uint64_t deadline, sd_bus **bus)
+{
+	int r;
+
+	if (conn && (conn_pid != getpid() || sd_bus_is_open(conn) <= 0))
+		drop_connection();
+	if (!conn) {
+		r = sd_bus_open_system_with_description(&conn, "libdrc");
+		if (r < 0) {
+			conn = NULL;
+			return r;
+		}
+		conn_pid = getpid();
+	}
+	r = wait_ready(conn, deadline);
+	if (r < 0) {
+		drop_connection();
+		return r;
+	}
+	*bus = conn;
+	return 0;
+}
+
+/* -- calls --------------------------------------------------------------------------------- */
+
+/* A D-Bus error name from drcc (org.drc.Error.<NAME>) → the DRC code; 0 if it is not one. */
+static int drc_code_of(const char *name)
+{
+	size_t prefix = strlen(DRC_ERROR_PREFIX);
+	int code;
+
+	if (strncmp(name, DRC_ERROR_PREFIX, prefix) != 0)
+		return 0;
+	for (code = DRC_SUCCESS + 1; code < N_CODES; code++)
+		if (strcmp(name + prefix, names[code]) == 0)
+			return code;
+	return DRC_EINVAL;
+}
+
+static int is_not_running(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(not_running) / sizeof(not_running[0]); i++)
+		if (strcmp(name, not_running[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A failed sd_bus_call → negated DRC code. bus_open: is the connection still usable. */
+static int status_of_call(int r, const sd_bus_error *error, int bus_open)
+{
+	const char *name = sd_bus_error_is_set(error) ? error->name : NULL;
+	int code = name ? drc_code_of(name) : 0;
+
+	if (code)
+		return -code;
+	if (name && is_not_running(name))
+		return -DRC_ECONNREFUSED;
+	if (name && strcmp(name, SD_BUS_ERROR_ACCESS_DENIED) == 0)
+		return -DRC_EPERM;
+	if (!bus_open || r == -ETIMEDOUT || r == -ECONNRESET || r == -ENOTCONN || r == -EPIPE)
+		return -DRC_ECONNREFUSED;
+	return -DRC_EINVAL;
+}
+
+/* Read the reply's out args, whose D-Bus signature must be exactly types ("u", "uuuu", "b",
+ * "s" or ""), into a. */
+static int read_answer(sd_bus_message *reply, const char *types, struct answer *a)
+{
+	const char *s;
+	int r = 1, n = 0;
+
+	if (sd_bus_message_has_signature(reply, types) <= 0)
+		return -DRC_EINVAL;
+	for (; *types && r > 0; types++) {
+		if (*types == 'u' && n < 4) {
+			r = sd_bus_message_read_basic(reply, 'u', &a->u[n++]);
+		} else if (*types == 'b') {
+			r = sd_bus_message_read_basic(reply, 'b', &a->b);
+		} else if (*types == 's' && !a->s) {
+			r = sd_bus_message_read_basic(reply, 's', &s);
+			if (r > 0 && !(a->s = strdup(s)))
+				return -DRC_ENOSPC;
+		} else {
+			r = -EINVAL;
+		}
+	}
+	if (r <= 0) {
+		free(a->s);
+		a->s = NULL;
+		return -DRC_EINVAL;
+	}
+	return DRC_SUCCESS;
+}
+
+/* Build, send and answer one call with the lock held. */
+static int call_locked(uint64_t deadline, const char *member, const char *out_types,
+		       struct answer *a, const char *in_types, va_list args)
+{
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	sd_bus_message *call = NULL, *reply = NULL;
+	sd_bus *bus;
+	int r, rc;
+
+	if (connection(deadline, &bus) < 0)
+		return -DRC_ECONNREFUSED;
+	r = sd_bus_message_new_method_call(bus, &call, NODE_NAME, NODE_PATH, NODE_INTERFACE,
+					   member);
+	if (r >= 0)
+		r = sd_bus_message_appendv(call, in_types, args);
+	if (r < 0) {
+		rc = r == -ENOMEM ? -DRC_ENOSPC : -DRC_EINVAL;
+	} else {
+		r = sd_bus_call(bus, call, remaining(deadline), &error, &reply);
+		rc = r < 0 ? status_of_call(r, &error, sd_bus_is_open(bus) > 0)
+			   : read_answer(reply, out_types, a);
+	}
+	/* Messages hold references to the connection: release them under the lock too. */
+	sd_bus_message_unref(reply);
+	sd_bus_message_unref(call);
+	sd_bus_error_free(&error);
+	if (sd_bus_is_open(bus) <= 0)
+		drop_connection();
+	return rc;
+}
+
+/* Call drcc's member(in args...) and fill a with its out args; 0 or a negated DRC code. */
+static int call_node(const char *member, const char *out_types, struct answer *a,
+		     const char *in_types, ...)
+{
+	uint64_t deadline = now_usec() + timeout_usec();
+	va_list args;
+	int rc;
+
+	pthread_once(&once, init_once);
+	if (lock_until(deadline) != 0)
+		return -DRC_ECONNREFUSED; /* other threads held it up to our deadline */
+	va_start(args, in_types);
+	rc = call_locked(deadline, member, out_types, a, in_types, args);
+	va_end(args);
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* -- the API ------------------------------------------------------------------------------- */
+
+static int new_info(const struct answer *a, drc_info_handle_t *info)
+{
+	struct drc_info *handle = malloc(sizeof(*handle));
+
+	if (!handle)
+		return -DRC_ENOSPC;
+	handle->credential = a->u[0];
+	handle->cookie1 = a->u[1];
+	handle->cookie2 = a->u[2];
+	handle->ptag = a->u[3];
+	*info = handle;
+	return DRC_SUCCESS;
+}
+
+DRC_API int drc_acquire(uint32_t *credential, int flags)
+{
+	struct answer a = { 0 };
+	int rc;
+
+	if (!credential)
+		return -DRC_EINVAL;
+	rc = call_node("Acquire", "u", &a, "u", (uint32_t)flags);
+	if (rc == DRC_SUCCESS)
+		*credential = a.u[0];
+	return rc;
+}
+
+DRC_API int drc_access(uint32_t credential, int flags, drc_info_handle_t *info)
+{
+	struct answer a = { 0 };
+	int rc;
+
+	if (!info)
+		return -DRC_EINVAL;
+	rc = call_node("Access", "uuuu", &a, "uu", credential, (uint32_t)flags);
+	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
+}
+
+DRC_API int drc_access_with_token(char *token, int flags, drc_info_handle_t *info)
+{
+	struct answer a = { 0 };
+	int rc;
+
+	if (!token || !info)
+		return -DRC_EINVAL;
+	rc = call_node("AccessWithToken", "uuuu", &a, "su", token, (uint32_t)flags);
+	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
+}
+
+DRC_API int drc_get_credential_token(uint32_t credential, char **token)
+{
+	struct answer a = { 0 };
+	int rc;
+
+	if (!token)
+		return -DRC_EINVAL;
+	rc = call_node("GetCredentialToken", "s", &a, "u", credential);
+	if (rc == DRC_SUCCESS)
+		*token = a.s;
+	return rc;
+}
+
+DRC_API int drc_grant(uint32_t credential, uint32_t target, int flags)
+{
+	struct answer a = { 0 };
+
+	return call_node("Grant", "", &a, "uuu", credential, target, (uint32_t)flags);
+}
+
+DRC_API int drc_revoke(uint32_t credential, uint32_t target, int flags)
+{
+	struct answer a = { 0 };
+
+	return call_node("Revoke", "", &a, "uuu", credential, target, (uint32_t)flags);
+}
+
+DRC_API int drc_release(uint32_t credential, int flags)
+{
+	struct answer a = { 0 };
+
+	return call_node("Release", "b", &a, "uu", credential, (uint32_t)flags);
+}
+
+/* Frees the handle and sets *info = NULL whatever drcc answered: the caller's free(*info)
+ * afterwards is then harmless, and nothing leaks when the daemon is gone. */
+DRC_API int drc_release_local(drc_info_handle_t *info)
+{
+	struct answer a = { 0 };
+	int rc;
+
+	if (!info || !*info)
+		return -DRC_EINVAL;
+	rc = call_node("ReleaseLocal", "", &a, "u", (*info)->credential);
+	free(*info);
+	*info = NULL;
+	return rc;
+}
+
+DRC_API uint32_t drc_get_first_cookie(drc_info_handle_t info)
+{
+	return info ? info->cookie1 : 0;
+}
+
+DRC_API uint32_t drc_get_second_cookie(drc_info_handle_t info)
+{
+	return info ? info->cookie2 : 0;
+}
+
+DRC_API uint32_t drc_get_ptag(drc_info_handle_t info)
+{
+	return info ? info->ptag : 0;
+}
+
+DRC_API uint32_t drc_get_wlm_id(void)
+{
+	struct answer a = { 0 };
+
+	return call_node("GetWlmId", "u", &a, "") == DRC_SUCCESS ? a.u[0] : 0;
+}
+
+DRC_API const char *drc_error_message(int rc)
+{
+	long code = rc < 0 ? -(long)rc : rc;
+
+	return code < N_CODES ? messages[code] : "unknown DRC error";
+}
+
+/* On unload (dlclose or exit) close the connection, unless a call is still using it. */
+__attribute__((destructor)) static void drc_unload(void)
+{
+	if (pthread_mutex_trylock(&lock) != 0)
+		return;
+	if (conn && conn_pid == getpid())
+		drop_connection();
+	pthread_mutex_unlock(&lock);
+}

@@ -1,0 +1,71 @@
+/*
+ * rdmacred.h - Dynamic RDMA Credentials (drc) client API.
+ *
+ * Source-compatible with the Cray DRC API used by Mercury, Mochi, ADIOS2, faodel, PDC and
+ * DataSpaces. Link with -ldrc; `pkg-config --cflags --libs cray-drc` gives the flags.
+ * See rdmacred(3).
+ *
+ * Every int-returning function returns DRC_SUCCESS (0) or a negated drc_status code,
+ * e.g. -DRC_EPERM. Calls go to the node daemon (drcc) over the D-Bus system bus
+ * (DBUS_SYSTEM_BUS_ADDRESS when set). Each call waits at most DRC_DEFAULT_TIMEOUT_MS
+ * milliseconds (or DRC_TIMEOUT_MS from the environment) for the daemon, then returns
+ * -DRC_ECONNREFUSED. The library is thread-safe and never writes to stdout or stderr.
+ */
+#ifndef RDMACRED_H
+#define RDMACRED_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes; the API returns them negated. Numbered as drc.core.errors.Code. */
+typedef enum drc_status {
+	DRC_SUCCESS = 0,
+	DRC_EINVAL = 1,                /* invalid parameter */
+	DRC_EPERM = 2,                 /* invalid permissions */
+	DRC_ENOSPC = 3,                /* a limit or the resource pool is exhausted */
+	DRC_ECONNREFUSED = 4,          /* no DRC daemon answered */
+	DRC_ALREADY_GRANTED = 5,       /* access already granted to this target */
+	DRC_CRED_NOT_FOUND = 6,        /* no such credential */
+	DRC_CRED_CREATE_FAILURE = 7,   /* the credential could not be created */
+	DRC_CRED_EXTERNAL_FAILURE = 8, /* external application failure */
+	DRC_BAD_TOKEN = 9,             /* bad, expired or revoked token */
+} drc_status_t;
+
+/* Flags; numbered as drc.core.model.Flags. */
+#define DRC_FLAGS_FLEX_CREDENTIAL (1 << 0) /* acquire: several jobs per node may access */
+#define DRC_FLAGS_PERSISTENT      (1 << 1) /* acquire: outlives the job, until released */
+#define DRC_FLAGS_TARGET_UID      (1 << 2) /* grant/revoke: target is a uid */
+#define DRC_FLAGS_TARGET_GID      (1 << 3) /* grant/revoke: target is a gid */
+#define DRC_FLAGS_TARGET_WLM      (1 << 4) /* grant/revoke: target is a job (WLM id) */
+
+/* How long a call waits for the daemon, in milliseconds. */
+#define DRC_DEFAULT_TIMEOUT_MS 5000
+
+/* What drc_access() returns: opaque, read it with the accessors below. */
+typedef struct drc_info *drc_info_handle_t;
+
+int drc_acquire(uint32_t *credential, int flags);
+int drc_access(uint32_t credential, int flags, drc_info_handle_t *info);
+int drc_access_with_token(char *token, int flags, drc_info_handle_t *info);
+int drc_get_credential_token(uint32_t credential, char **token);
+int drc_grant(uint32_t credential, uint32_t target, int flags);
+int drc_revoke(uint32_t credential, uint32_t target, int flags);
+int drc_release(uint32_t credential, int flags);
+int drc_release_local(drc_info_handle_t *info);
+
+uint32_t drc_get_first_cookie(drc_info_handle_t info);
+uint32_t drc_get_second_cookie(drc_info_handle_t info);
+uint32_t drc_get_ptag(drc_info_handle_t info);
+uint32_t drc_get_wlm_id(void);
+
+/* A one-line message for a status code, negated or not; never NULL. */
+const char *drc_error_message(int rc);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RDMACRED_H */

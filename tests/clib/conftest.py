@@ -1,0 +1,43 @@
+"""Fixtures for the C library tests; the embedded cluster and the users are those of
+tests/integration (reused, not copied)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clib.support import HERE, CLib, make_lib
+from integration.conftest import cluster, runtime, users  # noqa: F401 - the shared fixtures
+
+from drc.embedded.processes import alive
+
+from cluster import Cluster
+
+
+@pytest.fixture(scope="session")
+def clib() -> Iterator[CLib]:
+    make_lib()
+    prefix = Path(tempfile.mkdtemp(prefix="drc-clib-", dir="/tmp"))
+    try:
+        prefix.chmod(0o755)
+        make_lib("install", f"PREFIX={prefix}")
+        (prefix / "bin").mkdir(mode=0o755)
+        yield CLib(prefix)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def client(clib: CLib) -> Path:
+    """tests/clib/drc_client.c, built the way a public client is built."""
+    return clib.compile(HERE / "drc_client.c", "drc_client")
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> Cluster:  # noqa: F811 - the imported fixture
+    """The cluster, asserted to run the real DRCC (org.drc.Node)."""
+    assert cluster.emb.drcc_pid and alive(cluster.emb.drcc_pid), "drc-embedded started no DRCC"
+    return cluster

@@ -1,0 +1,108 @@
+"""rdmacred.h and the build: numbering equal to the Python core, pkg-config (in-tree and
+installed), the soname, and a header that leaves ``drc_strerror`` to the client."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from clib.support import LIB, VALGRIND, CLib, pkg_config
+
+from drc.core.errors import MESSAGES, Code
+from drc.core.model import Flags
+
+HEADER = LIB / "rdmacred.h"
+
+
+def _program(tmp: Path, clib: CLib, body: str, name: str) -> subprocess.CompletedProcess[str]:
+    source = tmp / f"{name}.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <rdmacred.h>\n"
+        'static const char *drc_strerror(int e) { return e ? "error" : "ok"; }\n'
+        f"int main(void)\n{{\n(void)drc_strerror;\n{body}return 0;\n}}\n"
+    )
+    binary = clib.compile(source, name, "-Wextra", "-std=c99", "-pedantic")
+    return subprocess.run([binary], env=clib.env(), capture_output=True, text=True, check=True)
+
+
+def _c_names(kind: str) -> set[str]:
+    text = HEADER.read_text()
+    if kind == "codes":
+        return set(re.findall(r"^\s*(DRC_[A-Z_]+)\s*=", text, re.M))
+    return set(re.findall(r"^#define\s+(DRC_FLAGS_[A-Z_]+)\s", text, re.M))
+
+
+def test_error_codes_match_python(clib: CLib, tmp_path: Path):
+    assert _c_names("codes") == {c.drc_name for c in Code}
+    body = "".join(
+        f'printf("%d|%s\\n", {c.drc_name}, drc_error_message(-{c.drc_name}));\n' for c in Code
+    )
+    lines = _program(tmp_path, clib, body, "codes").stdout.splitlines()
+    assert lines == [f"{int(c)}|{MESSAGES[c]}" for c in Code]
+
+
+def test_flags_match_python(clib: CLib, tmp_path: Path):
+    flags = [f for f in Flags if f.name != "NONE"]
+    assert _c_names("flags") == {f"DRC_FLAGS_{f.name}" for f in flags}
+    body = "".join(f'printf("%d\\n", DRC_FLAGS_{f.name});\n' for f in flags)
+    assert _program(tmp_path, clib, body, "flags").stdout.split() == [str(int(f)) for f in flags]
+
+
+def test_error_message_takes_either_sign_and_never_null(clib: CLib, tmp_path: Path):
+    body = (
+        'printf("%s|%s|%s|%s\\n", drc_error_message(DRC_EPERM), drc_error_message(-DRC_EPERM),'
+        " drc_error_message(12345), drc_error_message(-2147483647 - 1));\n"
+    )
+    out = _program(tmp_path, clib, body, "messages").stdout.strip().split("|")
+    assert out == [MESSAGES[Code.EPERM]] * 2 + ["unknown DRC error"] * 2
+
+
+def test_accessors_accept_null(clib: CLib, tmp_path: Path):
+    body = (
+        'printf("%u %u %u %d %d\\n", drc_get_first_cookie(NULL), drc_get_second_cookie(NULL),'
+        " drc_get_ptag(NULL), drc_release_local(NULL), drc_acquire(NULL, 0));\n"
+    )
+    assert _program(tmp_path, clib, body, "nulls").stdout.split() == ["0", "0", "0", "-1", "-1"]
+
+
+def test_pkg_config_in_tree_and_installed(clib: CLib):
+    build = LIB / "build"
+    assert pkg_config(build, "--cflags", "--libs") == [f"-I{LIB}", f"-L{build}", "-ldrc"]
+    prefix = clib.prefix
+    assert pkg_config(clib.pc_dir, "--cflags", "--libs") == [
+        f"-I{prefix}/include",
+        f"-L{prefix}/lib",
+        "-ldrc",
+    ]
+    assert (prefix / "include" / "rdmacred.h").read_bytes() == HEADER.read_bytes()
+    assert (prefix / "share" / "man" / "man3" / "rdmacred.3").is_file()
+
+
+def test_soname_and_exports(clib: CLib):
+    lib = clib.prefix / "lib"
+    assert (lib / "libdrc.so").resolve() == (lib / "libdrc.so.1").resolve()
+    dynamic = subprocess.run(
+        ["readelf", "-d", "--dyn-syms", "-W", str(lib / "libdrc.so.1")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Library soname: [libdrc.so.1]" in dynamic
+    exported = set(re.findall(r"FUNC\s+GLOBAL\s+DEFAULT\s+\d+\s+(\w+)", dynamic))
+    declared = set(re.findall(r"^\S.*?\b(drc_\w+)\(", HEADER.read_text(), re.M))
+    assert exported == declared  # nothing internal leaks into the ABI
+    assert "drc_strerror" not in HEADER.read_text()
+
+
+def test_valgrind_catches_a_leak(clib: CLib, tmp_path: Path):
+    """The valgrind invocation of test_client can fail: it flags this program."""
+    source = tmp_path / "leak.c"
+    source.write_text(
+        "#include <stdlib.h>\n#include <rdmacred.h>\n"
+        "int main(void) { drc_info_handle_t *p = malloc(64); p[0] = 0;"
+        " return drc_get_ptag(p[0]) != 0; }\n"
+    )
+    binary = clib.compile(source, "leak")
+    result = subprocess.run([*VALGRIND, str(binary)], env=clib.env(), capture_output=True)
+    assert result.returncode == 99, result.stderr

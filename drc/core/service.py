@@ -175,7 +175,9 @@ class CredentialService:
         return cred
 
     def release(self, caller: Caller, credential: int) -> bool:
-        """Drop the caller's reference; the owner's (or an admin's) release also drops the pin.
+        """Drop the caller's reference; the owner's release also drops the pin and ends the
+        credential for newcomers. An admin holding no reference of its own releases it as the
+        owner would (``drccli release ID`` as root); one that holds a reference drops just that.
 
         Returns True when this freed the credential's resources.
         """
@@ -184,9 +186,10 @@ class CredentialService:
             cred = tx.get_credential(credential, for_update=True)
             if cred is None:
                 raise not_found(credential)
-            as_owner = self._may_manage(cred, caller)
             dropped = tx.drop_reference(credential, caller.holder)
+            as_owner = caller.uid == cred.uid or (not dropped and self.policy.is_admin(caller))
             if as_owner:
+
                 dropped |= tx.drop_reference(credential, Holder.pin(cred.uid))
                 if cred.state is State.ACTIVE:
                     tx.set_state(credential, State.RELEASED)

@@ -385,3 +385,12 @@ def test_list_shows_admins_everything_and_users_what_they_may_access(service):
     assert [c.id for c in service.list(direct(CAROL))] == [a.id]
     with refused(Code.CRED_NOT_FOUND):
         service.get(direct(CAROL), b.id)
+
+
+def test_an_admin_releasing_its_own_reference_leaves_the_owner_alone(service):
+    cred = service.acquire(direct(ALICE), FLEX)
+    service.access(ROOT, cred.id)
+    assert service.get(ROOT, cred.id).refs == 2
+    service.release(ROOT, cred.id)  # root's own pin-holder reference only
+    assert service.get(ROOT, cred.id).state is State.ACTIVE
+    assert service.release(ROOT, cred.id) is True  # now as the admin: ends alice's credential

@@ -8,103 +8,42 @@ which pytest's 0700 tmp_path forbids). It is stopped by pid in teardown even whe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-import drc
+from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
+from drc.embedded.runtime import install_runtime
 
-MUNGED = shutil.which("munged") or "/usr/sbin/munged"
-MUNGEKEY = shutil.which("mungekey") or "/usr/sbin/mungekey"
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 NOBODY_UID = 65534
 
 
-@dataclass(frozen=True)
-class MungeDaemon:
-    socket: str
-    pid: int
-    log: Path
-
-
-def _stop(pid: int) -> None:
-    """SIGTERM, wait (bounded), then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            os.kill(pid, 0)
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="session")
-def munged() -> Iterator[MungeDaemon]:
-    if not (os.path.exists(MUNGED) and os.path.exists(MUNGEKEY)):
-        pytest.skip("munged not installed (apt-get install munge libmunge2)")
+def munged() -> Iterator[PrivateMunged]:
     workdir = Path(tempfile.mkdtemp(prefix="drc-munged-", dir="/tmp"))
-    os.chmod(workdir, 0o755)
-    pid: int | None = None
-    pidfile = workdir / "munged.pid"
     try:
-        subprocess.run(
-            [MUNGEKEY, "-c", "-k", str(workdir / "munge.key")], check=True, capture_output=True
-        )
-        subprocess.run(
-            [
-                MUNGED,
-                "-S",
-                str(workdir / "munge.socket"),
-                f"--key-file={workdir / 'munge.key'}",
-                f"--log-file={workdir / 'munged.log'}",
-                f"--pid-file={pidfile}",
-                f"--seed-file={workdir / 'munged.seed'}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text().strip():
-                pid = int(pidfile.read_text())
-                break
-            time.sleep(0.05)
-        assert pid is not None, "munged wrote no pid file"
-        yield MungeDaemon(str(workdir / "munge.socket"), pid, workdir / "munged.log")
+        daemon = start_private_munged(workdir)
+    except RuntimeError as e:
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.skip(f"no private munged: {e}")
+    try:
+        yield daemon
     finally:
-        if pid is None and pidfile.exists():
-            with contextlib.suppress(ValueError):
-                pid = int(pidfile.read_text())
-        if pid is not None:
-            _stop(pid)
+        stop_private_munged(daemon)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def public_dir() -> Iterator[Path]:
-    """A 0755 dir under /tmp holding a copy of the ``drc`` package, importable by ``nobody``."""
+    """A 0755 dir under /tmp holding a copy of ``drc`` (and what it imports) for ``nobody``."""
     workdir = Path(tempfile.mkdtemp(prefix="drc-public-", dir="/tmp"))
     try:
-        os.chmod(workdir, 0o755)
-        shutil.copytree(
-            Path(drc.__file__).parent,
-            workdir / "drc",
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-        for root, dirs, files in os.walk(workdir):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o644)
-        yield workdir
+        yield install_runtime(workdir).lib
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

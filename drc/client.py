@@ -19,11 +19,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code, DrcError
-from drc.core.model import Flags
+from drc.core.model import AccessInfo, Flags
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
 
 __all__ = [
@@ -54,16 +53,6 @@ DEFAULT_TIMEOUT = 5.0
 _lock = threading.Lock()
 _bus: SyncBusClient | None = None
 _timeout = DEFAULT_TIMEOUT
-
-
-@dataclass(frozen=True)
-class AccessInfo:
-    """What access answers: the network resources to configure (cookie1 is Mercury's auth_key)."""
-
-    credential: int
-    cookie1: int
-    cookie2: int
-    ptag: int
 
 
 def set_timeout(seconds: float) -> None:
@@ -162,7 +151,6 @@ def acquired(flags: int = 0) -> Iterator[int]:
         except DrcError as e:
             if e.code is not Code.CRED_NOT_FOUND:
                 raise
-
 
 
 @contextmanager

@@ -7,18 +7,16 @@ and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from drc import config as drc_config
 from drc.bus import BusExporter
 from drc.core.tokens import load_key
+from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
-from drc.logsetup import setup_logging
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
@@ -76,11 +74,7 @@ async def serve(cfg: drc_config.Config) -> None:
         cfg["link"]["server"],
         node_cfg["wlm"],
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("DRCC stopping")
     await exporter.stop()
     await service.stop()
@@ -89,40 +83,15 @@ async def serve(cfg: drc_config.Config) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drcc",
-        description="DRC node daemon: serves org.drc.Node on the system bus to applications "
+    return daemon_parser(
+        "drcc",
+        "DRC node daemon: serves org.drc.Node on the system bus to applications "
         "(libdrc, drc.client) and root hooks, and forwards to DRCS over the DRC link.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        default=str(drc_config.DEFAULT_PATH),
-        help="config file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = drc_config.load(args.config)
-    except drc_config.ConfigError as e:
-        print(f"drcc: {e}", file=sys.stderr)
-        return 2
-    setup_logging("drcc", cfg["log"]["level"], syslog=args.syslog)
-    try:
-        asyncio.run(serve(cfg))
-    except drc_config.ConfigError as e:
-        print(f"drcc: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # start-up failures: say what, once, and exit non-zero
-        log.error("DRCC failed: %s", e)
-        return 1
-    return 0
+    return run_daemon(build_parser(), argv, serve)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ Builds the core from the config file (store URL, provider, policy) and exports i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from drc.bus import BusExporter
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.core.tokens import load_key
-from drc.logsetup import setup_logging
+from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.providers import make_provider
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.link import link_server
@@ -78,11 +76,7 @@ async def serve(cfg: drc_config.Config) -> None:
         pool["capacity"],
     )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("DRCS stopping")
     if link is not None:
         await link.close()
@@ -90,37 +84,15 @@ async def serve(cfg: drc_config.Config) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="drcs",
-        description="DRC credential server: owns credentials, grants, references, limits and "
+    return daemon_parser(
+        "drcs",
+        "DRC credential server: owns credentials, grants, references, limits and "
         "the resource pool, and serves them on D-Bus as org.drc.Server.",
     )
-    parser.add_argument(
-        "-c",
-        "--config",
-        default=str(drc_config.DEFAULT_PATH),
-        help="config file (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = drc_config.load(args.config)
-    except drc_config.ConfigError as e:
-        print(f"drcs: {e}", file=sys.stderr)
-        return 2
-    setup_logging("drcs", cfg["log"]["level"], syslog=args.syslog)
-    try:
-        asyncio.run(serve(cfg))
-    except (OSError, ValueError, RuntimeError, drc_config.ConfigError) as e:
-        print(f"drcs: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_daemon(build_parser(), argv, serve)
 
 
 if __name__ == "__main__":

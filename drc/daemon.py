@@ -1,0 +1,62 @@
+"""What drcs and drcc share as processes: command line, config loading, logging, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from drc import config as drc_config
+from drc.logsetup import setup_logging
+
+
+def daemon_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Exit status: 0 after SIGTERM/SIGINT, 1 when start-up failed, 2 for a config error.",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=str(drc_config.DEFAULT_PATH),
+        help="config file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
+    )
+    return parser
+
+
+async def until_stopped() -> None:
+    """Return on SIGTERM or SIGINT: the daemons' orderly way out."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run_daemon(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    serve: Callable[[drc_config.Config], Awaitable[None]],
+) -> int:
+    """Load the config, set up logging, serve until a signal; errors become one line."""
+    prog = parser.prog
+    args = parser.parse_args(argv)
+    try:
+        cfg = drc_config.load(args.config)
+        setup_logging(prog, cfg["log"]["level"], syslog=args.syslog)
+        asyncio.run(serve(cfg))
+    except drc_config.ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # start-up failures: say what, once, and exit non-zero
+        logging.getLogger(f"drc.{prog}").debug("start-up failed", exc_info=True)
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -80,15 +80,16 @@ def _race(url: str, n: int, results) -> None:
     results.put((ok, refused))
 
 
-def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
-    url = f"sqlite:///{tmp_path}/drcs.db"
+def race_acquire_under_limit(url: str, processes: int = 8, attempts: int = 12) -> None:
+    """``processes`` separate DRCS processes on one database race ``attempts`` acquires each
+    under a uid limit: exactly the limit succeed, each with its own cookie, the rest ENOSPC."""
     store = PeeweeStore.from_url(url)
     svc = CredentialService(store, PoolProvider(cookie_min=1, cookie_max=10_000), Policy())
     limit = 37
     svc.set_limit(ROOT, LimitScope.UID, ALICE, limit)
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(url, 12, results)) for _ in range(8)]
+    procs = [ctx.Process(target=_race, args=(url, attempts, results)) for _ in range(processes)]
     for p in procs:
         p.start()
     for p in procs:
@@ -96,8 +97,13 @@ def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
         assert p.exitcode == 0
     outcomes = [results.get(timeout=5) for _ in procs]
     assert sum(ok for ok, _ in outcomes) == limit
-    assert sum(r for _, r in outcomes) == 8 * 12 - limit
+    assert sum(r for _, r in outcomes) == processes * attempts - limit
     live = svc.list(ROOT)
     assert len(live) == limit
     assert len({c.resources.cookie1 for c in live}) == limit
     assert consistency_problems(store) == []
+    store.close()
+
+
+def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
+    race_acquire_under_limit(f"sqlite:///{tmp_path}/drcs.db")

@@ -1,0 +1,171 @@
+"""The verbs' hot paths in the store: how many statements each verb runs, and that the
+hand-written statements behave like the Peewee queries they replaced.
+
+The statement counts are pinned exactly: one more statement per verb is a regression to
+look at, not noise. PostgreSQL runs one more in every write transaction (the counter-row lock).
+``test_postgresql.py`` runs this module again over PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from peewee import PostgresqlDatabase
+from playhouse.test_utils import count_queries
+
+from drc.core.model import (
+    UINT32_MAX,
+    Credential,
+    Flags,
+    Holder,
+    LimitScope,
+    Resources,
+    State,
+    Target,
+    TargetKind,
+)
+from drc.core.ports import Transaction
+from drc.core.service import CredentialService
+from drc.store.models import CounterRow
+from drc.store.sql import PeeweeStore
+
+from helpers import ALICE, BOB, ROOT, direct, in_job
+
+
+def statements(fn: Callable[[], object]) -> list[str]:
+    """The SQL of every statement ``fn`` runs (BEGIN and COMMIT are not logged)."""
+    with count_queries() as counter:
+        fn()
+    return [record.msg[0] for record in counter.get_queries()]
+
+
+def assert_statements(fn: Callable[[], object], store: PeeweeStore, expected: int) -> None:
+    lock = 1 if isinstance(store.db, PostgresqlDatabase) else 0
+    sql = statements(fn)
+    assert len(sql) == expected + lock, "\n".join(sql)
+
+
+def test_acquire_with_a_limit_and_a_new_slot_runs_seven_statements(service: CredentialService):
+    """limits, usage, next id, free slot (none), extend the pool, insert, owner reference."""
+    service.set_limit(ROOT, LimitScope.UID, ALICE, 10)
+    owner = in_job(ALICE, 10)
+    service.acquire(owner, 0)
+    assert_statements(lambda: service.acquire(owner, 0), service.store, 7)
+
+
+def test_acquire_reusing_a_freed_slot_without_limits_runs_five_statements(service):
+    """limits (none, so no usage), next id, take the free slot, insert, owner reference."""
+    owner = in_job(ALICE, 10)
+    service.release(owner, service.acquire(owner, 0).id)
+    assert_statements(lambda: service.acquire(owner, 0), service.store, 5)
+
+
+def test_grant_runs_two_statements(service: CredentialService):
+    """The credential (with grants and references), then the grant's insert."""
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, 0).id
+    target = Target(TargetKind.UID, BOB)
+    assert_statements(lambda: service.grant(owner, cred, target), service.store, 2)
+
+
+def test_access_miss_runs_four_statements_and_a_hit_two(service: CredentialService):
+    """Miss: the credential, has-reference, the node's tenants (not FLEX), the insert."""
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, 0).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    peer = in_job(BOB, 20, node="n2")
+    assert_statements(lambda: service.access(peer, cred), service.store, 4)
+    assert_statements(lambda: service.access(peer, cred), service.store, 2)
+
+
+def test_release_of_the_last_reference_runs_ten_statements(service: CredentialService):
+    """The credential, drop the holder's and the pin's reference, mark RELEASED, count, load
+    what is freed, return its slot, delete grants, references and the credential."""
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, 0).id
+    assert_statements(lambda: service.release(owner, cred), service.store, 10)
+    assert service.list(ROOT) == []
+
+
+def test_ids_skip_live_credentials_after_the_counter_wraps(service: CredentialService):
+    first, second = (service.acquire(direct(ALICE), 0).id for _ in range(2))
+    assert (first, second) == (1, 2)
+    with service.store.transaction():
+        CounterRow.update(value=UINT32_MAX - 1).where(CounterRow.name == "credential").execute()
+    assert service.acquire(direct(ALICE), 0).id == UINT32_MAX
+    assert service.acquire(direct(ALICE), 0).id == 3  # 1 and 2 are still alive
+    service.release(direct(ALICE), first)
+    with service.store.transaction():
+        CounterRow.update(value=UINT32_MAX).where(CounterRow.name == "credential").execute()
+    assert service.acquire(direct(ALICE), 0).id == 1  # freed, so reused after the wrap
+
+
+def test_grants_and_references_are_associations(store: PeeweeStore):
+    """Adding twice answers False; a grant for a missing credential too, and the transaction
+    stays usable (no constraint error poisons it on PostgreSQL)."""
+    bob = Target(TargetKind.UID, BOB)
+    holder = Holder.for_job("n1", 10)
+    with store.transaction() as tx:
+        cid = tx.next_credential_id()
+        _insert(tx, cid)
+        assert tx.add_grant(cid + 1, bob) is False
+        assert tx.add_grant(cid, bob) is True
+        assert tx.add_grant(cid, bob) is False
+        assert tx.add_reference(cid, holder, owner=True) is True
+        assert tx.add_reference(cid, holder, owner=False) is False
+        assert tx.has_reference(cid, holder)
+        assert tx.reference_counts([cid, cid + 1]) == {cid: (1, 1), cid + 1: (0, 0)}
+        assert tx.drop_reference(cid, holder) is True
+        assert tx.drop_reference(cid, holder) is False
+        assert not tx.has_reference(cid, holder)
+        assert tx.remove_grant(cid, bob) is True
+        assert tx.remove_grant(cid, bob) is False
+
+
+def _insert(tx: Transaction, cid: int) -> None:
+    tx.insert_credential(
+        Credential(
+            id=cid,
+            uid=ALICE,
+            gid=ALICE,
+            wlm=10,
+            flags=Flags.NONE,
+            state=State.ACTIVE,
+            resources=Resources("pool", 1000 + cid, 0, 7, str(cid)),
+            created=1.5,
+        )
+    )
+
+
+def test_loading_by_ids_matches_loading_everything(service: CredentialService):
+    """The one-statement load (IN lists padded, chunked past 500 ids) and the three-query
+    listing agree on every field, grants and reference counts included."""
+    owner = in_job(ALICE, 10)
+    ids = [service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id for _ in range(5)]
+    service.grant(owner, ids[1], Target(TargetKind.UID, BOB))
+    service.grant(owner, ids[1], Target(TargetKind.GID, 7))
+    service.access(in_job(BOB, 20), ids[1])
+    service.access(in_job(BOB, 20, node="n2"), ids[1])
+    with service.store.snapshot() as tx:
+        everything = {c.id: c for c in tx.list_credentials()}
+        some = tx.list_credentials([ids[4], ids[1], ids[2]])
+        assert some == [everything[ids[1]], everything[ids[2]], everything[ids[4]]]
+        assert some[0].refs == 3 and len(some[0].grants) == 2
+        many = tx.list_credentials([*range(10_000, 10_600), *ids])
+        assert many == [everything[i] for i in ids]
+        assert tx.get_credential(ids[1]) == everything[ids[1]]
+        assert tx.get_credential(10_000) is None
+        assert tx.list_credentials([]) == []
+
+
+def test_pool_slots_lowest_free_first_never_past_capacity(store: PeeweeStore):
+    with store.transaction() as tx:
+        assert [tx.claim_slot("p", 3) for _ in range(4)] == [0, 1, 2, None]
+        tx.return_slot("p", 2)
+        tx.return_slot("p", 0)
+        assert tx.slots_in_use("p") == 1
+        assert tx.claim_slot("p", 2) == 0
+        assert tx.claim_slot("p", 2) is None  # slot 2 is free but not below the capacity
+        assert tx.claim_slot("p", 3) == 2
+        assert tx.claim_slot("q", 0) is None
+        assert tx.slots_in_use("p") == 3

@@ -30,8 +30,8 @@ class BaseModel(Model):
 
 class CredentialRow(BaseModel):
     id = BigIntegerField(primary_key=True)  # uint32, assigned from the "credential" counter
-    uid = BigIntegerField()
-    gid = BigIntegerField()
+    uid = BigIntegerField(index=True)
+    gid = BigIntegerField(index=True)
     wlm = BigIntegerField(index=True)
     flags = IntegerField()
     state = CharField(max_length=16)

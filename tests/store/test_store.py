@@ -21,8 +21,10 @@ from helpers import ALICE, BOB, ROOT, in_job
 def test_migrations_are_versioned_and_applied_once(tmp_path: Path):
     url = f"sqlite:///{tmp_path}/drcs.db"
     store = PeeweeStore.from_url(url)
-    assert store.schema_version() == "0001_initial"
+    assert store.schema_version() == "0002_owner_indexes"
     assert store.migrate() == []  # nothing pending the second time
+    indexes = {i.name for i in store.db.get_indexes("credential")}
+    assert {"credential_uid", "credential_gid"} <= indexes
     store.close()
     names = {
         r[0]
@@ -107,3 +109,20 @@ def race_acquire_under_limit(url: str, processes: int = 8, attempts: int = 12) -
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
     race_acquire_under_limit(f"sqlite:///{tmp_path}/drcs.db")
+
+
+def test_upgrading_an_older_schema_keeps_the_data(tmp_path: Path):
+    from playhouse.migrations import Runner
+
+    from drc.store.sql import MIGRATIONS, open_database
+
+    db = open_database(f"sqlite:///{tmp_path}/drcs.db")
+    Runner(db, str(MIGRATIONS)).up(target="0001_initial")
+    old = PeeweeStore(db)
+    cred = CredentialService(old, PoolProvider(cookie_min=1, cookie_max=9)).acquire(
+        in_job(ALICE, 10), 0
+    )
+    assert old.schema_version() == "0001_initial"
+    assert old.migrate() == ["0002_owner_indexes"]
+    again = CredentialService(old, PoolProvider(cookie_min=1, cookie_max=9))
+    assert again.get(ROOT, cred.id).resources.cookie1 == cred.resources.cookie1

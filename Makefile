@@ -3,14 +3,26 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps demo test lint man lib clean
+.PHONY: all deps demo test lint man lib rpm introspection clean
 
 all: deps man lib
 
 deps:
 	@bash .ci/install-deps
 
-man: deps man/drccli.1
+man: deps man/drccli.1 man/drc.conf.5
+
+man/drc.conf.5: drc/config.py packaging/gen_drc_conf_man.py
+	@$(PY) packaging/gen_drc_conf_man.py $@
+
+# Regenerate the shipped D-Bus introspection XML after changing a @method
+# (tests/packaging/test_introspection_xml.py fails until you do).
+introspection: deps
+	@$(PY) packaging/dbus/gen_introspection.py
+
+# RPMs from the working tree into build/rpm (or RPM_TOPDIR=...); extra args via RPMBUILD_ARGS.
+rpm: deps man
+	@bash packaging/rpm/make-rpm.sh $(RPM_TOPDIR)
 
 man/drccli.1: drc/cli/drccli.py pyproject.toml
 	@$(VENV)/bin/argparse-manpage --pyfile drc/cli/drccli.py --function build_parser \
@@ -32,6 +44,6 @@ test: deps man lint lib
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1 man/drc.conf.5
 	$(MAKE) -C lib clean
 

@@ -51,12 +51,12 @@ async def serve(cfg: drc_config.Config) -> None:
     node = node_cfg["name"] or node_name()
     wlm_settings = {"scontrol": node_cfg["scontrol"]} if node_cfg["wlm"] == "slurm" else {}
     identifier = Identifier(node, make_wlm(node_cfg["wlm"], **wlm_settings))
+    calls, feed = _links(cfg)  # a missing [link] server is a config error: say it first
     try:
         token_key = load_key(Path(cfg["tokens"]["key_file"]))
     except FileNotFoundError:
         log.warning("no token key at %s: access_with_token is disabled", cfg["tokens"]["key_file"])
         token_key = None
-    calls, feed = _links(cfg)
     service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
 
     await service.start()

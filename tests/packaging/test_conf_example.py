@@ -1,0 +1,47 @@
+"""packaging/drc.conf.example, installed as /etc/drc/drc.conf: every key, commented, with its
+real default, and loadable both as shipped and with every line uncommented."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+from drc import config
+
+EXAMPLE = REPO / "packaging" / "drc.conf.example"
+COMMENTED_KEY = re.compile(r"^#(\w+) = (.*)$")
+
+
+def uncommented(tmp_path):
+    text = "\n".join(
+        line[1:] if COMMENTED_KEY.match(line) else line for line in EXAMPLE.read_text().splitlines()
+    )
+    path = tmp_path / "drc.conf"
+    path.write_text(text + "\n")
+    return path
+
+
+def test_shipped_example_loads_as_the_defaults() -> None:
+    assert config.load(EXAMPLE).values == config.defaults()
+
+
+def test_every_key_is_there_commented_with_its_default(tmp_path) -> None:
+    cfg = config.load(uncommented(tmp_path))
+    assert cfg.values == config.defaults()
+    seen: dict[str, set[str]] = {}
+    section = ""
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif m := COMMENTED_KEY.match(line):
+            seen.setdefault(section, set()).add(m.group(1))
+    assert seen == {s: set(keys) for s, keys in config.SCHEMA.items()}
+
+
+def test_every_key_has_a_comment_line_above_it() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if COMMENTED_KEY.match(line):
+            above = lines[i - 1]
+            assert above.startswith("# ") and len(above) > 10, f"no explanation for {line!r}"

@@ -1,0 +1,123 @@
+"""Man pages an admin reads at 3 a.m.: drc.conf(5) generated from the schema, drc-dbus(7)
+listing every method with its real signature, and every page valid roff."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+from conftest import REPO
+from dbus_fast.signature import get_signature_tree
+
+from drc import config
+from drc.bus import exported_methods
+from drc.core.errors import Code
+from drc.node import exports as node
+from drc.server import exports as server
+
+MAN = REPO / "man"
+HAND_WRITTEN = ["drc-dbus.7", "drcs.8", "drcc.8", "drc-jedi.8", "drc-embedded.1"]
+
+
+def generator():
+    path = REPO / "packaging" / "gen_drc_conf_man.py"
+    spec = importlib.util.spec_from_file_location("gen_drc_conf_man", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def drc_conf_5(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("man") / "drc.conf.5"
+    assert generator().main([str(out)]) == 0
+    return out.read_text()
+
+
+def test_drc_conf_5_documents_every_section_and_key_with_its_default(drc_conf_5) -> None:
+    gen = generator()
+    for section, keys in config.SCHEMA.items():
+        assert f'.SS "[{section}]"' in drc_conf_5
+        for name, key in keys.items():
+            entry = f".TP\n\\fB{name}\\fR = \\fB{gen.roff(gen.toml_value(key.default))}\\fR\n"
+            assert entry in drc_conf_5, f"[{section}] {name} missing from drc.conf(5)"
+            assert gen.roff(key.doc) in drc_conf_5
+
+
+def test_drc_conf_5_defaults_are_valid_toml_for_the_key(drc_conf_5) -> None:
+    gen = generator()
+    for section, keys in config.SCHEMA.items():
+        for name, key in keys.items():
+            value = tomllib.loads(f"v = {gen.toml_value(key.default)}")["v"]
+            assert value == key.default, (section, name)
+
+
+def test_drc_conf_5_is_marked_generated(drc_conf_5) -> None:
+    assert drc_conf_5.startswith('.\\" Generated from drc/config.py')
+
+
+def signature_heading(m) -> str:
+    ins = get_signature_tree(m.in_signature).types
+    args = ", ".join(f"{t.signature} {n}" for t, n in zip(ins, m.arg_names, strict=True))
+    outs = ", ".join(t.signature for t in get_signature_tree(m.out_signature).types)
+    return f'.SS "{m.name}({args})' + (f" \\(-> {outs}" if outs else "") + '"'
+
+
+def interface_section(page: str, interface: str) -> str:
+    start = page.index(f'.SH "INTERFACE {interface}"')
+    end = page.find("\n.SH ", start + 1)
+    return page[start:end]
+
+
+@pytest.mark.parametrize(
+    ("cls", "interface"),
+    [(server.ServerExports, server.INTERFACE), (node.NodeExports, node.INTERFACE)],
+    ids=["server", "node"],
+)
+def test_drc_dbus_7_documents_every_method_with_its_signature_and_callers(cls, interface):
+    section = interface_section((MAN / "drc-dbus.7").read_text(), interface)
+    table = exported_methods(cls.__new__(cls))
+    headings = re.findall(r'^\.SS "(\w+)\(', section, re.M)
+    assert sorted(headings) == sorted(table), "drc-dbus(7) and the method table differ"
+    for m in table.values():
+        assert signature_heading(m) in section, f"{interface}.{m.name}: signature changed?"
+
+
+def test_drc_dbus_7_names_every_error() -> None:
+    page = (MAN / "drc-dbus.7").read_text()
+    for code in Code:
+        if code is not Code.SUCCESS:
+            assert f".B {code.dbus_name}\n" in page
+
+
+def test_every_program_has_a_man_page() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    pages = {p.name.rsplit(".", 1)[0] for p in MAN.iterdir()} | {"drccli"}  # drccli.1: make man
+    assert set(scripts) <= pages
+
+
+needs_groff = pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+
+
+def groff_warnings(path) -> str:
+    argv = ["groff", "-ww", "-man", "-z", str(path)]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    return result.stderr if result.returncode == 0 else f"exit {result.returncode}: {result.stderr}"
+
+
+@needs_groff
+@pytest.mark.parametrize("page", HAND_WRITTEN)
+def test_hand_written_pages_are_clean_roff(page) -> None:
+    assert groff_warnings(MAN / page) == ""
+
+
+@needs_groff
+def test_generated_drc_conf_5_is_clean_roff(drc_conf_5, tmp_path) -> None:
+    page = tmp_path / "drc.conf.5"
+    page.write_text(drc_conf_5)
+    assert groff_warnings(page) == ""

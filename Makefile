@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps demo test lint man lib rpm introspection clean
+.PHONY: all deps demo test lint man lib spank rpm introspection clean
 
 all: deps man lib
 
@@ -33,6 +33,9 @@ man/drccli.1: drc/cli/drccli.py pyproject.toml
 lib: deps
 	@$(MAKE) -s -C lib
 
+spank: deps
+	@$(MAKE) -s -C plugins/spank
+
 demo: deps lib
 	@$(PY) -m drc.embedded.demo
 
@@ -40,10 +43,11 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: deps man lint lib
+test: deps man lint lib spank
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1 man/drc.conf.5
 	$(MAKE) -C lib clean
+	$(MAKE) -C plugins/spank clean
 

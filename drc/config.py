@@ -69,6 +69,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "where this boot's id is read; a new id means the node rebooted",
         ),
     },
+    "jedi": {
+        "wlm": Key(str, "slurm", "workload manager drc-jedi asks for active jobs: slurm, none"),
+        "squeue": Key(str, "squeue", "squeue drc-jedi runs when pyslurm does not match Slurm"),
+        "squeue_timeout": Key(int, 30, "seconds drc-jedi waits for squeue before giving up"),
+        "use_pyslurm": Key(bool, True, "ask pyslurm when it imports and matches Slurm"),
+    },
+    "alps": {
+        "apstat": Key(str, "apstat", "apstat listing reservations (-r -v) and pdomains (-P)"),
+        "apmgr": Key(str, "apmgr", "apmgr creating (pdomain -c) and removing (pdomain -r) pdomains"),
+        "libjob": Key(str, "libjob.so.0", "Cray job-container library (job_getjid) for pid lookups"),
+        "timeout": Key(int, 30, "seconds an apstat or apmgr run may take before it counts as failed"),
+        "pdomain_prefix": Key(str, "drc", "protection domain name = prefix + credential id"),
+        "max_pdomains": Key(int, 256, "at most this many pdomain-backed credentials at once"),
+        "cleanup_retry_interval": Key(
+            int, 60, "seconds before a failed pdomain removal is retried (doubles, max 1 hour)"
+        ),
+    },
     "tokens": {
         "key_file": Key(
             str, "/etc/drc/token.key", "cluster key signing tokens (root-only file, >= 32 bytes)"

@@ -94,8 +94,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(state_dir: Path, emb: Embedded) -> Path:
-    """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link."""
+def write_config(state_dir: Path, emb: Embedded, wlm: str = "none") -> Path:
+    """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link.
+
+    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine.
+    """
     port = _free_port()
     admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
     munge_socket = emb.munged.socket if emb.munged else ""
@@ -120,9 +123,8 @@ def write_config(state_dir: Path, emb: Embedded) -> Path:
         f"node_uids = [{os.getuid()}]\n\n"
         "[node]\n"
         f"bus_address = {q(emb.bus.address)}\n"
-        'wlm = "none"\n'
+        f"wlm = {q(wlm)}\n"
         'boot_id_file = "/proc/sys/kernel/random/boot_id"\n\n'
-
         "[tokens]\n"
         f"key_file = {q(str(state_dir / 'token.key'))}\n"
     )
@@ -140,7 +142,8 @@ def _policy_files(state_dir: Path) -> list[Path]:
             '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"\n'
             ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
             f'<busconfig><policy user="{user}"><allow own="org.drc.Server"/>'
-            '<allow own="org.drc.Node"/></policy></busconfig>\n'
+            '<allow own="org.drc.Node"/><allow send_destination="org.drc.Server"/>'
+            '<allow send_destination="org.drc.Node"/></policy></busconfig>\n'
         )
         files.append(local)
     return files
@@ -192,7 +195,9 @@ def start_node(emb: Embedded) -> int:
     return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
 
 
-def start(state_dir: Path) -> Embedded:
+def start(state_dir: Path, wlm: str = "none") -> Embedded:
+    """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
+    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up."""
     state_dir = state_dir.resolve()
     running = Embedded.load(state_dir)
     if running and all(alive(pid) for _, pid in running.daemons()):
@@ -210,13 +215,29 @@ def start(state_dir: Path) -> Embedded:
         key = state_dir / "token.key"
         if not key.exists():
             generate_key(key)
-        write_config(state_dir, emb)
+        write_config(state_dir, emb, wlm)
         start_server(emb)
+        if wlm == "slurm":
+            reconcile(emb)
         start_node(emb)
     except BaseException:
         stop(state_dir)
         raise
     return emb
+
+
+def reconcile(emb: Embedded) -> None:
+    """DRCS (re)started: expire the jobs Slurm no longer runs, as a cluster's drc-jedi unit does.
+
+    A Slurm that cannot be asked is only reported: nothing is expired then.
+    """
+    from drc.jedi.main import reconcile as jedi_reconcile
+    from drc.wlm import WlmError
+
+    try:
+        jedi_reconcile(emb.config)
+    except WlmError as e:
+        print(f"drc-embedded: reconcile skipped: {e}", file=sys.stderr)
 
 
 def stop(state_dir: Path) -> bool:
@@ -303,7 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sockets, database, config, keys and logs (default: %(default)s)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("start", help="start everything; prints export lines for eval")
+    p = sub.add_parser("start", help="start everything; prints export lines for eval")
+    p.add_argument(
+        "--wlm",
+        choices=("none", "slurm"),
+        default="none",
+        help="workload manager DRCC asks for callers' jobs (default: %(default)s)",
+    )
     sub.add_parser("stop", help="stop everything start started")
     sub.add_parser("status", help="which daemons run, and the bus address")
     p = sub.add_parser("run", help="run a command as a task of a job (root; stands in for Slurm)")
@@ -328,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "start":
-            emb = start(state_dir)
+            emb = start(state_dir, args.wlm)
             for key, value in emb.exports().items():
                 print(f"{key}={shlex.quote(value)}; export {key};")
             print(

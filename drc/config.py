@@ -61,7 +61,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "node": {
         "bus_address": Key(str, "", "D-Bus address DRCC serves on; empty = the system bus"),
         "name": Key(str, "", "this node's name as DRCS knows it; empty = short host name"),
-        "wlm": Key(str, "slurm", "workload manager used to find a process's job: slurm, none"),
+        "wlm": Key(str, "slurm", "finds a process's job: slurm, alps or none"),
         "scontrol": Key(str, "scontrol", "scontrol used to ask slurmd which job a pid is in"),
         "boot_id_file": Key(
             str,
@@ -70,16 +70,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "jedi": {
-        "wlm": Key(str, "slurm", "workload manager drc-jedi asks for active jobs: slurm, none"),
+        "wlm": Key(str, "slurm", "asked for active jobs by drc-jedi: slurm, alps or none"),
         "squeue": Key(str, "squeue", "squeue drc-jedi runs when pyslurm does not match Slurm"),
         "squeue_timeout": Key(int, 30, "seconds drc-jedi waits for squeue before giving up"),
         "use_pyslurm": Key(bool, True, "ask pyslurm when it imports and matches Slurm"),
     },
     "alps": {
         "apstat": Key(str, "apstat", "apstat listing reservations (-r -v) and pdomains (-P)"),
-        "apmgr": Key(str, "apmgr", "apmgr creating (pdomain -c) and removing (pdomain -r) pdomains"),
-        "libjob": Key(str, "libjob.so.0", "Cray job-container library (job_getjid) for pid lookups"),
-        "timeout": Key(int, 30, "seconds an apstat or apmgr run may take before it counts as failed"),
+        "apmgr": Key(str, "apmgr", "apmgr creating and removing pdomains (pdomain -c / -r)"),
+        "libjob": Key(str, "libjob.so.0", "Cray job-container library (job_getjid): pid -> job"),
+        "timeout": Key(int, 30, "seconds an apstat or apmgr run may take before it fails"),
         "pdomain_prefix": Key(str, "drc", "protection domain name = prefix + credential id"),
         "max_pdomains": Key(int, 256, "at most this many pdomain-backed credentials at once"),
         "cleanup_retry_interval": Key(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from drc.bus import default_bus_address
 from drc.cli.common import UsageError, gid_of, run, table, uid_of
@@ -216,13 +217,22 @@ def _status(server: ServerProxy) -> int:
     store, pool = info["store"], info["provider"]
     print(f"DRCS:        reachable on {server.address or default_bus_address()}")
     print(f"Store:       {store['backend']} {store['database']} (schema {store['schema']})")
-    print(
-        f"Provider:    {pool['name']} ptag {pool['ptag']} cookies "
-        f"{pool['cookie_range'][0]}..{pool['cookie_range'][1]}"
-    )
+    if "cookie_range" in pool:
+        low, high = pool["cookie_range"]
+        print(f"Provider:    {pool['name']} ptag {pool['ptag']} cookies {low}..{high}")
+    else:  # alps: one protection domain per credential
+        print(f"Provider:    {pool['name']} pdomains {pool.get('pdomain_prefix', '')}<id>")
     print(f"Pool usage:  {pool['allocated']} allocated, {pool['free']} free of {pool['capacity']}")
     print(f"Credentials: {info['credentials']} live, {info['references']} references")
     print("Limits:      " + ("; ".join(info["limits"]) or "none"))
+    pending = info.get("pending_cleanups") or []
+    if pending or "cookie_range" not in pool:
+        print(f"Cleanups:    {len(pending) or 'none'} pending")
+    for p in pending:  # external objects of freed credentials DRCS still has to remove
+        print(
+            f"  {p['object']} of freed credential {p['credential']}: {p['attempts']} failed "
+            f"attempt(s), next in {max(0, int(p['next_try'] - time.time()))} s: {p['last_error']}"
+        )
     return 0
 
 

@@ -9,9 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from drc.core.model import Credential, Holder, Limit, LimitScope, Resources, State, Target, Usage
+
+
+@dataclass(frozen=True)
+class PendingCleanup:
+    """External resources of a freed credential still to be released outside the store.
+
+    Written in the same transaction that frees the credential (so a crash right after the
+    commit cannot lose it) and deleted only once the provider's ``release_external`` succeeded:
+    an external object (an ALPS pdomain) is never forgotten, only late.
+    """
+
+    id: int
+    credential: int
+    resources: Resources
+    created: float
+    attempts: int = 0
+    next_try: float = 0.0
+    last_error: str = ""
 
 
 class SlotAllocator(Protocol):
@@ -68,6 +87,19 @@ class Transaction(SlotAllocator, Protocol):
     def node_boot_id(self, node: str) -> str | None: ...
     def set_node_boot_id(self, node: str, boot_id: str, now: float) -> None: ...
 
+    # external cleanups (providers with ``release_external``)
+    def add_pending_cleanup(self, credential: int, resources: Resources, now: float) -> int:
+        """Record resources to release after commit; the new row's id."""
+
+    def pending_cleanups(
+        self, credentials: Iterable[int] | None = None, due: float | None = None
+    ) -> list[PendingCleanup]:
+        """Pending cleanups, oldest first: all, those of ``credentials``, or those due by then."""
+
+    def cleanup_done(self, cleanup: int) -> None: ...
+    def cleanup_failed(self, cleanup: int, error: str, next_try: float) -> None:
+        """Count a failed attempt, remember its error and when to try again."""
+
     # limits
     def limits(self) -> list[Limit]: ...
     def set_limit(self, limit: Limit) -> None: ...
@@ -96,3 +128,26 @@ class Provider(Protocol):
     def free(self, resources: Resources, slots: SlotAllocator) -> None: ...
 
     def describe(self, slots: SlotAllocator) -> dict[str, object]: ...
+
+
+class ExternalProvider(Provider, Protocol):
+    """A provider whose resources also live outside the store (ALPS pdomains).
+
+    ``allocate`` creates the external object inside the verb's transaction; if that transaction
+    then fails the core calls ``release_external`` to compensate. ``free`` only does the store
+    side; the core calls ``release_external`` after the freeing transaction committed, from a
+    durable pending-cleanup record, and retries it until it succeeds. The core recognises such
+    a provider by the presence of ``release_external``: the pool provider has none and pays
+    nothing. An error raised by ``allocate`` after the external object may already exist (a
+    timed-out create) carries it as ``leftover`` (a :class:`Resources`), so the core
+    compensates for it too.
+    """
+
+    #: Seconds before the first retry of a failed release (doubled per attempt, capped).
+    cleanup_retry_interval: float
+
+    def release_external(self, resources: Resources) -> None:
+        """Remove the external object; idempotent (already gone is success). Raise on failure."""
+
+    def describe_external(self, resources: Resources) -> str:
+        """A short name of the external object for logs and ``drccli status``."""

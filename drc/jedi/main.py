@@ -21,7 +21,7 @@ from pathlib import Path
 from drc import config as drc_config
 from drc.cli.common import EXIT_USAGE, run
 from drc.server.proxy import ServerProxy
-from drc.wlm import WlmAdapter, WlmError, make_wlm
+from drc.wlm import WlmAdapter, WlmError, wlm_from_config
 
 EXIT_WLM_ERROR = 3
 #: Jobs per ExpireJobs call (DRCS accepts more; one transaction each stays short).
@@ -45,16 +45,8 @@ def to_expire(outstanding: Iterable[int], active: Iterable[int]) -> list[int]:
 
 
 def wlm_of(cfg: drc_config.Config) -> WlmAdapter:
-    """The adapter named in ``[jedi] wlm``, configured from the ``[jedi]`` section."""
-    jedi = cfg["jedi"]
-    if jedi["wlm"].strip().lower() != "slurm":
-        return make_wlm(jedi["wlm"])
-    return make_wlm(
-        "slurm",
-        squeue=jedi["squeue"],
-        squeue_timeout=float(jedi["squeue_timeout"]),
-        use_pyslurm=jedi["use_pyslurm"],
-    )
+    """The adapter named in ``[jedi] wlm``."""
+    return wlm_from_config(cfg, cfg["jedi"]["wlm"])
 
 
 def reconcile(

@@ -21,7 +21,7 @@ from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
 from drc.server.link import split_host_port
-from drc.wlm import make_wlm
+from drc.wlm import wlm_from_config
 
 log = logging.getLogger("drc.node")
 
@@ -49,8 +49,7 @@ def _links(cfg: drc_config.Config) -> tuple[LinkClient, LinkClient]:
 async def serve(cfg: drc_config.Config) -> None:
     node_cfg = cfg["node"]
     node = node_cfg["name"] or node_name()
-    wlm_settings = {"scontrol": node_cfg["scontrol"]} if node_cfg["wlm"] == "slurm" else {}
-    identifier = Identifier(node, make_wlm(node_cfg["wlm"], **wlm_settings))
+    identifier = Identifier(node, wlm_from_config(cfg, node_cfg["wlm"]))
     calls, feed = _links(cfg)  # a missing [link] server is a config error: say it first
     try:
         token_key = load_key(Path(cfg["tokens"]["key_file"]))

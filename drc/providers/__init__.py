@@ -16,4 +16,8 @@ def make_provider(name: str, settings: Mapping[str, object]) -> Provider:
         from drc.providers.pool import PoolProvider
 
         return PoolProvider.from_settings(settings)
-    raise ValueError(f"unknown provider {name!r} (known: pool)")
+    if name == "alps":
+        from drc.providers.alps import AlpsProvider
+
+        return AlpsProvider.from_settings(settings)
+    raise ValueError(f"unknown provider {name!r} (known: pool, alps)")

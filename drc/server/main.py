@@ -7,6 +7,7 @@ Builds the core from the config file (store URL, provider, policy) and exports i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.providers import make_provider
+from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.link import link_server
 from drc.store.sql import PeeweeStore
@@ -76,8 +78,15 @@ async def serve(cfg: drc_config.Config) -> None:
         pool["capacity"],
     )
 
+    cleanup = None
+    if wants_cleanup_task(service):
+        interval = float(getattr(service.provider, "cleanup_retry_interval", 60.0))
+        cleanup = asyncio.create_task(retry_cleanups_forever(service, interval))
+
     await until_stopped()
     log.info("DRCS stopping")
+    if cleanup is not None:
+        cleanup.cancel()
     if link is not None:
         await link.close()
     await exporter.stop()

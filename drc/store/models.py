@@ -8,6 +8,7 @@ needs a new numbered migration.
 from __future__ import annotations
 
 from peewee import (
+    AutoField,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -120,4 +121,36 @@ class NodeRow(BaseModel):
         table_name = "node"
 
 
-ALL_MODELS = [CredentialRow, GrantRow, ReferenceRow, LimitRow, CounterRow, FreeSlotRow, NodeRow]
+class PendingCleanupRow(BaseModel):
+    """External resources of a freed credential not yet released (e.g. an ALPS pdomain).
+
+    Inserted in the transaction that frees the credential, deleted once released: a row here is
+    an object outside DRC that DRC still owes a removal (migration 0003).
+    """
+
+    id = AutoField()
+    credential = BigIntegerField()  # the freed credential's id (no foreign key: it is gone)
+    provider = CharField(max_length=32)
+    cookie1 = BigIntegerField()
+    cookie2 = BigIntegerField()
+    ptag = IntegerField()
+    provider_data = CharField(max_length=255, default="")
+    created = DoubleField()
+    attempts = IntegerField(default=0)
+    next_try = DoubleField(default=0.0, index=True)
+    last_error = CharField(max_length=512, default="")
+
+    class Meta:
+        table_name = "pending_cleanup"
+
+
+ALL_MODELS = [
+    CredentialRow,
+    GrantRow,
+    ReferenceRow,
+    LimitRow,
+    CounterRow,
+    FreeSlotRow,
+    NodeRow,
+    PendingCleanupRow,
+]

@@ -38,6 +38,7 @@ from drc.core.model import (
     TargetKind,
     Usage,
 )
+from drc.core.ports import PendingCleanup
 from drc.store.models import (
     CounterRow,
     CredentialRow,
@@ -45,6 +46,7 @@ from drc.store.models import (
     GrantRow,
     LimitRow,
     NodeRow,
+    PendingCleanupRow,
     ReferenceRow,
     database_proxy,
 )
@@ -537,6 +539,57 @@ class PeeweeTransaction:
         high = CounterRow.select(CounterRow.value).where(CounterRow.name == f"pool:{pool}").scalar()
         free = FreeSlotRow.select().where(FreeSlotRow.pool == pool).count()
         return (high or 0) - free
+
+    # -- external cleanups ----------------------------------------------------------------
+
+    def add_pending_cleanup(self, credential: int, resources: Resources, now: float) -> int:
+        r = resources
+        return PendingCleanupRow.insert(
+            credential=credential,
+            provider=r.provider,
+            cookie1=r.cookie1,
+            cookie2=r.cookie2,
+            ptag=r.ptag,
+            provider_data=r.data,
+            created=now,
+            next_try=now,
+        ).execute()
+
+    def pending_cleanups(
+        self, credentials: Iterable[int] | None = None, due: float | None = None
+    ) -> list[PendingCleanup]:
+        p = PendingCleanupRow
+        query = p.select().order_by(p.id)
+        if credentials is not None:
+            ids = sorted(set(credentials))
+            if not ids:
+                return []
+            query = query.where(p.credential.in_(ids))
+        if due is not None:
+            query = query.where(p.next_try <= due)
+        return [
+            PendingCleanup(
+                id=row.id,
+                credential=row.credential,
+                resources=Resources(
+                    row.provider, row.cookie1, row.cookie2, row.ptag, row.provider_data
+                ),
+                created=row.created,
+                attempts=row.attempts,
+                next_try=row.next_try,
+                last_error=row.last_error,
+            )
+            for row in query
+        ]
+
+    def cleanup_done(self, cleanup: int) -> None:
+        PendingCleanupRow.delete().where(PendingCleanupRow.id == cleanup).execute()
+
+    def cleanup_failed(self, cleanup: int, error: str, next_try: float) -> None:
+        p = PendingCleanupRow
+        p.update(attempts=p.attempts + 1, last_error=error[:512], next_try=next_try).where(
+            p.id == cleanup
+        ).execute()
 
     # -- nodes ---------------------------------------------------------------------------
 

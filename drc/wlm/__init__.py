@@ -1,22 +1,26 @@
 """Workload-manager adapters: pid -> job lookup (DRCC) and the active-job list (DRCJEDI).
 
-``make_wlm(name, **settings)`` builds the adapter named in configuration. ALPS comes later.
+``make_wlm(name, **settings)`` builds the adapter named in configuration: slurm, alps, none.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drc.wlm.base import NoWlm, WlmAdapter, WlmError
 
-__all__ = ["NoWlm", "WlmAdapter", "WlmError", "make_wlm"]
+if TYPE_CHECKING:
+    from drc.config import Config
+
+__all__ = ["NoWlm", "WlmAdapter", "WlmError", "make_wlm", "wlm_from_config"]
 
 
 def make_wlm(name: str, **settings: Any) -> WlmAdapter:
-    """The adapter for ``name`` ("slurm" or "none"), configured with ``settings``.
+    """The adapter for ``name`` ("slurm", "alps" or "none"), configured with ``settings``.
 
     Settings are the adapter's keyword arguments (for Slurm: ``scontrol``, ``squeue``,
-    ``proc_root``, ``pidinfo_timeout``, ``squeue_timeout``, ``use_pyslurm``). Unknown names raise
+    ``proc_root``, ``pidinfo_timeout``, ``squeue_timeout``, ``use_pyslurm``; for ALPS: ``apstat``,
+    ``libjob``, ``timeout`` -- see ``drc.wlm.alps.alps_settings``). Unknown names raise
     ValueError so that a typo in configuration stops the daemon instead of silently running
     without job lookup.
     """
@@ -30,4 +34,26 @@ def make_wlm(name: str, **settings: Any) -> WlmAdapter:
         from drc.wlm.slurm import SlurmAdapter
 
         return SlurmAdapter(**settings)
-    raise ValueError(f"unknown workload manager {name!r} (known: slurm, none)")
+    if key == "alps":
+        from drc.wlm.alps import AlpsAdapter
+
+        return AlpsAdapter(**settings)
+    raise ValueError(f"unknown workload manager {name!r} (known: slurm, alps, none)")
+
+
+def wlm_from_config(cfg: Config, name: str) -> WlmAdapter:
+    """The adapter ``name`` configured from the config file's sections (the daemons' way)."""
+    key = name.strip().lower()
+    if key == "slurm":
+        return make_wlm(
+            "slurm",
+            scontrol=cfg["node"]["scontrol"],
+            squeue=cfg["jedi"]["squeue"],
+            squeue_timeout=float(cfg["jedi"]["squeue_timeout"]),
+            use_pyslurm=cfg["jedi"]["use_pyslurm"],
+        )
+    if key == "alps":
+        from drc.wlm.alps import alps_settings
+
+        return make_wlm("alps", **alps_settings(cfg["alps"]))
+    return make_wlm(name)

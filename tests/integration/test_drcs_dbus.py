@@ -135,7 +135,7 @@ def test_root_sets_limits_that_bind_users(cluster: Cluster, users):
 def test_status_reports_store_and_pool(cluster: Cluster, users):
     acquire_as(cluster, "alice")
     out = cluster.drccli(None, "status", check=True).stdout
-    assert "sqlite" in out and "schema 0002_owner_indexes" in out
+    assert "sqlite" in out and "schema 0003_pending_cleanup" in out
     assert "1 allocated, 1023 free of 1024" in out
 
 

@@ -1,25 +1,17 @@
-"""Shared by the packaging tests: the checkout, and running Python as user nobody."""
+"""Fixtures of the packaging tests (helpers live in pkgtools.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import drc
+from drc.embedded.runtime import install_runtime
 
-REPO = Path(drc.__file__).resolve().parents[1]
-NOBODY = "nobody"
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser"
-)
+from pkgtools import REPO
 
 
 @pytest.fixture(scope="session")
@@ -29,31 +21,9 @@ def repo() -> Path:
 
 @pytest.fixture(scope="module")
 def nobody_pythonpath() -> Iterator[Path]:
-    """drc and dbus_fast copied where nobody can read them (the checkout may not be)."""
-    import dbus_fast
-
+    """drc and what it imports, copied where nobody can read them (the checkout may not be)."""
     path = Path(tempfile.mkdtemp(prefix="drc-test-pkg-py-", dir="/tmp"))
     try:
-        path.chmod(0o755)
-        for package in (Path(drc.__file__).parent, Path(dbus_fast.__file__).parent):
-            shutil.copytree(package, path / package.name)
-        for root, dirs, files in os.walk(path):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o644)
-        yield path
+        yield install_runtime(path).lib
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as_nobody(pythonpath: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    runuser = shutil.which("runuser") or "runuser"
-    return subprocess.run(
-        [runuser, "-u", NOBODY, "--", "/usr/bin/python3", "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pythonpath), "HOME": "/"},
-        cwd="/",
-    )

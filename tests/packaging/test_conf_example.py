@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
-
 from drc import config
+
+from pkgtools import REPO
 
 EXAMPLE = REPO / "packaging" / "drc.conf.example"
 COMMENTED_KEY = re.compile(r"^#(\w+) = (.*)$")

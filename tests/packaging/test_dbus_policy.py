@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import needs_root, run_as_nobody
 
 import drc
 from drc.bus import BusExporter, exported_methods
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
 from drc.node import exports as node
 from drc.server import exports as server
+
+from pkgtools import needs_root, run_as_nobody
 
 POLICY = Path(drc.__file__).parent / "data" / "org.drc.conf"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"

@@ -7,11 +7,12 @@ import importlib.util
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import REPO
 
 from drc.bus import BusExporter
 from drc.node import exports as node
 from drc.server import exports as server
+
+from pkgtools import REPO
 
 SERVICES = [
     (server.ServerExports, server.BUS_NAME, server.OBJECT_PATH, server.INTERFACE),

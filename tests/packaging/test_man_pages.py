@@ -10,7 +10,6 @@ import subprocess
 import tomllib
 
 import pytest
-from conftest import REPO
 from dbus_fast.signature import get_signature_tree
 
 from drc import config
@@ -18,6 +17,8 @@ from drc.bus import exported_methods
 from drc.core.errors import Code
 from drc.node import exports as node
 from drc.server import exports as server
+
+from pkgtools import REPO
 
 MAN = REPO / "man"
 HAND_WRITTEN = ["drc-dbus.7", "drcs.8", "drcc.8", "drc-jedi.8", "drc-embedded.1"]

@@ -13,10 +13,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 import drc
 from drc import config
+
+from pkgtools import REPO
 
 pytestmark = pytest.mark.skipif(
     shutil.which("rpmbuild") is None, reason="rpmbuild not installed (Debian: apt-get install rpm)"
@@ -63,7 +64,11 @@ FILES = {
         "/usr/share/man/man3/rdmacred.3",
     ],
     "drc-slurm": ["/usr/lib64/slurm/drc.so", "/etc/slurm/plugstack.conf.d/drc.conf"],
-    "drc-alps": ["/usr/libexec/drc/drc-alps-epilog"],
+    "drc-alps": [
+        "/usr/libexec/drc/drc-alps-epilog",
+        "/usr/share/man/man8/drc-alps.8",
+        "/usr/share/doc/drc-alps/alps.conf.example",
+    ],
 }
 
 REQUIRES = {
@@ -73,7 +78,7 @@ REQUIRES = {
     "drc-libs": ["libsystemd.so.0()(64bit)"],
     "drc-devel": [f"drc-libs(x86-64) = {VERSION_RELEASE}", "pkgconfig"],
     "drc-slurm": [f"drc-node = {VERSION_RELEASE}"],
-    "drc-alps": [f"drc-node = {VERSION_RELEASE}", "systemd"],
+    "drc-alps": [f"drc-node = {VERSION_RELEASE}", f"python3-drc = {VERSION_RELEASE}"],
 }
 
 

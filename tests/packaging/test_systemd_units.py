@@ -9,10 +9,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from drc.node.exports import BUS_NAME as NODE_BUS
 from drc.server.exports import BUS_NAME as SERVER_BUS
+
+from pkgtools import REPO
 
 UNITS = REPO / "packaging" / "systemd"
 DBUS = REPO / "packaging" / "dbus"

@@ -43,7 +43,7 @@ def store(postgresql_url: str) -> Iterator[PeeweeStore]:
 
 def test_the_store_runs_on_postgresql(store: PeeweeStore):
     assert store.describe()["backend"] == "postgresql"
-    assert store.schema_version() == "0002_owner_indexes"
+    assert store.schema_version() == "0003_pending_cleanup"
 
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):

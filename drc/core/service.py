@@ -11,8 +11,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
 
+from drc.core.cleanup import ExternalCleanup, leftover_of
 from drc.core.errors import Code, DrcError, eperm, not_found
 from drc.core.limits import check_limits
 from drc.core.model import (
@@ -35,10 +35,6 @@ from drc.core.policy import Policy
 from drc.core.ports import PendingCleanup, Provider, Store, Transaction
 
 audit = logging.getLogger("drc.audit")
-log = logging.getLogger("drc.core")
-
-#: Longest wait between two attempts to release an external resource (seconds).
-CLEANUP_BACKOFF_MAX = 3600.0
 
 #: A change node daemons must hear about at once: ("revoked", credential, new epoch) or
 #: ("freed", credential, 0). Tokens and node caches for the credential stop being honoured.
@@ -58,6 +54,7 @@ class CredentialService:
         self.policy = policy or Policy()
         self.clock = clock
         self.listeners: list[ChangeListener] = []
+        self.cleanup = ExternalCleanup(store, provider, lambda: self.clock())
 
     def _emit(self, kind: str, credential: int, value: int = 0) -> None:
         """Tell listeners, after the transaction committed."""
@@ -68,113 +65,16 @@ class CredentialService:
         """After the freeing transaction committed: tell listeners, release external objects."""
         for cred_id in freed:
             self._emit("freed", cred_id)
-        if freed and self._external:
-            self._release_pending(credentials=freed)
+        if freed:
+            self.cleanup.release(credentials=freed)
         return freed
 
-    # -- external resources (providers with release_external, e.g. ALPS pdomains) ----------
-    #
-    # Creation happens in ``allocate``, inside the acquire transaction; if that transaction
-    # fails, ``_compensate`` removes the object again (or records it). Removal never happens
-    # inside a transaction: ``_settle`` writes a pending-cleanup row in the same transaction that
-    # deletes the credential, and after the commit ``_release_pending`` removes the object and
-    # deletes the row. A failed removal stays recorded (WARNING with its name, attempts, next
-    # try with backoff) for ``retry_cleanups`` and shows in ``describe()``: late, never lost.
-
-    @property
-    def _external(self) -> bool:
-        return callable(getattr(self.provider, "release_external", None))
-
-    def _external_name(self, resources: Resources) -> str:
-        describe = getattr(self.provider, "describe_external", None)
-        return describe(resources) if describe else repr(resources)
-
-    def _backoff(self, attempts: int) -> float:
-        base = float(getattr(self.provider, "cleanup_retry_interval", 60.0))
-        return min(base * 2 ** max(attempts - 1, 0), CLEANUP_BACKOFF_MAX)
-
-    def _release_pending(
-        self, credentials: Iterable[int] | None = None, due: float | None = None
-    ) -> tuple[int, int]:
-        """Try the pending cleanups (of ``credentials``, or due by ``due``): (done, failed)."""
-        with self.store.snapshot() as tx:
-            pending = tx.pending_cleanups(credentials, due)
-        done = failed = 0
-        for item in pending:
-            error = self._try_release(item.resources)
-            with self.store.transaction() as tx:
-                if error is None:
-                    tx.cleanup_done(item.id)
-                else:
-                    attempts = item.attempts + 1
-                    tx.cleanup_failed(item.id, error, self.clock() + self._backoff(attempts))
-            if error is None:
-                done += 1
-                audit.info(
-                    "external-release credential=%d %s",
-                    item.credential,
-                    self._external_name(item.resources),
-                )
-            else:
-                failed += 1
-                log.warning(
-                    "could not remove %s of freed credential %d (attempt %d, will retry): %s",
-                    self._external_name(item.resources),
-                    item.credential,
-                    item.attempts + 1,
-                    error,
-                )
-        return done, failed
-
-    def _try_release(self, resources: Resources) -> str | None:
-        """None on success, else the error's text (every exception counts: never lose one)."""
-        try:
-            self.provider.release_external(resources)  # type: ignore[attr-defined]
-        except Exception as e:  # any failure is recorded and retried
-            return str(e) or type(e).__name__
-        return None
-
-    def _compensate(self, resources: Resources, credential: int) -> None:
-        """An acquire failed after its external object was created: remove it, else record it."""
-        error = self._try_release(resources)
-        if error is None:
-            audit.info(
-                "external-release credential=%d %s (acquire failed)",
-                credential,
-                self._external_name(resources),
-            )
-            return
-        log.warning(
-            "acquire of credential %d failed and %s could not be removed (will retry): %s",
-            credential,
-            self._external_name(resources),
-            error,
-        )
-        try:
-            with self.store.transaction() as tx:
-                row = tx.add_pending_cleanup(credential, resources, self.clock())
-                tx.cleanup_failed(row, error, self.clock() + self._backoff(1))
-        except Exception:
-            log.error(
-                "LEAKED %s of failed credential %d: neither removed nor recorded; remove by hand",
-                self._external_name(resources),
-                credential,
-                exc_info=True,
-            )
-
     def retry_cleanups(self) -> tuple[int, int]:
-        """Retry every pending external cleanup that is due: (done, still failing).
-
-        DRCS runs this periodically; retrying cleanup is polling by nature (ALPS tells nobody
-        when a busy pdomain becomes removable). Job expiration stays event-driven.
-        """
-        if not self._external:
-            return 0, 0
-        return self._release_pending(due=self.clock())
+        """Retry the due removals of external objects (see :mod:`drc.core.cleanup`)."""
+        return self.cleanup.retry()
 
     def pending_cleanups(self) -> list[PendingCleanup]:
-        with self.store.snapshot() as tx:
-            return tx.pending_cleanups()
+        return self.cleanup.pending()
 
     # -- verbs ---------------------------------------------------------------------------
 
@@ -221,9 +121,9 @@ class CredentialService:
                 credential = replace(credential, refs=refs)
         except BaseException as e:
             # The transaction rolled back: an external object created for it must not outlive it.
-            leftover = allocated or _leftover(e)
-            if leftover is not None and self._external:
-                self._compensate(leftover, cred_id)
+            leftover = allocated or leftover_of(e)
+            if leftover is not None:
+                self.cleanup.compensate(leftover, cred_id)
             raise
         audit.info(
             "acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
@@ -446,23 +346,14 @@ class CredentialService:
         with self.store.snapshot() as tx:
             creds = tx.list_credentials()
             pool = self.provider.describe(tx)
-            pending = tx.pending_cleanups() if self._external else []
+            pending = tx.pending_cleanups() if self.cleanup.enabled else []
         return {
             "store": self.store.describe(),
             "provider": pool,
             "credentials": len(creds),
             "references": sum(c.refs for c in creds),
             "limits": [str(lim) for lim in self.limits()],
-            "pending_cleanups": [self._cleanup_dict(p) for p in pending],
-        }
-
-    def _cleanup_dict(self, p: PendingCleanup) -> dict[str, Any]:
-        return {
-            "credential": p.credential,
-            "object": self._external_name(p.resources),
-            "attempts": p.attempts,
-            "next_try": p.next_try,
-            "last_error": p.last_error,
+            "pending_cleanups": [self.cleanup.describe(p) for p in pending],
         }
 
     # -- rules ---------------------------------------------------------------------------
@@ -539,11 +430,7 @@ class CredentialService:
         freed = tx.list_credentials(unreferenced) if unreferenced else []
         for cred in freed:
             self.provider.free(cred.resources, tx)
-        if freed and self._external:
-            # Same transaction as the deletion: the removal owed outside can never be lost.
-            now = self.clock()
-            for cred in freed:
-                tx.add_pending_cleanup(cred.id, cred.resources, now)
+        self.cleanup.record(tx, freed)
         if freed:
             tx.delete_credentials([c.id for c in freed])
         for cred_id in ownerless:
@@ -551,12 +438,6 @@ class CredentialService:
         for cred in freed:
             audit.info("free credential=%d cookie1=%d", cred.id, cred.resources.cookie1)
         return [c.id for c in freed]
-
-
-def _leftover(error: BaseException) -> Resources | None:
-    """The external object a failed ``allocate`` may have left behind (see ExternalProvider)."""
-    leftover = getattr(error, "leftover", None)
-    return leftover if isinstance(leftover, Resources) else None
 
 
 def access_info(cred: Credential) -> AccessInfo:

@@ -18,7 +18,7 @@ log = logging.getLogger("drc.server")
 
 
 def wants_cleanup_task(service: CredentialService) -> bool:
-    return callable(getattr(service.provider, "release_external", None))
+    return service.cleanup.enabled
 
 
 async def retry_cleanups_forever(service: CredentialService, interval: float) -> None:

@@ -212,7 +212,7 @@ def test_removal_is_recorded_in_the_freeing_transaction(
     svc, provider = alps_service(tmp_path)
     cred = svc.acquire(in_job(0, 7), 0)
     with monkeypatch.context() as m:
-        m.setattr(CredentialService, "_release_pending", lambda self, **kw: (0, 0))
+        m.setattr(svc.cleanup, "release", lambda **kw: (0, 0))
         svc.expire_jobs([7])  # "crashed" before removing
     [pending] = svc.pending_cleanups()
     assert pending.credential == cred.id and pending.attempts == 0

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from common import embedded_drc, summary, timed
+from common import embedded_drc, interleaved, summary, timed
 
 from drc import client
 from drc.bus import SyncBusClient
@@ -26,18 +26,19 @@ def main() -> int:
     with embedded_drc() as emb:
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
         bus = SyncBusClient(emb.bus.address)
-        ping = summary(
-            timed(
-                lambda: bus.call(
+        cred = client.acquire(client.FLEX)
+        both = interleaved(
+            {
+                "ping": lambda: bus.call(
                     BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Peer", "Ping", "", []
                 ),
-                N,
-            )
+                "access": lambda: bus.call(
+                    BUS_NAME, OBJECT_PATH, INTERFACE, "Access", "uu", [cred, 0]
+                ),
+            },
+            N,
         )
-        cred = client.acquire(client.FLEX)
-        cached = summary(
-            timed(lambda: bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Access", "uu", [cred, 0]), N)
-        )
+        ping, cached = summary(both["ping"]), summary(both["access"])
         # Misses: credentials acquired directly at DRCS (so DRCC has never seen them), each
         # accessed once by this process: every access is a first access, answered by DRCS.
         server = ServerProxy(emb.bus.address)

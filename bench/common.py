@@ -43,3 +43,15 @@ def summary(samples: list[float]) -> dict[str, float]:
         "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))], 1),
         "mean_us": round(statistics.fmean(s), 1),
     }
+
+
+def interleaved(fns: dict[str, Callable[[], object]], n: int, chunk: int = 250
+                ) -> dict[str, list[float]]:
+    """Latencies of several calls measured in alternating chunks, so drift hits all alike."""
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        timed(fn, 0, warmup=50)
+    while min(len(v) for v in out.values()) < n:
+        for name, fn in fns.items():
+            out[name] += timed(fn, min(chunk, n - len(out[name])), warmup=0)
+    return out

@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "status",
-        help="DRCS health: store, pool usage, limits (admins)",
-        description="Show whether DRCS answers, its store backend and schema "
-        "version, pool usage and the limits in force. Admins only.",
+        help="DRCS health: store, pool usage, nodes, limits (admins)",
+        description="Show whether DRCS answers, its store backend and schema version, pool "
+        "usage, how many node daemons are connected and known, and the limits in force. "
+        "Admins only.",
     )
 
     p = sub.add_parser(
@@ -224,6 +225,10 @@ def _status(server: ServerProxy) -> int:
         print(f"Provider:    {pool['name']} pdomains {pool.get('pdomain_prefix', '')}<id>")
     print(f"Pool usage:  {pool['allocated']} allocated, {pool['free']} free of {pool['capacity']}")
     print(f"Credentials: {info['credentials']} live, {info['references']} references")
+    print(
+        f"Nodes:       {info['nodes_connected']} connected (following DRCS's change feed), "
+        f"{info['nodes_known']} known"
+    )
     print("Limits:      " + ("; ".join(info["limits"]) or "none"))
     pending = info.get("pending_cleanups") or []
     if pending or "cookie_range" not in pool:

@@ -85,6 +85,9 @@ class Transaction(SlotAllocator, Protocol):
 
     # nodes
     def node_boot_id(self, node: str) -> str | None: ...
+    def node_count(self) -> int:
+        """Node daemons that have said hello since the store was created."""
+
     def set_node_boot_id(self, node: str, boot_id: str, now: float) -> None: ...
 
     # external cleanups (providers with ``release_external``)

@@ -347,7 +347,9 @@ class CredentialService:
             creds = tx.list_credentials()
             pool = self.provider.describe(tx)
             pending = tx.pending_cleanups() if self.cleanup.enabled else []
+            nodes = tx.node_count()
         return {
+            "nodes_known": nodes,
             "store": self.store.describe(),
             "provider": pool,
             "credentials": len(creds),

@@ -37,6 +37,11 @@ class ChangeLog:
         complete = seq + 1 >= oldest or seq >= self.seq
         return complete, [(cred, epoch) for s, cred, epoch in self._log if s > seq]
 
+    @property
+    def followers(self) -> int:
+        """Node daemons following the feed right now (each keeps one long poll open)."""
+        return len(self._waiters)
+
     async def wait(self, seq: int, timeout: float) -> None:
         """Return when something newer than ``seq`` exists, or after ``timeout``."""
         if self.seq > seq:

@@ -356,7 +356,7 @@ class ServerExports(NodeVerbs):
     @method("", "a{sv}")
     def status(self, peer: PeerCredentials) -> dict[str, Any]:
         self._admin(peer, "status")
-        return self.service.describe()
+        return {**self.service.describe(), "nodes_connected": self.changes.followers}
 
 
 def _scope(name: str) -> LimitScope:

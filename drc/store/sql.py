@@ -593,6 +593,9 @@ class PeeweeTransaction:
 
     # -- nodes ---------------------------------------------------------------------------
 
+    def node_count(self) -> int:
+        return NodeRow.select().count()
+
     def node_boot_id(self, node: str) -> str | None:
         return NodeRow.select(NodeRow.boot_id).where(NodeRow.name == node).scalar()
 

@@ -137,6 +137,7 @@ def test_status_reports_store_and_pool(cluster: Cluster, users):
     out = cluster.drccli(None, "status", check=True).stdout
     assert "sqlite" in out and "schema 0003_pending_cleanup" in out
     assert "1 allocated, 1023 free of 1024" in out
+    assert "Nodes:       1 connected (following DRCS's change feed), 1 known" in out
 
 
 def test_identity_comes_from_the_bus_not_the_environment(cluster: Cluster, users):

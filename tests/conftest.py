@@ -1,21 +1,28 @@
-"""Shared fixtures: a real SQLite store and the core service over it."""
+"""Fixtures every test directory shares: a real SQLite store and the core over it; real users,
+a world-readable runtime copy of drc, and an embedded cluster (see tests/cluster.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
+from drc.embedded.runtime import Runtime, install_runtime
 from drc.providers.pool import PoolProvider
 from drc.store.sql import PeeweeStore
 
+from cluster import Cluster, User, ensure_users, start_cluster, stop_cluster
 from helpers import ALICE
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> PeeweeStore:
+def store(tmp_path: Path) -> Iterator[PeeweeStore]:
     s = PeeweeStore.from_url(f"sqlite:///{tmp_path}/drcs.db")
     yield s
     s.close()
@@ -29,3 +36,28 @@ def pool() -> PoolProvider:
 @pytest.fixture
 def service(store: PeeweeStore, pool: PoolProvider) -> CredentialService:
     return CredentialService(store, pool, Policy(persistent_uids=frozenset({ALICE})))
+
+
+@pytest.fixture(scope="session")
+def users() -> dict[str, User]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create alice, bob and carol (CI runs as root)")
+    return ensure_users()
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[Runtime]:
+    prefix = Path(tempfile.mkdtemp(prefix="drc-runtime-", dir="/tmp"))
+    try:
+        yield install_runtime(prefix)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(runtime: Runtime) -> Iterator[Cluster]:
+    c = start_cluster(runtime)
+    try:
+        yield c
+    finally:
+        stop_cluster(c)

@@ -16,25 +16,9 @@ from pathlib import Path
 import pytest
 from alps.alps_harness import STANDIN, Alps, StandIn, alps_config, build_libjob, restart_daemons
 
-from drc.embedded.runtime import Runtime, install_runtime
+from drc.embedded.runtime import Runtime
 
-from cluster import Cluster, User, ensure_users, start_cluster, stop_cluster
-
-
-@pytest.fixture(scope="session")
-def users() -> dict[str, User]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create alice and bob and run DRCS as root")
-    return ensure_users()
-
-
-@pytest.fixture(scope="session")
-def runtime() -> Iterator[Runtime]:
-    prefix = Path(tempfile.mkdtemp(prefix="drc-runtime-", dir="/tmp"))
-    try:
-        yield install_runtime(prefix)
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
+from cluster import Cluster, start_cluster, stop_cluster
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from clib.support import HERE, CLib, make_lib
-from integration.conftest import cluster, runtime, users  # noqa: F401 - the shared fixtures
 
 from drc.embedded.processes import alive
 
@@ -37,7 +36,7 @@ def client(clib: CLib) -> Path:
 
 
 @pytest.fixture
-def node(cluster: Cluster) -> Cluster:  # noqa: F811 - the imported fixture
+def node(cluster: Cluster) -> Cluster:
     """The cluster, asserted to run the real DRCC (org.drc.Node)."""
     assert cluster.emb.drcc_pid and alive(cluster.emb.drcc_pid), "drc-embedded started no DRCC"
     return cluster

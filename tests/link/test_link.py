@@ -358,7 +358,8 @@ def test_unreachable_or_silent_server_is_econnrefused_then_reconnects(munged) ->
         assert err.value.message.startswith(f"DRC link to 127.0.0.1:{port}: ")
 
         # a listener that never answers: timed out, also ECONNREFUSED
-        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        held: list[asyncio.StreamWriter] = []  # Python >= 3.13 closes a dropped writer
+        silent = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)
         quiet = LinkClient(
             "127.0.0.1",
             silent.sockets[0].getsockname()[1],

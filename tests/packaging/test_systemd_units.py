@@ -103,9 +103,18 @@ def test_systemd_analyze_finds_nothing_but_the_missing_programs() -> None:
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True
     )
+    # Units of packages this test machine may lack (dbus.socket moved between Debian packages)
+    # are the machine's business, not the units'.
+    foreign = (
+        "Unit dbus.socket not found",
+        "Unit dbus.service not found",
+        "Unit munge.service not found",
+    )
     problems = [
         line
         for line in result.stderr.splitlines()
-        if "is not executable: No such file" not in line and line.strip()
+        if "is not executable: No such file" not in line
+        and line.strip()
+        and not any(f in line for f in foreign)
     ]
     assert problems == []

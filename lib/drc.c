@@ -151,8 +151,17 @@ static void init_once(void)
 	pthread_atfork(fork_prepare, fork_done, fork_done);
 }
 
+/* A connection inherited across fork() is the parent's, and libsystemd >= 255 will not free
+ * it in the child (sd_bus_unref() does nothing there): keep it referenced, not leaked. */
+static sd_bus *volatile inherited;
+
 static void drop_connection(void)
 {
+	if (conn && conn_pid != getpid()) {
+		inherited = conn;
+		conn = NULL;
+		return;
+	}
 	conn = sd_bus_close_unref(conn);
 }
 

@@ -30,9 +30,12 @@ cp "$spec" "$top/SPECS/"
 
 # On a distribution whose packages are not RPMs (Debian) the build dependencies are not in the
 # rpm database: check nothing there. Debian's brp-compress needs bash, not its /bin/sh.
+# Debian 13's rpm makes a -debuginfo package by default (find-debuginfo wants file and
+# eu-strip): not there, as on Debian 12.
 nodeps=()
 if ! rpm -q --quiet --whatprovides python3 2>/dev/null; then
-    nodeps=(--nodeps --define '__brp_compress bash %{_rpmconfigdir}/brp-compress %{?_prefix}')
+    nodeps=(--nodeps --define '__brp_compress bash %{_rpmconfigdir}/brp-compress %{?_prefix}'
+        --define 'debug_package %{nil}')
 fi
 # shellcheck disable=SC2086  # RPMBUILD_ARGS is a list of words on purpose
 rpmbuild -ba --quiet --define "_topdir $top" "${nodeps[@]}" ${RPMBUILD_ARGS:-} \

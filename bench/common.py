@@ -45,8 +45,9 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def interleaved(fns: dict[str, Callable[[], object]], n: int, chunk: int = 250
-                ) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], n: int, chunk: int = 250
+) -> dict[str, list[float]]:
     """Latencies of several calls measured in alternating chunks, so drift hits all alike."""
     out: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():

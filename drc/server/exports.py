@@ -107,21 +107,6 @@ def node_caller(wire: dict[str, Any]) -> Caller:
     )
 
 
-def node_credential(c: Credential) -> dict[str, Any]:
-    """What a node daemon caches of a credential."""
-    r = c.resources
-    return {
-        "credential": c.id,
-        "cookie1": r.cookie1,
-        "cookie2": r.cookie2,
-        "ptag": r.ptag,
-        "epoch": c.epoch,
-        "flags": int(c.flags),
-        "uid": c.uid,
-        "wlm": c.wlm,
-    }
-
-
 class NodeVerbs:
     """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers."""
 
@@ -149,12 +134,12 @@ class NodeVerbs:
     @method("a{sv}u", "a{sv}", hook=NODE)
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         self._node(peer)
-        return node_credential(self.service.acquire(node_caller(caller), flags))
+        return credential_dict(self.service.acquire(node_caller(caller), flags))
 
     @method("a{sv}u", "a{sv}", hook=NODE)
     def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
         self._node(peer)
-        return node_credential(self.service.access_credential(node_caller(caller), credential))
+        return credential_dict(self.service.access_credential(node_caller(caller), credential))
 
     @method("a{sv}uuu", "", hook=NODE)
     def node_grant(

@@ -104,12 +104,13 @@ class Cluster:
     def drcc_pid(self) -> int:
         return self.emb.drcc_pid
 
-    def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
-        """Run Python ``code`` (``client`` imported) as ``user`` in a task of ``job``."""
-        argv = [
-            str(self.runtime.bin / "drc-embedded"),
-            "--state-dir",
-            str(self.state_dir),
+    def embedded(self, *args: str) -> list[str]:
+        """The ``drc-embedded`` command line for this cluster (root runs it)."""
+        return [str(self.runtime.bin / "drc-embedded"), "--state-dir", str(self.state_dir), *args]
+
+    def in_job_argv(self, job: int, user: str, code: str) -> list[str]:
+        """Python ``code`` (``client`` imported) as ``user`` in a task of ``job``."""
+        return self.embedded(
             "run",
             "--job",
             str(job),
@@ -119,8 +120,14 @@ class Cluster:
             "/usr/bin/python3",
             "-c",
             "from drc import client\n" + code,
-        ]
-        return self.run_as(None, argv, **kw)
+        )
+
+    def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.run_as(None, self.in_job_argv(job, user, code), **kw)
+
+    def end_job(self, job: int) -> str:
+        """Tell DRCC ``job`` ended, as the epilog does; what drc-embedded printed."""
+        return self.run_as(None, self.embedded("end-job", str(job)), check=True).stdout
 
     def outside_job(self, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.python(user, "from drc import client\n" + code, **kw)

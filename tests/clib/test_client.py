@@ -30,9 +30,8 @@ def run(cluster: Cluster, clib: CLib, user: str, argv: list, **env: str):
 
 def in_job(cluster: Cluster, clib: CLib, user: str, argv: list):
     """Run argv as a task of JOB (drc-embedded's stand-in for the SPANK plugin)."""
-    embedded = cluster.runtime.bin / "drc-embedded"
-    cmd = [embedded, "--state-dir", cluster.state_dir, "run", "--job", JOB, "--user", user, "--"]
-    return cluster.run_as(None, [str(a) for a in cmd + argv], extra_env=clib.env())
+    cmd = cluster.embedded("run", "--job", str(JOB), "--user", user, "--")
+    return cluster.run_as(None, cmd + [str(a) for a in argv], extra_env=clib.env())
 
 
 @contextmanager

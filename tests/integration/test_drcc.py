@@ -32,6 +32,15 @@ def acquire_in_job(cluster: Cluster, job: int, user: str, code: str = GRANT_BOB)
     return int(r.stdout.split()[-1])
 
 
+def acquire_for_jobs(cluster: Cluster, *jobs: int, flex: bool = True) -> int:
+    """alice, in job 101, acquires a credential and grants it to ``jobs``."""
+    grants = "".join(f"client.grant(cred, wlm={j})\n" for j in jobs)
+    flags = "client.FLEX" if flex else "0"
+    return acquire_in_job(
+        cluster, 101, "alice", f"cred = client.acquire({flags})\n{grants}print(cred)"
+    )
+
+
 def try_access(cluster: Cluster, job: int | None, user: str, cred: int, **kw) -> list[str]:
     code = TRY_ACCESS.format(cred=cred)
     r = cluster.in_job(job, user, code, **kw) if job else cluster.outside_job(user, code, **kw)
@@ -75,23 +84,13 @@ def test_cross_group_grant_through_drcc(cluster: Cluster, users):
 
 
 def test_job_grant_reaches_that_job_only(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=505)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 505)
     assert try_access(cluster, 505, "carol", cred)[0] == "ok"
     assert try_access(cluster, 506, "carol", cred)[0] == "refused"
 
 
 def test_a_forged_slurm_job_id_gains_nothing(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=101)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 101)
     forged = {"SLURM_JOB_ID": "101", "SLURM_JOBID": "101", "DRC_WLM_ID": "101"}
     outside = try_access(cluster, None, "carol", cred, extra_env=forged)
     assert outside == ["refused", "DRC_EPERM", "0"]
@@ -100,35 +99,15 @@ def test_a_forged_slurm_job_id_gains_nothing(cluster: Cluster, users):
 
 
 def test_non_flex_credential_serves_one_job_per_node(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster, 101, "alice", "cred = client.acquire(0)\nclient.grant(cred, wlm=202)\nprint(cred)"
-    )
+    cred = acquire_for_jobs(cluster, 202, flex=False)
     assert try_access(cluster, 202, "bob", cred)[:2] == ["refused", "DRC_EPERM"]
 
 
 def test_32_processes_of_one_job_make_one_drcs_request(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=500)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 500)
     before = cluster.counters()
     code = f"print(client.access({cred}).cookie1)"
-    argv = [
-        str(cluster.runtime.bin / "drc-embedded"),
-        "--state-dir",
-        str(cluster.state_dir),
-        "run",
-        "--job",
-        "500",
-        "--user",
-        "bob",
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        "from drc import client\n" + code,
-    ]
+    argv = cluster.in_job_argv(500, "bob", code)
     procs = [
         subprocess.Popen(
             argv,
@@ -172,12 +151,7 @@ def with_token(cluster: Cluster, job: int, user: str, token: str) -> list[str]:
 
 
 def test_token_access_needs_no_drcs_round_trip(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=404)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 404)
     token = token_for(cluster, cred)
     before = cluster.counters()
     os.kill(cluster.drcs_pid, signal.SIGSTOP)  # DRCS cannot answer anything now
@@ -191,27 +165,12 @@ def test_token_access_needs_no_drcs_round_trip(cluster: Cluster, users):
     assert after.get("access_forwarded", 0) == before.get("access_forwarded", 0)
     # Reported to DRCS in the background, so expiring job 404 stays exact.
     assert wait_for(lambda: refs(cluster, cred) == 2)
-    cluster.run_as(
-        None,
-        [
-            str(cluster.runtime.bin / "drc-embedded"),
-            "--state-dir",
-            str(cluster.state_dir),
-            "end-job",
-            "404",
-        ],
-        check=True,
-    )
+    cluster.end_job(404)
     assert refs(cluster, cred) == 1
 
 
 def test_tampered_and_foreign_tokens_are_bad_tokens(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=404)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 404)
     token = token_for(cluster, cred)
     head, payload, mac = token.split(".")
     flipped = payload[:-3] + ("A" if payload[-3] != "A" else "B") + payload[-2:]
@@ -221,13 +180,7 @@ def test_tampered_and_foreign_tokens_are_bad_tokens(cluster: Cluster, users):
 
 
 def test_revoke_kills_old_tokens(cluster: Cluster, users):
-    cred = acquire_in_job(
-        cluster,
-        101,
-        "alice",
-        "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=404)\n"
-        "client.grant(cred, wlm=405)\nprint(cred)",
-    )
+    cred = acquire_for_jobs(cluster, 404, 405)
     token = token_for(cluster, cred)
     r = cluster.in_job(101, "alice", f"client.revoke({cred}, wlm=405)")
     assert r.returncode == 0, r.stderr
@@ -311,15 +264,8 @@ def test_node_reboot_drops_the_nodes_references(cluster: Cluster, users):
 
 def test_job_end_is_idempotent_and_frees_the_job(cluster: Cluster, users):
     cred = acquire_in_job(cluster, 101, "alice")
-    end = [
-        str(cluster.runtime.bin / "drc-embedded"),
-        "--state-dir",
-        str(cluster.state_dir),
-        "end-job",
-        "101",
-    ]
-    first = cluster.run_as(None, end, check=True).stdout
-    second = cluster.run_as(None, end, check=True).stdout
+    first = cluster.end_job(101)
+    second = cluster.end_job(101)
     assert str(cred) in first and "none" in second
     assert refs(cluster, cred) is None
 

@@ -52,7 +52,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "listen": Key(
             str, "", "host:port DRCS serves the DRC link on (empty: no link); e.g. 0.0.0.0:6820"
         ),
-        "server": Key(str, "", "host:port of the DRCS link, for DRCC"),
+        "server": Key(str, "", "host:port of the DRCS link, for DRCC (one server)"),
+        "servers": Key(
+            list,
+            [],
+            "host:port of every DRCS, for DRCC: it follows the first that answers and fails "
+            "over to the next (overrides server)",
+        ),
         "munge_socket": Key(str, "", "munged socket (empty: libmunge's default)"),
         "server_uid": Key(int, 0, "uid DRCS runs as: DRCC refuses answers from anyone else"),
         "node_uids": Key(list, [0], "uids node daemons run as: DRCS serves only them"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drc.core.model import Caller, Holder
+from drc.store.sql import MIGRATIONS
 
 ALICE, BOB, CAROL = 2001, 2002, 2003
 STAFF = 3000  # a group bob is in
@@ -29,3 +30,6 @@ def direct(uid: int, gids: frozenset[int] = frozenset()) -> Caller:
 
 
 ROOT = Caller(uid=0, gid=0, holder=Holder.pin(0))
+
+#: The newest schema migration: what a fresh store reports (later migrations keep tests valid).
+LATEST_SCHEMA = max(p.stem for p in MIGRATIONS.glob("[0-9]*.py"))

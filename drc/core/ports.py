@@ -75,6 +75,9 @@ class Transaction(SlotAllocator, Protocol):
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:
         """Drop every reference of these jobs on every node; the credentials touched."""
 
+    def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
+        """Drop the jobs' references held on ``node`` only; credential ids touched."""
+
     def drop_node_references(self, node: str) -> set[int]: ...
     def drop_process_references(self, node: str, processes: Iterable[tuple[int, int]]) -> set[int]:
         """Drop references of these (pid, start time) holders on ``node``."""

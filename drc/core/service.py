@@ -234,14 +234,21 @@ class CredentialService:
 
     # -- expiration and reconciliation ---------------------------------------------------
 
-    def expire_jobs(self, jobs: Iterable[int]) -> list[int]:
-        """Job(s) ended: drop their references on every node. Idempotent. Returns freed ids."""
+    def expire_jobs(self, jobs: Iterable[int], *, node: str | None = None) -> list[int]:
+        """Job(s) ended: drop their references on every node, or on ``node`` only (each
+        node's epilog reports its own part of a multi-node job; the credential is freed
+        when the last node's references go). Idempotent. Returns freed ids."""
         jobs = {check_uint32("job", j) for j in jobs} - {0}
         if not jobs:
             return []
         with self.store.transaction() as tx:
-            freed = self._settle(tx, tx.drop_job_references(jobs))
-        audit.info("expire jobs=%s freed=%s", sorted(jobs), freed)
+            if node is None:
+                dropped = tx.drop_job_references(jobs)
+            else:
+                dropped = tx.drop_job_references_on_node(node, jobs)
+            freed = self._settle(tx, dropped)
+        where = "" if node is None else f" node={node}"
+        audit.info("expire jobs=%s%s freed=%s", sorted(jobs), where, freed)
         return self._freed(freed)
 
     def node_rebooted(self, node: str) -> list[int]:

@@ -17,8 +17,10 @@ import shlex
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from drc.cli.common import run
 from drc.core.errors import DrcError
@@ -38,12 +40,32 @@ def default_state_dir() -> Path:
 
 
 @dataclass
+class Host:
+    """One more DRCS or node of a multi-host embedded cluster: its own bus, config and daemon.
+
+    Node 1 and server 1 are the :class:`Embedded` instance's own bus and daemons; hosts 2..N
+    are these. A node has its own node name and boot id; a server its own link address.
+    """
+
+    name: str
+    bus: PrivateBus
+    config: str
+    pid: int = 0
+    address: str = ""  # a server's [link] listen address
+
+
+@dataclass
 class Embedded:
     state_dir: str
     bus: PrivateBus
     munged: PrivateMunged | None = None
     drcs_pid: int = 0
     drcc_pid: int = 0
+    node_name: str = ""  # node 1's name ("" = this host's name)
+    servers: list[str] = field(default_factory=list)  # every DRCS's link address
+    extra_servers: list[Host] = field(default_factory=list)  # DRCS 2..M
+    extra_nodes: list[Host] = field(default_factory=list)  # nodes 2..N
+    database: str = ""
 
     @property
     def config(self) -> Path:
@@ -58,12 +80,31 @@ class Embedded:
         return env
 
     def daemons(self) -> list[tuple[str, int]]:
-        return [
+        found = [
             ("dbus-daemon", self.bus.pid),
             ("munged", self.munged.pid if self.munged else 0),
             ("drcs", self.drcs_pid),
             ("drcc", self.drcc_pid),
         ]
+        for host in (*self.extra_servers, *self.extra_nodes):
+            kind = "drcs" if host.address else "drcc"
+            found += [(f"{host.name} bus", host.bus.pid), (f"{kind} {host.name}", host.pid)]
+        return found
+
+    @property
+    def node_count(self) -> int:
+        return 1 + len(self.extra_nodes)
+
+    def node_bus(self, node: int) -> str:
+        """The bus address of node ``node`` (1-based): where its tasks find DRCC."""
+        if node == 1:
+            return self.bus.address
+        if not 2 <= node <= self.node_count:
+            raise RuntimeError(f"there is no node {node}: this instance has {self.node_count}")
+        return self.extra_nodes[node - 2].bus.address
+
+    def node_names(self) -> list[str]:
+        return [self.node_name or socket.gethostname(), *(h.name for h in self.extra_nodes)]
 
     def save(self) -> None:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -75,12 +116,21 @@ class Embedded:
         except (FileNotFoundError, ValueError):
             return None
         munged = PrivateMunged(**raw["munged"]) if raw.get("munged") else None
+
+        def hosts(key: str) -> list[Host]:
+            return [Host(**{**h, "bus": PrivateBus(**h["bus"])}) for h in raw.get(key, [])]
+
         return cls(
             raw["state_dir"],
             PrivateBus(**raw["bus"]),
             munged,
             raw.get("drcs_pid", 0),
             raw.get("drcc_pid", 0),
+            raw.get("node_name", ""),
+            list(raw.get("servers", [])),
+            hosts("extra_servers"),
+            hosts("extra_nodes"),
+            raw.get("database", ""),
         )
 
 
@@ -88,26 +138,44 @@ def _prepend(path: str, current: str | None) -> str:
     return f"{path}:{current}" if current else path
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def write_config(state_dir: Path, emb: Embedded, wlm: str = "none") -> Path:
+def write_config(
+    state_dir: Path,
+    emb: Embedded,
+    wlm: str = "none",
+    *,
+    path: Path | None = None,
+    bus_address: str | None = None,
+    listen: str | None = None,
+    node_name: str = "",
+    boot_id_file: str = "/proc/sys/kernel/random/boot_id",
+    servers: list[str] | None = None,
+) -> Path:
     """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link.
 
-    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine.
+    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine. A multi-host
+    instance writes one per host: ``path``, the host's bus, a server's ``listen`` address, a
+    node's name and boot id file; every host lists every server (``emb.servers``, a node
+    in its own order: ``servers``).
     """
-    port = _free_port()
+    listen = listen or (emb.servers[0] if emb.servers else f"127.0.0.1:{_free_port()}")
+    servers = servers or emb.servers or [listen]
+    bus_address = bus_address or emb.bus.address
+    database = emb.database or f"sqlite:///{state_dir}/drcs.db"
     admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
     munge_socket = emb.munged.socket if emb.munged else ""
     q = json.dumps
-    emb.config.write_text(
+    path = path or emb.config
+    path.write_text(
         "# Written by drc-embedded; see drc.conf(5) for every key.\n"
         "[server]\n"
-        f"bus_address = {q(emb.bus.address)}\n"
-        f"database = {q(f'sqlite:///{state_dir}/drcs.db')}\n"
+        f"bus_address = {q(bus_address)}\n"
+        f"database = {q(database)}\n"
         'provider = "pool"\n'
         f"{admin}\n"
         "[pool]\n"
@@ -116,20 +184,22 @@ def write_config(state_dir: Path, emb: Embedded, wlm: str = "none") -> Path:
         "cookies_per_credential = 1\n"
         "ptag = 42\n\n"
         "[link]\n"
-        f"listen = {q(f'127.0.0.1:{port}')}\n"
-        f"server = {q(f'127.0.0.1:{port}')}\n"
+        f"listen = {q(listen)}\n"
+        f"server = {q(servers[0])}\n"
+        f"servers = {q(servers)}\n"
         f"munge_socket = {q(munge_socket)}\n"
         f"server_uid = {os.getuid()}\n"
         f"node_uids = [{os.getuid()}]\n\n"
         "[node]\n"
-        f"bus_address = {q(emb.bus.address)}\n"
+        f"bus_address = {q(bus_address)}\n"
+        f"name = {q(node_name)}\n"
         f"wlm = {q(wlm)}\n"
-        'boot_id_file = "/proc/sys/kernel/random/boot_id"\n\n'
+        f"boot_id_file = {q(boot_id_file)}\n\n"
         "[tokens]\n"
         f"key_file = {q(str(state_dir / 'token.key'))}\n"
     )
-    emb.config.chmod(0o644)
-    return emb.config
+    path.chmod(0o644)
+    return path
 
 
 def _policy_files(state_dir: Path) -> list[Path]:
@@ -185,19 +255,85 @@ def _daemon(emb: Embedded, name: str, module: str, bus_name: str) -> int:
     return pid
 
 
-def start_server(emb: Embedded) -> int:
-    """(Re)start DRCS in the background and wait until it owns its bus name."""
-    return _daemon(emb, "drcs", "drc.server.main", "org.drc.Server")
+def _host_daemon(emb: Embedded, host: Host, module: str, bus_name: str) -> int:
+    log = Path(host.config).parent / f"{'drcs' if host.address else 'drcc'}.log"
+    host.pid = spawn(log, [sys.executable, "-m", module, "-c", host.config])
+    emb.save()
+    _wait_for_name(host.bus.address, bus_name, host.pid, log)
+    return host.pid
 
 
-def start_node(emb: Embedded) -> int:
-    """(Re)start DRCC in the background and wait until it owns its bus name."""
-    return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
+def start_server(emb: Embedded, index: int = 1) -> int:
+    """(Re)start DRCS ``index`` (1-based) in the background; wait until it owns its bus name."""
+    if index == 1:
+        return _daemon(emb, "drcs", "drc.server.main", "org.drc.Server")
+    return _host_daemon(emb, emb.extra_servers[index - 2], "drc.server.main", "org.drc.Server")
 
 
-def start(state_dir: Path, wlm: str = "none") -> Embedded:
+def start_node(emb: Embedded, index: int = 1) -> int:
+    """(Re)start the DRCC of node ``index`` (1-based); wait until it owns its bus name."""
+    if index == 1:
+        return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
+    return _host_daemon(emb, emb.extra_nodes[index - 2], "drc.node.main", "org.drc.Node")
+
+
+def server_pid(emb: Embedded, index: int) -> int:
+    return emb.drcs_pid if index == 1 else emb.extra_servers[index - 2].pid
+
+
+def node_pid(emb: Embedded, index: int) -> int:
+    return emb.drcc_pid if index == 1 else emb.extra_nodes[index - 2].pid
+
+
+def _rotated(servers: list[str], node: int) -> list[str]:
+    """Node k follows server k first (round robin), then fails over to the others in order."""
+    first = (node - 1) % len(servers)
+    return servers[first:] + servers[:first]
+
+
+def _add_host(emb: Embedded, name: str, wlm: str, **config: Any) -> Host:
+    """A directory, a private bus and a config for one more host (its daemon not started)."""
+    state_dir = Path(emb.state_dir)
+    home = state_dir / name
+    home.mkdir(mode=0o755, exist_ok=True)
+    bus = start_private_bus(home, policy_files=_policy_files(state_dir))
+    host = Host(name, bus, str(home / "drc.conf"), address=config.get("listen", ""))
+    if config.get("listen"):
+        emb.extra_servers.append(host)
+    else:
+        emb.extra_nodes.append(host)
+    emb.save()
+    write_config(state_dir, emb, wlm, path=Path(host.config), bus_address=bus.address, **config)
+    return host
+
+
+def _server_addresses(count: int) -> list[str]:
+    """One link address per DRCS, each on its own loopback address (127.0.0.k)."""
+    return [f"127.0.0.{k}:{_free_port(f'127.0.0.{k}')}" for k in range(1, count + 1)]
+
+
+def start(
+    state_dir: Path,
+    wlm: str = "none",
+    *,
+    nodes: int = 1,
+    servers: int = 1,
+    database: str = "",
+) -> Embedded:
     """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
-    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up."""
+    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up.
+
+    ``nodes`` > 1: nodes 2..N each get a private bus, a DRCC, a node name (node1, node2 …)
+    and a boot id of their own, all served by the same DRCS. ``servers`` > 1: that many DRCS
+    on ``database`` (a PostgreSQL URL), on 127.0.0.1, 127.0.0.2 …; every node lists them all
+    in ``[link] servers`` and fails over between them.
+    """
+    if nodes < 1 or servers < 1:
+        raise RuntimeError("--nodes and --servers must be at least 1")
+    if servers > 1 and not database.startswith(("postgres://", "postgresql://")):
+        raise RuntimeError(
+            "several DRCS share one PostgreSQL store: give --database postgresql://..."
+        )
     state_dir = state_dir.resolve()
     running = Embedded.load(state_dir)
     if running and all(alive(pid) for _, pid in running.daemons()):
@@ -207,19 +343,37 @@ def start(state_dir: Path, wlm: str = "none") -> Embedded:
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
     bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
-    emb = Embedded(str(state_dir), bus)
+    emb = Embedded(str(state_dir), bus, database=database)
     emb.save()
     try:
         emb.munged = start_private_munged(state_dir / "munge")
+        emb.servers = _server_addresses(servers)
+        emb.node_name = "node1" if nodes > 1 else ""
         emb.save()
         key = state_dir / "token.key"
         if not key.exists():
             generate_key(key)
-        write_config(state_dir, emb, wlm)
+        write_config(state_dir, emb, wlm, node_name=emb.node_name)
         start_server(emb)
+        for k in range(2, servers + 1):
+            _add_host(emb, f"server{k}", wlm, listen=emb.servers[k - 1])
+            start_server(emb, k)
         if wlm == "slurm":
             reconcile(emb)
         start_node(emb)
+        for k in range(2, nodes + 1):
+            boot = state_dir / f"node{k}" / "boot_id"
+            boot.parent.mkdir(mode=0o755, exist_ok=True)
+            boot.write_text(f"{uuid.uuid4()}\n")
+            _add_host(
+                emb,
+                f"node{k}",
+                "none",
+                node_name=f"node{k}",
+                boot_id_file=str(boot),
+                servers=_rotated(emb.servers, k),
+            )
+            start_node(emb, k)
     except BaseException:
         stop(state_dir)
         raise
@@ -245,9 +399,14 @@ def stop(state_dir: Path) -> bool:
     emb = Embedded.load(state_dir)
     if emb is None:
         return False
-    for pid in (emb.drcc_pid, emb.drcs_pid):
+    for pid in (*(h.pid for h in emb.extra_nodes), emb.drcc_pid):  # nodes first, then servers
         if pid:
             terminate(pid)
+    for pid in (*(h.pid for h in emb.extra_servers), emb.drcs_pid):
+        if pid:
+            terminate(pid)
+    for host in (*emb.extra_nodes, *emb.extra_servers):
+        stop_private_bus(host.bus)
     if emb.munged:
         stop_private_munged(emb.munged)
     stop_private_bus(emb.bus)
@@ -270,6 +429,7 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
     if pid == 0:  # the task: wait until registered, then drop privileges and exec
         os.close(write_fd)
         os.read(read_fd, 1)
+        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus_address  # the task's node's bus
         if user:
             pw = pwd.getpwnam(user)
             os.initgroups(pw.pw_name, pw.pw_gid)
@@ -324,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sockets, database, config, keys and logs (default: %(default)s)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    node_help = "the node (1..N of start --nodes) whose DRCC to use (default: %(default)s)"
     p = sub.add_parser("start", help="start everything; prints export lines for eval")
     p.add_argument(
         "--wlm",
@@ -331,15 +492,43 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="workload manager DRCC asks for callers' jobs (default: %(default)s)",
     )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="compute nodes to run, each with its own bus, DRCC, node name (node1..nodeN) "
+        "and boot id (default: %(default)s)",
+    )
+    p.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        metavar="M",
+        help="DRCS to run on 127.0.0.1..127.0.0.M; more than one needs --database "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--database",
+        default="",
+        metavar="URL",
+        help="store URL (default: SQLite in the state directory); several DRCS need "
+        "postgresql://user@host/db",
+    )
     sub.add_parser("stop", help="stop everything start started")
     sub.add_parser("status", help="which daemons run, and the bus address")
     p = sub.add_parser("run", help="run a command as a task of a job (root; stands in for Slurm)")
     p.add_argument("--job", type=int, required=True, help="job (WLM) id to register the task in")
     p.add_argument("--user", help="run the command as this user")
+    p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND…")
     p = sub.add_parser("end-job", help="tell DRCC a job ended, as the epilog does (root)")
     p.add_argument("job", type=int)
-    sub.add_parser("counters", help="DRCC's counters: accesses served locally, forwarded (root)")
+    p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
+    p = sub.add_parser(
+        "counters", help="DRCC's counters: accesses served locally, forwarded (root)"
+    )
+    p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
     return parser
 
 
@@ -355,13 +544,25 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "start":
-            emb = start(state_dir, args.wlm)
+            emb = start(
+                state_dir,
+                args.wlm,
+                nodes=args.nodes,
+                servers=args.servers,
+                database=args.database,
+            )
             for key, value in emb.exports().items():
                 print(f"{key}={shlex.quote(value)}; export {key};")
             print(
                 f"echo drc-embedded running: DRCS pid {emb.drcs_pid}, DRCC pid "
                 f"{emb.drcc_pid}, state in {shlex.quote(emb.state_dir)};"
             )
+            if emb.extra_nodes or emb.extra_servers:
+                names = " ".join(emb.node_names())
+                print(
+                    f"echo nodes: {shlex.quote(names)}, DRCS at "
+                    f"{shlex.quote(' '.join(emb.servers))};"
+                )
             return 0
         if args.command == "stop":
             stopped = stop(state_dir)
@@ -372,15 +573,17 @@ def main(argv: list[str] | None = None) -> int:
             command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             if not command:
                 raise RuntimeError("run: give a command after --")
-            return run_in_job(args.job, args.user, command, running().bus.address)
+            return run_in_job(args.job, args.user, command, running().node_bus(args.node))
         if args.command == "end-job":
-            freed = end_job(args.job, running().bus.address)
+            freed = end_job(args.job, running().node_bus(args.node))
+            where = f" on node {args.node}" if args.node != 1 else ""
             print(
-                f"job {args.job} ended; freed credential(s): {' '.join(map(str, freed)) or 'none'}"
+                f"job {args.job} ended{where}; freed credential(s): "
+                f"{' '.join(map(str, freed)) or 'none'}"
             )
             return 0
         if args.command == "counters":
-            for name, value in sorted(node_counters(running().bus.address).items()):
+            for name, value in sorted(node_counters(running().node_bus(args.node)).items()):
                 print(f"{name:28} {value}")
             return 0
         emb = running()

@@ -112,9 +112,14 @@ class LinkClient:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
-    async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
-        """Run ``method(*args)`` on DRCS; its result list, or the :class:`DrcError` it raised."""
-        request = Request(next(self._ids), method, list(args))
+    async def call(
+        self, method: str, args: list[Any] | tuple[Any, ...] = (), *, rid: str | None = None
+    ) -> list[Any]:
+        """Run ``method(*args)`` on DRCS; its result list, or the :class:`DrcError` it raised.
+
+        ``rid`` makes the request exactly-once across retries (see :mod:`drc.link.protocol`).
+        """
+        request = Request(next(self._ids), method, list(args), rid)
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -219,9 +224,11 @@ class SyncLinkClient:
         self._client = LinkClient(*args, **kwargs)
         self._lock = threading.Lock()
 
-    def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]:
+    def call(
+        self, method: str, args: list[Any] | tuple[Any, ...] = (), *, rid: str | None = None
+    ) -> list[Any]:
         with self._lock:
-            return self._loop.run_until_complete(self._client.call(method, args))
+            return self._loop.run_until_complete(self._client.call(method, args, rid=rid))
 
     def close(self) -> None:
         with self._lock:

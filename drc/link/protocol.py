@@ -5,11 +5,28 @@ credential whose payload is the message; over the embedded unix socket it is the
 (the kernel vouches for the peer). Messages are compact JSON::
 
     request   {"id": 7, "method": "Access", "args": [...]}
+              {"id": 8, "method": "NodeAcquire", "args": [...], "rid": "4f1c…-12"}
     response  {"id": 7, "ok": [...]}
               {"id": 7, "error": "org.drc.Error.EPERM", "message": "..."}
 
 The size limit is checked on the length prefix, before any body is read, so a hostile peer can
 make us allocate at most ``max_frame`` bytes.
+
+Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
+connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
+every mutating request a ``rid`` (1..64 printable ASCII characters, unique cluster-wide: the
+DRCC uses its boot id, a per-start random part and a counter) and sends the same ``rid`` again
+when it retries the request on another DRCS after a fail-over. DRCS records ``rid`` with a
+digest of (method, args) and the outcome in the same store transaction as the change itself:
+
+- same ``rid``, same method and args, already committed: the recorded answer is returned and
+  nothing runs again (a retried acquire gets the same credential, a retried release, grant or
+  job end is a no-op);
+- same ``rid`` with a different method or args: ``org.drc.Error.EINVAL``, nothing changes;
+- a request that failed (an error answer) recorded nothing: retrying it runs it again.
+
+Requests without ``rid`` behave as before (reads, and peers that predate it). Other fields are
+refused, so a typo in a field name never silently drops the guarantee.
 """
 
 from __future__ import annotations
@@ -24,6 +41,18 @@ from typing import Any
 MAX_FRAME = 1 << 20
 HEADER = struct.Struct(">I")
 _MAX_ID = (1 << 63) - 1
+MAX_RID = 64
+
+
+def valid_rid(value: object) -> bool:
+    """A request id: 1..64 printable ASCII characters (no spaces)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_RID
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    )
 
 
 class FrameError(Exception):
@@ -96,9 +125,13 @@ class Request:
     id: int
     method: str
     args: list[Any]
+    rid: str | None = None
 
     def to_payload(self) -> bytes:
-        return dumps({"id": self.id, "method": self.method, "args": self.args})
+        message: dict[str, Any] = {"id": self.id, "method": self.method, "args": self.args}
+        if self.rid is not None:
+            message["rid"] = self.rid
+        return dumps(message)
 
     @classmethod
     def from_payload(cls, payload: bytes) -> Request:
@@ -111,9 +144,12 @@ class Request:
         args = message.get("args")
         if not isinstance(method, str) or not method or not isinstance(args, list):
             raise BadRequest("request needs a method name and an args list", request_id)
-        if set(message) != {"id", "method", "args"}:
+        if not set(message) <= {"id", "method", "args", "rid"}:
             raise BadRequest(f"unknown request fields {sorted(message)}", request_id)
-        return cls(request_id, method, args)
+        rid = message.get("rid")
+        if rid is not None and not valid_rid(rid):
+            raise BadRequest("rid must be 1..64 printable ASCII characters", request_id)
+        return cls(request_id, method, args, rid)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,10 @@ from drc.link.protocol import read_frame as _read_frame
 log = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+#: The ``rid`` of the request a handler is running for (None without one); handlers that
+#: make requests exactly-once read it here, so the handler signature stays the same.
+REQUEST_ID: ContextVar[str | None] = ContextVar("drc_link_request_id", default=None)
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class LinkServer:
         request: Request,
         slots: asyncio.Semaphore,
     ) -> None:
+        REQUEST_ID.set(request.rid)  # this task's own context
         try:
             try:
                 result = await self.handler(peer, request.method, request.args)

@@ -7,16 +7,21 @@ and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from drc import config as drc_config
 from drc.bus import BusExporter
+from drc.core.errors import DrcError
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
+from drc.link.failover import FailoverLink, ServerChoice
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
@@ -26,31 +31,61 @@ from drc.wlm import wlm_from_config
 log = logging.getLogger("drc.node")
 
 
-def _links(cfg: drc_config.Config) -> tuple[LinkClient, LinkClient]:
+def link_servers(cfg: drc_config.Config) -> list[str]:
+    """``[link] servers``, or ``[link] server`` as the one-item case; each checked."""
     link = cfg["link"]
-    if not link["server"]:
-        raise drc_config.ConfigError(f"{cfg.path}: [link] server (host:port of DRCS) is not set")
-    host, port = split_host_port(link["server"], "[link] server")
+    servers = list(link["servers"]) or ([link["server"]] if link["server"] else [])
+    if not servers:
+        raise drc_config.ConfigError(
+            f"{cfg.path}: [link] servers (host:port of every DRCS) is not set"
+        )
+    for server in servers:
+        if not isinstance(server, str):
+            raise drc_config.ConfigError(f"{cfg.path}: [link] servers: {server!r} is not a string")
+        try:
+            split_host_port(server, "[link] servers")
+        except ValueError as e:
+            raise drc_config.ConfigError(f"{cfg.path}: {e}") from None
+    return servers
+
+
+def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLink]:
+    """The calls and the change feed, following one DRCS together (see drc.link.failover)."""
+    link = cfg["link"]
+    choice = ServerChoice(link_servers(cfg))
     munge = Munge(link["munge_socket"] or None)
-    calls = LinkClient(
-        host, port, munge=munge, server_uid=link["server_uid"], timeout=link["timeout"]
-    )
+    timeout = float(link["timeout"])
+    # One attempt may take a share of the call's time, so a silent server leaves time to
+    # try the next one.
+    attempt = timeout if len(choice.servers) == 1 else max(1.0, timeout / 2)
+
+    def client(limit: float) -> Callable[[str], LinkClient]:
+        def make(server: str) -> LinkClient:
+            host, port = split_host_port(server, "[link] servers")
+            return LinkClient(host, port, munge=munge, server_uid=link["server_uid"], timeout=limit)
+
+        return make
+
+    prefix = f"{node[:24]}-{os.urandom(6).hex()}"
+    calls = FailoverLink(choice, client(attempt), timeout=timeout, rid_prefix=prefix)
     # The change feed is a long poll: it must outwait WATCH_SECONDS.
-    feed = LinkClient(
-        host,
-        port,
-        munge=munge,
-        server_uid=link["server_uid"],
-        timeout=WATCH_SECONDS + link["timeout"],
-    )
+    feed = FailoverLink(choice, client(WATCH_SECONDS + timeout), timeout=WATCH_SECONDS + timeout)
     return calls, feed
+
+
+async def _say_following(calls: FailoverLink, node: str) -> None:
+    """Tell DRCS which server this node follows (``drccli status``); best effort."""
+    try:
+        await calls.call("NodeFollow", [node, calls.choice.current])
+    except DrcError as e:
+        log.debug("could not record the DRCS followed: %s", e)
 
 
 async def serve(cfg: drc_config.Config) -> None:
     node_cfg = cfg["node"]
     node = node_cfg["name"] or node_name()
     identifier = Identifier(node, wlm_from_config(cfg, node_cfg["wlm"]))
-    calls, feed = _links(cfg)  # a missing [link] server is a config error: say it first
+    calls, feed = _links(cfg, node)  # a missing [link] server is a config error: say it first
     try:
         token_key = load_key(Path(cfg["tokens"]["key_file"]))
     except FileNotFoundError:
@@ -59,6 +94,15 @@ async def serve(cfg: drc_config.Config) -> None:
     service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
 
     await service.start()
+    await _say_following(calls, node)
+    reports: set[asyncio.Future[None]] = set()
+
+    def moved(_server: str) -> None:
+        task = asyncio.ensure_future(_say_following(calls, node))
+        reports.add(task)
+        task.add_done_callback(reports.discard)
+
+    calls.choice.listeners.append(moved)
     exporter = BusExporter(
         NodeExports(service, identifier),
         bus_name=BUS_NAME,
@@ -70,7 +114,7 @@ async def serve(cfg: drc_config.Config) -> None:
         "DRCC serving %s for node %s (DRCS at %s, wlm %s)",
         BUS_NAME,
         node,
-        cfg["link"]["server"],
+        ", ".join(calls.choice.servers),
         node_cfg["wlm"],
     )
     await until_stopped()

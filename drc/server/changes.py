@@ -4,13 +4,24 @@ DRCC answers cached and token accesses alone, so it must hear at once when a cre
 revoked (tokens of an older epoch die) or freed (its cookie may be reused). Each DRCC keeps
 one long-poll ``NodeWatch`` call open; this log answers it. The log is a notification
 channel, not state: a DRCS restart starts a new generation and DRCCs then resynchronise.
+
+With several DRCS on one PostgreSQL the log is fed by :class:`SharedFeed` instead of the
+local service: the store sends a ``NOTIFY`` in every transaction that revokes or frees
+(delivered at commit), so a change committed through any DRCS reaches the nodes following
+every other one at once. No polling. When the listening connection is lost, notifications
+may have been missed: the log starts a new generation, and every node following this DRCS
+resynchronises its epochs from the store (as after a fail-over, where the generation differs
+too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections import deque
+
+log = logging.getLogger(__name__)
 
 FREED = 0xFFFF_FFFF  # the epoch a freed credential "has": newer than any token's
 
@@ -26,6 +37,15 @@ class ChangeLog:
         """A core change listener: ("revoked", cred, epoch) or ("freed", cred, 0)."""
         self.seq += 1
         self._log.append((self.seq, credential, FREED if kind == "freed" else value))
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def new_generation(self) -> None:
+        """Changes may have been missed: followers must resynchronise (see module doc)."""
+        self.generation = os.urandom(8).hex()
+        self._log.clear()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -54,3 +74,49 @@ class ChangeLog:
             pass
         finally:
             self._waiters.discard(waiter)
+
+
+def parse_notification(payload: str) -> tuple[str, int, int] | None:
+    """("revoked", credential, epoch) or ("freed", credential, 0) from a store NOTIFY."""
+    parts = payload.split()
+    try:
+        if parts[0] == "r" and len(parts) == 3:
+            return "revoked", int(parts[1]), int(parts[2])
+        if parts[0] == "f" and len(parts) == 2:
+            return "freed", int(parts[1]), 0
+    except (IndexError, ValueError):
+        pass
+    return None
+
+
+class SharedFeed:
+    """Feed a :class:`ChangeLog` from the PostgreSQL change channel (every DRCS's commits)."""
+
+    def __init__(self, changes: ChangeLog, url: str, channel: str, retry: float = 1.0) -> None:
+        self.changes = changes
+        self.conninfo = "postgresql://" + url.split("://", 1)[1]
+        self.channel = channel
+        self.retry = retry
+        self.listening = asyncio.Event()
+
+    async def run(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {self.channel}")
+                    self.changes.new_generation()  # whatever came before may be missed
+                    self.listening.set()
+                    log.info("change feed: listening on PostgreSQL channel %s", self.channel)
+                    async for note in conn.notifies():
+                        change = parse_notification(note.payload)
+                        if change is not None:
+                            self.changes.record(*change)
+            except (psycopg.Error, OSError) as err:
+                if self.listening.is_set():
+                    log.warning("change feed: lost PostgreSQL (%s); reconnecting", err)
+                self.listening.clear()
+                self.changes.new_generation()  # followers resync once we are back
+                await asyncio.sleep(self.retry)

@@ -8,6 +8,7 @@ paper's "acquire, then grant, list, release in separate commands".
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -114,6 +115,7 @@ class NodeVerbs:
     changes: ChangeLog
     token_key: bytes | None
     token_ttl: float
+    name: str = ""  # this DRCS as nodes name it: its [link] listen address
 
     def _node(self, peer: PeerCredentials) -> None:
         """Node verbs speak for other users: only a root node daemon may call them."""
@@ -195,11 +197,13 @@ class NodeVerbs:
 
     @method("sau", "au", hook=NODE)
     def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
+        """The jobs' epilog ran on ``node``: drop their references there (the other nodes of a
+        multi-node job report their own; drc-jedi reconcile catches nodes that never do)."""
         self._node(peer)
         _node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
-        return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
+        return self.service.expire_jobs((check_uint32("job", j) for j in jobs), node=node)
 
     @method("sa(ut)", "au", hook=NODE)
     def node_processes_exited(self, peer: PeerCredentials, node: str, processes: list) -> list[int]:
@@ -248,6 +252,26 @@ class NodeVerbs:
         else:
             complete, changes = False, []
         return (log.generation, complete, log.seq, changes)
+
+    @method("ss", "", hook=NODE)
+    def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
+        """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
+        self._node(peer)
+        if not 0 < len(server) <= 255 or not server.isprintable():
+            raise einval("server must be a printable host:port of 1..255 characters")
+        with self.service.store.transaction() as tx:
+            tx.set_node_server(_node_name(node), server, time.time())
+
+    @method("", "a{sv}", hook=NODE)
+    def server_info(self, peer: PeerCredentials) -> dict[str, Any]:
+        """Who answers: ``drccli status`` asks every DRCS of the cluster this over the link."""
+        self._node(peer)
+        return {
+            "server": self.name,
+            "pid": os.getpid(),
+            "generation": self.changes.generation,
+            "nodes_connected": self.changes.followers,
+        }
 
 
 class ServerExports(NodeVerbs):
@@ -341,7 +365,16 @@ class ServerExports(NodeVerbs):
     @method("", "a{sv}")
     def status(self, peer: PeerCredentials) -> dict[str, Any]:
         self._admin(peer, "status")
-        return {**self.service.describe(), "nodes_connected": self.changes.followers}
+        with self.service.store.snapshot() as tx:
+            following = tx.node_servers() if hasattr(tx, "node_servers") else []
+        return {
+            **self.service.describe(),
+            "nodes_connected": self.changes.followers,
+            "server": self.name,
+            "nodes_following": [
+                {"node": n, "server": srv, "since": since} for n, srv, since in following
+            ],
+        }
 
 
 def _scope(name: str) -> LimitScope:

@@ -2,6 +2,9 @@
 
 Only the node verbs (``hook=NODE``) are reachable this way; every frame is a MUNGE credential,
 so the peer's uid comes from munged, and ``node_uids`` decides who is a node daemon.
+
+A request with a ``rid`` (see :mod:`drc.link.protocol`) is exactly-once: the store records it
+in the transaction of its change, and a retry is answered from that record (:func:`replay`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any
 from drc.bus import PeerCredentials, exported_methods, invoke
 from drc.core.errors import Code, DrcError
 from drc.link import LinkPeer, LinkServer, Munge
-from drc.server.exports import NODE
+from drc.link.server import REQUEST_ID
+from drc.server.exports import NODE, credential_dict
+from drc.store import requests
 
 log = logging.getLogger("drc.server.link")
 
@@ -40,9 +45,55 @@ def link_server(
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
-        return await invoke(exports, exported, who, list(args))
+        rid = REQUEST_ID.get()
+        if rid is None:
+            return await invoke(exports, exported, who, list(args))
+        record = requests.RequestRecord(rid, name, requests.digest(name, args))
+        token = requests.CURRENT.set(record)
+        try:
+            return await invoke(exports, exported, who, list(args))
+        except requests.Replayed as done:
+            return replay(exports, done, name, args)
+        finally:
+            requests.CURRENT.reset(token)
 
     host, port = split_host_port(listen, "[link] listen")
     return LinkServer(
         handle, host=host, port=port, munge=Munge(munge_socket or None), allowed_uids=node_uids
     )
+
+
+#: What a retried request answers when its first run committed (results are not stored: the
+#: store records the request and the credential it created, in the change's transaction).
+_REPLAY_DEFAULTS: dict[str, list[Any]] = {
+    "NodeHello": [False],
+    "NodeGrant": [],
+    "NodeRevoke": [],
+    "NodeRelease": [True],
+    "NodeTokenReferences": [[]],
+    "NodeJobsEnded": [[]],
+    "NodeProcessesExited": [[]],
+    "NodeFollow": [],
+}
+
+
+def replay(exports: object, done: requests.Replayed, name: str, args: list[Any]) -> list[Any]:
+    """The answer to a request already committed under the same ``rid``."""
+    if not done.same:
+        raise DrcError(
+            Code.EINVAL,
+            f"request id {done.rid} was already used for another request ({done.method}); "
+            "a node daemon must never reuse one",
+        )
+    log.info("%s %s: already committed, answering the retry without running it", name, done.rid)
+    if name in ("NodeAcquire", "NodeAccess"):
+        credential = done.credential if name == "NodeAcquire" else args[1]
+        service = exports.service  # type: ignore[attr-defined]
+        with service.store.snapshot() as tx:
+            cred = tx.get_credential(credential)
+        if cred is None:
+            raise DrcError(
+                Code.CRED_NOT_FOUND, f"credential {credential} was freed since the request"
+            )
+        return [credential_dict(cred)]
+    return list(_REPLAY_DEFAULTS.get(name, []))

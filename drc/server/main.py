@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.providers import make_provider
+from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.link import link_server
-from drc.store.sql import PeeweeStore
+from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
 
@@ -49,8 +51,22 @@ def read_token_key(cfg: drc_config.Config) -> bytes | None:
 
 
 async def serve(cfg: drc_config.Config) -> None:
+    database = cfg["server"]["database"]
+    sqlite_lock = claim_sqlite_store(database)  # one DRCS per SQLite store: say so, once
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
+    exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
+    feed_task = None
+    if sqlite_lock is None and database.split(":", 1)[0] in ("postgres", "postgresql"):
+        # Several DRCS may share this store: follow every server's commits, ours included.
+        service.listeners.remove(exports.changes.record)
+        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL)
+        feed_task = asyncio.create_task(feed.run())
+        try:
+            async with asyncio.timeout(10):
+                await feed.listening.wait()
+        except TimeoutError:
+            log.warning("change feed: not listening yet; node daemons will resync when it is")
     exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
@@ -87,6 +103,8 @@ async def serve(cfg: drc_config.Config) -> None:
     log.info("DRCS stopping")
     if cleanup is not None:
         cleanup.cancel()
+    if feed_task is not None:
+        feed_task.cancel()
     if link is not None:
         await link.close()
     await exporter.stop()

@@ -12,6 +12,7 @@ than SQLite spends running it. Everything else is a Peewee query.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,10 +21,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from peewee import JOIN, Database, PostgresqlDatabase, SqliteDatabase, fn
+from peewee import (
+    JOIN,
+    Database,
+    InterfaceError,
+    OperationalError,
+    PostgresqlDatabase,
+    SqliteDatabase,
+    fn,
+)
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 
+from drc.core.errors import Code, DrcError
 from drc.core.model import (
     UINT32_MAX,
     Credential,
@@ -39,6 +49,7 @@ from drc.core.model import (
     Usage,
 )
 from drc.core.ports import PendingCleanup
+from drc.store import requests
 from drc.store.models import (
     CounterRow,
     CredentialRow,
@@ -146,6 +157,17 @@ HOT_SQL: dict[str, str] = {
 }
 
 
+#: The shared change feed on PostgreSQL: NOTIFY is transactional (sent at commit, dropped on
+#: rollback), so every DRCS listening on :data:`CHANGE_CHANNEL` hears each committed revoke
+#: ("r <credential> <epoch>") and free ("f <credential>") exactly when it becomes true.
+CHANGE_CHANNEL = "drc_changes"
+CHANGE_SQL = {
+    "revoked": f"""SELECT pg_notify('{CHANGE_CHANNEL}', 'r ' || "id" || ' ' || "epoch")
+                   FROM "credential" WHERE "id" = ?""",
+    "freed": f"""SELECT pg_notify('{CHANGE_CHANNEL}', 'f ' || x) FROM unnest(?::bigint[]) AS x""",
+}
+
+
 class Statements:
     """:data:`HOT_SQL` compiled for one database: its placeholder style, IN lists expanded.
 
@@ -208,8 +230,44 @@ def open_database(url: str) -> Database:
             },
         )
     if scheme in ("postgres", "postgresql"):
+        parsed = urlparse(url)
+        if "," in parsed.netloc or parsed.query:
+            # A multi-host URL (streaming replication: "host1,host2/db?target_session_attrs=
+            # read-write"): libpq itself picks the writable primary, on every reconnect.
+            return PostgresqlDatabase("postgresql://" + url.split("://", 1)[1])
         return connect_url(url)
     raise ValueError(f"database URL {url!r}: scheme must be sqlite or postgresql")
+
+
+def claim_sqlite_store(url: str) -> int | None:
+    """Make this process the only DRCS of a SQLite store; the lock's fd (keep it open).
+
+    Several DRCS need one PostgreSQL: SQLite has no way to tell another server's process about
+    a change (no shared change feed), so a second DRCS on the same file is refused here, with
+    one line saying what to do. None for PostgreSQL and in-memory stores.
+    """
+    import fcntl
+    import os
+
+    if urlparse(url).scheme != "sqlite":
+        return None
+    path = url.removeprefix("sqlite:///")
+    if not path or path == ":memory:":
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.drcs-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"another DRCS (pid {holder}) already serves the SQLite store {path}; several "
+            "DRCS must share a PostgreSQL store ([server] database = postgresql://...)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class PeeweeStore:
@@ -235,11 +293,36 @@ class PeeweeStore:
         return max(applied) if applied else "none"
 
     @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """A lost PostgreSQL connection becomes ECONNREFUSED (the transaction rolled back, or
+        never committed), and the connection is reopened by the next transaction."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as err:
+            if not isinstance(self.db, PostgresqlDatabase):
+                raise
+            with contextlib.suppress(Exception):
+                self.db.close()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DrcError(
+                Code.ECONNREFUSED, f"DRCS cannot reach its PostgreSQL store: {first}"
+            ) from None
+
+    @contextmanager
     def transaction(self) -> Iterator[PeeweeTransaction]:
-        with self._write_lock, self.db.atomic():
+        """One write transaction; it also records the link request being served, if any
+        (:mod:`drc.store.requests`), so a retried request is recognised, never rerun."""
+        with self._reachable(), self._write_lock, self.db.atomic():
             tx = PeeweeTransaction(self.db, self._statements)
             tx.lock()
+            record = requests.CURRENT.get()
+            if record is not None:
+                requests.CURRENT.set(None)  # the request's first write transaction records it
+                requests.check(self.db, record)
             yield tx
+            if record is not None:
+                record.credential = tx.created
+                requests.insert(self.db, record)
 
     @contextmanager
     def snapshot(self) -> Iterator[PeeweeTransaction]:
@@ -248,7 +331,7 @@ class PeeweeStore:
             with self.db.atomic("DEFERRED"):
                 yield PeeweeTransaction(self.db, self._statements)
         else:
-            with self.db.atomic():
+            with self._reachable(), self.db.atomic():
                 yield PeeweeTransaction(self.db, self._statements)
 
     def describe(self) -> dict[str, object]:
@@ -288,6 +371,8 @@ class PeeweeTransaction:
     def __init__(self, db: Database, statements: Statements | None = None) -> None:
         self.db = db
         self._sql = statements or Statements(db)
+        self.created = 0  # the credential this transaction inserted (request records)
+        self._notify = isinstance(db, PostgresqlDatabase)
 
     def lock(self) -> None:
         if isinstance(self.db, PostgresqlDatabase):
@@ -312,6 +397,7 @@ class PeeweeTransaction:
         return candidate
 
     def insert_credential(self, c: Credential) -> None:
+        self.created = c.id
         r = c.resources
         self._sql.execute(
             "insert_credential",
@@ -399,12 +485,16 @@ class PeeweeTransaction:
 
     def bump_epoch(self, credential: int) -> None:
         self._sql.execute("bump_epoch", (credential,))
+        if self._notify:  # delivered to every DRCS at commit, never if it rolls back
+            self.db.execute_sql(CHANGE_SQL["revoked"].replace("?", self.db.param), (credential,))
 
     def delete_credentials(self, ids: Iterable[int]) -> None:
         for chunk in _chunks(ids):
             padded = _padded(chunk)
             for name in ("delete_grants", "delete_references", "delete_credentials"):
                 self._sql.execute(name, padded, in_size=len(padded))
+            if self._notify:
+                self.db.execute_sql(CHANGE_SQL["freed"].replace("?", self.db.param), (chunk,))
 
     def usage(self, uid: int, gid: int, job: int) -> Usage:
         ((total, by_uid, by_gid, by_job),) = self._sql.rows("usage", (uid, gid, job))
@@ -469,6 +559,15 @@ class PeeweeTransaction:
         touched: set[int] = set()
         for chunk in _chunks(sorted(set(jobs))):
             touched |= self._drop_where((r.kind == HolderKind.JOB.value) & r.job.in_(chunk))
+        return touched
+
+    def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
+        r = ReferenceRow
+        touched: set[int] = set()
+        for chunk in _chunks(sorted(set(jobs))):
+            touched |= self._drop_where(
+                (r.kind == HolderKind.JOB.value) & (r.node == node) & r.job.in_(chunk)
+            )
         return touched
 
     def drop_node_references(self, node: str) -> set[int]:
@@ -598,6 +697,29 @@ class PeeweeTransaction:
 
     def node_boot_id(self, node: str) -> str | None:
         return NodeRow.select(NodeRow.boot_id).where(NodeRow.name == node).scalar()
+
+    def set_node_server(self, node: str, server: str, now: float) -> bool:
+        """Record that ``node`` follows DRCS ``server``; True when that changed."""
+        p = self.db.param
+        rows = self.db.execute_sql(
+            f'SELECT "server" FROM "node_follow" WHERE "node" = {p}', (node,)
+        ).fetchall()
+        if rows and rows[0][0] == server:
+            return False
+        self.db.execute_sql(
+            f'INSERT INTO "node_follow" ("node", "server", "since") VALUES ({p}, {p}, {p}) '
+            'ON CONFLICT ("node") DO UPDATE SET "server" = excluded."server", '
+            '"since" = excluded."since"',
+            (node, server, now),
+        )
+        return True
+
+    def node_servers(self) -> list[tuple[str, str, float]]:
+        """(node, DRCS it follows, since when) for every node that said so."""
+        rows = self.db.execute_sql(
+            'SELECT "node", "server", "since" FROM "node_follow" ORDER BY "node"'
+        ).fetchall()
+        return [(n, s, float(t)) for n, s, t in rows]
 
     def set_node_boot_id(self, node: str, boot_id: str, now: float) -> None:
         NodeRow.insert(name=node, boot_id=boot_id, seen=now).on_conflict(

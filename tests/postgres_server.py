@@ -1,4 +1,6 @@
-"""A throwaway PostgreSQL server for the store tests, and a fresh database per test.
+"""A throwaway PostgreSQL server for the store and cluster tests, and a fresh database per test.
+
+The fixtures are registered for every test directory by the root conftest.
 
 The server is started once per session from the installed Debian binaries (Debian 12 ships
 PostgreSQL 15, Debian 13 ships 17: the newest found is used), listens on 127.0.0.1 and a

@@ -1,0 +1,85 @@
+"""Exactly-once link requests in the store (table ``link_request``, migration 0004).
+
+The link exporter names the request it is serving in :data:`CURRENT`; the store's next write
+transaction then (1) looks the ``rid`` up right after taking the write lock and raises
+:class:`Replayed` when it was already committed, and (2) inserts it just before committing.
+So "the change happened" and "the request is recorded" are one fact: a DRCS killed at any
+instant leaves both or neither, and a retry on another DRCS finds the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from peewee import Database
+
+#: How long a request id is remembered: far beyond any client's retry window.
+KEEP_SECONDS = 24 * 3600
+
+
+@dataclass
+class RequestRecord:
+    rid: str
+    method: str
+    digest: str
+    credential: int = 0  # set by the transaction when the request created one
+    recorded: bool = field(default=False)
+
+
+class Replayed(Exception):
+    """The request id was committed before: the transaction rolled back, nothing ran again.
+
+    ``same`` is False when the id was used for a *different* request.
+    """
+
+    def __init__(self, rid: str, same: bool, method: str, credential: int) -> None:
+        super().__init__(f"request {rid} was already committed")
+        self.rid, self.same, self.method, self.credential = rid, same, method, credential
+
+
+CURRENT: ContextVar[RequestRecord | None] = ContextVar("drc_store_request", default=None)
+
+
+def digest(method: str, args: list[Any]) -> str:
+    """What a request asks, canonically: a retry must match it exactly."""
+    text = json.dumps([method, args], separators=(",", ":"), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sql(db: Database, text: str) -> str:
+    return text.replace("?", db.param)
+
+
+def check(db: Database, record: RequestRecord) -> None:
+    """Raise :class:`Replayed` when ``record.rid`` is already committed (under the write lock)."""
+    rows = db.execute_sql(
+        _sql(db, 'SELECT "digest", "method", "credential" FROM "link_request" WHERE "rid" = ?'),
+        (record.rid,),
+    ).fetchall()
+    if rows:
+        found_digest, method, credential = rows[0]
+        raise Replayed(record.rid, found_digest == record.digest, method, credential)
+
+
+def insert(db: Database, record: RequestRecord, now: float | None = None) -> None:
+    """Record the request in the transaction that made its change; now and then forget old ones."""
+    now = time.time() if now is None else now
+    db.execute_sql(
+        _sql(
+            db,
+            'INSERT INTO "link_request" ("rid", "digest", "method", "credential", "created") '
+            "VALUES (?, ?, ?, ?, ?)",
+        ),
+        (record.rid, record.digest, record.method, record.credential, now),
+    )
+    record.recorded = True
+    if random.random() < 0.01:
+        db.execute_sql(
+            _sql(db, 'DELETE FROM "link_request" WHERE "created" < ?'), (now - KEEP_SECONDS,)
+        )

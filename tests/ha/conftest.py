@@ -1,0 +1,34 @@
+"""Clusters of several nodes and two DRCS on one PostgreSQL (see tests/multinode.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from multinode import MultiNode, start_multinode, stop_multinode
+
+from drc.embedded.runtime import Runtime
+
+from cluster import User
+
+
+@pytest.fixture
+def four_nodes(
+    runtime: Runtime, users: dict[str, User], postgresql_url: str
+) -> Iterator[MultiNode]:
+    """Four nodes (node1..node4), two DRCS: nodes 1 and 3 follow DRCS 1, 2 and 4 DRCS 2."""
+    c = start_multinode(runtime, postgresql_url, nodes=4, servers=2)
+    try:
+        yield c
+    finally:
+        stop_multinode(c)
+
+
+@pytest.fixture
+def two_nodes(runtime: Runtime, users: dict[str, User], postgresql_url: str) -> Iterator[MultiNode]:
+    """node1 follows DRCS 1 (127.0.0.1), node2 follows DRCS 2 (127.0.0.2)."""
+    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
+    try:
+        yield c
+    finally:
+        stop_multinode(c)

@@ -1,0 +1,141 @@
+"""Multi-node, multi-server harness: ``drc-embedded start --nodes N --servers M`` (the same
+code), driven from tests.
+
+Each node has its own private bus, DRCC, node name (node1..nodeN) and boot id; each DRCS its
+own bus and link address on 127.0.0.k; all DRCS share one real PostgreSQL, and every frame of
+the DRC link is a real MUNGE credential. Node k follows server k first (round robin). Every
+daemon is stopped by pid in :func:`stop_multinode`, even when a test failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drc.embedded import main as embedded
+from drc.embedded.runtime import Runtime
+from drc.link import Munge, SyncLinkClient
+from drc.server.link import split_host_port
+from drc.server.proxy import ServerProxy
+from drc.store.sql import PeeweeStore, open_database
+
+#: DRC_STRESS=1 runs the load and race tests at a larger size (``make stress``).
+STRESS = os.environ.get("DRC_STRESS", "") not in ("", "0")
+
+
+@dataclass
+class MultiNode:
+    state_dir: Path
+    emb: embedded.Embedded
+    runtime: Runtime
+    database: str
+
+    def embedded(self, *args: str) -> list[str]:
+        return [str(self.runtime.bin / "drc-embedded"), "--state-dir", str(self.state_dir), *args]
+
+    def env(self) -> dict[str, str]:
+        return {**self.runtime.env(), "DBUS_SYSTEM_BUS_ADDRESS": self.emb.bus.address}
+
+    def run(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        kw.setdefault("timeout", 60)
+        return subprocess.run(argv, env=self.env(), capture_output=True, text=True, cwd="/", **kw)
+
+    def task_argv(self, node: int, job: int, user: str, code: str) -> list[str]:
+        """Python ``code`` (``client`` imported) as ``user`` in a task of ``job`` on ``node``."""
+        return self.embedded(
+            "run",
+            "--node",
+            str(node),
+            "--job",
+            str(job),
+            "--user",
+            user,
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "from drc import client\n" + code,
+        )
+
+    def task(self, node: int, job: int, user: str, code: str, **kw: Any) -> str:
+        """Run the task; its stdout (it must succeed)."""
+        done = self.run(self.task_argv(node, job, user, code), **kw)
+        assert done.returncode == 0, f"task on node {node} failed:\n{done.stdout}{done.stderr}"
+        return done.stdout
+
+    def spawn_task(self, node: int, job: int, user: str, code: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.task_argv(node, job, user, code),
+            env=self.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+        )
+
+    def end_job(self, node: int, job: int) -> str:
+        done = self.run(self.embedded("end-job", "--node", str(node), str(job)))
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def counters(self, node: int) -> dict[str, int]:
+        return embedded.node_counters(self.emb.node_bus(node))
+
+    def server_bus(self, k: int) -> str:
+        return self.emb.bus.address if k == 1 else self.emb.extra_servers[k - 2].bus.address
+
+    def server(self, k: int = 1) -> ServerProxy:
+        """drccli's view of DRCS ``k`` (root, on its own bus)."""
+        return ServerProxy(self.server_bus(k))
+
+    def config(self, k: int = 1) -> Path:
+        return self.emb.config if k == 1 else Path(self.emb.extra_servers[k - 2].config)
+
+    def kill_server(self, k: int, sig: int = signal.SIGKILL) -> None:
+        pid = embedded.server_pid(self.emb, k)
+        os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            embedded.terminate(pid)  # reaps it
+
+    def restart_server(self, k: int) -> None:
+        embedded.start_server(self.emb, k)
+
+    def link(self, k: int, timeout: float = 5.0) -> SyncLinkClient:
+        """A node daemon's link to DRCS ``k`` (root, TCP + MUNGE), for protocol-level tests."""
+        host, port = split_host_port(self.emb.servers[k - 1], "server")
+        assert self.emb.munged is not None
+        return SyncLinkClient(
+            host, port, munge=Munge(self.emb.munged.socket), server_uid=0, timeout=timeout
+        )
+
+    def store(self) -> PeeweeStore:
+        return PeeweeStore(open_database(self.database))
+
+
+def start_multinode(runtime: Runtime, database: str, *, nodes: int, servers: int) -> MultiNode:
+    state_dir = Path(tempfile.mkdtemp(prefix="drc-multinode-", dir="/tmp"))
+    state_dir.chmod(0o755)
+    try:
+        emb = embedded.start(state_dir, nodes=nodes, servers=servers, database=database)
+    except BaseException:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise
+    return MultiNode(state_dir, emb, runtime, database)
+
+
+def stop_multinode(cluster: MultiNode) -> None:
+    try:
+        embedded.stop(cluster.state_dir)
+    finally:
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)
+
+
+def last_json(text: str) -> Any:
+    return json.loads(text.strip().splitlines()[-1])

@@ -213,6 +213,17 @@ def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_lines(server: ServerProxy, info: dict) -> None:
+    """Every DRCS (reachable or not; which one answered), and which DRCS each node follows."""
+    for entry in server.call("Servers", "")[0]:
+        state = "reachable" if entry["reachable"] else "UNREACHABLE"
+        answered = " (answered this status)" if entry.get("this") else ""
+        print(f"Server:      {entry['server']}  {state}{answered}: {entry['detail']}")
+    for entry in info.get("nodes_following") or []:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["since"]))
+        print(f"Follows:     {entry['node']} -> {entry['server']} (since {since})")
+
+
 def _status(server: ServerProxy) -> int:
     info = server.status()
     store, pool = info["store"], info["provider"]
@@ -229,6 +240,7 @@ def _status(server: ServerProxy) -> int:
         f"Nodes:       {info['nodes_connected']} connected (following DRCS's change feed), "
         f"{info['nodes_known']} known"
     )
+    _cluster_lines(server, info)
     print("Limits:      " + ("; ".join(info["limits"]) or "none"))
     pending = info.get("pending_cleanups") or []
     if pending or "cookie_range" not in pool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drc.bus import PeerCredentials, method
@@ -116,6 +117,7 @@ class NodeVerbs:
     token_key: bytes | None
     token_ttl: float
     name: str = ""  # this DRCS as nodes name it: its [link] listen address
+    probe_servers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     def _node(self, peer: PeerCredentials) -> None:
         """Node verbs speak for other users: only a root node daemon may call them."""
@@ -361,6 +363,14 @@ class ServerExports(NodeVerbs):
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
         return self.service.node_rebooted(node)
+
+    @method("", "aa{sv}")
+    async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
+        """Every DRCS of ``[link] servers``: reachable or not, and who answered (admins)."""
+        self._admin(peer, "listing the DRCS of the cluster")
+        if self.probe_servers is None:
+            return [{"server": self.name, "reachable": True, "this": True, "detail": "this DRCS"}]
+        return await self.probe_servers()
 
     @method("", "a{sv}")
     def status(self, peer: PeerCredentials) -> dict[str, Any]:

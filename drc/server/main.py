@@ -11,19 +11,23 @@ import asyncio
 import logging
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from drc import config as drc_config
 from drc.bus import BusExporter
+from drc.core.errors import DrcError
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.link import LinkClient, Munge
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
-from drc.server.link import link_server
+from drc.server.link import link_server, split_host_port
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
@@ -56,6 +60,7 @@ async def serve(cfg: drc_config.Config) -> None:
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
+    exports.probe_servers = server_prober(cfg, cfg["link"]["listen"])
     feed_task = None
     if sqlite_lock is None and database.split(":", 1)[0] in ("postgres", "postgresql"):
         # Several DRCS may share this store: follow every server's commits, ours included.
@@ -106,8 +111,47 @@ async def serve(cfg: drc_config.Config) -> None:
     if feed_task is not None:
         feed_task.cancel()
     if link is not None:
+        exports.changes.new_generation()  # end the nodes' long polls now, not in 5 s
         await link.close()
     await exporter.stop()
+
+
+def server_prober(
+    cfg: drc_config.Config, own: str
+) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    """Ask every DRCS of ``[link] servers`` (and this one) who it is, over the DRC link."""
+    link = cfg["link"]
+    servers = list(dict.fromkeys([*link["servers"], *([link["server"]] if link["server"] else [])]))
+    if own and own not in servers:
+        servers.insert(0, own)
+
+    async def one(server: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"server": server, "this": server == own}
+        try:
+            host, port = split_host_port(server, "[link] servers")
+            client = LinkClient(
+                host,
+                port,
+                munge=Munge(link["munge_socket"] or None),
+                server_uid=link["server_uid"],
+                timeout=2.0,
+            )
+            try:
+                info = (await client.call("ServerInfo", []))[0]
+            finally:
+                await client.close()
+        except (DrcError, ValueError) as e:
+            return {**entry, "reachable": False, "detail": str(e)}
+        return {
+            **entry,
+            "reachable": True,
+            "detail": f"pid {info['pid']}, {info['nodes_connected']} node(s) following",
+        }
+
+    async def probe() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(one(s) for s in servers)))
+
+    return probe
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,9 @@
 
 alice (job 101) acquires a FLEX credential and grants it to bob; bob (job 202) accesses it;
 ``drccli list`` shows both references; DRCC's counters show the node cache at work; a token
-lets carol's job in without a round trip to DRCS; releases return the cookie to the pool.
+lets carol's job in without a round trip to DRCS; releases return the cookie to the pool. Two
+nodes (``drc-embedded start --nodes 2``) show that a non-FLEX credential serves one job per
+node while a FLEX one is shared.
 Needs root: it creates the demo users and runs their jobs as them.
 """
 
@@ -55,10 +57,10 @@ def main() -> int:
         ensure_user(user)
     rt = install_runtime(RUNTIME)
     say(
-        "1. Start the embedded default: private D-Bus bus, munged, DRCS (SQLite, cookie pool) "
-        "and DRCC"
+        "1. Start the embedded default on two nodes: private D-Bus buses, munged, DRCS "
+        "(SQLite, cookie pool) and a DRCC per node"
     )
-    emb = embedded.start(STATE)
+    emb = embedded.start(STATE, nodes=2)
     env = {**os.environ, **rt.env(), **emb.exports()}
     drccli = str(rt.bin / "drccli")
     print(
@@ -66,13 +68,15 @@ def main() -> int:
         f"state in {STATE}"
     )
 
-    def job(job_id: int, user: str, code: str) -> str:
+    def job(job_id: int, user: str, code: str, node: int = 1) -> str:
         script = textwrap.dedent(code).strip()
         argv = [
             str(rt.bin / "drc-embedded"),
             "--state-dir",
             str(STATE),
             "run",
+            "--node",
+            str(node),
             "--job",
             str(job_id),
             "--user",
@@ -83,7 +87,7 @@ def main() -> int:
             "from drc import client\n" + script,
         ]
         shown = script if "\n  " in script else script.replace("\n", "; ")
-        return show(argv, env, label=f"[{user}, job {job_id}] {shown}")
+        return show(argv, env, label=f"[{user}, job {job_id}, node{node}] {shown}")
 
     try:
         say("2. alice, in job 101, acquires a FLEX credential and grants it to bob")
@@ -116,10 +120,28 @@ def main() -> int:
         """,
         )
 
-        say("4. drccli list: the credential, its cookie and two references (jobs 101 and 202)")
+        say("4. Two nodes: a non-FLEX credential serves one job per node, a FLEX one is shared")
+        bob_uid = __import__("pwd").getpwnam("bob").pw_uid
+        out = job(101, "alice", f"c = client.acquire(0); client.grant(c, uid={bob_uid}); print(c)")
+        plain = int(out.split()[0])
+        job(
+            202,
+            "bob",
+            f"""
+            try:
+                client.access({plain})
+            except client.DrcError as e:
+                print('node1 refused:', e)
+        """,
+        )
+        job(202, "bob", f"print('cookie1', client.access({plain}).cookie1)", node=2)
+        job(202, "bob", f"client.release({plain})", node=2)
+        job(101, "alice", f"print('freed:', client.release({plain}))")
+
+        say("5. drccli list: the credential, its cookie and two references (jobs 101 and 202)")
         show([drccli, "list"], env, label="drccli list")
 
-        say("5. The node cache: bob's second process in job 202 is answered by DRCC alone")
+        say("6. The node cache: bob's second process in job 202 is answered by DRCC alone")
         job(202, "bob", f"print('cookie1', client.access({cred}).cookie1)")
         show(
             [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "counters"],
@@ -127,7 +149,7 @@ def main() -> int:
             label="drc-embedded counters",
         )
 
-        say("6. Tokens: alice hands a signed token to carol's job, checked by DRCC alone")
+        say("7. Tokens: alice hands a signed token to carol's job, checked by DRCC alone")
         out = job(
             101,
             "alice",
@@ -138,7 +160,7 @@ def main() -> int:
             404, "carol", f"print('cookie1 via token', client.access_with_token({token!r}).cookie1)"
         )
 
-        say("7. Releases: bob and carol drop their references, alice's release frees the cookie")
+        say("8. Releases: bob and carol drop their references, alice's release frees the cookie")
         job(202, "bob", f"client.release({cred})")
         show(
             [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "end-job", "404"],
@@ -149,7 +171,7 @@ def main() -> int:
         show([drccli, "list"], env, label="drccli list")
         show([drccli, "status"], env, label="drccli status")
     finally:
-        say("8. Stop everything")
+        say("9. Stop everything")
         embedded.stop(STATE)
         shutil.rmtree(STATE, ignore_errors=True)
         print('  stopped; try it yourself with: eval "$(.venv/bin/drc-embedded start)"')

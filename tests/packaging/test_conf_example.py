@@ -45,3 +45,16 @@ def test_every_key_has_a_comment_line_above_it() -> None:
         if COMMENTED_KEY.match(line):
             above = lines[i - 1]
             assert above.startswith("# ") and len(above) > 10, f"no explanation for {line!r}"
+
+
+def test_the_ha_example_has_two_servers_on_a_multi_host_postgresql() -> None:
+    from peewee import PostgresqlDatabase
+
+    from drc.node.main import link_servers
+    from drc.store.sql import open_database
+
+    cfg = config.load(REPO / "packaging" / "drc.conf.ha-example")
+    assert link_servers(cfg) == ["svc1.cluster:6820", "svc2.cluster:6820"]
+    url = cfg["server"]["database"]
+    assert "target_session_attrs=read-write" in url and "," in url
+    assert isinstance(open_database(url), PostgresqlDatabase)  # libpq gets the URL whole

@@ -34,7 +34,15 @@ POLICY = Path(drc.__file__).parent / "data" / "org.drc.conf"
 ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 
-SERVER_ADMIN = {"SetLimit", "ClearLimit", "ExpireJobs", "OutstandingJobs", "NodeRebooted", "Status"}
+SERVER_ADMIN = {
+    "SetLimit",
+    "ClearLimit",
+    "ExpireJobs",
+    "OutstandingJobs",
+    "NodeRebooted",
+    "Status",
+    "Servers",
+}
 NODE_HOOKS = {"RegisterJobPid", "JobEnded", "Counters"}
 
 

@@ -1,0 +1,173 @@
+"""Fail-over: the pause clients see when the DRCS they follow dies, beside the same clients'
+normal latency in the same run, and the acquire rate with 1 vs 2 DRCS on one PostgreSQL.
+Prints JSON.
+
+Both parts run on ``drc-embedded start --nodes 1 --servers 2`` (real munged, TCP+MUNGE link,
+one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs CREATE DATABASE).
+
+- pause: client threads on the node stream acquire+release through DRCC while the DRCS the
+  node follows is SIGKILLed (``DRC_BENCH_KILLS`` times, restarted in between). A "pause" is
+  the latency of a call that was in flight across a kill; "normal" is every other call.
+- rate: concurrent NodeAcquire calls over the link, all to DRCS 1 or spread over DRCS 1 and 2,
+  measured in alternating rounds so drift and load hit both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import summary
+
+from drc import client
+from drc.embedded import main as embedded
+from drc.embedded.postgres import fresh_database, private_postgresql
+from drc.link import LinkClient, Munge
+from drc.server.link import split_host_port
+
+KILLS = int(os.environ.get("DRC_BENCH_KILLS", "5"))
+THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))
+ROUNDS = int(os.environ.get("DRC_BENCH_ROUNDS", "4"))
+PER_ROUND = int(os.environ.get("DRC_BENCH_ACQUIRES", "300"))
+CONCURRENCY = 16
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    given = os.environ.get("DRC_BENCH_PG_URL")
+    with contextlib.ExitStack() as stack:
+        server = given.rsplit("/", 1)[0] if given else stack.enter_context(private_postgresql())
+        yield stack.enter_context(fresh_database(server))
+
+
+class Stream(threading.Thread):
+    """acquire + release in a loop; each call's (start, end) kept."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.stop = stop
+        self.calls: list[tuple[float, float]] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                client.release(client.acquire(client.FLEX))
+            except client.DrcError as e:
+                self.errors.append(str(e))
+            self.calls.append((t0, time.monotonic()))
+
+
+def pauses(emb: embedded.Embedded) -> dict[str, object]:
+    client.set_timeout(30)
+    stop = threading.Event()
+    streams = [Stream(stop) for _ in range(THREADS)]
+    for s in streams:
+        s.start()
+    kills: list[float] = []
+    followed = 1
+    try:
+        for _ in range(KILLS):
+            time.sleep(1.0)
+            kills.append(time.monotonic())
+            pid = embedded.server_pid(emb, followed)
+            os.kill(pid, signal.SIGKILL)
+            embedded.terminate(pid)
+            time.sleep(1.0)
+            embedded.start_server(emb, followed)  # back, but the node now follows the other
+            followed = 3 - followed
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for s in streams:
+            s.join(60)
+    spanning, normal = [], []
+    for s in streams:
+        for t0, t1 in s.calls:
+            (spanning if any(t0 <= k <= t1 for k in kills) else normal).append((t1 - t0) * 1e6)
+    return {
+        "kills": KILLS,
+        "client_threads": THREADS,
+        "errors": sum(len(s.errors) for s in streams),
+        "normal": summary(normal),
+        "pause": summary(spanning) if spanning else None,
+        "pause_vs_normal_p50": round(summary(spanning)["p50_us"] / summary(normal)["p50_us"], 1)
+        if spanning
+        else None,
+    }
+
+
+async def acquire_rate(emb: embedded.Embedded) -> dict[str, object]:
+    assert emb.munged is not None
+    munge = Munge(emb.munged.socket)
+    clients = []
+    for address in emb.servers:
+        host, port = split_host_port(address, "server")
+        clients.append(LinkClient(host, port, munge=munge, server_uid=0, timeout=60))
+    rates: dict[str, list[float]] = {"1 server": [], "2 servers": []}
+    job = 1000
+    try:
+        for _ in range(ROUNDS):
+            for label, spread in (("1 server", 1), ("2 servers", 2)):
+                job += 1
+                caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
+                left = iter(range(PER_ROUND))
+
+                async def worker(i: int, left=left, spread=spread, caller=caller) -> None:
+                    for n in left:
+                        await clients[(i + n) % spread].call("NodeAcquire", [caller, 0])
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
+                rates[label].append(PER_ROUND / (time.perf_counter() - t0))
+                await clients[0].call("NodeJobsEnded", ["bench", [job]])  # back to the pool
+    finally:
+        for c in clients:
+            await c.close()
+    best = {label: round(max(r), 1) for label, r in rates.items()}
+    return {
+        "acquires_per_round": PER_ROUND,
+        "concurrency": CONCURRENCY,
+        "rounds": ROUNDS,
+        "per_second_best": best,
+        "per_second_all": {label: [round(x, 1) for x in r] for label, r in rates.items()},
+        "two_vs_one": round(best["2 servers"] / best["1 server"], 2),
+    }
+
+
+def main() -> int:
+    with database() as url:
+        state = Path(tempfile.mkdtemp(prefix="drc-bench-failover-", dir="/tmp"))
+        try:
+            emb = embedded.start(state, nodes=1, servers=2, database=url)
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
+            rate = asyncio.run(acquire_rate(emb))
+            pause = pauses(emb)
+        finally:
+            embedded.stop(state)
+            shutil.rmtree(state, ignore_errors=True)
+    result = {
+        "benchmark": "failover",
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "acquire_rate_postgresql": rate,
+        "client_latency": pause,
+    }
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

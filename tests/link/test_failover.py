@@ -1,0 +1,154 @@
+"""DRCC's fail-over link (drc.link.failover) and the request id of the link protocol, over
+real link servers on unix sockets (the TCP+MUNGE cases run in tests/ha)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drc import config
+from drc.core.errors import Code, DrcError
+from drc.link import LinkClient, LinkServer
+from drc.link.failover import FailoverLink, ServerChoice
+from drc.link.protocol import BadRequest, Request
+from drc.link.server import REQUEST_ID, LinkPeer
+from drc.node.main import link_servers
+
+
+class Served:
+    """A handler recording (method, rid) of each request; EPERM for "Refuse"."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[tuple[str, str | None]] = []
+
+    async def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+        self.seen.append((method, REQUEST_ID.get()))
+        if method == "Refuse":
+            raise DrcError(Code.EPERM, "no")
+        return [self.name]
+
+
+def run(coro: Any, timeout: float = 30) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@pytest.fixture
+def sockdir() -> Any:
+    with tempfile.TemporaryDirectory(prefix="drc-failover-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def failover(sockdir: Path, names: list[str], timeout: float = 3.0) -> FailoverLink:
+    def make(server: str) -> LinkClient:
+        return LinkClient(unix_path=str(sockdir / server), server_uid=0, timeout=timeout / 2)
+
+    return FailoverLink(ServerChoice(names), make, timeout=timeout, rid_prefix="node1-x")
+
+
+def test_a_dead_first_server_is_skipped_and_the_rid_is_kept(sockdir: Path) -> None:
+    second = Served("b")
+
+    async def body() -> None:
+        async with LinkServer(second, unix_path=str(sockdir / "b")):
+            link = failover(sockdir, ["a", "b"])  # nothing listens on "a"
+            assert await link.call("NodeAcquire", [{}, 0]) == ["b"]
+            assert link.choice.current == "b"
+            assert await link.call("NodeWatch", ["", 0, 1]) == ["b"]
+            with pytest.raises(DrcError) as e:  # an answered error is final, not failed over
+                await link.call("Refuse", [])
+            assert e.value.code is Code.EPERM and link.choice.current == "b"
+            await link.close()
+
+    run(body())
+    assert second.seen[0] == ("NodeAcquire", "node1-x-1")  # mutating: carries a rid
+    assert second.seen[1] == ("NodeWatch", None)  # reads do not
+
+
+def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(sockdir: Path) -> None:
+    a, b = Served("a"), Served("b")
+
+    async def body() -> None:
+        link = failover(sockdir, ["a", "b"])
+        server_a = LinkServer(a, unix_path=str(sockdir / "a"))
+        await server_a.start()
+        async with LinkServer(b, unix_path=str(sockdir / "b")):
+            assert await link.call("NodeRelease", [{}, 1]) == ["a"]
+            await server_a.close()
+            assert await link.call("NodeRelease", [{}, 2]) == ["b"]
+        await server_a.start()  # b is gone, a is back: no restart of the node needed
+        try:
+            assert await link.call("NodeRelease", [{}, 3]) == ["a"]
+        finally:
+            await server_a.close()
+            await link.close()
+
+    run(body())
+
+
+def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(sockdir: Path) -> None:
+    async def body() -> float:
+        link = failover(sockdir, ["a", "b"], timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(DrcError) as e:
+            await link.call("NodeAcquire", [{}, 0])
+        assert e.value.code is Code.ECONNREFUSED
+        assert "no DRCS answered within 1 s (tried a, b)" in e.value.message
+        await link.close()
+        return time.monotonic() - t0
+
+    waited = run(body())
+    assert 0.8 <= waited <= 2.0  # waited for a server to come back, bounded by the timeout
+
+
+def test_a_server_coming_up_during_the_wait_answers_the_waiting_call(sockdir: Path) -> None:
+    a = Served("a")
+
+    async def body() -> None:
+        link = failover(sockdir, ["a"], timeout=3.0)
+        server = LinkServer(a, unix_path=str(sockdir / "a"))
+        call = asyncio.create_task(link.call("NodeGrant", [{}, 1, 2, 3]))
+        await asyncio.sleep(0.5)
+        await server.start()
+        try:
+            assert await call == ["a"]
+        finally:
+            await server.close()
+            await link.close()
+
+    run(body())
+
+
+def test_request_ids_must_be_short_printable_tokens() -> None:
+    ok = Request.from_payload(b'{"id":1,"method":"M","args":[],"rid":"n1-ab-7"}')
+    assert ok.rid == "n1-ab-7"
+    assert Request.from_payload(ok.to_payload()) == ok
+    for rid in ('""', '"a b"', '"' + "x" * 65 + '"', "7", '"\\u00e9"'):
+        with pytest.raises(BadRequest) as e:
+            Request.from_payload(b'{"id":1,"method":"M","args":[],"rid":' + rid.encode() + b"}")
+        assert e.value.request_id == 1  # answered with EINVAL, the connection stays
+    with pytest.raises(BadRequest):
+        Request.from_payload(b'{"id":1,"method":"M","args":[],"rid":"a","extra":1}')
+
+
+def test_link_servers_keeps_server_as_the_one_item_case(tmp_path: Path) -> None:
+    path = tmp_path / "drc.conf"
+    path.write_text('[link]\nserver = "svc1:6820"\n')
+    assert link_servers(config.load(path)) == ["svc1:6820"]
+    path.write_text('[link]\nserver = "svc1:6820"\nservers = ["svc2:6820", "svc3:6820"]\n')
+    assert link_servers(config.load(path)) == ["svc2:6820", "svc3:6820"]
+    path.write_text('[link]\nservers = ["svc2"]\n')
+    with pytest.raises(config.ConfigError) as e:
+        link_servers(config.load(path))
+    assert str(e.value) == f"{path}: [link] servers must be host:port, got 'svc2'"
+    path.write_text("[link]\n")
+    with pytest.raises(config.ConfigError, match=r"servers \(host:port of every DRCS\) is not"):
+        link_servers(config.load(path))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from drc.embedded.processes import zombie
+
 DBUS_DAEMON = "dbus-daemon"
 
 # The default policy of Debian's /usr/share/dbus-1/system.conf: nobody may own a name or send a
@@ -244,7 +246,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return not zombie(pid)
 
 
 __all__ = ["PrivateBus", "bus_config", "start_private_bus", "stop_private_bus"]

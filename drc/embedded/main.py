@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,12 +400,15 @@ def stop(state_dir: Path) -> bool:
     emb = Embedded.load(state_dir)
     if emb is None:
         return False
-    for pid in (*(h.pid for h in emb.extra_nodes), emb.drcc_pid):  # nodes first, then servers
-        if pid:
-            terminate(pid)
-    for pid in (*(h.pid for h in emb.extra_servers), emb.drcs_pid):
-        if pid:
-            terminate(pid)
+    # Nodes first, then servers; the daemons of one kind stop side by side, not one by one.
+    for kind in (
+        [h.pid for h in emb.extra_nodes] + [emb.drcc_pid],
+        [h.pid for h in emb.extra_servers] + [emb.drcs_pid],
+    ):
+        pids = [pid for pid in kind if pid > 0]  # never 0: kill(0) is the process group
+        if pids:
+            with ThreadPoolExecutor(max_workers=len(pids)) as pool:
+                list(pool.map(terminate, pids))
     for host in (*emb.extra_nodes, *emb.extra_servers):
         stop_private_bus(host.bus)
     if emb.munged:

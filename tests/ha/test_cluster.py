@@ -358,3 +358,26 @@ def test_drccli_status_lists_every_drcs_and_which_one_each_node_follows(two_node
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{c.emb.servers[0]}  reachable" in out.stdout, out.stdout
     assert f"{c.emb.servers[1]}  UNREACHABLE" in out.stdout, out.stdout
+
+
+def test_a_node_whose_drcs_stops_answering_moves_on_within_the_client_timeout(
+    two_nodes: MultiNode,
+):
+    """DRCS 1 hangs (SIGSTOP: its sockets stay open, nothing answers): node 1's next call
+    waits at most half its timeout there, then DRCS 2 answers; cached accesses never wait."""
+    c = two_nodes
+    cached = int(c.task(1, ALICE_JOB, "alice", "print(client.acquire(0))"))
+    c.kill_server(1, signal.SIGSTOP)
+    try:
+        code = (
+            "import time\n"
+            f"t = time.monotonic(); client.access({cached}); cached = time.monotonic() - t\n"
+            "t = time.monotonic(); c = client.acquire(0); took = time.monotonic() - t\n"
+            "print(c, round(cached, 3), round(took, 3))"
+        )
+        cred, cached_s, took = c.task(1, ALICE_JOB, "alice", code).split()
+    finally:
+        c.kill_server(1, signal.SIGCONT)
+    assert float(cached_s) < 0.5  # answered by DRCC alone
+    assert 2.0 <= float(took) < 5.0  # [link] timeout 5 s: 2.5 s on the silent one, then DRCS 2
+    assert int(cred) in {x["credential"] for x in c.server(2).list()}

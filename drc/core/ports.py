@@ -78,6 +78,12 @@ class Transaction(SlotAllocator, Protocol):
     def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
         """Drop the jobs' references held on ``node`` only; credential ids touched."""
 
+    def set_node_server(self, node: str, server: str, now: float) -> bool:
+        """Record which DRCS ``node`` follows; True when that changed."""
+
+    def node_servers(self) -> list[tuple[str, str, float]]:
+        """(node, DRCS it follows, since) for every node that said so."""
+
     def drop_node_references(self, node: str) -> set[int]: ...
     def drop_process_references(self, node: str, processes: Iterable[tuple[int, int]]) -> set[int]:
         """Drop references of these (pid, start time) holders on ``node``."""

@@ -376,7 +376,7 @@ class ServerExports(NodeVerbs):
     def status(self, peer: PeerCredentials) -> dict[str, Any]:
         self._admin(peer, "status")
         with self.service.store.snapshot() as tx:
-            following = tx.node_servers() if hasattr(tx, "node_servers") else []
+            following = tx.node_servers()
         return {
             **self.service.describe(),
             "nodes_connected": self.changes.followers,

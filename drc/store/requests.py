@@ -1,10 +1,11 @@
 """Exactly-once link requests in the store (table ``link_request``, migration 0004).
 
 The link exporter names the request it is serving in :data:`CURRENT`; the store's next write
-transaction then (1) looks the ``rid`` up right after taking the write lock and raises
-:class:`Replayed` when it was already committed, and (2) inserts it just before committing.
-So "the change happened" and "the request is recorded" are one fact: a DRCS killed at any
-instant leaves both or neither, and a retry on another DRCS finds the record.
+transaction then claims the ``rid`` right after taking the write lock (one INSERT that does
+nothing when the id exists: then :class:`Replayed` is raised and the transaction rolls back)
+and, for an acquire, notes the credential it created before committing. So "the change
+happened" and "the request is recorded" are one fact: a DRCS killed at any instant leaves both
+or neither, and a retry on another DRCS finds the record.
 """
 
 from __future__ import annotations
@@ -56,30 +57,36 @@ def _sql(db: Database, text: str) -> str:
     return text.replace("?", db.param)
 
 
-def check(db: Database, record: RequestRecord) -> None:
-    """Raise :class:`Replayed` when ``record.rid`` is already committed (under the write lock)."""
-    rows = db.execute_sql(
-        _sql(db, 'SELECT "digest", "method", "credential" FROM "link_request" WHERE "rid" = ?'),
-        (record.rid,),
-    ).fetchall()
-    if rows:
-        found_digest, method, credential = rows[0]
-        raise Replayed(record.rid, found_digest == record.digest, method, credential)
-
-
-def insert(db: Database, record: RequestRecord, now: float | None = None) -> None:
-    """Record the request in the transaction that made its change; now and then forget old ones."""
+def claim(db: Database, record: RequestRecord, now: float | None = None) -> None:
+    """Record the request in the transaction about to make its change (under the write lock);
+    :class:`Replayed` when ``record.rid`` was committed before. Now and then forget old ids."""
     now = time.time() if now is None else now
-    db.execute_sql(
+    cursor = db.execute_sql(
         _sql(
             db,
             'INSERT INTO "link_request" ("rid", "digest", "method", "credential", "created") '
-            "VALUES (?, ?, ?, ?, ?)",
+            'VALUES (?, ?, ?, 0, ?) ON CONFLICT ("rid") DO NOTHING',
         ),
-        (record.rid, record.digest, record.method, record.credential, now),
+        (record.rid, record.digest, record.method, now),
     )
+    if cursor.rowcount == 0:
+        rows = db.execute_sql(
+            _sql(db, 'SELECT "digest", "method", "credential" FROM "link_request" WHERE "rid" = ?'),
+            (record.rid,),
+        ).fetchall()
+        found_digest, method, credential = rows[0]
+        raise Replayed(record.rid, found_digest == record.digest, method, credential)
     record.recorded = True
     if random.random() < 0.01:
         db.execute_sql(
             _sql(db, 'DELETE FROM "link_request" WHERE "created" < ?'), (now - KEEP_SECONDS,)
         )
+
+
+def created(db: Database, record: RequestRecord, credential: int) -> None:
+    """The request created ``credential`` (what a retried acquire answers)."""
+    record.credential = credential
+    db.execute_sql(
+        _sql(db, 'UPDATE "link_request" SET "credential" = ? WHERE "rid" = ?'),
+        (credential, record.rid),
+    )

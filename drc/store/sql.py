@@ -318,11 +318,10 @@ class PeeweeStore:
             record = requests.CURRENT.get()
             if record is not None:
                 requests.CURRENT.set(None)  # the request's first write transaction records it
-                requests.check(self.db, record)
+                requests.claim(self.db, record)
             yield tx
-            if record is not None:
-                record.credential = tx.created
-                requests.insert(self.db, record)
+            if record is not None and tx.created:
+                requests.created(self.db, record, tx.created)
 
     @contextmanager
     def snapshot(self) -> Iterator[PeeweeTransaction]:

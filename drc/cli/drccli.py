@@ -132,10 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "status",
-        help="DRCS health: store, pool usage, nodes, limits (admins)",
+        help="DRCS health: store, pool usage, nodes, every DRCS, limits (admins)",
         description="Show whether DRCS answers, its store backend and schema version, pool "
-        "usage, how many node daemons are connected and known, and the limits in force. "
-        "Admins only.",
+        "usage, how many node daemons are connected and known, every DRCS of [link] servers "
+        "(reachable or not, which one answered), which DRCS each node follows, and the "
+        "limits in force. Admins only.",
     )
 
     p = sub.add_parser(

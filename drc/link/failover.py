@@ -38,6 +38,7 @@ MUTATING = frozenset(
         "NodeRelease",
         "NodeTokenReferences",
         "NodeJobsEnded",
+        "NodeJobsEndedHere",
         "NodeProcessesExited",
     }
 )

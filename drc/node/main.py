@@ -92,6 +92,7 @@ async def serve(cfg: drc_config.Config) -> None:
         log.warning("no token key at %s: access_with_token is disabled", cfg["tokens"]["key_file"])
         token_key = None
     service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
+    service.job_end_everywhere = node_cfg["wlm"] == "alps"
 
     await service.start()
     await _say_following(calls, node)

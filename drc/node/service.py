@@ -79,6 +79,9 @@ class NodeService:
 
         self._stopping = False
         self.synced = asyncio.Event()  # set once the change feed from DRCS is live
+        #: Slurm runs job_epilog on every node of a job: each reports its own part. ALPS runs
+        #: its epilog once per reservation: that one report ends the job everywhere.
+        self.job_end_everywhere = False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -199,10 +202,12 @@ class NodeService:
         return (await self.upstream.call("NodeRelease", [wire(caller, self.node), credential]))[0]
 
     async def job_ended(self, job: int) -> list[int]:
-        """Root hooks (SPANK/ALPS epilog): drop the job here and everywhere. Idempotent."""
+        """Root hooks (SPANK/ALPS epilog): drop the job here, and on other nodes too when the
+        hook runs once per job (``job_end_everywhere``: ALPS). Idempotent."""
         self._pending_tokens = [p for p in self._pending_tokens if p[0].job != job]
         self.cache.drop_job(job)
-        freed = (await self.upstream.call("NodeJobsEnded", [self.node, [job]]))[0]
+        verb = "NodeJobsEnded" if self.job_end_everywhere else "NodeJobsEndedHere"
+        freed = (await self.upstream.call(verb, [self.node, [job]]))[0]
         log.info("job %d ended: freed credential(s) %s", job, freed or "none")
         return freed
 

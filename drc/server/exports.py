@@ -199,8 +199,19 @@ class NodeVerbs:
 
     @method("sau", "au", hook=NODE)
     def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
-        """The jobs' epilog ran on ``node``: drop their references there (the other nodes of a
-        multi-node job report their own; drc-jedi reconcile catches nodes that never do)."""
+        """The jobs ended everywhere (an ALPS reservation's epilog runs once, on its login
+        node): drop their references on every node."""
+        self._node(peer)
+        _node_name(node)
+        if len(jobs) > MAX_JOBS_PER_CALL:
+            raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
+        return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
+
+    @method("sau", "au", hook=NODE)
+    def node_jobs_ended_here(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
+        """The jobs' epilog ran on ``node`` (Slurm's job_epilog runs on every node of a job):
+        drop their references there only; a credential is freed when the last node's go.
+        ``drc-jedi reconcile`` catches nodes whose epilog never reported."""
         self._node(peer)
         _node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:

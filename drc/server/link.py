@@ -72,6 +72,7 @@ _REPLAY_DEFAULTS: dict[str, list[Any]] = {
     "NodeRelease": [True],
     "NodeTokenReferences": [[]],
     "NodeJobsEnded": [[]],
+    "NodeJobsEndedHere": [[]],
     "NodeProcessesExited": [[]],
     "NodeFollow": [],
 }

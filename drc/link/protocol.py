@@ -26,7 +26,17 @@ digest of (method, args) and the outcome in the same store transaction as the ch
 - a request that failed (an error answer) recorded nothing: retrying it runs it again.
 
 Requests without ``rid`` behave as before (reads, and peers that predate it). Other fields are
-refused, so a typo in a field name never silently drops the guarantee.
+refused, so a typo in a field name never silently drops the guarantee. Node daemons put a
+``rid`` on NodeHello, NodeAcquire, NodeAccess, NodeGrant, NodeRevoke, NodeRelease,
+NodeTokenReferences, NodeJobsEnded, NodeJobsEndedHere and NodeProcessesExited
+(:data:`drc.link.failover.MUTATING`). A replayed request answers what its first run made
+(the same credential for NodeAcquire/NodeAccess) or an empty result for the verbs whose
+results are not kept (lists of freed or refused credentials).
+
+Verbs added for clusters (existing verbs keep their names, arguments and meaning):
+NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJobsEnded
+drops them everywhere); NodeFollow(node, server) records which DRCS a node follows;
+ServerInfo() says which DRCS answers (``drccli status``).
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ class NodeVerbs:
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
         self._node(peer)
-        if not 0 < len(server) <= 255 or not server.isprintable():
+        if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
             raise einval("server must be a printable host:port of 1..255 characters")
         with self.service.store.transaction() as tx:
             tx.set_node_server(_node_name(node), server, time.time())

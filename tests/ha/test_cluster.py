@@ -381,3 +381,25 @@ def test_a_node_whose_drcs_stops_answering_moves_on_within_the_client_timeout(
     assert float(cached_s) < 0.5  # answered by DRCC alone
     assert 2.0 <= float(took) < 5.0  # [link] timeout 5 s: 2.5 s on the silent one, then DRCS 2
     assert int(cred) in {x["credential"] for x in c.server(2).list()}
+
+
+def test_the_new_link_verbs_refuse_bad_input_and_change_nothing(two_nodes: MultiNode):
+    c = two_nodes
+    with c.link(2) as link:
+        for method, args in (
+            ("NodeFollow", ["node1", 7]),
+            ("NodeFollow", ["node1", ""]),
+            ("NodeFollow", ["", "127.0.0.2:1"]),
+            ("NodeJobsEndedHere", ["node1", ["x"]]),
+            ("NodeJobsEndedHere", [7, [1]]),
+            ("ServerInfo", [1]),
+        ):
+            with pytest.raises(DrcError) as e:
+                link.call(method, args)
+            assert e.value.code is Code.EINVAL, (method, args, e.value)
+        assert link.call("ServerInfo", [])[0]["server"] == c.emb.servers[1]
+    status = c.server(1).call("Status", "")[0]
+    assert {e["node"]: e["server"] for e in status["nodes_following"]} == {
+        "node1": c.emb.servers[0],
+        "node2": c.emb.servers[1],
+    }

@@ -201,9 +201,12 @@ else:
 """
 
 
+@pytest.mark.parametrize("fail_over", [False, True], ids=["followed", "after-fail-over"])
 def test_a_revoke_on_one_server_kills_a_token_on_a_node_following_the_other(
-    two_nodes: MultiNode, users: dict[str, User]
+    two_nodes: MultiNode, users: dict[str, User], fail_over: bool
 ):
+    """Within 1 s; also when the token's node has just lost its DRCS (SIGKILL) and must
+    resynchronise on the other one: no revocation is missed."""
     c = two_nodes
     cred, token = c.task(
         1,
@@ -218,6 +221,8 @@ def test_a_revoke_on_one_server_kills_a_token_on_a_node_following_the_other(
         watcher.stdin.write(token + "\n")
         watcher.stdin.flush()
         assert watcher.stdout.readline().strip() == "ok"
+        if fail_over:
+            c.kill_server(2)  # node2's DRCS
         c.task(1, ALICE_JOB, "alice", f"client.revoke({cred}, uid={users['bob'].uid})")
         watcher.stdin.write("revoked\n")
         watcher.stdin.flush()

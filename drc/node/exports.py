@@ -75,6 +75,16 @@ class NodeExports:
         _no_flags("release", flags)
         return await self.service.release(self.identify(peer), credential)
 
+    @method("uu", "a{sv}")
+    async def access_slingshot(self, peer: PeerCredentials, credential: int, flags: int):
+        """Access on Slingshot: credential, vni, svc_ids and devices (one svc id per device).
+
+        The Mercury/libfabric auth key of device i is ``"svc_ids[i]:vni"``.
+        """
+        _no_flags("access_slingshot", flags)
+        check_uint32("credential", credential)
+        return await self.service.access_slingshot(self.identify(peer), credential)
+
     @method("u", "")
     def release_local(self, peer: PeerCredentials, credential: int) -> None:
         """Free node-local resources of an access handle (none for the pool provider).

@@ -112,8 +112,9 @@ class SlingshotAccess:
 
 def access_slingshot(credential: int) -> SlingshotAccess:
     """:func:`access` on a Slingshot system: also makes (or reuses) your CXI services."""
-    d = _call("AccessSlingshot", "uu", credential, 0)[0]
-    return SlingshotAccess(d["credential"], d["vni"], tuple(d["svc_ids"]), tuple(d["devices"]))
+    cred, vni, services = _call("AccessSlingshot", "uu", credential, 0)
+    pairs = [s.rpartition(":") for s in services.split(",") if s]
+    return SlingshotAccess(cred, vni, tuple(int(p[2]) for p in pairs), tuple(p[0] for p in pairs))
 
 
 def access_with_token(token: str) -> AccessInfo:

@@ -17,6 +17,7 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -195,7 +196,9 @@ def start_node(emb: Embedded) -> int:
     return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
 
 
-def start(state_dir: Path, wlm: str = "none") -> Embedded:
+def start(
+    state_dir: Path, wlm: str = "none", configure: Callable[[Path], None] | None = None
+) -> Embedded:
     """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
     for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up."""
     state_dir = state_dir.resolve()
@@ -216,6 +219,8 @@ def start(state_dir: Path, wlm: str = "none") -> Embedded:
         if not key.exists():
             generate_key(key)
         write_config(state_dir, emb, wlm)
+        if configure is not None:  # tests turn the config into another site's before start
+            configure(emb.config)
         start_server(emb)
         if wlm == "slurm":
             reconcile(emb)

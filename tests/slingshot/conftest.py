@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slingshot.sling_harness import StandInNics, build_standin, restart_daemons, slingshot_config
+from clib.support import CLib, make_lib
+from slingshot.sling_harness import (
+    HERE,
+    StandInNics,
+    build_standin,
+    slingshot_config,
+)
 
 from drc.embedded.runtime import Runtime
 
@@ -43,12 +49,28 @@ def nics(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInNics]:
 
 @pytest.fixture
 def cluster(runtime: Runtime, users, nics: StandInNics, standin_lib: Path) -> Iterator[Cluster]:
-    c = start_cluster(runtime)
-    try:
-        boot = c.state_dir / "boot_id"
+    def configure(config: Path) -> None:
+        boot = config.parent / "boot_id"
         boot.write_text("boot-1\n")
-        c.emb.config.write_text(slingshot_config(c.emb.config.read_text(), standin_lib, boot))
-        restart_daemons(c)
+        config.write_text(slingshot_config(config.read_text(), standin_lib, boot))
+
+    c = start_cluster(runtime, configure)
+    try:
         yield c
     finally:
         stop_cluster(c)
+
+
+@pytest.fixture(scope="session")
+def mercury_client() -> Iterator[tuple[CLib, Path]]:
+    """libdrc installed in a world-readable prefix and the Mercury-style client built on it."""
+    make_lib()
+    prefix = Path(tempfile.mkdtemp(prefix="drc-clib-", dir="/tmp"))
+    try:
+        prefix.chmod(0o755)
+        make_lib("install", f"PREFIX={prefix}")
+        (prefix / "bin").mkdir(mode=0o755)
+        clib = CLib(prefix)
+        yield clib, clib.compile(HERE / "mercury_auth_key.c", "mercury_auth_key")
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)

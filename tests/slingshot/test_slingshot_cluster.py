@@ -15,6 +15,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from clib.support import VALGRIND
 from slingshot.sling_harness import (
     LNI_PROBE,
     NICS,
@@ -253,3 +254,28 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_a_mercury_style_c_client_prints_the_auth_key(
+    cluster: Cluster, nics: StandInNics, mercury_client
+):
+    clib, binary = mercury_client
+    cred = acquire(cluster, 101)
+    python_view = access(cluster, 202, "bob", cred)
+    argv = cluster.embedded(
+        "run", "--job", "202", "--user", "bob", "--", *VALGRIND, str(binary), str(cred)
+    )
+    r = cluster.run_as(None, argv, extra_env=clib.env(), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"vni {VNI_MIN} first_cookie {VNI_MIN}"
+    assert lines[1:] == [
+        f"{nic} auth_key {svc}:{VNI_MIN}"
+        for nic, svc in zip(NICS, python_view["svc_ids"], strict=True)
+    ]
+    r = cluster.run_as(
+        None,
+        cluster.embedded("run", "--job", "303", "--user", "carol", "--", str(binary), str(cred)),
+        extra_env=clib.env(),
+    )
+    assert r.returncode == 1 and r.stdout.startswith("error ")

@@ -102,7 +102,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "traffic classes of drc's services: dedicated, low_latency, bulk_data, best_effort",
         ),
         "limits": Key(
-            list, [], 'per-service resource limits, "NAME=MAX:RESERVED" (ptes, txqs, eqs, les …)'
+            list, [], 'per-service resource limits, "NAME=MAX:RESERVED" (ptes, txqs, eqs, les, ...)'
         ),
         "libcxi": Key(str, "libcxi.so.1", "libcxi DRCC loads at run time (never linked)"),
         "destroy_retry_interval": Key(

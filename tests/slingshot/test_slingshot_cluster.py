@@ -116,6 +116,9 @@ def test_alice_and_bob_share_a_vni_and_carol_cannot_use_it(
     assert len(nics.drc_services("cxi0")) == 2
     listed = {c["credential"]: c for c in cluster.server().list()}
     assert listed[cred]["vni"] == VNI_MIN
+    header, *rows = cluster.drccli(None, "list", check=True).stdout.splitlines()
+    assert header.split()[-1] == "VNI"
+    assert [r.split()[-1] for r in rows if r.split()[0] == str(cred)] == [str(VNI_MIN)]
 
 
 def test_services_go_with_the_last_reference_and_the_vni_comes_back(
@@ -149,6 +152,11 @@ def test_busy_destroys_are_retried_and_hold_the_vni_out_of_the_pool(
     time.sleep(3)
     assert len(nics.drc_services("cxi0")) == 1
     assert pending(cluster) == [f"VNI {VNI_MIN}"]
+    status = cluster.drccli(None, "status", check=True).stdout
+    assert f"VNIs {VNI_MIN}..{VNI_MAX}" in status
+    assert "2 allocated, 1 waiting for node cleanup, 0 free of 3" in status
+    assert f"VNI {VNI_MIN} of freed credential {cred}" in status
+    assert "waiting for node(s)" in status
     nics.clear_faults()
     assert wait_for(lambda: not nics.drc_services("cxi0") and pending(cluster) == [])
     again = acquire(cluster, 106, "bob", "print(client.acquire(0))")

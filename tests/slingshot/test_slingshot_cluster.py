@@ -84,7 +84,7 @@ def uid(name: str) -> int:
     return pwd.getpwnam(name).pw_uid
 
 
-def test_alice_and_bob_share_a_vni_and_carol_cannot_use_it(
+def test_alice_and_bob_share_a_vni_and_carol_can_neither_use_it_nor_forge_it(
     cluster: Cluster, nics: StandInNics, standin_lib: Path
 ):
     cred = acquire(cluster, 101)
@@ -119,6 +119,10 @@ def test_alice_and_bob_share_a_vni_and_carol_cannot_use_it(
     header, *rows = cluster.drccli(None, "list", check=True).stdout.splitlines()
     assert header.split()[-1] == "VNI"
     assert [r.split()[-1] for r in rows if r.split()[0] == str(cred)] == [str(VNI_MIN)]
+    # A forged node request (carol speaking for alice) builds nothing.
+    before = [nics.services(nic) for nic in NICS]
+    forged_node_requests_are_refused(cluster, cred)
+    assert [nics.services(nic) for nic in NICS] == before
 
 
 def test_services_go_with_the_last_reference_and_the_vni_comes_back(
@@ -180,7 +184,7 @@ def test_drcc_restart_removes_leftover_services_and_leaves_others_alone(
     assert leftover not in {s.svc_id for s in nics.services()}
 
 
-def test_drcc_restart_with_dead_holders_destroys_their_services(
+def test_drcc_restart_with_dead_holders_and_a_node_reboot_clean_up(
     cluster: Cluster, nics: StandInNics
 ):
     code = (
@@ -208,9 +212,11 @@ def test_drcc_restart_with_dead_holders_destroys_their_services(
         holder.wait(timeout=10)
     assert wait_for(lambda: not nics.drc_services("cxi0") and not nics.drc_services("cxi1"))
     assert wait_for(lambda: pending(cluster) == [])
+    # Then the node reboots: DRCS drops its references, DRCC confirms the fresh NICs.
+    node_reboot_drops_references_and_confirms_the_vni(cluster, nics)
 
 
-def test_node_reboot_drops_references_and_confirms_the_vni(cluster: Cluster, nics: StandInNics):
+def node_reboot_drops_references_and_confirms_the_vni(cluster: Cluster, nics: StandInNics):
     cred = acquire(cluster, 101, code="print(client.acquire(client.FLEX))")
     access(cluster, 101, "alice", cred)
     terminate(cluster.emb.drcc_pid)
@@ -221,9 +227,8 @@ def test_node_reboot_drops_references_and_confirms_the_vni(cluster: Cluster, nic
     assert wait_for(lambda: pending(cluster) == [])
 
 
-def test_a_forged_node_request_builds_no_service(cluster: Cluster, nics: StandInNics):
+def forged_node_requests_are_refused(cluster: Cluster, cred: int) -> None:
     """carol names alice's uid in a node request, on the bus and on the DRC link: refused."""
-    cred = acquire(cluster, 101)
     link = tomllib.loads(cluster.emb.config.read_text())["link"]
     host, port = link["listen"].rsplit(":", 1)
     forged = FORGED.format(
@@ -234,7 +239,6 @@ def test_a_forged_node_request_builds_no_service(cluster: Cluster, nics: StandIn
     bus, over_link = r.stdout.splitlines()
     assert bus.startswith("refused DRC_EPERM")
     assert over_link.startswith("refused") and "not a node daemon" in over_link
-    assert nics.drc_services("cxi0") == [] and nics.drc_services("cxi1") == []
 
 
 FORGED = """

@@ -29,3 +29,14 @@ def direct(uid: int, gids: frozenset[int] = frozenset()) -> Caller:
 
 
 ROOT = Caller(uid=0, gid=0, holder=Holder.pin(0))
+
+
+def migrations_after(name: str = "") -> list[str]:
+    """Names of the schema migrations after ``name``, in order (all of them for "")."""
+    from drc.store.sql import MIGRATIONS
+
+    return sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py") if p.stem > name)
+
+
+#: The schema version a freshly migrated store reports.
+LATEST_MIGRATION = migrations_after()[-1]

@@ -17,6 +17,8 @@ from test_store import race_acquire_under_limit
 
 from drc.store.sql import PeeweeStore
 
+from helpers import LATEST_MIGRATION
+
 TESTS = Path(__file__).parent.parent
 
 
@@ -43,7 +45,7 @@ def store(postgresql_url: str) -> Iterator[PeeweeStore]:
 
 def test_the_store_runs_on_postgresql(store: PeeweeStore):
     assert store.describe()["backend"] == "postgresql"
-    assert store.schema_version() == "0003_pending_cleanup"
+    assert store.schema_version() == LATEST_MIGRATION
 
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):

@@ -131,6 +131,14 @@ def test_services_go_with_the_last_reference_and_the_vni_comes_back(
     cred = acquire(cluster, 101)
     alice = access(cluster, 101, "alice", cred)
     bob = access(cluster, 202, "bob", cred)
+    # A revoke blocks new accesses only: bob's live services stay.
+    r = cluster.in_job(
+        101, "alice", f"import pwd\nclient.revoke({cred}, uid=pwd.getpwnam('bob').pw_uid)"
+    )
+    assert r.returncode == 0, r.stderr
+    assert access(cluster, 203, "bob", cred) == {"error": "DRC_EPERM"}
+    time.sleep(0.5)
+    assert bob["svc_ids"][0] in {s.svc_id for s in nics.drc_services()}
     r = cluster.in_job(202, "bob", f"print(client.release({cred}))")
     assert r.returncode == 0, r.stderr
     # bob's release: his services go, alice's stay
@@ -161,6 +169,9 @@ def test_busy_destroys_are_retried_and_hold_the_vni_out_of_the_pool(
     assert "2 allocated, 1 waiting for node cleanup, 0 free of 3" in status
     assert f"VNI {VNI_MIN} of freed credential {cred}" in status
     assert "waiting for node(s)" in status
+    restart_node(cluster)  # the retry survives a DRCC restart: the NIC remembers the service
+    time.sleep(1)
+    assert len(nics.drc_services("cxi0")) == 1 and pending(cluster) == [f"VNI {VNI_MIN}"]
     nics.clear_faults()
     assert wait_for(lambda: not nics.drc_services("cxi0") and pending(cluster) == [])
     again = acquire(cluster, 106, "bob", "print(client.acquire(0))")

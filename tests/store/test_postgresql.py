@@ -22,17 +22,23 @@ from helpers import LATEST_MIGRATION
 TESTS = Path(__file__).parent.parent
 
 
-def _tests_of(path: Path) -> dict[str, object]:
-    """The ``test_*`` functions of another test file, loaded under a module name of its own."""
+def _tests_of(path: Path, fixtures: tuple[str, ...] = ()) -> dict[str, object]:
+    """The ``test_*`` functions (and ``fixtures``) of another test file, loaded under a module
+    name of its own."""
     spec = importlib.util.spec_from_file_location(f"postgresql_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return {name: obj for name, obj in vars(module).items() if name.startswith("test_")}
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if name.startswith("test_") or name in fixtures
+    }
 
 
 globals().update(_tests_of(TESTS / "core" / "test_semantics.py"))
 globals().update(_tests_of(TESTS / "store" / "test_hot_paths.py"))
+globals().update(_tests_of(TESTS / "slingshot" / "test_slingshot_pool.py", ("clock", "sling")))
 
 
 @pytest.fixture

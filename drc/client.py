@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code, DrcError
@@ -31,7 +32,9 @@ __all__ = [
     "AccessInfo",
     "Code",
     "DrcError",
+    "SlingshotAccess",
     "access",
+    "access_slingshot",
     "access_with_token",
     "accessed",
     "acquire",
@@ -82,6 +85,36 @@ def acquire(flags: int = 0) -> int:
 def access(credential: int) -> AccessInfo:
     """Take your job's (or process's) reference and get the credential's resources."""
     return AccessInfo(*_call("Access", "uu", credential, 0))
+
+
+@dataclass(frozen=True)
+class SlingshotAccess:
+    """An access on HPE Slingshot: the credential's VNI and your CXI service on each device."""
+
+    credential: int
+    vni: int
+    svc_ids: tuple[int, ...]  # by device, in the order of ``devices``
+    devices: tuple[str, ...]  # "cxi0", "cxi1" …
+
+    def auth_key(self, device: int = 0) -> str:
+        """The Mercury/libfabric CXI auth key ``"svc_id:vni"`` for ``devices[device]``."""
+        return f"{self.svc_ids[device]}:{self.vni}"
+
+    def environment(self) -> dict[str, str]:
+        """``SLINGSHOT_VNIS``, ``SLINGSHOT_SVC_IDS``, ``SLINGSHOT_DEVICES`` for libfabric's CXI
+        provider (what the SPANK plugin exports with ``--drc``)."""
+        return {
+            "SLINGSHOT_VNIS": str(self.vni),
+            "SLINGSHOT_SVC_IDS": ",".join(map(str, self.svc_ids)),
+            "SLINGSHOT_DEVICES": ",".join(self.devices),
+        }
+
+
+def access_slingshot(credential: int) -> SlingshotAccess:
+    """:func:`access` on a Slingshot system: also makes (or reuses) your CXI services."""
+    cred, vni, services = _call("AccessSlingshot", "uu", credential, 0)
+    pairs = [s.rpartition(":") for s in services.split(",") if s]
+    return SlingshotAccess(cred, vni, tuple(int(p[2]) for p in pairs), tuple(p[0] for p in pairs))
 
 
 def access_with_token(token: str) -> AccessInfo:

@@ -36,7 +36,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "sqlite:////var/lib/drc/drcs.db",
             "store URL: sqlite:////path/to.db or postgresql://user@host/db",
         ),
-        "provider": Key(str, "pool", "where credentials' network resources come from: pool"),
+        "provider": Key(str, "pool", "network resources come from: pool, alps or slingshot"),
         "admin_groups": Key(list, [], "groups (names or gids) whose members are DRC admins"),
         "persistent_users": Key(list, [], "users (names or uids) allowed PERSISTENT credentials"),
         "persistent_groups": Key(list, [], "groups allowed PERSISTENT credentials"),
@@ -90,6 +90,32 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_pdomains": Key(int, 256, "at most this many pdomain-backed credentials at once"),
         "cleanup_retry_interval": Key(
             int, 60, "seconds before a failed pdomain removal is retried (doubles, max 1 hour)"
+        ),
+    },
+    "slingshot": {
+        "vni_min": Key(int, 61440, "first VNI of drc's range (outside Slurm's vnis= range)"),
+        "vni_max": Key(int, 65535, "last VNI of drc's range; one VNI per credential"),
+        "slurm_vni_min": Key(int, 0, "Slurm's SwitchParameters vnis= start; DRCS refuses overlap"),
+        "slurm_vni_max": Key(int, 0, "Slurm's SwitchParameters vnis= end (0: not checked)"),
+        "quarantine": Key(int, 60, "seconds a released VNI rests after every node cleaned up"),
+        "cleanup_retry_interval": Key(
+            int, 10, "seconds before DRCS re-checks a VNI waiting for cleanup (doubles, max 1 h)"
+        ),
+        "nics": Key(list, ["cxi0"], "CXI devices DRCC makes a service on, per access"),
+        "traffic_classes": Key(
+            list,
+            ["best_effort"],
+            "traffic classes of drc's services: dedicated, low_latency, bulk_data, best_effort",
+        ),
+        "limits": Key(
+            list, [], 'per-service resource limits, "NAME=MAX:RESERVED" (ptes, txqs, eqs, les, ...)'
+        ),
+        "libcxi": Key(str, "libcxi.so.1", "libcxi DRCC loads at run time (never linked)"),
+        "destroy_retry_interval": Key(
+            int, 1, "seconds before DRCC retries a service destroy that got -EBUSY (doubles)"
+        ),
+        "reconcile_interval": Key(
+            int, 30, "seconds between DRCC's passes over CXI services no reference explains"
         ),
     },
     "tokens": {

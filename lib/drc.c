@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +34,7 @@ struct drc_info {
 	uint32_t cookie1;
 	uint32_t cookie2;
 	uint32_t ptag;
+	const struct drc_slingshot *slingshot; /* set by drc_access_slingshot() only */
 };
 
 /* The out args of a reply: up to four uint32, a boolean, a malloc'd string. */
@@ -348,6 +350,7 @@ static int new_info(const struct answer *a, drc_info_handle_t *info)
 	handle->cookie1 = a->u[1];
 	handle->cookie2 = a->u[2];
 	handle->ptag = a->u[3];
+	handle->slingshot = NULL;
 	*info = handle;
 	return DRC_SUCCESS;
 }
@@ -463,6 +466,110 @@ DRC_API const char *drc_error_message(int rc)
 	long code = rc < 0 ? -(long)rc : rc;
 
 	return code < N_CODES ? messages[code] : "unknown DRC error";
+}
+
+/* -- HPE Slingshot ------------------------------------------------------------------------- */
+
+struct drc_slingshot {
+	uint32_t count;
+	uint32_t svc_ids[DRC_SLINGSHOT_MAX_DEVICES];
+	char names[DRC_SLINGSHOT_MAX_DEVICES][16];
+};
+
+/* One allocation holds both, so drc_release_local()'s free() frees both. */
+struct drc_slingshot_handle {
+	struct drc_info info;
+	struct drc_slingshot s;
+};
+
+/* drcc's "cxi0:5,cxi1:6" (device:svc_id by NIC) into s; -DRC_EINVAL when malformed. */
+static int parse_services(const char *text, struct drc_slingshot *s)
+{
+	const char *p = text;
+
+	s->count = 0;
+	while (*p) {
+		const char *colon = strchr(p, ':');
+		char *end;
+		unsigned long id;
+		size_t n;
+
+		if (!colon || s->count == DRC_SLINGSHOT_MAX_DEVICES)
+			return -DRC_EINVAL;
+		n = (size_t)(colon - p);
+		if (n == 0 || n >= sizeof(s->names[0]))
+			return -DRC_EINVAL;
+		errno = 0;
+		id = strtoul(colon + 1, &end, 10);
+		if (errno || end == colon + 1 || id == 0 || id > UINT32_MAX ||
+		    (*end != ',' && *end != '\0'))
+			return -DRC_EINVAL;
+		memcpy(s->names[s->count], p, n);
+		s->names[s->count][n] = '\0';
+		s->svc_ids[s->count++] = (uint32_t)id;
+		p = *end ? end + 1 : end;
+	}
+	return DRC_SUCCESS;
+}
+
+DRC_API int drc_access_slingshot(uint32_t credential, int flags, drc_info_handle_t *info)
+{
+	struct drc_slingshot_handle *h;
+	struct answer a = { 0 };
+	int rc;
+
+	if (!info)
+		return -DRC_EINVAL;
+	rc = call_node("AccessSlingshot", "uus", &a, "uu", credential, (uint32_t)flags);
+	if (rc != DRC_SUCCESS)
+		return rc;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		free(a.s);
+		return -DRC_ENOSPC;
+	}
+	rc = parse_services(a.s, &h->s);
+	free(a.s);
+	if (rc != DRC_SUCCESS) {
+		free(h);
+		return rc;
+	}
+	h->info.credential = a.u[0];
+	h->info.cookie1 = a.u[1]; /* the VNI: drc_get_first_cookie() on Slingshot */
+	h->info.slingshot = &h->s;
+	*info = &h->info;
+	return DRC_SUCCESS;
+}
+
+DRC_API uint32_t drc_get_vni(drc_info_handle_t info)
+{
+	return info && info->slingshot ? info->cookie1 : 0;
+}
+
+DRC_API uint32_t drc_get_device_count(drc_info_handle_t info)
+{
+	return info && info->slingshot ? info->slingshot->count : 0;
+}
+
+DRC_API uint32_t drc_get_svc_id(drc_info_handle_t info, uint32_t i)
+{
+	return i < drc_get_device_count(info) ? info->slingshot->svc_ids[i] : 0;
+}
+
+DRC_API const char *drc_get_device_name(drc_info_handle_t info, uint32_t i)
+{
+	return i < drc_get_device_count(info) ? info->slingshot->names[i] : NULL;
+}
+
+DRC_API int drc_format_auth_key(drc_info_handle_t info, uint32_t i, char *buf, unsigned int len)
+{
+	int n;
+
+	if (!buf || i >= drc_get_device_count(info))
+		return -DRC_EINVAL;
+	n = snprintf(buf, len, "%u:%u", (unsigned int)info->slingshot->svc_ids[i],
+		     (unsigned int)info->cookie1);
+	return n < 0 || (unsigned int)n >= len ? -DRC_ENOSPC : DRC_SUCCESS;
 }
 
 /* On unload (dlclose or exit) close the connection, unless a call is still using it. */

@@ -64,6 +64,27 @@ uint32_t drc_get_wlm_id(void);
 /* A one-line message for a status code, negated or not; never NULL. */
 const char *drc_error_message(int rc);
 
+/*
+ * HPE Slingshot (DRCS provider "slingshot"). A credential is a VNI: drc_access() works as
+ * everywhere and drc_get_first_cookie() answers the VNI (second cookie and ptag are 0).
+ * drc_access_slingshot() also makes (or reuses) the caller's CXI service on each NIC of the
+ * node, restricted to the caller's uid, the VNI and the site's traffic classes; its handle
+ * answers the accessors below (on other handles they answer 0 / NULL / -DRC_EINVAL). Free it
+ * with drc_release_local(). See rdmacred(3), section SLINGSHOT.
+ */
+#define DRC_SLINGSHOT_MAX_DEVICES 16
+#define DRC_AUTH_KEY_LEN 24 /* enough for "svc_id:vni" and its NUL */
+
+int drc_access_slingshot(uint32_t credential, int flags, drc_info_handle_t *info);
+uint32_t drc_get_vni(drc_info_handle_t info);
+uint32_t drc_get_device_count(drc_info_handle_t info);
+/* The CXI service id on device i (0 <= i < drc_get_device_count()), else 0. */
+uint32_t drc_get_svc_id(drc_info_handle_t info, uint32_t i);
+/* The name of device i ("cxi0"), else NULL; valid until drc_release_local(). */
+const char *drc_get_device_name(drc_info_handle_t info, uint32_t i);
+/* The Mercury / libfabric CXI auth key of device i, "svc_id:vni", into buf (len bytes). */
+int drc_format_auth_key(drc_info_handle_t info, uint32_t i, char *buf, unsigned int len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +139,11 @@ class Cluster:
         return node_counters(self.address)
 
 
-def start_cluster(runtime: Runtime) -> Cluster:
+def start_cluster(runtime: Runtime, configure: Callable[[Path], None] | None = None) -> Cluster:
+    """``configure(config_path)`` may rewrite drc.conf before the daemons first start."""
     state_dir = Path(tempfile.mkdtemp(prefix="drc-embedded-", dir="/tmp"))
     state_dir.chmod(0o755)
-    return Cluster(state_dir, embedded.start(state_dir), runtime)
+    return Cluster(state_dir, embedded.start(state_dir, configure=configure), runtime)
 
 
 def stop_cluster(cluster: Cluster) -> None:

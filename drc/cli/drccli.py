@@ -184,6 +184,10 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
         )
         for c in creds
     ]
+    if any("vni" in c for c in creds):  # Slingshot: the VNI each credential owns
+        rows = [(*row, c.get("vni", "-")) for row, c in zip(rows, creds, strict=True)]
+        print(table((*LIST_COLUMNS, "VNI"), rows))
+        return 0
     print(table(LIST_COLUMNS, rows))
     return 0
 
@@ -233,9 +237,18 @@ def _status(server: ServerProxy) -> int:
     if "cookie_range" in pool:
         low, high = pool["cookie_range"]
         print(f"Provider:    {pool['name']} ptag {pool['ptag']} cookies {low}..{high}")
+    elif "vni_range" in pool:  # slingshot: one VNI per credential
+        low, high = pool["vni_range"]
+        print(
+            f"Provider:    {pool['name']} VNIs {low}..{high}, quarantine {pool['quarantine']:.0f} s"
+        )
     else:  # alps: one protection domain per credential
         print(f"Provider:    {pool['name']} pdomains {pool.get('pdomain_prefix', '')}<id>")
-    print(f"Pool usage:  {pool['allocated']} allocated, {pool['free']} free of {pool['capacity']}")
+    cleaning = f", {pool['in_cleanup']} waiting for node cleanup" if "in_cleanup" in pool else ""
+    print(
+        f"Pool usage:  {pool['allocated']} allocated{cleaning}, {pool['free']} free "
+        f"of {pool['capacity']}"
+    )
     print(f"Credentials: {info['credentials']} live, {info['references']} references")
     print(
         f"Nodes:       {info['nodes_connected']} connected (following DRCS's change feed), "

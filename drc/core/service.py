@@ -55,6 +55,9 @@ class CredentialService:
         self.clock = clock
         self.listeners: list[ChangeListener] = []
         self.cleanup = ExternalCleanup(store, provider, lambda: self.clock())
+        bind = getattr(provider, "bind_store", None)
+        if bind is not None:  # providers that read the store outside a verb (slingshot)
+            bind(store)
 
     def _emit(self, kind: str, credential: int, value: int = 0) -> None:
         """Tell listeners, after the transaction committed."""
@@ -194,6 +197,11 @@ class CredentialService:
                     caller.job,
                     holder,
                 )
+            node_reference = getattr(self.provider, "node_reference", None)
+            if node_reference is not None and holder.node:
+                # The node will build objects for this access (Slingshot CXI services): it
+                # owes their removal, recorded before it learns the answer.
+                node_reference(tx, cred, holder.node)
         return cred
 
     def release(self, caller: Caller, credential: int) -> bool:

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -320,6 +321,7 @@ def start(
     nodes: int = 1,
     servers: int = 1,
     database: str = "",
+    configure: Callable[[Path], None] | None = None,
 ) -> Embedded:
     """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
     for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up.
@@ -355,6 +357,8 @@ def start(
         if not key.exists():
             generate_key(key)
         write_config(state_dir, emb, wlm, node_name=emb.node_name)
+        if configure is not None:  # tests turn the config into another site's before start
+            configure(emb.config)
         start_server(emb)
         for k in range(2, servers + 1):
             _add_host(emb, f"server{k}", wlm, listen=emb.servers[k - 1])

@@ -75,6 +75,17 @@ class NodeExports:
         _no_flags("release", flags)
         return await self.service.release(self.identify(peer), credential)
 
+    @method("uu", "uus")
+    async def access_slingshot(self, peer: PeerCredentials, credential: int, flags: int):
+        """Access on Slingshot: (credential, VNI, "cxi0:SVC,cxi1:SVC") -- the caller's CXI
+        service on each device, in ``[slingshot] nics`` order. Plain types, so libdrc reads
+        them like Access's; the Mercury/libfabric auth key of a device is ``"SVC:VNI"``."""
+        _no_flags("access_slingshot", flags)
+        check_uint32("credential", credential)
+        a = await self.service.access_slingshot(self.identify(peer), credential)
+        services = ",".join(f"{d}:{s}" for d, s in zip(a["devices"], a["svc_ids"], strict=True))
+        return (a["credential"], a["vni"], services)
+
     @method("u", "")
     def release_local(self, peer: PeerCredentials, credential: int) -> None:
         """Free node-local resources of an access handle (none for the pool provider).

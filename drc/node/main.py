@@ -22,9 +22,11 @@ from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
+from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
+from drc.node.slingshot import CxiServices, Settings
 from drc.server.link import split_host_port
 from drc.wlm import wlm_from_config
 
@@ -81,6 +83,20 @@ async def _say_following(calls: FailoverLink, node: str) -> None:
         log.debug("could not record the DRCS followed: %s", e)
 
 
+def cxi_services(node: str, cfg: drc_config.Config, calls: LinkClient) -> CxiServices:
+    """The CXI service manager; one clear error when libcxi or a NIC is missing."""
+    try:
+        settings = Settings.from_config(cfg["slingshot"])
+    except ValueError as e:
+        raise drc_config.ConfigError(f"{cfg.path}: {e}") from None
+    try:
+        return CxiServices(node, settings, calls)
+    except CxiUnavailable as e:
+        raise drc_config.ConfigError(f"[slingshot] libcxi: {e}") from None
+    except CxiError as e:
+        raise drc_config.ConfigError(f"[slingshot] nics {list(settings.nic_names)}: {e}") from None
+
+
 async def serve(cfg: drc_config.Config) -> None:
     node_cfg = cfg["node"]
     node = node_cfg["name"] or node_name()
@@ -91,7 +107,17 @@ async def serve(cfg: drc_config.Config) -> None:
     except FileNotFoundError:
         log.warning("no token key at %s: access_with_token is disabled", cfg["tokens"]["key_file"])
         token_key = None
-    service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
+    slingshot = None
+    if cfg["server"]["provider"] == "slingshot":
+        slingshot = cxi_services(node, cfg, calls)
+    service = NodeService(
+        node,
+        boot_id(node_cfg["boot_id_file"]),
+        calls,
+        feed,
+        token_key=token_key,
+        slingshot=slingshot,
+    )
     service.job_end_everywhere = node_cfg["wlm"] == "alps"
 
     await service.start()

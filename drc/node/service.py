@@ -17,7 +17,8 @@ from drc.core.errors import Code, DrcError, eperm
 from drc.core.model import AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
-from drc.node.cache import Entry, NodeCache
+from drc.node.cache import FREED, Entry, NodeCache
+from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
 
 log = logging.getLogger("drc.node")
@@ -64,6 +65,7 @@ class NodeService:
         *,
         token_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
+        slingshot: CxiServices | None = None,
     ) -> None:
         self.node, self.boot_id = node, boot_id
         self.upstream, self.watch_upstream = upstream, watch_upstream
@@ -78,6 +80,7 @@ class NodeService:
         self._in_flight: dict[tuple[int, Holder], asyncio.Future[None]] = {}
 
         self._stopping = False
+        self.slingshot = slingshot  # the CXI service manager when the provider is slingshot
         self.synced = asyncio.Event()  # set once the change feed from DRCS is live
         #: Slurm runs job_epilog on every node of a job: each reports its own part. ALPS runs
         #: its epilog once per reservation: that one report ends the job everywhere.
@@ -94,6 +97,9 @@ class NodeService:
             await self._recheck_processes()
         self._spawn(self._watch_changes())
         self._spawn(self._flush_loop())
+        if self.slingshot is not None:
+            await self.slingshot.reconcile()  # leftovers of a crash, a restart, a reboot
+            self._spawn(self.slingshot.run(lambda: self._stopping))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -104,6 +110,8 @@ class NodeService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.watcher.close()
+        if self.slingshot is not None:
+            self.slingshot.close()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -155,6 +163,7 @@ class NodeService:
                 0
             ]
             self.cache.counters["access_forwarded"] += 1
+            self._node_setup(caller, info)
             return self._remember(caller, info).info
         finally:
             del self._in_flight[key]
@@ -199,6 +208,8 @@ class NodeService:
     async def release(self, caller: Caller, credential: int) -> bool:
         await self._flush()  # a token reference must reach DRCS before its release does
         self.cache.drop(credential, caller.holder)
+        if self.slingshot is not None:
+            self.slingshot.drop_holder(credential, caller.holder)
         return (await self.upstream.call("NodeRelease", [wire(caller, self.node), credential]))[0]
 
     async def job_ended(self, job: int) -> list[int]:
@@ -206,16 +217,52 @@ class NodeService:
         hook runs once per job (``job_end_everywhere``: ALPS). Idempotent."""
         self._pending_tokens = [p for p in self._pending_tokens if p[0].job != job]
         self.cache.drop_job(job)
+        if self.slingshot is not None:
+            self.slingshot.drop_job(job)
         verb = "NodeJobsEnded" if self.job_end_everywhere else "NodeJobsEndedHere"
         freed = (await self.upstream.call(verb, [self.node, [job]]))[0]
         log.info("job %d ended: freed credential(s) %s", job, freed or "none")
         return freed
 
     def counters(self) -> dict[str, int]:
+        cxi = self.slingshot.describe() if self.slingshot else {}
         return {
             **self.cache.counters,
             "associations": len(self.cache.entries),
             "pending_token_references": len(self._pending_tokens),
+            **{f"cxi_{k}": v for k, v in cxi.items()},
+        }
+
+    # -- slingshot -----------------------------------------------------------------------
+
+    def _node_setup(self, caller: Caller, info: dict[str, Any]) -> None:
+        """Node-side objects of the access DRCS just admitted (signed ``info``): CXI services."""
+        if self.slingshot is not None and info.get("provider") == "slingshot":
+            self.slingshot.ensure(info, caller.uid, caller.holder)
+
+    async def access_slingshot(self, caller: Caller, credential: int) -> dict[str, Any]:
+        """:meth:`access` plus the caller's CXI services: VNI, svc ids and devices by NIC.
+
+        Services are only ever built from a DRCS answer, so a missing one is asked for again.
+        """
+        if self.slingshot is None:
+            raise DrcError(
+                Code.EINVAL, "this node does not run the slingshot provider ([server] provider)"
+            )
+        info = await self.access(caller, credential)
+        ids = self.slingshot.known(credential, caller.uid)
+        if ids is None:
+            answer = (
+                await self.upstream.call("NodeAccess", [wire(caller, self.node), credential])
+            )[0]
+            self._node_setup(caller, answer)
+            info = self._remember(caller, answer).info
+            ids = self.slingshot.known(credential, caller.uid) or []
+        return {
+            "credential": info.credential,
+            "vni": info.cookie1,
+            "svc_ids": ids,
+            "devices": list(self.slingshot.settings.nic_names),
         }
 
     # -- helpers -------------------------------------------------------------------------
@@ -237,6 +284,8 @@ class NodeService:
 
     def _process_exited(self, pid: int, start: int) -> None:
         self.cache.drop_process(pid, start)
+        if self.slingshot is not None:
+            self.slingshot.drop_process(pid, start)
         self._pending_tokens = [
             p for p in self._pending_tokens if (p[0].pid, p[0].holder.start) != (pid, start)
         ]
@@ -296,6 +345,8 @@ class NodeService:
                     await self._resync()
                 for credential, epoch in changes:
                     self.cache.learn_epoch(credential, epoch)
+                if self.slingshot is not None and any(e == FREED for _, e in changes):
+                    self.slingshot.wake()  # destroy the services of freed credentials
                 generation, seq = gen, new_seq
                 self.synced.set()
             except DrcError as e:

@@ -20,4 +20,8 @@ def make_provider(name: str, settings: Mapping[str, object]) -> Provider:
         from drc.providers.alps import AlpsProvider
 
         return AlpsProvider.from_settings(settings)
-    raise ValueError(f"unknown provider {name!r} (known: pool, alps)")
+    if name == "slingshot":
+        from drc.providers.slingshot import SlingshotProvider
+
+        return SlingshotProvider.from_settings(settings)
+    raise ValueError(f"unknown provider {name!r} (known: pool, alps, slingshot)")

@@ -27,6 +27,7 @@ from drc.core.service import CredentialService
 from drc.core.tokens import issue_token
 from drc.identity import process_gid
 from drc.server.changes import FREED, ChangeLog
+from drc.server.slingshot import SlingshotNodeVerbs
 
 BUS_NAME = "org.drc.Server"
 OBJECT_PATH = "/org/drc/Server"
@@ -68,6 +69,7 @@ def credential_dict(c: Credential) -> dict[str, Any]:
         "epoch": c.epoch,
         "created": c.created,
         "grants": [str(g) for g in c.grants],
+        **({"vni": r.cookie1} if r.provider == "slingshot" else {}),
     }
 
 
@@ -109,7 +111,7 @@ def node_caller(wire: dict[str, Any]) -> Caller:
     )
 
 
-class NodeVerbs:
+class NodeVerbs(SlingshotNodeVerbs):
     """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers."""
 
     service: CredentialService
@@ -143,7 +145,12 @@ class NodeVerbs:
     @method("a{sv}u", "a{sv}", hook=NODE)
     def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
         self._node(peer)
-        return credential_dict(self.service.access_credential(node_caller(caller), credential))
+        who = node_caller(caller)
+        # member_uid: the uid DRCS admitted, signed with the answer (DRCC builds services for it)
+        return {
+            **credential_dict(self.service.access_credential(who, credential)),
+            "member_uid": who.uid,
+        }
 
     @method("a{sv}uuu", "", hook=NODE)
     def node_grant(

@@ -144,6 +144,31 @@ class PendingCleanupRow(BaseModel):
         table_name = "pending_cleanup"
 
 
+class VniRow(BaseModel):
+    """Slingshot VNIs ever handed out: live (held by ``credential``), cleanup (freed, waiting
+    for node confirmations and the quarantine) or free since ``changed`` (migration 0005)."""
+
+    vni = IntegerField(primary_key=True)
+    credential = BigIntegerField()
+    state = CharField(max_length=8)
+    changed = DoubleField()
+
+    class Meta:
+        table_name = "slingshot_vni"
+
+
+class VniNodeRow(BaseModel):
+    """A node that may hold CXI services for a credential's VNI until it confirms them gone."""
+
+    credential = BigIntegerField()
+    node = CharField(max_length=255)
+    vni = IntegerField()
+
+    class Meta:
+        table_name = "slingshot_vni_node"
+        primary_key = CompositeKey("credential", "node")
+
+
 ALL_MODELS = [
     CredentialRow,
     GrantRow,
@@ -153,4 +178,6 @@ ALL_MODELS = [
     FreeSlotRow,
     NodeRow,
     PendingCleanupRow,
+    VniRow,
+    VniNodeRow,
 ]

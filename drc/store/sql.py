@@ -61,6 +61,7 @@ from drc.store.models import (
     ReferenceRow,
     database_proxy,
 )
+from drc.store.vni import VniRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHUNK = 500  # ids per IN (...) list: far below every engine's bound-parameter limit
@@ -360,7 +361,7 @@ def _holder_params(credential: int, holder: Holder) -> tuple:
     )
 
 
-class PeeweeTransaction:
+class PeeweeTransaction(VniRows):
     """The core's :class:`~drc.core.ports.Transaction`, valid inside one ``atomic()`` block.
 
     What every verb runs goes through :class:`Statements` (one statement per method where the

@@ -12,6 +12,11 @@
  *                 system bus)
  *   fail_hard     a failed job-end report fails the epilog, so Slurm drains the node.
  *                 Without it a DRC outage only logs: drc-jedi reconciles later.
+ *   slingshot     (DRCS provider "slingshot") with --drc, also make the user's CXI services
+ *                 (AccessSlingshot) and export SLINGSHOT_VNIS, SLINGSHOT_SVC_IDS and
+ *                 SLINGSHOT_DEVICES for the credential's VNI, so an unmodified libfabric
+ *                 CXI application lands on the shared VNI. The job's own values (from
+ *                 switch/hpe_slingshot), when set, are kept as DRC_JOB_SLINGSHOT_*.
  *
  * Where things happen (all policy stays in drcc/drcs; this file only relays):
  *   init_post_opt  slurmstepd, root: when --drc was given, vouch to drcc that this
@@ -84,6 +89,7 @@ static int opt_token;
 
 static char *bus_address; /* plugin argument bus= */
 static int fail_hard;     /* plugin argument fail_hard */
+static int slingshot;     /* plugin argument slingshot */
 
 static char failure[1024]; /* set in user_init, reported by task_init */
 
@@ -415,6 +421,66 @@ static int grant_all(sd_bus *bus, uint32_t id, char *err, size_t errlen)
 	return 0;
 }
 
+/* Keep the job's own SLINGSHOT_<name> (switch/hpe_slingshot's) as DRC_JOB_SLINGSHOT_<name>,
+ * then set it to value. */
+static int replace_slingshot_env(spank_t sp, const char *name, const char *value)
+{
+	char var[64], saved[80], old[1024];
+
+	snprintf(var, sizeof(var), "SLINGSHOT_%s", name);
+	snprintf(saved, sizeof(saved), "DRC_JOB_SLINGSHOT_%s", name);
+	if (spank_getenv(sp, var, old, sizeof(old)) == ESPANK_SUCCESS &&
+	    spank_setenv(sp, saved, old, 0) != ESPANK_SUCCESS)
+		return -1;
+	return spank_setenv(sp, var, value, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+/* Slingshot: the user's CXI services for credential id, exported for libfabric's CXI
+ * provider. drcc answers (credential, VNI, "cxi0:SVC,cxi1:SVC"). */
+static int export_slingshot(spank_t sp, sd_bus *bus, uint32_t id)
+{
+	char err[512], vni_text[16], devices[512] = "", svc_ids[512] = "";
+	sd_bus_message *reply = NULL;
+	const char *services, *p;
+	uint32_t cred, vni;
+	int rc = -1;
+
+	if (call(bus, &reply, err, sizeof(err), "AccessSlingshot", "uu", id, 0) < 0 ||
+	    sd_bus_message_read(reply, "uus", &cred, &vni, &services) < 0) {
+		fail("drc: CXI services for credential %" PRIu32 ": %s", id, err);
+		goto out;
+	}
+	for (p = services; *p;) {
+		const char *colon = strchr(p, ':'), *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (!colon || (comma && colon > comma) ||
+		    strlen(devices) + (size_t)(colon - p) + 2 > sizeof(devices) ||
+		    strlen(svc_ids) + (n - (size_t)(colon - p)) + 1 > sizeof(svc_ids)) {
+			fail("drc: drcc answered CXI services '%s' that are not understood", services);
+			goto out;
+		}
+		if (*devices)
+			strcat(devices, ",");
+		strncat(devices, p, (size_t)(colon - p));
+		if (*svc_ids)
+			strcat(svc_ids, ",");
+		strncat(svc_ids, colon + 1, n - (size_t)(colon - p) - 1);
+		p += n + (comma ? 1 : 0);
+	}
+	snprintf(vni_text, sizeof(vni_text), "%" PRIu32, vni);
+	if (replace_slingshot_env(sp, "VNIS", vni_text) < 0 ||
+	    replace_slingshot_env(sp, "SVC_IDS", svc_ids) < 0 ||
+	    replace_slingshot_env(sp, "DEVICES", devices) < 0) {
+		fail("drc: cannot set SLINGSHOT_* in the job environment");
+		goto out;
+	}
+	rc = 0;
+out:
+	sd_bus_message_unref(reply);
+	return rc;
+}
+
 static int get_credential(spank_t sp, uint32_t job, uint32_t step)
 {
 	char err[512];
@@ -446,6 +512,8 @@ static int get_credential(spank_t sp, uint32_t job, uint32_t step)
 		goto out;
 	}
 	reply = sd_bus_message_unref(reply);
+	if (slingshot && export_slingshot(sp, bus, id) < 0)
+		goto out;
 	if (grant_all(bus, id, err, sizeof(err)) < 0)
 		goto out;
 	if (setenv_u32(sp, "DRC_CREDENTIAL", id) < 0 || setenv_u32(sp, "DRC_COOKIE1", cookie1) < 0 ||
@@ -499,9 +567,11 @@ static int configure(int ac, char **av)
 			bus_address = strdup(av[i] + 4);
 		} else if (strcmp(av[i], "fail_hard") == 0) {
 			fail_hard = 1;
+		} else if (strcmp(av[i], "slingshot") == 0) {
+			slingshot = 1;
 		} else {
 			slurm_error("drc: unknown plugin argument '%s' (known: bus=ADDRESS, "
-				    "fail_hard)", av[i]);
+				    "fail_hard, slingshot)", av[i]);
 			return -1;
 		}
 	}

@@ -9,7 +9,7 @@ import pytest
 from drc.core.model import Flags
 
 from cluster import STAFF_GROUP, Cluster, User
-from helpers import LATEST_SCHEMA
+from helpers import LATEST_MIGRATION
 
 ACCESS = (
     "import sys; from drc.server.proxy import ServerProxy; "
@@ -136,7 +136,7 @@ def test_root_sets_limits_that_bind_users(cluster: Cluster, users):
 def test_status_reports_store_and_pool(cluster: Cluster, users):
     acquire_as(cluster, "alice")
     out = cluster.drccli(None, "status", check=True).stdout
-    assert "sqlite" in out and f"schema {LATEST_SCHEMA}" in out
+    assert "sqlite" in out and f"schema {LATEST_MIGRATION}" in out
     assert "1 allocated, 1023 free of 1024" in out
     assert "Nodes:       1 connected (following DRCS's change feed), 1 known" in out
 

@@ -21,7 +21,14 @@ from drc.server import exports as server
 from pkgtools import REPO
 
 MAN = REPO / "man"
-HAND_WRITTEN = ["drc-dbus.7", "drcs.8", "drcc.8", "drc-jedi.8", "drc-embedded.1"]
+HAND_WRITTEN = [
+    "drc-dbus.7",
+    "drcs.8",
+    "drcc.8",
+    "drc-jedi.8",
+    "drc-embedded.1",
+    "drc-slingshot.8",
+]
 
 
 def generator():

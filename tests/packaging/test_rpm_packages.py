@@ -55,6 +55,7 @@ FILES = {
         "/usr/share/dbus-1/system-services/org.drc.Node.service",
         "/usr/share/dbus-1/interfaces/org.drc.Node.xml",
         "/usr/share/man/man8/drcc.8",
+        "/usr/share/man/man8/drc-slingshot.8",
     ],
     "drc-libs": ["/usr/lib64/libdrc.so.1", "/usr/lib64/libdrc.so.1.0.0"],
     "drc-devel": [

@@ -17,22 +17,28 @@ from test_store import race_acquire_under_limit
 
 from drc.store.sql import PeeweeStore
 
-from helpers import LATEST_SCHEMA
+from helpers import LATEST_MIGRATION
 
 TESTS = Path(__file__).parent.parent
 
 
-def _tests_of(path: Path) -> dict[str, object]:
-    """The ``test_*`` functions of another test file, loaded under a module name of its own."""
+def _tests_of(path: Path, fixtures: tuple[str, ...] = ()) -> dict[str, object]:
+    """The ``test_*`` functions (and ``fixtures``) of another test file, loaded under a module
+    name of its own."""
     spec = importlib.util.spec_from_file_location(f"postgresql_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return {name: obj for name, obj in vars(module).items() if name.startswith("test_")}
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if name.startswith("test_") or name in fixtures
+    }
 
 
 globals().update(_tests_of(TESTS / "core" / "test_semantics.py"))
 globals().update(_tests_of(TESTS / "store" / "test_hot_paths.py"))
+globals().update(_tests_of(TESTS / "slingshot" / "test_slingshot_pool.py", ("clock", "sling")))
 
 
 @pytest.fixture
@@ -45,7 +51,7 @@ def store(postgresql_url: str) -> Iterator[PeeweeStore]:
 
 def test_the_store_runs_on_postgresql(store: PeeweeStore):
     assert store.describe()["backend"] == "postgresql"
-    assert store.schema_version() == LATEST_SCHEMA
+    assert store.schema_version() == LATEST_MIGRATION
 
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):

@@ -1,0 +1,60 @@
+"""Node verbs of the Slingshot provider: what a DRCC's CXI service manager asks DRCS.
+
+Mixed into :class:`drc.server.exports.NodeVerbs` (so the DRC link serves them, MUNGE-signed
+both ways, to node daemons only). Harmless with other providers: nothing is ever owed.
+"""
+
+from __future__ import annotations
+
+from drc.bus import PeerCredentials, method
+from drc.core.errors import einval, eperm
+from drc.core.model import check_uint32
+from drc.core.service import CredentialService
+
+NODE = "node"
+MAX_CONFIRM = 10_000
+
+
+class SlingshotNodeVerbs:
+    service: CredentialService
+
+    def _node(self, peer: PeerCredentials) -> None:
+        """Only a root node daemon may call node verbs (NodeVerbs says the same)."""
+        if peer.uid != 0:
+            raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
+
+    @method("s", "(a(uu)a(uu))", hook=NODE)
+    def node_slingshot_state(
+        self, peer: PeerCredentials, node: str
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(live, owed) (credential, VNI) pairs of ``node``: a DRCC keeps the services of the
+        live ones, destroys every other service in drc's range and confirms the owed ones."""
+        self._node(peer)
+        node = _node_name(node)
+        with self.service.store.snapshot() as tx:
+            state = getattr(tx, "vni_node_state", None)
+            return state(node) if state is not None else ([], [])
+
+    @method("sau", "au", hook=NODE)
+    def node_slingshot_cleaned(
+        self, peer: PeerCredentials, node: str, credentials: list[int]
+    ) -> list[int]:
+        """``node`` destroyed every CXI service of these freed credentials; those confirmed.
+        A confirmed VNI returns to the pool once no node owes it and its quarantine passed."""
+        self._node(peer)
+        node = _node_name(node)
+        if len(credentials) > MAX_CONFIRM:
+            raise einval(f"at most {MAX_CONFIRM} credentials per confirmation")
+        ids = [check_uint32("credential", c) for c in credentials]
+        with self.service.store.transaction() as tx:
+            confirm = getattr(tx, "vni_confirm", None)
+            done = confirm(node, ids) if confirm is not None else []
+        if done:
+            self.service.cleanup.release(credentials=done)
+        return done
+
+
+def _node_name(node: object) -> str:
+    if not isinstance(node, str) or not 0 < len(node) <= 255 or not node.isprintable():
+        raise einval("node must be a printable name of 1..255 characters")
+    return node

@@ -52,6 +52,9 @@ MESSAGES: dict[Code, str] = {
 class DrcError(Exception):
     """A refusal with a DRC code and a message written for the person who reads it."""
 
+    #: For an ENOSPC from a limit: the scope of the limit that refused (``user-default`` …).
+    limit_scope: str | None = None
+
     def __init__(self, code: Code | int, message: str | None = None) -> None:
         self.code = Code(code)
         self.message = message or MESSAGES[self.code]

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from drc.cli.common import run
+from drc.cli.common import add_version, run
 from drc.core.errors import DrcError
 from drc.core.tokens import generate_key
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
@@ -44,6 +44,9 @@ class Embedded:
     munged: PrivateMunged | None = None
     drcs_pid: int = 0
     drcc_pid: int = 0
+    # host:port of the daemons' Prometheus metrics ("" unless started with metrics)
+    drcs_metrics: str = ""
+    drcc_metrics: str = ""
 
     @property
     def config(self) -> Path:
@@ -81,6 +84,8 @@ class Embedded:
             munged,
             raw.get("drcs_pid", 0),
             raw.get("drcc_pid", 0),
+            raw.get("drcs_metrics", ""),
+            raw.get("drcc_metrics", ""),
         )
 
 
@@ -97,7 +102,8 @@ def _free_port() -> int:
 def write_config(state_dir: Path, emb: Embedded, wlm: str = "none") -> Path:
     """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link.
 
-    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine.
+    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine. Metrics are
+    served where ``emb.drcs_metrics`` / ``emb.drcc_metrics`` say (loopback), if set.
     """
     port = _free_port()
     admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
@@ -126,10 +132,23 @@ def write_config(state_dir: Path, emb: Embedded, wlm: str = "none") -> Path:
         f"wlm = {q(wlm)}\n"
         'boot_id_file = "/proc/sys/kernel/random/boot_id"\n\n'
         "[tokens]\n"
-        f"key_file = {q(str(state_dir / 'token.key'))}\n"
+        f"key_file = {q(str(state_dir / 'token.key'))}\n" + _metrics_config(emb)
     )
     emb.config.chmod(0o644)
     return emb.config
+
+
+def _metrics_config(emb: Embedded) -> str:
+    if not (emb.drcs_metrics or emb.drcc_metrics):
+        return ""
+    # One DRCS owns this store: nothing changes it behind its back, so the state gauges
+    # need no periodic re-read (a cluster sharing PostgreSQL keeps the default).
+    return (
+        "\n[metrics]\n"
+        f"drcs_listen = {json.dumps(emb.drcs_metrics)}\n"
+        f"drcc_listen = {json.dumps(emb.drcc_metrics)}\n"
+        "state_max_age = 3600\n"
+    )
 
 
 def _policy_files(state_dir: Path) -> list[Path]:
@@ -195,9 +214,10 @@ def start_node(emb: Embedded) -> int:
     return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
 
 
-def start(state_dir: Path, wlm: str = "none") -> Embedded:
+def start(state_dir: Path, wlm: str = "none", metrics: bool = False) -> Embedded:
     """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
-    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up."""
+    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up. With
+    ``metrics``, DRCS and DRCC serve Prometheus metrics on free loopback ports."""
     state_dir = state_dir.resolve()
     running = Embedded.load(state_dir)
     if running and all(alive(pid) for _, pid in running.daemons()):
@@ -208,6 +228,9 @@ def start(state_dir: Path, wlm: str = "none") -> Embedded:
     state_dir.chmod(0o755)
     bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
     emb = Embedded(str(state_dir), bus)
+    if metrics:
+        emb.drcs_metrics = f"127.0.0.1:{_free_port()}"
+        emb.drcc_metrics = f"127.0.0.1:{_free_port()}"
     emb.save()
     try:
         emb.munged = start_private_munged(state_dir / "munge")
@@ -323,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_state_dir(),
         help="sockets, database, config, keys and logs (default: %(default)s)",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("start", help="start everything; prints export lines for eval")
     p.add_argument(
@@ -330,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "slurm"),
         default="none",
         help="workload manager DRCC asks for callers' jobs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve DRCS's and DRCC's Prometheus metrics on loopback ports (see status)",
     )
     sub.add_parser("stop", help="stop everything start started")
     sub.add_parser("status", help="which daemons run, and the bus address")
@@ -355,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "start":
-            emb = start(state_dir, args.wlm)
+            emb = start(state_dir, args.wlm, args.metrics)
             for key, value in emb.exports().items():
                 print(f"{key}={shlex.quote(value)}; export {key};")
             print(
@@ -389,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             ok &= alive(pid)
             print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
         print(f"bus          {emb.bus.address}")
+        for name, where in (("drcs", emb.drcs_metrics), ("drcc", emb.drcc_metrics)):
+            if where:
+                print(f"{name} metrics http://{where}/metrics")
         return 0 if ok else 1
 
     try:

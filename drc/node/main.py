@@ -17,6 +17,7 @@ from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
+from drc.metrics.node import node_metrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
@@ -51,6 +52,9 @@ async def serve(cfg: drc_config.Config) -> None:
     node = node_cfg["name"] or node_name()
     identifier = Identifier(node, wlm_from_config(cfg, node_cfg["wlm"]))
     calls, feed = _links(cfg)  # a missing [link] server is a config error: say it first
+    metrics = node_metrics(cfg)  # None unless [metrics] drcc_listen
+    if metrics:
+        calls, feed = metrics.upstream(calls), metrics.upstream(feed)
     try:
         token_key = load_key(Path(cfg["tokens"]["key_file"]))
     except FileNotFoundError:
@@ -58,12 +62,16 @@ async def serve(cfg: drc_config.Config) -> None:
         token_key = None
     service = NodeService(node, boot_id(node_cfg["boot_id_file"]), calls, feed, token_key=token_key)
 
+    if metrics:
+        metrics.service = service
+        metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
     await service.start()
     exporter = BusExporter(
         NodeExports(service, identifier),
         bus_name=BUS_NAME,
         object_path=OBJECT_PATH,
         interface=INTERFACE,
+        observer=metrics.observe if metrics else None,
     )
     await exporter.start(node_cfg["bus_address"] or None)
     log.info(
@@ -79,6 +87,8 @@ async def serve(cfg: drc_config.Config) -> None:
     await service.stop()
     await calls.close()
     await feed.close()
+    if metrics:
+        metrics.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

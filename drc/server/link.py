@@ -7,6 +7,8 @@ so the peer's uid comes from munged, and ``node_uids`` decides who is a node dae
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from drc.bus import PeerCredentials, exported_methods, invoke
@@ -25,8 +27,14 @@ def split_host_port(value: str, what: str) -> tuple[str, int]:
 
 
 def link_server(
-    exports: object, listen: str, *, munge_socket: str | None, node_uids: set[int]
+    exports: object,
+    listen: str,
+    *,
+    munge_socket: str | None,
+    node_uids: set[int],
+    observer: Callable[[str, str, float, BaseException | None], None] | None = None,
 ) -> LinkServer:
+    """``observer`` is told of every answered call, as :class:`drc.bus.BusExporter`'s."""
     methods = {name: m for name, m in exported_methods(exports).items() if m.hook == NODE}
 
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
@@ -40,7 +48,16 @@ def link_server(
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
-        return await invoke(exports, exported, who, list(args))
+        if observer is None:
+            return await invoke(exports, exported, who, list(args))
+        started = time.perf_counter()
+        try:
+            out = await invoke(exports, exported, who, list(args))
+        except Exception as exc:
+            observer("link", name, time.perf_counter() - started, exc)
+            raise
+        observer("link", name, time.perf_counter() - started, None)
+        return out
 
     host, port = split_host_port(listen, "[link] listen")
     return LinkServer(

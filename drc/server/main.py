@@ -18,6 +18,7 @@ from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.metrics.server import server_metrics
 from drc.providers import make_provider
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
@@ -51,7 +52,11 @@ def read_token_key(cfg: drc_config.Config) -> bytes | None:
 async def serve(cfg: drc_config.Config) -> None:
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
-    exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
+    metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
+    observe = metrics.observe if metrics else None
+    exporter = BusExporter(
+        exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE, observer=observe
+    )
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
     link = None
@@ -61,8 +66,11 @@ async def serve(cfg: drc_config.Config) -> None:
             cfg["link"]["listen"],
             munge_socket=cfg["link"]["munge_socket"],
             node_uids=set(cfg["link"]["node_uids"]),
+            observer=observe,
         )
         await link.start()
+        if metrics:
+            metrics.link = link
         log.info("DRC link listening on %s:%s", *link.tcp_address)
 
     info = service.describe()
@@ -78,6 +86,9 @@ async def serve(cfg: drc_config.Config) -> None:
         pool["capacity"],
     )
 
+    if metrics:
+        await metrics.start(cfg["metrics"]["drcs_listen"], f"{cfg.path}: [metrics] drcs_listen")
+
     cleanup = None
     if wants_cleanup_task(service):
         interval = float(getattr(service.provider, "cleanup_retry_interval", 60.0))
@@ -90,6 +101,8 @@ async def serve(cfg: drc_config.Config) -> None:
     if link is not None:
         await link.close()
     await exporter.stop()
+    if metrics:
+        await metrics.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from drc import config as drc_config
 from drc.core.errors import Code, DrcError
@@ -94,6 +100,7 @@ class CallMetrics:
     """Requests per transport and verb: how many, how they ended, how long they took."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
         self.requests = Counter(
             f"{prefix}_requests",
             "Requests answered, by transport (dbus, link), verb and outcome "

@@ -108,7 +108,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "state_min_interval": Key(
             (int, float),
-            1,
+            5,
             "seconds: drcs re-reads credential and pool gauges from the store at most this "
             "often after changes (scrapes never query the store)",
         ),

@@ -147,6 +147,7 @@ def _metrics_config(emb: Embedded) -> str:
         "\n[metrics]\n"
         f"drcs_listen = {json.dumps(emb.drcs_metrics)}\n"
         f"drcc_listen = {json.dumps(emb.drcc_metrics)}\n"
+        "state_min_interval = 1\n"
         "state_max_age = 3600\n"
     )
 

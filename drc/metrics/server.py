@@ -173,7 +173,7 @@ class ServerMetrics:
         self,
         service: CredentialService,
         *,
-        min_interval: float = 1.0,
+        min_interval: float = 5.0,
         max_age: float = 60.0,
     ) -> None:
         self.service = service

@@ -40,7 +40,8 @@ MESSAGES: dict[Code, str] = {
     Code.EINVAL: "invalid parameter",
     Code.EPERM: "invalid permissions",
     Code.ENOSPC: "no space left (a credential limit or the resource pool is exhausted)",
-    Code.ECONNREFUSED: "connection refused (no DRC daemon answered)",
+    Code.ECONNREFUSED: "connection refused (no DRC daemon answered: is drcc.service running "
+    "here, drcs.service on the server?)",
     Code.ALREADY_GRANTED: "access already granted to this target",
     Code.CRED_NOT_FOUND: "credential not found",
     Code.CRED_CREATE_FAILURE: "credential could not be created",

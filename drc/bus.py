@@ -697,6 +697,8 @@ def _result(
 ) -> list[Any]:
     """A reply (or the bus's failure) → out args, or the DrcError it stands for."""
     if reply is None:
+        if isinstance(err, (ValueError, TypeError)):  # refused while marshalling: never sent
+            raise DrcError(Code.EINVAL, f"bad arguments for {member}: {err}")
         raise DrcError(
             Code.ECONNREFUSED,
             f"lost the connection to the D-Bus bus at {address} while calling {member}"

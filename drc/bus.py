@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ _DAEMON_LABELS = {
     "org.drc.Server": "the DRC server (drcs)",
     "org.drc.Node": "the DRC node daemon (drcc)",
 }
+# What an admin starts when a daemon does not answer.
+_DAEMON_UNITS = {"org.drc.Server": "drcs.service", "org.drc.Node": "drcc.service"}
 
 _NAME_LOST_RULE = (
     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
@@ -321,8 +324,18 @@ class BusExporter:
     never tells a method who sent the call.
     """
 
-    def __init__(self, service: object, *, bus_name: str, object_path: str, interface: str):
+    def __init__(
+        self,
+        service: object,
+        *,
+        bus_name: str,
+        object_path: str,
+        interface: str,
+        observer: Callable[[str, str, float, BaseException | None], None] | None = None,
+    ):
         self.service = service
+        # Told of every answered call: (transport, method, seconds, error or None). Metrics.
+        self.observer = observer
         self.bus_name = bus_name
         self.object_path = object_path
         self.interface = interface
@@ -537,8 +550,11 @@ class BusExporter:
                 f"Method {exported.name} expects signature {exported.in_signature!r}, "
                 f"got {msg.signature!r}",
             )
+        started = time.perf_counter()
         if exported.is_coroutine:
-            task = asyncio.get_running_loop().create_task(self._dispatch_async(msg, exported, peer))
+            task = asyncio.get_running_loop().create_task(
+                self._dispatch_async(msg, exported, peer, started)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return True
@@ -548,30 +564,43 @@ class BusExporter:
                 # A plain method may answer at once (a cache hit) or hand back an awaitable
                 # (a miss that needs I/O): only the second pays for a task.
                 task = asyncio.get_running_loop().create_task(
-                    self._await_reply(msg, exported, result)
+                    self._await_reply(msg, exported, result, started)
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 return True
-            return self._reply(msg, exported, _out_list(exported, result))
+            reply = self._reply(msg, exported, _out_list(exported, result))
+            self._observe(exported, started, None)
+            return reply
         except Exception as exc:
+            self._observe(exported, started, exc)
             return self._failure(msg, exported, exc)
 
-    async def _await_reply(self, msg: Message, exported: ExportedMethod, pending: Any) -> None:
+    def _observe(self, exported: ExportedMethod, started: float, exc: Exception | None) -> None:
+        if self.observer is not None:
+            self.observer("dbus", exported.name, time.perf_counter() - started, exc)
+
+    async def _await_reply(
+        self, msg: Message, exported: ExportedMethod, pending: Any, started: float
+    ) -> None:
         try:
             reply = self._reply(msg, exported, _out_list(exported, await pending))
+            self._observe(exported, started, None)
         except Exception as exc:
+            self._observe(exported, started, exc)
             reply = self._failure(msg, exported, exc)
         if isinstance(reply, Message) and self._bus is not None:
             self._bus.send(reply)
 
     async def _dispatch_async(
-        self, msg: Message, exported: ExportedMethod, peer: PeerCredentials
+        self, msg: Message, exported: ExportedMethod, peer: PeerCredentials, started: float
     ) -> None:
         try:
             out = await invoke(self.service, exported, peer, _args(msg, exported))
             reply = self._reply(msg, exported, out)
+            self._observe(exported, started, None)
         except Exception as exc:
+            self._observe(exported, started, exc)
             reply = self._failure(msg, exported, exc)
         if isinstance(reply, Message) and self._bus is not None:
             self._bus.send(reply)
@@ -636,10 +665,21 @@ def default_bus_address() -> str:
     return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS
 
 
+def _start_hint(bus_name: str, address: str) -> str:
+    unit = _DAEMON_UNITS.get(bus_name)
+    if unit is None:
+        return ""
+    if address != DEFAULT_SYSTEM_BUS:  # a private bus: drc-embedded (or a test) runs it
+        return f"; start it: systemctl start {unit} (or drc-embedded start for a private bus)"
+    return f"; start it: systemctl start {unit}"
+
+
 def _not_running(bus_name: str, address: str) -> DrcError:
     label = _DAEMON_LABELS.get(bus_name, bus_name)
     return DrcError(
-        Code.ECONNREFUSED, f"{label} is not running (no owner of {bus_name} on {address})"
+        Code.ECONNREFUSED,
+        f"{label} is not running (no owner of {bus_name} on {address})"
+        + _start_hint(bus_name, address),
     )
 
 
@@ -648,7 +688,7 @@ def _no_answer(bus_name: str, member: str, address: str, timeout: float) -> DrcE
     return DrcError(
         Code.ECONNREFUSED,
         f"{label} did not answer {member} within {timeout:g} s "
-        f"(is it running? {bus_name} on {address})",
+        f"(is it running? {bus_name} on {address})" + _start_hint(bus_name, address),
     )
 
 
@@ -657,6 +697,8 @@ def _result(
 ) -> list[Any]:
     """A reply (or the bus's failure) → out args, or the DrcError it stands for."""
     if reply is None:
+        if isinstance(err, (ValueError, TypeError)):  # refused while marshalling: never sent
+            raise DrcError(Code.EINVAL, f"bad arguments for {member}: {err}")
         raise DrcError(
             Code.ECONNREFUSED,
             f"lost the connection to the D-Bus bus at {address} while calling {member}"

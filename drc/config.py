@@ -127,6 +127,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "log": {
         "level": Key(str, "info", "debug, info, warning or error"),
     },
+    "metrics": {
+        "drcs_listen": Key(
+            str,
+            "",
+            "where drcs serves Prometheus metrics: PORT (on localhost) or HOST:PORT; empty: off",
+        ),
+        "drcc_listen": Key(
+            str,
+            "",
+            "where drcc serves Prometheus metrics: PORT (on localhost) or HOST:PORT; empty: off",
+        ),
+        "state_min_interval": Key(
+            (int, float),
+            5,
+            "seconds: drcs re-reads credential and pool gauges from the store at most this "
+            "often after changes (scrapes never query the store)",
+        ),
+        "state_max_age": Key(
+            (int, float),
+            60,
+            "seconds: and at least this often (other DRCS sharing the database change it too)",
+        ),
+    },
 }
 
 
@@ -202,7 +225,13 @@ def load(path: Path | str | None = None, *, must_exist: bool = True) -> Config:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", list: "a list", bool: "true or false"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        bool: "true or false",
+    }
     return " or ".join(names.get(x, x.__name__) for x in (t if isinstance(t, tuple) else (t,)))
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from drc import config as drc_config
+from drc.cli.common import add_version
 from drc.logsetup import setup_logging
 
 
@@ -28,7 +29,7 @@ def daemon_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--syslog", action="store_true", help="log to syslog/the journal instead of stderr"
     )
-    return parser
+    return add_version(parser)
 
 
 async def until_stopped() -> None:

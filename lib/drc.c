@@ -55,7 +55,8 @@ static const char *const messages[] = {
 	[DRC_EINVAL] = "invalid parameter",
 	[DRC_EPERM] = "invalid permissions",
 	[DRC_ENOSPC] = "no space left (a credential limit or the resource pool is exhausted)",
-	[DRC_ECONNREFUSED] = "connection refused (no DRC daemon answered)",
+	[DRC_ECONNREFUSED] = "connection refused (no DRC daemon answered: is drcc.service "
+			     "running here, drcs.service on the server?)",
 	[DRC_ALREADY_GRANTED] = "access already granted to this target",
 	[DRC_CRED_NOT_FOUND] = "credential not found",
 	[DRC_CRED_CREATE_FAILURE] = "credential could not be created",

@@ -30,6 +30,11 @@ SECTIONS = {
     "tokens": "Credential tokens (\\fBrdmacred\\fR(3)): signed by \\fBdrcs\\fR, "
     "checked by \\fBdrcc\\fR alone. Without the key file, tokens are disabled (a warning is "
     "logged).",
+    "metrics": "Prometheus metrics of \\fBdrcs\\fR and \\fBdrcc\\fR, served at "
+    "\\fBhttp://ADDRESS/metrics\\fR. Off unless an address is set; a bare port binds to "
+    "localhost (127.0.0.1). The metrics are listed in \\fBdrcs\\fR(8) and \\fBdrcc\\fR(8) "
+    "(section METRICS); a Grafana dashboard ships as "
+    "\\fB/usr/share/drc/grafana\\-dashboard.json\\fR.",
     "log": "Logging of every daemon (stderr in the foreground, syslog with \\fB\\-\\-syslog\\fR).",
 }
 
@@ -111,7 +116,7 @@ def toml_value(value: object) -> str:
 
 
 def type_name(key: Key) -> str:
-    names = {int: "integer", str: "string", list: "list", bool: "boolean"}
+    names = {int: "integer", float: "number", str: "string", list: "list", bool: "boolean"}
     types = key.type if isinstance(key.type, tuple) else (key.type,)
     return " or ".join(names.get(t, t.__name__) for t in types)
 

@@ -138,12 +138,31 @@ class Cluster:
 
         return node_counters(self.address)
 
+    def scrape(self, daemon: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """One Prometheus scrape of ``drcs`` or ``drcc`` (started with metrics=True):
+        sample name -> {sorted label pairs: value}."""
+        import urllib.request
 
-def start_cluster(runtime: Runtime, configure: Callable[[Path], None] | None = None) -> Cluster:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        where = self.emb.drcs_metrics if daemon == "drcs" else self.emb.drcc_metrics
+        assert where, f"{daemon} serves no metrics: start the cluster with metrics=True"
+        with urllib.request.urlopen(f"http://{where}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+        return samples
+
+
+def start_cluster(
+    runtime: Runtime, configure: Callable[[Path], None] | None = None, *, metrics: bool = False
+) -> Cluster:
     """``configure(config_path)`` may rewrite drc.conf before the daemons first start."""
     state_dir = Path(tempfile.mkdtemp(prefix="drc-embedded-", dir="/tmp"))
     state_dir.chmod(0o755)
-    return Cluster(state_dir, embedded.start(state_dir, configure=configure), runtime)
+    return Cluster(state_dir, embedded.start(state_dir, configure=configure, metrics=metrics), runtime)
 
 
 def stop_cluster(cluster: Cluster) -> None:

@@ -13,9 +13,21 @@ import sys
 import time
 
 from drc.bus import default_bus_address
-from drc.cli.common import UsageError, gid_of, run, table, uid_of
+from drc.cli.common import (
+    EXIT_DRC_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UsageError,
+    add_version,
+    gid_of,
+    run,
+    table,
+    uid_of,
+)
 from drc.core.errors import Code, DrcError
-from drc.core.model import Flags, LimitScope
+from drc.core.model import Flags, LimitScope, State
 from drc.server.proxy import ServerProxy
 
 LIST_COLUMNS = (
@@ -30,15 +42,41 @@ LIST_COLUMNS = (
     "Refs",
 )
 
+#: drccli's exit statuses, for scripts: the --help epilog and the EXIT STATUS section of
+#: drccli(1) are both written from this table.
+EXIT_STATUS = (
+    (EXIT_OK, "success"),
+    (
+        EXIT_DRC_ERROR,
+        "DRC refused the request; stderr says 'drccli: DRC_NAME: why' (DRC_EPERM, DRC_ENOSPC, "
+        "DRC_CRED_NOT_FOUND ...)",
+    ),
+    (EXIT_USAGE, "usage error: bad option, unknown user or group, missing value"),
+    (
+        EXIT_UNREACHABLE,
+        "DRCS did not answer (DRC_ECONNREFUSED): start it with 'systemctl start drcs.service' "
+        "on the service node, or check the bus address",
+    ),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
+
+def _exit_status_roff() -> str:
+    return "\n".join(
+        f".TP\n.B {code}\n{text.replace('-', chr(92) + '-')}" for code, text in EXIT_STATUS
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drccli",
         description="Manage Dynamic RDMA Credentials: acquire a managed network credential, "
         "grant it to a uid, gid or job, list, limit and release.",
-        epilog="Exit status: 0 on success, 1 when DRC refused (the DRC error name is printed "
-        "on stderr), 2 on a usage error.",
+        epilog="Exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_STATUS) + ".",
     )
+    # argparse-manpage emits these as extra sections of drccli(1).
+    parser._manpage = [{"heading": "exit status", "content": _exit_status_roff()}]  # type: ignore[attr-defined]
+    add_version(parser)
     parser.add_argument(
         "--bus",
         metavar="ADDRESS",
@@ -91,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "those they own or may access.",
     )
     p.add_argument("-c", "--credential", type=int, help="show only this credential")
+    p.add_argument("--uid", metavar="UID", help="only credentials owned by this user (name or uid)")
+    p.add_argument("--job", type=int, metavar="WLMID", help="only credentials of this job")
+    p.add_argument(
+        "--state",
+        type=str.upper,
+        choices=[s.value for s in State],
+        help="only credentials in this state",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (one object per credential)")
 
     p = sub.add_parser(
@@ -130,13 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("-j", "--wlmid", metavar="WLMID", type=int, help="for one job")
     p.add_argument("value", nargs="?", help="maximum number of live credentials, or 'none'")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "status",
         help="DRCS health: store, pool usage, nodes, every DRCS, limits (admins)",
         description="Show whether DRCS answers, its store backend and schema version, pool "
         "usage, how many node daemons are connected and known, every DRCS of [link] servers "
         "(reachable or not, which one answered), which DRCS each node follows, and the "
         "limits in force. Admins only.",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (the same facts, for scripts and monitoring)",
     )
 
     p = sub.add_parser(
@@ -166,7 +217,7 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
                 print("Credential Not Found")
             raise
     else:
-        creds = server.list()
+        creds = _filtered(server.list(), args)
     if args.json:
         print(json.dumps(creds if args.credential is None else creds[0], indent=2))
         return 0
@@ -190,6 +241,18 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
         return 0
     print(table(LIST_COLUMNS, rows))
     return 0
+
+
+def _filtered(creds: list[dict], args: argparse.Namespace) -> list[dict]:
+    """``list --uid/--job/--state``: every filter given must match."""
+    uid = uid_of(args.uid) if args.uid is not None else None
+    return [
+        c
+        for c in creds
+        if (uid is None or c["uid"] == uid)
+        and (args.job is None or c["wlm"] == args.job)
+        and (args.state is None or c["state"] == args.state)
+    ]
 
 
 def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
@@ -229,8 +292,13 @@ def _cluster_lines(server: ServerProxy, info: dict) -> None:
         print(f"Follows:     {entry['node']} -> {entry['server']} (since {since})")
 
 
-def _status(server: ServerProxy) -> int:
+def _status(server: ServerProxy, as_json: bool = False) -> int:
     info = server.status()
+    if as_json:
+        address = server.address or default_bus_address()
+        info["servers"] = server.call("Servers", "")[0]
+        print(json.dumps({"reachable": True, "bus": address, **info}, indent=2, sort_keys=True))
+        return 0
     store, pool = info["store"], info["provider"]
     print(f"DRCS:        reachable on {server.address or default_bus_address()}")
     print(f"Store:       {store['backend']} {store['database']} (schema {store['schema']})")
@@ -295,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "limit":
                 return _limit(server, args)
             elif args.command == "status":
-                return _status(server)
+                return _status(server, args.json)
             elif args.command == "expire":
                 freed = server.expire_jobs(args.jobs)
                 print(
@@ -306,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.close()
 
-    return run("drccli", body)
+    return run("drccli", body, {Code.ECONNREFUSED: EXIT_UNREACHABLE})
 
 
 if __name__ == "__main__":

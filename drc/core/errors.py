@@ -40,7 +40,8 @@ MESSAGES: dict[Code, str] = {
     Code.EINVAL: "invalid parameter",
     Code.EPERM: "invalid permissions",
     Code.ENOSPC: "no space left (a credential limit or the resource pool is exhausted)",
-    Code.ECONNREFUSED: "connection refused (no DRC daemon answered)",
+    Code.ECONNREFUSED: "connection refused (no DRC daemon answered: is drcc.service running "
+    "here, drcs.service on the server?)",
     Code.ALREADY_GRANTED: "access already granted to this target",
     Code.CRED_NOT_FOUND: "credential not found",
     Code.CRED_CREATE_FAILURE: "credential could not be created",
@@ -51,6 +52,9 @@ MESSAGES: dict[Code, str] = {
 
 class DrcError(Exception):
     """A refusal with a DRC code and a message written for the person who reads it."""
+
+    #: For an ENOSPC from a limit: the scope of the limit that refused (``user-default`` …).
+    limit_scope: str | None = None
 
     def __init__(self, code: Code | int, message: str | None = None) -> None:
         self.code = Code(code)

@@ -32,8 +32,10 @@ def check_limits(limits: Iterable[Limit], usage: Usage, uid: int, gid: int, job:
         if in_use >= limit.value:
             scope = limit.scope.value + (f" {limit.id}" if limit.scope.takes_id else "")
             owner = f" for {whom}" if whom else ""
-            raise DrcError(
+            error = DrcError(
                 Code.ENOSPC,
                 f"{scope} limit of {limit.value} live credential(s) reached{owner} "
                 f"({in_use} in use)",
             )
+            error.limit_scope = limit.scope.value  # which limit refused, for the refusal counts
+            raise error

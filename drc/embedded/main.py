@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drc.cli.common import run
+from drc.cli.common import add_version, run
 from drc.core.errors import DrcError
 from drc.core.tokens import generate_key
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
@@ -68,6 +68,9 @@ class Embedded:
     extra_servers: list[Host] = field(default_factory=list)  # DRCS 2..M
     extra_nodes: list[Host] = field(default_factory=list)  # nodes 2..N
     database: str = ""
+    # host:port of the daemons' Prometheus metrics ("" unless started with metrics)
+    drcs_metrics: str = ""
+    drcc_metrics: str = ""
 
     @property
     def config(self) -> Path:
@@ -133,6 +136,8 @@ class Embedded:
             hosts("extra_servers"),
             hosts("extra_nodes"),
             raw.get("database", ""),
+            raw.get("drcs_metrics", ""),
+            raw.get("drcc_metrics", ""),
         )
 
 
@@ -164,6 +169,8 @@ def write_config(
     instance writes one per host: ``path``, the host's bus, a server's ``listen`` address, a
     node's name and boot id file; every host lists every server (``emb.servers``, a node
     in its own order: ``servers``).
+    Metrics are served where ``emb.drcs_metrics`` / ``emb.drcc_metrics`` say (loopback),
+    if set, by host 1 only (DRCS 1 and node 1).
     """
     listen = listen or (emb.servers[0] if emb.servers else f"127.0.0.1:{_free_port()}")
     servers = servers or emb.servers or [listen]
@@ -199,9 +206,24 @@ def write_config(
         f"boot_id_file = {q(boot_id_file)}\n\n"
         "[tokens]\n"
         f"key_file = {q(str(state_dir / 'token.key'))}\n"
+        + (_metrics_config(emb) if path == emb.config else "")
     )
     path.chmod(0o644)
     return path
+
+
+def _metrics_config(emb: Embedded) -> str:
+    if not (emb.drcs_metrics or emb.drcc_metrics):
+        return ""
+    # One DRCS owns this store: nothing changes it behind its back, so the state gauges
+    # need no periodic re-read (a cluster sharing PostgreSQL keeps the default).
+    return (
+        "\n[metrics]\n"
+        f"drcs_listen = {json.dumps(emb.drcs_metrics)}\n"
+        f"drcc_listen = {json.dumps(emb.drcc_metrics)}\n"
+        "state_min_interval = 1\n"
+        "state_max_age = 3600\n"
+    )
 
 
 def _policy_files(state_dir: Path) -> list[Path]:
@@ -322,6 +344,7 @@ def start(
     servers: int = 1,
     database: str = "",
     configure: Callable[[Path], None] | None = None,
+    metrics: bool = False,
 ) -> Embedded:
     """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
     for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up.
@@ -329,7 +352,8 @@ def start(
     ``nodes`` > 1: nodes 2..N each get a private bus, a DRCC, a node name (node1, node2 …)
     and a boot id of their own, all served by the same DRCS. ``servers`` > 1: that many DRCS
     on ``database`` (a PostgreSQL URL), on 127.0.0.1, 127.0.0.2 …; every node lists them all
-    in ``[link] servers`` and fails over between them.
+    in ``[link] servers`` and fails over between them. With ``metrics``, DRCS 1 and node 1
+    serve Prometheus metrics on free loopback ports.
     """
     if nodes < 1 or servers < 1:
         raise RuntimeError("--nodes and --servers must be at least 1")
@@ -347,6 +371,9 @@ def start(
     state_dir.chmod(0o755)
     bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
     emb = Embedded(str(state_dir), bus, database=database)
+    if metrics:
+        emb.drcs_metrics = f"127.0.0.1:{_free_port()}"
+        emb.drcc_metrics = f"127.0.0.1:{_free_port()}"
     emb.save()
     try:
         emb.munged = start_private_munged(state_dir / "munge")
@@ -491,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_state_dir(),
         help="sockets, database, config, keys and logs (default: %(default)s)",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     node_help = "the node (1..N of start --nodes) whose DRCC to use (default: %(default)s)"
     p = sub.add_parser("start", help="start everything; prints export lines for eval")
@@ -522,6 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="store URL (default: SQLite in the state directory); several DRCS need "
         "postgresql://user@host/db",
+    )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve DRCS's and DRCC's Prometheus metrics on loopback ports (see status)",
     )
     sub.add_parser("stop", help="stop everything start started")
     sub.add_parser("status", help="which daemons run, and the bus address")
@@ -558,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                 nodes=args.nodes,
                 servers=args.servers,
                 database=args.database,
+                metrics=args.metrics,
             )
             for key, value in emb.exports().items():
                 print(f"{key}={shlex.quote(value)}; export {key};")
@@ -600,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
             ok &= alive(pid)
             print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
         print(f"bus          {emb.bus.address}")
+        for name, where in (("drcs", emb.drcs_metrics), ("drcc", emb.drcc_metrics)):
+            if where:
+                print(f"{name} metrics http://{where}/metrics")
         return 0 if ok else 1
 
     try:

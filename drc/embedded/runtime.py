@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = ("drc", "dbus_fast", "peewee", "playhouse")
+PACKAGES = ("drc", "dbus_fast", "peewee", "playhouse", "prometheus_client")
 COMMANDS = {
     "drccli": "drc.cli.drccli",
     "drcs": "drc.server.main",

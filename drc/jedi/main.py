@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drc import config as drc_config
-from drc.cli.common import EXIT_USAGE, run
+from drc.cli.common import EXIT_USAGE, add_version, run
 from drc.server.proxy import ServerProxy
 from drc.wlm import WlmAdapter, WlmError, wlm_from_config
 
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="DRC job expiration: expire the jobs DRCS holds references for that the "
         "workload manager no longer runs.",
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("reconcile", help="expire DRCS's outstanding jobs the WLM does not run")
     p.add_argument(

@@ -79,6 +79,10 @@ class _Connection:
             raise
 
 
+# What to do when DRCS does not answer, for the admin reading a node's error.
+DRCS_DOWN_HINT = " (is DRCS running? start drcs.service on the DRCS host)"
+
+
 class LinkClient:
     """Call DRCS methods over TCP+MUNGE (``host``, ``port``) or a unix socket (``unix_path``).
 
@@ -133,12 +137,17 @@ class LinkClient:
                 finally:
                     conn.pending.pop(request.id, None)
         except TimeoutError:
-            error = DrcError(Code.ECONNREFUSED, f"{self.target}: no answer within {self.timeout} s")
+            error = DrcError(
+                Code.ECONNREFUSED,
+                f"{self.target}: no answer within {self.timeout} s{DRCS_DOWN_HINT}",
+            )
             if conn is not None:
                 conn.fail(error)  # a late answer must not be mistaken for a later call's
             raise error from None
         except OSError as err:
-            error = DrcError(Code.ECONNREFUSED, f"{self.target}: {err.strerror or err}")
+            error = DrcError(
+                Code.ECONNREFUSED, f"{self.target}: {err.strerror or err}{DRCS_DOWN_HINT}"
+            )
             if conn is not None:
                 conn.fail(error)
             raise error from None

@@ -95,6 +95,11 @@ class LinkServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def connections(self) -> int:
+        """Connections open right now (node daemons; metrics)."""
+        return len(self._writers)
+
+    @property
     def tcp_address(self) -> tuple[str, int]:
         """The bound (host, port), useful with ``port=0``."""
         for server in self._servers:

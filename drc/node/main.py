@@ -23,6 +23,7 @@ from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
 from drc.node.cxi import CxiError, CxiUnavailable
+from drc.metrics.node import node_metrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
@@ -102,6 +103,9 @@ async def serve(cfg: drc_config.Config) -> None:
     node = node_cfg["name"] or node_name()
     identifier = Identifier(node, wlm_from_config(cfg, node_cfg["wlm"]))
     calls, feed = _links(cfg, node)  # a missing [link] server is a config error: say it first
+    metrics = node_metrics(cfg)  # None unless [metrics] drcc_listen
+    if metrics:
+        calls, feed = metrics.upstream(calls), metrics.upstream(feed)
     try:
         token_key = load_key(Path(cfg["tokens"]["key_file"]))
     except FileNotFoundError:
@@ -120,6 +124,9 @@ async def serve(cfg: drc_config.Config) -> None:
     )
     service.job_end_everywhere = node_cfg["wlm"] == "alps"
 
+    if metrics:
+        metrics.service = service
+        metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
     await service.start()
     await _say_following(calls, node)
     reports: set[asyncio.Future[None]] = set()
@@ -135,6 +142,7 @@ async def serve(cfg: drc_config.Config) -> None:
         bus_name=BUS_NAME,
         object_path=OBJECT_PATH,
         interface=INTERFACE,
+        observer=metrics.observe if metrics else None,
     )
     await exporter.start(node_cfg["bus_address"] or None)
     log.info(
@@ -150,6 +158,8 @@ async def serve(cfg: drc_config.Config) -> None:
     await service.stop()
     await calls.close()
     await feed.close()
+    if metrics:
+        metrics.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

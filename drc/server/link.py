@@ -10,6 +10,8 @@ in the transaction of its change, and a retry is answered from that record (:fun
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from drc.bus import PeerCredentials, exported_methods, invoke
@@ -30,8 +32,14 @@ def split_host_port(value: str, what: str) -> tuple[str, int]:
 
 
 def link_server(
-    exports: object, listen: str, *, munge_socket: str | None, node_uids: set[int]
+    exports: object,
+    listen: str,
+    *,
+    munge_socket: str | None,
+    node_uids: set[int],
+    observer: Callable[[str, str, float, BaseException | None], None] | None = None,
 ) -> LinkServer:
+    """``observer`` is told of every answered call, as :class:`drc.bus.BusExporter`'s."""
     methods = {name: m for name, m in exported_methods(exports).items() if m.hook == NODE}
 
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
@@ -45,6 +53,19 @@ def link_server(
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
+        if observer is None:
+            return await _run(exported, who, name, args)
+        started = time.perf_counter()
+        try:
+            out = await _run(exported, who, name, args)
+        except Exception as exc:
+            observer("link", name, time.perf_counter() - started, exc)
+            raise
+        observer("link", name, time.perf_counter() - started, None)
+        return out
+
+    async def _run(exported: Any, who: PeerCredentials, name: str, args: list[Any]) -> list[Any]:
+        """Run one node verb; a request id makes a retried one answer what its first run did."""
         rid = REQUEST_ID.get()
         if rid is None:
             return await invoke(exports, exported, who, list(args))

@@ -23,6 +23,7 @@ from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.link import LinkClient, Munge
+from drc.metrics.server import server_metrics
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
@@ -72,7 +73,11 @@ async def serve(cfg: drc_config.Config) -> None:
                 await feed.listening.wait()
         except TimeoutError:
             log.warning("change feed: not listening yet; node daemons will resync when it is")
-    exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
+    metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
+    observe = metrics.observe if metrics else None
+    exporter = BusExporter(
+        exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE, observer=observe
+    )
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
     link = None
@@ -82,8 +87,11 @@ async def serve(cfg: drc_config.Config) -> None:
             cfg["link"]["listen"],
             munge_socket=cfg["link"]["munge_socket"],
             node_uids=set(cfg["link"]["node_uids"]),
+            observer=observe,
         )
         await link.start()
+        if metrics:
+            metrics.link = link
         log.info("DRC link listening on %s:%s", *link.tcp_address)
 
     info = service.describe()
@@ -98,6 +106,9 @@ async def serve(cfg: drc_config.Config) -> None:
         pool["free"],
         pool["capacity"],
     )
+
+    if metrics:
+        await metrics.start(cfg["metrics"]["drcs_listen"], f"{cfg.path}: [metrics] drcs_listen")
 
     cleanup = None
     if wants_cleanup_task(service):
@@ -114,6 +125,8 @@ async def serve(cfg: drc_config.Config) -> None:
         exports.changes.new_generation()  # end the nodes' long polls now, not in 5 s
         await link.close()
     await exporter.stop()
+    if metrics:
+        await metrics.stop()
 
 
 def server_prober(

@@ -140,3 +140,14 @@ def test_error_messages_name_what_was_wrong(live):
         proxy.grant(existing, 1000, 0)
     with pytest.raises(DrcError, match="credential 99999 not found"):
         proxy.release(99999)
+
+
+def test_a_string_with_a_nul_byte_is_einval_not_a_lost_connection(live):
+    """D-Bus strings cannot carry NUL: the client refuses to send it, and says so."""
+    _, proxy, _ = live
+    before = snapshot(proxy)
+    with pytest.raises(DrcError) as err:
+        proxy.call("SetLimit", "sut", "\x00", 0, 0)
+    assert err.value.code is Code.EINVAL and "NUL" in err.value.message
+    assert snapshot(proxy) == before
+    assert proxy.limits() == before[1]  # the connection still works

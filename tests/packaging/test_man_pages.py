@@ -7,7 +7,9 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 from dbus_fast.signature import get_signature_tree
@@ -129,3 +131,71 @@ def test_generated_drc_conf_5_is_clean_roff(drc_conf_5, tmp_path) -> None:
     page = tmp_path / "drc.conf.5"
     page.write_text(drc_conf_5)
     assert groff_warnings(page) == ""
+
+
+def drccli_1(tmp_path) -> str:
+    """drccli(1) as ``make man`` writes it (argparse-manpage over build_parser)."""
+    out = tmp_path / "drccli.1"
+    tool = Path(sys.executable).parent / "argparse-manpage"
+    argv = [str(tool), "--pyfile", str(REPO / "drc/cli/drccli.py"), "--function", "build_parser"]
+    argv += ["--prog", "drccli", "--project-name", "drc", "--output", str(out)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return out.read_text()
+
+
+def test_drccli_1_documents_every_exit_status(tmp_path) -> None:
+    from drc.cli.drccli import EXIT_STATUS
+
+    page = drccli_1(tmp_path)
+    section = page[page.index(".SH EXIT STATUS") :]
+    end = section.find("\n.SH ", 1)
+    section = section[:end] if end > 0 else section
+    for code, _ in EXIT_STATUS:
+        assert f".TP\n.B {code}\n" in section
+    assert "drcs.service" in section
+    if shutil.which("groff"):
+        assert groff_warnings(tmp_path / "drccli.1") == ""
+
+
+def metric_families(service) -> dict[str, set[str]]:
+    """Every metric each daemon exposes (family names; counters with their _total)."""
+    from drc.metrics.node import NodeMetrics
+    from drc.metrics.server import ServerMetrics
+
+    names: dict[str, set[str]] = {}
+    for page, registry in (
+        ("drcs.8", ServerMetrics(service).registry),
+        ("drcc.8", NodeMetrics().registry),
+    ):
+        names[page] = {
+            f.name + ("_total" if f.type == "counter" else "")
+            for f in registry.collect()
+            if not f.name.startswith("process_")
+        }
+    return names
+
+
+def test_every_metric_is_documented_in_its_daemons_page(service) -> None:
+    for page, names in metric_families(service).items():
+        text = (MAN / page).read_text()
+        section = text[text.index(".SH METRICS") :]
+        section = section[: section.index("\n.SH ", 1)]
+        assert names, page
+        for name in names:
+            assert name in section, f"{name} missing from {page} METRICS"
+
+
+def test_grafana_dashboard_uses_only_metrics_the_daemons_expose(service) -> None:
+    import json
+
+    dashboard = json.loads((REPO / "packaging/grafana/drc-dashboard.json").read_text())
+    exposed = set().union(*metric_families(service).values())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            used |= set(re.findall(r"\b(drc[sc]_[a-z_]+)", target["expr"]))
+    assert used, "the dashboard queries nothing"
+    for name in used:
+        base = re.sub(r"_(bucket|count|sum)$", "", name)
+        assert name in exposed or base in exposed, f"dashboard queries unknown metric {name}"
+    assert {"drcs_credentials_live", "drcc_cache_hits_total"} <= used

@@ -35,6 +35,7 @@ FILES = {
         "/usr/share/man/man1/drc-embedded.1",
         "/usr/share/man/man5/drc.conf.5",
         "/usr/share/man/man7/drc-dbus.7",
+        "/usr/share/drc/grafana-dashboard.json",
     ],
     "drc-server": [
         "/usr/bin/drcs",
@@ -73,7 +74,13 @@ FILES = {
 }
 
 REQUIRES = {
-    "python3-drc": ["python3 >= 3.11", "python3dist(peewee)", "python3dist(dbus-fast)", "dbus"],
+    "python3-drc": [
+        "python3 >= 3.11",
+        "python3dist(peewee)",
+        "python3dist(dbus-fast)",
+        "python3dist(prometheus-client)",
+        "dbus",
+    ],
     "drc-server": [f"python3-drc = {VERSION_RELEASE}", "munge"],
     "drc-node": [f"python3-drc = {VERSION_RELEASE}", "munge"],
     "drc-libs": ["libsystemd.so.0()(64bit)"],

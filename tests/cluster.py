@@ -162,7 +162,9 @@ def start_cluster(
     """``configure(config_path)`` may rewrite drc.conf before the daemons first start."""
     state_dir = Path(tempfile.mkdtemp(prefix="drc-embedded-", dir="/tmp"))
     state_dir.chmod(0o755)
-    return Cluster(state_dir, embedded.start(state_dir, configure=configure, metrics=metrics), runtime)
+    return Cluster(
+        state_dir, embedded.start(state_dir, configure=configure, metrics=metrics), runtime
+    )
 
 
 def stop_cluster(cluster: Cluster) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -48,7 +49,28 @@ def read_token_key(cfg: drc_config.Config) -> bytes | None:
         return None
 
 
+#: Descriptors DRCS wants beyond its link connections (database, bus, logs, munged).
+SPARE_FDS = 256
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every node daemon holds a DRC link
+    connection (a descriptor) open, so 10,000 nodes need more than the usual soft 1024.
+    Returns the link connections the limit leaves room for."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(0, soft - SPARE_FDS)
+
+
 async def serve(cfg: drc_config.Config) -> None:
+    room = raise_fd_limit()
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
@@ -63,7 +85,13 @@ async def serve(cfg: drc_config.Config) -> None:
             node_uids=set(cfg["link"]["node_uids"]),
         )
         await link.start()
-        log.info("DRC link listening on %s:%s", *link.tcp_address)
+        log.info(
+            "DRC link listening on %s:%s (open-file limit leaves room for %d node connections)",
+            *link.tcp_address,
+            room,
+        )
+        if room < 10_000:
+            log.info("for more nodes raise LimitNOFILE= in drcs.service (see drcs(8))")
 
     info = service.describe()
     store, pool = info["store"], info["provider"]

@@ -93,7 +93,7 @@ class Node:
     async def follow(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         """DRCC's change-feed loop: one long poll at a time, noting when each change arrives."""
         while not stop.is_set():
-            gen, complete, seq, changes = (
+            gen, _complete, seq, changes = (
                 await self.link.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
             )[0]
             now = time.monotonic()
@@ -122,6 +122,20 @@ class Simulator:
         self.errors: list[str] = []
         self.stop = asyncio.Event()
         self.followers: list[asyncio.Task[None]] = []
+        self.base_followers = 0  # DRCS's followers before the simulator came (the DRCC's)
+
+    async def settle(self, server: ServerProxy, seconds: float = 60) -> int:
+        """Wait until every node's long poll is parked at DRCS again (a quiet DRCS), so the
+        next phase is timed alone; how many nodes DRCS counts as following."""
+        deadline = time.monotonic() + seconds
+        following = 0
+        while time.monotonic() < deadline:
+            following = server.status()["nodes_connected"] - self.base_followers
+            if following >= len(self.nodes):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
+        return following
 
     async def _each(self, fn, nodes: list[Node] | None = None) -> float:
         """Run ``fn(node)`` for every node, ``concurrency`` at a time; seconds taken."""
@@ -142,7 +156,7 @@ class Simulator:
         server = ServerProxy(self.emb.bus.address, timeout=30)
         drcs = self.emb.drcs_pid
         before = rss_kib(drcs)
-        followers_before = server.status()["nodes_connected"]  # the embedded DRCC's own
+        self.base_followers = server.status()["nodes_connected"]  # the embedded DRCC's own
 
         async def hello(node: Node) -> None:
             await node.link.call("NodeHello", [node.name, node.boot_id])
@@ -156,13 +170,7 @@ class Simulator:
                 task.result()  # the feed failed: raise its error
 
         seconds = await self._each(hello)
-        deadline = time.monotonic() + 60
-        following = 0
-        while time.monotonic() < deadline:  # the last long polls reach DRCS just after ready
-            following = server.status()["nodes_connected"] - followers_before
-            if following >= len(self.nodes):
-                break
-            await asyncio.sleep(0.2)
+        following = await self.settle(server)  # the last long polls reach DRCS after ready
         await asyncio.sleep(1)  # let allocations settle before reading memory
         after = rss_kib(drcs)
         server.close()
@@ -250,10 +258,12 @@ async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
                 "NodeAcquire", [owner.caller(OWNER_UID, JOB1), int(Flags.FLEX_CREDENTIAL)]
             )
         )[0]["credential"]
+        await sim.settle(server)
         out["access_storm"] = await sim.storm(cred, JOB1)
         out["access_storm"]["refs_after"] = _refs(server, cred)
         out["revoke"] = await sim.revoke_reach(owner, cred)
 
+        await sim.settle(server)  # the re-polls after the revoke must not be in the timing
         t0 = time.perf_counter()
         server.expire_jobs([JOB1])  # what `drccli expire JOB` sends
         expire_ms = (time.perf_counter() - t0) * 1000
@@ -269,6 +279,7 @@ async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
             )
         )[0]["credential"]
         out["access_storm_2"] = await sim.storm(cred2, JOB2)
+        await sim.settle(server)
         first: list[float] = []
         t0 = time.perf_counter()
 

@@ -14,6 +14,7 @@ from drc.core.model import Flags
 from drc.server.proxy import ServerProxy
 
 from cluster import Cluster, start_cluster, stop_cluster
+from scale import fuzzed, size
 
 U32 = st.integers(0, 2**32 - 1)
 MISSING = st.integers(10_000, 2**32 - 1)  # ids no credential has in this test
@@ -115,7 +116,7 @@ def snapshot(proxy: ServerProxy):
 
 
 @settings(
-    max_examples=150,
+    max_examples=size(150, 20_000),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -123,6 +124,7 @@ def snapshot(proxy: ServerProxy):
 def test_bad_calls_get_a_drc_error_and_change_nothing(live, data):
     cluster, proxy, existing = live
     member, signature, args = data.draw(call_strategy(existing))
+    fuzzed("DRCS D-Bus methods")
     before = snapshot(proxy)
     with pytest.raises(DrcError) as err:
         proxy.call(member, signature, *args)

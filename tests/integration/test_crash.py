@@ -15,8 +15,9 @@ from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, consistency_problems, open_database
 
 from cluster import Cluster
+from scale import record, size
 
-ROUNDS = 8
+ROUNDS = size(8, 200)
 
 
 class Stream(threading.Thread):
@@ -77,11 +78,21 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(cluster: Cluster):
     assert total_calls > 50  # the kills landed in a busy stream
 
     live = {c["credential"] for c in cluster.server().list()}
-    assert acked - released - in_doubt <= live  # every acknowledged acquire survived
-    assert not (live & released)  # every acknowledged release stuck
-    assert len(live - acked) <= ROUNDS  # at most one unanswered acquire per kill
+    lost = acked - released - in_doubt - live
+    resurrected = live & released
     store = PeeweeStore(open_database(f"sqlite:///{cluster.state_dir}/drcs.db"))
     try:
-        assert consistency_problems(store) == []
+        problems = consistency_problems(store)  # leaked cookies/slots, dangling rows
     finally:
         store.close()
+    record(
+        "SIGKILL of DRCS at random points of a busy stream",
+        "200 kills: 0 inconsistencies, 0 leaked cookies, 0 lost acknowledged references",
+        f"{ROUNDS} kills over {total_calls} calls: {len(problems)} inconsistencies, "
+        f"{len(lost)} lost, {len(resurrected)} released-but-live",
+        ROUNDS >= 200 and not problems and not lost and not resurrected,
+    )
+    assert not lost  # every acknowledged acquire survived
+    assert not resurrected  # every acknowledged release stuck
+    assert len(live - acked) <= ROUNDS  # at most one unanswered acquire per kill
+    assert problems == []

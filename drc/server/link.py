@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dbus_fast.signature import SignatureType, get_signature_tree
+
 from drc.bus import PeerCredentials, exported_methods, invoke
 from drc.core.errors import Code, DrcError
 from drc.link import LinkPeer, LinkServer, Munge
@@ -24,6 +26,65 @@ def split_host_port(value: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+_INT_RANGES = {
+    "y": (0, 0xFF),
+    "n": (-(2**15), 2**15 - 1),
+    "q": (0, 2**16 - 1),
+    "i": (-(2**31), 2**31 - 1),
+    "u": (0, 2**32 - 1),
+    "x": (-(2**63), 2**63 - 1),
+    "t": (0, 2**64 - 1),
+    "h": (0, 2**32 - 1),
+}
+
+
+def _conforms(value: Any, t: SignatureType) -> bool:
+    """Whether a JSON value is what D-Bus type ``t`` would carry (``v`` takes anything)."""
+    token = t.token
+    if token in _INT_RANGES:
+        low, high = _INT_RANGES[token]
+        return type(value) is int and low <= value <= high
+    if token == "b":
+        return type(value) is bool
+    if token == "d":
+        return type(value) in (int, float)
+    if token in "sog":
+        return type(value) is str
+    if token == "v":
+        return True
+    if token == "(":
+        return (
+            isinstance(value, list)
+            and len(value) == len(t.children)
+            and all(_conforms(v, c) for v, c in zip(value, t.children, strict=True))
+        )
+    if token == "a":
+        (child,) = t.children
+        if child.token == "{":
+            key, val = child.children
+            return isinstance(value, dict) and all(
+                _conforms(k, key) and _conforms(v, val) for k, v in value.items()
+            )
+        return isinstance(value, list) and all(_conforms(v, child) for v in value)
+    return False
+
+
+def check_link_args(name: str, in_signature: str, arg_names: tuple[str, ...], args: list) -> None:
+    """Refuse arguments the D-Bus signature would not carry, with the argument's name.
+
+    Over D-Bus the bus library checks types before a method runs; JSON frames carry any
+    type, so the link checks the same signature here, and a method never sees (and never
+    crashes on) a None where it expects a list.
+    """
+    if len(args) != len(arg_names):
+        raise DrcError(Code.EINVAL, f"{name} takes {len(arg_names)} arguments, got {len(args)}")
+    for value, arg, t in zip(args, arg_names, get_signature_tree(in_signature).types, strict=True):
+        if not _conforms(value, t):
+            raise DrcError(
+                Code.EINVAL, f"{name}: argument {arg!r} must be of D-Bus type {t.signature!r}"
+            )
+
+
 def link_server(
     exports: object, listen: str, *, munge_socket: str | None, node_uids: set[int]
 ) -> LinkServer:
@@ -33,10 +94,7 @@ def link_server(
         exported = methods.get(name)
         if exported is None:
             raise DrcError(Code.EINVAL, f"the DRC link serves no method {name[:64]!r}")
-        if len(args) != len(exported.arg_names):
-            raise DrcError(
-                Code.EINVAL, f"{name} takes {len(exported.arg_names)} arguments, got {len(args)}"
-            )
+        check_link_args(name, exported.in_signature, exported.arg_names, args)
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )

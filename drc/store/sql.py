@@ -217,6 +217,7 @@ class PeeweeStore:
         self.db = database
         database_proxy.initialize(database)
         self._write_lock = threading.Lock()
+        self._batch_thread: int | None = None  # the thread inside batch(), if any
         self._statements = Statements(database)
 
     @classmethod
@@ -236,10 +237,32 @@ class PeeweeStore:
 
     @contextmanager
     def transaction(self) -> Iterator[PeeweeTransaction]:
+        if self._batch_thread == threading.get_ident():
+            # inside batch(): a savepoint, so a failing verb undoes only itself
+            with self.db.atomic():
+                yield PeeweeTransaction(self.db, self._statements)
+            return
         with self._write_lock, self.db.atomic():
             tx = PeeweeTransaction(self.db, self._statements)
             tx.lock()
             yield tx
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: one write transaction around several verbs, so they share one
+        commit (on SQLite one fsync, most of a small verb's cost) instead of one each.
+
+        Every :meth:`transaction` the calling thread opens inside becomes a savepoint of
+        this one. Nothing is durable before the batch commits: callers answer the verbs'
+        requests only after this block exits without error.
+        """
+        with self._write_lock, self.db.atomic():
+            PeeweeTransaction(self.db, self._statements).lock()
+            self._batch_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._batch_thread = None
 
     @contextmanager
     def snapshot(self) -> Iterator[PeeweeTransaction]:

@@ -6,9 +6,7 @@ so the peer's uid comes from munged, and ``node_uids`` decides who is a node dae
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from dbus_fast.signature import SignatureType, get_signature_tree
@@ -17,6 +15,7 @@ from drc.bus import PeerCredentials, exported_methods, invoke, invoke_sync
 from drc.core.errors import Code, DrcError
 from drc.link import LinkPeer, LinkServer, Munge
 from drc.server.exports import NODE
+from drc.server.group import GroupCommit
 
 log = logging.getLogger("drc.server.link")
 
@@ -101,54 +100,6 @@ GROUPED = frozenset(
         "NodeProcesses",
     }
 )
-
-
-class GroupCommit:
-    """Run node verbs that arrive together in one database transaction (group commit).
-
-    A storm of cache misses from thousands of nodes is thousands of tiny transactions, each
-    paying a commit (on SQLite an fsync) for four statements. Verbs that reach the event
-    loop in the same turn are run one after another inside ``store.batch()``, each in its
-    own savepoint (a refused verb undoes only itself), and all are answered after the one
-    commit, so nothing is acknowledged before it is durable. A lone verb runs as before.
-    """
-
-    def __init__(self, store: Any, max_batch: int = 256) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self._pending: list[tuple[Callable[[], list[Any]], asyncio.Future[list[Any]]]] = []
-
-    async def run(self, call: Callable[[], list[Any]]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append((call, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await future
-
-    def _flush(self) -> None:
-        batch = self._pending[: self.max_batch]
-        self._pending = self._pending[self.max_batch :]
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        outcomes: list[tuple[asyncio.Future[list[Any]], Any, BaseException | None]] = []
-        try:
-            with self.store.batch():
-                for call, future in batch:
-                    try:
-                        outcomes.append((future, call(), None))
-                    except Exception as err:  # this verb only: its savepoint is undone
-                        outcomes.append((future, None, err))
-        except Exception as err:  # the commit failed: none of the batch happened
-            log.error("DRC link: a group of %d node verbs failed to commit: %s", len(batch), err)
-            outcomes = [(future, None, err) for _call, future in batch]
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
 
 
 def link_server(

@@ -22,6 +22,7 @@ from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.providers import make_provider
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.server.group import GroupCommit
 from drc.server.link import link_server
 from drc.store.sql import PeeweeStore
 
@@ -73,6 +74,8 @@ async def serve(cfg: drc_config.Config) -> None:
     room = raise_fd_limit()
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
+    exports.group = GroupCommit(service.store)  # D-Bus verbs waiting together share a commit
+    exports.group_frees = not wants_cleanup_task(service)
     exporter = BusExporter(exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE)
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)

@@ -8,7 +8,7 @@ import pytest
 
 from drc.core.errors import Code, DrcError
 from drc.core.service import CredentialService
-from drc.server.link import GroupCommit
+from drc.server.group import GroupCommit
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job

@@ -116,7 +116,7 @@ def snapshot(proxy: ServerProxy):
 
 
 @settings(
-    max_examples=size(150, 20_000),
+    max_examples=size(150, 10_000),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -149,7 +149,7 @@ def alive(cluster: Cluster) -> None:
         assert os.waitpid(pid, os.WNOHANG) == (0, 0), f"daemon {pid} died"
 
 
-@settings(max_examples=size(150, 25_000), **SETTINGS)
+@settings(max_examples=size(150, 15_000), **SETTINGS)
 @given(request=bad_link_request())
 def test_bad_link_requests_get_a_drc_error_and_change_nothing(live, link, request):
     client, _ = link
@@ -176,7 +176,7 @@ FRAMES = st.one_of(
 )
 
 
-@settings(max_examples=size(150, 25_000), **SETTINGS)
+@settings(max_examples=size(150, 20_000), **SETTINGS)
 @given(frame=FRAMES)
 def test_garbage_frames_close_the_connection_and_change_nothing(live, link, frame):
     """Garbage never decodes as a MUNGE credential: DRCS closes that connection only."""
@@ -261,7 +261,7 @@ def node_call_strategy() -> st.SearchStrategy:
     )
 
 
-@settings(max_examples=size(100, 15_000), **SETTINGS)
+@settings(max_examples=size(100, 10_000), **SETTINGS)
 @given(call=node_call_strategy())
 def test_bad_calls_to_drcc_get_a_drc_error_and_change_nothing(live, call):
     from drc.bus import SyncBusClient
@@ -300,7 +300,7 @@ def config_text(draw) -> str:
     return "\n".join(lines) + "\n"
 
 
-@settings(max_examples=size(200, 25_000), **SETTINGS)
+@settings(max_examples=size(200, 20_000), **SETTINGS)
 @given(text=config_text())
 def test_any_config_file_loads_or_fails_with_one_config_error(tmp_path_factory, text):
     path = Path(tmp_path_factory.getbasetemp()) / "fuzz.conf"

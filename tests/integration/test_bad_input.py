@@ -20,7 +20,12 @@ U32 = st.integers(0, 2**32 - 1)
 MISSING = st.integers(10_000, 2**32 - 1)  # ids no credential has in this test
 BAD_ACQUIRE_FLAGS = U32.filter(lambda f: f & ~int(Flags.FLEX_CREDENTIAL | Flags.PERSISTENT))
 BAD_TARGET_FLAGS = U32.filter(lambda f: bin(f & 0b11100).count("1") != 1 or f & ~0b11100)
-TEXT = st.text(max_size=300) | st.builds(lambda: "x" * 200_000) | st.builds(lambda: "\u2603" * 5000)
+# D-Bus strings cannot carry NUL (the client library refuses to send one): everything else goes
+TEXT = (
+    st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=300)
+    | st.builds(lambda: "x" * 200_000)
+    | st.builds(lambda: "\u2603" * 5000)
+)
 ANY_ARG = st.one_of(
     st.tuples(st.just("u"), U32),
     st.tuples(st.just("s"), TEXT),

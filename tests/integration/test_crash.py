@@ -20,6 +20,7 @@ from scale import record, size
 from workers import live_refs, pool_free, start_workers, stop_workers, store_problems
 
 ROUNDS = size(8, 200)
+MAX_LIVE = 600  # below the embedded pool's 1024, leaving room for unanswered acquires
 
 
 class Stream(threading.Thread):
@@ -32,14 +33,24 @@ class Stream(threading.Thread):
         self.stop = threading.Event()
         self.calls = 0
         self.releasing: int | None = None  # a release whose answer the kill may have eaten
+        self.failure: BaseException | None = None
 
     def run(self) -> None:
+        try:
+            self._stream()
+        except BaseException as e:  # an assertion here must fail the test, not just warn
+            self.failure = e
+        finally:
+            self.proxy.close()
+
+    def _stream(self) -> None:
         deadline = time.monotonic() + 30  # bounded even if the kill never comes
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
                 live = sorted(self.acked - self.released)
                 action = self.rng.random()
-                if action < 0.5 or not live:
+                # acquire while the pool (1024 cookies) has room for the next rounds too
+                if not live or (action < 0.5 and len(live) < MAX_LIVE):
                     self.acked.add(self.proxy.acquire(int(Flags.FLEX_CREDENTIAL)))
                 elif action < 0.75:
                     self.proxy.grant(
@@ -56,7 +67,6 @@ class Stream(threading.Thread):
                 if e.code is Code.ECONNREFUSED:
                     return  # DRCS was killed mid-call: its outcome is unknown
                 assert e.code in (Code.ALREADY_GRANTED, Code.CRED_NOT_FOUND), e
-        self.proxy.close()
 
 
 def test_sigkill_at_random_points_leaves_a_consistent_store(cluster: Cluster):
@@ -73,6 +83,7 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(cluster: Cluster):
         stream.stop.set()
         stream.join(10)
         assert not stream.is_alive()
+        assert stream.failure is None, stream.failure
         total_calls += stream.calls
         if stream.releasing is not None:
             in_doubt.add(stream.releasing)

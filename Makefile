@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps demo test lint man lib spank rpm introspection clean
+.PHONY: all deps demo test stress lint man lib spank rpm introspection clean
 
 all: deps man lib
 
@@ -45,6 +45,12 @@ lint: deps
 
 test: deps man lint lib spank
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The load, fault and fuzz suite at full size (10,000 simulated nodes, 200 SIGKILLs each of
+# DRCS and DRCC, >= 100,000 fuzzed inputs ...): one table, non-zero exit when a figure is
+# missed. Up to 30 minutes; `make test` runs the same code small.
+stress: deps lib
+	@$(PY) tests/stress/report.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1 man/drc.conf.5

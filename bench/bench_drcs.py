@@ -1,22 +1,104 @@
-"""DRCS over D-Bus: acquire and release rate, one client, sequential, beside a raw Ping.
+"""DRCS over D-Bus: acquire and release rate, one client, sequential, beside a raw Ping
+and beside the raw store.
 
 Prints JSON. The raw ``org.freedesktop.DBus.Peer.Ping`` to DRCS on the same bus, measured in
 the same run, is the floor: the ratio says what the verb costs beyond one bus round trip.
+``dbus_vs_store``: acquire+release pairs per second that DRCS completes over D-Bus (with
+``DRC_BENCH_CLIENTS`` client processes keeping it busy) ÷ the same pairs run on the core and
+store in this process (built from DRCS's config, a database file beside DRCS's), in
+alternating rounds so load drift hits both alike. The issue's target is >= 0.8.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from common import embedded_drc, summary, timed
 
+from drc import config as drc_config
+from drc.core.model import Caller, Holder
 from drc.server.exports import BUS_NAME, OBJECT_PATH
+from drc.server.main import build_service
 from drc.server.proxy import ServerProxy
 
 N = int(os.environ.get("DRC_BENCH_N", "1000"))  # the embedded pool holds 1024
+PAIRS = int(os.environ.get("DRC_BENCH_PAIRS", "2000"))
+CLIENTS = int(os.environ.get("DRC_BENCH_CLIENTS", "3"))  # enough to keep DRCS busy
+ROUNDS = 2
+
+
+def _dbus_client(address: str, pairs: int, start: Any, out: Any) -> None:
+    proxy = ServerProxy(address)
+    for _ in range(10):
+        proxy.release(proxy.acquire(0))
+    start.wait()
+    for _ in range(pairs):
+        proxy.release(proxy.acquire(0))
+    proxy.close()
+    out.put(pairs)
+
+
+def _dbus_round(address: str, pairs: int) -> float:
+    """Seconds for ``pairs`` acquire+release pairs from CLIENTS processes at once."""
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    each = pairs // CLIENTS
+    procs = [
+        ctx.Process(target=_dbus_client, args=(address, each, start, out)) for _ in range(CLIENTS)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)  # all connected and warm
+    t0 = time.perf_counter()
+    start.set()
+    done = sum(out.get(timeout=300) for _ in procs)
+    seconds = time.perf_counter() - t0
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    assert done == each * CLIENTS
+    return seconds
+
+
+def pair_rates(emb: Any, pairs: int) -> dict[str, float]:
+    """acquire+release pairs/s: DRCS over D-Bus (CLIENTS processes) and the raw store.
+
+    The raw side is the same core built from DRCS's own config (provider, policy, SQLite
+    pragmas), on a database file of its own beside DRCS's, called in this process with no
+    transport. Rounds alternate so load drift hits both alike."""
+    cfg = drc_config.load(emb.config)
+    raw_db = f"sqlite:///{Path(emb.state_dir) / 'raw-store.db'}"
+    svc = build_service(
+        dataclasses.replace(
+            cfg, values={**cfg.values, "server": {**cfg["server"], "database": raw_db}}
+        )
+    )
+    root = Caller(uid=0, gid=0, gids=frozenset({0}), holder=Holder.pin(0))
+    spent = {"dbus": 0.0, "store": 0.0}
+    each = pairs // CLIENTS * CLIENTS
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for _ in range(each):
+            svc.release(root, svc.acquire(root, 0).id)
+        spent["store"] += time.perf_counter() - t0
+        spent["dbus"] += _dbus_round(emb.bus.address, each)
+    svc.store.close()
+    n = each * ROUNDS
+    return {
+        "clients": CLIENTS,
+        "pairs": n,
+        "dbus_pairs_per_s": round(n / spent["dbus"], 1),
+        "store_pairs_per_s": round(n / spent["store"], 1),
+        "dbus_vs_store": round(spent["store"] / spent["dbus"], 3),
+    }
 
 
 def main() -> int:
@@ -39,6 +121,7 @@ def main() -> int:
         release = summary(timed(lambda: proxy.release(next(it)), N, warmup=0))
         release_s = time.perf_counter() - t0
         proxy.close()
+        pairs = pair_rates(emb, PAIRS)
     result = {
         "benchmark": "drcs_dbus_acquire_release",
         "calls": N,
@@ -47,6 +130,8 @@ def main() -> int:
         "release": {**release, "per_s": round(N / release_s)},
         "acquire_vs_ping_p50": round(acquire["p50_us"] / ping["p50_us"], 2),
         "release_vs_ping_p50": round(release["p50_us"] / ping["p50_us"], 2),
+        "acquire_release_pairs": pairs,
+        "load_average": os.getloadavg(),
     }
     json.dump(result, sys.stdout, indent=2)
     print()

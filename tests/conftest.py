@@ -20,6 +20,11 @@ from drc.store.sql import PeeweeStore
 
 from cluster import Cluster, User, ensure_users, start_cluster, stop_cluster
 from helpers import ALICE
+from scale import record_fuzz_counts
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    record_fuzz_counts()  # for make stress's table; a no-op under make test
 
 
 @pytest.fixture

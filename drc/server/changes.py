@@ -17,6 +17,7 @@ too).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections import deque
@@ -55,7 +56,11 @@ class ChangeLog:
         """(complete, [(credential, epoch)…]) after ``seq``; incomplete when it aged out."""
         oldest = self._log[0][0] if self._log else self.seq + 1
         complete = seq + 1 >= oldest or seq >= self.seq
-        return complete, [(cred, epoch) for s, cred, epoch in self._log if s > seq]
+        # Walk back from the newest entry only as far as ``seq``: every follower calls this
+        # after each change, so scanning the whole log (up to ``keep``) would cost
+        # followers x keep per change.
+        newer = list(itertools.takewhile(lambda e: e[0] > seq, reversed(self._log)))
+        return complete, [(cred, epoch) for _s, cred, epoch in reversed(newer)]
 
     @property
     def followers(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from drc.bus import PeerCredentials, method
 from drc.core.errors import Code, DrcError, einval, eperm
@@ -27,11 +27,13 @@ from drc.core.service import CredentialService
 from drc.core.tokens import issue_token
 from drc.identity import process_gid
 from drc.server.changes import FREED, ChangeLog
+from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
 
 BUS_NAME = "org.drc.Server"
 OBJECT_PATH = "/org/drc/Server"
 INTERFACE = "org.drc.Server"
+T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
 NODE = "node"  # hook of the methods node daemons call (the only ones the DRC link serves)
@@ -308,6 +310,17 @@ class ServerExports(NodeVerbs):
         self.changes = ChangeLog()
         service.listeners.append(self.changes.record)
 
+    #: Set by drcs: D-Bus verbs waiting together share one commit (see drc.server.group).
+    group: GroupCommit | None = None
+    #: Whether release may join a group: not when freeing runs external cleanups (ALPS).
+    group_frees: bool = False
+
+    def _grouped(self, call: Callable[[], T], frees: bool = False) -> T | Awaitable[T]:
+        """``call()`` now, or (grouping on) an awaitable of it that the bus exporter awaits."""
+        if self.group is None or (frees and not self.group_frees):
+            return call()
+        return self.group.run(call)
+
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)
         if not self.service.policy.is_admin(caller):
@@ -317,12 +330,16 @@ class ServerExports(NodeVerbs):
     # -- user verbs ----------------------------------------------------------------------
 
     @method("u", "u")
-    def acquire(self, peer: PeerCredentials, flags: int) -> int:
-        return self.service.acquire(direct_caller(peer), flags).id
+    def acquire(self, peer: PeerCredentials, flags: int) -> int | Awaitable[int]:
+        caller = direct_caller(peer)
+        return self._grouped(lambda: self.service.acquire(caller, flags).id)
 
     @method("uuu", "")
-    def grant(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> None:
-        self.service.grant(direct_caller(peer), credential, Target.from_flags(target, flags))
+    def grant(
+        self, peer: PeerCredentials, credential: int, target: int, flags: int
+    ) -> Awaitable[None] | None:
+        caller, what = direct_caller(peer), Target.from_flags(target, flags)
+        return self._grouped(lambda: self.service.grant(caller, credential, what))
 
     @method("uuu", "")
     def revoke(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> None:
@@ -336,10 +353,11 @@ class ServerExports(NodeVerbs):
         return (info.credential, info.cookie1, info.cookie2, info.ptag)
 
     @method("uu", "b")
-    def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool:
+    def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
             raise einval(f"release takes no flags (got 0x{flags:x})")
-        return self.service.release(direct_caller(peer), credential)
+        caller = direct_caller(peer)
+        return self._grouped(lambda: self.service.release(caller, credential), frees=True)
 
     @method("", "aa{sv}")
     def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.server.group import GroupCommit
 from drc.server.link import link_server, split_host_port
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
@@ -55,11 +57,34 @@ def read_token_key(cfg: drc_config.Config) -> bytes | None:
         return None
 
 
+#: Descriptors DRCS wants beyond its link connections (database, bus, logs, munged).
+SPARE_FDS = 256
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every node daemon holds a DRC link
+    connection (a descriptor) open, so 10,000 nodes need more than the usual soft 1024.
+    Returns the link connections the limit leaves room for."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(0, soft - SPARE_FDS)
+
+
 async def serve(cfg: drc_config.Config) -> None:
     database = cfg["server"]["database"]
     sqlite_lock = claim_sqlite_store(database)  # one DRCS per SQLite store: say so, once
+    room = raise_fd_limit()
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
+    exports.group = GroupCommit(service.store)  # D-Bus verbs waiting together share a commit
+    exports.group_frees = not wants_cleanup_task(service)
     exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
     exports.probe_servers = server_prober(cfg, cfg["link"]["listen"])
     feed_task = None
@@ -92,7 +117,13 @@ async def serve(cfg: drc_config.Config) -> None:
         await link.start()
         if metrics:
             metrics.link = link
-        log.info("DRC link listening on %s:%s", *link.tcp_address)
+        log.info(
+            "DRC link listening on %s:%s (open-file limit leaves room for %d node connections)",
+            *link.tcp_address,
+            room,
+        )
+        if room < 10_000:
+            log.info("for more nodes raise LimitNOFILE= in drcs.service (see drcs(8))")
 
     info = service.describe()
     store, pool = info["store"], info["provider"]

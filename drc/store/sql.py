@@ -276,6 +276,7 @@ class PeeweeStore:
         self.db = database
         database_proxy.initialize(database)
         self._write_lock = threading.Lock()
+        self._batch_thread: int | None = None  # the thread inside batch(), if any
         self._statements = Statements(database)
 
     @classmethod
@@ -313,16 +314,46 @@ class PeeweeStore:
     def transaction(self) -> Iterator[PeeweeTransaction]:
         """One write transaction; it also records the link request being served, if any
         (:mod:`drc.store.requests`), so a retried request is recognised, never rerun."""
+        if self._batch_thread == threading.get_ident():
+            # inside batch(): a savepoint, so a failing verb undoes only itself
+            with self.db.atomic():
+                tx = PeeweeTransaction(self.db, self._statements)
+                with self._recording(tx):
+                    yield tx
+            return
         with self._reachable(), self._write_lock, self.db.atomic():
             tx = PeeweeTransaction(self.db, self._statements)
             tx.lock()
-            record = requests.CURRENT.get()
-            if record is not None:
-                requests.CURRENT.set(None)  # the request's first write transaction records it
-                requests.claim(self.db, record)
-            yield tx
-            if record is not None and tx.created:
-                requests.created(self.db, record, tx.created)
+            with self._recording(tx):
+                yield tx
+
+    @contextmanager
+    def _recording(self, tx: PeeweeTransaction) -> Iterator[None]:
+        """Claim the request being served (if any) before the change, note what it created."""
+        record = requests.CURRENT.get()
+        if record is not None:
+            requests.CURRENT.set(None)  # the request's first write transaction records it
+            requests.claim(self.db, record)
+        yield
+        if record is not None and tx.created:
+            requests.created(self.db, record, tx.created)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: one write transaction around several verbs, so they share one
+        commit (on SQLite one fsync, most of a small verb's cost) instead of one each.
+
+        Every :meth:`transaction` the calling thread opens inside becomes a savepoint of
+        this one. Nothing is durable before the batch commits: callers answer the verbs'
+        requests only after this block exits without error.
+        """
+        with self._reachable(), self._write_lock, self.db.atomic():
+            PeeweeTransaction(self.db, self._statements).lock()
+            self._batch_thread = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._batch_thread = None
 
     @contextmanager
     def snapshot(self) -> Iterator[PeeweeTransaction]:

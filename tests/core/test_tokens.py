@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drc.core.errors import Code, DrcError
@@ -39,6 +39,8 @@ from drc.core.tokens import (
     load_key,
     verify_token,
 )
+
+from scale import fuzzed, size
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -355,12 +357,18 @@ def test_load_key_refuses_non_regular_file(tmp_path: Path) -> None:
         load_key(tmp_path)
 
 
+FUZZ = settings(max_examples=size(100, 15_000), deadline=None)
+
+
+@FUZZ
 @given(st.text(max_size=MAX_TOKEN_LEN + 10) | st.text().map(lambda s: "drc1." + s))
 @example("drc1.AAAA.AAAA")
 def test_fuzz_arbitrary_text_only_bad_token(text: str) -> None:
+    fuzzed("tokens")
     refused(text)
 
 
+@FUZZ
 @given(
     st.lists(
         st.tuples(
@@ -374,6 +382,7 @@ def test_fuzz_arbitrary_text_only_bad_token(text: str) -> None:
 )
 def test_fuzz_mutated_tokens(edits: list[tuple[str, int, str]]) -> None:
     """Any change is refused; only an edit that restores the same text yields the same claims."""
+    fuzzed("tokens")
     token = TOKEN
     for op, pos, ch in edits:
         pos = min(pos, len(token))
@@ -389,10 +398,12 @@ def test_fuzz_mutated_tokens(edits: list[tuple[str, int, str]]) -> None:
         refused(token)
 
 
+@FUZZ
 @given(st.binary(max_size=200) | st.binary(max_size=40).map(lambda tail: GOOD[:HEAD] + tail))
 @example(GOOD)
 def test_fuzz_signed_arbitrary_payload(payload: bytes) -> None:
     """Behind a valid MAC (a leaked key, an issuer bug) the decoder still only says BAD_TOKEN."""
+    fuzzed("tokens")
     try:
         claims = verify_token(KEY, sign(payload), now=NOW)
     except DrcError as e:

@@ -69,6 +69,12 @@ def test_drcs_may_write_only_its_state_directory() -> None:
     assert "ReadWritePaths" not in service
 
 
+def test_drcs_may_hold_a_link_connection_for_ten_thousand_nodes() -> None:
+    # one descriptor per connected node daemon, plus the database, bus and logs
+    service = parse(UNITS / "drcs.service")["Service"]
+    assert int(service["LimitNOFILE"][0]) >= 10_000 + 256
+
+
 def test_drcc_can_see_every_users_processes() -> None:
     service = parse(UNITS / "drcc.service")["Service"]
     for key in ("ProtectProc", "ProcSubset", "CapabilityBoundingSet", "PrivateUsers", "User"):

@@ -55,4 +55,4 @@ def test_the_store_runs_on_postgresql(store: PeeweeStore):
 
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):
-    race_acquire_under_limit(postgresql_url)
+    race_acquire_under_limit(postgresql_url, backend="postgresql")

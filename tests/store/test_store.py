@@ -16,6 +16,7 @@ from drc.providers.pool import PoolProvider
 from drc.store.sql import PeeweeStore, consistency_problems
 
 from helpers import ALICE, BOB, LATEST_MIGRATION, ROOT, in_job, migrations_after
+from scale import record, size
 
 
 def test_migrations_are_versioned_and_applied_once(tmp_path: Path):
@@ -82,7 +83,13 @@ def _race(url: str, n: int, results) -> None:
     results.put((ok, refused))
 
 
-def race_acquire_under_limit(url: str, processes: int = 8, attempts: int = 12) -> None:
+#: make test: 8 processes x 12 acquires; make stress: 16 x 63 = 1,008 racing acquires.
+RACERS, RACES_EACH = size(8, 16), size(12, 63)
+
+
+def race_acquire_under_limit(
+    url: str, processes: int = RACERS, attempts: int = RACES_EACH, backend: str = "sqlite"
+) -> None:
     """``processes`` separate DRCS processes on one database race ``attempts`` acquires each
     under a uid limit: exactly the limit succeed, each with its own cookie, the rest ENOSPC."""
     store = PeeweeStore.from_url(url)
@@ -98,9 +105,17 @@ def race_acquire_under_limit(url: str, processes: int = 8, attempts: int = 12) -
         p.join(60)
         assert p.exitcode == 0
     outcomes = [results.get(timeout=5) for _ in procs]
-    assert sum(ok for ok, _ in outcomes) == limit
-    assert sum(r for _, r in outcomes) == processes * attempts - limit
+    won = sum(ok for ok, _ in outcomes)
     live = svc.list(ROOT)
+    record(
+        f"racing acquires under a limit ({backend})",
+        "1000 races, 0 overshoot",
+        f"{processes * attempts} racing acquires, limit {limit}: {won} granted, "
+        f"{len(live)} live, overshoot {max(0, len(live) - limit)}",
+        processes * attempts >= 1000 and won == limit == len(live),
+    )
+    assert won == limit
+    assert sum(r for _, r in outcomes) == processes * attempts - limit
     assert len(live) == limit
     assert len({c.resources.cookie1 for c in live}) == limit
     assert consistency_problems(store) == []

@@ -1,0 +1,64 @@
+"""Group commit: node verbs arriving together share one transaction, each in a savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drc.core.errors import Code, DrcError
+from drc.core.service import CredentialService
+from drc.server.group import GroupCommit
+from drc.store.sql import consistency_problems
+
+from helpers import ALICE, BOB, in_job
+
+
+def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
+    service: CredentialService,
+):
+    cred = service.acquire(in_job(ALICE, 1, "n0"), 0).id
+    group = GroupCommit(service.store)
+    commits = []
+
+    async def storm():
+        calls = [
+            lambda: [service.access_credential(in_job(ALICE, 1, "n1"), cred).refs],
+            lambda: [service.access_credential(in_job(BOB, 2, "n2"), cred).refs],  # EPERM
+            lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id],
+            lambda: [service.access_credential(in_job(ALICE, 1, "n3"), cred).refs],
+        ]
+        return await asyncio.gather(*(group.run(c) for c in calls), return_exceptions=True)
+
+    original = service.store.batch
+
+    def counting_batch():
+        commits.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+    first, refused, acquired, last = asyncio.run(storm())
+    assert len(commits) == 1  # one transaction for the four verbs
+    assert isinstance(refused, DrcError) and refused.code is Code.EPERM
+    assert isinstance(acquired, list) and isinstance(first, list) and isinstance(last, list)
+    shown = service.get(in_job(ALICE, 1, "n0"), cred)
+    assert shown.refs == 3  # n0 (owner), n1, n3; bob's refused access left nothing
+    assert consistency_problems(service.store) == []
+
+
+def test_a_lone_verb_runs_and_raises_as_without_grouping(service: CredentialService):
+    group = GroupCommit(service.store)
+    with pytest.raises(DrcError) as err:
+        asyncio.run(group.run(lambda: [service.access_credential(in_job(BOB, 2, "n2"), 404)]))
+    assert err.value.code is Code.CRED_NOT_FOUND
+    cred = asyncio.run(group.run(lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id]))[0]
+    assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
+
+
+def test_transactions_outside_a_batch_still_commit_on_their_own(service: CredentialService):
+    with service.store.batch():
+        cred = service.acquire(in_job(ALICE, 1, "n0"), 0).id
+    assert service.store._batch_thread is None
+    assert service.get(in_job(ALICE, 1, "n0"), cred).refs == 1
+    service.release(in_job(ALICE, 1, "n0"), cred)
+    assert consistency_problems(service.store) == []

@@ -1,0 +1,47 @@
+"""DRCS acquire+release over D-Bus ÷ the raw store's rate, measured side by side in one run
+by bench/bench_drcs.py (small under ``make test``; judged at full size under ``make stress``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scale import FULL, record, size
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_dbus_acquire_release_keeps_up_with_the_store():
+    if os.geteuid() != 0:
+        pytest.skip("runs the embedded DRCS as root")
+    env = {
+        **os.environ,
+        "DRC_BENCH_N": str(size(50, 1000)),
+        "DRC_BENCH_PAIRS": str(size(150, 3000)),
+    }
+    run = subprocess.run(
+        [sys.executable, "bench_drcs.py"],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=size(120, 600),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    pairs = json.loads(run.stdout)["acquire_release_pairs"]
+    ratio = pairs["dbus_vs_store"]
+    record(
+        "DRCS acquire+release over D-Bus / raw store rate",
+        ">= 0.8 (same run)",
+        f"{ratio} ({pairs['dbus_pairs_per_s']} vs {pairs['store_pairs_per_s']} pairs/s, "
+        f"{pairs['clients']} D-Bus clients)",
+        ratio >= 0.8,
+    )
+    assert 0 < ratio < 10 and pairs["pairs"] > 0
+    if FULL:  # a small run is mostly warm-up: the rate is judged at full size only
+        assert ratio >= 0.8, pairs

@@ -533,7 +533,7 @@ class BusExporter:
         if msg.signature != exported.in_signature:
             return _error(
                 msg,
-                Code.EINVAL.dbus_name,
+                Code.EPROTO.dbus_name,
                 f"Method {exported.name} expects signature {exported.in_signature!r}, "
                 f"got {msg.signature!r}",
             )
@@ -588,7 +588,8 @@ class BusExporter:
             name, text = exc.code.dbus_name, exc.message
         else:
             log.exception("internal error in %s (caller %s)", exported.name, msg.sender)
-            name, text = Code.EINVAL.dbus_name, f"internal error in {exported.name}: {exc}"
+            name = Code.CRED_EXTERNAL_FAILURE.dbus_name
+            text = f"internal error in {exported.name}: {exc}"
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return _error(msg, name, text)

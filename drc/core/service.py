@@ -86,7 +86,7 @@ class CredentialService:
         check_uint32("flags", flags)
         if flags & ~int(ACQUIRE_FLAGS):
             raise DrcError(
-                Code.EINVAL, f"acquire flags 0x{flags:x} carry bits other than FLEX|PERSISTENT"
+                Code.EFLAGS, f"acquire flags 0x{flags:x} carry bits other than FLEX|PERSISTENT"
             )
         flags = Flags(flags)
         if flags & Flags.PERSISTENT and not self.policy.may_persist(caller):
@@ -159,7 +159,9 @@ class CredentialService:
         with self.store.transaction() as tx:
             self._owned(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
-                raise DrcError(Code.EINVAL, f"credential {credential} is not granted to {target}")
+                raise DrcError(
+                    Code.EBADTARGET, f"credential {credential} is not granted to {target}"
+                )
             tx.bump_epoch(credential)
             epoch = tx.get_credential(credential).epoch
         self._emit("revoked", credential, epoch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drc.bus import PeerCredentials, method
-from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import AccessInfo, check_uint32
 from drc.core.tokens import MAX_TOKEN_LEN
 from drc.node.identity import Identifier
@@ -20,7 +20,7 @@ def _info(info: AccessInfo) -> tuple[int, int, int, int]:
 
 def _no_flags(verb: str, flags: int) -> None:
     if flags:
-        raise einval(f"{verb} takes no flags (got 0x{flags:x})")
+        raise eflags(f"{verb} takes no flags (got 0x{flags:x})")
 
 
 class NodeExports:

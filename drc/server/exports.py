@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from drc.bus import PeerCredentials, method
-from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import (
     Caller,
     Credential,
@@ -287,14 +287,14 @@ class ServerExports(NodeVerbs):
     @method("uu", "uuuu")
     def access(self, peer: PeerCredentials, credential: int, flags: int) -> tuple[int, ...]:
         if flags:
-            raise einval(f"access takes no flags (got 0x{flags:x})")
+            raise eflags(f"access takes no flags (got 0x{flags:x})")
         info = self.service.access(direct_caller(peer), credential)
         return (info.credential, info.cookie1, info.cookie2, info.ptag)
 
     @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool:
         if flags:
-            raise einval(f"release takes no flags (got 0x{flags:x})")
+            raise eflags(f"release takes no flags (got 0x{flags:x})")
         return self.service.release(direct_caller(peer), credential)
 
     @method("", "aa{sv}")

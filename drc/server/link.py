@@ -32,10 +32,10 @@ def link_server(
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
         exported = methods.get(name)
         if exported is None:
-            raise DrcError(Code.EINVAL, f"the DRC link serves no method {name[:64]!r}")
+            raise DrcError(Code.EPROTO, f"the DRC link serves no method {name[:64]!r}")
         if len(args) != len(exported.arg_names):
             raise DrcError(
-                Code.EINVAL, f"{name} takes {len(exported.arg_names)} arguments, got {len(args)}"
+                Code.EPROTO, f"{name} takes {len(exported.arg_names)} arguments, got {len(args)}"
             )
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"

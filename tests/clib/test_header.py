@@ -63,7 +63,7 @@ def test_accessors_accept_null(clib: CLib, tmp_path: Path):
         'printf("%u %u %u %d %d\\n", drc_get_first_cookie(NULL), drc_get_second_cookie(NULL),'
         " drc_get_ptag(NULL), drc_release_local(NULL), drc_acquire(NULL, 0));\n"
     )
-    assert _program(tmp_path, clib, body, "nulls").stdout.split() == ["0", "0", "0", "-1", "-1"]
+    assert _program(tmp_path, clib, body, "nulls").stdout.split() == ["0", "0", "0", "-12", "-12"]
 
 
 def test_pkg_config_in_tree_and_installed(clib: CLib):

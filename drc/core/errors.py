@@ -69,7 +69,7 @@ RETRY_HELPS: dict[Code, str] = {
     Code.CRED_NOT_FOUND: "no",
     Code.CRED_CREATE_FAILURE: "maybe",
     Code.CRED_EXTERNAL_FAILURE: "maybe",
-    Code.BAD_TOKEN: "no: get a new token",
+    Code.BAD_TOKEN: "no",
     Code.EFLAGS: "no",
     Code.EBADTARGET: "no",
     Code.EFAULT: "no",

@@ -81,6 +81,30 @@ def test_flex_credential_shared_with_a_uid_and_a_job(node, users, clib, client):
     assert info is None or info["refs"] == 0  # alice's release was the last one
 
 
+def test_no_permanent_refusal_is_einval_and_c_reads_the_reason(node, users, clib, client):
+    """The Seen case: a peer outside any job sent its WLM id 0; granting it must not be the
+    -DRC_EINVAL that Cray clients retry forever, and the C caller learns why."""
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        before = credential_info(node, cred)
+        cases = [
+            (["grant", cred, 0, 16], Code.EBADTARGET, "job (WLM) id 0 means 'no job'"),
+            (["grant", cred, 2**32 - 1, 4], Code.EBADTARGET, "is the invalid id (-1)"),
+            (["grant", cred, users["carol"].uid, 4 | 8], Code.EFLAGS, "exactly one of"),
+            (["grant", cred, 1, 1 << 9], Code.EFLAGS, "other than TARGET_UID|GID|WLM"),
+            (["revoke", cred, JOB + 1, 16], Code.EBADTARGET, "is not granted to"),
+            (["grant", 999999, 1, 4], Code.CRED_NOT_FOUND, "credential 999999"),
+        ]
+        for argv, code, reason in cases:
+            result = run(node, clib, "alice", [client, *argv])
+            assert result.returncode == code, (argv, result.stderr)
+            assert reason in result.stderr, (argv, result.stderr)
+        carol = run(node, clib, "carol", [client, "access", cred])
+        assert carol.returncode == Code.EPERM
+        detail = carol.stderr.split("detail: ", 1)[1]
+        assert f"uid {users['carol'].uid}" in detail, carol.stderr  # not just "invalid permissions"
+        assert credential_info(node, cred) == before  # each refusal changed nothing
+
+
 def test_token_path(node, users, clib, client):
     with serving(node, clib, client, users["bob"]) as (cred, cookie):
         token = run(node, clib, "alice", [client, "token", cred])

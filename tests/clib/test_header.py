@@ -106,3 +106,47 @@ def test_valgrind_catches_a_leak(clib: CLib, tmp_path: Path):
     binary = clib.compile(source, "leak")
     result = subprocess.run([*VALGRIND, str(binary)], env=clib.env(), capture_output=True)
     assert result.returncode == 99, result.stderr
+
+
+def _strict(tmp: Path, clib: CLib, compiler: str, suffix: str, *std: str) -> None:
+    """Compile and link a program using every declaration of the header under a strict old
+    standard; any warning fails (a trailing enum comma is one under C89 and C++98)."""
+    source = tmp / f"strict.{suffix}"
+    source.write_text(
+        "#include <rdmacred.h>\n"
+        "int main(void)\n{\n"
+        "\tdrc_info_handle_t info = 0;\n"
+        "\tuint32_t credential = 0;\n"
+        "\tdrc_status_t status = DRC_EPROTO;\n"
+        "\tint rc = drc_acquire(&credential, DRC_FLAGS_FLEX_CREDENTIAL);\n"
+        "\t(void)status;\n"
+        "\t(void)drc_error_message(rc);\n"
+        "\t(void)drc_error_detail();\n"
+        "\treturn (int)(drc_get_ptag(info) + drc_get_wlm_id()) & 0;\n"
+        "}\n"
+    )
+    flags = pkg_config(clib.pc_dir, "--cflags", "--libs")
+    argv = [compiler, *std, "-pedantic", "-Wall", "-Wextra", "-Werror", "-o", str(tmp / suffix)]
+    result = subprocess.run([*argv, str(source), *flags], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_header_is_c89_pedantic(clib: CLib, tmp_path: Path):
+    _strict(tmp_path, clib, "cc", "c", "-std=c89")
+
+
+def test_header_is_cxx98_pedantic(clib: CLib, tmp_path: Path):
+    _strict(tmp_path, clib, "g++", "cc", "-std=c++98")
+
+
+def test_strict_check_fails_on_a_trailing_enum_comma(tmp_path: Path):
+    """The check above can fail: the old header (trailing comma) is refused under C89."""
+    (tmp_path / "old.h").write_text("enum e { A = 0, B = 1, };\n")
+    (tmp_path / "use.c").write_text('#include "old.h"\nint main(void) { return A; }\n')
+    result = subprocess.run(
+        ["cc", "-std=c89", "-pedantic", "-Werror", "-c", "-o", str(tmp_path / "use.o"),
+         str(tmp_path / "use.c")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "comma" in result.stderr

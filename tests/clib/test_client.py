@@ -105,6 +105,19 @@ def test_no_permanent_refusal_is_einval_and_c_reads_the_reason(node, users, clib
         assert credential_info(node, cred) == before  # each refusal changed nothing
 
 
+def test_children_of_a_task_are_in_its_job(node, users, clib, client):
+    """Under a wrapper shell (as under mpirun or strace) the task's children call as the job:
+    drc_get_wlm_id() is the job and carol, granted only through the job, gets access."""
+    with serving(node, clib, client, users["bob"]) as (cred, cookie):
+        script = f"{client} wlm && sh -c '{client} access {cred}'"
+        wrapped = in_job(node, clib, "carol", ["sh", "-c", script])
+        assert wrapped.returncode == 0, wrapped.stderr
+        wlm, cookie1 = wrapped.stdout.split()[:2]
+        assert (int(wlm), int(cookie1)) == (JOB, cookie)
+        outside = run(node, clib, "carol", ["sh", "-c", script])
+        assert outside.stdout.split()[:1] == ["0"] and outside.returncode == Code.EPERM
+
+
 def test_token_path(node, users, clib, client):
     with serving(node, clib, client, users["bob"]) as (cred, cookie):
         token = run(node, clib, "alice", [client, "token", cred])

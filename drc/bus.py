@@ -583,9 +583,22 @@ class BusExporter:
             return True
         return Message.new_method_return(msg, exported.out_signature, body)
 
+    def _refused(self, msg: Message, exported: ExportedMethod, exc: DrcError) -> None:
+        """Tell the service (its optional ``refused(peer, verb, args, error)``) of a refusal:
+        the one place refusals are audited and counted."""
+        hook = getattr(self.service, "refused", None)
+        peer = self._peers.get(msg.sender)
+        if hook is None or peer is None:
+            return
+        try:
+            hook(peer, exported.name, list(msg.body), exc)
+        except Exception:
+            log.exception("auditing a refused %s failed", exported.name)
+
     def _failure(self, msg: Message, exported: ExportedMethod, exc: Exception) -> Message | bool:
         if isinstance(exc, DrcError):
             name, text = exc.code.dbus_name, exc.message
+            self._refused(msg, exported, exc)
         else:
             log.exception("internal error in %s (caller %s)", exported.name, msg.sender)
             name = Code.CRED_EXTERNAL_FAILURE.dbus_name

@@ -8,6 +8,7 @@ from drc.core.model import AccessInfo, check_uint32
 from drc.core.tokens import MAX_TOKEN_LEN
 from drc.node.identity import Identifier
 from drc.node.service import NodeService
+from drc.refusals import RefusalAudit, credential_of
 
 BUS_NAME = "org.drc.Node"
 OBJECT_PATH = "/org/drc/Node"
@@ -28,6 +29,16 @@ class NodeExports:
         self.service = service
         self.identify = identifier.caller
         self.identifier = identifier
+        self.refusals = RefusalAudit()
+
+    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
+        """BusExporter's hook: audit and count a refused call, with the caller's job."""
+        try:
+            job = self.identify(peer).job
+        except DrcError:
+            job = 0  # the caller is gone
+        node = self.identifier.node
+        self.refusals.record(verb, peer.uid, job, node, credential_of(verb, args), error)
 
     @staticmethod
     def _root(peer: PeerCredentials, what: str) -> None:
@@ -110,4 +121,4 @@ class NodeExports:
     def counters(self, peer: PeerCredentials) -> dict[str, int]:
         """Requests served locally and forwarded to DRCS (root only)."""
         self._root(peer, "read DRCC counters")
-        return self.service.counters()
+        return {**self.service.counters(), **self.refusals.counters()}

@@ -24,6 +24,7 @@ from drc.core.model import (
 from drc.core.service import CredentialService
 from drc.core.tokens import issue_token
 from drc.identity import process_gid
+from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, ChangeLog
 
 BUS_NAME = "org.drc.Server"
@@ -263,6 +264,11 @@ class ServerExports(NodeVerbs):
         self.token_ttl = token_ttl
         self.changes = ChangeLog()
         service.listeners.append(self.changes.record)
+        self.refusals = RefusalAudit()
+
+    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
+        """BusExporter's hook: audit and count a call refused on DRCS's own bus (drccli)."""
+        self.refusals.record(verb, peer.uid, 0, "-", credential_of(verb, args), error)
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)

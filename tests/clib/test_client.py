@@ -4,6 +4,7 @@ dbus-daemon, DRCS and DRCC — as alice, bob and carol."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from drc.bus import SyncBusClient
 from drc.core.errors import Code
 from drc.embedded.main import start_node
 from drc.embedded.processes import alive
+from drc.refusals import BURST, RATE
 
 from cluster import Cluster, User
 
@@ -116,6 +118,50 @@ def test_children_of_a_task_are_in_its_job(node, users, clib, client):
         assert (int(wlm), int(cookie1)) == (JOB, cookie)
         outside = run(node, clib, "carol", ["sh", "-c", script])
         assert outside.stdout.split()[:1] == ["0"] and outside.returncode == Code.EPERM
+
+
+def audit_lines(cluster: Cluster, since: int) -> list[str]:
+    log = Path(cluster.emb.state_dir) / "drcc.log"
+    return [line for line in log.read_text()[since:].splitlines() if "drc.audit: refused " in line]
+
+
+def test_every_refusal_is_audited_rate_limited_and_counted(node, users, clib, client):
+    log = Path(node.emb.state_dir) / "drcc.log"
+    carol = users["carol"]
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        since = len(log.read_text())
+        before = node_counters(node)
+        assert run(node, clib, "carol", [client, "access", cred]).returncode == Code.EPERM
+        (line,) = audit_lines(node, since)
+        assert re.search(
+            rf"refused verb=Access uid={carol.uid} job=0 node=\S+ credential={cred}"
+            rf' code=DRC_EPERM reason="uid {carol.uid} \(job 0\) is not granted',
+            line,
+        ), line
+
+        loops = 300  # a client retrying a refusal in a tight loop
+        proc = spawn_as(node, "carol", [str(client), "repl"], clib.env())
+        repl = Repl(proc)
+        try:
+            start = time.monotonic()
+            for _ in range(loops):
+                assert repl.ask(f"access {cred}")[0] == -Code.EPERM
+            elapsed = time.monotonic() - start
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        lines = audit_lines(node, since)
+        after = node_counters(node)
+    assert after["refused_EPERM"] - before.get("refused_EPERM", 0) == loops + 1
+    written = len(lines) - 1
+    assert written <= BURST + RATE * (elapsed + 1), (written, elapsed)
+    dropped = after["refused_lines_suppressed"] - before.get("refused_lines_suppressed", 0)
+    assert written + dropped == loops
+    time.sleep(1.5 / RATE)  # the bucket refills: the next refusal is written, with the count
+    since = len(log.read_text())
+    assert run(node, clib, "carol", [client, "access", cred]).returncode == Code.CRED_NOT_FOUND
+    (line,) = audit_lines(node, since)
+    assert "code=DRC_CRED_NOT_FOUND" in line and re.search(r" suppressed=\d+$", line), line
 
 
 def test_token_path(node, users, clib, client):

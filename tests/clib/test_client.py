@@ -204,6 +204,24 @@ def test_16_threads_access_one_credential(node, users, clib, client):
     assert grew == {"access_forwarded": 1, "access_local": 15}  # one DRCS request
 
 
+def test_more_threads_than_connections_still_return_by_the_deadline(node, users, clib, client):
+    """20 threads share libdrc's 8 connections; with DRCC hung, those waiting for a connection
+    give up at their own deadline too, not one timeout after another."""
+    env = {**clib.env(), "DRC_TIMEOUT_MS": str(TIMEOUT_MS)}
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        os.kill(node.emb.drcc_pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            proc = spawn_as(node, "bob", [str(client), "threads", str(cred), "20"], env)
+            out, err = proc.communicate(timeout=60)
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(node.emb.drcc_pid, signal.SIGCONT)
+    assert proc.returncode == Code.ECONNREFUSED, err
+    assert out.split() == ["0"]
+    assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
+
+
 def test_a_forked_child_gets_its_own_connection(node, users, clib, client):
     with serving(node, clib, client, users["bob"]) as (cred, cookie):
         result = node.run_as(

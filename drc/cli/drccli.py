@@ -88,10 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="list credentials (all of them for admins)",
         description="List credentials: id, system id (ptag), owner uid/gid/job, "
         "cookies, state and references. Admins see all credentials, others "
-        "those they own or may access.",
+        "those they own or may access. With -c, also who holds each reference "
+        "(a job or a process on a node, or a uid's persistent pin): what keeps a "
+        "RELEASED credential alive.",
     )
-    p.add_argument("-c", "--credential", type=int, help="show only this credential")
-    p.add_argument("--json", action="store_true", help="print JSON (one object per credential)")
+    p.add_argument(
+        "-c", "--credential", type=int, help="show only this credential, with its holders"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: a list of objects (with their holders), with or without -c",
+    )
 
     p = sub.add_parser(
         "limit",
@@ -167,7 +175,7 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
     else:
         creds = server.list()
     if args.json:
-        print(json.dumps(creds if args.credential is None else creds[0], indent=2))
+        print(json.dumps(creds, indent=2))
         return 0
     rows = [
         (
@@ -184,7 +192,22 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
         for c in creds
     ]
     print(table(LIST_COLUMNS, rows))
+    if args.credential is not None:
+        for c in creds:
+            print(f"Holders of credential {c['credential']}:")
+            for h in c.get("holders", []):
+                print(f"  {_holder(h)}")
+            if not c.get("holders"):
+                print("  none")
     return 0
+
+
+def _holder(h: dict) -> str:
+    if h["kind"] == "job":
+        return f"job {h['job']} on node {h['node']}"
+    if h["kind"] == "process":
+        return f"process {h['pid']} (outside any job) on node {h['node']}"
+    return f"persistent pin of uid {h['uid']}"
 
 
 def _limit(server: ServerProxy, args: argparse.Namespace) -> int:

@@ -326,6 +326,12 @@ class CredentialService:
             creds = tx.list_credentials()
         return [c for c in creds if self._may_see(c, caller)]
 
+    def holders(self, creds: list[Credential]) -> dict[int, list[Holder]]:
+        """Who holds the references of credentials the caller was allowed to see (by
+        :meth:`get` or :meth:`list`): what keeps a RELEASED credential alive."""
+        with self.store.snapshot() as tx:
+            return tx.holders(c.id for c in creds)
+
     def limits(self) -> list[Limit]:
         with self.store.snapshot() as tx:
             return sorted(tx.limits())

@@ -17,6 +17,7 @@ from drc.core.model import (
     Caller,
     Credential,
     Holder,
+    HolderKind,
     LimitScope,
     Target,
     check_uint32,
@@ -68,6 +69,20 @@ def credential_dict(c: Credential) -> dict[str, Any]:
         "created": c.created,
         "grants": [str(g) for g in c.grants],
     }
+
+
+def holder_dict(h: Holder) -> dict[str, Any]:
+    """A reference's holder: a job or a process on a node, or a uid's persistent pin."""
+    if h.kind is HolderKind.JOB:
+        return {"kind": h.kind.value, "node": h.node, "job": h.job}
+    if h.kind is HolderKind.PROCESS:
+        return {"kind": h.kind.value, "node": h.node, "pid": h.pid}
+    return {"kind": h.kind.value, "uid": h.uid}
+
+
+def listed_dict(c: Credential, holders: list[Holder]) -> dict[str, Any]:
+    """What List and Show answer: the credential and who holds its references."""
+    return {**credential_dict(c), "holders": [holder_dict(h) for h in holders]}
 
 
 def _node_name(node: object) -> str:
@@ -305,11 +320,14 @@ class ServerExports(NodeVerbs):
 
     @method("", "aa{sv}")
     def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:
-        return [credential_dict(c) for c in self.service.list(direct_caller(peer))]
+        creds = self.service.list(direct_caller(peer))
+        holders = self.service.holders(creds)
+        return [listed_dict(c, holders[c.id]) for c in creds]
 
     @method("u", "a{sv}")
     def show(self, peer: PeerCredentials, credential: int) -> dict[str, Any]:
-        return credential_dict(self.service.get(direct_caller(peer), credential))
+        cred = self.service.get(direct_caller(peer), credential)
+        return listed_dict(cred, self.service.holders([cred])[cred.id])
 
     @method("", "a(sut)")
     def limits(self, peer: PeerCredentials) -> list[tuple[str, int, int]]:

@@ -150,3 +150,32 @@ def test_strict_check_fails_on_a_trailing_enum_comma(tmp_path: Path):
         text=True,
     )  # fmt: skip
     assert result.returncode != 0 and "comma" in result.stderr
+
+
+def test_error_detail_is_per_thread(clib: CLib, tmp_path: Path):
+    """Each thread reads the reason for its own last failure; a new thread has none."""
+    source = tmp_path / "detail.c"
+    source.write_text(
+        "#include <pthread.h>\n#include <stdio.h>\n#include <rdmacred.h>\n"
+        "static void *other(void *arg)\n{\n"
+        '\tprintf("new:[%s]\\n", drc_error_detail());\n'
+        "\tif (arg)\n\t\tdrc_release_local(NULL);\n"
+        '\tprintf("thread:%s\\n", drc_error_detail());\n'
+        "\treturn NULL;\n}\n"
+        "int main(void)\n{\n\tpthread_t t;\n"
+        '\tprintf("start:[%s]\\n", drc_error_detail());\n'
+        '\tprintf("rc:%d\\n", drc_acquire(NULL, 0));\n'
+        "\tpthread_create(&t, NULL, other, \"x\");\n\tpthread_join(t, NULL);\n"
+        '\tprintf("main:%s\\n", drc_error_detail());\n'
+        "\treturn 0;\n}\n"
+    )
+    binary = clib.compile(source, "detail", "-pthread")
+    result = subprocess.run([*VALGRIND, str(binary)], env=clib.env(), capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "start:[]",
+        "rc:-12",
+        "new:[]",
+        "thread:drc_release_local: info is NULL",
+        "main:drc_acquire: credential is NULL",
+    ]

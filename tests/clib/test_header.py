@@ -165,7 +165,7 @@ def test_error_detail_is_per_thread(clib: CLib, tmp_path: Path):
         "int main(void)\n{\n\tpthread_t t;\n"
         '\tprintf("start:[%s]\\n", drc_error_detail());\n'
         '\tprintf("rc:%d\\n", drc_acquire(NULL, 0));\n'
-        "\tpthread_create(&t, NULL, other, \"x\");\n\tpthread_join(t, NULL);\n"
+        '\tpthread_create(&t, NULL, other, "x");\n\tpthread_join(t, NULL);\n'
         '\tprintf("main:%s\\n", drc_error_detail());\n'
         "\treturn 0;\n}\n"
     )

@@ -174,6 +174,17 @@ __attribute__((format(printf, 2, 3))) static int fail(int rc, const char *format
 
 /* -- the pool ----------------------------------------------------------------------------- */
 
+/* Waits on `freed` end at a CLOCK_MONOTONIC deadline, like every other wait here. */
+static void init_freed(void)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&freed, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
 /* fork() while another thread picks a slot would copy a locked mutex. */
 static void fork_prepare(void)
 {
@@ -193,18 +204,13 @@ static void fork_child(void)
 
 	for (i = 0; i < POOL_SIZE; i++)
 		pool[i].busy = 0;
-	pthread_cond_init(&freed, NULL);
+	init_freed();
 	pthread_mutex_unlock(&lock);
 }
 
 static void init_once(void)
 {
-	pthread_condattr_t attr;
-
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&freed, &attr);
-	pthread_condattr_destroy(&attr);
+	init_freed();
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 

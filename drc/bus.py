@@ -546,7 +546,7 @@ class BusExporter:
         if msg.signature != exported.in_signature:
             return _error(
                 msg,
-                Code.EINVAL.dbus_name,
+                Code.EPROTO.dbus_name,
                 f"Method {exported.name} expects signature {exported.in_signature!r}, "
                 f"got {msg.signature!r}",
             )
@@ -612,12 +612,26 @@ class BusExporter:
             return True
         return Message.new_method_return(msg, exported.out_signature, body)
 
+    def _refused(self, msg: Message, exported: ExportedMethod, exc: DrcError) -> None:
+        """Tell the service (its optional ``refused(peer, verb, args, error)``) of a refusal:
+        the one place refusals are audited and counted."""
+        hook = getattr(self.service, "refused", None)
+        peer = self._peers.get(msg.sender)
+        if hook is None or peer is None:
+            return
+        try:
+            hook(peer, exported.name, list(msg.body), exc)
+        except Exception:
+            log.exception("auditing a refused %s failed", exported.name)
+
     def _failure(self, msg: Message, exported: ExportedMethod, exc: Exception) -> Message | bool:
         if isinstance(exc, DrcError):
             name, text = exc.code.dbus_name, exc.message
+            self._refused(msg, exported, exc)
         else:
             log.exception("internal error in %s (caller %s)", exported.name, msg.sender)
-            name, text = Code.EINVAL.dbus_name, f"internal error in {exported.name}: {exc}"
+            name = Code.CRED_EXTERNAL_FAILURE.dbus_name
+            text = f"internal error in {exported.name}: {exc}"
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return _error(msg, name, text)

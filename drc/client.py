@@ -134,7 +134,7 @@ def _target(uid: int | None, gid: int | None, wlm: int | None) -> tuple[int, int
         if v is not None
     ]
     if len(given) != 1:
-        raise DrcError(Code.EINVAL, "give exactly one of uid=, gid= or wlm=")
+        raise DrcError(Code.EFLAGS, "give exactly one of uid=, gid= or wlm=")
     value, flag = given[0]
     return value, int(flag)
 

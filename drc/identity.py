@@ -37,6 +37,19 @@ def process_start_time(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def process_parent(pid: int) -> tuple[int, int]:
+    """(parent pid, own start time) of a live process, from one read of its stat file.
+
+    Raises ProcessLookupError when the process is gone.
+    """
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(pid) from None
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[19])
+
+
 def boot_id(path: Path = PROC / "sys/kernel/random/boot_id") -> str:
     """This boot's id: it changes at every reboot, so a node daemon can tell DRCS it rebooted."""
     return Path(path).read_text().strip()

@@ -1,11 +1,14 @@
 /*
  * libdrc: the rdmacred.h API over D-Bus (sd-bus) to the node daemon drcc (org.drc.Node).
  *
- * One connection per process, opened on the first call and again after it broke (bus
- * restarted) or the process forked. sd-bus connections are not thread-safe, so calls are
- * serialized by one mutex; a thread waits for the mutex only until its own deadline, so every
+ * A small pool of connections per process (POOL_SIZE), each opened on first use and again
+ * after it broke (bus restarted) or the process forked. sd-bus connections are not
+ * thread-safe, so a call borrows one connection for itself: up to POOL_SIZE threads call in
+ * parallel (one shared connection behind a mutex served 8 threads at a fifth of the rate of
+ * 8 connections). A thread waits for a free connection only until its own deadline, so every
  * call returns within the timeout however many threads queue behind a daemon that hangs.
- * Nothing here prints: every failure is a negated DRC code.
+ * Nothing here prints: every failure is a negated DRC code, and its reason is kept per thread
+ * for drc_error_detail().
  */
 #define _GNU_SOURCE
 #include "rdmacred.h"
@@ -28,6 +31,8 @@
 #define NODE_INTERFACE "org.drc.Node"
 #define DRC_ERROR_PREFIX "org.drc.Error."
 #define MAX_TIMEOUT_MS 3600000UL
+#define POOL_SIZE 8 /* connections per process; the system bus allows 256 per user */
+#define DETAIL_SIZE 512
 
 struct drc_info {
 	uint32_t credential;
@@ -44,10 +49,22 @@ struct answer {
 	char *s;
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* One pooled connection. busy: a thread is calling on it (then only that thread touches
+ * bus). inherited: the parent's connection across fork(), see drop_connection(). */
+struct slot {
+	sd_bus *bus;
+	pid_t pid;
+	int busy;
+	sd_bus *volatile inherited;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards the busy flags */
+static pthread_cond_t freed;                             /* a slot went back to the pool */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static sd_bus *conn; /* guarded by lock */
-static pid_t conn_pid;
+static struct slot pool[POOL_SIZE];
+
+/* The reason for this thread's last failure (drc_error_detail). */
+static __thread char detail[DETAIL_SIZE];
 
 /* Indexed by drc_status; the same text as drc.core.errors.MESSAGES. */
 static const char *const messages[] = {
@@ -62,6 +79,10 @@ static const char *const messages[] = {
 	[DRC_CRED_CREATE_FAILURE] = "credential could not be created",
 	[DRC_CRED_EXTERNAL_FAILURE] = "external application failure",
 	[DRC_BAD_TOKEN] = "bad, expired or revoked token",
+	[DRC_EFLAGS] = "flags not valid for this call",
+	[DRC_EBADTARGET] = "no such grant target (job 0, id -1, or a revoke of what was never granted)",
+	[DRC_EFAULT] = "a required pointer argument is NULL",
+	[DRC_EPROTO] = "the daemon's answer was not understood (mismatched drc versions?)",
 };
 #define N_CODES ((int)(sizeof(messages) / sizeof(messages[0])))
 
@@ -77,6 +98,10 @@ static const char *const names[] = {
 	[DRC_CRED_CREATE_FAILURE] = "CRED_CREATE_FAILURE",
 	[DRC_CRED_EXTERNAL_FAILURE] = "CRED_EXTERNAL_FAILURE",
 	[DRC_BAD_TOKEN] = "BAD_TOKEN",
+	[DRC_EFLAGS] = "EFLAGS",
+	[DRC_EBADTARGET] = "EBADTARGET",
+	[DRC_EFAULT] = "EFAULT",
+	[DRC_EPROTO] = "EPROTO",
 };
 
 /* D-Bus errors meaning "nobody answered": the daemon is not running or went away. */
@@ -125,47 +150,118 @@ static uint64_t remaining(uint64_t deadline)
 	return now < deadline ? deadline - now : 1;
 }
 
-/* Lock the connection, waiting no longer than deadline. */
-static int lock_until(uint64_t deadline)
+static struct timespec timespec_of(uint64_t usec)
 {
 	struct timespec ts = {
-		.tv_sec = (time_t)(deadline / 1000000),
-		.tv_nsec = (long)(deadline % 1000000) * 1000,
+		.tv_sec = (time_t)(usec / 1000000),
+		.tv_nsec = (long)(usec % 1000000) * 1000,
 	};
 
-	return pthread_mutex_clocklock(&lock, CLOCK_MONOTONIC, &ts);
+	return ts;
 }
 
-/* -- the connection (lock held) ------------------------------------------------------------ */
+/* -- the detail ---------------------------------------------------------------------------- */
 
-/* fork() while another thread holds the connection would copy a locked mutex. */
+/* Record why this call failed and return rc (a negated code), so callers can
+ * `return fail(rc, ...)`. */
+__attribute__((format(printf, 2, 3))) static int fail(int rc, const char *format, ...)
+{
+	va_list args;
+
+	va_start(args, format);
+	vsnprintf(detail, sizeof(detail), format, args);
+	va_end(args);
+	return rc;
+}
+
+/* -- the pool ----------------------------------------------------------------------------- */
+
+/* Waits on `freed` end at a CLOCK_MONOTONIC deadline, like every other wait here. */
+static void init_freed(void)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&freed, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
+/* fork() while another thread picks a slot would copy a locked mutex. */
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&lock);
 }
 
-static void fork_done(void)
+static void fork_parent(void)
 {
+	pthread_mutex_unlock(&lock);
+}
+
+/* The child has only the forking thread: no slot is in use there, and the condition
+ * variable may hold the parent's waiters, so it starts afresh. */
+static void fork_child(void)
+{
+	int i;
+
+	for (i = 0; i < POOL_SIZE; i++)
+		pool[i].busy = 0;
+	init_freed();
 	pthread_mutex_unlock(&lock);
 }
 
 static void init_once(void)
 {
-	pthread_atfork(fork_prepare, fork_done, fork_done);
+	init_freed();
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
+
+/* Borrow a slot, preferring one whose connection is open; NULL at the deadline. */
+static struct slot *borrow(uint64_t deadline)
+{
+	struct timespec until = timespec_of(deadline);
+	struct slot *found = NULL;
+	int i, r = 0;
+
+	pthread_mutex_lock(&lock);
+	while (!found && r == 0) {
+		for (i = 0; i < POOL_SIZE; i++) {
+			if (pool[i].busy)
+				continue;
+			if (!found || (!found->bus && pool[i].bus))
+				found = &pool[i];
+			if (found->bus)
+				break;
+		}
+		if (!found)
+			r = pthread_cond_timedwait(&freed, &lock, &until);
+	}
+	if (found)
+		found->busy = 1;
+	pthread_mutex_unlock(&lock);
+	return found;
+}
+
+static void give_back(struct slot *slot)
+{
+	pthread_mutex_lock(&lock);
+	slot->busy = 0;
+	pthread_cond_signal(&freed);
+	pthread_mutex_unlock(&lock);
+}
+
+/* -- a connection (its slot borrowed) ------------------------------------------------------ */
 
 /* A connection inherited across fork() is the parent's, and libsystemd >= 255 will not free
  * it in the child (sd_bus_unref() does nothing there): keep it referenced, not leaked. */
-static sd_bus *volatile inherited;
-
-static void drop_connection(void)
+static void drop_connection(struct slot *slot)
 {
-	if (conn && conn_pid != getpid()) {
-		inherited = conn;
-		conn = NULL;
+	if (slot->bus && slot->pid != getpid()) {
+		slot->inherited = slot->bus;
+		slot->bus = NULL;
 		return;
 	}
-	conn = sd_bus_close_unref(conn);
+	slot->bus = sd_bus_close_unref(slot->bus);
 }
 
 /* Drive the new connection's authentication and Hello until ready or the deadline. */
@@ -192,28 +288,28 @@ static int wait_ready(sd_bus *bus, uint64_t deadline)
 	}
 }
 
-/* The open connection: reopened when missing, closed by the peer, or inherited from the
- * parent across fork(). */
-static int connection(uint64_t deadline, sd_bus **bus)
+/* The slot's open connection: reopened when missing, closed by the peer, or inherited from
+ * the parent across fork(). */
+static int connection(struct slot *slot, uint64_t deadline, sd_bus **bus)
 {
 	int r;
 
-	if (conn && (conn_pid != getpid() || sd_bus_is_open(conn) <= 0))
-		drop_connection();
-	if (!conn) {
-		r = sd_bus_open_system_with_description(&conn, "libdrc");
+	if (slot->bus && (slot->pid != getpid() || sd_bus_is_open(slot->bus) <= 0))
+		drop_connection(slot);
+	if (!slot->bus) {
+		r = sd_bus_open_system_with_description(&slot->bus, "libdrc");
 		if (r < 0) {
-			conn = NULL;
+			slot->bus = NULL;
 			return r;
 		}
-		conn_pid = getpid();
+		slot->pid = getpid();
 	}
-	r = wait_ready(conn, deadline);
+	r = wait_ready(slot->bus, deadline);
 	if (r < 0) {
-		drop_connection();
+		drop_connection(slot);
 		return r;
 	}
-	*bus = conn;
+	*bus = slot->bus;
 	return 0;
 }
 
@@ -230,7 +326,7 @@ static int drc_code_of(const char *name)
 	for (code = DRC_SUCCESS + 1; code < N_CODES; code++)
 		if (strcmp(name + prefix, names[code]) == 0)
 			return code;
-	return DRC_EINVAL;
+	return DRC_EPROTO; /* a code from a newer drcc */
 }
 
 static int is_not_running(const char *name)
@@ -243,21 +339,25 @@ static int is_not_running(const char *name)
 	return 0;
 }
 
-/* A failed sd_bus_call → negated DRC code. bus_open: is the connection still usable. */
-static int status_of_call(int r, const sd_bus_error *error, int bus_open)
+/* A failed sd_bus_call → negated DRC code (and the detail). bus_open: is the connection
+ * still usable. */
+static int status_of_call(const char *member, int r, const sd_bus_error *error, int bus_open)
 {
 	const char *name = sd_bus_error_is_set(error) ? error->name : NULL;
+	const char *text = name && error->message ? error->message : "";
 	int code = name ? drc_code_of(name) : 0;
 
 	if (code)
-		return -code;
+		return fail(-code, "%s", *text ? text : name);
 	if (name && is_not_running(name))
-		return -DRC_ECONNREFUSED;
+		return fail(-DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s", NODE_NAME, member,
+			    *text ? text : name);
 	if (name && strcmp(name, SD_BUS_ERROR_ACCESS_DENIED) == 0)
-		return -DRC_EPERM;
+		return fail(-DRC_EPERM, "the D-Bus policy refused %s: %s", member, text);
 	if (!bus_open || r == -ETIMEDOUT || r == -ECONNRESET || r == -ENOTCONN || r == -EPIPE)
-		return -DRC_ECONNREFUSED;
-	return -DRC_EINVAL;
+		return fail(-DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s", NODE_NAME, member,
+			    strerror(-r));
+	return fail(-DRC_EPROTO, "%s: %s %s", member, name ? name : strerror(-r), text);
 }
 
 /* Read the reply's out args, whose D-Bus signature must be exactly types ("u", "uuuu", "b",
@@ -268,7 +368,8 @@ static int read_answer(sd_bus_message *reply, const char *types, struct answer *
 	int r = 1, n = 0;
 
 	if (sd_bus_message_has_signature(reply, types) <= 0)
-		return -DRC_EINVAL;
+		return fail(-DRC_EPROTO, "drcc answered with signature '%s', libdrc expects '%s'",
+			    sd_bus_message_get_signature(reply, 1), types);
 	for (; *types && r > 0; types++) {
 		if (*types == 'u' && n < 4) {
 			r = sd_bus_message_read_basic(reply, 'u', &a->u[n++]);
@@ -277,7 +378,7 @@ static int read_answer(sd_bus_message *reply, const char *types, struct answer *
 		} else if (*types == 's' && !a->s) {
 			r = sd_bus_message_read_basic(reply, 's', &s);
 			if (r > 0 && !(a->s = strdup(s)))
-				return -DRC_ENOSPC;
+				return fail(-DRC_ENOSPC, "out of memory");
 		} else {
 			r = -EINVAL;
 		}
@@ -285,39 +386,45 @@ static int read_answer(sd_bus_message *reply, const char *types, struct answer *
 	if (r <= 0) {
 		free(a->s);
 		a->s = NULL;
-		return -DRC_EINVAL;
+		return fail(-DRC_EPROTO, "drcc's answer could not be read");
 	}
 	return DRC_SUCCESS;
 }
 
-/* Build, send and answer one call with the lock held. */
-static int call_locked(uint64_t deadline, const char *member, const char *out_types,
-		       struct answer *a, const char *in_types, va_list args)
+/* Build, send and answer one call on a borrowed slot. */
+static int call_on(struct slot *slot, uint64_t deadline, const char *member,
+		   const char *out_types, struct answer *a, const char *in_types, va_list args)
 {
 	sd_bus_error error = SD_BUS_ERROR_NULL;
 	sd_bus_message *call = NULL, *reply = NULL;
 	sd_bus *bus;
 	int r, rc;
 
-	if (connection(deadline, &bus) < 0)
-		return -DRC_ECONNREFUSED;
+	r = connection(slot, deadline, &bus);
+	if (r < 0)
+		return fail(-DRC_ECONNREFUSED, "no connection to the D-Bus system bus: %s",
+			    strerror(-r));
 	r = sd_bus_message_new_method_call(bus, &call, NODE_NAME, NODE_PATH, NODE_INTERFACE,
 					   member);
 	if (r >= 0)
 		r = sd_bus_message_appendv(call, in_types, args);
-	if (r < 0) {
-		rc = r == -ENOMEM ? -DRC_ENOSPC : -DRC_EINVAL;
+	if (r == -ENOMEM) {
+		rc = fail(-DRC_ENOSPC, "out of memory");
+	} else if (r < 0 && strcmp(member, "AccessWithToken") == 0) {
+		rc = fail(-DRC_BAD_TOKEN, "the token is not a valid UTF-8 string");
+	} else if (r < 0) {
+		rc = fail(-DRC_EPROTO, "%s could not be sent: %s", member, strerror(-r));
 	} else {
 		r = sd_bus_call(bus, call, remaining(deadline), &error, &reply);
-		rc = r < 0 ? status_of_call(r, &error, sd_bus_is_open(bus) > 0)
+		rc = r < 0 ? status_of_call(member, r, &error, sd_bus_is_open(bus) > 0)
 			   : read_answer(reply, out_types, a);
 	}
-	/* Messages hold references to the connection: release them under the lock too. */
+	/* Messages hold references to the connection: release them while it is borrowed. */
 	sd_bus_message_unref(reply);
 	sd_bus_message_unref(call);
 	sd_bus_error_free(&error);
 	if (sd_bus_is_open(bus) <= 0)
-		drop_connection();
+		drop_connection(slot);
 	return rc;
 }
 
@@ -326,16 +433,19 @@ static int call_node(const char *member, const char *out_types, struct answer *a
 		     const char *in_types, ...)
 {
 	uint64_t deadline = now_usec() + timeout_usec();
+	struct slot *slot;
 	va_list args;
 	int rc;
 
 	pthread_once(&once, init_once);
-	if (lock_until(deadline) != 0)
-		return -DRC_ECONNREFUSED; /* other threads held it up to our deadline */
+	slot = borrow(deadline);
+	if (!slot) /* other threads held every connection up to our deadline */
+		return fail(-DRC_ECONNREFUSED, "drcc did not answer %s in time: all %d connections"
+			    " stayed busy", member, POOL_SIZE);
 	va_start(args, in_types);
-	rc = call_locked(deadline, member, out_types, a, in_types, args);
+	rc = call_on(slot, deadline, member, out_types, a, in_types, args);
 	va_end(args);
-	pthread_mutex_unlock(&lock);
+	give_back(slot);
 	return rc;
 }
 
@@ -362,7 +472,7 @@ DRC_API int drc_acquire(uint32_t *credential, int flags)
 	int rc;
 
 	if (!credential)
-		return -DRC_EINVAL;
+		return fail(-DRC_EFAULT, "drc_acquire: credential is NULL");
 	rc = call_node("Acquire", "u", &a, "u", (uint32_t)flags);
 	if (rc == DRC_SUCCESS)
 		*credential = a.u[0];
@@ -375,7 +485,7 @@ DRC_API int drc_access(uint32_t credential, int flags, drc_info_handle_t *info)
 	int rc;
 
 	if (!info)
-		return -DRC_EINVAL;
+		return fail(-DRC_EFAULT, "drc_access: info is NULL");
 	rc = call_node("Access", "uuuu", &a, "uu", credential, (uint32_t)flags);
 	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
 }
@@ -386,7 +496,7 @@ DRC_API int drc_access_with_token(char *token, int flags, drc_info_handle_t *inf
 	int rc;
 
 	if (!token || !info)
-		return -DRC_EINVAL;
+		return fail(-DRC_EFAULT, "drc_access_with_token: %s is NULL", token ? "info" : "token");
 	rc = call_node("AccessWithToken", "uuuu", &a, "su", token, (uint32_t)flags);
 	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
 }
@@ -397,7 +507,7 @@ DRC_API int drc_get_credential_token(uint32_t credential, char **token)
 	int rc;
 
 	if (!token)
-		return -DRC_EINVAL;
+		return fail(-DRC_EFAULT, "drc_get_credential_token: token is NULL");
 	rc = call_node("GetCredentialToken", "s", &a, "u", credential);
 	if (rc == DRC_SUCCESS)
 		*token = a.s;
@@ -433,7 +543,7 @@ DRC_API int drc_release_local(drc_info_handle_t *info)
 	int rc;
 
 	if (!info || !*info)
-		return -DRC_EINVAL;
+		return fail(-DRC_EFAULT, "drc_release_local: %s is NULL", info ? "*info" : "info");
 	rc = call_node("ReleaseLocal", "", &a, "u", (*info)->credential);
 	free(*info);
 	*info = NULL;
@@ -483,7 +593,7 @@ struct drc_slingshot_handle {
 	struct drc_slingshot s;
 };
 
-/* drcc's "cxi0:5,cxi1:6" (device:svc_id by NIC) into s; -DRC_EINVAL when malformed. */
+/* drcc's "cxi0:5,cxi1:6" (device:svc_id by NIC) into s; -DRC_EPROTO when malformed. */
 static int parse_services(const char *text, struct drc_slingshot *s)
 {
 	const char *p = text;
@@ -496,15 +606,15 @@ static int parse_services(const char *text, struct drc_slingshot *s)
 		size_t n;
 
 		if (!colon || s->count == DRC_SLINGSHOT_MAX_DEVICES)
-			return -DRC_EINVAL;
+			return -DRC_EPROTO;
 		n = (size_t)(colon - p);
 		if (n == 0 || n >= sizeof(s->names[0]))
-			return -DRC_EINVAL;
+			return -DRC_EPROTO;
 		errno = 0;
 		id = strtoul(colon + 1, &end, 10);
 		if (errno || end == colon + 1 || id == 0 || id > UINT32_MAX ||
 		    (*end != ',' && *end != '\0'))
-			return -DRC_EINVAL;
+			return -DRC_EPROTO;
 		memcpy(s->names[s->count], p, n);
 		s->names[s->count][n] = '\0';
 		s->svc_ids[s->count++] = (uint32_t)id;
@@ -520,7 +630,7 @@ DRC_API int drc_access_slingshot(uint32_t credential, int flags, drc_info_handle
 	int rc;
 
 	if (!info)
-		return -DRC_EINVAL;
+		return -DRC_EFAULT;
 	rc = call_node("AccessSlingshot", "uus", &a, "uu", credential, (uint32_t)flags);
 	if (rc != DRC_SUCCESS)
 		return rc;
@@ -566,19 +676,29 @@ DRC_API int drc_format_auth_key(drc_info_handle_t info, uint32_t i, char *buf, u
 {
 	int n;
 
-	if (!buf || i >= drc_get_device_count(info))
-		return -DRC_EINVAL;
+	if (!buf)
+		return -DRC_EFAULT;
+	if (i >= drc_get_device_count(info))
+		return -DRC_EINVAL; /* no such device: nothing allocated, a retry harms nothing */
 	n = snprintf(buf, len, "%u:%u", (unsigned int)info->slingshot->svc_ids[i],
 		     (unsigned int)info->cookie1);
 	return n < 0 || (unsigned int)n >= len ? -DRC_ENOSPC : DRC_SUCCESS;
 }
 
-/* On unload (dlclose or exit) close the connection, unless a call is still using it. */
+DRC_API const char *drc_error_detail(void)
+{
+	return detail;
+}
+
+/* On unload (dlclose or exit) close the connections no call is using. */
 __attribute__((destructor)) static void drc_unload(void)
 {
+	int i;
+
 	if (pthread_mutex_trylock(&lock) != 0)
 		return;
-	if (conn && conn_pid == getpid())
-		drop_connection();
+	for (i = 0; i < POOL_SIZE; i++)
+		if (!pool[i].busy && pool[i].bus && pool[i].pid == getpid())
+			drop_connection(&pool[i]);
 	pthread_mutex_unlock(&lock);
 }

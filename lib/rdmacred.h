@@ -10,6 +10,8 @@
  * (DBUS_SYSTEM_BUS_ADDRESS when set). Each call waits at most DRC_DEFAULT_TIMEOUT_MS
  * milliseconds (or DRC_TIMEOUT_MS from the environment) for the daemon, then returns
  * -DRC_ECONNREFUSED. The library is thread-safe and never writes to stdout or stderr.
+ * drc never answers a call that can succeed later with -DRC_EINVAL (Cray's DRC did, and
+ * clients retry it): rdmacred(3) lists each code and whether retrying helps.
  */
 #ifndef RDMACRED_H
 #define RDMACRED_H
@@ -32,6 +34,11 @@ typedef enum drc_status {
 	DRC_CRED_CREATE_FAILURE = 7,   /* the credential could not be created */
 	DRC_CRED_EXTERNAL_FAILURE = 8, /* external application failure */
 	DRC_BAD_TOKEN = 9,             /* bad, expired or revoked token */
+	/* drc's own codes: mistakes that retrying cannot fix (Cray's DRC said EINVAL). */
+	DRC_EFLAGS = 10,               /* flags not valid for this call */
+	DRC_EBADTARGET = 11,           /* no such grant target (job 0, id -1, never granted) */
+	DRC_EFAULT = 12,               /* a required pointer argument is NULL */
+	DRC_EPROTO = 13                /* the daemon's answer was not understood */
 } drc_status_t;
 
 /* Flags; numbered as drc.core.model.Flags. */
@@ -63,6 +70,12 @@ uint32_t drc_get_wlm_id(void);
 
 /* A one-line message for a status code, negated or not; never NULL. */
 const char *drc_error_message(int rc);
+
+/* Why the calling thread's last failed call failed, in words (the daemon's reason, e.g.
+ * "credential 4 is not FLEX and is already used by job 101 on node n1; ..."); "" if none
+ * failed yet. Like errno, a successful call leaves it alone. Never NULL; valid until this
+ * thread's next libdrc call. */
+const char *drc_error_detail(void);
 
 /*
  * HPE Slingshot (DRCS provider "slingshot"). A credential is a VNI: drc_access() works as

@@ -211,10 +211,10 @@ def test_coroutine_method_is_awaited(served, client) -> None:
     assert call(client, "Later", "d", 0.01) == ["late"]
 
 
-def test_wrong_signature_is_einval_and_the_service_still_answers(served, client) -> None:
+def test_wrong_signature_is_eproto_and_the_service_still_answers(served, client) -> None:
     with pytest.raises(DrcError) as err:
         call(client, "Add", "us", 2, "3")
-    assert err.value.code == Code.EINVAL
+    assert err.value.code == Code.EPROTO
     assert err.value.message == "Method Add expects signature 'uu', got 'us'"
     assert call(client, "Add", "uu", 1, 1) == [2]
 
@@ -227,10 +227,12 @@ def test_drc_error_reaches_the_client_with_its_code_and_message(served, client) 
         assert err.value.message == f"refused with {code.name}"
 
 
-def test_unexpected_exception_is_einval_logged_and_survived(served, client, caplog) -> None:
+def test_unexpected_exception_is_external_failure_logged_and_survived(
+    served, client, caplog
+) -> None:
     with caplog.at_level(logging.ERROR, logger="drc.bus"), pytest.raises(DrcError) as err:
         call(client, "Crash")
-    assert err.value.code == Code.EINVAL
+    assert err.value.code == Code.CRED_EXTERNAL_FAILURE
     assert err.value.message.startswith("internal error in Crash: ")
     assert "boom" in err.value.message
     assert any(r.name == "drc.bus" and r.exc_info for r in caplog.records)
@@ -240,7 +242,7 @@ def test_unexpected_exception_is_einval_logged_and_survived(served, client, capl
 def test_unknown_method_is_refused_by_name(served, client) -> None:
     with pytest.raises(DrcError) as err:
         call(client, "NoSuchMethod")
-    assert err.value.code == Code.EINVAL
+    assert err.value.code == Code.EPROTO
     assert "org.freedesktop.DBus.Error.UnknownMethod" in err.value.message
     assert call(client, "Add", "uu", 0, 1) == [1]
 

@@ -126,9 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="list credentials (all of them for admins)",
         description="List credentials: id, system id (ptag), owner uid/gid/job, "
         "cookies, state and references. Admins see all credentials, others "
-        "those they own or may access.",
+        "those they own or may access. With -c, also who holds each reference "
+        "(a job or a process on a node, or a uid's persistent pin): what keeps a "
+        "RELEASED credential alive.",
     )
-    p.add_argument("-c", "--credential", type=int, help="show only this credential")
+    p.add_argument(
+        "-c", "--credential", type=int, help="show only this credential, with its holders"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: a list of objects (with their holders), with or without -c",
+    )
     p.add_argument("--uid", metavar="UID", help="only credentials owned by this user (name or uid)")
     p.add_argument("--job", type=int, metavar="WLMID", help="only credentials of this job")
     p.add_argument(
@@ -137,7 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[s.value for s in State],
         help="only credentials in this state",
     )
-    p.add_argument("--json", action="store_true", help="print JSON (one object per credential)")
 
     p = sub.add_parser(
         "limit",
@@ -219,7 +227,7 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
     else:
         creds = _filtered(server.list(), args)
     if args.json:
-        print(json.dumps(creds if args.credential is None else creds[0], indent=2))
+        print(json.dumps(creds, indent=2))
         return 0
     rows = [
         (
@@ -238,8 +246,15 @@ def _list(server: ServerProxy, args: argparse.Namespace) -> int:
     if any("vni" in c for c in creds):  # Slingshot: the VNI each credential owns
         rows = [(*row, c.get("vni", "-")) for row, c in zip(rows, creds, strict=True)]
         print(table((*LIST_COLUMNS, "VNI"), rows))
-        return 0
-    print(table(LIST_COLUMNS, rows))
+    else:
+        print(table(LIST_COLUMNS, rows))
+    if args.credential is not None:
+        for c in creds:
+            print(f"Holders of credential {c['credential']}:")
+            for h in c.get("holders", []):
+                print(f"  {_holder(h)}")
+            if not c.get("holders"):
+                print("  none")
     return 0
 
 
@@ -253,6 +268,14 @@ def _filtered(creds: list[dict], args: argparse.Namespace) -> list[dict]:
         and (args.job is None or c["wlm"] == args.job)
         and (args.state is None or c["state"] == args.state)
     ]
+
+
+def _holder(h: dict) -> str:
+    if h["kind"] == "job":
+        return f"job {h['job']} on node {h['node']}"
+    if h["kind"] == "process":
+        return f"process {h['pid']} (outside any job) on node {h['node']}"
+    return f"persistent pin of uid {h['uid']}"
 
 
 def _limit(server: ServerProxy, args: argparse.Namespace) -> int:

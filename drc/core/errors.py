@@ -20,6 +20,12 @@ class Code(IntEnum):
     CRED_CREATE_FAILURE = 7
     CRED_EXTERNAL_FAILURE = 8
     BAD_TOKEN = 9
+    # drc's own codes, beyond Cray's: each names a mistake that retrying cannot fix, where
+    # Cray's DRC said EINVAL and its clients retry EINVAL without bound.
+    EFLAGS = 10
+    EBADTARGET = 11
+    EFAULT = 12
+    EPROTO = 13
 
     @property
     def drc_name(self) -> str:
@@ -47,6 +53,28 @@ MESSAGES: dict[Code, str] = {
     Code.CRED_CREATE_FAILURE: "credential could not be created",
     Code.CRED_EXTERNAL_FAILURE: "external application failure",
     Code.BAD_TOKEN: "bad, expired or revoked token",
+    Code.EFLAGS: "flags not valid for this call",
+    Code.EBADTARGET: "no such grant target (job 0, id -1, or a revoke of what was never granted)",
+    Code.EFAULT: "a required pointer argument is NULL",
+    Code.EPROTO: "the daemon's answer was not understood (mismatched drc versions?)",
+}
+
+#: Does a client's retry loop ever see the call succeed? (rdmacred(3) prints this table.)
+RETRY_HELPS: dict[Code, str] = {
+    Code.SUCCESS: "-",
+    Code.EINVAL: "no, but harmless",
+    Code.EPERM: "only after a grant",
+    Code.ENOSPC: "yes, after a release",
+    Code.ECONNREFUSED: "yes, once drcc runs",
+    Code.ALREADY_GRANTED: "no (already done)",
+    Code.CRED_NOT_FOUND: "no",
+    Code.CRED_CREATE_FAILURE: "maybe",
+    Code.CRED_EXTERNAL_FAILURE: "maybe",
+    Code.BAD_TOKEN: "no",
+    Code.EFLAGS: "no",
+    Code.EBADTARGET: "no",
+    Code.EFAULT: "no",
+    Code.EPROTO: "no",
 }
 
 
@@ -70,17 +98,25 @@ class DrcError(Exception):
 
     @classmethod
     def from_dbus(cls, error_name: str, text: str) -> DrcError:
-        """Rebuild the error a daemon sent; an unknown name becomes EINVAL."""
+        """Rebuild the error a daemon sent; an unknown name becomes EPROTO."""
         if error_name.startswith(DBUS_ERROR_PREFIX):
             try:
                 return cls(Code[error_name.removeprefix(DBUS_ERROR_PREFIX)], text)
             except KeyError:
                 pass
-        return cls(Code.EINVAL, f"{error_name}: {text}")
+        return cls(Code.EPROTO, f"{error_name}: {text}")
 
 
 def einval(message: str) -> DrcError:
     return DrcError(Code.EINVAL, message)
+
+
+def eflags(message: str) -> DrcError:
+    return DrcError(Code.EFLAGS, message)
+
+
+def ebadtarget(message: str) -> DrcError:
+    return DrcError(Code.EBADTARGET, message)
 
 
 def eperm(message: str) -> DrcError:

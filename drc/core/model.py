@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from drc.core.errors import einval
+from drc.core.errors import ebadtarget, eflags, einval
 
 UINT32_MAX = 0xFFFF_FFFF
 #: uid/gid (uint32)-1 means "no id" to the kernel; it is never a valid target.
@@ -56,15 +56,18 @@ class Target:
         check_uint32("target", target)
         check_uint32("flags", flags)
         if flags & ~int(TARGET_FLAGS):
-            raise einval(f"grant/revoke flags 0x{flags:x} carry bits other than TARGET_UID|GID|WLM")
+            raise eflags(f"grant/revoke flags 0x{flags:x} carry bits other than TARGET_UID|GID|WLM")
         kinds = [kind for bit, kind in _TARGET_BY_FLAG.items() if flags & bit]
         if len(kinds) != 1:
-            raise einval("exactly one of TARGET_UID, TARGET_GID, TARGET_WLM must be set")
+            raise eflags("exactly one of TARGET_UID, TARGET_GID, TARGET_WLM must be set")
         kind = kinds[0]
         if kind is TargetKind.WLM and target == 0:
-            raise einval("job (WLM) id 0 means 'no job' and cannot be granted")
+            raise ebadtarget(
+                "job (WLM) id 0 means 'no job' and cannot be granted: the peer that sent it"
+                " runs outside any job; grant its uid (DRC_FLAGS_TARGET_UID) instead"
+            )
         if kind is not TargetKind.WLM and target == INVALID_ID:
-            raise einval(f"{kind} {target} is the invalid id (-1)")
+            raise ebadtarget(f"{kind} {target} is the invalid id (-1)")
         return cls(kind, target)
 
     def __str__(self) -> str:

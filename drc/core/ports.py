@@ -92,6 +92,9 @@ class Transaction(SlotAllocator, Protocol):
     def process_holders(self, node: str) -> set[tuple[int, int]]:
         """(pid, start time) of every process holding a reference on ``node``."""
 
+    def holders(self, ids: Iterable[int]) -> dict[int, list[Holder]]:
+        """credential -> who holds its references (jobs, processes, pins), for each id."""
+
     # nodes
     def node_boot_id(self, node: str) -> str | None: ...
     def node_count(self) -> int:

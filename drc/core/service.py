@@ -89,7 +89,7 @@ class CredentialService:
         check_uint32("flags", flags)
         if flags & ~int(ACQUIRE_FLAGS):
             raise DrcError(
-                Code.EINVAL, f"acquire flags 0x{flags:x} carry bits other than FLEX|PERSISTENT"
+                Code.EFLAGS, f"acquire flags 0x{flags:x} carry bits other than FLEX|PERSISTENT"
             )
         flags = Flags(flags)
         if flags & Flags.PERSISTENT and not self.policy.may_persist(caller):
@@ -162,7 +162,9 @@ class CredentialService:
         with self.store.transaction() as tx:
             self._owned(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
-                raise DrcError(Code.EINVAL, f"credential {credential} is not granted to {target}")
+                raise DrcError(
+                    Code.EBADTARGET, f"credential {credential} is not granted to {target}"
+                )
             tx.bump_epoch(credential)
             epoch = tx.get_credential(credential).epoch
         self._emit("revoked", credential, epoch)
@@ -338,6 +340,12 @@ class CredentialService:
         with self.store.snapshot() as tx:
             creds = tx.list_credentials()
         return [c for c in creds if self._may_see(c, caller)]
+
+    def holders(self, creds: list[Credential]) -> dict[int, list[Holder]]:
+        """Who holds the references of credentials the caller was allowed to see (by
+        :meth:`get` or :meth:`list`): what keeps a RELEASED credential alive."""
+        with self.store.snapshot() as tx:
+            return tx.holders(c.id for c in creds)
 
     def limits(self) -> list[Limit]:
         with self.store.snapshot() as tx:

@@ -154,7 +154,7 @@ def issue_token(key: bytes, cred: Credential, *, now: float, ttl: float) -> str:
     payload = _b64(_encode(claims))
     token = f"{VERSION}.{payload}.{_b64(_mac(key, payload))}"
     if len(token) > MAX_TOKEN_LEN:
-        raise einval(f"credential {cred.id} has too many grants to fit in a token")
+        raise DrcError(Code.ENOSPC, f"credential {cred.id} has too many grants to fit in a token")
     return token
 
 

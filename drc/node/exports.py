@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from drc.bus import PeerCredentials, method
-from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import AccessInfo, check_uint32
 from drc.core.tokens import MAX_TOKEN_LEN
 from drc.node.identity import Identifier
 from drc.node.service import NodeService
+from drc.refusals import RefusalAudit, credential_of
 
 BUS_NAME = "org.drc.Node"
 OBJECT_PATH = "/org/drc/Node"
@@ -20,7 +21,7 @@ def _info(info: AccessInfo) -> tuple[int, int, int, int]:
 
 def _no_flags(verb: str, flags: int) -> None:
     if flags:
-        raise einval(f"{verb} takes no flags (got 0x{flags:x})")
+        raise eflags(f"{verb} takes no flags (got 0x{flags:x})")
 
 
 class NodeExports:
@@ -28,6 +29,16 @@ class NodeExports:
         self.service = service
         self.identify = identifier.caller
         self.identifier = identifier
+        self.refusals = RefusalAudit()
+
+    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
+        """BusExporter's hook: audit and count a refused call, with the caller's job."""
+        try:
+            job = self.identify(peer).job
+        except DrcError:
+            job = 0  # the caller is gone
+        node = self.identifier.node
+        self.refusals.record(verb, peer.uid, job, node, credential_of(verb, args), error)
 
     @staticmethod
     def _root(peer: PeerCredentials, what: str) -> None:
@@ -121,4 +132,4 @@ class NodeExports:
     def counters(self, peer: PeerCredentials) -> dict[str, int]:
         """Requests served locally and forwarded to DRCS (root only)."""
         self._root(peer, "read DRCC counters")
-        return self.service.counters()
+        return {**self.service.counters(), **self.refusals.counters()}

@@ -1,8 +1,9 @@
 """Who is calling DRCC, and in which job — from the kernel and root-only sources only.
 
 Order (DESIGN section 4): the job's cgroup (anchored parse), a pid→job registration made by a
-root hook (the SPANK plugin's task_post_fork), then slurmd (``scontrol pidinfo``). Outside any
-job the holder is the process itself (pid and start time, since pids are reused).
+root hook (the SPANK plugin's task_post_fork) of the process or of one of its ancestors (a task
+under a wrapper: a shell, mpirun, strace), then slurmd (``scontrol pidinfo``). Outside any job
+the holder is the process itself (pid and start time, since pids are reused).
 Environment variables such as ``SLURM_JOB_ID`` are never read.
 """
 
@@ -14,10 +15,12 @@ from collections import OrderedDict
 from drc.bus import PeerCredentials
 from drc.core.errors import einval
 from drc.core.model import Caller, Holder
-from drc.identity import process_gid, process_start_time
+from drc.identity import process_gid, process_parent, process_start_time
 from drc.wlm.base import WlmAdapter
 
 MAX_REMEMBERED = 4096
+#: How far up the process tree a registered task is looked for (wrappers nest a few deep).
+MAX_ANCESTORS = 64
 #: How long a connection's established identity is reused. Short, because a process can be
 #: adopted into a job (pam_slurm_adopt) or registered after its first call.
 CALLER_TTL = 5.0
@@ -39,6 +42,9 @@ class Identifier:
             raise einval(f"pid {pid} does not exist") from None
         self.registered[(pid, start)] = job
         self._jobs.pop((pid, start), None)
+        # Descendants already looked up (as outside any job) are now in the job.
+        for key in [k for k, j in self._jobs.items() if j == 0]:
+            del self._jobs[key]
         for key in [k for k in self._callers if k[1] == pid]:
             del self._callers[key]
 
@@ -60,13 +66,38 @@ class Identifier:
             return self._jobs[key]
         from_cgroup = getattr(self.wlm, "job_from_cgroup", None)
         from_slurmd = getattr(self.wlm, "job_from_slurmd", None)
-        job = (from_cgroup(pid) if from_cgroup else None) or self.registered.get(key)
+        job = (from_cgroup(pid) if from_cgroup else None) or self.registered_ancestor(pid, start)
         if not job:
             job = (from_slurmd(pid) if from_slurmd else self.wlm.job_of_pid(pid)) or 0
         self._jobs[key] = job
         if len(self._jobs) > MAX_REMEMBERED:
             self._jobs.popitem(last=False)
         return job
+
+    def registered_ancestor(self, pid: int, start: int) -> int:
+        """The job of the nearest registered task among pid and its ancestors; 0 if none.
+
+        Each ancestor is matched by (pid, start time) as registered, so a registered pid that
+        exited and was reused is not matched. An ancestor must have started no later than its
+        child: anything else means the chain was read across a pid reuse, and the walk stops.
+        """
+        if not self.registered:
+            return 0
+        for _ in range(MAX_ANCESTORS):
+            job = self.registered.get((pid, start))
+            if job:
+                return job
+            try:
+                parent, own_start = process_parent(pid)
+                if parent <= 1 or own_start != start:  # at init, or pid itself was reused
+                    return 0
+                _, parent_start = process_parent(parent)
+            except (ProcessLookupError, OSError, ValueError, IndexError):
+                return 0
+            if parent_start > start:
+                return 0
+            pid, start = parent, parent_start
+        return 0
 
     def caller(self, peer: PeerCredentials) -> Caller:
         """The caller behind a bus connection; reused for CALLER_TTL (the hot path)."""

@@ -247,7 +247,8 @@ class NodeService:
         """
         if self.slingshot is None:
             raise DrcError(
-                Code.EINVAL, "this node does not run the slingshot provider ([server] provider)"
+                Code.CRED_EXTERNAL_FAILURE,
+                "this node does not run the slingshot provider ([server] provider)",
             )
         info = await self.access(caller, credential)
         ids = self.slingshot.known(credential, caller.uid)

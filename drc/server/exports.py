@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from drc.bus import PeerCredentials, method
-from drc.core.errors import Code, DrcError, einval, eperm
+from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import (
     Caller,
     Credential,
     Holder,
+    HolderKind,
     LimitScope,
     Target,
     check_uint32,
@@ -26,6 +27,7 @@ from drc.core.model import (
 from drc.core.service import CredentialService
 from drc.core.tokens import issue_token
 from drc.identity import process_gid
+from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
@@ -73,6 +75,20 @@ def credential_dict(c: Credential) -> dict[str, Any]:
         "grants": [str(g) for g in c.grants],
         **({"vni": r.cookie1} if r.provider == "slingshot" else {}),
     }
+
+
+def holder_dict(h: Holder) -> dict[str, Any]:
+    """A reference's holder: a job or a process on a node, or a uid's persistent pin."""
+    if h.kind is HolderKind.JOB:
+        return {"kind": h.kind.value, "node": h.node, "job": h.job}
+    if h.kind is HolderKind.PROCESS:
+        return {"kind": h.kind.value, "node": h.node, "pid": h.pid}
+    return {"kind": h.kind.value, "uid": h.uid}
+
+
+def listed_dict(c: Credential, holders: list[Holder]) -> dict[str, Any]:
+    """What List and Show answer: the credential and who holds its references."""
+    return {**credential_dict(c), "holders": [holder_dict(h) for h in holders]}
 
 
 def _node_name(node: object) -> str:
@@ -309,6 +325,11 @@ class ServerExports(NodeVerbs):
         self.token_ttl = token_ttl
         self.changes = ChangeLog()
         service.listeners.append(self.changes.record)
+        self.refusals = RefusalAudit()
+
+    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
+        """BusExporter's hook: audit and count a call refused on DRCS's own bus (drccli)."""
+        self.refusals.record(verb, peer.uid, 0, "-", credential_of(verb, args), error)
 
     #: Set by drcs: D-Bus verbs waiting together share one commit (see drc.server.group).
     group: GroupCommit | None = None
@@ -348,24 +369,27 @@ class ServerExports(NodeVerbs):
     @method("uu", "uuuu")
     def access(self, peer: PeerCredentials, credential: int, flags: int) -> tuple[int, ...]:
         if flags:
-            raise einval(f"access takes no flags (got 0x{flags:x})")
+            raise eflags(f"access takes no flags (got 0x{flags:x})")
         info = self.service.access(direct_caller(peer), credential)
         return (info.credential, info.cookie1, info.cookie2, info.ptag)
 
     @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
-            raise einval(f"release takes no flags (got 0x{flags:x})")
+            raise eflags(f"release takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.release(caller, credential), frees=True)
 
     @method("", "aa{sv}")
     def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:
-        return [credential_dict(c) for c in self.service.list(direct_caller(peer))]
+        creds = self.service.list(direct_caller(peer))
+        holders = self.service.holders(creds)
+        return [listed_dict(c, holders[c.id]) for c in creds]
 
     @method("u", "a{sv}")
     def show(self, peer: PeerCredentials, credential: int) -> dict[str, Any]:
-        return credential_dict(self.service.get(direct_caller(peer), credential))
+        cred = self.service.get(direct_caller(peer), credential)
+        return listed_dict(cred, self.service.holders([cred])[cred.id])
 
     @method("", "a(sut)")
     def limits(self, peer: PeerCredentials) -> list[tuple[str, int, int]]:

@@ -125,7 +125,7 @@ def link_server(
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
         exported = methods.get(name)
         if exported is None:
-            raise DrcError(Code.EINVAL, f"the DRC link serves no method {name[:64]!r}")
+            raise DrcError(Code.EPROTO, f"the DRC link serves no method {name[:64]!r}")
         check_link_args(name, exported.in_signature, exported.arg_names, args)
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"

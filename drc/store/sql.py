@@ -627,6 +627,22 @@ class PeeweeTransaction(VniRows):
         )
         return set(rows)
 
+    def holders(self, ids: Iterable[int]) -> dict[int, list[Holder]]:
+        r = ReferenceRow
+        ids = list(ids)
+        found: dict[int, list[Holder]] = {i: [] for i in ids}
+        for chunk in _chunks(ids):
+            rows = (
+                r.select(r.credential, r.kind, r.node, r.job, r.pid, r.start, r.uid)
+                .where(r.credential.in_(chunk))
+                .tuples()
+            )
+            for cred, kind, node, job, pid, start, uid in rows:
+                found[cred].append(Holder(HolderKind(kind), node, job, pid, start, uid))
+        for held in found.values():
+            held.sort()
+        return found
+
     def outstanding_jobs(self) -> set[int]:
 
         r = ReferenceRow

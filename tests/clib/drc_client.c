@@ -4,7 +4,8 @@
  * followed by free(info). Built with only `cc -Wall -Werror ... $(pkg-config --cflags --libs
  * cray-drc)`; driven by tests/clib.
  *
- * Exit status: 0, or the positive DRC code of the first failed call (100: usage).
+ * Exit status: 0, or the positive DRC code of the first failed call (100: usage); the failure
+ * and drc_error_detail() go to stderr.
  *
  *   serve UID [JOB]   acquire FLEX, grant UID (and job JOB), access it, print
  *                     "<credential> <cookie1>", hold it until a line arrives on stdin
@@ -15,6 +16,8 @@
  *   threads CRED N    N threads call drc_access(CRED) at once; print how many succeeded
  *   fork CRED         access CRED, fork; the child accesses it over its own connection
  *   wlm               print drc_get_wlm_id()
+ *   grant CRED T F    drc_grant(CRED, T, F) once, as a retrying client would call it
+ *   revoke CRED T F   drc_revoke(CRED, T, F) once
  *   repl              commands from stdin, one client across daemon restarts (see repl())
  */
 #include <inttypes.h>
@@ -44,14 +47,18 @@ static const char *drc_strerror(int errnum)
 	case DRC_CRED_CREATE_FAILURE: return "DRC_CRED_CREATE_FAILURE";
 	case DRC_CRED_EXTERNAL_FAILURE: return "DRC_CRED_EXTERNAL_FAILURE";
 	case DRC_BAD_TOKEN: return "DRC_BAD_TOKEN";
+	case DRC_EFLAGS: return "DRC_EFLAGS";
+	case DRC_EBADTARGET: return "DRC_EBADTARGET";
+	case DRC_EFAULT: return "DRC_EFAULT";
+	case DRC_EPROTO: return "DRC_EPROTO";
 	default: return "UNKNOWN_DRC_ERROR";
 	}
 }
 
 static int failed(const char *what, int rc)
 {
-	fprintf(stderr, "%s() failed (%d, %s: %s)\n", what, rc, drc_strerror(-rc),
-		drc_error_message(rc));
+	fprintf(stderr, "%s() failed (%d, %s: %s)\ndetail: %s\n", what, rc, drc_strerror(-rc),
+		drc_error_message(rc), drc_error_detail());
 	return -rc;
 }
 
@@ -361,7 +368,17 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "repl") == 0)
 		return repl();
-	fprintf(stderr, "usage: %s serve|access|token|access-token|cycle|threads|fork|wlm|repl ...\n",
-		argv[0]);
+	if (strcmp(cmd, "grant") == 0 && argc == 5) {
+		int rc = drc_grant(number(argv[2]), number(argv[3]), (int)number(argv[4]));
+
+		return rc ? failed("drc_grant", rc) : 0;
+	}
+	if (strcmp(cmd, "revoke") == 0 && argc == 5) {
+		int rc = drc_revoke(number(argv[2]), number(argv[3]), (int)number(argv[4]));
+
+		return rc ? failed("drc_revoke", rc) : 0;
+	}
+	fprintf(stderr, "usage: %s serve|access|token|access-token|cycle|threads|fork|wlm|repl"
+		"|grant|revoke ...\n", argv[0]);
 	return USAGE;
 }

@@ -4,6 +4,7 @@ dbus-daemon, DRCS and DRCC — as alice, bob and carol."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from drc.bus import SyncBusClient
 from drc.core.errors import Code
 from drc.embedded.main import start_node
 from drc.embedded.processes import alive
+from drc.refusals import BURST, RATE
 
 from cluster import Cluster, User
 
@@ -81,6 +83,87 @@ def test_flex_credential_shared_with_a_uid_and_a_job(node, users, clib, client):
     assert info is None or info["refs"] == 0  # alice's release was the last one
 
 
+def test_no_permanent_refusal_is_einval_and_c_reads_the_reason(node, users, clib, client):
+    """The Seen case: a peer outside any job sent its WLM id 0; granting it must not be the
+    -DRC_EINVAL that Cray clients retry forever, and the C caller learns why."""
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        before = credential_info(node, cred)
+        cases = [
+            (["grant", cred, 0, 16], Code.EBADTARGET, "job (WLM) id 0 means 'no job'"),
+            (["grant", cred, 2**32 - 1, 4], Code.EBADTARGET, "is the invalid id (-1)"),
+            (["grant", cred, users["carol"].uid, 4 | 8], Code.EFLAGS, "exactly one of"),
+            (["grant", cred, 1, 1 << 9], Code.EFLAGS, "other than TARGET_UID|GID|WLM"),
+            (["revoke", cred, JOB + 1, 16], Code.EBADTARGET, "is not granted to"),
+            (["grant", 999999, 1, 4], Code.CRED_NOT_FOUND, "credential 999999"),
+        ]
+        for argv, code, reason in cases:
+            result = run(node, clib, "alice", [client, *argv])
+            assert result.returncode == code, (argv, result.stderr)
+            assert reason in result.stderr, (argv, result.stderr)
+        carol = run(node, clib, "carol", [client, "access", cred])
+        assert carol.returncode == Code.EPERM
+        detail = carol.stderr.split("detail: ", 1)[1]
+        assert f"uid {users['carol'].uid}" in detail, carol.stderr  # not just "invalid permissions"
+        assert credential_info(node, cred) == before  # each refusal changed nothing
+
+
+def test_children_of_a_task_are_in_its_job(node, users, clib, client):
+    """Under a wrapper shell (as under mpirun or strace) the task's children call as the job:
+    drc_get_wlm_id() is the job and carol, granted only through the job, gets access."""
+    with serving(node, clib, client, users["bob"]) as (cred, cookie):
+        script = f"{client} wlm && sh -c '{client} access {cred}'"
+        wrapped = in_job(node, clib, "carol", ["sh", "-c", script])
+        assert wrapped.returncode == 0, wrapped.stderr
+        wlm, cookie1 = wrapped.stdout.split()[:2]
+        assert (int(wlm), int(cookie1)) == (JOB, cookie)
+        outside = run(node, clib, "carol", ["sh", "-c", script])
+        assert outside.stdout.split()[:1] == ["0"] and outside.returncode == Code.EPERM
+
+
+def audit_lines(cluster: Cluster, since: int) -> list[str]:
+    log = Path(cluster.emb.state_dir) / "drcc.log"
+    return [line for line in log.read_text()[since:].splitlines() if "drc.audit: refused " in line]
+
+
+def test_every_refusal_is_audited_rate_limited_and_counted(node, users, clib, client):
+    log = Path(node.emb.state_dir) / "drcc.log"
+    carol = users["carol"]
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        since = len(log.read_text())
+        before = node_counters(node)
+        assert run(node, clib, "carol", [client, "access", cred]).returncode == Code.EPERM
+        (line,) = audit_lines(node, since)
+        assert re.search(
+            rf"refused verb=Access uid={carol.uid} job=0 node=\S+ credential={cred}"
+            rf' code=DRC_EPERM reason="uid {carol.uid} \(job 0\) is not granted',
+            line,
+        ), line
+
+        loops = 300  # a client retrying a refusal in a tight loop
+        proc = spawn_as(node, "carol", [str(client), "repl"], clib.env())
+        repl = Repl(proc)
+        try:
+            start = time.monotonic()
+            for _ in range(loops):
+                assert repl.ask(f"access {cred}")[0] == -Code.EPERM
+            elapsed = time.monotonic() - start
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        lines = audit_lines(node, since)
+        after = node_counters(node)
+    assert after["refused_EPERM"] - before.get("refused_EPERM", 0) == loops + 1
+    written = len(lines) - 1
+    assert written <= BURST + RATE * (elapsed + 1), (written, elapsed)
+    dropped = after["refused_lines_suppressed"] - before.get("refused_lines_suppressed", 0)
+    assert written + dropped == loops
+    time.sleep(1.5 / RATE)  # the bucket refills: the next refusal is written, with the count
+    since = len(log.read_text())
+    assert run(node, clib, "carol", [client, "access", cred]).returncode == Code.CRED_NOT_FOUND
+    (line,) = audit_lines(node, since)
+    assert "code=DRC_CRED_NOT_FOUND" in line and re.search(r" suppressed=\d+$", line), line
+
+
 def test_token_path(node, users, clib, client):
     with serving(node, clib, client, users["bob"]) as (cred, cookie):
         token = run(node, clib, "alice", [client, "token", cred])
@@ -119,6 +202,24 @@ def test_16_threads_access_one_credential(node, users, clib, client):
         after = node_counters(node)
     grew = {k: after.get(k, 0) - before.get(k, 0) for k in ("access_forwarded", "access_local")}
     assert grew == {"access_forwarded": 1, "access_local": 15}  # one DRCS request
+
+
+def test_more_threads_than_connections_still_return_by_the_deadline(node, users, clib, client):
+    """20 threads share libdrc's 8 connections; with DRCC hung, those waiting for a connection
+    give up at their own deadline too, not one timeout after another."""
+    env = {**clib.env(), "DRC_TIMEOUT_MS": str(TIMEOUT_MS)}
+    with serving(node, clib, client, users["bob"]) as (cred, _cookie):
+        os.kill(node.emb.drcc_pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            proc = spawn_as(node, "bob", [str(client), "threads", str(cred), "20"], env)
+            out, err = proc.communicate(timeout=60)
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(node.emb.drcc_pid, signal.SIGCONT)
+    assert proc.returncode == Code.ECONNREFUSED, err
+    assert out.split() == ["0"]
+    assert elapsed < TIMEOUT_MS / 1000 + 1.0, elapsed
 
 
 def test_a_forked_child_gets_its_own_connection(node, users, clib, client):

@@ -63,7 +63,7 @@ def test_accessors_accept_null(clib: CLib, tmp_path: Path):
         'printf("%u %u %u %d %d\\n", drc_get_first_cookie(NULL), drc_get_second_cookie(NULL),'
         " drc_get_ptag(NULL), drc_release_local(NULL), drc_acquire(NULL, 0));\n"
     )
-    assert _program(tmp_path, clib, body, "nulls").stdout.split() == ["0", "0", "0", "-1", "-1"]
+    assert _program(tmp_path, clib, body, "nulls").stdout.split() == ["0", "0", "0", "-12", "-12"]
 
 
 def test_pkg_config_in_tree_and_installed(clib: CLib):
@@ -106,3 +106,76 @@ def test_valgrind_catches_a_leak(clib: CLib, tmp_path: Path):
     binary = clib.compile(source, "leak")
     result = subprocess.run([*VALGRIND, str(binary)], env=clib.env(), capture_output=True)
     assert result.returncode == 99, result.stderr
+
+
+def _strict(tmp: Path, clib: CLib, compiler: str, suffix: str, *std: str) -> None:
+    """Compile and link a program using every declaration of the header under a strict old
+    standard; any warning fails (a trailing enum comma is one under C89 and C++98)."""
+    source = tmp / f"strict.{suffix}"
+    source.write_text(
+        "#include <rdmacred.h>\n"
+        "int main(void)\n{\n"
+        "\tdrc_info_handle_t info = 0;\n"
+        "\tuint32_t credential = 0;\n"
+        "\tdrc_status_t status = DRC_EPROTO;\n"
+        "\tint rc = drc_acquire(&credential, DRC_FLAGS_FLEX_CREDENTIAL);\n"
+        "\t(void)status;\n"
+        "\t(void)drc_error_message(rc);\n"
+        "\t(void)drc_error_detail();\n"
+        "\treturn (int)(drc_get_ptag(info) + drc_get_wlm_id()) & 0;\n"
+        "}\n"
+    )
+    flags = pkg_config(clib.pc_dir, "--cflags", "--libs")
+    argv = [compiler, *std, "-pedantic", "-Wall", "-Wextra", "-Werror", "-o", str(tmp / suffix)]
+    result = subprocess.run([*argv, str(source), *flags], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_header_is_c89_pedantic(clib: CLib, tmp_path: Path):
+    _strict(tmp_path, clib, "cc", "c", "-std=c89")
+
+
+def test_header_is_cxx98_pedantic(clib: CLib, tmp_path: Path):
+    _strict(tmp_path, clib, "g++", "cc", "-std=c++98")
+
+
+def test_strict_check_fails_on_a_trailing_enum_comma(tmp_path: Path):
+    """The check above can fail: the old header (trailing comma) is refused under C89."""
+    (tmp_path / "old.h").write_text("enum e { A = 0, B = 1, };\n")
+    (tmp_path / "use.c").write_text('#include "old.h"\nint main(void) { return A; }\n')
+    result = subprocess.run(
+        ["cc", "-std=c89", "-pedantic", "-Werror", "-c", "-o", str(tmp_path / "use.o"),
+         str(tmp_path / "use.c")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "comma" in result.stderr
+
+
+def test_error_detail_is_per_thread(clib: CLib, tmp_path: Path):
+    """Each thread reads the reason for its own last failure; a new thread has none."""
+    source = tmp_path / "detail.c"
+    source.write_text(
+        "#include <pthread.h>\n#include <stdio.h>\n#include <rdmacred.h>\n"
+        "static void *other(void *arg)\n{\n"
+        '\tprintf("new:[%s]\\n", drc_error_detail());\n'
+        "\tif (arg)\n\t\tdrc_release_local(NULL);\n"
+        '\tprintf("thread:%s\\n", drc_error_detail());\n'
+        "\treturn NULL;\n}\n"
+        "int main(void)\n{\n\tpthread_t t;\n"
+        '\tprintf("start:[%s]\\n", drc_error_detail());\n'
+        '\tprintf("rc:%d\\n", drc_acquire(NULL, 0));\n'
+        '\tpthread_create(&t, NULL, other, "x");\n\tpthread_join(t, NULL);\n'
+        '\tprintf("main:%s\\n", drc_error_detail());\n'
+        "\treturn 0;\n}\n"
+    )
+    binary = clib.compile(source, "detail", "-pthread")
+    result = subprocess.run([*VALGRIND, str(binary)], env=clib.env(), capture_output=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines() == [
+        "start:[]",
+        "rc:-12",
+        "new:[]",
+        "thread:drc_release_local: info is NULL",
+        "main:drc_acquire: credential is NULL",
+    ]

@@ -31,7 +31,8 @@ def acquire_as(cluster: Cluster, user: str, *flags: str) -> int:
 
 
 def listing(cluster: Cluster, cred: int) -> dict:
-    return json.loads(cluster.drccli(None, "list", "--json", "-c", str(cred), check=True).stdout)
+    (one,) = json.loads(cluster.drccli(None, "list", "--json", "-c", str(cred), check=True).stdout)
+    return one
 
 
 def test_alice_grants_bob_and_carol_is_refused(cluster: Cluster, users: dict[str, User]):
@@ -150,3 +151,30 @@ def test_identity_comes_from_the_bus_not_the_environment(cluster: Cluster, users
 def test_acquire_flags_reach_the_server(cluster: Cluster, users):
     cred = acquire_as(cluster, "alice", "--flex")
     assert listing(cluster, cred)["flags"] == int(Flags.FLEX_CREDENTIAL)
+
+
+def test_list_shows_who_holds_each_reference(cluster: Cluster, users):
+    """A RELEASED credential kept alive by a job: `list -c` names the job and node, and
+    `list --json` is a list of the same objects with or without -c."""
+    cred = acquire_as(cluster, None, "--persistent", "--flex")
+    cluster.drccli(None, "grant", str(cred), "-j", "515", check=True)
+    job = cluster.in_job(515, "bob", f"client.access({cred})", check=True)
+    assert job.returncode == 0, job.stderr
+    cluster.drccli(None, "release", str(cred), check=True)  # the owner's pin goes
+
+    text = cluster.drccli(None, "list", "-c", str(cred), check=True).stdout
+    assert "RELEASED" in text, text
+    node = listing(cluster, cred)["holders"][0]["node"]
+    assert text.splitlines()[-2:] == [
+        f"Holders of credential {cred}:",
+        f"  job 515 on node {node}",
+    ]
+    one = json.loads(cluster.drccli(None, "list", "--json", "-c", str(cred), check=True).stdout)
+    every = json.loads(cluster.drccli(None, "list", "--json", check=True).stdout)
+    assert isinstance(one, list) and one == [c for c in every if c["credential"] == cred]
+    assert one[0]["holders"] == [{"kind": "job", "node": node, "job": 515}]
+    assert one[0]["refs"] == 1
+
+    cluster.end_job(515)
+    r = cluster.drccli(None, "list", "-c", str(cred))
+    assert r.returncode == 1 and "Credential Not Found" in r.stdout  # the job's end freed it

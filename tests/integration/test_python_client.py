@@ -45,7 +45,7 @@ def test_grant_needs_exactly_one_target(local: Cluster):
     for kwargs in ({}, {"uid": 1, "gid": 2}):
         with pytest.raises(client.DrcError) as err:
             client.grant(cred, **kwargs)
-        assert err.value.name == "DRC_EINVAL" and err.value.code == 1
+        assert err.value.name == "DRC_EFLAGS" and err.value.code == 10
 
 
 def test_errors_carry_code_and_name(local: Cluster):

@@ -16,7 +16,7 @@ from dbus_fast.signature import get_signature_tree
 
 from drc import config
 from drc.bus import exported_methods
-from drc.core.errors import Code
+from drc.core.errors import RETRY_HELPS, Code
 from drc.node import exports as node
 from drc.server import exports as server
 
@@ -199,3 +199,14 @@ def test_grafana_dashboard_uses_only_metrics_the_daemons_expose(service) -> None
         base = re.sub(r"_(bucket|count|sum)$", "", name)
         assert name in exposed or base in exposed, f"dashboard queries unknown metric {name}"
     assert {"drcs_credentials_live", "drcc_cache_hits_total"} <= used
+
+
+def test_rdmacred_3_says_for_every_code_whether_retrying_helps() -> None:
+    """Cray clients retry EINVAL forever: the page's table must cover every code, in step
+    with drc.core.errors.RETRY_HELPS."""
+    page = (MAN / "rdmacred.3").read_text()
+    assert page.startswith("'\\\" t\n")  # man runs tbl for the table
+    for code in Code:
+        if code is not Code.SUCCESS:
+            assert f"\n{code.drc_name}\t{RETRY_HELPS[code]}\t" in page, code
+            assert f'.B {code.drc_name} " ({int(code)})"\n' in page, code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pwd
 import re
+import shlex
 import shutil
 
 import pytest
@@ -162,6 +163,12 @@ def test_forged_slurm_job_id_does_not_make_a_task_another_job(
 
     # The control: a task really in J1 gets it.
     proc = slurm.srun("bob", f"--jobid={j1}", "--overlap", *python)
+    assert proc.returncode == 0, proc.stderr
+    assert f"WLM {j1}\n" in proc.stdout and "ACCESS OK" in proc.stdout, proc.stdout
+    # So does its child under a wrapper shell (the shell stays its parent: "&& true").
+    proc = slurm.srun(
+        "bob", f"--jobid={j1}", "--overlap", "sh", "-c", shlex.join(python) + " && true"
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"WLM {j1}\n" in proc.stdout and "ACCESS OK" in proc.stdout, proc.stdout
 

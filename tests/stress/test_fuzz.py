@@ -49,7 +49,16 @@ LINK_VERBS = {
     "NodeEpochs": ("s", "au"),
     "NodeWatch": ("s", "u", "u"),
 }
-REJECTED = {Code.EINVAL, Code.EPERM, Code.CRED_NOT_FOUND, Code.BAD_TOKEN, Code.ENOSPC}
+REJECTED = {
+    Code.EINVAL,
+    Code.EFLAGS,
+    Code.EBADTARGET,
+    Code.EPROTO,
+    Code.EPERM,
+    Code.CRED_NOT_FOUND,
+    Code.BAD_TOKEN,
+    Code.ENOSPC,
+}
 JSON = st.recursive(
     st.none()
     | st.booleans()

@@ -67,13 +67,16 @@ class ExternalCleanup:
             pending = tx.pending_cleanups(credentials, due)
         done = failed = 0
         for item in pending:
-            error = self._try(item.resources)
+            error, retry_at = self._attempt(item.resources)
             with self.store.transaction() as tx:
                 if error is None:
                     tx.cleanup_done(item.id)
                 else:
                     attempts = item.attempts + 1
-                    tx.cleanup_failed(item.id, error, self.clock() + self._backoff(attempts))
+                    next_try = self.clock() + self._backoff(attempts)
+                    if retry_at is not None:  # the provider knows when (a quarantine)
+                        next_try = min(next_try, retry_at)
+                    tx.cleanup_failed(item.id, error, next_try)
             if error is None:
                 done += 1
                 audit.info(
@@ -100,11 +103,16 @@ class ExternalCleanup:
 
     def _try(self, resources: Resources) -> str | None:
         """None on success, else the error's text (every exception counts: never lose one)."""
+        return self._attempt(resources)[0]
+
+    def _attempt(self, resources: Resources) -> tuple[str | None, float | None]:
+        """:meth:`_try`, plus when to try again if the error says (its ``retry_at``)."""
         try:
             self.provider.release_external(resources)  # type: ignore[attr-defined]
         except Exception as e:  # any failure is recorded and retried
-            return str(e) or type(e).__name__
-        return None
+            retry_at = getattr(e, "retry_at", None)
+            return str(e) or type(e).__name__, retry_at if isinstance(retry_at, float) else None
+        return None, None
 
     def compensate(self, resources: Resources, credential: int) -> None:
         """An acquire failed after its external object was created: remove it, else record it."""

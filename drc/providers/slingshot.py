@@ -14,7 +14,8 @@ Life of a VNI, all in the store (migration 0005):
 * **cleanup**: the credential was freed (:meth:`free`, in the freeing transaction). The core's
   external-cleanup machinery (the ALPS pdomain one) keeps a pending row, visible in
   ``drccli status``, and calls :meth:`release_external`, which succeeds only once every owing
-  node confirmed its services gone (``NodeSlingshotCleaned``) *and* the quarantine passed;
+  node confirmed its services gone (``NodeSlingshotCleaned``) *and* the quarantine passed
+  since the release or, when nodes confirmed, since the last confirmation;
 * **free**: reusable. A VNI whose node cleanup is stuck (``-EBUSY`` for hours, a dead node)
   stays out of the pool: an admin frees it by fixing the node (see ``drc-slingshot(8)``).
 """
@@ -132,7 +133,9 @@ class SlingshotProvider:
                 )
             left = row[2] + self.quarantine - self.clock()
             if left > 0:
-                raise RuntimeError(f"VNI {vni} in quarantine for {left:.0f} more s")
+                error = RuntimeError(f"VNI {vni} in quarantine for {left:.0f} more s")
+                error.retry_at = row[2] + self.quarantine  # type: ignore[attr-defined]
+                raise error
             tx.vni_finish(vni, credential, self.clock())  # type: ignore[attr-defined]
         log.info("VNI %d of freed credential %d is back in the pool", vni, credential)
 

@@ -48,7 +48,7 @@ class SlingshotNodeVerbs:
         ids = [check_uint32("credential", c) for c in credentials]
         with self.service.store.transaction() as tx:
             confirm = getattr(tx, "vni_confirm", None)
-            done = confirm(node, ids) if confirm is not None else []
+            done = confirm(node, ids, self.service.clock()) if confirm is not None else []
         if done:
             self.service.cleanup.release(credentials=done)
         return done

@@ -95,8 +95,11 @@ class VniRows:
         )
         return on_node, owed
 
-    def vni_confirm(self, node: str, credentials: Iterable[int]) -> list[int]:
-        """``node`` destroyed its services of these freed credentials; those confirmed."""
+    def vni_confirm(self, node: str, credentials: Iterable[int], now: float) -> list[int]:
+        """``node`` destroyed its services of these freed credentials; those confirmed.
+
+        The quarantine of their VNIs restarts now: packets still in flight drain after the
+        last service is gone, not after the release."""
         ids = sorted(set(credentials))
         if not ids:
             return []
@@ -110,5 +113,8 @@ class VniRows:
         if done:
             VniNodeRow.delete().where(
                 (VniNodeRow.node == node) & VniNodeRow.credential.in_(done)
+            ).execute()
+            VniRow.update(changed=now).where(
+                VniRow.credential.in_(done) & (VniRow.state == CLEANUP)
             ).execute()
         return done

@@ -128,3 +128,23 @@ def test_last_holder_destroys_busy_is_retried_then_confirmed(lib: LibCxi, nics: 
     m.doomed[next(iter(m.doomed))].next_try = 0  # the backoff passed
     asyncio.run(m.reconcile())
     assert nics.drc_services() == [] and up.confirmed == [5]
+
+
+def test_drcc_refuses_to_start_with_one_line_when_libcxi_or_a_nic_is_missing(
+    tmp_path: Path, standin_lib: Path, nics: StandInNics
+):
+    from drc import config as drc_config
+    from drc.node.main import cxi_services
+
+    def start(extra: str) -> str:
+        path = tmp_path / "drc.conf"
+        path.write_text(f'[server]\nprovider = "slingshot"\n[slingshot]\n{extra}\n')
+        with pytest.raises(drc_config.ConfigError) as e:
+            cxi_services("n1", drc_config.load(path), Upstream())
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    assert "cannot load /nonexistent/libcxi.so.1" in start('libcxi = "/nonexistent/libcxi.so.1"')
+    assert "cxi7" in start(f'libcxi = "{standin_lib}"\nnics = ["cxi7"]')
+    assert "not a CXI device name" in start(f'libcxi = "{standin_lib}"\nnics = ["eth0"]')
+    assert "les=" in start(f'libcxi = "{standin_lib}"\nlimits = ["les=x"]')

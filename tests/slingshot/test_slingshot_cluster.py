@@ -173,7 +173,7 @@ def test_busy_destroys_are_retried_and_hold_the_vni_out_of_the_pool(
     time.sleep(1)
     assert len(nics.drc_services("cxi0")) == 1 and pending(cluster) == [f"VNI {VNI_MIN}"]
     nics.clear_faults()
-    assert wait_for(lambda: not nics.drc_services("cxi0") and pending(cluster) == [])
+    assert wait_for(lambda: not nics.drc_services("cxi0") and pending(cluster) == [], 30)
     again = acquire(cluster, 106, "bob", "print(client.acquire(0))")
     vnis = {c["credential"]: c["vni"] for c in cluster.server().list()}
     assert vnis[again] == VNI_MIN and {vnis[o] for o in others} == {VNI_MIN + 1, VNI_MAX}

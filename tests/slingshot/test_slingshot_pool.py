@@ -38,7 +38,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def sling(store: PeeweeStore, clock: Clock) -> tuple[CredentialService, ServerExports]:
-    provider = SlingshotProvider(vni_min=2000, vni_max=2002, quarantine=30, clock=clock)
+    provider = SlingshotProvider(
+        vni_min=2000, vni_max=2002, quarantine=30, cleanup_retry_interval=600, clock=clock
+    )
     service = CredentialService(store, provider, Policy(), clock=clock)
     return service, ServerExports(service)
 
@@ -82,7 +84,10 @@ def test_a_released_vni_waits_for_every_node_and_the_quarantine(sling, clock):
     service.retry_cleanups()
     assert [p["object"] for p in service.describe()["pending_cleanups"]] == ["VNI 2000"]
     assert "n2" in service.pending_cleanups()[0].last_error
-    exports.node_slingshot_cleaned(NODE_DAEMON, "n2", [cred])  # quarantine long over
+    exports.node_slingshot_cleaned(NODE_DAEMON, "n2", [cred])  # the quarantine starts now
+    assert "quarantine" in service.pending_cleanups()[0].last_error
+    clock.now += 31
+    service.cleanup.release([cred])
     assert service.describe()["pending_cleanups"] == []
     assert _vni(service, service.acquire(direct(BOB), 0).id) == 2000
 
@@ -92,9 +97,15 @@ def test_quarantine_holds_a_vni_after_the_last_confirmation(sling, clock):
     cred = service.acquire(in_job(ALICE, 7, node="n1"), 0).id
     service.access_credential(in_job(ALICE, 7, node="n1"), cred)
     service.expire_jobs([7])
-    exports.node_slingshot_cleaned(NODE_DAEMON, "n1", [cred])
-    assert "quarantine" in service.pending_cleanups()[0].last_error
-    clock.now += 31
+    clock.now += 20  # the release was 20 s ago: the quarantine (30 s) counts from the
+    exports.node_slingshot_cleaned(NODE_DAEMON, "n1", [cred])  # last confirmation, not it
+    assert "quarantine for 30 more s" in service.pending_cleanups()[0].last_error
+    # retried when the quarantine ends at the latest, whatever the backoff has grown to
+    assert service.pending_cleanups()[0].next_try <= clock.now + 30
+    clock.now += 15
+    service.cleanup.release([cred])
+    assert "quarantine for 15 more s" in service.pending_cleanups()[0].last_error
+    clock.now += 16
     service.cleanup.release([cred])
     assert service.pending_cleanups() == []
 

@@ -253,16 +253,18 @@ def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float 
             if not alive(pid):
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
                 raise RuntimeError(f"{name} exited during start-up:\n  " + "\n  ".join(tail))
+            # The name must be owned by *this* process: right after a SIGKILL the bus may
+            # still list the dead predecessor as its owner for a moment.
             with contextlib.suppress(DrcError):
-                owned = bus.call(
+                owner = bus.call(
                     "org.freedesktop.DBus",
                     "/org/freedesktop/DBus",
                     "org.freedesktop.DBus",
-                    "NameHasOwner",
+                    "GetConnectionUnixProcessID",
                     "s",
                     [name],
                 )[0]
-                if owned:
+                if owner == pid:
                     return
             time.sleep(0.05)
     finally:

@@ -729,10 +729,24 @@ def _result(
     return _reply_body(reply)
 
 
+def _has_nul(value: Any) -> bool:
+    """Would marshalling fail on a NUL in a string (dbus-fast finds out only while sending,
+    and then drops the connection)?"""
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _call_message(
     bus_name: str, object_path: str, interface: str, member: str, signature: str, args: list
 ) -> Message:
     try:
+        if _has_nul(args):
+            raise ValueError("a string contains a NUL byte, which D-Bus cannot carry")
         body = to_dbus(signature, list(args))
         return Message(
             destination=bus_name,

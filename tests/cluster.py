@@ -52,6 +52,26 @@ def ensure_users() -> dict[str, User]:
     return made
 
 
+def task_argv(
+    embedded: Callable[..., list[str]], job: int, user: str, code: str, node: int = 1
+) -> list[str]:
+    """``drc-embedded run``: Python ``code`` (``client`` imported) as ``user`` in a task of
+    ``job`` on ``node``; ``embedded(*args)`` builds the command line of one instance."""
+    return embedded(
+        "run",
+        "--node",
+        str(node),
+        "--job",
+        str(job),
+        "--user",
+        user,
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        "from drc import client\n" + code,
+    )
+
+
 @dataclass
 class Cluster:
     """One embedded drc instance and how to run things against it as anybody."""
@@ -111,17 +131,7 @@ class Cluster:
 
     def in_job_argv(self, job: int, user: str, code: str) -> list[str]:
         """Python ``code`` (``client`` imported) as ``user`` in a task of ``job``."""
-        return self.embedded(
-            "run",
-            "--job",
-            str(job),
-            "--user",
-            user,
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "from drc import client\n" + code,
-        )
+        return task_argv(self.embedded, job, user, code)
 
     def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.run_as(None, self.in_job_argv(job, user, code), **kw)

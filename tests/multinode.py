@@ -26,8 +26,7 @@ from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, open_database
 
-#: DRC_STRESS=1 runs the load and race tests at a larger size (``make stress``).
-STRESS = os.environ.get("DRC_STRESS", "") not in ("", "0")
+from cluster import task_argv
 
 
 @dataclass
@@ -49,19 +48,7 @@ class MultiNode:
 
     def task_argv(self, node: int, job: int, user: str, code: str) -> list[str]:
         """Python ``code`` (``client`` imported) as ``user`` in a task of ``job`` on ``node``."""
-        return self.embedded(
-            "run",
-            "--node",
-            str(node),
-            "--job",
-            str(job),
-            "--user",
-            user,
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "from drc import client\n" + code,
-        )
+        return task_argv(self.embedded, job, user, code, node=node)
 
     def task(self, node: int, job: int, user: str, code: str, **kw: Any) -> str:
         """Run the task; its stdout (it must succeed)."""

@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from multinode import STRESS, MultiNode, last_json
+from multinode import MultiNode, last_json
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
@@ -19,6 +19,7 @@ from drc.server.proxy import ServerProxy
 from drc.store.sql import consistency_problems
 
 from cluster import User
+from scale import size
 
 ALICE_JOB, BOB_JOB = 100, 200
 
@@ -75,7 +76,7 @@ def test_a_four_node_job_shares_a_credential_with_a_two_node_job_of_another_user
 def test_limits_hold_with_acquires_racing_on_two_servers(two_nodes: MultiNode):
     """Acquires spread over both DRCS never exceed a limit: exactly the limit succeed."""
     c = two_nodes
-    limit, races = (200, 1200) if STRESS else (40, 240)
+    limit, races = size(40, 200), size(240, 1200)
     c.server(1).call("SetLimit", "sut", LimitScope.UID.value, 1000, limit)
     assert c.emb.munged is not None
     munge = Munge(c.emb.munged.socket)
@@ -144,7 +145,7 @@ def test_sigkill_of_the_followed_drcs_mid_stream_loses_and_doubles_nothing(
     mid-stream. Clients see a bounded pause and no error; every acknowledged credential is
     there, no credential was created twice, the pool count is exact."""
     c = two_nodes
-    seconds = 12 if STRESS else 4
+    seconds = size(4, 12)
     seeds = {
         node: int(c.task(node, 300 + node, "alice", "print(client.acquire(0))")) for node in (1, 2)
     }

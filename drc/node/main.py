@@ -17,7 +17,7 @@ from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
-from drc.metrics.node import node_metrics
+from drc.metrics import node_metrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from drc.bus import SyncBusClient
 from drc.embedded import main as embedded
-from drc.metrics import CallMetrics
+from drc.metrics.common import CallMetrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
 from drc.server.proxy import ServerProxy
 

@@ -13,24 +13,11 @@ name, limit scope, provider): never a credential id, uid or job.
 from __future__ import annotations
 
 import ipaddress
-import logging
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    start_http_server,
-)
 
 from drc import config as drc_config
 from drc.core.errors import Code, DrcError
-
-log = logging.getLogger("drc.metrics")
 
 #: Request latencies, in seconds: a cache hit is tens of microseconds, a DRCS round trip a
 #: few milliseconds, a stuck store or link seconds.
@@ -97,68 +84,26 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class CallMetrics:
-    """Requests per transport and verb: how many, how they ended, how long they took."""
+def server_metrics(cfg: drc_config.Config, service: Any, exports: Any) -> Any:
+    """drcs's :class:`~drc.metrics.server.ServerMetrics` when ``[metrics] drcs_listen`` is set,
+    else None. prometheus_client is imported only then: a daemon without metrics pays nothing."""
+    if not listen_from_config(cfg, "drcs_listen"):
+        return None
+    from drc.metrics.server import ServerMetrics
 
-    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
-        self.requests = Counter(
-            f"{prefix}_requests",
-            "Requests answered, by transport (dbus, link), verb and outcome "
-            "(ok or the DRC error name)",
-            ["transport", "verb", "outcome"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            f"{prefix}_request_duration_seconds",
-            "Time from a request's arrival to its answer, by transport and verb (the change "
-            "feed's long poll excluded)",
-            ["transport", "verb"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        # labels() takes a lock and builds keys on every call; the hot path (a DRCC cache hit
-        # answers in tens of microseconds) looks its children up here instead.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-    def observe(
-        self, transport: str, verb: str, seconds: float, error: BaseException | None
-    ) -> None:
-        key = (transport, verb, "ok" if error is None else outcome(error))
-        children = self._children.get(key)
-        if children is None:
-            timed = None if verb in UNTIMED else self.latency.labels(transport, verb)
-            children = self._children[key] = (self.requests.labels(*key), timed)
-        children[0].inc()
-        if children[1] is not None:
-            children[1].observe(seconds)
+    m = cfg["metrics"]
+    metrics = ServerMetrics(
+        service, min_interval=m["state_min_interval"], max_age=m["state_max_age"]
+    )
+    metrics.exports = exports
+    return metrics
 
 
-@dataclass
-class MetricsServer:
-    """The HTTP endpoint of one registry (prometheus_client's threaded server)."""
+def node_metrics(cfg: drc_config.Config) -> Any:
+    """drcc's :class:`~drc.metrics.node.NodeMetrics` when ``[metrics] drcc_listen`` is set,
+    else None."""
+    if not listen_from_config(cfg, "drcc_listen"):
+        return None
+    from drc.metrics.node import NodeMetrics
 
-    registry: CollectorRegistry
-    host: str = ""
-    port: int = 0
-    _httpd: object | None = field(default=None, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
-
-    def start(self, listen: str, where: str) -> None:
-        host, port = parse_listen(listen, where)
-        try:
-            self._httpd, self._thread = start_http_server(port, host, self.registry)
-        except OSError as e:
-            raise RuntimeError(f"cannot serve metrics on {host}:{port} ({where}): {e}") from e
-        self.host, self.port = host, self._httpd.server_address[1]  # type: ignore[attr-defined]
-        if not is_loopback(host):
-            log.warning("metrics served on %s:%d: reachable from other hosts", host, self.port)
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, self.port)
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()  # type: ignore[attr-defined]
-            httpd.server_close()  # type: ignore[attr-defined]
-        if self._thread is not None:
-            self._thread.join(5)
+    return NodeMetrics()

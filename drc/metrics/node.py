@@ -16,16 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from drc import config as drc_config
 from drc.core.errors import Code, DrcError
-from drc.metrics import (
-    LATENCY_BUCKETS,
-    UNTIMED,
-    CallMetrics,
-    MetricsServer,
-    listen_from_config,
-    outcome,
-)
+from drc.metrics import LATENCY_BUCKETS, UNTIMED, outcome
+from drc.metrics.common import CallMetrics, MetricsServer
 
 
 class CountedUpstream:
@@ -139,8 +132,3 @@ class NodeMetrics:
 
     def stop(self) -> None:
         self.http.stop()
-
-
-def node_metrics(cfg: drc_config.Config) -> NodeMetrics | None:
-    """drcc's metrics when ``[metrics] drcc_listen`` is set; None (nothing counted) else."""
-    return NodeMetrics() if listen_from_config(cfg, "drcc_listen") else None

@@ -23,16 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from drc import config as drc_config
 from drc.core.model import State
 from drc.core.service import CredentialService
-from drc.metrics import (
-    LATENCY_BUCKETS,
-    CallMetrics,
-    MetricsServer,
-    limit_scope,
-    listen_from_config,
-)
+from drc.metrics import LATENCY_BUCKETS, limit_scope
+from drc.metrics.common import CallMetrics, MetricsServer
 
 log = logging.getLogger("drc.metrics")
 
@@ -255,17 +249,3 @@ class ServerMetrics:
             await asyncio.sleep(self.min_interval)  # let a burst of changes settle
             self._dirty.clear()
             await self.refresh()
-
-
-def server_metrics(
-    cfg: drc_config.Config, service: CredentialService, exports: Any
-) -> ServerMetrics | None:
-    """drcs's metrics when ``[metrics] drcs_listen`` is set; None (nothing counted) else."""
-    if not listen_from_config(cfg, "drcs_listen"):
-        return None
-    m = cfg["metrics"]
-    metrics = ServerMetrics(
-        service, min_interval=m["state_min_interval"], max_age=m["state_max_age"]
-    )
-    metrics.exports = exports
-    return metrics

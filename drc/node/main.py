@@ -22,7 +22,7 @@ from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
-from drc.metrics.node import node_metrics
+from drc.metrics import node_metrics
 from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier

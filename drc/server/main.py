@@ -24,7 +24,7 @@ from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.link import LinkClient, Munge
-from drc.metrics.server import server_metrics
+from drc.metrics import server_metrics
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-from conftest import eventually, value
-
 from cluster import Cluster
+from scrapes import eventually, value
 
 ACQUIRE_FOR_JOB_202 = "cred = client.acquire(client.FLEX)\nclient.grant(cred, wlm=202)\nprint(cred)"
 ACCESS = "print(client.access({cred}).cookie1)"

@@ -12,9 +12,9 @@ from drc import config
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
 from drc.core.service import CredentialService
-from drc.metrics import limit_scope, outcome, parse_listen
-from drc.metrics.node import NodeMetrics, node_metrics
-from drc.metrics.server import ServerMetrics, server_metrics
+from drc.metrics import limit_scope, node_metrics, outcome, parse_listen, server_metrics
+from drc.metrics.node import NodeMetrics
+from drc.metrics.server import ServerMetrics
 from drc.providers.pool import PoolProvider
 from drc.store.sql import PeeweeStore
 

@@ -54,15 +54,23 @@ class ServerChoice:
         self.servers = list(servers)
         self.index = 0
         self.changed = time.monotonic()
+        self.answering = True  # whether the server followed answered the last call made to it
         self.listeners: list[Callable[[str], None]] = []
 
     @property
     def current(self) -> str:
         return self.servers[self.index]
 
+    def answered(self, index: int) -> None:
+        if index == self.index:
+            self.answering = True
+
     def failed(self, index: int, error: DrcError) -> None:
         """The server at ``index`` failed: move on, unless someone already did."""
-        if index != self.index or len(self.servers) == 1:
+        if index != self.index:
+            return
+        self.answering = False
+        if len(self.servers) == 1:
             return
         self.index = (index + 1) % len(self.servers)
         self.changed = time.monotonic()
@@ -125,7 +133,9 @@ class FailoverLink:
             left = deadline - time.monotonic()
             try:
                 async with asyncio.timeout(max(left, 0.001)):
-                    return await client.call(method, args, rid=rid)
+                    result = await client.call(method, args, rid=rid)
+                self.choice.answered(index)
+                return result
             except TimeoutError:
                 last = DrcError(Code.ECONNREFUSED, f"{client.target}: no answer in time")
                 await client.close()  # a late answer must not be mistaken for a later call's

@@ -80,7 +80,7 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily(
             "drcc_drcs_reachable",
             "1 when the last call to DRCS was answered, 0 when DRCS could not be reached",
-            self.m.reachable,
+            self.m.drcs_answering(),
         )
         yield GaugeMetricFamily(
             "drcc_change_feed_synced",
@@ -95,6 +95,9 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.service: Any = None  # the NodeService, once built (it needs the upstreams first)
         self.reachable = 0
+        #: The node's ServerChoice, once its links exist: it knows at the first failed attempt
+        #: (a call that fails over only returns when another DRCS answered or time ran out).
+        self.choice: Any = None
         self.registry = CollectorRegistry()
         self.calls = CallMetrics(self.registry, "drcc")
         self.forwarded = Counter(
@@ -126,6 +129,11 @@ class NodeMetrics:
         unreachable = isinstance(error, DrcError) and error.code is Code.ECONNREFUSED
         if error is None or isinstance(error, DrcError):
             self.reachable = 0 if unreachable else 1
+
+    def drcs_answering(self) -> int:
+        if self.choice is not None:
+            return int(self.choice.answering)
+        return self.reachable
 
     def start(self, listen: str, where: str) -> None:
         self.http.start(listen, where)

@@ -126,6 +126,7 @@ async def serve(cfg: drc_config.Config) -> None:
 
     if metrics:
         metrics.service = service
+        metrics.choice = calls.choice
         metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
     await service.start()
     await _say_following(calls, node)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 CXI_SVC_MAX_VNIS = 4
 CXI_SVC_MAX_MEMBERS = 2
-CXI_TC_MAX = 9
+# enum cxi_traffic_class: DEDICATED_ACCESS, LOW_LATENCY, BULK_DATA, BEST_EFFORT, ETH; the
+# bool tcs[CXI_TC_MAX] array sets the offsets of everything after it in cxi_svc_desc.
+CXI_TC_MAX = 5
 CXI_RSRC_TYPE_MAX = 8
 DEFAULT_SVC_ID = 1
 MEMBER_IGNORE, MEMBER_UID, MEMBER_GID = 0, 1, 2

@@ -4,6 +4,7 @@ libcxi (NOT libcxi; see standin/README.md). DRCS is replaced by a recorder of no
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,18 @@ def test_drcc_refuses_to_start_with_one_line_when_libcxi_or_a_nic_is_missing(
     assert "cxi7" in start(f'libcxi = "{standin_lib}"\nnics = ["cxi7"]')
     assert "not a CXI device name" in start(f'libcxi = "{standin_lib}"\nnics = ["eth0"]')
     assert "les=" in start(f'libcxi = "{standin_lib}"\nlimits = ["les=x"]')
+
+
+def test_the_service_descriptor_has_libcxis_layout():
+    """The CXI driver reads cxi_svc_desc by offset: pinned to the published header's layout
+    (u8 bit-field byte, u8 num_vld_vnis, u16 vnis[4], bool tcs[5], {u32, enum} members[2],
+    {u16 max, u16 res} limits[8], unsigned svc_id)."""
+    from drc.node.cxi import SvcDesc
+
+    assert SvcDesc.num_vld_vnis.offset == 1
+    assert SvcDesc.vnis.offset == 2
+    assert SvcDesc.tcs.offset == 10
+    assert SvcDesc.members.offset == 16
+    assert SvcDesc.limits.offset == 32
+    assert SvcDesc.svc_id.offset == 64
+    assert ctypes.sizeof(SvcDesc) == 68

@@ -56,7 +56,9 @@ def direct_caller(peer: PeerCredentials) -> Caller:
 
 
 def credential_dict(c: Credential) -> dict[str, Any]:
-    """A credential as ``a{sv}``: the fields of ``drccli list`` and more."""
+    """A credential as ``a{sv}``: the fields of ``drccli list`` and more. ``refs`` is exact
+    in get/list answers; an access answer leaves it 0 (not counted, see
+    :meth:`drc.core.service.CredentialService.access_credential`)."""
     r = c.resources
     return {
         "credential": c.id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -45,10 +46,28 @@ WATCH_TIMEOUT_MAX = 300
 ROOT = Caller(uid=0, gid=0)
 
 
+#: The primary gid of each bus connection, read from /proc on its first call. Weak keys: an
+#: entry lives as long as the bus exporter's peer-credential cache holds that connection's
+#: credentials (dropped when its unique name loses its owner), so it can never pass to
+#: another process. Why caching is safe: the uid and supplementary gids the bus reports are
+#: already what the kernel said when the connection was made, so the whole identity is now
+#: consistently that of the connection's first call; a process that later changes its gid
+#: (setegid, exec of a setgid program keeping the socket) keeps the identity it connected
+#: with, as it already kept its uid and groups. Reading /proc cost ~25 us on every call.
+_connection_gids: weakref.WeakKeyDictionary[PeerCredentials, int] = weakref.WeakKeyDictionary()
+
+
+def _connection_gid(peer: PeerCredentials) -> int:
+    gid = _connection_gids.get(peer)
+    if gid is None:
+        gid = _connection_gids[peer] = process_gid(peer.pid, peer.uid)
+    return gid
+
+
 def direct_caller(peer: PeerCredentials) -> Caller:
     return Caller(
         uid=peer.uid,
-        gid=process_gid(peer.pid, peer.uid),
+        gid=_connection_gid(peer),
         gids=peer.gids,
         pid=peer.pid,
         holder=Holder.pin(peer.uid),

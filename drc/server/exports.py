@@ -42,7 +42,7 @@ MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
 NODE = "node"  # hook of the methods node daemons call (the only ones the DRC link serves)
 WATCH_TIMEOUT_MAX = 300
-#: After a change wakes a waiting NodeWatch, gather more this long before answering: every
+#: A NodeWatch with changes to answer gathers more this long before answering: every
 #: answer costs each following node a MUNGE-signed round trip, so a burst of frees (hundreds
 #: a second) otherwise woke every node once per free. Small beside revocation's budget.
 WATCH_COALESCE = 0.01
@@ -311,10 +311,9 @@ class NodeVerbs(SlingshotNodeVerbs):
         self._node(peer)
         log = self.changes
         if generation == log.generation:
-            if log.seq <= since:  # up to date: wait, then let the rest of a burst gather
-                await log.wait(since, min(timeout, WATCH_TIMEOUT_MAX))
-                if log.seq > since:
-                    await asyncio.sleep(WATCH_COALESCE)
+            await log.wait(since, min(timeout, WATCH_TIMEOUT_MAX))
+            if log.seq > since:  # let the rest of a burst gather (also one that arrived
+                await asyncio.sleep(WATCH_COALESCE)  # while the node was asking again)
             complete, changes = log.since(since)
         else:
             complete, changes = False, []

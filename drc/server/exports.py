@@ -8,8 +8,10 @@ paper's "acquire, then grant, list, release in separate commands".
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,15 +42,37 @@ MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
 NODE = "node"  # hook of the methods node daemons call (the only ones the DRC link serves)
 WATCH_TIMEOUT_MAX = 300
+#: A NodeWatch with changes to answer gathers more this long before answering: every
+#: answer costs each following node a MUNGE-signed round trip, so a burst of frees (hundreds
+#: a second) otherwise woke every node once per free. Small beside revocation's budget.
+WATCH_COALESCE = 0.01
 
 
 ROOT = Caller(uid=0, gid=0)
 
 
+#: The primary gid of each bus connection, read from /proc on its first call. Weak keys: an
+#: entry lives as long as the bus exporter's peer-credential cache holds that connection's
+#: credentials (dropped when its unique name loses its owner), so it can never pass to
+#: another process. Why caching is safe: the uid and supplementary gids the bus reports are
+#: already what the kernel said when the connection was made, so the whole identity is now
+#: consistently that of the connection's first call; a process that later changes its gid
+#: (setegid, exec of a setgid program keeping the socket) keeps the identity it connected
+#: with, as it already kept its uid and groups. Reading /proc cost ~25 us on every call.
+_connection_gids: weakref.WeakKeyDictionary[PeerCredentials, int] = weakref.WeakKeyDictionary()
+
+
+def _connection_gid(peer: PeerCredentials) -> int:
+    gid = _connection_gids.get(peer)
+    if gid is None:
+        gid = _connection_gids[peer] = process_gid(peer.pid, peer.uid)
+    return gid
+
+
 def direct_caller(peer: PeerCredentials) -> Caller:
     return Caller(
         uid=peer.uid,
-        gid=process_gid(peer.pid, peer.uid),
+        gid=_connection_gid(peer),
         gids=peer.gids,
         pid=peer.pid,
         holder=Holder.pin(peer.uid),
@@ -56,7 +80,9 @@ def direct_caller(peer: PeerCredentials) -> Caller:
 
 
 def credential_dict(c: Credential) -> dict[str, Any]:
-    """A credential as ``a{sv}``: the fields of ``drccli list`` and more."""
+    """A credential as ``a{sv}``: the fields of ``drccli list`` and more. ``refs`` is exact
+    in get/list answers; an access answer leaves it 0 (not counted, see
+    :meth:`drc.core.service.CredentialService.access_credential`)."""
     r = c.resources
     return {
         "credential": c.id,
@@ -286,6 +312,8 @@ class NodeVerbs(SlingshotNodeVerbs):
         log = self.changes
         if generation == log.generation:
             await log.wait(since, min(timeout, WATCH_TIMEOUT_MAX))
+            if log.seq > since:  # let the rest of a burst gather (also one that arrived
+                await asyncio.sleep(WATCH_COALESCE)  # while the node was asking again)
             complete, changes = log.since(since)
         else:
             complete, changes = False, []

@@ -10,6 +10,7 @@ and one NOTIFY in a transaction that revokes or frees (the change feed all DRCS 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from peewee import PostgresqlDatabase
 from playhouse.test_utils import count_queries
@@ -79,6 +80,24 @@ def test_access_miss_runs_four_statements_and_a_hit_two(service: CredentialServi
     peer = in_job(BOB, 20, node="n2")
     assert_statements(lambda: service.access(peer, cred), service.store, 4)
     assert_statements(lambda: service.access(peer, cred), service.store, 2)
+
+
+def test_access_miss_does_not_count_references_but_listing_does(service: CredentialService):
+    """Counting a credential's references scans all of them, so a miss never does: an access
+    storm would slow down as the credential gains nodes. get/list still count exactly."""
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    for node in ("n2", "n3"):
+        service.access(in_job(BOB, 20, node=node), cred)
+    sql = statements(lambda: service.access_credential(in_job(BOB, 20, node="n4"), cred))
+    assert not [s for s in sql if "COUNT(" in s.upper()], "\n".join(sql)
+    assert service.access_credential(in_job(BOB, 20, node="n5"), cred).refs == 0
+    with service.store.snapshot() as tx:
+        assert tx.get_credential(cred).refs == 5  # owner's job + n2..n5
+        assert tx.get_credential(cred, count_refs=False).refs == 0
+        assert tx.get_credential(cred, count_refs=False) == replace(tx.get_credential(cred), refs=0)
+        assert [c.refs for c in tx.list_credentials([cred])] == [5]
 
 
 def test_release_of_the_last_reference_runs_ten_statements(service: CredentialService):

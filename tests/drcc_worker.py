@@ -25,6 +25,23 @@ from drc import client
 MAX_HELD = 8  # the embedded pool holds 1024 cookies; 64 processes x 8 fit
 
 
+def release(cred: int, deadline: float) -> None:
+    """Release until DRCC answers: a release refused as "DRCC is down" was never sent, and
+    dropping it would leave the reference (and its cookie) with this process until it exits.
+    Gone already means an earlier attempt went through before DRCC was killed."""
+    while True:
+        try:
+            client.release(cred)
+            return
+        except client.DrcError as e:
+            if e.name == "DRC_ECONNREFUSED" and time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            if e.name == "DRC_CRED_NOT_FOUND":
+                return
+            raise
+
+
 def main() -> int:
     seed, operations, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     rng = random.Random(seed)
@@ -47,7 +64,7 @@ def main() -> int:
             else:
                 cred = held.pop(rng.randrange(len(held)))
                 print("r", cred, flush=True)
-                client.release(cred)
+                release(cred, deadline)
                 print("R", cred, flush=True)
             done += 1
         except client.DrcError as e:

@@ -3,13 +3,11 @@ tests/integration (reused, not copied)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clib.support import HERE, CLib, make_lib
+from clib.support import HERE, CLib, installed_clib
 
 from drc.embedded.processes import alive
 
@@ -18,15 +16,8 @@ from cluster import Cluster
 
 @pytest.fixture(scope="session")
 def clib() -> Iterator[CLib]:
-    make_lib()
-    prefix = Path(tempfile.mkdtemp(prefix="drc-clib-", dir="/tmp"))
-    try:
-        prefix.chmod(0o755)
-        make_lib("install", f"PREFIX={prefix}")
-        (prefix / "bin").mkdir(mode=0o755)
-        yield CLib(prefix)
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
+    with installed_clib() as lib:
+        yield lib
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,12 @@ C programs compiled against it with nothing but ``pkg-config cray-drc``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,3 +87,18 @@ def spawn_as(
         text=True,
         cwd="/",
     )
+
+
+@contextlib.contextmanager
+def installed_clib() -> Iterator[CLib]:
+    """libdrc built and installed in a world-readable prefix (other users run its programs),
+    removed afterwards."""
+    make_lib()
+    prefix = Path(tempfile.mkdtemp(prefix="drc-clib-", dir="/tmp"))
+    try:
+        prefix.chmod(0o755)
+        make_lib("install", f"PREFIX={prefix}")
+        (prefix / "bin").mkdir(mode=0o755)
+        yield CLib(prefix)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)

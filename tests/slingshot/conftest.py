@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clib.support import CLib, make_lib
+from clib.support import CLib, installed_clib
 from slingshot.sling_harness import (
     HERE,
     StandInNics,
@@ -64,13 +64,5 @@ def cluster(runtime: Runtime, users, nics: StandInNics, standin_lib: Path) -> It
 @pytest.fixture(scope="session")
 def mercury_client() -> Iterator[tuple[CLib, Path]]:
     """libdrc installed in a world-readable prefix and the Mercury-style client built on it."""
-    make_lib()
-    prefix = Path(tempfile.mkdtemp(prefix="drc-clib-", dir="/tmp"))
-    try:
-        prefix.chmod(0o755)
-        make_lib("install", f"PREFIX={prefix}")
-        (prefix / "bin").mkdir(mode=0o755)
-        clib = CLib(prefix)
+    with installed_clib() as clib:
         yield clib, clib.compile(HERE / "mercury_auth_key.c", "mercury_auth_key")
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)

@@ -8,7 +8,8 @@
     client.release_local(info)
     client.release(cred)
 
-Calls go to ``org.drc.Node`` on the system bus (``DBUS_SYSTEM_BUS_ADDRESS`` when set). DRCC
+Calls go to ``org.drc.Node`` on the system bus, by the names and signatures of its exported
+table (:class:`drc.node.exports.NodeExports`), (``DBUS_SYSTEM_BUS_ADDRESS`` when set). DRCC
 learns who you are from the kernel: nothing here can claim another identity. Failures raise
 :class:`DrcError` with ``.code`` (the positive DRC code) and ``.name`` (``"DRC_EPERM"``); no
 answer within ``timeout`` seconds is ``DRC_ECONNREFUSED``.
@@ -20,11 +21,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code, DrcError
 from drc.core.model import AccessInfo, Flags
-from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+from drc.export import ExportedMethod, Stub
+from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
+from drc.wire import access_from_tuple
 
 __all__ = [
     "FLEX",
@@ -68,23 +72,27 @@ def set_timeout(seconds: float) -> None:
             _bus = None
 
 
-def _call(member: str, signature: str = "", *args: object) -> list:
+def _send(m: ExportedMethod, args: list[Any]) -> list[Any]:
     global _bus
     with _lock:
         if _bus is None:
             _bus = SyncBusClient(timeout=_timeout)
         bus = _bus
-    return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, member, signature, list(args))
+    return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, m.name, m.in_signature, args)
+
+
+#: DRCC's verbs, called by their Python names (``_node.access(cred, 0)`` sends ``Access``).
+_node: Any = Stub(NodeExports, _send)
 
 
 def acquire(flags: int = 0) -> int:
     """A new credential owned by you (and your job); returns its id."""
-    return _call("Acquire", "u", flags)[0]
+    return _node.acquire(flags)
 
 
 def access(credential: int) -> AccessInfo:
     """Take your job's (or process's) reference and get the credential's resources."""
-    return AccessInfo(*_call("Access", "uu", credential, 0))
+    return access_from_tuple(_node.access(credential, 0))
 
 
 @dataclass(frozen=True)
@@ -112,19 +120,19 @@ class SlingshotAccess:
 
 def access_slingshot(credential: int) -> SlingshotAccess:
     """:func:`access` on a Slingshot system: also makes (or reuses) your CXI services."""
-    cred, vni, services = _call("AccessSlingshot", "uu", credential, 0)
+    cred, vni, services = _node.access_slingshot(credential, 0)
     pairs = [s.rpartition(":") for s in services.split(",") if s]
     return SlingshotAccess(cred, vni, tuple(int(p[2]) for p in pairs), tuple(p[0] for p in pairs))
 
 
 def access_with_token(token: str) -> AccessInfo:
     """Access with a token from :func:`get_credential_token`, checked by this node alone."""
-    return AccessInfo(*_call("AccessWithToken", "su", token, 0))
+    return access_from_tuple(_node.access_with_token(token, 0))
 
 
 def get_credential_token(credential: int) -> str:
     """A signed, printable token another process can access the credential with."""
-    return _call("GetCredentialToken", "u", credential)[0]
+    return _node.get_credential_token(credential)
 
 
 def _target(uid: int | None, gid: int | None, wlm: int | None) -> tuple[int, int]:
@@ -143,29 +151,29 @@ def grant(
     credential: int, *, uid: int | None = None, gid: int | None = None, wlm: int | None = None
 ) -> None:
     """Let a uid, a gid or a job (WLM id) access the credential (owner or root only)."""
-    _call("Grant", "uuu", credential, *_target(uid, gid, wlm))
+    _node.grant(credential, *_target(uid, gid, wlm))
 
 
 def revoke(
     credential: int, *, uid: int | None = None, gid: int | None = None, wlm: int | None = None
 ) -> None:
     """Stop new access by a uid, gid or job; references already taken stay."""
-    _call("Revoke", "uuu", credential, *_target(uid, gid, wlm))
+    _node.revoke(credential, *_target(uid, gid, wlm))
 
 
 def release(credential: int) -> bool:
     """Drop your reference (the owner's release ends the credential); True when freed."""
-    return _call("Release", "uu", credential, 0)[0]
+    return _node.release(credential, 0)
 
 
 def release_local(info: AccessInfo) -> None:
     """Free node-local resources of an access; the reference stays until :func:`release`."""
-    _call("ReleaseLocal", "u", info.credential)
+    _node.release_local(info.credential)
 
 
 def get_wlm_id() -> int:
     """Your job's id as DRCC sees it (0 outside a job)."""
-    return _call("GetWlmId")[0]
+    return _node.get_wlm_id()
 
 
 @contextmanager

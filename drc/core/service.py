@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from drc.core.cleanup import ExternalCleanup, leftover_of
-from drc.core.errors import Code, DrcError, eperm, not_found
+from drc.core.errors import Code, DrcError, einval, eperm, not_found
 from drc.core.limits import check_limits
 from drc.core.model import (
     ACQUIRE_FLAGS,
@@ -33,6 +33,7 @@ from drc.core.model import (
 )
 from drc.core.policy import Policy
 from drc.core.ports import PendingCleanup, Provider, Store, Transaction
+from drc.core.tokens import issue_token
 
 audit = logging.getLogger("drc.audit")
 
@@ -285,14 +286,38 @@ class CredentialService:
 
     def node_booted(self, node: str, boot_id: str) -> list[int]:
         """A node daemon (re)started: if the node rebooted since we last heard, drop its refs."""
+        return self.node_hello(node, boot_id)[1]
+
+    def node_hello(self, node: str, boot_id: str) -> tuple[bool, list[int]]:
+        """A node daemon started with this boot id: (whether the node rebooted since DRCS
+        last heard of it, the credentials that freed). A reboot ends every process and job
+        step of the node, so its references go; a first hello or the same boot keeps them.
+        One transaction: two DRCC of one node racing cannot both miss the reboot."""
+        if not 0 < len(boot_id) <= 64 or not boot_id.isprintable():
+            raise einval("boot_id must be a printable id of 1..64 characters")
         with self.store.transaction() as tx:
             known = tx.node_boot_id(node)
             tx.set_node_boot_id(node, boot_id, self.clock())
             if known is None or known == boot_id:
-                return []
+                return False, []
             freed = self._settle(tx, tx.drop_node_references(node))
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, freed)
-        return self._freed(freed)
+        return True, self._freed(freed)
+
+    def epochs(self, credentials: Iterable[int]) -> dict[int, int]:
+        """The current revocation epoch of each of these credentials that still exists
+        (what a node daemon resynchronising its token checks asks)."""
+        ids = [check_uint32("credential", c) for c in credentials]
+        with self.store.snapshot() as tx:
+            return {c.id: c.epoch for c in tx.list_credentials(ids)}
+
+    def token(self, caller: Caller, credential: int, key: bytes | None, ttl: float) -> str:
+        """A signed token for a credential the caller may access (not found otherwise)."""
+        if key is None:
+            raise DrcError(Code.CRED_EXTERNAL_FAILURE, "DRCS has no token key configured")
+        cred = self.get(caller, credential)
+        # The wall clock, not self.clock: node daemons check expiry against theirs.
+        return issue_token(key, cred, now=time.time(), ttl=ttl)
 
     def add_token_references(self, references: Iterable[tuple[Caller, int, int]]) -> list[int]:
         """References taken on a node with a token: (caller, credential, token epoch).

@@ -47,6 +47,14 @@ class LinkPeer:
 Handler = Callable[[LinkPeer, str, list[Any]], Awaitable[list[Any]]]
 
 
+def split_host_port(value: str, what: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too) of a DRC link address; ValueError naming ``what``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"{what} must be host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
 async def _drain(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
         await writer.drain()

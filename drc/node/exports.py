@@ -1,14 +1,24 @@
-"""``org.drc.Node``: what applications (libdrc, drc.client) and root hooks call on DRCC."""
+"""``org.drc.Node``: what applications (libdrc, drc.client) and root hooks call on DRCC.
+
+Transport-free: the table here is what the bus exporter serves and what :mod:`drc.client`
+calls. The daemon's parts are imported for type checking only, so a client importing this
+table does not load the node daemon.
+"""
 
 from __future__ import annotations
 
-from drc.bus import PeerCredentials, method
+from typing import TYPE_CHECKING
+
 from drc.core.errors import Code, DrcError, eflags, einval, eperm
-from drc.core.model import AccessInfo, check_uint32
+from drc.core.model import AccessInfo, Caller, check_uint32
 from drc.core.tokens import MAX_TOKEN_LEN
-from drc.node.identity import Identifier
-from drc.node.service import NodeService
+from drc.export import PeerCredentials, method
 from drc.refusals import RefusalAudit, credential_of
+from drc.wire import access_to_tuple
+
+if TYPE_CHECKING:
+    from drc.node.identity import Identifier
+    from drc.node.service import NodeService
 
 BUS_NAME = "org.drc.Node"
 OBJECT_PATH = "/org/drc/Node"
@@ -16,7 +26,7 @@ INTERFACE = "org.drc.Node"
 
 
 def _info(info: AccessInfo) -> tuple[int, int, int, int]:
-    return (info.credential, info.cookie1, info.cookie2, info.ptag)
+    return access_to_tuple(info)
 
 
 def _no_flags(verb: str, flags: int) -> None:
@@ -59,7 +69,7 @@ class NodeExports:
             return _info(hit)
         return self._access_miss(caller, credential)
 
-    async def _access_miss(self, caller, credential: int) -> tuple[int, int, int, int]:
+    async def _access_miss(self, caller: Caller, credential: int) -> tuple[int, int, int, int]:
         return _info(await self.service.access(caller, credential))
 
     @method("su", "uuuu")
@@ -133,3 +143,7 @@ class NodeExports:
         """Requests served locally and forwarded to DRCS (root only)."""
         self._root(peer, "read DRCC counters")
         return {**self.service.counters(), **self.refusals.counters()}
+
+
+#: What ``org.drc.Node`` serves on the node's bus.
+BUS_OBJECTS: tuple[type, ...] = (NodeExports,)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from drc.bus import PeerCredentials
 from drc.core.errors import einval
 from drc.core.model import Caller, Holder
+from drc.export import PeerCredentials
 from drc.identity import process_gid, process_parent, process_start_time
 from drc.wlm.base import WlmAdapter
 

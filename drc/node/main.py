@@ -19,16 +19,18 @@ from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.export import exported
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
+from drc.link.server import split_host_port
 from drc.metrics import node_metrics
 from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
 from drc.node.service import WATCH_SECONDS, NodeService
 from drc.node.slingshot import CxiServices, Settings
-from drc.server.link import split_host_port
+from drc.nodeverbs import NodeVerbs
 from drc.wlm import wlm_from_config
 
 log = logging.getLogger("drc.node")
@@ -79,7 +81,7 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
 async def _say_following(calls: FailoverLink, node: str) -> None:
     """Tell DRCS which server this node follows (``drccli status``); best effort."""
     try:
-        await calls.call("NodeFollow", [node, calls.choice.current])
+        await calls.call(exported(NodeVerbs.node_follow).name, [node, calls.choice.current])
     except DrcError as e:
         log.debug("could not record the DRCS followed: %s", e)
 

@@ -17,9 +17,12 @@ from drc.core.errors import Code, DrcError, eperm
 from drc.core.model import AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
+from drc.export import Stub
 from drc.node.cache import FREED, Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
+from drc.nodeverbs import NodeVerbs
+from drc.wire import access_from_wire, caller_to_wire
 
 log = logging.getLogger("drc.node")
 
@@ -34,25 +37,12 @@ class Upstream(Protocol):
     async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]: ...
 
 
-def wire(caller: Caller, node: str) -> dict[str, Any]:
-    h = caller.holder
-    return {
-        "uid": caller.uid,
-        "gid": caller.gid,
-        "gids": sorted(caller.gids),
-        "pid": caller.pid,
-        "job": caller.job,
-        "node": node,
-        "start": h.start,
-    }
+#: The caller's wire form, under the name older code imports it by.
+wire = caller_to_wire
 
 
 def _entry(info: dict[str, Any]) -> Entry:
-    return Entry(
-        AccessInfo(info["credential"], info["cookie1"], info["cookie2"], info["ptag"]),
-        flags=info["flags"],
-        epoch=info["epoch"],
-    )
+    return Entry(access_from_wire(info), flags=info["flags"], epoch=info["epoch"])
 
 
 class NodeService:
@@ -69,6 +59,13 @@ class NodeService:
     ) -> None:
         self.node, self.boot_id = node, boot_id
         self.upstream, self.watch_upstream = upstream, watch_upstream
+        # DRCS's node verbs, by the names and signatures they are declared with.
+        self.drcs: Any = Stub(
+            NodeVerbs, lambda m, args: self.upstream.call(m.name, args), asynchronous=True
+        )
+        self.feed: Any = Stub(
+            NodeVerbs, lambda m, args: self.watch_upstream.call(m.name, args), asynchronous=True
+        )
         self.token_key = token_key
         self.clock = clock
         self.cache = NodeCache()
@@ -90,7 +87,7 @@ class NodeService:
 
     async def start(self) -> None:
         """Tell DRCS we are up (a new boot id drops what this node held), re-check holders."""
-        rebooted = (await self.upstream.call("NodeHello", [self.node, self.boot_id]))[0]
+        rebooted = await self.drcs.node_hello(self.node, self.boot_id)
         if rebooted:
             log.warning("node %s rebooted: DRCS dropped its references", self.node)
         else:
@@ -120,16 +117,16 @@ class NodeService:
 
     async def _recheck_processes(self) -> None:
         """Same boot, new DRCC: processes that held references while we were down may be gone."""
-        holders = (await self.upstream.call("NodeProcesses", [self.node]))[0]
+        holders = await self.drcs.node_processes(self.node)
         gone = [(pid, start) for pid, start in holders if not self.watcher.watch(pid, start)]
         if gone:
             log.info("%d process holder(s) exited while DRCC was down", len(gone))
-            await self.upstream.call("NodeProcessesExited", [self.node, gone])
+            await self.drcs.node_processes_exited(self.node, gone)
 
     # -- verbs ---------------------------------------------------------------------------
 
     async def acquire(self, caller: Caller, flags: int) -> int:
-        info = (await self.upstream.call("NodeAcquire", [wire(caller, self.node), flags]))[0]
+        info = await self.drcs.node_acquire(self._wire(caller), flags)
         self._remember(caller, info)
         self.cache.counters["acquire_forwarded"] += 1
         return info["credential"]
@@ -159,9 +156,7 @@ class NodeService:
         future = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            info = (await self.upstream.call("NodeAccess", [wire(caller, self.node), credential]))[
-                0
-            ]
+            info = await self.drcs.node_access(self._wire(caller), credential)
             self.cache.counters["access_forwarded"] += 1
             self._node_setup(caller, info)
             return self._remember(caller, info).info
@@ -197,20 +192,20 @@ class NodeService:
         return entry.info
 
     async def token(self, caller: Caller, credential: int) -> str:
-        return (await self.upstream.call("NodeToken", [wire(caller, self.node), credential]))[0]
+        return await self.drcs.node_token(self._wire(caller), credential)
 
     async def grant(self, caller: Caller, credential: int, target: int, flags: int) -> None:
-        await self.upstream.call("NodeGrant", [wire(caller, self.node), credential, target, flags])
+        await self.drcs.node_grant(self._wire(caller), credential, target, flags)
 
     async def revoke(self, caller: Caller, credential: int, target: int, flags: int) -> None:
-        await self.upstream.call("NodeRevoke", [wire(caller, self.node), credential, target, flags])
+        await self.drcs.node_revoke(self._wire(caller), credential, target, flags)
 
     async def release(self, caller: Caller, credential: int) -> bool:
         await self._flush()  # a token reference must reach DRCS before its release does
         self.cache.drop(credential, caller.holder)
         if self.slingshot is not None:
             self.slingshot.drop_holder(credential, caller.holder)
-        return (await self.upstream.call("NodeRelease", [wire(caller, self.node), credential]))[0]
+        return await self.drcs.node_release(self._wire(caller), credential)
 
     async def job_ended(self, job: int) -> list[int]:
         """Root hooks (SPANK/ALPS epilog): drop the job here, and on other nodes too when the
@@ -219,8 +214,10 @@ class NodeService:
         self.cache.drop_job(job)
         if self.slingshot is not None:
             self.slingshot.drop_job(job)
-        verb = "NodeJobsEnded" if self.job_end_everywhere else "NodeJobsEndedHere"
-        freed = (await self.upstream.call(verb, [self.node, [job]]))[0]
+        verb = (
+            self.drcs.node_jobs_ended if self.job_end_everywhere else self.drcs.node_jobs_ended_here
+        )
+        freed = await verb(self.node, [job])
         log.info("job %d ended: freed credential(s) %s", job, freed or "none")
         return freed
 
@@ -253,9 +250,7 @@ class NodeService:
         info = await self.access(caller, credential)
         ids = self.slingshot.known(credential, caller.uid)
         if ids is None:
-            answer = (
-                await self.upstream.call("NodeAccess", [wire(caller, self.node), credential])
-            )[0]
+            answer = await self.drcs.node_access(self._wire(caller), credential)
             self._node_setup(caller, answer)
             info = self._remember(caller, answer).info
             ids = self.slingshot.known(credential, caller.uid) or []
@@ -267,6 +262,9 @@ class NodeService:
         }
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _wire(self, caller: Caller) -> dict[str, Any]:
+        return caller_to_wire(caller, self.node)
 
     def _remember(self, caller: Caller, info: dict[str, Any]) -> Entry:
         entry = _entry(info)
@@ -301,13 +299,11 @@ class NodeService:
         )
         if tokens:
             refs = [
-                {"caller": wire(c, self.node), "credential": cred, "epoch": epoch}
+                {"caller": self._wire(c), "credential": cred, "epoch": epoch}
                 for c, cred, epoch in tokens
             ]
             try:
-                refused = set(
-                    (await self.upstream.call("NodeTokenReferences", [self.node, refs]))[0]
-                )
+                refused = set(await self.drcs.node_token_references(self.node, refs))
             except DrcError:
                 self._pending_tokens[:0] = tokens  # DRCS unreachable: keep them for later
                 raise
@@ -318,7 +314,7 @@ class NodeService:
         exited, self._exited = self._exited, []
         if exited:
             try:
-                await self.upstream.call("NodeProcessesExited", [self.node, exited])
+                await self.drcs.node_processes_exited(self.node, exited)
             except DrcError:
                 self._exited[:0] = exited
                 raise
@@ -339,9 +335,9 @@ class NodeService:
         generation, seq = "", 0
         while not self._stopping:
             try:
-                gen, complete, new_seq, changes = (
-                    await self.watch_upstream.call("NodeWatch", [generation, seq, WATCH_SECONDS])
-                )[0]
+                gen, complete, new_seq, changes = await self.feed.node_watch(
+                    generation, seq, WATCH_SECONDS
+                )
                 if gen != generation or not complete:
                     await self._resync()
                 for credential, epoch in changes:
@@ -357,7 +353,5 @@ class NodeService:
     async def _resync(self) -> None:
         known = sorted(self.cache.known_credentials())
         for i in range(0, len(known), 5000):
-            for credential, epoch in (
-                await self.upstream.call("NodeEpochs", [self.node, known[i : i + 5000]])
-            )[0]:
+            for credential, epoch in await self.drcs.node_epochs(self.node, known[i : i + 5000]):
                 self.cache.learn_epoch(credential, epoch)

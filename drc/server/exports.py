@@ -1,9 +1,12 @@
-"""``org.drc.Server``: the DRCS service object every exporter publishes.
+"""``org.drc.Server``: the DRCS service objects the exporters publish.
 
-Each method turns the transport's kernel-verified peer into a :class:`Caller`, validates its
-arguments and calls the core. Direct callers (drccli, scripts on the service node) act outside
-any job: their references are *pins* of their uid that last until they release them — the
-paper's "acquire, then grant, list, release in separate commands".
+:class:`ServerExports` holds the verbs of users and admins (drccli, scripts; on DRCS's bus);
+:class:`ServerNodeVerbs` implements the node verbs declared in :mod:`drc.nodeverbs` (on the
+DRC link, and on the bus for a DRCC on the service node). Each method turns the transport's
+kernel-verified peer into a :class:`Caller`, validates its arguments and calls the core; the
+wire forms of callers and credentials are :mod:`drc.wire`'s. Direct callers (drccli, scripts
+on the service node) act outside any job: their references are *pins* of their uid that last
+until they release them — the paper's "acquire, then grant, list, release in separate commands".
 """
 
 from __future__ import annotations
@@ -15,24 +18,24 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from drc.bus import PeerCredentials, method
-from drc.core.errors import Code, DrcError, eflags, einval, eperm
-from drc.core.model import (
-    Caller,
-    Credential,
-    Holder,
-    HolderKind,
-    LimitScope,
-    Target,
-    check_uint32,
-)
+from drc.core.errors import DrcError, eflags, einval, eperm
+from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
-from drc.core.tokens import issue_token
+from drc.export import PeerCredentials, method
 from drc.identity import process_gid
+from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
+from drc.wire import (
+    access_to_tuple,
+    caller_from_wire,
+    credential_to_wire,
+    holder_to_wire,
+    listed_to_wire,
+    node_name,
+)
 
 BUS_NAME = "org.drc.Server"
 OBJECT_PATH = "/org/drc/Server"
@@ -40,7 +43,6 @@ INTERFACE = "org.drc.Server"
 T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
-NODE = "node"  # hook of the methods node daemons call (the only ones the DRC link serves)
 WATCH_TIMEOUT_MAX = 300
 #: A NodeWatch with changes to answer gathers more this long before answering: every
 #: answer costs each following node a MUNGE-signed round trip, so a burst of frees (hundreds
@@ -79,166 +81,94 @@ def direct_caller(peer: PeerCredentials) -> Caller:
     )
 
 
-def credential_dict(c: Credential) -> dict[str, Any]:
-    """A credential as ``a{sv}``: the fields of ``drccli list`` and more. ``refs`` is exact
-    in get/list answers; an access answer leaves it 0 (not counted, see
-    :meth:`drc.core.service.CredentialService.access_credential`)."""
-    r = c.resources
-    return {
-        "credential": c.id,
-        "uid": c.uid,
-        "gid": c.gid,
-        "wlm": c.wlm,
-        "flags": int(c.flags),
-        "state": c.state.value,
-        "provider": r.provider,
-        "cookie1": r.cookie1,
-        "cookie2": r.cookie2,
-        "ptag": r.ptag,
-        "refs": c.refs,
-        "epoch": c.epoch,
-        "created": c.created,
-        "grants": [str(g) for g in c.grants],
-        **({"vni": r.cookie1} if r.provider == "slingshot" else {}),
-    }
+# The wire forms under the names older code imports them by.
+credential_dict = credential_to_wire
+holder_dict = holder_to_wire
+listed_dict = listed_to_wire
+node_caller = caller_from_wire
+_node_name = node_name
 
 
-def holder_dict(h: Holder) -> dict[str, Any]:
-    """A reference's holder: a job or a process on a node, or a uid's persistent pin."""
-    if h.kind is HolderKind.JOB:
-        return {"kind": h.kind.value, "node": h.node, "job": h.job}
-    if h.kind is HolderKind.PROCESS:
-        return {"kind": h.kind.value, "node": h.node, "pid": h.pid}
-    return {"kind": h.kind.value, "uid": h.uid}
+class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
+    """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers.
 
+    Names and signatures are declared in :class:`drc.nodeverbs.NodeVerbs`; the methods here
+    override the declarations (and so are exported under them).
+    """
 
-def listed_dict(c: Credential, holders: list[Holder]) -> dict[str, Any]:
-    """What List and Show answer: the credential and who holds its references."""
-    return {**credential_dict(c), "holders": [holder_dict(h) for h in holders]}
-
-
-def _node_name(node: object) -> str:
-    if not isinstance(node, str) or not 0 < len(node) <= 255 or not node.isprintable():
-        raise einval("node must be a printable name of 1..255 characters")
-    return node
-
-
-def node_caller(wire: dict[str, Any]) -> Caller:
-    """The application process a node daemon speaks for, as that daemon identified it."""
-    if not isinstance(wire, dict):
-        raise einval("caller must be a dictionary")
-    try:
-        uid, gid = check_uint32("uid", wire["uid"]), check_uint32("gid", wire["gid"])
-        gids = wire.get("gids", [])
-        if not isinstance(gids, list) or len(gids) > 65536:
-            raise einval("gids must be a list of at most 65536 gids")
-        pid, job = check_uint32("pid", wire.get("pid", 0)), check_uint32("job", wire["job"])
-        node = _node_name(wire["node"])
-        start = wire.get("start", 0)
-        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < 2**64:
-            raise einval("start must be a process start time (uint64)")
-    except KeyError as e:
-        raise einval(f"caller is missing {e.args[0]!r}") from None
-    if job:
-        holder = Holder.for_job(node, job)
-    elif pid:
-        holder = Holder.for_process(node, pid, start)
-    else:
-        raise einval("caller needs a job or a pid")
-    return Caller(
-        uid=uid,
-        gid=gid,
-        gids=frozenset(check_uint32("gid", g) for g in gids),
-        pid=pid,
-        job=job,
-        holder=holder,
-    )
-
-
-class NodeVerbs(SlingshotNodeVerbs):
-    """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers."""
-
-    service: CredentialService
-    changes: ChangeLog
-    token_key: bytes | None
-    token_ttl: float
-    name: str = ""  # this DRCS as nodes name it: its [link] listen address
-    probe_servers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    def __init__(
+        self,
+        service: CredentialService,
+        changes: ChangeLog,
+        *,
+        token_key: bytes | None = None,
+        token_ttl: float = 3600.0,
+    ) -> None:
+        self.service = service
+        self.changes = changes
+        self.token_key = token_key
+        self.token_ttl = token_ttl
+        self.name = ""  # this DRCS as nodes name it: its [link] listen address
 
     def _node(self, peer: PeerCredentials) -> None:
         """Node verbs speak for other users: only a root node daemon may call them."""
         if peer.uid != 0:
             raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
 
-    @method("ss", "b", hook=NODE)
     def node_hello(self, peer: PeerCredentials, node: str, boot_id: str) -> bool:
         """A DRCC started: True (and its references are gone) when the node rebooted."""
         self._node(peer)
-        if not 0 < len(boot_id) <= 64 or not boot_id.isprintable():
-            raise einval("boot_id must be a printable id of 1..64 characters")
-        with self.service.store.snapshot() as tx:
-            known = tx.node_boot_id(_node_name(node))
-        self.service.node_booted(node, boot_id)
-        return known is not None and known != boot_id
+        return self.service.node_hello(node_name(node), boot_id)[0]
 
-    @method("a{sv}u", "a{sv}", hook=NODE)
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         self._node(peer)
-        return credential_dict(self.service.acquire(node_caller(caller), flags))
+        return credential_to_wire(self.service.acquire(caller_from_wire(caller), flags))
 
-    @method("a{sv}u", "a{sv}", hook=NODE)
     def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
         self._node(peer)
-        who = node_caller(caller)
+        who = caller_from_wire(caller)
         # member_uid: the uid DRCS admitted, signed with the answer (DRCC builds services for it)
         return {
-            **credential_dict(self.service.access_credential(who, credential)),
+            **credential_to_wire(self.service.access_credential(who, credential)),
             "member_uid": who.uid,
         }
 
-    @method("a{sv}uuu", "", hook=NODE)
     def node_grant(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
     ) -> None:
         self._node(peer)
-        self.service.grant(node_caller(caller), credential, Target.from_flags(target, flags))
+        self.service.grant(caller_from_wire(caller), credential, Target.from_flags(target, flags))
 
-    @method("a{sv}uuu", "", hook=NODE)
     def node_revoke(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
     ) -> None:
         self._node(peer)
-        self.service.revoke(node_caller(caller), credential, Target.from_flags(target, flags))
+        self.service.revoke(caller_from_wire(caller), credential, Target.from_flags(target, flags))
 
-    @method("a{sv}u", "b", hook=NODE)
     def node_release(self, peer: PeerCredentials, caller: dict, credential: int) -> bool:
         self._node(peer)
-        return self.service.release(node_caller(caller), credential)
+        return self.service.release(caller_from_wire(caller), credential)
 
-    @method("a{sv}u", "s", hook=NODE)
     def node_token(self, peer: PeerCredentials, caller: dict, credential: int) -> str:
         """A signed token for a credential the caller may access."""
         self._node(peer)
-        if self.token_key is None:
-            raise DrcError(Code.CRED_EXTERNAL_FAILURE, "DRCS has no token key configured")
-        who = node_caller(caller)
-        cred = self.service.get(who, credential)  # not found unless the caller may access it
-        return issue_token(self.token_key, cred, now=time.time(), ttl=self.token_ttl)
+        return self.service.token(
+            caller_from_wire(caller), credential, self.token_key, self.token_ttl
+        )
 
-    @method("saa{sv}", "au", hook=NODE)
     def node_token_references(
         self, peer: PeerCredentials, node: str, refs: list[dict]
     ) -> list[int]:
         """Batched report of accesses a DRCC admitted with tokens; returns those refused."""
         self._node(peer)
-        _node_name(node)
+        node_name(node)
         if len(refs) > MAX_BATCH:
             raise einval(f"at most {MAX_BATCH} references per report")
         batch = []
         for ref in refs:
             if not isinstance(ref, dict):
                 raise einval("each reference must be a dictionary")
-            caller = node_caller({**ref.get("caller", {}), "node": node})
+            caller = caller_from_wire({**ref.get("caller", {}), "node": node})
             batch.append(
                 (
                     caller,
@@ -248,28 +178,25 @@ class NodeVerbs(SlingshotNodeVerbs):
             )
         return self.service.add_token_references(batch)
 
-    @method("sau", "au", hook=NODE)
     def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
         """The jobs ended everywhere (an ALPS reservation's epilog runs once, on its login
         node): drop their references on every node."""
         self._node(peer)
-        _node_name(node)
+        node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
         return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
 
-    @method("sau", "au", hook=NODE)
     def node_jobs_ended_here(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
         """The jobs' epilog ran on ``node`` (Slurm's job_epilog runs on every node of a job):
         drop their references there only; a credential is freed when the last node's go.
         ``drc-jedi reconcile`` catches nodes whose epilog never reported."""
         self._node(peer)
-        _node_name(node)
+        node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
         return self.service.expire_jobs((check_uint32("job", j) for j in jobs), node=node)
 
-    @method("sa(ut)", "au", hook=NODE)
     def node_processes_exited(self, peer: PeerCredentials, node: str, processes: list) -> list[int]:
         self._node(peer)
         if len(processes) > MAX_BATCH:
@@ -279,15 +206,13 @@ class NodeVerbs(SlingshotNodeVerbs):
             if not isinstance(p, (list, tuple)) or len(p) != 2:
                 raise einval("each process must be (pid, start time)")
             procs.append((check_uint32("pid", p[0]), int(p[1])))
-        return self.service.processes_exited(_node_name(node), procs)
+        return self.service.processes_exited(node_name(node), procs)
 
-    @method("s", "a(ut)", hook=NODE)
     def node_processes(self, peer: PeerCredentials, node: str) -> list[tuple[int, int]]:
         """Processes holding references on ``node``: a restarted DRCC re-checks them."""
         self._node(peer)
-        return sorted(self.service.process_holders(_node_name(node)))
+        return sorted(self.service.process_holders(node_name(node)))
 
-    @method("sau", "a(uu)", hook=NODE)
     def node_epochs(
         self, peer: PeerCredentials, node: str, credentials: list[int]
     ) -> list[tuple[int, int]]:
@@ -295,14 +220,9 @@ class NodeVerbs(SlingshotNodeVerbs):
         self._node(peer)
         if len(credentials) > MAX_BATCH:
             raise einval(f"at most {MAX_BATCH} credentials per call")
-        with self.service.store.snapshot() as tx:
-            live = {
-                c.id: c.epoch
-                for c in tx.list_credentials([check_uint32("credential", c) for c in credentials])
-            }
+        live = self.service.epochs(credentials)
         return [(c, live.get(c, FREED)) for c in credentials]
 
-    @method("suu", "(sbua(uu))", hook=NODE)
     async def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int
     ) -> tuple[str, bool, int, list[tuple[int, int]]]:
@@ -319,16 +239,14 @@ class NodeVerbs(SlingshotNodeVerbs):
             complete, changes = False, []
         return (log.generation, complete, log.seq, changes)
 
-    @method("ss", "", hook=NODE)
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
         self._node(peer)
         if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
             raise einval("server must be a printable host:port of 1..255 characters")
         with self.service.store.transaction() as tx:
-            tx.set_node_server(_node_name(node), server, time.time())
+            tx.set_node_server(node_name(node), server, time.time())
 
-    @method("", "a{sv}", hook=NODE)
     def server_info(self, peer: PeerCredentials) -> dict[str, Any]:
         """Who answers: ``drccli status`` asks every DRCS of the cluster this over the link."""
         self._node(peer)
@@ -340,7 +258,11 @@ class NodeVerbs(SlingshotNodeVerbs):
         }
 
 
-class ServerExports(NodeVerbs):
+class ServerExports:
+    """The verbs of users and admins on DRCS's bus; ``nodes`` is served beside them."""
+
+    probe_servers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+
     def __init__(
         self,
         service: CredentialService,
@@ -349,11 +271,21 @@ class ServerExports(NodeVerbs):
         token_ttl: float = 3600.0,
     ) -> None:
         self.service = service
-        self.token_key = token_key
-        self.token_ttl = token_ttl
         self.changes = ChangeLog()
         service.listeners.append(self.changes.record)
         self.refusals = RefusalAudit()
+        self.nodes = ServerNodeVerbs(
+            service, self.changes, token_key=token_key, token_ttl=token_ttl
+        )
+
+    @property
+    def name(self) -> str:
+        """This DRCS as nodes and ``drccli status`` name it: its [link] listen address."""
+        return self.nodes.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.nodes.name = value
 
     def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
         """BusExporter's hook: audit and count a call refused on DRCS's own bus (drccli)."""
@@ -398,8 +330,7 @@ class ServerExports(NodeVerbs):
     def access(self, peer: PeerCredentials, credential: int, flags: int) -> tuple[int, ...]:
         if flags:
             raise eflags(f"access takes no flags (got 0x{flags:x})")
-        info = self.service.access(direct_caller(peer), credential)
-        return (info.credential, info.cookie1, info.cookie2, info.ptag)
+        return access_to_tuple(self.service.access(direct_caller(peer), credential))
 
     @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
@@ -412,12 +343,12 @@ class ServerExports(NodeVerbs):
     def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         creds = self.service.list(direct_caller(peer))
         holders = self.service.holders(creds)
-        return [listed_dict(c, holders[c.id]) for c in creds]
+        return [listed_to_wire(c, holders[c.id]) for c in creds]
 
     @method("u", "a{sv}")
     def show(self, peer: PeerCredentials, credential: int) -> dict[str, Any]:
         cred = self.service.get(direct_caller(peer), credential)
-        return listed_dict(cred, self.service.holders([cred])[cred.id])
+        return listed_to_wire(cred, self.service.holders([cred])[cred.id])
 
     @method("", "a(sut)")
     def limits(self, peer: PeerCredentials) -> list[tuple[str, int, int]]:
@@ -481,3 +412,7 @@ def _scope(name: str) -> LimitScope:
     except ValueError:
         known = ", ".join(s.value for s in LimitScope)
         raise einval(f"unknown limit scope {name[:40]!r} (known: {known})") from None
+
+
+#: What ``org.drc.Server`` serves on DRCS's bus, in the order BusExporter takes them.
+BUS_OBJECTS: tuple[type, ...] = (ServerExports, ServerNodeVerbs)

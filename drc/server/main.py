@@ -24,13 +24,14 @@ from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
 from drc.link import LinkClient, Munge
+from drc.link.server import split_host_port
 from drc.metrics import server_metrics
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.group import GroupCommit
-from drc.server.link import link_server, split_host_port
+from drc.server.link import link_server
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
@@ -101,14 +102,19 @@ async def serve(cfg: drc_config.Config) -> None:
     metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
     observe = metrics.observe if metrics else None
     exporter = BusExporter(
-        exports, bus_name=BUS_NAME, object_path=OBJECT_PATH, interface=INTERFACE, observer=observe
+        exports,
+        exports.nodes,  # a DRCC on the service node may reach DRCS on its bus
+        bus_name=BUS_NAME,
+        object_path=OBJECT_PATH,
+        interface=INTERFACE,
+        observer=observe,
     )
     address = cfg["server"]["bus_address"] or None
     await exporter.start(address)
     link = None
     if cfg["link"]["listen"]:
         link = link_server(
-            exports,
+            exports.nodes,
             cfg["link"]["listen"],
             munge_socket=cfg["link"]["munge_socket"],
             node_uids=set(cfg["link"]["node_uids"]),

@@ -1,17 +1,17 @@
 """Node verbs of the Slingshot provider: what a DRCC's CXI service manager asks DRCS.
 
-Mixed into :class:`drc.server.exports.NodeVerbs` (so the DRC link serves them, MUNGE-signed
-both ways, to node daemons only). Harmless with other providers: nothing is ever owed.
+Mixed into :class:`drc.server.exports.ServerNodeVerbs` (so the DRC link serves them,
+MUNGE-signed both ways, to node daemons only); names and signatures are declared in
+:class:`drc.nodeverbs.NodeVerbs`. Harmless with other providers: nothing is ever owed.
 """
 
 from __future__ import annotations
 
-from drc.bus import PeerCredentials, method
 from drc.core.errors import einval, eperm
 from drc.core.model import check_uint32
 from drc.core.service import CredentialService
+from drc.export import PeerCredentials
 
-NODE = "node"
 MAX_CONFIRM = 10_000
 
 
@@ -23,7 +23,6 @@ class SlingshotNodeVerbs:
         if peer.uid != 0:
             raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
 
-    @method("s", "(a(uu)a(uu))", hook=NODE)
     def node_slingshot_state(
         self, peer: PeerCredentials, node: str
     ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -35,7 +34,6 @@ class SlingshotNodeVerbs:
             state = getattr(tx, "vni_node_state", None)
             return state(node) if state is not None else ([], [])
 
-    @method("sau", "au", hook=NODE)
     def node_slingshot_cleaned(
         self, peer: PeerCredentials, node: str, credentials: list[int]
     ) -> list[int]:

@@ -16,16 +16,19 @@ from drc.server import exports as server
 
 HERE = Path(__file__).resolve().parent
 SERVICES = {
-    server.BUS_NAME: (server.ServerExports, server.OBJECT_PATH, server.INTERFACE),
-    node.BUS_NAME: (node.NodeExports, node.OBJECT_PATH, node.INTERFACE),
+    server.BUS_NAME: (server.BUS_OBJECTS, server.OBJECT_PATH, server.INTERFACE),
+    node.BUS_NAME: (node.BUS_OBJECTS, node.OBJECT_PATH, node.INTERFACE),
 }
 
 
 def introspection(bus_name: str) -> str:
-    cls, path, interface = SERVICES[bus_name]
-    # Only the class's @method table matters: an instance without __init__ is enough.
+    classes, path, interface = SERVICES[bus_name]
+    # Only the classes' @method tables matter: instances without __init__ are enough.
     exporter = BusExporter(
-        cls.__new__(cls), bus_name=bus_name, object_path=path, interface=interface
+        *(cls.__new__(cls) for cls in classes),
+        bus_name=bus_name,
+        object_path=path,
+        interface=interface,
     )
     return exporter.introspection_xml()
 

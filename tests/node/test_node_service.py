@@ -14,22 +14,20 @@ from typing import Any
 
 import pytest
 
-from drc.bus import _class_methods, to_dbus
 from drc.core.errors import Code, DrcError
 from drc.core.model import Caller, Credential, Flags, Holder, Resources, State
 from drc.core.tokens import issue_token
+from drc.export import check_args, check_result, exported_methods
 from drc.node.cache import FREED
 from drc.node.service import NodeService
-from drc.server.exports import NODE as NODE_HOOK
-from drc.server.exports import ServerExports
-from drc.server.link import check_link_args
+from drc.server.exports import ServerNodeVerbs
 
 NODE = "n1"
 KEY = b"k" * 32
 
 
 #: The verbs DRCS serves to node daemons: names, signatures, argument names.
-NODE_VERBS = {n: m for n, m in _class_methods(ServerExports).items() if m.hook == NODE_HOOK}
+NODE_VERBS = exported_methods(ServerNodeVerbs)
 
 
 class ScriptedDrcs:
@@ -51,7 +49,7 @@ class ScriptedDrcs:
         assert exported is not None, f"DRCS exports no node verb {method!r}"
         args = list(args)
         try:
-            check_link_args(method, exported.in_signature, exported.arg_names, _json(args))
+            check_args(exported, _json(args))
         except DrcError as e:
             raise AssertionError(f"{method}: bad argument: {e}") from None
         self.calls.append((method, args))
@@ -64,8 +62,8 @@ class ScriptedDrcs:
             [] if exported.out_count == 0 else [result] if exported.out_count == 1 else list(result)
         )
         try:
-            to_dbus(exported.out_signature, out)
-        except (TypeError, ValueError) as e:
+            check_result(exported, _json(out))
+        except TypeError as e:
             raise AssertionError(f"{method}: the scripted answer does not fit: {e}") from None
         return _json(out)
 

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 
 import drc
-from drc.bus import BusExporter, exported_methods
+from drc.bus import BusExporter
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
+from drc.export import exported_methods, merged_table
 from drc.node import exports as node
+from drc.nodeverbs import NodeVerbs
 from drc.server import exports as server
 
 from pkgtools import needs_root, run_as_nobody
@@ -46,20 +48,19 @@ SERVER_ADMIN = {
 NODE_HOOKS = {"RegisterJobPid", "JobEnded", "Counters"}
 
 
-def methods(cls: type) -> dict:
-    return dict(exported_methods(cls.__new__(cls)))
+def methods(classes: tuple[type, ...]) -> dict:
+    return dict(merged_table(*classes))
 
 
 def root_only() -> dict[str, set[str]]:
-    server_methods = methods(server.ServerExports)
-    node_verbs = {name for name, m in server_methods.items() if m.hook == server.NODE}
+    node_verbs = set(exported_methods(NodeVerbs))
     return {server.BUS_NAME: SERVER_ADMIN | node_verbs, node.BUS_NAME: NODE_HOOKS}
 
 
 def all_methods() -> dict[str, set[str]]:
     return {
-        server.BUS_NAME: set(methods(server.ServerExports)),
-        node.BUS_NAME: set(methods(node.NodeExports)),
+        server.BUS_NAME: set(methods(server.BUS_OBJECTS)),
+        node.BUS_NAME: set(methods(node.BUS_OBJECTS)),
     }
 
 

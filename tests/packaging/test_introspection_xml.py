@@ -9,20 +9,24 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from drc.bus import BusExporter
+from drc.export import merged_table
 from drc.node import exports as node
 from drc.server import exports as server
 
 from pkgtools import REPO
 
 SERVICES = [
-    (server.ServerExports, server.BUS_NAME, server.OBJECT_PATH, server.INTERFACE),
-    (node.NodeExports, node.BUS_NAME, node.OBJECT_PATH, node.INTERFACE),
+    (server.BUS_OBJECTS, server.BUS_NAME, server.OBJECT_PATH, server.INTERFACE),
+    (node.BUS_OBJECTS, node.BUS_NAME, node.OBJECT_PATH, node.INTERFACE),
 ]
 
 
-def live_xml(cls: type, bus_name: str, path: str, interface: str) -> str:
+def live_xml(classes: tuple[type, ...], bus_name: str, path: str, interface: str) -> str:
     exporter = BusExporter(
-        cls.__new__(cls), bus_name=bus_name, object_path=path, interface=interface
+        *(cls.__new__(cls) for cls in classes),
+        bus_name=bus_name,
+        object_path=path,
+        interface=interface,
     )
     return exporter.introspection_xml()
 
@@ -35,12 +39,12 @@ def test_shipped_introspection_is_what_the_daemon_exports(service) -> None:
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda s: s[1])
 def test_shipped_introspection_names_the_interface_and_every_method(service) -> None:
-    cls, bus_name, path, interface = service
+    classes, bus_name, path, interface = service
     root = ET.fromstring((REPO / "packaging" / "dbus" / f"{bus_name}.xml").read_text())
     assert root.get("name") == path
     iface = next(i for i in root.iter("interface") if i.get("name") == interface)
-    table = BusExporter(cls.__new__(cls), bus_name=bus_name, object_path=path, interface=interface)
-    assert {m.get("name") for m in iface.iter("method")} == set(table.methods)
+    table = merged_table(*classes)
+    assert {m.get("name") for m in iface.iter("method")} == set(table)
 
 
 def test_generator_writes_the_shipped_files(tmp_path) -> None:

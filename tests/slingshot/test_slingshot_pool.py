@@ -15,8 +15,9 @@ from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.providers import make_provider
 from drc.providers.slingshot import SlingshotProvider
-from drc.server.exports import ServerExports, credential_dict
+from drc.server.exports import ServerExports, ServerNodeVerbs
 from drc.store.sql import PeeweeStore
+from drc.wire import credential_to_wire
 
 from helpers import ALICE, BOB, direct, in_job
 
@@ -37,12 +38,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def sling(store: PeeweeStore, clock: Clock) -> tuple[CredentialService, ServerExports]:
+def sling(store: PeeweeStore, clock: Clock) -> tuple[CredentialService, ServerNodeVerbs]:
     provider = SlingshotProvider(
         vni_min=2000, vni_max=2002, quarantine=30, cleanup_retry_interval=600, clock=clock
     )
     service = CredentialService(store, provider, Policy(), clock=clock)
-    return service, ServerExports(service)
+    return service, ServerExports(service).nodes
 
 
 def _vni(service: CredentialService, cred: int) -> int:
@@ -56,7 +57,7 @@ def test_each_credential_owns_one_vni_round_robin_and_enospc(sling):
     with pytest.raises(DrcError) as e:
         service.acquire(direct(BOB), 0)
     assert e.value.code is Code.ENOSPC and "2000..2002" in str(e.value)
-    assert credential_dict(service.get(direct(0), creds[0]))["vni"] == 2000
+    assert credential_to_wire(service.get(direct(0), creds[0]))["vni"] == 2000
 
 
 def test_a_released_vni_waits_for_every_node_and_the_quarantine(sling, clock):

@@ -1,0 +1,400 @@
+"""The D-Bus exporter: puts service objects' ``@method`` tables on a bus name.
+
+The caller's identity always comes from the bus driver (``GetConnectionCredentials``: the uid,
+groups and pid the kernel reported for the connection), never from method arguments. It is
+cached per unique bus name and dropped when that name loses its owner; unique names are never
+reused while a bus runs, so a cache entry cannot be inherited by another process.
+
+dbus-fast private API still used, and why (no public equivalent serves):
+- ``MessageBus._call(msg, callback)``: the credential lookup must store its answer in the
+  reply callback itself, before dbus-fast handles the next message (maybe that sender's
+  NameOwnerChanged); the public ``await bus.call()`` resumes a task too late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageFlag, MessageType, NameFlag, RequestNameReply
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+
+from drc.bus.connection import (
+    DBUS_NAME,
+    DBUS_PATH,
+    default_bus_address,
+    machine_id,
+    watch_disconnect,
+)
+from drc.bus.values import body_converter, unwrap
+from drc.core.errors import Code, DrcError
+from drc.export import (
+    ExportedMethod,
+    PeerCredentials,
+    invoke,
+    merged_table,
+    out_list,
+    parse_signature,
+)
+
+log = logging.getLogger("drc.bus")
+
+INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+PEER = "org.freedesktop.DBus.Peer"
+ERROR_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+
+_NAME_LOST_RULE = (
+    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+    "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg2=''"
+)
+
+_INTROSPECT_DOCTYPE = (
+    '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+    ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+)
+
+
+class BusExporter:
+    """Serves service objects' ``@method`` tables on one bus name / object path / interface.
+
+    ``service`` comes first (its optional ``refused`` hook audits every refusal); ``also``
+    are more objects on the same interface (DRCS: the node verbs). Dispatch goes through a
+    low-level message handler because dbus-fast's ServiceInterface never tells a method who
+    sent the call.
+    """
+
+    def __init__(
+        self,
+        service: object,
+        *also: object,
+        bus_name: str,
+        object_path: str,
+        interface: str,
+        observer: Callable[[str, str, float, BaseException | None], None] | None = None,
+    ):
+        self.service = service
+        # Told of every answered call: (transport, method, seconds, error or None). Metrics.
+        self.observer = observer
+        self.bus_name = bus_name
+        self.object_path = object_path
+        self.interface = interface
+        routes = merged_table(service, *also)
+        self.methods: Mapping[str, ExportedMethod] = MappingProxyType(
+            {name: m for name, (_, m) in routes.items()}
+        )
+        # Per remote name: the object serving it, and its out-args converter (which also
+        # checks the values fit the out-signature), built once.
+        self._owners = {name: owner for name, (owner, _) in routes.items()}
+        self._to_dbus = {name: body_converter(m.out_signature) for name, m in self.methods.items()}
+        self.address: str | None = None
+        self.credential_lookups = 0  # GetConnectionCredentials round trips, for tests and stats
+        self._bus: MessageBus | None = None
+        self._peers: dict[str, PeerCredentials] = {}
+        self._pending: dict[str, list[tuple[Message, ExportedMethod]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._xml = self._build_introspection()
+
+    @property
+    def peer_cache(self) -> Mapping[str, PeerCredentials]:
+        """Read-only view of the credential cache (unique name → credentials)."""
+        return MappingProxyType(self._peers)
+
+    @property
+    def unique_name(self) -> str | None:
+        return self._bus.unique_name if self._bus else None
+
+    async def start(self, address: str | None = None) -> None:
+        """Connect, subscribe to name losses, then take the bus name (DO_NOT_QUEUE).
+
+        Raises RuntimeError if the name is taken or the bus policy refuses it: a second daemon
+        must not silently wait in a queue behind the first.
+        """
+        self.address = address or default_bus_address()
+        try:
+            bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+        except Exception as exc:
+            raise RuntimeError(f"cannot connect to the D-Bus bus at {self.address}: {exc}") from exc
+        self._bus = bus
+        watch_disconnect(bus)
+        try:
+            bus.add_message_handler(self._on_message)
+            reply = await bus.call(
+                Message(
+                    destination=DBUS_NAME,
+                    path=DBUS_PATH,
+                    interface=DBUS_NAME,
+                    member="AddMatch",
+                    signature="s",
+                    body=[_NAME_LOST_RULE],
+                )
+            )
+            if reply.message_type is MessageType.ERROR:
+                raise RuntimeError(f"AddMatch refused by the bus: {reply.body}")
+            try:
+                result = await bus.request_name(self.bus_name, NameFlag.DO_NOT_QUEUE)
+            except DBusError as exc:
+                raise RuntimeError(
+                    f"not allowed to own {self.bus_name} on {self.address}: {exc.text}"
+                ) from exc
+            if result not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+                raise RuntimeError(
+                    f"cannot own {self.bus_name} on {self.address}: another process owns it "
+                    f"({result.name}); is the daemon already running?"
+                )
+        except BaseException:
+            bus.disconnect()
+            self._bus = None
+            raise
+        log.info("serving %s on %s as %s", self.bus_name, self.address, bus.unique_name)
+
+    async def stop(self) -> None:
+        """Disconnect (the bus releases the name) and drop all cached credentials."""
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(bus.wait_for_disconnect(), 5)
+        for task in list(self._tasks):
+            task.cancel()
+        self._peers.clear()
+        self._pending.clear()
+
+    async def wait_for_disconnect(self) -> None:
+        """Return when the bus connection is gone (e.g. dbus-daemon stopped)."""
+        if self._bus is not None:
+            with contextlib.suppress(Exception):
+                await self._bus.wait_for_disconnect()
+
+    def introspection_xml(self) -> str:
+        return self._xml
+
+    def _build_introspection(self) -> str:
+        node = ET.Element("node", name=self.object_path)
+        iface = ET.SubElement(node, "interface", name=self.interface)
+        for name in sorted(self.methods):
+            exported = self.methods[name]
+            m = ET.SubElement(iface, "method", name=name)
+            in_types = parse_signature(exported.in_signature)
+            for arg, type_ in zip(exported.arg_names, in_types, strict=True):
+                ET.SubElement(m, "arg", name=arg, type=type_.signature, direction="in")
+            for type_ in parse_signature(exported.out_signature):
+                ET.SubElement(m, "arg", type=type_.signature, direction="out")
+        intro = ET.SubElement(node, "interface", name=INTROSPECTABLE)
+        m = ET.SubElement(intro, "method", name="Introspect")
+        ET.SubElement(m, "arg", name="xml_data", type="s", direction="out")
+        peer = ET.SubElement(node, "interface", name=PEER)
+        ET.SubElement(peer, "method", name="Ping")
+        m = ET.SubElement(peer, "method", name="GetMachineId")
+        ET.SubElement(m, "arg", name="machine_uuid", type="s", direction="out")
+        ET.indent(node)
+        return _INTROSPECT_DOCTYPE + ET.tostring(node, encoding="unicode") + "\n"
+
+    # dbus-fast calls this for every incoming message; returning a Message sends it, True
+    # means "handled", None lets dbus-fast go on (it answers Peer.Ping/GetMachineId itself).
+    def _on_message(self, msg: Message) -> Message | bool | None:
+        mtype = msg.message_type
+        if mtype is MessageType.SIGNAL:
+            if msg.member == "NameOwnerChanged" and msg.sender == DBUS_NAME:
+                name, _old, new = msg.body
+                if not new and name.startswith(":"):
+                    self._peers.pop(name, None)
+            return None
+        if mtype is not MessageType.METHOD_CALL or msg.path != self.object_path:
+            return None
+        interface = msg.interface
+        if interface == self.interface or (interface is None and msg.member in self.methods):
+            exported = self.methods.get(msg.member)
+            if exported is None:
+                return _error(
+                    msg,
+                    ERROR_UNKNOWN_METHOD,
+                    f"{self.interface} has no method {msg.member!r}",
+                )
+            peer = self._peers.get(msg.sender)
+            if peer is not None:
+                return self._dispatch(msg, exported, peer)
+            self._lookup_then_dispatch(msg, exported)
+            return True
+        if interface == INTROSPECTABLE and msg.member == "Introspect" and msg.signature == "":
+            return Message.new_method_return(msg, "s", [self._xml])
+        if interface == PEER and msg.member == "GetMachineId" and msg.signature == "":
+            # dbus-fast would forward this to the bus driver, which the system policy refuses.
+            this_machine = machine_id()
+            if this_machine is None:
+                return _error(msg, "org.freedesktop.DBus.Error.Failed", "no machine id")
+            return Message.new_method_return(msg, "s", [this_machine])
+        return None  # Peer.Ping: dbus-fast answers it itself
+
+    def _lookup_then_dispatch(self, msg: Message, exported: ExportedMethod) -> None:
+        sender = msg.sender
+        waiting = self._pending.get(sender)
+        if waiting is not None:
+            waiting.append((msg, exported))
+            return
+        self._pending[sender] = [(msg, exported)]
+        self.credential_lookups += 1
+        assert self._bus is not None
+        # The low-level callback API on purpose: the entry must be stored in the reply callback
+        # itself, before dbus-fast processes the next message (maybe that sender's
+        # NameOwnerChanged); an awaited future would resume too late.
+        self._bus._call(
+            Message(
+                destination=DBUS_NAME,
+                path=DBUS_PATH,
+                interface=DBUS_NAME,
+                member="GetConnectionCredentials",
+                signature="s",
+                body=[sender],
+            ),
+            functools.partial(self._on_credentials, sender),
+        )
+
+    def _on_credentials(self, sender: str, reply: Message | None, err: Exception | None) -> None:
+        waiting = self._pending.pop(sender, [])
+        bus = self._bus
+        if bus is None:
+            return
+        peer: PeerCredentials | None = None
+        problem = ""
+        if err is not None or reply is None:
+            problem = f"bus error: {err}"
+        elif reply.message_type is MessageType.ERROR:
+            problem = f"{reply.error_name}: {reply.body[0] if reply.body else ''}"
+        else:
+            creds = reply.body[0]
+            uid = creds.get("UnixUserID")
+            if uid is None:
+                problem = "the bus reports no uid for this connection (anonymous TCP bus?)"
+            else:
+                gids = creds.get("UnixGroupIDs")
+                pid = creds.get("ProcessID")
+                peer = PeerCredentials(
+                    uid=uid.value,
+                    gids=frozenset(gids.value) if gids is not None else frozenset(),
+                    pid=pid.value if pid is not None else 0,
+                    sender=sender,
+                )
+                self._peers[sender] = peer
+        for msg, exported in waiting:
+            if peer is None:
+                log.warning("cannot identify caller %s of %s: %s", sender, exported.name, problem)
+                out: Message | bool = _error(
+                    msg, Code.EPERM.dbus_name, f"cannot identify the caller: {problem}"
+                )
+            else:
+                out = self._dispatch(msg, exported, peer)
+            if isinstance(out, Message):
+                bus.send(out)
+
+    def _dispatch(
+        self, msg: Message, exported: ExportedMethod, peer: PeerCredentials
+    ) -> Message | bool:
+        if msg.signature != exported.in_signature:
+            return _error(
+                msg,
+                Code.EPROTO.dbus_name,
+                f"Method {exported.name} expects signature {exported.in_signature!r}, "
+                f"got {msg.signature!r}",
+            )
+        started = time.perf_counter()
+        if exported.is_coroutine:
+            task = asyncio.get_running_loop().create_task(
+                self._dispatch_async(msg, exported, peer, started)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        try:
+            result = exported.func(self._owners[exported.name], peer, *_args(msg, exported))
+            if inspect.isawaitable(result):
+                # A plain method may answer at once (a cache hit) or hand back an awaitable
+                # (a miss that needs I/O): only the second pays for a task.
+                task = asyncio.get_running_loop().create_task(
+                    self._await_reply(msg, exported, result, started)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return True
+            reply = self._reply(msg, exported, out_list(exported, result))
+            self._observe(exported, started, None)
+            return reply
+        except Exception as exc:
+            self._observe(exported, started, exc)
+            return self._failure(msg, exported, exc)
+
+    def _observe(self, exported: ExportedMethod, started: float, exc: Exception | None) -> None:
+        if self.observer is not None:
+            self.observer("dbus", exported.name, time.perf_counter() - started, exc)
+
+    async def _await_reply(
+        self, msg: Message, exported: ExportedMethod, pending: Any, started: float
+    ) -> None:
+        try:
+            reply = self._reply(msg, exported, out_list(exported, await pending))
+            self._observe(exported, started, None)
+        except Exception as exc:
+            self._observe(exported, started, exc)
+            reply = self._failure(msg, exported, exc)
+        if isinstance(reply, Message) and self._bus is not None:
+            self._bus.send(reply)
+
+    async def _dispatch_async(
+        self, msg: Message, exported: ExportedMethod, peer: PeerCredentials, started: float
+    ) -> None:
+        try:
+            out = await invoke(self._owners[exported.name], exported, peer, _args(msg, exported))
+            reply = self._reply(msg, exported, out)
+            self._observe(exported, started, None)
+        except Exception as exc:
+            self._observe(exported, started, exc)
+            reply = self._failure(msg, exported, exc)
+        if isinstance(reply, Message) and self._bus is not None:
+            self._bus.send(reply)
+
+    def _reply(self, msg: Message, exported: ExportedMethod, out: list[Any]) -> Message | bool:
+        body = self._to_dbus[exported.name](out)  # also checks the values fit the signature
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return True
+        return Message.new_method_return(msg, exported.out_signature, body)
+
+    def _refused(self, msg: Message, exported: ExportedMethod, exc: DrcError) -> None:
+        """Tell the service (its optional ``refused(peer, verb, args, error)``) of a refusal:
+        the one place refusals are audited and counted."""
+        hook = getattr(self.service, "refused", None)
+        peer = self._peers.get(msg.sender)
+        if hook is None or peer is None:
+            return
+        try:
+            hook(peer, exported.name, list(msg.body), exc)
+        except Exception:
+            log.exception("auditing a refused %s failed", exported.name)
+
+    def _failure(self, msg: Message, exported: ExportedMethod, exc: Exception) -> Message | bool:
+        if isinstance(exc, DrcError):
+            name, text = exc.code.dbus_name, exc.message
+            self._refused(msg, exported, exc)
+        else:
+            log.exception("internal error in %s (caller %s)", exported.name, msg.sender)
+            name = Code.CRED_EXTERNAL_FAILURE.dbus_name
+            text = f"internal error in {exported.name}: {exc}"
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return True
+        return _error(msg, name, text)
+
+
+def _args(msg: Message, exported: ExportedMethod) -> list[Any]:
+    """In args as plain Python: service objects never see a Variant."""
+    return unwrap(msg.body) if "v" in exported.in_signature else msg.body
+
+
+def _error(msg: Message, name: str, text: str) -> Message:
+    return Message.new_error(msg, name, text)

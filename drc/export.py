@@ -1,0 +1,407 @@
+"""The export table: which methods a service object offers remotely, with which signatures.
+
+Transport-free on purpose (no D-Bus library here): daemon logic marks its methods with
+:func:`method` (as tuned's ``@exports.export``, it only marks), and every exporter — the
+D-Bus one in :mod:`drc.bus`, the DRC link in :mod:`drc.server.link` — serves the same table
+through :func:`exported_methods` and :func:`invoke`. Signatures are D-Bus type strings because
+the bus is the strictest carrier; :func:`check_args` and :func:`check_result` hold a JSON
+transport (the link) to the same types, so a method sees, and answers, the same values
+whatever carried the call.
+
+Clients are derived from the same table (:class:`Stub`): a client names the Python method,
+never a member string, so renaming a verb breaks the client's import or its first call.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from drc.core.errors import Code, DrcError
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    """Who called, as the kernel told the bus (or the DRC link's MUNGE credential)."""
+
+    uid: int
+    gids: frozenset[int]
+    pid: int
+    sender: str
+
+
+# -- D-Bus type signatures, parsed without a D-Bus library -------------------------------------
+
+
+@dataclass(frozen=True)
+class SigType:
+    """One complete D-Bus type: ``token`` is its first character (``a``, ``(``, ``{`` …)."""
+
+    signature: str
+    token: str
+    children: tuple[SigType, ...] = ()
+
+
+_BASIC = frozenset("ybnqiuxtdsoghv")
+MAX_SIGNATURE = 255  # the D-Bus limit
+
+
+def _parse_one(sig: str, pos: int, depth: int) -> tuple[SigType, int]:
+    if depth > 32:
+        raise ValueError(f"signature {sig!r} nests too deep")
+    if pos >= len(sig):
+        raise ValueError(f"signature {sig!r} ends inside a type")
+    token = sig[pos]
+    if token in _BASIC:
+        return SigType(token, token), pos + 1
+    if token == "a":
+        if pos + 1 < len(sig) and sig[pos + 1] == "{":
+            key, end = _parse_one(sig, pos + 2, depth + 1)
+            if key.token not in _BASIC or key.token == "v":
+                raise ValueError(f"signature {sig!r}: a dict key must be a basic type")
+            value, end = _parse_one(sig, end, depth + 1)
+            if end >= len(sig) or sig[end] != "}":
+                raise ValueError(f"signature {sig!r}: a dict entry holds a key and a value")
+            entry = SigType(sig[pos + 1 : end + 1], "{", (key, value))
+            return SigType(sig[pos : end + 1], "a", (entry,)), end + 1
+        child, end = _parse_one(sig, pos + 1, depth + 1)
+        return SigType(sig[pos:end], "a", (child,)), end
+    if token == "(":
+        children, end = [], pos + 1
+        while end < len(sig) and sig[end] != ")":
+            child, end = _parse_one(sig, end, depth + 1)
+            children.append(child)
+        if end >= len(sig) or not children:
+            raise ValueError(f"signature {sig!r}: unclosed or empty struct")
+        return SigType(sig[pos : end + 1], "(", tuple(children)), end + 1
+    raise ValueError(f"signature {sig!r}: unknown type code {token!r}")
+
+
+@functools.cache
+def parse_signature(signature: str) -> tuple[SigType, ...]:
+    """The complete types of a signature (``"a{sv}u"`` → ``a{sv}``, ``u``); ValueError if bad."""
+    if len(signature) > MAX_SIGNATURE:
+        raise ValueError(f"signature longer than {MAX_SIGNATURE} characters")
+    types, pos = [], 0
+    while pos < len(signature):
+        t, pos = _parse_one(signature, pos, 0)
+        types.append(t)
+    return tuple(types)
+
+
+_INT_RANGES = {
+    "y": (0, 0xFF),
+    "n": (-(2**15), 2**15 - 1),
+    "q": (0, 2**16 - 1),
+    "i": (-(2**31), 2**31 - 1),
+    "u": (0, 2**32 - 1),
+    "x": (-(2**63), 2**63 - 1),
+    "t": (0, 2**64 - 1),
+    "h": (0, 2**32 - 1),
+}
+
+
+def conforms(value: Any, t: SigType) -> bool:
+    """Whether a plain Python value is what D-Bus type ``t`` carries (``v`` takes anything).
+
+    Structs are lists or tuples (JSON has only lists); integers must be ``int`` proper
+    (a bool is not a number here, as on the bus).
+    """
+    token = t.token
+    if token in _INT_RANGES:
+        low, high = _INT_RANGES[token]
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    if token == "b":
+        return type(value) is bool
+    if token == "d":
+        return type(value) in (int, float)
+    if token in "sog":
+        return isinstance(value, str) and "\0" not in value
+    if token == "v":
+        return True
+    if token == "(":
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == len(t.children)
+            and all(conforms(v, c) for v, c in zip(value, t.children, strict=True))
+        )
+    if token == "a":
+        (child,) = t.children
+        if child.token == "{":
+            key, val = child.children
+            return isinstance(value, dict) and all(
+                conforms(k, key) and conforms(v, val) for k, v in value.items()
+            )
+        if child.token == "y" and isinstance(value, (bytes, bytearray)):
+            return True
+        return isinstance(value, (list, tuple)) and all(conforms(v, child) for v in value)
+    return False
+
+
+# -- the method table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportedMethod:
+    """One ``@method`` of a service class: what every exporter needs to serve it."""
+
+    name: str
+    in_signature: str
+    out_signature: str
+    func: Callable[..., Any]
+    arg_names: tuple[str, ...]
+    is_coroutine: bool = False
+    out_count: int = 0
+    #: The Python attribute it is declared as (clients call it by this name).
+    attr: str = ""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__drc_method__"
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+
+
+def method(in_signature: str, out_signature: str, *, name: str | None = None) -> Callable[[F], F]:
+    """Mark ``fn(self, peer, *args)`` as a remote method with these D-Bus signatures.
+
+    The function is left unchanged (the core calls it directly in tests). A subclass that
+    overrides a marked method without marking it again serves it under the base's name and
+    signatures: an interface class can declare verbs that another room implements.
+    """
+    in_types = parse_signature(in_signature)
+    out_count = len(parse_signature(out_signature))
+
+    def mark(fn: F) -> F:
+        params = list(inspect.signature(fn).parameters.values())
+        if len(params) < 2:
+            raise TypeError(f"@method {fn.__qualname__} must take (self, peer, ...)")
+        arg_names = tuple(p.name for p in params[2:])
+        if len(arg_names) != len(in_types):
+            raise TypeError(
+                f"@method {fn.__qualname__}: in_signature {in_signature!r} has "
+                f"{len(in_types)} arguments, the function takes {len(arg_names)}"
+            )
+        exported = ExportedMethod(
+            name=name or _camel(fn.__name__),
+            in_signature=in_signature,
+            out_signature=out_signature,
+            func=fn,
+            arg_names=arg_names,
+            is_coroutine=inspect.iscoroutinefunction(fn),
+            out_count=out_count,
+            attr=fn.__name__,
+        )
+        setattr(fn, _MARK, exported)
+        return fn
+
+    return mark
+
+
+def _declared(cls: type, attr: str) -> ExportedMethod | None:
+    """The ``@method`` mark of ``attr`` on the nearest class of ``cls``'s MRO that has one."""
+    for base in cls.__mro__:
+        mark = getattr(base.__dict__.get(attr), _MARK, None)
+        if isinstance(mark, ExportedMethod):
+            return mark
+    return None
+
+
+@functools.cache
+def _class_methods(cls: type) -> Mapping[str, ExportedMethod]:
+    table: dict[str, ExportedMethod] = {}
+    for attr in dir(cls):
+        declared = _declared(cls, attr)
+        if declared is None:
+            continue
+        fn = getattr(cls, attr)
+        if fn is not declared.func:  # implemented below the class that declared it
+            params = list(inspect.signature(fn).parameters)[2:]
+            if len(params) != len(declared.arg_names):
+                raise TypeError(
+                    f"{cls.__qualname__}.{attr} takes {len(params)} arguments, "
+                    f"its declaration {declared.name}({declared.in_signature}) "
+                    f"{len(declared.arg_names)}"
+                )
+            declared = replace(declared, func=fn, is_coroutine=inspect.iscoroutinefunction(fn))
+        if declared.name in table:
+            raise TypeError(f"{cls.__qualname__} exports two methods named {declared.name}")
+        table[declared.name] = declared
+    return MappingProxyType(table)
+
+
+def exported_methods(service: object) -> Mapping[str, ExportedMethod]:
+    """The ``@method`` table of a service object (or class), keyed by remote method name."""
+    return _class_methods(service if isinstance(service, type) else type(service))
+
+
+def exported(fn: Callable[..., Any]) -> ExportedMethod:
+    """The declaration of one marked method: ``exported(ServerExports.acquire).name``."""
+    mark = getattr(fn, _MARK, None)
+    if not isinstance(mark, ExportedMethod):
+        raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not an exported @method")
+    return mark
+
+
+def merged_table(*services: object) -> dict[str, tuple[object, ExportedMethod]]:
+    """One exporter serving several objects: remote name → (object, method). A name served
+    twice is a programming error, caught when the exporter is built."""
+    table: dict[str, tuple[object, ExportedMethod]] = {}
+    for service in services:
+        for name, m in exported_methods(service).items():
+            if name in table:
+                raise TypeError(f"{name} is exported by two objects of one exporter")
+            table[name] = (service, m)
+    return table
+
+
+# -- checking and calling ----------------------------------------------------------------------
+
+
+def check_args(exported: ExportedMethod, args: list[Any]) -> None:
+    """Refuse (EINVAL, naming the argument) what the in-signature would not carry.
+
+    Over D-Bus the bus library checked this before the method runs; a JSON transport checks
+    it here, so a method never sees (and never crashes on) a None where it expects a list.
+    """
+    if len(args) != len(exported.arg_names):
+        raise DrcError(
+            Code.EINVAL,
+            f"{exported.name} takes {len(exported.arg_names)} arguments, got {len(args)}",
+        )
+    types = parse_signature(exported.in_signature)
+    for value, arg, t in zip(args, exported.arg_names, types, strict=True):
+        if not conforms(value, t):
+            raise DrcError(
+                Code.EINVAL,
+                f"{exported.name}: argument {arg!r} must be of D-Bus type {t.signature!r}",
+            )
+
+
+def check_result(exported: ExportedMethod, out: list[Any]) -> list[Any]:
+    """``out`` if it fits the out-signature; else TypeError: a bug in the method, answered
+    as an internal error (the caller's request was fine)."""
+    types = parse_signature(exported.out_signature)
+    if len(out) != len(types) or not all(conforms(v, t) for v, t in zip(out, types, strict=True)):
+        raise TypeError(
+            f"{exported.name} answered {out!r}, which does not fit {exported.out_signature!r}"
+        )
+    return out
+
+
+def out_list(exported: ExportedMethod, result: Any) -> list[Any]:
+    """A method's return value as the list of its out args."""
+    if exported.out_count == 0:
+        return []
+    if exported.out_count == 1:
+        return [result]
+    if not isinstance(result, (tuple, list)) or len(result) != exported.out_count:
+        raise TypeError(
+            f"{exported.name} must return {exported.out_count} values "
+            f"({exported.out_signature!r}), returned {result!r}"
+        )
+    return list(result)
+
+
+def invoke_sync(
+    service: object, exported: ExportedMethod, peer: PeerCredentials, args: list[Any]
+) -> list[Any]:
+    """Call a synchronous method; the out args as a list of plain Python values."""
+    return out_list(exported, exported.func(service, peer, *args))
+
+
+async def invoke(
+    service: object, exported: ExportedMethod, peer: PeerCredentials, args: list[Any]
+) -> list[Any]:
+    """Call a method (plain or coroutine function); the out args as a list of plain values.
+
+    Exceptions propagate: exporters turn :class:`DrcError` into their error replies.
+    """
+    result = exported.func(service, peer, *args)
+    if exported.is_coroutine or inspect.isawaitable(result):
+        result = await result
+    return out_list(exported, result)
+
+
+# -- clients derived from the table ------------------------------------------------------------
+
+
+def unpack(exported: ExportedMethod, out: list[Any]) -> Any:
+    """Out args as a Python call returns them: None, the one value, or a tuple."""
+    if exported.out_count == 0:
+        return None
+    if exported.out_count == 1:
+        return out[0]
+    return tuple(out)
+
+
+class Stub:
+    """Calls the verbs of an exported class through ``send(method, args) -> out args``.
+
+    ``Stub(NodeVerbs, link.call).node_access(caller, 3)`` sends ``NodeAccess``: member
+    names and signatures come from the table, so a renamed verb fails here, not on the wire.
+    With ``asynchronous=True`` ``send`` returns an awaitable and so do the stub's methods.
+    """
+
+    def __init__(
+        self,
+        interface: type,
+        send: Callable[[ExportedMethod, list[Any]], Any],
+        *,
+        asynchronous: bool = False,
+    ) -> None:
+        self._by_attr = _attr_table(interface)
+        self._interface = interface
+        self._send = send
+        self._async = asynchronous
+
+    def __getattr__(self, attr: str) -> Callable[..., Any]:
+        exported = self._by_attr.get(attr)
+        if exported is None:
+            raise AttributeError(f"{self._interface.__qualname__} exports no method {attr!r}")
+        send = self._send
+        if self._async:
+
+            async def call_async(*args: Any) -> Any:
+                return unpack(exported, await send(exported, list(args)))
+
+            return call_async
+
+        def call(*args: Any) -> Any:
+            return unpack(exported, send(exported, list(args)))
+
+        return call
+
+
+@functools.cache
+def _attr_table(cls: type) -> Mapping[str, ExportedMethod]:
+    return MappingProxyType({m.attr: m for m in _class_methods(cls).values()})
+
+
+Send = Callable[[ExportedMethod, list[Any]], Awaitable[list[Any]] | list[Any]]
+
+__all__ = [
+    "ExportedMethod",
+    "PeerCredentials",
+    "SigType",
+    "Stub",
+    "check_args",
+    "check_result",
+    "conforms",
+    "exported",
+    "exported_methods",
+    "invoke",
+    "invoke_sync",
+    "merged_table",
+    "method",
+    "out_list",
+    "parse_signature",
+    "unpack",
+]

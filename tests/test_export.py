@@ -229,3 +229,14 @@ def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
         assert err.value.code is Code.EPROTO
 
     asyncio.run(main())
+
+
+def test_every_verb_named_by_hand_elsewhere_is_in_a_table() -> None:
+    """Lists of verbs kept outside the tables (retry, metrics) name only verbs that exist."""
+    from drc.link.failover import MUTATING
+    from drc.metrics import UNTIMED
+    from drc.metrics.server import READ_ONLY
+
+    every = {*exported_methods(NodeVerbs), *exported_methods(ServerExports)}
+    assert set(exported_methods(NodeVerbs)) >= MUTATING
+    assert every >= UNTIMED | READ_ONLY

@@ -35,7 +35,13 @@ from typing import Any
 
 from drc.core.errors import Code, DrcError, eperm
 from drc.core.model import Holder, HolderKind
+from drc.export import exported
 from drc.node.cxi import RESOURCES, TRAFFIC_CLASSES, CxiError, LibCxi, service_desc
+from drc.nodeverbs import NodeVerbs
+
+# DRCS's verbs by their declared names.
+_STATE = exported(NodeVerbs.node_slingshot_state).name
+_CLEANED = exported(NodeVerbs.node_slingshot_cleaned).name
 
 log = logging.getLogger("drc.node.slingshot")
 
@@ -273,7 +279,7 @@ class CxiServices:
         """Make the NICs match DRCS: see the module docstring. Raises DrcError if unreachable."""
         async with self._lock:
             asked = next(self._generation)
-            live, owed = (await self.upstream.call("NodeSlingshotState", [self.node]))[0]
+            live, owed = (await self.upstream.call(_STATE, [self.node]))[0]
             live_vni = {c: v for c, v in live}
             for key, svc in list(self.services.items()):
                 if svc.made < asked and live_vni.get(svc.credential) != svc.vni:
@@ -316,7 +322,7 @@ class CxiServices:
                     left.update(found.vnis)
         done = [c for c, v in owed if v not in left]
         if done:
-            confirmed = (await self.upstream.call("NodeSlingshotCleaned", [self.node, done]))[0]
+            confirmed = (await self.upstream.call(_CLEANED, [self.node, done]))[0]
             log.info("confirmed CXI cleanup of credential(s) %s to DRCS", confirmed)
 
     async def run(self, stopping: Callable[[], bool]) -> None:

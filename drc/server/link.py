@@ -23,12 +23,14 @@ from drc.export import (
     PeerCredentials,
     check_args,
     check_result,
+    exported,
     exported_methods,
     invoke,
     invoke_sync,
 )
 from drc.link import LinkPeer, LinkServer, Munge
 from drc.link.server import REQUEST_ID, split_host_port
+from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
 from drc.store import requests
 from drc.wire import credential_to_wire
@@ -46,16 +48,17 @@ def check_link_args(name: str, in_signature: str, arg_names: tuple[str, ...], ar
 #: Node verbs that never free a credential: these may share one transaction (a verb that
 #: frees runs external cleanups after its own commit, so it keeps a transaction of its own).
 GROUPED = frozenset(
-    {
-        "NodeAccess",
-        "NodeAcquire",
-        "NodeGrant",
-        "NodeRevoke",
-        "NodeToken",
-        "NodeTokenReferences",
-        "NodeEpochs",
-        "NodeProcesses",
-    }
+    exported(verb).name
+    for verb in (
+        NodeVerbs.node_access,
+        NodeVerbs.node_acquire,
+        NodeVerbs.node_grant,
+        NodeVerbs.node_revoke,
+        NodeVerbs.node_token,
+        NodeVerbs.node_token_references,
+        NodeVerbs.node_epochs,
+        NodeVerbs.node_processes,
+    )
 )
 
 
@@ -138,16 +141,22 @@ def _recorded(
 #: What a retried request answers when its first run committed (results are not stored: the
 #: store records the request and the credential it created, in the change's transaction).
 _REPLAY_DEFAULTS: dict[str, list[Any]] = {
-    "NodeHello": [False],
-    "NodeGrant": [],
-    "NodeRevoke": [],
-    "NodeRelease": [True],
-    "NodeTokenReferences": [[]],
-    "NodeJobsEnded": [[]],
-    "NodeJobsEndedHere": [[]],
-    "NodeProcessesExited": [[]],
-    "NodeFollow": [],
+    exported(verb).name: answer
+    for verb, answer in (
+        (NodeVerbs.node_hello, [False]),
+        (NodeVerbs.node_grant, []),
+        (NodeVerbs.node_revoke, []),
+        (NodeVerbs.node_release, [True]),
+        (NodeVerbs.node_token_references, [[]]),
+        (NodeVerbs.node_jobs_ended, [[]]),
+        (NodeVerbs.node_jobs_ended_here, [[]]),
+        (NodeVerbs.node_processes_exited, [[]]),
+        (NodeVerbs.node_follow, []),
+    )
 }
+#: Verbs whose retry answers the credential they created or accessed.
+_NODE_ACQUIRE = exported(NodeVerbs.node_acquire).name
+_ANSWER_CREDENTIAL = frozenset({_NODE_ACQUIRE, exported(NodeVerbs.node_access).name})
 
 
 def replay(nodes: object, done: requests.Replayed, name: str, args: list[Any]) -> list[Any]:
@@ -159,8 +168,8 @@ def replay(nodes: object, done: requests.Replayed, name: str, args: list[Any]) -
             "a node daemon must never reuse one",
         )
     log.info("%s %s: already committed, answering the retry without running it", name, done.rid)
-    if name in ("NodeAcquire", "NodeAccess"):
-        credential = done.credential if name == "NodeAcquire" else args[1]
+    if name in _ANSWER_CREDENTIAL:
+        credential = done.credential if name == _NODE_ACQUIRE else args[1]
         service = nodes.service  # type: ignore[attr-defined]
         with service.store.snapshot() as tx:
             cred = tx.get_credential(credential)

@@ -23,9 +23,11 @@ from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.export import exported
 from drc.link import LinkClient, Munge
 from drc.link.server import split_host_port
 from drc.metrics import server_metrics
+from drc.nodeverbs import NodeVerbs
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
@@ -187,7 +189,7 @@ def server_prober(
                 timeout=2.0,
             )
             try:
-                info = (await client.call("ServerInfo", []))[0]
+                info = (await client.call(exported(NodeVerbs.server_info).name, []))[0]
             finally:
                 await client.close()
         except (DrcError, ValueError) as e:

@@ -6,8 +6,10 @@ leaking into the core or the export tables) fails here rather than in a deployme
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,35 @@ def test_module_loads_nothing_of_the_rooms_it_must_not_know(module: str) -> None
 def test_the_checker_sees_a_forbidden_import() -> None:
     """The rule check above can fail: the bus package does load dbus_fast."""
     assert offending(loaded_by("drc.bus"), ("dbus_fast",))
+
+
+DRC = Path(__file__).resolve().parents[1] / "drc"
+
+
+def test_only_the_bus_package_imports_dbus_fast() -> None:
+    importers = sorted(
+        str(path.relative_to(DRC))
+        for path in DRC.rglob("*.py")
+        if re.search(r"^\s*(from|import) dbus_fast", path.read_text(), re.M)
+    )
+    assert importers and all(p.startswith("bus/") for p in importers), importers
+
+
+def test_the_bus_package_uses_only_the_listed_private_dbus_fast_attributes() -> None:
+    """dbus-fast's private API, each use explained in its module's docstring; a new one must
+    be added there (and here) on purpose."""
+    used = {
+        (path.name, name)
+        for path in (DRC / "bus").glob("*.py")
+        for name in re.findall(r"bus\._(\w+)", path.read_text())
+    }
+    assert used == {
+        ("exporter.py", "call"),
+        ("client.py", "call"),
+        ("client.py", "method_return_handlers"),
+    }
+    for path in (DRC / "bus").glob("*.py"):
+        text = path.read_text()
+        for module, name in used:
+            if module == path.name:
+                assert f"``MessageBus._{name}" in text, f"{module}: say why _{name} is used"

@@ -304,6 +304,41 @@ class CredentialService:
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, freed)
         return True, self._freed(freed)
 
+    def node_follows(self, node: str, server: str) -> None:
+        """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
+        if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
+            raise einval("server must be a printable host:port of 1..255 characters")
+        with self.store.transaction() as tx:
+            tx.set_node_server(node, server, time.time())
+
+    def node_servers(self) -> list[tuple[str, str, float]]:
+        """(node, DRCS it follows, since when) of every node that said."""
+        with self.store.snapshot() as tx:
+            return list(tx.node_servers())
+
+    def credential(self, credential: int) -> Credential | None:
+        """A credential by id, unchecked: for answering a retried request whose first run
+        already admitted the caller."""
+        with self.store.snapshot() as tx:
+            return tx.get_credential(credential)
+
+    def slingshot_node_state(self, node: str) -> tuple[list[tuple[int, int]], ...]:
+        """(live, owed) (credential, VNI) pairs of ``node`` (empty unless Slingshot)."""
+        with self.store.snapshot() as tx:
+            state = getattr(tx, "vni_node_state", None)
+            return state(node) if state is not None else ([], [])
+
+    def slingshot_cleaned(self, node: str, credentials: list[int]) -> list[int]:
+        """``node`` destroyed the CXI services of these freed credentials: those confirmed
+        (a VNI returns to the pool once no node owes it and its quarantine passed)."""
+        ids = [check_uint32("credential", c) for c in credentials]
+        with self.store.transaction() as tx:
+            confirm = getattr(tx, "vni_confirm", None)
+            done = confirm(node, ids, self.clock()) if confirm is not None else []
+        if done:
+            self.cleanup.release(credentials=done)
+        return done
+
     def epochs(self, credentials: Iterable[int]) -> dict[int, int]:
         """The current revocation epoch of each of these credentials that still exists
         (what a node daemon resynchronising its token checks asks)."""

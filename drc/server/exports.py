@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -242,10 +241,7 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
         self._node(peer)
-        if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
-            raise einval("server must be a printable host:port of 1..255 characters")
-        with self.service.store.transaction() as tx:
-            tx.set_node_server(node_name(node), server, time.time())
+        self.service.node_follows(node_name(node), server)
 
     def server_info(self, peer: PeerCredentials) -> dict[str, Any]:
         """Who answers: ``drccli status`` asks every DRCS of the cluster this over the link."""
@@ -394,8 +390,7 @@ class ServerExports:
     @method("", "a{sv}")
     def status(self, peer: PeerCredentials) -> dict[str, Any]:
         self._admin(peer, "status")
-        with self.service.store.snapshot() as tx:
-            following = tx.node_servers()
+        following = self.service.node_servers()
         return {
             **self.service.describe(),
             "nodes_connected": self.changes.followers,

@@ -171,8 +171,7 @@ def replay(nodes: object, done: requests.Replayed, name: str, args: list[Any]) -
     if name in _ANSWER_CREDENTIAL:
         credential = done.credential if name == _NODE_ACQUIRE else args[1]
         service = nodes.service  # type: ignore[attr-defined]
-        with service.store.snapshot() as tx:
-            cred = tx.get_credential(credential)
+        cred = service.credential(credential)
         if cred is None:
             raise DrcError(
                 Code.CRED_NOT_FOUND, f"credential {credential} was freed since the request"

@@ -8,7 +8,6 @@ MUNGE-signed both ways, to node daemons only); names and signatures are declared
 from __future__ import annotations
 
 from drc.core.errors import einval, eperm
-from drc.core.model import check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
 
@@ -30,9 +29,7 @@ class SlingshotNodeVerbs:
         live ones, destroys every other service in drc's range and confirms the owed ones."""
         self._node(peer)
         node = _node_name(node)
-        with self.service.store.snapshot() as tx:
-            state = getattr(tx, "vni_node_state", None)
-            return state(node) if state is not None else ([], [])
+        return self.service.slingshot_node_state(node)
 
     def node_slingshot_cleaned(
         self, peer: PeerCredentials, node: str, credentials: list[int]
@@ -43,13 +40,7 @@ class SlingshotNodeVerbs:
         node = _node_name(node)
         if len(credentials) > MAX_CONFIRM:
             raise einval(f"at most {MAX_CONFIRM} credentials per confirmation")
-        ids = [check_uint32("credential", c) for c in credentials]
-        with self.service.store.transaction() as tx:
-            confirm = getattr(tx, "vni_confirm", None)
-            done = confirm(node, ids, self.service.clock()) if confirm is not None else []
-        if done:
-            self.service.cleanup.release(credentials=done)
-        return done
+        return self.service.slingshot_cleaned(node, credentials)
 
 
 def _node_name(node: object) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -384,8 +384,6 @@ class Stub:
 def _attr_table(cls: type) -> Mapping[str, ExportedMethod]:
     return MappingProxyType({m.attr: m for m in _class_methods(cls).values()})
 
-
-Send = Callable[[ExportedMethod, list[Any]], Awaitable[list[Any]] | list[Any]]
 
 __all__ = [
     "ExportedMethod",

@@ -22,6 +22,7 @@ from drc.export import (
     conforms,
     exported,
     exported_methods,
+    merged_table,
     method,
     parse_signature,
 )
@@ -131,6 +132,9 @@ def test_drcs_bus_serves_user_and_node_verbs_without_a_name_twice() -> None:
     users, nodes = (set(exported_methods(cls)) for cls in BUS_OBJECTS)
     assert not users & nodes
     assert "Acquire" in users and "NodeAccess" in nodes
+    assert set(merged_table(*BUS_OBJECTS)) == users | nodes
+    with pytest.raises(TypeError, match="exported by two objects"):
+        merged_table(ServerExports, ServerExports)
 
 
 class Recorder:

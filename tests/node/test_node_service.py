@@ -264,7 +264,7 @@ class Feed:
     """NodeWatch as a queue of answers the test puts; an empty queue is a quiet long poll."""
 
     def __init__(self, *answers: tuple[str, bool, int, list[tuple[int, int]]]) -> None:
-        self.queue: asyncio.Queue[tuple] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple | DrcError] = asyncio.Queue()
         for answer in answers:
             self.queue.put_nowait(answer)
         self.asked: list[tuple[str, int]] = []
@@ -276,9 +276,13 @@ class Feed:
             self.waiting.set()  # everything put so far was handled
         answer = await self.queue.get()  # cancelled by stop()
         self.waiting.clear()
+        if isinstance(answer, BaseException):
+            raise answer
         return answer
 
-    async def answer(self, *answers: tuple[str, bool, int, list[tuple[int, int]]]) -> None:
+    async def answer(
+        self, *answers: tuple[str, bool, int, list[tuple[int, int]]] | DrcError
+    ) -> None:
         """Answer the waiting poll(s), and return once DRCC handled them and asks again."""
         self.waiting.clear()
         for answer in answers:
@@ -439,3 +443,30 @@ def test_the_scripted_drcs_refuses_what_the_server_does_not_export():
             await drcs.call("NodeHello", ["n1", "b"])
 
     run(test, NodeHello=lambda node, boot: "yes")
+
+
+def test_after_the_feed_broke_drcc_asks_again_and_resyncs_a_new_server():
+    """The link to DRCS dropped (DRCS restarted, or the node failed over): DRCC retries the
+    long poll, and the new generation makes it re-learn every epoch it relies on."""
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        feed = Feed()
+        drcs.verbs["NodeAccess"] = lambda caller, cred: cred_dict(cred)
+        node = service(drcs)
+        drcs.verbs["NodeWatch"] = feed
+        await node.start()
+        await feed.answer(("g1", True, 4, []))
+        await node.access(job_caller(5), 3)
+        drcs.verbs["NodeEpochs"] = lambda n, creds: [(3, FREED)]
+        await feed.answer(DrcError(Code.ECONNREFUSED, "connection closed"), ("g9", False, 1, []))
+        assert feed.asked[-3:] == [("g1", 4), ("g1", 4), ("g9", 1)]  # the same poll, retried
+        assert drcs.calls_of("NodeEpochs") == [[NODE, [3]]]
+        assert node.cached(job_caller(5), 3) is None
+        await node.stop()
+
+    run(
+        test,
+        NodeHello=lambda node, boot: False,
+        NodeProcesses=lambda node: [],
+        NodeEpochs=lambda node, creds: [],
+    )

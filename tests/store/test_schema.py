@@ -6,15 +6,19 @@ the HA tests) never write into each other's files.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from peewee import Database, PostgresqlDatabase
 
+from drc.store import requests, sql
 from drc.store.models import DECLARED, Models
 from drc.store.sql import CHANGE_SQL, HOT_SQL, PeeweeStore, Statements
 
@@ -139,9 +143,41 @@ def test_the_hot_sql_names_only_tables_and_columns_of_the_models():
     known = {m._meta.table_name for m in DECLARED.all} | {
         f.column_name for m in DECLARED.all for f in m._meta.sorted_fields
     }
-    for name, sql in {**HOT_SQL, **CHANGE_SQL}.items():
-        unknown = quoted_names(sql) - known - ALIASES
+    for name, text in {**HOT_SQL, **CHANGE_SQL}.items():
+        unknown = quoted_names(text) - known - ALIASES
         assert not unknown, f"{name}: {sorted(unknown)} are in no model"
+
+
+def sql_literals(module: ModuleType) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string literal in ``module`` that reads like SQL (f-strings with
+    their literal parts only)."""
+    tree = ast.parse(Path(inspect.getfile(module)).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        elif isinstance(node, ast.JoinedStr):
+            text = "".join(
+                v.value
+                for v in node.values
+                if isinstance(v, ast.Constant) and isinstance(v.value, str)
+            )
+        else:
+            continue
+        if re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\b", text):
+            yield node.lineno, text
+
+
+@pytest.mark.parametrize("module", [sql, requests], ids=lambda m: m.__name__)
+def test_every_sql_literal_of_the_store_names_only_tables_and_columns_of_the_models(module):
+    """Also the statements written inline (request records, node_follow), not only HOT_SQL."""
+    known = {m._meta.table_name for m in DECLARED.all} | {
+        f.column_name for m in DECLARED.all for f in m._meta.sorted_fields
+    }
+    found = list(sql_literals(module))
+    assert len(found) >= 5
+    for line, text in found:
+        unknown = quoted_names(text) - known - ALIASES
+        assert not unknown, f"{module.__name__} line {line}: {sorted(unknown)} are in no model"
 
 
 def compile_every_statement(store: PeeweeStore, statements: dict[str, str]) -> None:

@@ -7,7 +7,9 @@ database never over-allocate a limit or a cookie.
 
 The statements every verb runs are hand-written SQL in :data:`HOT_SQL`, compiled once per
 database by :class:`Statements`: on a slow core Peewee spends longer building a query's text
-than SQLite spends running it. Everything else is a Peewee query.
+than SQLite spends running it. Their long column lists come from the models; tests check every
+name in them against the models and compile each against a freshly migrated database.
+Everything else is a Peewee query on the store's own models (:func:`create_models`).
 """
 
 from __future__ import annotations

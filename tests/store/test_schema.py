@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 from peewee import Database, PostgresqlDatabase
 
+from drc.core.model import Credential, Flags, Resources, State
 from drc.store import requests, sql
 from drc.store.models import DECLARED, Models
 from drc.store.sql import CHANGE_SQL, HOT_SQL, PeeweeStore, Statements
@@ -178,6 +179,46 @@ def test_every_sql_literal_of_the_store_names_only_tables_and_columns_of_the_mod
     for line, text in found:
         unknown = quoted_names(text) - known - ALIASES
         assert not unknown, f"{module.__name__} line {line}: {sorted(unknown)} are in no model"
+
+
+def test_each_field_of_a_credential_lands_in_the_column_named_for_it(store: PeeweeStore):
+    """The hot SQL takes its column lists from the model while the parameters and the row
+    unpacking are written in Python: distinct values everywhere catch any mismatch, also one
+    that a round trip through the store alone would hide."""
+    cred = Credential(
+        id=7,
+        uid=11,
+        gid=12,
+        wlm=13,
+        flags=Flags.PERSISTENT,
+        state=State.RELEASED,
+        resources=Resources("pool", cookie1=21, cookie2=22, ptag=23, data="d"),
+        created=31.5,
+        epoch=41,
+    )
+    with store.transaction() as tx:
+        tx.insert_credential(cred)
+    with sqlite3.connect(store.db.database) as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute('SELECT * FROM "credential"').fetchone())
+    assert row == {
+        "id": 7,
+        "uid": 11,
+        "gid": 12,
+        "wlm": 13,
+        "flags": int(Flags.PERSISTENT),
+        "state": State.RELEASED.value,
+        "provider": "pool",
+        "cookie1": 21,
+        "cookie2": 22,
+        "ptag": 23,
+        "provider_data": "d",
+        "created": 31.5,
+        "epoch": 41,
+    }
+    with store.snapshot() as tx:
+        assert tx.get_credential(7) == cred
+        assert tx.list_credentials() == [cred]
 
 
 def compile_every_statement(store: PeeweeStore, statements: dict[str, str]) -> None:

@@ -27,7 +27,6 @@ from drc.core.model import UINT32_MAX, Caller, Holder, LimitScope, Target, Targe
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.providers.pool import PoolProvider
-from drc.store.models import ALL_MODELS
 from drc.store.sql import PeeweeStore, open_database
 
 N = int(os.environ.get("DRC_BENCH_N", "1000"))
@@ -103,7 +102,7 @@ def bench_postgresql(url: str, n: int) -> dict[str, object]:
     try:
         return {"backend": "postgresql", **bench(store, n)}
     finally:
-        store.db.drop_tables([*ALL_MODELS], safe=True, cascade=True)
+        store.db.drop_tables([*store.models.all], safe=True, cascade=True)
         store.db.execute_sql("DROP TABLE IF EXISTS schema_migration")
         store.close()
 

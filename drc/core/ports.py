@@ -48,10 +48,9 @@ class Transaction(SlotAllocator, Protocol):
     # credentials
     def next_credential_id(self) -> int: ...
     def insert_credential(self, credential: Credential) -> None: ...
-    def get_credential(
-        self, credential: int, *, for_update: bool = False, count_refs: bool = True
-    ) -> Credential | None:
-        """``count_refs=False`` leaves ``refs`` at 0: counting costs O(references) per call."""
+    def get_credential(self, credential: int, *, count_refs: bool = True) -> Credential | None:
+        """``count_refs=False`` leaves ``refs`` at 0: counting costs O(references) per call.
+        No row lock: a :meth:`Store.transaction` is exclusive as a whole."""
 
     def list_credentials(self, ids: Iterable[int] | None = None) -> list[Credential]: ...
     def set_state(self, credential: int, state: State) -> None: ...

@@ -190,7 +190,7 @@ class CredentialService:
         """
         check_uint32("credential", credential)
         with self.store.transaction() as tx:
-            cred = tx.get_credential(credential, for_update=True, count_refs=False)
+            cred = tx.get_credential(credential, count_refs=False)
             if cred is None:
                 raise not_found(credential)
             holder = caller.holder
@@ -221,7 +221,7 @@ class CredentialService:
         """
         check_uint32("credential", credential)
         with self.store.transaction() as tx:
-            cred = tx.get_credential(credential, for_update=True)
+            cred = tx.get_credential(credential)
             if cred is None:
                 raise not_found(credential)
             dropped = tx.drop_reference(credential, caller.holder)
@@ -452,7 +452,7 @@ class CredentialService:
         return caller.uid == cred.uid or self.policy.is_admin(caller)
 
     def _owned(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
-        cred = tx.get_credential(credential, for_update=True)
+        cred = tx.get_credential(credential)
         if cred is None:
             raise not_found(credential)
         if not self._may_manage(cred, caller):

@@ -7,7 +7,9 @@ database never over-allocate a limit or a cookie.
 
 The statements every verb runs are hand-written SQL in :data:`HOT_SQL`, compiled once per
 database by :class:`Statements`: on a slow core Peewee spends longer building a query's text
-than SQLite spends running it. Everything else is a Peewee query.
+than SQLite spends running it. Their long column lists come from the models; tests check every
+name in them against the models and compile each against a freshly migrated database.
+Everything else is a Peewee query on the store's own models (:func:`create_models`).
 """
 
 from __future__ import annotations
@@ -50,31 +52,24 @@ from drc.core.model import (
 )
 from drc.core.ports import PendingCleanup
 from drc.store import requests
-from drc.store.models import (
-    CounterRow,
-    CredentialRow,
-    FreeSlotRow,
-    GrantRow,
-    LimitRow,
-    NodeRow,
-    PendingCleanupRow,
-    ReferenceRow,
-    database_proxy,
-)
+from drc.store.models import DECLARED, Models, create_models
 from drc.store.vni import VniRows
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHUNK = 500  # ids per IN (...) list: far below every engine's bound-parameter limit
 SQLITE_MIN = (3, 35)  # RETURNING
 
-_CREDENTIAL_COLUMNS = (
-    '"id", "uid", "gid", "wlm", "flags", "state", "provider", "cookie1", "cookie2", "ptag", '
-    '"provider_data", "created", "epoch"'
+#: The credential table's columns in model order (what ``_credential`` unpacks).
+_CREDENTIAL_NAMES = [f.column_name for f in DECLARED.credential._meta.sorted_fields]
+_CREDENTIAL_COLUMNS = ", ".join(f'"{name}"' for name in _CREDENTIAL_NAMES)
+_C_CREDENTIAL_COLUMNS = ", ".join(f'c."{name}"' for name in _CREDENTIAL_NAMES)
+#: A reference's unique key (the holder), in the column order of ``_holder_params``.
+_HOLDER_COLUMNS = tuple(
+    DECLARED.reference._meta.fields[name].column_name
+    for name in ("credential", "kind", "node", "job", "pid", "start", "uid")
 )
-_HOLDER = (
-    '"credential_id" = ? AND "kind" = ? AND "node" = ? AND "job" = ? AND "pid" = ? '
-    'AND "start" = ? AND "uid" = ?'
-)
+_HOLDER = " AND ".join(f'"{column}" = ?' for column in _HOLDER_COLUMNS)
+_HOLDER_LIST = ", ".join(f'"{column}"' for column in _HOLDER_COLUMNS)
 
 #: The statements the verbs run, by name: ``?`` is one parameter, ``{ids}`` an IN list
 #: (whitespace is collapsed when compiled). Identifiers are quoted because ``grant`` is a
@@ -91,31 +86,29 @@ HOT_SQL: dict[str, str] = {
         RETURNING "value", EXISTS (SELECT 1 FROM "credential" WHERE "id" = "counter"."value")""",
     "insert_credential": f"""
         INSERT INTO "credential" ({_CREDENTIAL_COLUMNS})
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        VALUES ({", ".join("?" * len(_CREDENTIAL_NAMES))})""",
     # Credentials with their reference counts and grants: one row per grant (or one with NULL
     # grant columns); references are counted once per credential, not once per grant row.
-    "load_credentials": """
-        SELECT c."id", c."uid", c."gid", c."wlm", c."flags", c."state", c."provider",
-               c."cookie1", c."cookie2", c."ptag", c."provider_data", c."created", c."epoch",
+    "load_credentials": f"""
+        SELECT {_C_CREDENTIAL_COLUMNS},
                COALESCE(rc."n", 0), g."kind", g."target"
         FROM "credential" AS c
         LEFT JOIN (SELECT "credential_id", COUNT(*) AS "n" FROM "reference"
-                   WHERE "credential_id" IN {ids} GROUP BY "credential_id") AS rc
+                   WHERE "credential_id" IN {{ids}} GROUP BY "credential_id") AS rc
                ON rc."credential_id" = c."id"
         LEFT JOIN "grant" AS g ON g."credential_id" = c."id"
-        WHERE c."id" IN {ids}
+        WHERE c."id" IN {{ids}}
         ORDER BY c."id"
     """,
     # The same without the reference count, for the access path: counting a credential's
     # references is an index scan as long as they are (566 us per miss at 10,000 references),
     # which made an access storm slow down as the credential gained nodes.
-    "load_credentials_uncounted": """
-        SELECT c."id", c."uid", c."gid", c."wlm", c."flags", c."state", c."provider",
-               c."cookie1", c."cookie2", c."ptag", c."provider_data", c."created", c."epoch",
+    "load_credentials_uncounted": f"""
+        SELECT {_C_CREDENTIAL_COLUMNS},
                0, g."kind", g."target"
         FROM "credential" AS c
         LEFT JOIN "grant" AS g ON g."credential_id" = c."id"
-        WHERE c."id" IN {ids}
+        WHERE c."id" IN {{ids}}
         ORDER BY c."id"
     """,
     "set_state": """UPDATE "credential" SET "state" = ? WHERE "id" = ?""",
@@ -138,11 +131,10 @@ HOT_SQL: dict[str, str] = {
         ON CONFLICT ("credential_id", "kind", "target") DO NOTHING""",
     "remove_grant": """
         DELETE FROM "grant" WHERE "credential_id" = ? AND "kind" = ? AND "target" = ?""",
-    "add_reference": """
-        INSERT INTO "reference"
-            ("credential_id", "kind", "node", "job", "pid", "start", "uid", "owner")
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT ("credential_id", "kind", "node", "job", "pid", "start", "uid") DO NOTHING""",
+    "add_reference": f"""
+        INSERT INTO "reference" ({_HOLDER_LIST}, "owner")
+        VALUES ({", ".join("?" * (len(_HOLDER_COLUMNS) + 1))})
+        ON CONFLICT ({_HOLDER_LIST}) DO NOTHING""",
     "drop_reference": f"""DELETE FROM "reference" WHERE {_HOLDER}""",
     "has_reference": f"""SELECT 1 FROM "reference" WHERE {_HOLDER} LIMIT 1""",
     "tenants_on_node": """
@@ -286,7 +278,7 @@ def claim_sqlite_store(url: str) -> int | None:
 class PeeweeStore:
     def __init__(self, database: Database) -> None:
         self.db = database
-        database_proxy.initialize(database)
+        self.models = create_models(database)  # this store's own (see drc.store.models)
         self._write_lock = threading.Lock()
         self._batch_thread: int | None = None  # the thread inside batch(), if any
         self._statements = Statements(database)
@@ -329,12 +321,12 @@ class PeeweeStore:
         if self._batch_thread == threading.get_ident():
             # inside batch(): a savepoint, so a failing verb undoes only itself
             with self.db.atomic():
-                tx = PeeweeTransaction(self.db, self._statements)
+                tx = PeeweeTransaction(self.db, self._statements, self.models)
                 with self._recording(tx):
                     yield tx
             return
         with self._reachable(), self._write_lock, self.db.atomic():
-            tx = PeeweeTransaction(self.db, self._statements)
+            tx = PeeweeTransaction(self.db, self._statements, self.models)
             tx.lock()
             with self._recording(tx):
                 yield tx
@@ -360,7 +352,7 @@ class PeeweeStore:
         requests only after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            PeeweeTransaction(self.db, self._statements).lock()
+            PeeweeTransaction(self.db, self._statements, self.models).lock()
             self._batch_thread = threading.get_ident()
             try:
                 yield
@@ -372,10 +364,10 @@ class PeeweeStore:
         if isinstance(self.db, SqliteDatabase):
             # A deferred transaction is a consistent WAL snapshot and takes no write lock.
             with self.db.atomic("DEFERRED"):
-                yield PeeweeTransaction(self.db, self._statements)
+                yield PeeweeTransaction(self.db, self._statements, self.models)
         else:
             with self._reachable(), self.db.atomic():
-                yield PeeweeTransaction(self.db, self._statements)
+                yield PeeweeTransaction(self.db, self._statements, self.models)
 
     def describe(self) -> dict[str, object]:
         backend = "postgresql" if isinstance(self.db, PostgresqlDatabase) else "sqlite"
@@ -411,13 +403,23 @@ class PeeweeTransaction(VniRows):
     engines allow it); the rarer, set-based operations are Peewee queries.
     """
 
-    def __init__(self, db: Database, statements: Statements | None = None) -> None:
+    def __init__(
+        self, db: Database, statements: Statements | None = None, models: Models | None = None
+    ) -> None:
         self.db = db
         self._sql = statements or Statements(db)
+        self.models = models or create_models(db)
         self.created = 0  # the credential this transaction inserted (request records)
         self._notify = isinstance(db, PostgresqlDatabase)
 
     def lock(self) -> None:
+        """Make this write transaction the only one, before it reads anything.
+
+        SQLite: already so (BEGIN IMMEDIATE under the store's lock). PostgreSQL: the credential
+        counter row, locked FOR UPDATE, is the one lock every write transaction of every DRCS
+        takes first; so a credential read after it cannot change before commit, and no
+        per-row ``SELECT ... FOR UPDATE`` is needed (nor offered: ``get_credential`` has none).
+        """
         if isinstance(self.db, PostgresqlDatabase):
             self._sql.rows("lock")
 
@@ -432,11 +434,12 @@ class PeeweeTransaction(VniRows):
         ((candidate, taken),) = self._sql.rows("next_credential_id")
         if not taken:
             return candidate
+        c, counter = self.models.credential, self.models.counter
         for _ in range(UINT32_MAX - 1):
             candidate = candidate % UINT32_MAX + 1
-            if not CredentialRow.select().where(CredentialRow.id == candidate).exists():
+            if not c.select().where(c.id == candidate).exists():
                 break
-        CounterRow.update(value=candidate).where(CounterRow.name == "credential").execute()
+        counter.update(value=candidate).where(counter.name == "credential").execute()
         return candidate
 
     def insert_credential(self, c: Credential) -> None:
@@ -461,12 +464,10 @@ class PeeweeTransaction(VniRows):
             ),
         )
 
-    def get_credential(
-        self, credential: int, *, for_update: bool = False, count_refs: bool = True
-    ) -> Credential | None:
-        """One statement. ``for_update`` needs nothing more: write transactions are exclusive.
-        ``count_refs=False`` skips counting references (``refs`` is 0), which costs time in
-        proportion to the credential's references."""
+    def get_credential(self, credential: int, *, count_refs: bool = True) -> Credential | None:
+        """One statement, no row lock of its own: inside :meth:`PeeweeStore.transaction` the
+        whole transaction is exclusive already (see :meth:`lock`). ``count_refs=False`` skips
+        counting references (``refs`` is 0), which costs time in proportion to them."""
         found = self._load([credential], count_refs=count_refs)
         return found[0] if found else None
 
@@ -478,11 +479,10 @@ class PeeweeTransaction(VniRows):
         """
         if ids is not None:
             return [c for chunk in _chunks(ids) for c in self._load(chunk)]
-        query = CredentialRow.select().order_by(CredentialRow.id)
-        grants = GrantRow.select(GrantRow.credential, GrantRow.kind, GrantRow.target)
-        refs = ReferenceRow.select(ReferenceRow.credential, fn.COUNT(ReferenceRow.id)).group_by(
-            ReferenceRow.credential
-        )
+        c, g, r = self.models.credential, self.models.grant, self.models.reference
+        query = c.select().order_by(c.id)
+        grants = g.select(g.credential, g.kind, g.target)
+        refs = r.select(r.credential, fn.COUNT(r.id)).group_by(r.credential)
         rows = list(query.tuples())
         if not rows:
             return []
@@ -597,21 +597,21 @@ class PeeweeTransaction(VniRows):
         return counts
 
     def _drop_where(self, condition) -> set[int]:
-        r = ReferenceRow
+        r = self.models.reference
         touched = {cid for (cid,) in r.select(r.credential).where(condition).distinct().tuples()}
         if touched:
             r.delete().where(condition).execute()
         return touched
 
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:
-        r = ReferenceRow
+        r = self.models.reference
         touched: set[int] = set()
         for chunk in _chunks(sorted(set(jobs))):
             touched |= self._drop_where((r.kind == HolderKind.JOB.value) & r.job.in_(chunk))
         return touched
 
     def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
-        r = ReferenceRow
+        r = self.models.reference
         touched: set[int] = set()
         for chunk in _chunks(sorted(set(jobs))):
             touched |= self._drop_where(
@@ -620,11 +620,11 @@ class PeeweeTransaction(VniRows):
         return touched
 
     def drop_node_references(self, node: str) -> set[int]:
-        r = ReferenceRow
+        r = self.models.reference
         return self._drop_where((r.node == node) & (r.kind != HolderKind.PIN.value))
 
     def drop_process_references(self, node: str, processes: Iterable[tuple[int, int]]) -> set[int]:
-        r = ReferenceRow
+        r = self.models.reference
         touched: set[int] = set()
         for pid, start in processes:
             touched |= self._drop_where(
@@ -636,7 +636,7 @@ class PeeweeTransaction(VniRows):
         return touched
 
     def process_holders(self, node: str) -> set[tuple[int, int]]:
-        r = ReferenceRow
+        r = self.models.reference
         rows = (
             r.select(r.pid, r.start)
             .where((r.kind == HolderKind.PROCESS.value) & (r.node == node))
@@ -646,7 +646,7 @@ class PeeweeTransaction(VniRows):
         return set(rows)
 
     def holders(self, ids: Iterable[int]) -> dict[int, list[Holder]]:
-        r = ReferenceRow
+        r = self.models.reference
         ids = list(ids)
         found: dict[int, list[Holder]] = {i: [] for i in ids}
         for chunk in _chunks(ids):
@@ -663,7 +663,7 @@ class PeeweeTransaction(VniRows):
 
     def outstanding_jobs(self) -> set[int]:
 
-        r = ReferenceRow
+        r = self.models.reference
         jobs = r.select(r.job).where(r.kind == HolderKind.JOB.value).distinct().tuples()
         return {j for (j,) in jobs}
 
@@ -673,16 +673,14 @@ class PeeweeTransaction(VniRows):
         return [Limit(LimitScope(s), t, v) for s, t, v in self._sql.rows("limits")]
 
     def set_limit(self, limit: Limit) -> None:
-        LimitRow.insert(scope=limit.scope.value, target=limit.id, value=limit.value).on_conflict(
-            conflict_target=[LimitRow.scope, LimitRow.target], update={LimitRow.value: limit.value}
+        lim = self.models.limit
+        lim.insert(scope=limit.scope.value, target=limit.id, value=limit.value).on_conflict(
+            conflict_target=[lim.scope, lim.target], update={lim.value: limit.value}
         ).execute()
 
     def clear_limit(self, scope: LimitScope, id: int) -> bool:
-        return bool(
-            LimitRow.delete()
-            .where((LimitRow.scope == scope.value) & (LimitRow.target == id))
-            .execute()
-        )
+        lim = self.models.limit
+        return bool(lim.delete().where((lim.scope == scope.value) & (lim.target == id)).execute())
 
     # -- pool slots ----------------------------------------------------------------------
 
@@ -700,15 +698,16 @@ class PeeweeTransaction(VniRows):
         self._sql.execute("return_slot", (pool, slot))
 
     def slots_in_use(self, pool: str) -> int:
-        high = CounterRow.select(CounterRow.value).where(CounterRow.name == f"pool:{pool}").scalar()
-        free = FreeSlotRow.select().where(FreeSlotRow.pool == pool).count()
+        counter, free_slot = self.models.counter, self.models.free_slot
+        high = counter.select(counter.value).where(counter.name == f"pool:{pool}").scalar()
+        free = free_slot.select().where(free_slot.pool == pool).count()
         return (high or 0) - free
 
     # -- external cleanups ----------------------------------------------------------------
 
     def add_pending_cleanup(self, credential: int, resources: Resources, now: float) -> int:
         r = resources
-        return PendingCleanupRow.insert(
+        return self.models.pending_cleanup.insert(
             credential=credential,
             provider=r.provider,
             cookie1=r.cookie1,
@@ -722,7 +721,7 @@ class PeeweeTransaction(VniRows):
     def pending_cleanups(
         self, credentials: Iterable[int] | None = None, due: float | None = None
     ) -> list[PendingCleanup]:
-        p = PendingCleanupRow
+        p = self.models.pending_cleanup
         query = p.select().order_by(p.id)
         if credentials is not None:
             ids = sorted(set(credentials))
@@ -747,10 +746,11 @@ class PeeweeTransaction(VniRows):
         ]
 
     def cleanup_done(self, cleanup: int) -> None:
-        PendingCleanupRow.delete().where(PendingCleanupRow.id == cleanup).execute()
+        p = self.models.pending_cleanup
+        p.delete().where(p.id == cleanup).execute()
 
     def cleanup_failed(self, cleanup: int, error: str, next_try: float) -> None:
-        p = PendingCleanupRow
+        p = self.models.pending_cleanup
         p.update(attempts=p.attempts + 1, last_error=error[:512], next_try=next_try).where(
             p.id == cleanup
         ).execute()
@@ -758,10 +758,11 @@ class PeeweeTransaction(VniRows):
     # -- nodes ---------------------------------------------------------------------------
 
     def node_count(self) -> int:
-        return NodeRow.select().count()
+        return self.models.node.select().count()
 
     def node_boot_id(self, node: str) -> str | None:
-        return NodeRow.select(NodeRow.boot_id).where(NodeRow.name == node).scalar()
+        n = self.models.node
+        return n.select(n.boot_id).where(n.name == node).scalar()
 
     def set_node_server(self, node: str, server: str, now: float) -> bool:
         """Record that ``node`` follows DRCS ``server``; True when that changed."""
@@ -787,8 +788,9 @@ class PeeweeTransaction(VniRows):
         return [(n, s, float(t)) for n, s, t in rows]
 
     def set_node_boot_id(self, node: str, boot_id: str, now: float) -> None:
-        NodeRow.insert(name=node, boot_id=boot_id, seen=now).on_conflict(
-            conflict_target=[NodeRow.name], update={NodeRow.boot_id: boot_id, NodeRow.seen: now}
+        n = self.models.node
+        n.insert(name=node, boot_id=boot_id, seen=now).on_conflict(
+            conflict_target=[n.name], update={n.boot_id: boot_id, n.seen: now}
         ).execute()
 
 
@@ -800,10 +802,11 @@ def consistency_problems(store: PeeweeStore, pools: Iterable[str] = ("pool",)) -
         for c in creds:
             if c.refs == 0:
                 problems.append(f"credential {c.id} is alive with no reference")
+        r, c = store.models.reference, store.models.credential
         orphans = (
-            ReferenceRow.select(ReferenceRow.credential)
-            .join(CredentialRow, JOIN.LEFT_OUTER, on=ReferenceRow.credential == CredentialRow.id)
-            .where(CredentialRow.id.is_null())
+            r.select(r.credential)
+            .join(c, JOIN.LEFT_OUTER, on=r.credential == c.id)
+            .where(c.id.is_null())
             .count()
         )
         if orphans:
@@ -818,8 +821,8 @@ def consistency_problems(store: PeeweeStore, pools: Iterable[str] = ("pool",)) -
                 problems.append(f"pool {pool}: a cookie is held by two live credentials")
             free = {
                 s
-                for (s,) in FreeSlotRow.select(FreeSlotRow.slot)
-                .where(FreeSlotRow.pool == pool)
+                for (s,) in store.models.free_slot.select(store.models.free_slot.slot)
+                .where(store.models.free_slot.pool == pool)
                 .tuples()
             }
             if free & set(slots):

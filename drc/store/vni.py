@@ -10,14 +10,17 @@ from collections.abc import Iterable
 
 from peewee import fn
 
-from drc.store.models import ReferenceRow, VniNodeRow, VniRow
+from drc.store.models import Models
 
 LIVE, CLEANUP, FREE = "live", "cleanup", "free"
 
 
 class VniRows:
+    models: Models  # the store's own model classes (set by the transaction)
+
     def vni_claim(self, vni_min: int, vni_max: int, credential: int, now: float) -> int | None:
         """A never-used VNI of the range (ascending), else the one free longest; None if full."""
+        VniRow = self.models.vni
         in_range = (VniRow.vni >= vni_min) & (VniRow.vni <= vni_max)
         known = VniRow.select().where(in_range).count()
         vni = None
@@ -45,37 +48,46 @@ class VniRows:
 
     def vni_release(self, vni: int, credential: int, now: float) -> None:
         """The credential was freed: its VNI waits for node cleanups and the quarantine."""
+        VniRow = self.models.vni
         VniRow.update(state=CLEANUP, changed=now).where(
             (VniRow.vni == vni) & (VniRow.credential == credential) & (VniRow.state == LIVE)
         ).execute()
 
     def vni_finish(self, vni: int, credential: int, now: float) -> None:
         """Cleanup done: the VNI may be handed out again (idempotent)."""
+        VniRow = self.models.vni
         VniRow.update(state=FREE, changed=now).where(
             (VniRow.vni == vni) & (VniRow.credential == credential) & (VniRow.state == CLEANUP)
         ).execute()
 
     def vni_row(self, vni: int) -> tuple[int, str, float] | None:
         """(credential, state, changed) of a VNI."""
+        VniRow = self.models.vni
         row = VniRow.get_or_none(VniRow.vni == vni)
         return None if row is None else (row.credential, row.state, row.changed)
 
     def vni_counts(self, vni_min: int, vni_max: int) -> dict[str, int]:
+        VniRow = self.models.vni
         in_range = (VniRow.vni >= vni_min) & (VniRow.vni <= vni_max)
         query = VniRow.select(VniRow.state, fn.COUNT(VniRow.vni)).where(in_range)
         return dict(query.group_by(VniRow.state).tuples())
 
     def vni_owe(self, credential: int, vni: int, node: str) -> None:
         """``node`` may build CXI services for this credential's VNI: it must confirm later."""
+        VniNodeRow = self.models.vni_node
         VniNodeRow.insert(credential=credential, node=node, vni=vni).on_conflict_ignore().execute()
 
     def vni_owing_nodes(self, credential: int) -> list[str]:
+        VniNodeRow = self.models.vni_node
         query = VniNodeRow.select(VniNodeRow.node).where(VniNodeRow.credential == credential)
         return sorted(n for (n,) in query.tuples())
 
     def vni_node_state(self, node: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(live, owed) (credential, VNI) pairs of ``node``: live ones have references there;
         owed ones are freed credentials (or ones without references there) it must confirm."""
+        VniNodeRow = self.models.vni_node
+        VniRow = self.models.vni
+        ReferenceRow = self.models.reference
         referenced = {
             c
             for (c,) in ReferenceRow.select(ReferenceRow.credential)
@@ -100,6 +112,8 @@ class VniRows:
 
         The quarantine of their VNIs restarts now: packets still in flight drain after the
         last service is gone, not after the release."""
+        VniNodeRow = self.models.vni_node
+        VniRow = self.models.vni
         ids = sorted(set(credentials))
         if not ids:
             return []

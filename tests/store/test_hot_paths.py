@@ -28,7 +28,6 @@ from drc.core.model import (
 )
 from drc.core.ports import Transaction
 from drc.core.service import CredentialService
-from drc.store.models import CounterRow
 from drc.store.sql import PeeweeStore
 
 from helpers import ALICE, BOB, ROOT, direct, in_job
@@ -110,15 +109,16 @@ def test_release_of_the_last_reference_runs_ten_statements(service: CredentialSe
 
 
 def test_ids_skip_live_credentials_after_the_counter_wraps(service: CredentialService):
+    counter = service.store.models.counter
     first, second = (service.acquire(direct(ALICE), 0).id for _ in range(2))
     assert (first, second) == (1, 2)
     with service.store.transaction():
-        CounterRow.update(value=UINT32_MAX - 1).where(CounterRow.name == "credential").execute()
+        counter.update(value=UINT32_MAX - 1).where(counter.name == "credential").execute()
     assert service.acquire(direct(ALICE), 0).id == UINT32_MAX
     assert service.acquire(direct(ALICE), 0).id == 3  # 1 and 2 are still alive
     service.release(direct(ALICE), first)
     with service.store.transaction():
-        CounterRow.update(value=UINT32_MAX).where(CounterRow.name == "credential").execute()
+        counter.update(value=UINT32_MAX).where(counter.name == "credential").execute()
     assert service.acquire(direct(ALICE), 0).id == 1  # freed, so reused after the wrap
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peewee import PostgresqlDatabase
+from peewee import OperationalError, PostgresqlDatabase
 from test_store import race_acquire_under_limit
 
-from drc.store.sql import PeeweeStore
+from drc.store.sql import HOT_SQL, PeeweeStore, open_database
 
 from helpers import LATEST_MIGRATION
 
@@ -56,3 +56,23 @@ def test_the_store_runs_on_postgresql(store: PeeweeStore):
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):
     race_acquire_under_limit(postgresql_url, backend="postgresql")
+
+
+def test_a_write_transaction_holds_the_lock_every_writer_takes_first(
+    store: PeeweeStore, postgresql_url: str
+):
+    """Why reading a credential needs no ``SELECT ... FOR UPDATE`` of its own: from its first
+    statement a write transaction holds the credential counter row, which every write
+    transaction of every DRCS locks before reading anything, so what it read stays true
+    until it commits."""
+    other = open_database(postgresql_url)
+    try_lock = HOT_SQL["lock"] + " NOWAIT"
+    try:
+        with store.transaction() as tx:
+            assert tx.get_credential(1) is None
+            with pytest.raises(OperationalError, match="lock"):
+                other.execute_sql(try_lock)
+        other.rollback()
+        assert other.execute_sql(try_lock).fetchall() == [(0,)]  # free again after commit
+    finally:
+        other.close()

@@ -44,9 +44,7 @@ def test_expiring_one_job_over_1000_nodes_takes_a_handful_of_statements(service)
     owner = in_job(ALICE, 10, node="node0")
     creds = [service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id for _ in range(8)]
     with service.store.transaction():  # 8,000 references, written set-based
-        from drc.store.models import ReferenceRow
-
-        ReferenceRow.insert_many(
+        service.store.models.reference.insert_many(
             [
                 {"credential": c, "kind": "job", "node": f"node{n}", "job": 10, "owner": True}
                 for c in creds

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.embedded.runtime import Runtime
 from drc.server.proxy import ServerProxy
 
@@ -144,7 +144,7 @@ class Cluster:
         return self.python(user, "from drc import client\n" + code, **kw)
 
     def counters(self) -> dict[str, int]:
-        from drc.embedded.main import node_counters
+        from drc.embedded.cluster import node_counters
 
         return node_counters(self.address)
 

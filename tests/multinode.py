@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
@@ -86,13 +86,13 @@ class MultiNode:
         return self.emb.config if k == 1 else Path(self.emb.extra_servers[k - 2].config)
 
     def kill_server(self, k: int, sig: int = signal.SIGKILL) -> None:
-        pid = embedded.server_pid(self.emb, k)
+        pid = self.emb.server_pid(k)
         os.kill(pid, sig)
         if sig == signal.SIGKILL:
             embedded.terminate(pid)  # reaps it
 
     def restart_server(self, k: int) -> None:
-        embedded.start_server(self.emb, k)
+        self.emb.start_server(k)
 
     def link(self, k: int, timeout: float = 5.0) -> SyncLinkClient:
         """A node daemon's link to DRCS ``k`` (root, TCP + MUNGE), for protocol-level tests."""

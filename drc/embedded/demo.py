@@ -17,7 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.embedded.runtime import install_runtime
 
 STATE = Path("/tmp/drc-demo")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from alps.alps_harness import EPILOG, REPO, Alps, restart_daemons
 
-from drc.embedded import main as embedded
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -112,7 +111,7 @@ def test_reservation_ending_while_drcs_is_down_is_expired_by_reconcile(
     alps.standin.end(RESID)
     r = epilog(cluster, str(RESID))  # DRCC is up but cannot reach DRCS: logged, exit 0
     assert r.returncode == 0 and "could not tell DRC" in r.stderr
-    embedded.start_server(cluster.emb)
+    cluster.emb.start_server()
     assert [c["credential"] for c in cluster.server().list()] == [cred]  # nobody told DRCS
 
     # drc-jedi reconcile with [jedi] wlm = "alps": apstat -r no longer lists the reservation.

@@ -16,7 +16,6 @@ from clib.support import VALGRIND, CLib, spawn_as
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code
-from drc.embedded.main import start_node
 from drc.embedded.processes import alive
 from drc.refusals import BURST, RATE
 
@@ -270,7 +269,7 @@ def test_drcc_down_then_back_without_restarting_the_client(node, users, clib, cl
             assert rcs == [-Code.ECONNREFUSED] * 8
             assert slowest < limit_us
 
-            start_node(node.emb)
+            node.emb.start_node()
             assert repl.ask(f"access {cred}")[0] == 0
 
             _kill(node.emb.drcc_pid, signal.SIGSTOP)  # DRCC hangs: the timeout answers

@@ -8,8 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from drc.embedded.main import start_node
-
 from cluster import STAFF_GROUP, Cluster
 
 GRANT_BOB = (
@@ -237,7 +235,7 @@ def test_drcc_killed_and_restarted_rechecks_its_process_holders(cluster: Cluster
         os.kill(cluster.drcc_pid, signal.SIGKILL)
         leaver.communicate("", timeout=30)  # exits while DRCC is down: nobody notices yet
         assert refs(cluster, left) == 1
-        start_node(cluster.emb)
+        cluster.emb.start_node()
         assert wait_for(lambda: refs(cluster, left) is None)
         assert refs(cluster, kept) == 1  # alive: kept, and watched again
     finally:
@@ -252,12 +250,12 @@ def test_node_reboot_drops_the_nodes_references(cluster: Cluster, users):
     conf = cluster.emb.config
     conf.write_text(conf.read_text().replace("/proc/sys/kernel/random/boot_id", str(boot)))
     os.kill(cluster.drcc_pid, signal.SIGTERM)
-    start_node(cluster.emb)
+    cluster.emb.start_node()
     cred = acquire_in_job(cluster, 101, "alice")
     pinned = int(cluster.drccli("alice", "acquire", check=True).stdout)
     os.kill(cluster.drcc_pid, signal.SIGKILL)
     boot.write_text("boot-two\n")  # the node "rebooted"
-    start_node(cluster.emb)
+    cluster.emb.start_node()
     assert refs(cluster, cred) is None
     assert refs(cluster, pinned) == 1  # pins live on no node
 

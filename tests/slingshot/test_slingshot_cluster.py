@@ -25,7 +25,6 @@ from slingshot.sling_harness import (
     restart_node,
 )
 
-from drc.embedded import main as embedded
 from drc.embedded.processes import terminate
 from drc.node.cxi import LibCxi, service_desc
 
@@ -216,7 +215,7 @@ def test_drcc_restart_with_dead_holders_and_a_node_reboot_clean_up(
         terminate(cluster.emb.drcc_pid)
         os.killpg(holder.pid, signal.SIGKILL)  # runuser and the holder below it
         holder.wait(timeout=10)
-        embedded.start_node(cluster.emb)
+        cluster.emb.start_node()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(holder.pid, signal.SIGKILL)
@@ -233,7 +232,7 @@ def node_reboot_drops_references_and_confirms_the_vni(cluster: Cluster, nics: St
     terminate(cluster.emb.drcc_pid)
     nics.reset()  # a reboot leaves fresh NICs
     (cluster.state_dir / "boot_id").write_text("boot-2\n")
-    embedded.start_node(cluster.emb)
+    cluster.emb.start_node()
     assert wait_for(lambda: cred not in {c["credential"] for c in cluster.server().list()})
     assert wait_for(lambda: pending(cluster) == [])
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.embedded.processes import alive, terminate
 from drc.embedded.runtime import Runtime
 from drc.server.proxy import ServerProxy
@@ -260,7 +260,7 @@ class SlurmNode:
 
     def start_drcs(self) -> None:
         assert self.emb is not None
-        embedded.start_server(self.emb)
+        self.emb.start_server()
 
     def allow_persistent(self, *users: str) -> None:
         """Let ``users`` acquire PERSISTENT credentials (restarts DRCS with the new config)."""

@@ -53,13 +53,19 @@ class Rule:
 #: logs it and exits EXIT_FAILURE (see :func:`daemon_status`).
 RULES: tuple[Rule, ...] = (
     Rule(KeyboardInterrupt, EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
-    Rule(UsageError, EXIT_USAGE, "usage error: bad option, unknown user or group, missing value"),
-    Rule(ConfigError, EXIT_USAGE, "config error: one line names the file and the key"),
+    Rule(UsageError, EXIT_USAGE, "usage error: a bad option or value (an unknown user ...)"),
+    Rule(
+        ConfigError,
+        EXIT_USAGE,
+        "config error: one line names the file and the key",
+        commands=frozenset({"drc-jedi"}),
+    ),
     Rule(
         DrcError,
         EXIT_UNAVAILABLE,
-        "DRCS did not answer (DRC_ECONNREFUSED): start it with 'systemctl start drcs.service' "
-        "on the service node, or check the bus address",
+        "a DRC daemon did not answer (DRC_ECONNREFUSED): the message names it (drcs or drcc) "
+        "and the unit to start, e.g. 'systemctl start drcs.service' on the service node; or "
+        "check the bus address",
         _unreachable,
     ),
     Rule(

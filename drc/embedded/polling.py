@@ -21,7 +21,7 @@ class WaitTimeout(RuntimeError):
 
 def wait_for(
     check: Callable[[], T],
-    timeout: float = 10.0,
+    timeout: float = 20.0,
     *,
     what: str = "",
     interval: float = 0.05,
@@ -43,11 +43,12 @@ def wait_for(
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on at ``host`` (a loopback address), as the kernel picks it.
+    """A TCP port nobody listens on at ``host`` (an IPv4 loopback address), as the kernel
+    picks it.
 
     The port is free when this returns; a daemon that binds it a moment later almost always
     gets it, which is all tests and drc-embedded need.
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from alps.alps_harness import EPILOG, REPO, Alps, restart_daemons
 
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -61,15 +61,6 @@ def epilog(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
         ["/usr/bin/python3", str(EPILOG), *args],
         extra_env={"PYTHONPATH": str(cluster.runtime.lib)},
     )
-
-
-def wait_for(check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def test_reservation_end_drops_references_and_removes_the_pdomain(cluster: Cluster, alps: Alps):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
+
+from drc.embedded.polling import wait_for
 
 from cluster import STAFF_GROUP, Cluster
 
@@ -51,15 +52,6 @@ def refs(cluster: Cluster, cred: int) -> int | None:
         if c["credential"] == cred:
             return c["refs"]
     return None
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_cross_user_grant_through_drcc_and_carol_refused(cluster: Cluster, users):

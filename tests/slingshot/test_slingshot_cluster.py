@@ -25,6 +25,7 @@ from slingshot.sling_harness import (
     restart_node,
 )
 
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import terminate
 from drc.node.cxi import LibCxi, service_desc
 
@@ -43,15 +44,6 @@ try:
 except client.DrcError as e:
     print(json.dumps({{"error": e.name}}))
 """
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def acquire(cluster: Cluster, job: int, user: str = "alice", code: str = SHARE_WITH_BOB) -> int:

@@ -76,14 +76,14 @@ class MultiNode:
         return embedded.node_counters(self.emb.node_bus(node))
 
     def server_bus(self, k: int) -> str:
-        return self.emb.bus.address if k == 1 else self.emb.extra_servers[k - 2].bus.address
+        return self.emb.server_bus(k)
 
     def server(self, k: int = 1) -> ServerProxy:
         """drccli's view of DRCS ``k`` (root, on its own bus)."""
         return ServerProxy(self.server_bus(k))
 
     def config(self, k: int = 1) -> Path:
-        return self.emb.config if k == 1 else Path(self.emb.extra_servers[k - 2].config)
+        return self.emb.server_config(k)
 
     def kill_server(self, k: int, sig: int = signal.SIGKILL) -> None:
         pid = self.emb.server_pid(k)

@@ -53,7 +53,7 @@ class Rule:
 #: logs it and exits EXIT_FAILURE (see :func:`daemon_status`).
 RULES: tuple[Rule, ...] = (
     Rule(KeyboardInterrupt, EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
-    Rule(UsageError, EXIT_USAGE, "usage error: a bad option or value (an unknown user ...)"),
+    Rule(UsageError, EXIT_USAGE, "usage error: bad option, unknown user or group, missing value"),
     Rule(
         ConfigError,
         EXIT_USAGE,

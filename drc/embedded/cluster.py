@@ -106,6 +106,20 @@ class Embedded:
             raise RuntimeError(f"there is no node {node}: this instance has {self.node_count}")
         return self.extra_nodes[node - 2].bus.address
 
+    def server_bus(self, index: int) -> str:
+        """The bus address of DRCS ``index`` (1-based): where drccli reaches that server."""
+        return self.bus.address if index == 1 else self._server(index).bus.address
+
+    def server_config(self, index: int) -> Path:
+        """The drc.conf DRCS ``index`` (1-based) runs with."""
+        return self.config if index == 1 else Path(self._server(index).config)
+
+    def _server(self, index: int) -> Host:
+        if not 2 <= index <= 1 + len(self.extra_servers):
+            count = 1 + len(self.extra_servers)
+            raise RuntimeError(f"there is no server {index}: this instance has {count}")
+        return self.extra_servers[index - 2]
+
     def node_names(self) -> list[str]:
         return [self.node_name or socket.gethostname(), *(h.name for h in self.extra_nodes)]
 
@@ -113,8 +127,7 @@ class Embedded:
         """(Re)start DRCS ``index`` (1-based) in the background; wait until it owns its bus name."""
         if index == 1:
             return _daemon(self, "drcs", "drc.server.main", "org.drc.Server")
-        host = self.extra_servers[index - 2]
-        return _host_daemon(self, host, "drc.server.main", "org.drc.Server")
+        return _host_daemon(self, self._server(index), "drc.server.main", "org.drc.Server")
 
     def start_node(self, index: int = 1) -> int:
         """(Re)start the DRCC of node ``index`` (1-based); wait until it owns its bus name."""
@@ -123,7 +136,7 @@ class Embedded:
         return _host_daemon(self, self.extra_nodes[index - 2], "drc.node.main", "org.drc.Node")
 
     def server_pid(self, index: int) -> int:
-        return self.drcs_pid if index == 1 else self.extra_servers[index - 2].pid
+        return self.drcs_pid if index == 1 else self._server(index).pid
 
     def node_pid(self, index: int) -> int:
         return self.drcc_pid if index == 1 else self.extra_nodes[index - 2].pid

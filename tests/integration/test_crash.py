@@ -3,6 +3,7 @@ consistent store, losing no acknowledged reference and leaking no cookie."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import time
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
+from drc.embedded.polling import WaitTimeout, wait_for
 from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, consistency_problems, open_database
 
@@ -143,9 +145,8 @@ def test_sigkill_of_drcc_mid_stream_loses_no_acknowledged_reference(cluster: Clu
             os.kill(w.proc.pid, signal.SIGCONT)
     finally:
         stop_workers(workers)
-    deadline = time.monotonic() + 30  # DRCC sees the processes exit and drops their refs
-    while live_refs(cluster) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    with contextlib.suppress(WaitTimeout):  # DRCC sees the processes exit, drops their refs
+        wait_for(lambda: not live_refs(cluster), 30, interval=0.2)
     leaked = live_refs(cluster)
     free, capacity = pool_free(cluster)
     record(

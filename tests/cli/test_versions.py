@@ -25,3 +25,12 @@ def test_installed_script_answers_version(script: str) -> None:
     assert path.exists(), f"{script} is not installed next to {sys.executable}: make deps"
     r = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (0, f"{script} (drc) {drc.__version__}\n", "")
+
+
+def test_the_alps_epilog_hook_answers_version() -> None:
+    """Not a console script (ALPS runs it from libexec), but a command an admin runs too."""
+    hook = REPO / "plugins" / "alps" / "drc-alps-epilog"
+    r = subprocess.run(
+        [sys.executable, str(hook), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (r.returncode, r.stdout) == (0, f"drc-alps-epilog (drc) {drc.__version__}\n")

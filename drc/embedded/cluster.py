@@ -56,6 +56,12 @@ class Host:
 
 @dataclass
 class Embedded:
+    """A running embedded cluster: state directory, buses, munged, addresses and daemon pids.
+
+    Saved to ``embedded.json`` in the state directory at every change, so that another process
+    (``drc-embedded stop``, a test's clean-up) finds and stops exactly these pids.
+    """
+
     state_dir: str
     bus: PrivateBus
     munged: PrivateMunged | None = None
@@ -100,11 +106,7 @@ class Embedded:
 
     def node_bus(self, node: int) -> str:
         """The bus address of node ``node`` (1-based): where its tasks find DRCC."""
-        if node == 1:
-            return self.bus.address
-        if not 2 <= node <= self.node_count:
-            raise RuntimeError(f"there is no node {node}: this instance has {self.node_count}")
-        return self.extra_nodes[node - 2].bus.address
+        return self.bus.address if node == 1 else self._node(node).bus.address
 
     def server_bus(self, index: int) -> str:
         """The bus address of DRCS ``index`` (1-based): where drccli reaches that server."""
@@ -113,6 +115,11 @@ class Embedded:
     def server_config(self, index: int) -> Path:
         """The drc.conf DRCS ``index`` (1-based) runs with."""
         return self.config if index == 1 else Path(self._server(index).config)
+
+    def _node(self, index: int) -> Host:
+        if not 2 <= index <= self.node_count:
+            raise RuntimeError(f"there is no node {index}: this instance has {self.node_count}")
+        return self.extra_nodes[index - 2]
 
     def _server(self, index: int) -> Host:
         if not 2 <= index <= 1 + len(self.extra_servers):
@@ -133,13 +140,13 @@ class Embedded:
         """(Re)start the DRCC of node ``index`` (1-based); wait until it owns its bus name."""
         if index == 1:
             return _daemon(self, "drcc", "drc.node.main", "org.drc.Node")
-        return _host_daemon(self, self.extra_nodes[index - 2], "drc.node.main", "org.drc.Node")
+        return _host_daemon(self, self._node(index), "drc.node.main", "org.drc.Node")
 
     def server_pid(self, index: int) -> int:
         return self.drcs_pid if index == 1 else self._server(index).pid
 
     def node_pid(self, index: int) -> int:
-        return self.drcc_pid if index == 1 else self.extra_nodes[index - 2].pid
+        return self.drcc_pid if index == 1 else self._node(index).pid
 
     def stop(self) -> bool:
         """Stop everything this instance started (see :func:`stop`)."""

@@ -41,6 +41,8 @@ def test_a_node_or_server_that_does_not_exist_is_named(emb: Embedded) -> None:
         emb.server_bus(3)
     with pytest.raises(RuntimeError, match="there is no server 0"):
         emb.server_pid(0)
+    with pytest.raises(RuntimeError, match="there is no node 3"):
+        emb.node_pid(3)
 
 
 def test_the_state_file_brings_every_host_back(emb: Embedded) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,20 @@ def test_free_port_is_bindable_on_that_loopback_address(host: str) -> None:
     with socket.socket() as s:
         s.bind((host, port))
         s.listen()
+
+
+def test_the_suite_and_drc_have_one_wait_for_and_one_free_port() -> None:
+    """A second copy would drift (unbounded, silent on timeout, another address): use these."""
+    repo = Path(__file__).resolve().parents[2]
+    own = repo / "drc" / "embedded" / "polling.py"
+    copies = re.compile(
+        r"^\s*def _?(wait_for|wait_until|free_port)\(|\.bind\(\(\s*['\"][\d.]+['\"],\s*0\s*\)\)",
+        re.M,
+    )
+    found = [
+        str(path.relative_to(repo))
+        for top in ("drc", "tests", "bench")
+        for path in (repo / top).rglob("*.py")
+        if path != own and ".venv" not in path.parts and copies.search(path.read_text())
+    ]
+    assert found == []

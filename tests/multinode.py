@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from drc.embedded import cluster as embedded
+from drc.embedded.main import command_line, python_task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, open_database
-
-from cluster import task_argv
 
 
 @dataclass
@@ -37,7 +36,7 @@ class MultiNode:
     database: str
 
     def embedded(self, *args: str) -> list[str]:
-        return [str(self.runtime.bin / "drc-embedded"), "--state-dir", str(self.state_dir), *args]
+        return command_line(self.runtime.bin / "drc-embedded", self.state_dir, *args)
 
     def env(self) -> dict[str, str]:
         return {**self.runtime.env(), "DBUS_SYSTEM_BUS_ADDRESS": self.emb.bus.address}
@@ -48,7 +47,8 @@ class MultiNode:
 
     def task_argv(self, node: int, job: int, user: str, code: str) -> list[str]:
         """Python ``code`` (``client`` imported) as ``user`` in a task of ``job`` on ``node``."""
-        return task_argv(self.embedded, job, user, code, node=node)
+        program = self.runtime.bin / "drc-embedded"
+        return python_task(program, self.state_dir, job, user, code, node=node)
 
     def task(self, node: int, job: int, user: str, code: str, **kw: Any) -> str:
         """Run the task; its stdout (it must succeed)."""

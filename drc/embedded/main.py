@@ -110,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_line(program: str | Path, state_dir: str | Path, *args: str) -> list[str]:
+    """``program --state-dir DIR ARGS...``: how ``make demo`` and the tests drive one instance
+    (``program`` is the drc-embedded to run, e.g. a world-readable runtime copy's)."""
+    return [str(program), "--state-dir", str(state_dir), *args]
+
+
+def python_task(
+    program: str | Path, state_dir: str | Path, job: int, user: str, code: str, node: int = 1
+) -> list[str]:
+    """``drc-embedded run``: Python ``code`` (``client`` imported) as ``user`` in a task of
+    ``job`` on ``node``, with the system interpreter (the one other users can run)."""
+    task = ["/usr/bin/python3", "-c", "from drc import client\n" + code]
+    where = ["--node", str(node), "--job", str(job), "--user", user]
+    return command_line(program, state_dir, "run", *where, "--", *task)
+
+
 def _running(state_dir: Path) -> Embedded:
     emb = Embedded.load(state_dir.resolve())
     if emb is None:

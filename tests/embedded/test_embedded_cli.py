@@ -70,3 +70,19 @@ def test_start_status_stop_with_the_option_after_the_verb() -> None:
     assert emb is not None and not any(alive(pid) for _, pid in emb.daemons())
     gone = run("status", "--state-dir", str(state))
     assert gone.returncode == 1 and "not running" in gone.stderr
+
+
+def test_the_command_lines_the_demo_and_tests_build_parse_as_meant() -> None:
+    argv = cli.python_task("/opt/x/drc-embedded", "/tmp/s", 7, "alice", "print(1)", node=3)
+    assert argv[0] == "/opt/x/drc-embedded"
+    args = cli.build_parser().parse_args(argv[1:])
+    assert (args.command, args.state_dir, args.job, args.user, args.node) == (
+        "run",
+        Path("/tmp/s"),
+        7,
+        "alice",
+        3,
+    )
+    assert args.argv == ["--", "/usr/bin/python3", "-c", "from drc import client\nprint(1)"]
+    ended = cli.build_parser().parse_args(cli.command_line("x", "/tmp/s", "end-job", "9")[1:])
+    assert (ended.command, ended.job, ended.state_dir) == ("end-job", 9, Path("/tmp/s"))

@@ -30,7 +30,7 @@ from pathlib import Path
 from common import summary
 
 from drc import client
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.embedded.postgres import fresh_database, private_postgresql
 from drc.link import LinkClient, Munge
 from drc.server.link import split_host_port
@@ -81,11 +81,11 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
         for _ in range(KILLS):
             time.sleep(1.0)
             kills.append(time.monotonic())
-            pid = embedded.server_pid(emb, followed)
+            pid = emb.server_pid(followed)
             os.kill(pid, signal.SIGKILL)
             embedded.terminate(pid)
             time.sleep(1.0)
-            embedded.start_server(emb, followed)  # back, but the node now follows the other
+            emb.start_server(followed)  # back, but the node now follows the other
             followed = 3 - followed
         time.sleep(1.0)
     finally:

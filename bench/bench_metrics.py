@@ -24,7 +24,7 @@ from common import interleaved, summary, timed
 from prometheus_client import CollectorRegistry
 
 from drc.bus import SyncBusClient
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 from drc.metrics.common import CallMetrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
 from drc.server.proxy import ServerProxy

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from drc import config as drc_config
 from drc.cli.common import add_version
+from drc.cli.exits import EXIT_OK, daemon_status, message
 from drc.logsetup import setup_logging
 
 
@@ -53,11 +54,9 @@ def run_daemon(
         cfg = drc_config.load(args.config)
         setup_logging(prog, cfg["log"]["level"], syslog=args.syslog)
         asyncio.run(serve(cfg))
-    except drc_config.ConfigError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # start-up failures: say what, once, and exit non-zero
+    except (Exception, KeyboardInterrupt) as e:  # start-up failures: say what, once
         logging.getLogger(f"drc.{prog}").debug("start-up failed", exc_info=True)
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 1
-    return 0
+        if not isinstance(e, KeyboardInterrupt):
+            print(message(prog, e), file=sys.stderr)
+        return daemon_status(e)
+    return EXIT_OK

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
+from drc.embedded.main import command_line, python_task
 from drc.embedded.runtime import Runtime
 from drc.server.proxy import ServerProxy
 
@@ -50,26 +51,6 @@ def ensure_users() -> dict[str, User]:
         subprocess.run(["groupadd", STAFF_GROUP], check=True)
     subprocess.run(["usermod", "-a", "-G", STAFF_GROUP, "bob"], check=True)
     return made
-
-
-def task_argv(
-    embedded: Callable[..., list[str]], job: int, user: str, code: str, node: int = 1
-) -> list[str]:
-    """``drc-embedded run``: Python ``code`` (``client`` imported) as ``user`` in a task of
-    ``job`` on ``node``; ``embedded(*args)`` builds the command line of one instance."""
-    return embedded(
-        "run",
-        "--node",
-        str(node),
-        "--job",
-        str(job),
-        "--user",
-        user,
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        "from drc import client\n" + code,
-    )
 
 
 @dataclass
@@ -127,11 +108,11 @@ class Cluster:
 
     def embedded(self, *args: str) -> list[str]:
         """The ``drc-embedded`` command line for this cluster (root runs it)."""
-        return [str(self.runtime.bin / "drc-embedded"), "--state-dir", str(self.state_dir), *args]
+        return command_line(self.runtime.bin / "drc-embedded", self.state_dir, *args)
 
     def in_job_argv(self, job: int, user: str, code: str) -> list[str]:
         """Python ``code`` (``client`` imported) as ``user`` in a task of ``job``."""
-        return task_argv(self.embedded, job, user, code)
+        return python_task(self.runtime.bin / "drc-embedded", self.state_dir, job, user, code)
 
     def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.run_as(None, self.in_job_argv(job, user, code), **kw)
@@ -144,7 +125,7 @@ class Cluster:
         return self.python(user, "from drc import client\n" + code, **kw)
 
     def counters(self) -> dict[str, int]:
-        from drc.embedded.main import node_counters
+        from drc.embedded.cluster import node_counters
 
         return node_counters(self.address)
 

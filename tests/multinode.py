@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
+from drc.embedded.main import command_line, python_task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, open_database
-
-from cluster import task_argv
 
 
 @dataclass
@@ -37,7 +36,7 @@ class MultiNode:
     database: str
 
     def embedded(self, *args: str) -> list[str]:
-        return [str(self.runtime.bin / "drc-embedded"), "--state-dir", str(self.state_dir), *args]
+        return command_line(self.runtime.bin / "drc-embedded", self.state_dir, *args)
 
     def env(self) -> dict[str, str]:
         return {**self.runtime.env(), "DBUS_SYSTEM_BUS_ADDRESS": self.emb.bus.address}
@@ -48,7 +47,8 @@ class MultiNode:
 
     def task_argv(self, node: int, job: int, user: str, code: str) -> list[str]:
         """Python ``code`` (``client`` imported) as ``user`` in a task of ``job`` on ``node``."""
-        return task_argv(self.embedded, job, user, code, node=node)
+        program = self.runtime.bin / "drc-embedded"
+        return python_task(program, self.state_dir, job, user, code, node=node)
 
     def task(self, node: int, job: int, user: str, code: str, **kw: Any) -> str:
         """Run the task; its stdout (it must succeed)."""
@@ -76,23 +76,23 @@ class MultiNode:
         return embedded.node_counters(self.emb.node_bus(node))
 
     def server_bus(self, k: int) -> str:
-        return self.emb.bus.address if k == 1 else self.emb.extra_servers[k - 2].bus.address
+        return self.emb.server_bus(k)
 
     def server(self, k: int = 1) -> ServerProxy:
         """drccli's view of DRCS ``k`` (root, on its own bus)."""
         return ServerProxy(self.server_bus(k))
 
     def config(self, k: int = 1) -> Path:
-        return self.emb.config if k == 1 else Path(self.emb.extra_servers[k - 2].config)
+        return self.emb.server_config(k)
 
     def kill_server(self, k: int, sig: int = signal.SIGKILL) -> None:
-        pid = embedded.server_pid(self.emb, k)
+        pid = self.emb.server_pid(k)
         os.kill(pid, sig)
         if sig == signal.SIGKILL:
             embedded.terminate(pid)  # reaps it
 
     def restart_server(self, k: int) -> None:
-        embedded.start_server(self.emb, k)
+        self.emb.start_server(k)
 
     def link(self, k: int, timeout: float = 5.0) -> SyncLinkClient:
         """A node daemon's link to DRCS ``k`` (root, TCP + MUNGE), for protocol-level tests."""

@@ -36,6 +36,7 @@ from drc.bus import (
 )
 from drc.core.errors import Code, DrcError
 from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
+from drc.embedded.polling import wait_for
 
 POLICY = Path(drc.__file__).parent / "data" / "org.drc.conf"
 SERVER = ("org.drc.Server", "/org/drc/Server", "org.drc.Server")
@@ -361,10 +362,12 @@ def test_peer_cache_is_dropped_when_the_client_disconnects(served, bus) -> None:
     names = set(exporter.peer_cache)
     assert len(names) >= 1
     c.close()
-    deadline = time.monotonic() + 5
-    while names & set(exporter.peer_cache) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not names & set(exporter.peer_cache)
+    wait_for(
+        lambda: not names & set(exporter.peer_cache),
+        5,
+        what="the peer cache to forget",
+        interval=0.01,
+    )
 
 
 # -- no daemon, no bus ------------------------------------------------------------------------

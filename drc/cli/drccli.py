@@ -13,19 +13,8 @@ import sys
 import time
 
 from drc.bus import default_bus_address
-from drc.cli.common import (
-    EXIT_DRC_ERROR,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    UsageError,
-    add_version,
-    gid_of,
-    run,
-    table,
-    uid_of,
-)
+from drc.cli.common import add_version, gid_of, table, uid_of
+from drc.cli.exits import UsageError, documented, run
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope, State
 from drc.server.proxy import ServerProxy
@@ -43,22 +32,8 @@ LIST_COLUMNS = (
 )
 
 #: drccli's exit statuses, for scripts: the --help epilog and the EXIT STATUS section of
-#: drccli(1) are both written from this table.
-EXIT_STATUS = (
-    (EXIT_OK, "success"),
-    (
-        EXIT_DRC_ERROR,
-        "DRC refused the request; stderr says 'drccli: DRC_NAME: why' (DRC_EPERM, DRC_ENOSPC, "
-        "DRC_CRED_NOT_FOUND ...)",
-    ),
-    (EXIT_USAGE, "usage error: bad option, unknown user or group, missing value"),
-    (
-        EXIT_UNREACHABLE,
-        "DRCS did not answer (DRC_ECONNREFUSED): start it with 'systemctl start drcs.service' "
-        "on the service node, or check the bus address",
-    ),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
-)
+#: drccli(1) are both written from the one table every drc command shares.
+EXIT_STATUS = tuple(documented("drccli"))
 
 
 def _exit_status_roff() -> str:
@@ -397,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.close()
 
-    return run("drccli", body, {Code.ECONNREFUSED: EXIT_UNREACHABLE})
+    return run("drccli", body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from drc.embedded.processes import zombie
+from drc.embedded.polling import WaitTimeout, wait_for
+from drc.embedded.processes import alive, terminate
 
 DBUS_DAEMON = "dbus-daemon"
 
@@ -186,20 +187,22 @@ def _read_address(pipe, proc: subprocess.Popen[bytes], state_dir: Path, timeout:
 
 
 def _wait_connectable(socket_path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def connectable() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dbus-daemon exited with status {proc.returncode}")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             try:
                 sock.connect(str(socket_path))
-                return
-            except OSError as exc:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"dbus-daemon exited with status {proc.returncode}") from exc
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"dbus-daemon socket {socket_path} not connectable after {timeout} s: {exc}"
-                    ) from exc
-        time.sleep(0.01)
+            except OSError:
+                return False
+            return True
+
+    try:
+        wait_for(connectable, timeout, what=f"dbus-daemon socket {socket_path}", interval=0.01)
+    except WaitTimeout:
+        raise RuntimeError(
+            f"dbus-daemon socket {socket_path} not connectable after {timeout} s"
+        ) from None
 
 
 def stop_private_bus(bus: PrivateBus, timeout: float = 5.0) -> None:
@@ -213,40 +216,12 @@ def stop_private_bus(bus: PrivateBus, timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    else:
-        _wait_gone(bus.pid, timeout)
+    else:  # started by another process (drc-embedded start): not ours to reap
+        terminate(bus.pid, timeout)
+        if alive(bus.pid):
+            raise RuntimeError(f"dbus-daemon pid {bus.pid} did not exit after SIGKILL")
     with contextlib.suppress(FileNotFoundError):
         Path(bus.socket_path).unlink()
-
-
-def _wait_gone(pid: int, timeout: float) -> None:
-    """Wait for a daemon that is not our child (started by another process)."""
-    for sig in (signal.SIGKILL, None):
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
-        else:
-            return
-        if sig is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-    raise RuntimeError(f"dbus-daemon pid {pid} did not exit after SIGKILL")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return not zombie(pid)
 
 
 __all__ = ["PrivateBus", "bus_config", "start_private_bus", "stop_private_bus"]

@@ -17,7 +17,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
+from drc.embedded.main import command_line, python_task
 from drc.embedded.runtime import install_runtime
 
 STATE = Path("/tmp/drc-demo")
@@ -63,6 +64,7 @@ def main() -> int:
     emb = embedded.start(STATE, nodes=2)
     env = {**os.environ, **rt.env(), **emb.exports()}
     drccli = str(rt.bin / "drccli")
+    cli = rt.bin / "drc-embedded"  # the world-readable copy: root runs it for the demo users
     print(
         f"  bus {emb.bus.address}\n  DRCS pid {emb.drcs_pid}, DRCC pid {emb.drcc_pid}, "
         f"state in {STATE}"
@@ -70,22 +72,7 @@ def main() -> int:
 
     def job(job_id: int, user: str, code: str, node: int = 1) -> str:
         script = textwrap.dedent(code).strip()
-        argv = [
-            str(rt.bin / "drc-embedded"),
-            "--state-dir",
-            str(STATE),
-            "run",
-            "--node",
-            str(node),
-            "--job",
-            str(job_id),
-            "--user",
-            user,
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "from drc import client\n" + script,
-        ]
+        argv = python_task(cli, STATE, job_id, user, script, node)
         shown = script if "\n  " in script else script.replace("\n", "; ")
         return show(argv, env, label=f"[{user}, job {job_id}, node{node}] {shown}")
 
@@ -144,7 +131,7 @@ def main() -> int:
         say("6. The node cache: bob's second process in job 202 is answered by DRCC alone")
         job(202, "bob", f"print('cookie1', client.access({cred}).cookie1)")
         show(
-            [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "counters"],
+            command_line(cli, STATE, "counters"),
             env,
             label="drc-embedded counters",
         )
@@ -163,7 +150,7 @@ def main() -> int:
         say("8. Releases: bob and carol drop their references, alice's release frees the cookie")
         job(202, "bob", f"client.release({cred})")
         show(
-            [str(rt.bin / "drc-embedded"), "--state-dir", str(STATE), "end-job", "404"],
+            command_line(cli, STATE, "end-job", "404"),
             env,
             label="drc-embedded end-job 404   # what the job epilog does",
         )

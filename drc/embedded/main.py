@@ -1,529 +1,56 @@
-"""``drc-embedded``: the whole of drc on one machine, for a laptop, CI or a demo.
+"""``drc-embedded``: the command line of the embedded cluster (:mod:`drc.embedded.cluster`).
 
-``start`` runs a private dbus-daemon (the system bus policy plus drc's own policy file), a
-private munged, DRCS (SQLite and the cookie pool in a state directory, the DRC link on
-127.0.0.1) and DRCC, and prints ``export`` lines like ssh-agent, so
-``eval "$(drc-embedded start)"`` points drccli, drc.client and libdrc at it. ``stop`` stops
-everything ``start`` started, by pid. Same code paths as a cluster, other configuration.
+``start`` prints ``export`` lines like ssh-agent, so ``eval "$(drc-embedded start)"`` points
+drccli, drc.client and libdrc at the private bus; ``stop`` stops everything by pid. This
+module only parses arguments and prints; the cluster object does the work.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import shlex
-import socket
 import sys
-import time
-import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from drc.cli.common import add_version, run
-from drc.core.errors import DrcError
-from drc.core.tokens import generate_key
-from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
-from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
-from drc.embedded.processes import alive, spawn, terminate
-from drc.identity import user_name
-
-POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "org.drc.conf"
-STATE_FILE = "embedded.json"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def default_state_dir() -> Path:
-    return Path(f"/tmp/drc-embedded-{os.getuid()}")
-
-
-@dataclass
-class Host:
-    """One more DRCS or node of a multi-host embedded cluster: its own bus, config and daemon.
-
-    Node 1 and server 1 are the :class:`Embedded` instance's own bus and daemons; hosts 2..N
-    are these. A node has its own node name and boot id; a server its own link address.
-    """
-
-    name: str
-    bus: PrivateBus
-    config: str
-    pid: int = 0
-    address: str = ""  # a server's [link] listen address
-
-
-@dataclass
-class Embedded:
-    state_dir: str
-    bus: PrivateBus
-    munged: PrivateMunged | None = None
-    drcs_pid: int = 0
-    drcc_pid: int = 0
-    node_name: str = ""  # node 1's name ("" = this host's name)
-    servers: list[str] = field(default_factory=list)  # every DRCS's link address
-    extra_servers: list[Host] = field(default_factory=list)  # DRCS 2..M
-    extra_nodes: list[Host] = field(default_factory=list)  # nodes 2..N
-    database: str = ""
-    # host:port of the daemons' Prometheus metrics ("" unless started with metrics)
-    drcs_metrics: str = ""
-    drcc_metrics: str = ""
-
-    @property
-    def config(self) -> Path:
-        return Path(self.state_dir) / "drc.conf"
-
-    def exports(self) -> dict[str, str]:
-        env = {"DBUS_SYSTEM_BUS_ADDRESS": self.bus.address, "DRC_EMBEDDED_DIR": self.state_dir}
-        lib = REPO / "lib" / "build"
-        if (lib / "cray-drc.pc").exists():  # the in-tree C library, once built
-            env["PKG_CONFIG_PATH"] = _prepend(str(lib), os.environ.get("PKG_CONFIG_PATH"))
-            env["LD_LIBRARY_PATH"] = _prepend(str(lib), os.environ.get("LD_LIBRARY_PATH"))
-        return env
-
-    def daemons(self) -> list[tuple[str, int]]:
-        found = [
-            ("dbus-daemon", self.bus.pid),
-            ("munged", self.munged.pid if self.munged else 0),
-            ("drcs", self.drcs_pid),
-            ("drcc", self.drcc_pid),
-        ]
-        for host in (*self.extra_servers, *self.extra_nodes):
-            kind = "drcs" if host.address else "drcc"
-            found += [(f"{host.name} bus", host.bus.pid), (f"{kind} {host.name}", host.pid)]
-        return found
-
-    @property
-    def node_count(self) -> int:
-        return 1 + len(self.extra_nodes)
-
-    def node_bus(self, node: int) -> str:
-        """The bus address of node ``node`` (1-based): where its tasks find DRCC."""
-        if node == 1:
-            return self.bus.address
-        if not 2 <= node <= self.node_count:
-            raise RuntimeError(f"there is no node {node}: this instance has {self.node_count}")
-        return self.extra_nodes[node - 2].bus.address
-
-    def node_names(self) -> list[str]:
-        return [self.node_name or socket.gethostname(), *(h.name for h in self.extra_nodes)]
-
-    def save(self) -> None:
-        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, state_dir: Path) -> Embedded | None:
-        try:
-            raw = json.loads((state_dir / STATE_FILE).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        munged = PrivateMunged(**raw["munged"]) if raw.get("munged") else None
-
-        def hosts(key: str) -> list[Host]:
-            return [Host(**{**h, "bus": PrivateBus(**h["bus"])}) for h in raw.get(key, [])]
-
-        return cls(
-            raw["state_dir"],
-            PrivateBus(**raw["bus"]),
-            munged,
-            raw.get("drcs_pid", 0),
-            raw.get("drcc_pid", 0),
-            raw.get("node_name", ""),
-            list(raw.get("servers", [])),
-            hosts("extra_servers"),
-            hosts("extra_nodes"),
-            raw.get("database", ""),
-            raw.get("drcs_metrics", ""),
-            raw.get("drcc_metrics", ""),
-        )
-
-
-def _prepend(path: str, current: str | None) -> str:
-    return f"{path}:{current}" if current else path
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def write_config(
-    state_dir: Path,
-    emb: Embedded,
-    wlm: str = "none",
-    *,
-    path: Path | None = None,
-    bus_address: str | None = None,
-    listen: str | None = None,
-    node_name: str = "",
-    boot_id_file: str = "/proc/sys/kernel/random/boot_id",
-    servers: list[str] | None = None,
-) -> Path:
-    """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link.
-
-    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine. A multi-host
-    instance writes one per host: ``path``, the host's bus, a server's ``listen`` address, a
-    node's name and boot id file; every host lists every server (``emb.servers``, a node
-    in its own order: ``servers``).
-    Metrics are served where ``emb.drcs_metrics`` / ``emb.drcc_metrics`` say (loopback),
-    if set, by host 1 only (DRCS 1 and node 1).
-    """
-    listen = listen or (emb.servers[0] if emb.servers else f"127.0.0.1:{_free_port()}")
-    servers = servers or emb.servers or [listen]
-    bus_address = bus_address or emb.bus.address
-    database = emb.database or f"sqlite:///{state_dir}/drcs.db"
-    admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
-    munge_socket = emb.munged.socket if emb.munged else ""
-    q = json.dumps
-    path = path or emb.config
-    path.write_text(
-        "# Written by drc-embedded; see drc.conf(5) for every key.\n"
-        "[server]\n"
-        f"bus_address = {q(bus_address)}\n"
-        f"database = {q(database)}\n"
-        'provider = "pool"\n'
-        f"{admin}\n"
-        "[pool]\n"
-        "cookie_min = 0x10000\n"
-        "cookie_max = 0x103FF\n"
-        "cookies_per_credential = 1\n"
-        "ptag = 42\n\n"
-        "[link]\n"
-        f"listen = {q(listen)}\n"
-        f"server = {q(servers[0])}\n"
-        f"servers = {q(servers)}\n"
-        f"munge_socket = {q(munge_socket)}\n"
-        f"server_uid = {os.getuid()}\n"
-        f"node_uids = [{os.getuid()}]\n\n"
-        "[node]\n"
-        f"bus_address = {q(bus_address)}\n"
-        f"name = {q(node_name)}\n"
-        f"wlm = {q(wlm)}\n"
-        f"boot_id_file = {q(boot_id_file)}\n\n"
-        "[tokens]\n"
-        f"key_file = {q(str(state_dir / 'token.key'))}\n"
-        + (_metrics_config(emb) if path == emb.config else "")
-    )
-    path.chmod(0o644)
-    return path
-
-
-def _metrics_config(emb: Embedded) -> str:
-    if not (emb.drcs_metrics or emb.drcc_metrics):
-        return ""
-    # One DRCS owns this store: nothing changes it behind its back, so the state gauges
-    # need no periodic re-read (a cluster sharing PostgreSQL keeps the default).
-    return (
-        "\n[metrics]\n"
-        f"drcs_listen = {json.dumps(emb.drcs_metrics)}\n"
-        f"drcc_listen = {json.dumps(emb.drcc_metrics)}\n"
-        "state_min_interval = 1\n"
-        "state_max_age = 3600\n"
-    )
-
-
-def _policy_files(state_dir: Path) -> list[Path]:
-    """drc's policy; as a plain user, also let that user own the daemons' names."""
-    files = [POLICY_FILE]
-    if os.getuid() != 0:
-        local = state_dir / "local-policy.conf"
-        user = user_name(os.getuid())
-        local.write_text(
-            '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"\n'
-            ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
-            f'<busconfig><policy user="{user}"><allow own="org.drc.Server"/>'
-            '<allow own="org.drc.Node"/><allow send_destination="org.drc.Server"/>'
-            '<allow send_destination="org.drc.Node"/></policy></busconfig>\n'
-        )
-        files.append(local)
-    return files
-
-
-def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float = 15.0) -> None:
-    from drc.bus import SyncBusClient
-
-    bus = SyncBusClient(address, timeout=2.0)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise RuntimeError(f"{name} exited during start-up:\n  " + "\n  ".join(tail))
-            # The name must be owned by *this* process: right after a SIGKILL the bus may
-            # still list the dead predecessor as its owner for a moment.
-            with contextlib.suppress(DrcError):
-                owner = bus.call(
-                    "org.freedesktop.DBus",
-                    "/org/freedesktop/DBus",
-                    "org.freedesktop.DBus",
-                    "GetConnectionUnixProcessID",
-                    "s",
-                    [name],
-                )[0]
-                if owner == pid:
-                    return
-            time.sleep(0.05)
-    finally:
-        bus.close()
-    raise RuntimeError(f"{name} did not appear on the bus within {timeout:.0f} s; see {log}")
-
-
-def _daemon(emb: Embedded, name: str, module: str, bus_name: str) -> int:
-    state_dir = Path(emb.state_dir)
-    pid = spawn(state_dir / f"{name}.log", [sys.executable, "-m", module, "-c", str(emb.config)])
-    setattr(emb, f"{name}_pid", pid)
-    emb.save()
-    _wait_for_name(emb.bus.address, bus_name, pid, state_dir / f"{name}.log")
-    return pid
-
-
-def _host_daemon(emb: Embedded, host: Host, module: str, bus_name: str) -> int:
-    log = Path(host.config).parent / f"{'drcs' if host.address else 'drcc'}.log"
-    host.pid = spawn(log, [sys.executable, "-m", module, "-c", host.config])
-    emb.save()
-    _wait_for_name(host.bus.address, bus_name, host.pid, log)
-    return host.pid
-
-
-def start_server(emb: Embedded, index: int = 1) -> int:
-    """(Re)start DRCS ``index`` (1-based) in the background; wait until it owns its bus name."""
-    if index == 1:
-        return _daemon(emb, "drcs", "drc.server.main", "org.drc.Server")
-    return _host_daemon(emb, emb.extra_servers[index - 2], "drc.server.main", "org.drc.Server")
-
-
-def start_node(emb: Embedded, index: int = 1) -> int:
-    """(Re)start the DRCC of node ``index`` (1-based); wait until it owns its bus name."""
-    if index == 1:
-        return _daemon(emb, "drcc", "drc.node.main", "org.drc.Node")
-    return _host_daemon(emb, emb.extra_nodes[index - 2], "drc.node.main", "org.drc.Node")
-
-
-def server_pid(emb: Embedded, index: int) -> int:
-    return emb.drcs_pid if index == 1 else emb.extra_servers[index - 2].pid
-
-
-def node_pid(emb: Embedded, index: int) -> int:
-    return emb.drcc_pid if index == 1 else emb.extra_nodes[index - 2].pid
-
-
-def _rotated(servers: list[str], node: int) -> list[str]:
-    """Node k follows server k first (round robin), then fails over to the others in order."""
-    first = (node - 1) % len(servers)
-    return servers[first:] + servers[:first]
-
-
-def _add_host(emb: Embedded, name: str, wlm: str, **config: Any) -> Host:
-    """A directory, a private bus and a config for one more host (its daemon not started)."""
-    state_dir = Path(emb.state_dir)
-    home = state_dir / name
-    home.mkdir(mode=0o755, exist_ok=True)
-    bus = start_private_bus(home, policy_files=_policy_files(state_dir))
-    host = Host(name, bus, str(home / "drc.conf"), address=config.get("listen", ""))
-    if config.get("listen"):
-        emb.extra_servers.append(host)
-    else:
-        emb.extra_nodes.append(host)
-    emb.save()
-    write_config(state_dir, emb, wlm, path=Path(host.config), bus_address=bus.address, **config)
-    return host
-
-
-def _server_addresses(count: int) -> list[str]:
-    """One link address per DRCS, each on its own loopback address (127.0.0.k)."""
-    return [f"127.0.0.{k}:{_free_port(f'127.0.0.{k}')}" for k in range(1, count + 1)]
-
-
-def start(
-    state_dir: Path,
-    wlm: str = "none",
-    *,
-    nodes: int = 1,
-    servers: int = 1,
-    database: str = "",
-    configure: Callable[[Path], None] | None = None,
-    metrics: bool = False,
-) -> Embedded:
-    """Start everything (or return what already runs); with ``wlm="slurm"`` DRCC asks Slurm
-    for callers' jobs, and DRCS is reconciled with Slurm's active jobs once it is up.
-
-    ``nodes`` > 1: nodes 2..N each get a private bus, a DRCC, a node name (node1, node2 …)
-    and a boot id of their own, all served by the same DRCS. ``servers`` > 1: that many DRCS
-    on ``database`` (a PostgreSQL URL), on 127.0.0.1, 127.0.0.2 …; every node lists them all
-    in ``[link] servers`` and fails over between them. With ``metrics``, DRCS 1 and node 1
-    serve Prometheus metrics on free loopback ports.
-    """
-    if nodes < 1 or servers < 1:
-        raise RuntimeError("--nodes and --servers must be at least 1")
-    if servers > 1 and not database.startswith(("postgres://", "postgresql://")):
-        raise RuntimeError(
-            "several DRCS share one PostgreSQL store: give --database postgresql://..."
-        )
-    state_dir = state_dir.resolve()
-    running = Embedded.load(state_dir)
-    if running and all(alive(pid) for _, pid in running.daemons()):
-        return running
-    if running:
-        stop(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o755)
-    bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
-    emb = Embedded(str(state_dir), bus, database=database)
-    if metrics:
-        emb.drcs_metrics = f"127.0.0.1:{_free_port()}"
-        emb.drcc_metrics = f"127.0.0.1:{_free_port()}"
-    emb.save()
-    try:
-        emb.munged = start_private_munged(state_dir / "munge")
-        emb.servers = _server_addresses(servers)
-        emb.node_name = "node1" if nodes > 1 else ""
-        emb.save()
-        key = state_dir / "token.key"
-        if not key.exists():
-            generate_key(key)
-        write_config(state_dir, emb, wlm, node_name=emb.node_name)
-        if configure is not None:  # tests turn the config into another site's before start
-            configure(emb.config)
-        start_server(emb)
-        for k in range(2, servers + 1):
-            _add_host(emb, f"server{k}", wlm, listen=emb.servers[k - 1])
-            start_server(emb, k)
-        if wlm == "slurm":
-            reconcile(emb)
-        start_node(emb)
-        for k in range(2, nodes + 1):
-            boot = state_dir / f"node{k}" / "boot_id"
-            boot.parent.mkdir(mode=0o755, exist_ok=True)
-            boot.write_text(f"{uuid.uuid4()}\n")
-            _add_host(
-                emb,
-                f"node{k}",
-                "none",
-                node_name=f"node{k}",
-                boot_id_file=str(boot),
-                servers=_rotated(emb.servers, k),
-            )
-            start_node(emb, k)
-    except BaseException:
-        stop(state_dir)
-        raise
-    return emb
-
-
-def reconcile(emb: Embedded) -> None:
-    """DRCS (re)started: expire the jobs Slurm no longer runs, as a cluster's drc-jedi unit does.
-
-    A Slurm that cannot be asked is only reported: nothing is expired then.
-    """
-    from drc.jedi.main import reconcile as jedi_reconcile
-    from drc.wlm import WlmError
-
-    try:
-        jedi_reconcile(emb.config)
-    except WlmError as e:
-        print(f"drc-embedded: reconcile skipped: {e}", file=sys.stderr)
-
-
-def stop(state_dir: Path) -> bool:
-    state_dir = state_dir.resolve()
-    emb = Embedded.load(state_dir)
-    if emb is None:
-        return False
-    # Nodes first, then servers; the daemons of one kind stop side by side, not one by one.
-    for kind in (
-        [h.pid for h in emb.extra_nodes] + [emb.drcc_pid],
-        [h.pid for h in emb.extra_servers] + [emb.drcs_pid],
-    ):
-        pids = [pid for pid in kind if pid > 0]  # never 0: kill(0) is the process group
-        if pids:
-            with ThreadPoolExecutor(max_workers=len(pids)) as pool:
-                list(pool.map(terminate, pids))
-    for host in (*emb.extra_nodes, *emb.extra_servers):
-        stop_private_bus(host.bus)
-    if emb.munged:
-        stop_private_munged(emb.munged)
-    stop_private_bus(emb.bus)
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return True
-
-
-def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) -> int:
-    """Run ``argv`` (as ``user``) as a task of ``job``, vouched for to DRCC as a root hook would.
-
-    Stands in for the SPANK plugin's task registration where no Slurm runs.
-    """
-    import pwd
-
-    from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the task: wait until registered, then drop privileges and exec
-        os.close(write_fd)
-        os.read(read_fd, 1)
-        os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus_address  # the task's node's bus
-        if user:
-            pw = pwd.getpwnam(user)
-            os.initgroups(pw.pw_name, pw.pw_gid)
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-            os.environ.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-        try:
-            os.execvp(argv[0], argv)
-        finally:
-            os._exit(127)
-    os.close(read_fd)
-    bus = SyncBusClient(bus_address)
-    try:
-        bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "RegisterJobPid", "uu", [pid, job])
-    finally:
-        bus.close()
-        os.write(write_fd, b"x")
-        os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def end_job(job: int, bus_address: str) -> list[int]:
-    """Tell DRCC that ``job`` ended, as the job epilog does."""
-    from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-
-    with SyncBusClient(bus_address) as bus:
-        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "JobEnded", "u", [job])[0]
-
-
-def node_counters(bus_address: str) -> dict[str, int]:
-    from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-
-    with SyncBusClient(bus_address) as bus:
-        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Counters", "", [])[0]
+from drc.cli.common import add_version
+from drc.cli.exits import documented, run
+from drc.embedded.cluster import (
+    Embedded,
+    default_state_dir,
+    end_job,
+    node_counters,
+    run_in_job,
+    start,
+    stop,
+)
+from drc.embedded.processes import alive
+
+STATE_DIR_HELP = "sockets, database, config, keys and logs (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     parser = argparse.ArgumentParser(
         prog="drc-embedded",
         description="Run drc on one machine: a private D-Bus bus, munged, DRCS with SQLite and "
         "a cookie pool, and DRCC. 'eval \"$(drc-embedded start)\"' sets "
         "DBUS_SYSTEM_BUS_ADDRESS so drccli, drc.client and libdrc use it.",
+        epilog="Exit status: "
+        + "; ".join(f"{code} {text}" for code, text in documented("drc-embedded"))
+        + "; 'run' exits with its command's status.",
     )
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=default_state_dir(),
-        help="sockets, database, config, keys and logs (default: %(default)s)",
-    )
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(), help=STATE_DIR_HELP)
     add_version(parser)
+    # --state-dir is also accepted after the command ("drc-embedded start --state-dir DIR");
+    # SUPPRESS keeps a command's missing option from overwriting one given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument(
+        "--state-dir", type=Path, default=argparse.SUPPRESS, help="as --state-dir before COMMAND"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     node_help = "the node (1..N of start --nodes) whose DRCC to use (default: %(default)s)"
-    p = sub.add_parser("start", help="start everything; prints export lines for eval")
+    p = sub.add_parser(
+        "start", parents=[after], help="start everything; prints export lines for eval"
+    )
     p.add_argument(
         "--wlm",
         choices=("none", "slurm"),
@@ -558,94 +85,129 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve DRCS's and DRCC's Prometheus metrics on loopback ports (see status)",
     )
-    sub.add_parser("stop", help="stop everything start started")
-    sub.add_parser("status", help="which daemons run, and the bus address")
-    p = sub.add_parser("run", help="run a command as a task of a job (root; stands in for Slurm)")
+    sub.add_parser("stop", parents=[after], help="stop everything start started")
+    sub.add_parser("status", parents=[after], help="which daemons run, and the bus address")
+    p = sub.add_parser(
+        "run",
+        parents=[after],
+        help="run a command as a task of a job (root; stands in for Slurm)",
+    )
     p.add_argument("--job", type=int, required=True, help="job (WLM) id to register the task in")
     p.add_argument("--user", help="run the command as this user")
     p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND…")
-    p = sub.add_parser("end-job", help="tell DRCC a job ended, as the epilog does (root)")
+    p = sub.add_parser(
+        "end-job", parents=[after], help="tell DRCC a job ended, as the epilog does (root)"
+    )
     p.add_argument("job", type=int)
     p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
     p = sub.add_parser(
-        "counters", help="DRCC's counters: accesses served locally, forwarded (root)"
+        "counters",
+        parents=[after],
+        help="DRCC's counters: accesses served locally, forwarded (root)",
     )
     p.add_argument("--node", type=int, default=1, metavar="K", help=node_help)
     return parser
 
 
+def command_line(program: str | Path, state_dir: str | Path, *args: str) -> list[str]:
+    """``program --state-dir DIR ARGS...``: how ``make demo`` and the tests drive one instance
+    (``program`` is the drc-embedded to run, e.g. a world-readable runtime copy's)."""
+    return [str(program), "--state-dir", str(state_dir), *args]
+
+
+def python_task(
+    program: str | Path, state_dir: str | Path, job: int, user: str, code: str, node: int = 1
+) -> list[str]:
+    """``drc-embedded run``: Python ``code`` (``client`` imported) as ``user`` in a task of
+    ``job`` on ``node``, with the system interpreter (the one other users can run)."""
+    task = ["/usr/bin/python3", "-c", "from drc import client\n" + code]
+    where = ["--node", str(node), "--job", str(job), "--user", user]
+    return command_line(program, state_dir, "run", *where, "--", *task)
+
+
+def _running(state_dir: Path) -> Embedded:
+    emb = Embedded.load(state_dir.resolve())
+    if emb is None:
+        raise RuntimeError(f"not running (no state in {state_dir}); run 'drc-embedded start'")
+    return emb
+
+
+def _start(args: argparse.Namespace) -> int:
+    emb = start(
+        args.state_dir,
+        args.wlm,
+        nodes=args.nodes,
+        servers=args.servers,
+        database=args.database,
+        metrics=args.metrics,
+    )
+    for key, value in emb.exports().items():
+        print(f"{key}={shlex.quote(value)}; export {key};")
+    print(
+        f"echo drc-embedded running: DRCS pid {emb.drcs_pid}, DRCC pid "
+        f"{emb.drcc_pid}, state in {shlex.quote(emb.state_dir)};"
+    )
+    if emb.extra_nodes or emb.extra_servers:
+        names = " ".join(emb.node_names())
+        print(f"echo nodes: {shlex.quote(names)}, DRCS at {shlex.quote(' '.join(emb.servers))};")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    stopped = stop(args.state_dir)
+    print("unset DBUS_SYSTEM_BUS_ADDRESS DRC_EMBEDDED_DIR;")
+    print(f"echo drc-embedded {'stopped' if stopped else 'was not running'};")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise RuntimeError("run: give a command after --")
+    return run_in_job(args.job, args.user, command, _running(args.state_dir).node_bus(args.node))
+
+
+def _end_job(args: argparse.Namespace) -> int:
+    freed = end_job(args.job, _running(args.state_dir).node_bus(args.node))
+    where = f" on node {args.node}" if args.node != 1 else ""
+    freed_ids = " ".join(map(str, freed)) or "none"
+    print(f"job {args.job} ended{where}; freed credential(s): {freed_ids}")
+    return 0
+
+
+def _counters(args: argparse.Namespace) -> int:
+    for name, value in sorted(node_counters(_running(args.state_dir).node_bus(args.node)).items()):
+        print(f"{name:28} {value}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    emb = _running(args.state_dir)
+    ok = True
+    for name, pid in emb.daemons():
+        ok &= alive(pid)
+        print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    print(f"bus          {emb.bus.address}")
+    for name, where in (("drcs", emb.drcs_metrics), ("drcc", emb.drcc_metrics)):
+        if where:
+            print(f"{name} metrics http://{where}/metrics")
+    return 0 if ok else 1
+
+
+COMMANDS = {
+    "start": _start,
+    "stop": _stop,
+    "status": _status,
+    "run": _run,
+    "end-job": _end_job,
+    "counters": _counters,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    state_dir: Path = args.state_dir
-
-    def running() -> Embedded:
-        emb = Embedded.load(state_dir.resolve())
-        if emb is None:
-            raise RuntimeError(f"not running (no state in {state_dir}); run 'drc-embedded start'")
-        return emb
-
-    def body() -> int:
-        if args.command == "start":
-            emb = start(
-                state_dir,
-                args.wlm,
-                nodes=args.nodes,
-                servers=args.servers,
-                database=args.database,
-                metrics=args.metrics,
-            )
-            for key, value in emb.exports().items():
-                print(f"{key}={shlex.quote(value)}; export {key};")
-            print(
-                f"echo drc-embedded running: DRCS pid {emb.drcs_pid}, DRCC pid "
-                f"{emb.drcc_pid}, state in {shlex.quote(emb.state_dir)};"
-            )
-            if emb.extra_nodes or emb.extra_servers:
-                names = " ".join(emb.node_names())
-                print(
-                    f"echo nodes: {shlex.quote(names)}, DRCS at "
-                    f"{shlex.quote(' '.join(emb.servers))};"
-                )
-            return 0
-        if args.command == "stop":
-            stopped = stop(state_dir)
-            print("unset DBUS_SYSTEM_BUS_ADDRESS DRC_EMBEDDED_DIR;")
-            print(f"echo drc-embedded {'stopped' if stopped else 'was not running'};")
-            return 0
-        if args.command == "run":
-            command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-            if not command:
-                raise RuntimeError("run: give a command after --")
-            return run_in_job(args.job, args.user, command, running().node_bus(args.node))
-        if args.command == "end-job":
-            freed = end_job(args.job, running().node_bus(args.node))
-            where = f" on node {args.node}" if args.node != 1 else ""
-            print(
-                f"job {args.job} ended{where}; freed credential(s): "
-                f"{' '.join(map(str, freed)) or 'none'}"
-            )
-            return 0
-        if args.command == "counters":
-            for name, value in sorted(node_counters(running().node_bus(args.node)).items()):
-                print(f"{name:28} {value}")
-            return 0
-        emb = running()
-        ok = True
-        for name, pid in emb.daemons():
-            ok &= alive(pid)
-            print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
-        print(f"bus          {emb.bus.address}")
-        for name, where in (("drcs", emb.drcs_metrics), ("drcc", emb.drcc_metrics)):
-            if where:
-                print(f"{name} metrics http://{where}/metrics")
-        return 0 if ok else 1
-
-    try:
-        return run("drc-embedded", body)
-    except RuntimeError as e:
-        print(f"drc-embedded: {e}", file=sys.stderr)
-        return 1
+    return run("drc-embedded", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

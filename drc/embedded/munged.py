@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import terminate
 
 
@@ -57,12 +57,17 @@ def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunge
             stderr=log,
             start_new_session=True,
         )
-    deadline = time.monotonic() + timeout
-    while not socket.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            terminate(proc.pid)
-            raise RuntimeError(f"munged did not start; see {state_dir / 'munged.log'}")
-        time.sleep(0.01)
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"munged exited with status {proc.returncode}")
+        return socket.exists()
+
+    try:
+        wait_for(listening, timeout, what="munged's socket", interval=0.01)
+    except RuntimeError:
+        terminate(proc.pid)
+        raise RuntimeError(f"munged did not start; see {state_dir / 'munged.log'}") from None
     return PrivateMunged(str(socket), proc.pid, str(key))
 
 

@@ -13,12 +13,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from drc.embedded.polling import free_port
 
 POSTGRESQL_LIB = Path("/usr/lib/postgresql")
 
@@ -33,12 +34,6 @@ def postgresql_bindir() -> Path:
             f"no PostgreSQL server under {POSTGRESQL_LIB}: apt-get install postgresql"
         )
     return max(found, key=lambda bindir: int(bindir.parent.name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(*argv: object) -> None:
@@ -71,7 +66,7 @@ def private_postgresql() -> Iterator[str]:
     bindir = postgresql_bindir()
     base = Path(tempfile.mkdtemp(prefix="drc-pg-"))  # under /tmp: postgres must reach it
     data = base / "data"
-    port = _free_port()
+    port = free_port()
     may_run = False  # from the first pg_ctl start on, there may be a server to stop
     try:
         shutil.chown(base, "postgres")

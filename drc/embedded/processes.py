@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
+
+from drc.embedded.polling import WaitTimeout, wait_for
 
 
 def spawn(log_path: Path, argv: list[str]) -> int:
@@ -48,8 +49,6 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not alive(pid):
+        with contextlib.suppress(WaitTimeout):
+            wait_for(lambda: not alive(pid), timeout, what=f"pid {pid} to exit", interval=0.02)
             return

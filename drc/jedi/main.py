@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drc import config as drc_config
-from drc.cli.common import EXIT_USAGE, add_version, run
+from drc.cli.common import add_version
+from drc.cli.exits import EXIT_UNAVAILABLE, documented, run
 from drc.server.proxy import ServerProxy
 from drc.wlm import WlmAdapter, WlmError, wlm_from_config
 
-EXIT_WLM_ERROR = 3
+EXIT_WLM_ERROR = EXIT_UNAVAILABLE
 #: Jobs per ExpireJobs call (DRCS accepts more; one transaction each stays short).
 BATCH = 10_000
 
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="drc-jedi",
         description="DRC job expiration: expire the jobs DRCS holds references for that the "
         "workload manager no longer runs.",
+        epilog="Exit status: "
+        + "; ".join(f"{code} {text}" for code, text in documented("drc-jedi"))
+        + ".",
     )
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -121,14 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         try:
             result = reconcile(args.config, dry_run=args.dry_run)
-        except drc_config.ConfigError as e:
-            print(f"drc-jedi: {e}", file=sys.stderr)
-            return EXIT_USAGE
         except WlmError as e:
-            print(
-                f"drc-jedi: cannot ask the workload manager, nothing expired: {e}", file=sys.stderr
-            )
-            return EXIT_WLM_ERROR
+            raise WlmError(f"cannot ask the workload manager, nothing expired: {e}") from e
         print(describe(result))
         return 0
 

@@ -9,7 +9,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.embedded import main as embedded
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -66,5 +65,5 @@ def restart_daemons(cluster: Cluster) -> None:
     """Stop DRCS and DRCC (by pid) and start them again on the current config."""
     for pid in (cluster.emb.drcc_pid, cluster.emb.drcs_pid):
         terminate(pid)
-    embedded.start_server(cluster.emb)
-    embedded.start_node(cluster.emb)
+    cluster.emb.start_server()
+    cluster.emb.start_node()

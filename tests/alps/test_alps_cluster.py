@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from alps.alps_harness import EPILOG, REPO, Alps, restart_daemons
 
-from drc.embedded import main as embedded
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -64,15 +63,6 @@ def epilog(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for(check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 def test_reservation_end_drops_references_and_removes_the_pdomain(cluster: Cluster, alps: Alps):
     cred, cookie1, cookie2 = acquire_in_reservation(cluster, alps)
     [c] = cluster.server().list()
@@ -112,7 +102,7 @@ def test_reservation_ending_while_drcs_is_down_is_expired_by_reconcile(
     alps.standin.end(RESID)
     r = epilog(cluster, str(RESID))  # DRCC is up but cannot reach DRCS: logged, exit 0
     assert r.returncode == 0 and "could not tell DRC" in r.stderr
-    embedded.start_server(cluster.emb)
+    cluster.emb.start_server()
     assert [c["credential"] for c in cluster.server().list()] == [cred]  # nobody told DRCS
 
     # drc-jedi reconcile with [jedi] wlm = "alps": apstat -r no longer lists the reservation.

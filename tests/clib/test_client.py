@@ -16,7 +16,7 @@ from clib.support import VALGRIND, CLib, spawn_as
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code
-from drc.embedded.main import start_node
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import alive
 from drc.refusals import BURST, RATE
 
@@ -250,10 +250,7 @@ class Repl:
 def _kill(pid: int, sig: signal.Signals) -> None:
     os.kill(pid, sig)
     if sig == signal.SIGKILL:
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(pid)
+        wait_for(lambda: not alive(pid), 10, what=f"pid {pid} to die", interval=0.02)
 
 
 def test_drcc_down_then_back_without_restarting_the_client(node, users, clib, client):
@@ -270,7 +267,7 @@ def test_drcc_down_then_back_without_restarting_the_client(node, users, clib, cl
             assert rcs == [-Code.ECONNREFUSED] * 8
             assert slowest < limit_us
 
-            start_node(node.emb)
+            node.emb.start_node()
             assert repl.ask(f"access {cred}")[0] == 0
 
             _kill(node.emb.drcc_pid, signal.SIGSTOP)  # DRCC hangs: the timeout answers

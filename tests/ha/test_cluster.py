@@ -12,6 +12,7 @@ from multinode import MultiNode, last_json
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
+from drc.embedded.polling import wait_for
 from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
 from drc.server.link import split_host_port
@@ -356,9 +357,8 @@ def test_drccli_status_lists_every_drcs_and_which_one_each_node_follows(two_node
 
     assert following() == {"node1": one, "node2": two}
     c.kill_server(2, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while following()["node2"] != one and time.monotonic() < deadline:
-        time.sleep(0.1)  # node2's change feed notices at once and moves to DRCS 1
+    # node2's change feed notices at once and moves to DRCS 1
+    wait_for(lambda: following()["node2"] == one, 10, what="node2 to follow DRCS 1", interval=0.1)
     assert following() == {"node1": one, "node2": one}
     out = c.run([str(c.runtime.bin / "drccli"), "status"], timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from drc.embedded.main import Embedded
+from drc.embedded.cluster import Embedded
 from drc.embedded.processes import alive
 from drc.embedded.runtime import Runtime
 

@@ -3,6 +3,7 @@ consistent store, losing no acknowledged reference and leaking no cookie."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -11,7 +12,7 @@ import time
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
-from drc.embedded.main import start_node, start_server
+from drc.embedded.polling import WaitTimeout, wait_for
 from drc.server.proxy import ServerProxy
 from drc.store.sql import PeeweeStore, consistency_problems, open_database
 
@@ -87,7 +88,7 @@ def test_sigkill_at_random_points_leaves_a_consistent_store(cluster: Cluster):
         total_calls += stream.calls
         if stream.releasing is not None:
             in_doubt.add(stream.releasing)
-        start_server(cluster.emb)
+        cluster.emb.start_server()
     assert total_calls > 50  # the kills landed in a busy stream
 
     live = {c["credential"] for c in cluster.server().list()}
@@ -126,7 +127,7 @@ def test_sigkill_of_drcc_mid_stream_loses_no_acknowledged_reference(cluster: Clu
             time.sleep(rng.uniform(0.05, 0.4))
             os.kill(cluster.drcc_pid, signal.SIGKILL)
             os.waitpid(cluster.drcc_pid, 0)
-            start_node(cluster.emb)
+            cluster.emb.start_node()
         time.sleep(0.5)  # calls the last restart interrupted are retried and answered
         for w in workers:
             os.kill(w.proc.pid, signal.SIGSTOP)  # freeze the stream to compare
@@ -144,9 +145,8 @@ def test_sigkill_of_drcc_mid_stream_loses_no_acknowledged_reference(cluster: Clu
             os.kill(w.proc.pid, signal.SIGCONT)
     finally:
         stop_workers(workers)
-    deadline = time.monotonic() + 30  # DRCC sees the processes exit and drops their refs
-    while live_refs(cluster) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    with contextlib.suppress(WaitTimeout):  # DRCC sees the processes exit, drops their refs
+        wait_for(lambda: not live_refs(cluster), 30, interval=0.2)
     leaked = live_refs(cluster)
     free, capacity = pool_free(cluster)
     record(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-from drc.embedded.main import start_node
+from drc.embedded.polling import wait_for
 
 from cluster import STAFF_GROUP, Cluster
 
@@ -53,15 +52,6 @@ def refs(cluster: Cluster, cred: int) -> int | None:
         if c["credential"] == cred:
             return c["refs"]
     return None
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_cross_user_grant_through_drcc_and_carol_refused(cluster: Cluster, users):
@@ -237,7 +227,7 @@ def test_drcc_killed_and_restarted_rechecks_its_process_holders(cluster: Cluster
         os.kill(cluster.drcc_pid, signal.SIGKILL)
         leaver.communicate("", timeout=30)  # exits while DRCC is down: nobody notices yet
         assert refs(cluster, left) == 1
-        start_node(cluster.emb)
+        cluster.emb.start_node()
         assert wait_for(lambda: refs(cluster, left) is None)
         assert refs(cluster, kept) == 1  # alive: kept, and watched again
     finally:
@@ -252,12 +242,12 @@ def test_node_reboot_drops_the_nodes_references(cluster: Cluster, users):
     conf = cluster.emb.config
     conf.write_text(conf.read_text().replace("/proc/sys/kernel/random/boot_id", str(boot)))
     os.kill(cluster.drcc_pid, signal.SIGTERM)
-    start_node(cluster.emb)
+    cluster.emb.start_node()
     cred = acquire_in_job(cluster, 101, "alice")
     pinned = int(cluster.drccli("alice", "acquire", check=True).stdout)
     os.kill(cluster.drcc_pid, signal.SIGKILL)
     boot.write_text("boot-two\n")  # the node "rebooted"
-    start_node(cluster.emb)
+    cluster.emb.start_node()
     assert refs(cluster, cred) is None
     assert refs(cluster, pinned) == 1  # pins live on no node
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import drc
-from drc.cli.common import EXIT_UNREACHABLE, EXIT_USAGE
 from drc.cli.drccli import EXIT_STATUS
+from drc.cli.exits import EXIT_UNREACHABLE, EXIT_USAGE
 from drc.embedded.processes import terminate
 
 from cluster import Cluster

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from drc import client
-from drc.embedded.main import start_node
 
 from cluster import Cluster
 
@@ -69,5 +68,5 @@ def test_no_drcc_is_econnrefused_within_the_timeout_then_recovers(local: Cluster
     with pytest.raises(client.DrcError) as err:
         client.access(cred)
     assert err.value.name == "DRC_ECONNREFUSED"
-    start_node(local.emb)
+    local.emb.start_node()
     assert client.access(cred).credential == cred  # same process, no restart needed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from drc.core.errors import Code, DrcError
+from drc.embedded.polling import free_port
 from drc.link import LinkClient, LinkPeer, LinkServer, Munge, SyncLinkClient
 from drc.link.protocol import HEADER, Request, Response, pack_frame, read_frame
 
@@ -348,9 +348,7 @@ def test_malformed_payloads_never_crash_the_server(munged) -> None:
 
 def test_unreachable_or_silent_server_is_econnrefused_then_reconnects(munged) -> None:
     async def body() -> None:
-        with socket.socket() as s:  # a port nobody listens on
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()  # nobody listens on it
         client = LinkClient("127.0.0.1", port, munge=Munge(munged.socket), server_uid=0)
         with pytest.raises(DrcError) as err:
             await client.call("Access", [1])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Callable
+
+from drc.embedded.polling import WaitTimeout, wait_for
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -13,9 +15,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def eventually(read: Callable[[], float], expected: float, timeout: float = 10.0) -> float:
     """Poll ``read`` until it returns ``expected`` (bounded); the last value read."""
-    deadline = time.monotonic() + timeout
-    got = read()
-    while got != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-        got = read()
-    return got
+    with contextlib.suppress(WaitTimeout):
+        wait_for(lambda: read() == expected, timeout, interval=0.1)
+        return expected
+    return read()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
+from drc.embedded.polling import wait_for
 from drc.identity import process_parent, process_start_time
 from drc.node.identity import Identifier
 from drc.wlm.alps import AlpsAdapter
@@ -20,14 +20,17 @@ JOB = 777
 
 def children(pid: int) -> list[int]:
     path = f"/proc/{pid}/task/{pid}/children"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def found() -> list[int]:
         with open(path) as f:
-            found = [int(p) for p in f.read().split()]
-        if found:
-            return found
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} started no child")
+            return [int(p) for p in f.read().split()]
+
+    return wait_for(
+        found,
+        5,
+        what=f"process {pid} to start a child",
+        interval=0.01,
+    )
 
 
 @pytest.fixture

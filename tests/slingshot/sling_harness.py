@@ -8,7 +8,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.embedded import main as embedded
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -124,15 +123,15 @@ def slingshot_config(text: str, lib: Path, boot_id_file: Path | None = None) -> 
 
 def restart_node(cluster: Cluster) -> None:
     terminate(cluster.emb.drcc_pid)
-    embedded.start_node(cluster.emb)
+    cluster.emb.start_node()
 
 
 def restart_daemons(cluster: Cluster) -> None:
     """Stop DRCS and DRCC (by pid) and start them again on the current config."""
     for pid in (cluster.emb.drcc_pid, cluster.emb.drcs_pid):
         terminate(pid)
-    embedded.start_server(cluster.emb)
-    embedded.start_node(cluster.emb)
+    cluster.emb.start_server()
+    cluster.emb.start_node()
 
 
 #: Run as an application: open cxi0, allocate an LNI on service SVC, print the return code.

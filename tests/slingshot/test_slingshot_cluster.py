@@ -25,7 +25,7 @@ from slingshot.sling_harness import (
     restart_node,
 )
 
-from drc.embedded import main as embedded
+from drc.embedded.polling import wait_for
 from drc.embedded.processes import terminate
 from drc.node.cxi import LibCxi, service_desc
 
@@ -44,15 +44,6 @@ try:
 except client.DrcError as e:
     print(json.dumps({{"error": e.name}}))
 """
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def acquire(cluster: Cluster, job: int, user: str = "alice", code: str = SHARE_WITH_BOB) -> int:
@@ -216,7 +207,7 @@ def test_drcc_restart_with_dead_holders_and_a_node_reboot_clean_up(
         terminate(cluster.emb.drcc_pid)
         os.killpg(holder.pid, signal.SIGKILL)  # runuser and the holder below it
         holder.wait(timeout=10)
-        embedded.start_node(cluster.emb)
+        cluster.emb.start_node()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(holder.pid, signal.SIGKILL)
@@ -233,7 +224,7 @@ def node_reboot_drops_references_and_confirms_the_vni(cluster: Cluster, nics: St
     terminate(cluster.emb.drcc_pid)
     nics.reset()  # a reboot leaves fresh NICs
     (cluster.state_dir / "boot_id").write_text("boot-2\n")
-    embedded.start_node(cluster.emb)
+    cluster.emb.start_node()
     assert wait_for(lambda: cred not in {c["credential"] for c in cluster.server().list()})
     assert wait_for(lambda: pending(cluster) == [])
 

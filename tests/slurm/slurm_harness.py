@@ -8,8 +8,8 @@ embedded drc's private munged (``AuthInfo=socket=...``), and both Slurm daemons 
 loopback ports: nothing system-wide is started or rewritten. DRCS and DRCC run through
 ``drc-embedded`` with ``wlm = "slurm"``.
 
-Needs root. ``start()`` installs the Debian packages when they are missing; ``stop()`` cancels
-every job, then stops each daemon by pid (also after a failed start).
+Needs root and Slurm's Debian packages (listed in .ci/apt-packages.txt, as for CI). ``stop()``
+cancels every job, then stops each daemon by pid (also after a failed start).
 """
 
 from __future__ import annotations
@@ -21,37 +21,20 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drc.embedded import main as embedded
+from drc.embedded import cluster as embedded
+from drc.embedded.polling import WaitTimeout, free_port, wait_for
 from drc.embedded.processes import alive, terminate
 from drc.embedded.runtime import Runtime
 from drc.server.proxy import ServerProxy
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugins" / "spank"
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "libslurm-dev", "munge")
 #: Jobs that may run at once on the one node (config_overrides lets CPUs exceed the cores).
 CPUS = 16
-
-
-class Timeout(AssertionError):
-    """A bounded wait ran out."""
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    """Poll ``check`` until it returns something true; raise Timeout naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise Timeout(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _slurm_version() -> tuple[int, int]:
@@ -59,36 +42,6 @@ def _slurm_version() -> tuple[int, int]:
     out = subprocess.run(["slurmd", "-V"], capture_output=True, text=True, check=True).stdout
     major, minor = out.split()[1].split(".")[:2]
     return int(major), int(minor)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ensure_packages() -> None:
-    """Install Slurm and MUNGE from Debian when missing (root; the CI image may lack them)."""
-    missing = [
-        p
-        for p in PACKAGES
-        if subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
-        ).stdout
-        != "install ok installed"
-    ]
-    if not missing:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock = ["-o", "DPkg::Lock::Timeout=300"]
-    subprocess.run(["apt-get", *lock, "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(
-        ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-        timeout=900,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def build_plugin() -> Path:
@@ -203,7 +156,7 @@ class SlurmNode:
                 raise AssertionError(f"job {job} ended without {marker!r}:\n{text}")
             return ""
 
-        return str(wait_for(f"{marker!r} in job {job}'s output", seen, timeout))
+        return str(wait_for(seen, timeout, what=f"{marker!r} in job {job}'s output"))
 
     def job_state(self, job: int) -> str:
         proc = self.run(None, ["squeue", "-h", "-j", str(job), "-t", "all", "-o", "%T"])
@@ -212,9 +165,9 @@ class SlurmNode:
     def wait_job_gone(self, job: int, timeout: float = 30) -> None:
         """Until the job is neither pending, running nor completing (its epilog ran)."""
         wait_for(
-            f"job {job} to finish",
             lambda: self.job_state(job) in ("COMPLETED", "CANCELLED", "FAILED", "GONE"),
             timeout,
+            what=f"job {job} to finish",
         )
 
     def scancel(self, *jobs: int) -> None:
@@ -260,7 +213,7 @@ class SlurmNode:
 
     def start_drcs(self) -> None:
         assert self.emb is not None
-        embedded.start_server(self.emb)
+        self.emb.start_server()
 
     def allow_persistent(self, *users: str) -> None:
         """Let ``users`` acquire PERSISTENT credentials (restarts DRCS with the new config)."""
@@ -286,8 +239,8 @@ class SlurmNode:
         self.conf.write_text(
             f"""ClusterName=drctest
 SlurmctldHost={self.node}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
@@ -326,7 +279,6 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             cgroup.chmod(0o644)
 
     def start(self) -> None:
-        ensure_packages()
         so = build_plugin()
         self.root.chmod(0o755)
         self.out.mkdir()
@@ -346,8 +298,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             if proc.returncode != 0:
                 raise RuntimeError(f"{argv[0]} failed: {proc.stderr.strip()}\n{self.logs()}")
         try:
-            wait_for("the node to become idle", self._idle, timeout=30)
-        except Timeout as e:
+            wait_for(self._idle, timeout=30, what="the node to become idle")
+        except WaitTimeout as e:
             raise RuntimeError(f"{e}\n{self.logs()}") from None
 
     def restart_slurmd(self) -> None:
@@ -357,8 +309,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             terminate(pid)
         env = {**os.environ, "SLURM_CONF": str(self.conf)}
         subprocess.run(["slurmd"], env=env, check=True, capture_output=True, timeout=30)
-        wait_for("slurmd to answer", self._idle, timeout=30)
-        wait_for("a job to run", lambda: self.srun("root", "true").returncode == 0, timeout=30)
+        wait_for(self._idle, timeout=30, what="slurmd to answer")
+        wait_for(lambda: self.srun("root", "true").returncode == 0, timeout=30, what="a job to run")
 
     def _idle(self) -> bool:
         proc = self.run(None, ["sinfo", "-h", "-n", self.node, "-o", "%t"], timeout=10)
@@ -387,9 +339,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
                 jobs = self.run(None, ["squeue", "-h", "-o", "%A"], timeout=10).stdout.split()
                 self.scancel(*map(int, jobs))
                 wait_for(
-                    "jobs to end",
                     lambda: not self.run(None, ["squeue", "-h", "-o", "%A"]).stdout.strip(),
                     timeout=15,
+                    what="jobs to end",
                 )
         for daemon in ("slurmd", "slurmctld"):
             pid = self._daemon_pid(daemon)

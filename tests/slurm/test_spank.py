@@ -12,7 +12,9 @@ import shlex
 import shutil
 
 import pytest
-from slurm.slurm_harness import SlurmNode, wait_for
+from slurm.slurm_harness import SlurmNode
+
+from drc.embedded.polling import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -86,7 +88,7 @@ def test_granted_user_shares_the_cookie_and_others_are_refused(
     assert proc.stdout == ""
 
     slurm.scancel(a)
-    wait_for(f"transient credential {cred} to go with job {a}", lambda: gone(slurm, cred))
+    wait_for(lambda: gone(slurm, cred), what=f"transient credential {cred} to go with job {a}")
 
 
 def test_batch_credential_is_released_after_scancel(slurm: SlurmNode, jobs: list[int]) -> None:
@@ -99,7 +101,7 @@ def test_batch_credential_is_released_after_scancel(slurm: SlurmNode, jobs: list
 
     slurm.scancel(a)
     slurm.wait_job_gone(a)
-    wait_for(f"credential {cred} to be released by the epilog", lambda: gone(slurm, cred))
+    wait_for(lambda: gone(slurm, cred), what=f"credential {cred} to be released by the epilog")
     assert cookie not in [c["cookie1"] for c in slurm.credentials()]
 
 
@@ -140,7 +142,7 @@ def test_forged_slurm_job_id_does_not_make_a_task_another_job(
     # alice grants her credential to bob's job J1 only: not to bob, not to his other jobs.
     j1 = slurm.sbatch("bob", script=HOLD)
     jobs.append(j1)
-    wait_for(f"job {j1} to run", lambda: slurm.job_state(j1) == "RUNNING")
+    wait_for(lambda: slurm.job_state(j1) == "RUNNING", what=f"job {j1} to run")
     a = slurm.sbatch(
         "alice",
         "--drc=acquire",
@@ -216,7 +218,7 @@ def test_persistent_credential_outlives_its_job_and_a_drcs_restart(
     jobs.append(a)
     cred = int(started(slurm, a)["DRC_CREDENTIAL"])
     slurm.wait_job_gone(a)
-    wait_for(f"job {a}'s epilog", lambda: a not in slurm.outstanding_jobs())
+    wait_for(lambda: a not in slurm.outstanding_jobs(), what=f"job {a}'s epilog")
     assert slurm.credential(cred) is not None
     slurm.stop_drcs()
     slurm.start_drcs()

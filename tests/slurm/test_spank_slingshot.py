@@ -22,7 +22,9 @@ from slingshot.sling_harness import (
     restart_daemons,
     slingshot_config,
 )
-from slurm.slurm_harness import SlurmNode, wait_for
+from slurm.slurm_harness import SlurmNode
+
+from drc.embedded.polling import wait_for
 
 from cluster import Cluster
 
@@ -92,5 +94,5 @@ def test_drc_jobs_get_the_shared_vni_in_libfabrics_variables(
     proc = slurm.srun("carol", f"--drc={cred}", "printenv", "SLINGSHOT_VNIS")
     assert proc.returncode != 0 and "DRC_EPERM" in proc.stderr
     slurm.scancel(a)
-    wait_for(f"credential {cred} to go", lambda: slurm.credential(cred) is None)
-    wait_for("drc's CXI services to go", lambda: not sling.drc_services("cxi0"))
+    wait_for(lambda: slurm.credential(cred) is None, what=f"credential {cred} to go")
+    wait_for(lambda: not sling.drc_services("cxi0"), what="drc's CXI services to go")

@@ -108,7 +108,8 @@ static int status_of_call(const char *member, int r, const sd_bus_error *error, 
 		return note(detail, len, -DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s",
 			    DRC_NODE_NAME, member, *text ? text : name);
 	if (name && strcmp(name, SD_BUS_ERROR_ACCESS_DENIED) == 0)
-		return note(detail, len, -DRC_EPERM, "the D-Bus policy refused %s: %s", member, text);
+		return note(detail, len, -DRC_EPERM, "the D-Bus policy refused %s: %s", member,
+			    text);
 	if (!bus_open || r == -ETIMEDOUT || r == -ECONNRESET || r == -ENOTCONN || r == -EPIPE)
 		return note(detail, len, -DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s",
 			    DRC_NODE_NAME, member, strerror(-r));
@@ -201,8 +202,8 @@ int drc_connect(const char *address, sd_bus **bus, char *detail, size_t len)
 	*bus = NULL;
 	if ((r = sd_bus_new(bus)) < 0)
 		return note(detail, len, -DRC_ENOSPC, "out of memory");
-	if ((r = sd_bus_set_address(*bus, address)) < 0 || (r = sd_bus_set_bus_client(*bus, 1)) < 0 ||
-	    (r = sd_bus_start(*bus)) < 0) {
+	if ((r = sd_bus_set_address(*bus, address)) < 0 ||
+	    (r = sd_bus_set_bus_client(*bus, 1)) < 0 || (r = sd_bus_start(*bus)) < 0) {
 		*bus = sd_bus_close_unref(*bus);
 		return note(detail, len, -DRC_ECONNREFUSED, "cannot reach drcc on %s: %s", address,
 			    strerror(-r));

@@ -1,7 +1,7 @@
 /*
- * drc.so's options: --drc=acquire|ID, --drc-flags=persistent,flex,
- * --drc-grant=uid:NAME|UID,gid:NAME|GID,job:WLMID and --drc-token, parsed into drc_request.
- * Every refusal names the bad value, for the user who typed it.
+ * What drc.so is asked to do: the user's --drc=acquire|ID, --drc-flags=persistent,flex,
+ * --drc-grant=uid:NAME|UID,gid:NAME|GID,job:WLMID and --drc-token (drc_request), and the
+ * admin's plugstack.conf arguments (drc_config). Every refusal names the bad value.
  */
 #include "drc_spank.h"
 
@@ -19,6 +19,7 @@
 enum option { OPT_DRC, OPT_FLAGS, OPT_GRANT, OPT_TOKEN };
 
 struct drc_request drc_request;
+struct drc_config drc_config;
 
 /* A decimal uint32; zero only when allowed (uid/gid 0, not a credential or job id). */
 static int parse_u32(const char *s, uint32_t *out, int allow_zero)
@@ -138,3 +139,24 @@ struct spank_option drc_options[] = {
 	  OPT_TOKEN, option_cb },
 	SPANK_OPTIONS_TABLE_END
 };
+
+int drc_configure(int ac, char **av)
+{
+	int i;
+
+	for (i = 0; i < ac; i++) {
+		if (strncmp(av[i], "bus=", 4) == 0) {
+			free(drc_config.bus);
+			drc_config.bus = strdup(av[i] + 4);
+		} else if (strcmp(av[i], "fail_hard") == 0) {
+			drc_config.fail_hard = 1;
+		} else if (strcmp(av[i], "slingshot") == 0) {
+			drc_config.slingshot = 1;
+		} else {
+			slurm_error("drc: unknown plugin argument '%s' (known: bus=ADDRESS, "
+				    "fail_hard, slingshot)", av[i]);
+			return -1;
+		}
+	}
+	return 0;
+}

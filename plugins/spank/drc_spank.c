@@ -36,14 +36,11 @@ SPANK_PLUGIN(drc, 1);
 #define DEFAULT_BUS "unix:path=/run/dbus/system_bus_socket"
 #define CALL_TIMEOUT_USEC (10 * 1000000ULL)
 
-static char *bus_address;        /* plugin argument bus= */
-static int fail_hard, slingshot; /* plugin arguments */
-char drc_reason[640];            /* "DRC_EPERM: drcc's reason" of the last failed call */
-static char failure[1024];       /* set in user_init, printed by task_init */
+char drc_reason[640];       /* "DRC_EPERM: drcc's reason" of the last failed call */
+static char detail[512];    /* the call layer's reason, into drc_reason */
+static char failure[1024];  /* set in user_init, printed by task_init */
 
 /* -- calls to drcc ------------------------------------------------------------------------- */
-
-static char detail[512]; /* the call layer's reason of a failed call */
 
 /* rc; a failure's detail goes into drc_reason as "DRC_<NAME>: detail". */
 static int noted(int rc)
@@ -57,9 +54,9 @@ static int noted(int rc)
 static int open_bus(sd_bus **bus)
 {
 	const char *env = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+	const char *address = drc_config.bus ? drc_config.bus : env && *env ? env : DEFAULT_BUS;
 
-	return noted(drc_connect(bus_address ? bus_address : env && *env ? env : DEFAULT_BUS, bus,
-				 detail, sizeof(detail)));
+	return noted(drc_connect(address, bus, detail, sizeof(detail)));
 }
 
 int drc_relay(sd_bus *bus, enum drc_verb verb, struct drc_answer *a, ...)
@@ -153,7 +150,9 @@ static int use_credential(spank_t sp, sd_bus *bus, uint32_t job, uint32_t step, 
 	id = id ? id : a.u[0];
 	if (drc_relay(bus, DRC_VERB_ACCESS, &a, id, 0) < 0)
 		return drc_fail("drc: access to credential %" PRIu32 ": %s", id, drc_reason);
-	if ((slingshot && drc_export_slingshot(sp, bus, id) < 0) || grant_all(bus, id) < 0)
+	if (drc_config.slingshot && drc_export_slingshot(sp, bus, id) < 0)
+		return -1;
+	if (grant_all(bus, id) < 0)
 		return -1;
 	if (setenv_u32(sp, "DRC_CREDENTIAL", id) < 0 || setenv_u32(sp, "DRC_COOKIE1", a.u[1]) < 0 ||
 	    setenv_u32(sp, "DRC_COOKIE2", a.u[2]) < 0 ||
@@ -182,28 +181,6 @@ static int job_ids(spank_t sp, uint32_t *job, uint32_t *step)
 	return -1;
 }
 
-/* Plugin arguments; every callback passes them again (job_epilog runs where init did not). */
-static int configure(int ac, char **av)
-{
-	int i;
-
-	for (i = 0; i < ac; i++) {
-		if (strncmp(av[i], "bus=", 4) == 0) {
-			free(bus_address);
-			bus_address = strdup(av[i] + 4);
-		} else if (strcmp(av[i], "fail_hard") == 0) {
-			fail_hard = 1;
-		} else if (strcmp(av[i], "slingshot") == 0) {
-			slingshot = 1;
-		} else {
-			slurm_error("drc: unknown plugin argument '%s' (known: bus=ADDRESS, "
-				    "fail_hard, slingshot)", av[i]);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
 	int i;
@@ -213,7 +190,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 			slurm_error("drc: cannot register --%s", drc_options[i].name);
 			return -1;
 		}
-	return configure(ac, av);
+	return drc_configure(ac, av);
 }
 
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
@@ -288,19 +265,19 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
 	uint32_t job;
 
-	if (configure(ac, av) < 0 || job_ids(sp, &job, NULL) < 0)
-		return fail_hard ? -1 : 0;
+	if (drc_configure(ac, av) < 0 || job_ids(sp, &job, NULL) < 0)
+		return drc_config.fail_hard ? -1 : 0;
 	if (root_hook(DRC_VERB_JOB_ENDED, job, 0) == 0)
 		return 0;
 	slurm_error("drc: job %" PRIu32 " ended, but drcc was not told: %s%s", job, drc_reason,
-		    fail_hard ? "" : " (drc-jedi reconcile will expire it)");
-	return fail_hard ? -1 : 0;
+		    drc_config.fail_hard ? "" : " (drc-jedi reconcile will expire it)");
+	return drc_config.fail_hard ? -1 : 0;
 }
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)
 {
 	(void)sp, (void)ac, (void)av;
-	free(bus_address);
-	bus_address = NULL;
+	free(drc_config.bus);
+	drc_config.bus = NULL;
 	return 0;
 }

@@ -26,7 +26,19 @@ struct drc_request {
 	int token; /* --drc-token */
 };
 
+/* plugstack.conf arguments: bus=ADDRESS, fail_hard, slingshot (see drc_spank.c). */
+struct drc_config {
+	char *bus;
+	int fail_hard;
+	int slingshot;
+};
+
 DRC_INTERNAL extern struct drc_request drc_request;
+DRC_INTERNAL extern struct drc_config drc_config;
+
+/* Read the plugin arguments; every callback passes them again (job_epilog runs in a process
+ * where slurm_spank_init did not). -1 on an unknown one. */
+DRC_INTERNAL int drc_configure(int ac, char **av);
 DRC_INTERNAL extern struct spank_option drc_options[];
 
 /* drc_call() with the plugin's timeout; on failure "DRC_<NAME>: reason" is in drc_reason. */

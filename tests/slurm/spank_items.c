@@ -1,8 +1,9 @@
 /*
  * Loads drc.so the way slurmstepd does (dlopen) with a stand-in for the few Slurm functions it
- * calls, to drive user_init where a real Slurm cannot be made to fail: spank_get_item answers
- * the job and step ids but refuses the item named by argv[1] ("S_JOB_NNODES", "S_JOB_STEPID").
- * Prints task_init's return and what it wrote; exit 0. Built and run by test_spank_items.py.
+ * calls, to drive the callbacks where a real Slurm cannot be made to fail, and under valgrind
+ * (which cannot follow slurmstepd): spank_get_item answers job 4242, one node, but refuses the
+ * item named by argv[2] ("S_JOB_NNODES", "S_JOB_STEPID"). Prints the plugin's log, its
+ * spank_setenv calls and the callbacks' returns. Built and run by test_spank_items.py.
  */
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -11,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 static const char *refused;
+static uint32_t step; /* what S_JOB_STEPID answers */
 static struct spank_option *registered[8];
 static int n_registered;
 
@@ -42,7 +45,7 @@ spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...)
 	if (strcmp(name, refused) == 0 || strcmp(name, "other") == 0)
 		return ESPANK_ERROR;
 	va_start(args, item);
-	*va_arg(args, uint32_t *) = item == S_JOB_ID ? 4242 : item == S_JOB_STEPID ? 0 : 2;
+	*va_arg(args, uint32_t *) = item == S_JOB_ID ? 4242 : item == S_JOB_STEPID ? step : 1;
 	va_end(args);
 	return ESPANK_SUCCESS;
 }
@@ -55,7 +58,8 @@ spank_err_t spank_getenv(spank_t sp, const char *var, char *buf, int len)
 
 spank_err_t spank_setenv(spank_t sp, const char *var, const char *val, int overwrite)
 {
-	(void)sp, (void)var, (void)val, (void)overwrite;
+	(void)sp, (void)overwrite;
+	printf("setenv %s=%s\n", var, val);
 	return ESPANK_SUCCESS;
 }
 
@@ -78,37 +82,69 @@ LOG(slurm_info)
 LOG(slurm_error)
 LOG(slurm_verbose)
 
+/* Call the registered option callback of "--name=value" (or "--name"). */
+static int option(const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+	int i;
+
+	for (i = 0; i < n_registered; i++)
+		if (strlen(registered[i]->name) == n - 2 &&
+		    strncmp(registered[i]->name, arg + 2, n - 2) == 0)
+			return registered[i]->cb(registered[i]->val, eq ? eq + 1 : NULL, 1);
+	return -1;
+}
+
+static spank_f *callback(void *plugin, const char *name)
+{
+	spank_f *f;
+
+	*(void **)&f = dlsym(plugin, name);
+	if (!f) {
+		fprintf(stderr, "no %s in the plugin\n", name);
+		exit(2);
+	}
+	return f;
+}
+
+/* spank_items PLUGIN REFUSED_ITEM BUS|none [--drc=... --drc-token ...]: init, the options,
+ * init_post_opt (not with none), user_init twice (the batch step, then a later step of the
+ * job), task_init, job_epilog, exit -- the order slurmstepd calls them in. */
 int main(int argc, char **argv)
 {
-	spank_f *init, *user_init, *task_init, *spank_exit;
+	char bus[512];
+	char *args[] = { bus };
 	void *plugin;
-	int i, rc;
+	int i, offline;
 
-	if (argc != 3)
+	if (argc < 4)
 		return 2;
 	refused = argv[2];
+	offline = strcmp(argv[3], "none") == 0;
+	snprintf(bus, sizeof(bus), "bus=%s", offline ? "unix:path=/nonexistent/drc-test-bus" : argv[3]);
 	plugin = dlopen(argv[1], RTLD_NOW);
 	if (!plugin) {
 		fprintf(stderr, "%s\n", dlerror());
 		return 2;
 	}
-	*(void **)&init = dlsym(plugin, "slurm_spank_init");
-	*(void **)&user_init = dlsym(plugin, "slurm_spank_user_init");
-	*(void **)&task_init = dlsym(plugin, "slurm_spank_task_init");
-	*(void **)&spank_exit = dlsym(plugin, "slurm_spank_exit");
-	char *args[] = { "bus=unix:path=/nonexistent/drc-test-bus" };
-	if (init(NULL, 1, args) != 0)
+	if (callback(plugin, "slurm_spank_init")(NULL, 1, args) != 0)
 		return 2;
-	for (i = 0; i < n_registered; i++)
-		if (strcmp(registered[i]->name, "drc") == 0)
-			registered[i]->cb(registered[i]->val, "acquire", 1);
+	for (i = 4; i < argc; i++)
+		if (option(argv[i]) != 0)
+			return 2;
+	if (!offline) /* registering the job would fail first */
+		printf("init_post_opt=%d\n",
+		       callback(plugin, "slurm_spank_init_post_opt")(NULL, 1, args));
+	for (i = 0; i < 2; i++) {
+		step = i ? 1 : SLURM_BATCH_SCRIPT;
+		callback(plugin, "slurm_spank_user_init")(NULL, 1, args);
+	}
 	fflush(stdout);
-	user_init(NULL, 0, NULL);
-	fflush(stdout);
-	rc = task_init(NULL, 0, NULL);
+	printf("task_init=%d\n", callback(plugin, "slurm_spank_task_init")(NULL, 1, args));
+	printf("job_epilog=%d\n", callback(plugin, "slurm_spank_job_epilog")(NULL, 1, args));
+	callback(plugin, "slurm_spank_exit")(NULL, 1, args);
 	fflush(stderr);
-	printf("task_init=%d\n", rc);
-	spank_exit(NULL, 0, NULL);
 	dlclose(plugin);
 	return 0;
 }

@@ -118,8 +118,10 @@ static int credential_of_step(sd_bus *bus, uint32_t step, uint32_t nnodes, uint3
 	if ((*id = a.u[0]) || step == SLURM_BATCH_SCRIPT)
 		return 0;
 	if (nnodes > 1)
-		return drc_fail("drc: --drc=acquire in a %" PRIu32 "-node step: acquire in a batch "
-				"job (sbatch --drc=acquire), or pass --drc=ID", nnodes);
+		return drc_fail("drc: --drc=acquire in a %" PRIu32 "-node step: drcc knows no "
+				"credential of this job on this node, and a step has no one place to "
+				"acquire for all its nodes; in a batch job that acquired, pass "
+				"--drc=$DRC_CREDENTIAL, else --drc=ID", nnodes);
 	return 0;
 }
 

@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all deps demo test stress lint man lib spank rpm introspection clean
+.PHONY: all deps demo test stress lint man lib spank rpm introspection errors clean
 
 all: deps man lib
 
@@ -19,6 +19,11 @@ man/drc.conf.5: drc/config.py packaging/gen_drc_conf_man.py
 # (tests/packaging/test_introspection_xml.py fails until you do).
 introspection: deps
 	@$(PY) packaging/dbus/gen_introspection.py
+
+# Regenerate lib/drc_errors.h (the C error names and messages) after changing drc/core/errors.py
+# (tests/clib/test_generated.py fails until you do).
+errors: deps
+	@$(PY) lib/gen_errors.py
 
 # RPMs from the working tree into build/rpm (or RPM_TOPDIR=...); extra args via RPMBUILD_ARGS.
 rpm: deps man

@@ -8,10 +8,12 @@
  * 8 connections). A thread waits for a free connection only until its own deadline, so every
  * call returns within the timeout however many threads queue behind a daemon that hangs.
  * Nothing here prints: every failure is a negated DRC code, and its reason is kept per thread
- * for drc_error_detail().
+ * for drc_error_detail(). The call itself (message, error mapping, answer) is drc_call.c,
+ * shared with the SPANK plugin.
  */
 #define _GNU_SOURCE
 #include "rdmacred.h"
+#include "drc_call.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,14 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <systemd/sd-bus.h>
-
 #define DRC_API __attribute__((visibility("default")))
 
-#define NODE_NAME "org.drc.Node"
-#define NODE_PATH "/org/drc/Node"
-#define NODE_INTERFACE "org.drc.Node"
-#define DRC_ERROR_PREFIX "org.drc.Error."
 #define MAX_TIMEOUT_MS 3600000UL
 #define POOL_SIZE 8 /* connections per process; the system bus allows 256 per user */
 #define DETAIL_SIZE 512
@@ -40,13 +36,6 @@ struct drc_info {
 	uint32_t cookie2;
 	uint32_t ptag;
 	const struct drc_slingshot *slingshot; /* set by drc_access_slingshot() only */
-};
-
-/* The out args of a reply: up to four uint32, a boolean, a malloc'd string. */
-struct answer {
-	uint32_t u[4];
-	int b;
-	char *s;
 };
 
 /* One pooled connection. busy: a thread is calling on it (then only that thread touches
@@ -65,55 +54,6 @@ static struct slot pool[POOL_SIZE];
 
 /* The reason for this thread's last failure (drc_error_detail). */
 static __thread char detail[DETAIL_SIZE];
-
-/* Indexed by drc_status; the same text as drc.core.errors.MESSAGES. */
-static const char *const messages[] = {
-	[DRC_SUCCESS] = "success",
-	[DRC_EINVAL] = "invalid parameter",
-	[DRC_EPERM] = "invalid permissions",
-	[DRC_ENOSPC] = "no space left (a credential limit or the resource pool is exhausted)",
-	[DRC_ECONNREFUSED] = "connection refused (no DRC daemon answered: is drcc.service "
-			     "running here, drcs.service on the server?)",
-	[DRC_ALREADY_GRANTED] = "access already granted to this target",
-	[DRC_CRED_NOT_FOUND] = "credential not found",
-	[DRC_CRED_CREATE_FAILURE] = "credential could not be created",
-	[DRC_CRED_EXTERNAL_FAILURE] = "external application failure",
-	[DRC_BAD_TOKEN] = "bad, expired or revoked token",
-	[DRC_EFLAGS] = "flags not valid for this call",
-	[DRC_EBADTARGET] = "no such grant target (job 0, id -1, or a revoke of what was never granted)",
-	[DRC_EFAULT] = "a required pointer argument is NULL",
-	[DRC_EPROTO] = "the daemon's answer was not understood (mismatched drc versions?)",
-};
-#define N_CODES ((int)(sizeof(messages) / sizeof(messages[0])))
-
-/* Indexed by drc_status: the D-Bus error name is DRC_ERROR_PREFIX + this. */
-static const char *const names[] = {
-	[DRC_SUCCESS] = "SUCCESS",
-	[DRC_EINVAL] = "EINVAL",
-	[DRC_EPERM] = "EPERM",
-	[DRC_ENOSPC] = "ENOSPC",
-	[DRC_ECONNREFUSED] = "ECONNREFUSED",
-	[DRC_ALREADY_GRANTED] = "ALREADY_GRANTED",
-	[DRC_CRED_NOT_FOUND] = "CRED_NOT_FOUND",
-	[DRC_CRED_CREATE_FAILURE] = "CRED_CREATE_FAILURE",
-	[DRC_CRED_EXTERNAL_FAILURE] = "CRED_EXTERNAL_FAILURE",
-	[DRC_BAD_TOKEN] = "BAD_TOKEN",
-	[DRC_EFLAGS] = "EFLAGS",
-	[DRC_EBADTARGET] = "EBADTARGET",
-	[DRC_EFAULT] = "EFAULT",
-	[DRC_EPROTO] = "EPROTO",
-};
-
-/* D-Bus errors meaning "nobody answered": the daemon is not running or went away. */
-static const char *const not_running[] = {
-	SD_BUS_ERROR_SERVICE_UNKNOWN,
-	SD_BUS_ERROR_NAME_HAS_NO_OWNER,
-	SD_BUS_ERROR_NO_REPLY,
-	SD_BUS_ERROR_TIMEOUT,
-	"org.freedesktop.DBus.Error.TimedOut",
-	SD_BUS_ERROR_DISCONNECTED,
-	SD_BUS_ERROR_NO_SERVER,
-};
 
 /* -- time ---------------------------------------------------------------------------------- */
 
@@ -315,122 +255,28 @@ static int connection(struct slot *slot, uint64_t deadline, sd_bus **bus)
 
 /* -- calls --------------------------------------------------------------------------------- */
 
-/* A D-Bus error name from drcc (org.drc.Error.<NAME>) → the DRC code; 0 if it is not one. */
-static int drc_code_of(const char *name)
+/* One call on a borrowed slot; its connection is dropped when the call found it closed. */
+static int call_on(struct slot *slot, uint64_t deadline, enum drc_verb verb, struct drc_answer *a,
+		   va_list args)
 {
-	size_t prefix = strlen(DRC_ERROR_PREFIX);
-	int code;
-
-	if (strncmp(name, DRC_ERROR_PREFIX, prefix) != 0)
-		return 0;
-	for (code = DRC_SUCCESS + 1; code < N_CODES; code++)
-		if (strcmp(name + prefix, names[code]) == 0)
-			return code;
-	return DRC_EPROTO; /* a code from a newer drcc */
-}
-
-static int is_not_running(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(not_running) / sizeof(not_running[0]); i++)
-		if (strcmp(name, not_running[i]) == 0)
-			return 1;
-	return 0;
-}
-
-/* A failed sd_bus_call → negated DRC code (and the detail). bus_open: is the connection
- * still usable. */
-static int status_of_call(const char *member, int r, const sd_bus_error *error, int bus_open)
-{
-	const char *name = sd_bus_error_is_set(error) ? error->name : NULL;
-	const char *text = name && error->message ? error->message : "";
-	int code = name ? drc_code_of(name) : 0;
-
-	if (code)
-		return fail(-code, "%s", *text ? text : name);
-	if (name && is_not_running(name))
-		return fail(-DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s", NODE_NAME, member,
-			    *text ? text : name);
-	if (name && strcmp(name, SD_BUS_ERROR_ACCESS_DENIED) == 0)
-		return fail(-DRC_EPERM, "the D-Bus policy refused %s: %s", member, text);
-	if (!bus_open || r == -ETIMEDOUT || r == -ECONNRESET || r == -ENOTCONN || r == -EPIPE)
-		return fail(-DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s", NODE_NAME, member,
-			    strerror(-r));
-	return fail(-DRC_EPROTO, "%s: %s %s", member, name ? name : strerror(-r), text);
-}
-
-/* Read the reply's out args, whose D-Bus signature must be exactly types ("u", "uuuu", "b",
- * "s" or ""), into a. */
-static int read_answer(sd_bus_message *reply, const char *types, struct answer *a)
-{
-	const char *s;
-	int r = 1, n = 0;
-
-	if (sd_bus_message_has_signature(reply, types) <= 0)
-		return fail(-DRC_EPROTO, "drcc answered with signature '%s', libdrc expects '%s'",
-			    sd_bus_message_get_signature(reply, 1), types);
-	for (; *types && r > 0; types++) {
-		if (*types == 'u' && n < 4) {
-			r = sd_bus_message_read_basic(reply, 'u', &a->u[n++]);
-		} else if (*types == 'b') {
-			r = sd_bus_message_read_basic(reply, 'b', &a->b);
-		} else if (*types == 's' && !a->s) {
-			r = sd_bus_message_read_basic(reply, 's', &s);
-			if (r > 0 && !(a->s = strdup(s)))
-				return fail(-DRC_ENOSPC, "out of memory");
-		} else {
-			r = -EINVAL;
-		}
-	}
-	if (r <= 0) {
-		free(a->s);
-		a->s = NULL;
-		return fail(-DRC_EPROTO, "drcc's answer could not be read");
-	}
-	return DRC_SUCCESS;
-}
-
-/* Build, send and answer one call on a borrowed slot. */
-static int call_on(struct slot *slot, uint64_t deadline, const char *member,
-		   const char *out_types, struct answer *a, const char *in_types, va_list args)
-{
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	sd_bus_message *call = NULL, *reply = NULL;
 	sd_bus *bus;
+	va_list copy;
 	int r, rc;
 
 	r = connection(slot, deadline, &bus);
 	if (r < 0)
 		return fail(-DRC_ECONNREFUSED, "no connection to the D-Bus system bus: %s",
 			    strerror(-r));
-	r = sd_bus_message_new_method_call(bus, &call, NODE_NAME, NODE_PATH, NODE_INTERFACE,
-					   member);
-	if (r >= 0)
-		r = sd_bus_message_appendv(call, in_types, args);
-	if (r == -ENOMEM) {
-		rc = fail(-DRC_ENOSPC, "out of memory");
-	} else if (r < 0 && strcmp(member, "AccessWithToken") == 0) {
-		rc = fail(-DRC_BAD_TOKEN, "the token is not a valid UTF-8 string");
-	} else if (r < 0) {
-		rc = fail(-DRC_EPROTO, "%s could not be sent: %s", member, strerror(-r));
-	} else {
-		r = sd_bus_call(bus, call, remaining(deadline), &error, &reply);
-		rc = r < 0 ? status_of_call(member, r, &error, sd_bus_is_open(bus) > 0)
-			   : read_answer(reply, out_types, a);
-	}
-	/* Messages hold references to the connection: release them while it is borrowed. */
-	sd_bus_message_unref(reply);
-	sd_bus_message_unref(call);
-	sd_bus_error_free(&error);
+	va_copy(copy, args);
+	rc = drc_vcall(bus, remaining(deadline), verb, a, detail, sizeof(detail), copy);
+	va_end(copy);
 	if (sd_bus_is_open(bus) <= 0)
 		drop_connection(slot);
 	return rc;
 }
 
-/* Call drcc's member(in args...) and fill a with its out args; 0 or a negated DRC code. */
-static int call_node(const char *member, const char *out_types, struct answer *a,
-		     const char *in_types, ...)
+/* Call drcc's verb(in args...) and fill a with its out args; 0 or a negated DRC code. */
+static int call_node(enum drc_verb verb, struct drc_answer *a, ...)
 {
 	uint64_t deadline = now_usec() + timeout_usec();
 	struct slot *slot;
@@ -441,9 +287,9 @@ static int call_node(const char *member, const char *out_types, struct answer *a
 	slot = borrow(deadline);
 	if (!slot) /* other threads held every connection up to our deadline */
 		return fail(-DRC_ECONNREFUSED, "drcc did not answer %s in time: all %d connections"
-			    " stayed busy", member, POOL_SIZE);
-	va_start(args, in_types);
-	rc = call_on(slot, deadline, member, out_types, a, in_types, args);
+			    " stayed busy", drc_verbs[verb].member, POOL_SIZE);
+	va_start(args, a);
+	rc = call_on(slot, deadline, verb, a, args);
 	va_end(args);
 	give_back(slot);
 	return rc;
@@ -451,7 +297,7 @@ static int call_node(const char *member, const char *out_types, struct answer *a
 
 /* -- the API ------------------------------------------------------------------------------- */
 
-static int new_info(const struct answer *a, drc_info_handle_t *info)
+static int new_info(const struct drc_answer *a, drc_info_handle_t *info)
 {
 	struct drc_info *handle = malloc(sizeof(*handle));
 
@@ -468,12 +314,12 @@ static int new_info(const struct answer *a, drc_info_handle_t *info)
 
 DRC_API int drc_acquire(uint32_t *credential, int flags)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!credential)
 		return fail(-DRC_EFAULT, "drc_acquire: credential is NULL");
-	rc = call_node("Acquire", "u", &a, "u", (uint32_t)flags);
+	rc = call_node(DRC_VERB_ACQUIRE, &a, (uint32_t)flags);
 	if (rc == DRC_SUCCESS)
 		*credential = a.u[0];
 	return rc;
@@ -481,34 +327,34 @@ DRC_API int drc_acquire(uint32_t *credential, int flags)
 
 DRC_API int drc_access(uint32_t credential, int flags, drc_info_handle_t *info)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!info)
 		return fail(-DRC_EFAULT, "drc_access: info is NULL");
-	rc = call_node("Access", "uuuu", &a, "uu", credential, (uint32_t)flags);
+	rc = call_node(DRC_VERB_ACCESS, &a, credential, (uint32_t)flags);
 	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
 }
 
 DRC_API int drc_access_with_token(char *token, int flags, drc_info_handle_t *info)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!token || !info)
 		return fail(-DRC_EFAULT, "drc_access_with_token: %s is NULL", token ? "info" : "token");
-	rc = call_node("AccessWithToken", "uuuu", &a, "su", token, (uint32_t)flags);
+	rc = call_node(DRC_VERB_ACCESS_WITH_TOKEN, &a, token, (uint32_t)flags);
 	return rc == DRC_SUCCESS ? new_info(&a, info) : rc;
 }
 
 DRC_API int drc_get_credential_token(uint32_t credential, char **token)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!token)
 		return fail(-DRC_EFAULT, "drc_get_credential_token: token is NULL");
-	rc = call_node("GetCredentialToken", "s", &a, "u", credential);
+	rc = call_node(DRC_VERB_GET_CREDENTIAL_TOKEN, &a, credential);
 	if (rc == DRC_SUCCESS)
 		*token = a.s;
 	return rc;
@@ -516,35 +362,35 @@ DRC_API int drc_get_credential_token(uint32_t credential, char **token)
 
 DRC_API int drc_grant(uint32_t credential, uint32_t target, int flags)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 
-	return call_node("Grant", "", &a, "uuu", credential, target, (uint32_t)flags);
+	return call_node(DRC_VERB_GRANT, &a, credential, target, (uint32_t)flags);
 }
 
 DRC_API int drc_revoke(uint32_t credential, uint32_t target, int flags)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 
-	return call_node("Revoke", "", &a, "uuu", credential, target, (uint32_t)flags);
+	return call_node(DRC_VERB_REVOKE, &a, credential, target, (uint32_t)flags);
 }
 
 DRC_API int drc_release(uint32_t credential, int flags)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 
-	return call_node("Release", "b", &a, "uu", credential, (uint32_t)flags);
+	return call_node(DRC_VERB_RELEASE, &a, credential, (uint32_t)flags);
 }
 
 /* Frees the handle and sets *info = NULL whatever drcc answered: the caller's free(*info)
  * afterwards is then harmless, and nothing leaks when the daemon is gone. */
 DRC_API int drc_release_local(drc_info_handle_t *info)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!info || !*info)
 		return fail(-DRC_EFAULT, "drc_release_local: %s is NULL", info ? "*info" : "info");
-	rc = call_node("ReleaseLocal", "", &a, "u", (*info)->credential);
+	rc = call_node(DRC_VERB_RELEASE_LOCAL, &a, (*info)->credential);
 	free(*info);
 	*info = NULL;
 	return rc;
@@ -567,25 +413,17 @@ DRC_API uint32_t drc_get_ptag(drc_info_handle_t info)
 
 DRC_API uint32_t drc_get_wlm_id(void)
 {
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 
-	return call_node("GetWlmId", "u", &a, "") == DRC_SUCCESS ? a.u[0] : 0;
+	return call_node(DRC_VERB_GET_WLM_ID, &a) == DRC_SUCCESS ? a.u[0] : 0;
 }
 
 DRC_API const char *drc_error_message(int rc)
 {
-	long code = rc < 0 ? -(long)rc : rc;
-
-	return code < N_CODES ? messages[code] : "unknown DRC error";
+	return drc_status_message(rc);
 }
 
 /* -- HPE Slingshot ------------------------------------------------------------------------- */
-
-struct drc_slingshot {
-	uint32_t count;
-	uint32_t svc_ids[DRC_SLINGSHOT_MAX_DEVICES];
-	char names[DRC_SLINGSHOT_MAX_DEVICES][16];
-};
 
 /* One allocation holds both, so drc_release_local()'s free() frees both. */
 struct drc_slingshot_handle {
@@ -593,45 +431,15 @@ struct drc_slingshot_handle {
 	struct drc_slingshot s;
 };
 
-/* drcc's "cxi0:5,cxi1:6" (device:svc_id by NIC) into s; -DRC_EPROTO when malformed. */
-static int parse_services(const char *text, struct drc_slingshot *s)
-{
-	const char *p = text;
-
-	s->count = 0;
-	while (*p) {
-		const char *colon = strchr(p, ':');
-		char *end;
-		unsigned long id;
-		size_t n;
-
-		if (!colon || s->count == DRC_SLINGSHOT_MAX_DEVICES)
-			return -DRC_EPROTO;
-		n = (size_t)(colon - p);
-		if (n == 0 || n >= sizeof(s->names[0]))
-			return -DRC_EPROTO;
-		errno = 0;
-		id = strtoul(colon + 1, &end, 10);
-		if (errno || end == colon + 1 || id == 0 || id > UINT32_MAX ||
-		    (*end != ',' && *end != '\0'))
-			return -DRC_EPROTO;
-		memcpy(s->names[s->count], p, n);
-		s->names[s->count][n] = '\0';
-		s->svc_ids[s->count++] = (uint32_t)id;
-		p = *end ? end + 1 : end;
-	}
-	return DRC_SUCCESS;
-}
-
 DRC_API int drc_access_slingshot(uint32_t credential, int flags, drc_info_handle_t *info)
 {
 	struct drc_slingshot_handle *h;
-	struct answer a = { 0 };
+	struct drc_answer a = { 0 };
 	int rc;
 
 	if (!info)
 		return -DRC_EFAULT;
-	rc = call_node("AccessSlingshot", "uus", &a, "uu", credential, (uint32_t)flags);
+	rc = call_node(DRC_VERB_ACCESS_SLINGSHOT, &a, credential, (uint32_t)flags);
 	if (rc != DRC_SUCCESS)
 		return rc;
 	h = calloc(1, sizeof(*h));
@@ -639,7 +447,7 @@ DRC_API int drc_access_slingshot(uint32_t credential, int flags, drc_info_handle
 		free(a.s);
 		return -DRC_ENOSPC;
 	}
-	rc = parse_services(a.s, &h->s);
+	rc = drc_parse_services(a.s, &h->s);
 	free(a.s);
 	if (rc != DRC_SUCCESS) {
 		free(h);

@@ -131,6 +131,12 @@ class NodeService:
         self.cache.counters["acquire_forwarded"] += 1
         return info["credential"]
 
+    def job_credential(self, caller: Caller) -> int:
+        """The first credential ``caller``'s job took on this node (cached), or 0."""
+        if caller.holder.kind is not HolderKind.JOB:
+            return 0
+        return next((c for c, holder in self.cache.entries if holder == caller.holder), 0)
+
     def cached(self, caller: Caller, credential: int) -> AccessInfo | None:
         """The synchronous hit path of :meth:`access`."""
         entry = self.cache.get(credential, caller.holder)

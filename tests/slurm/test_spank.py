@@ -118,6 +118,27 @@ def test_steps_of_a_batch_job_share_its_one_credential(slurm: SlurmNode, jobs: l
     assert len([c for c in slurm.credentials() if c["wlm"] == a]) == 1
 
 
+def test_a_step_uses_the_credential_drcc_knows_not_the_one_its_environment_names(
+    slurm: SlurmNode, jobs: list[int]
+) -> None:
+    """DRC_CREDENTIAL in a step's environment is the user's to set: --drc=acquire takes the
+    job's credential from DRCC (JobCredential), even when the environment names another
+    credential the user could access."""
+    decoy_job = slurm.sbatch(
+        "alice", "--drc=acquire", "--drc-flags=flex", script=f"{PRINT_DRC}\n{HOLD}"
+    )
+    jobs.append(decoy_job)
+    decoy = started(slurm, decoy_job)["DRC_CREDENTIAL"]
+    step = f"DRC_CREDENTIAL={decoy} srun -Q --drc=acquire sh -c 'echo STEP=$DRC_CREDENTIAL'"
+    a = slurm.sbatch("alice", "--drc=acquire", script=f"{PRINT_DRC}\n{step}\n{HOLD}")
+    jobs.append(a)
+    cred = started(slurm, a)["DRC_CREDENTIAL"]
+    assert cred != decoy
+    assert f"STEP={cred}\n" in slurm.wait_output(a, "STEP=")
+    holders = (slurm.credential(int(decoy)) or {}).get("holders", [])
+    assert [h.get("job") for h in holders if h.get("kind") == "job"] == [decoy_job], holders
+
+
 def test_non_flex_credential_is_one_job_per_node_flex_is_not(
     slurm: SlurmNode, jobs: list[int]
 ) -> None:

@@ -45,6 +45,18 @@ class GroupCommit:
         self._pending = self._pending[self.max_batch :]
         if self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
+        if len(batch) == 1:
+            # Alone: its own transaction, as without grouping (no batch, no savepoint).
+            call, future = batch[0]
+            try:
+                result = call()
+            except Exception as err:
+                if not future.done():
+                    future.set_exception(err)
+                return
+            if not future.done():
+                future.set_result(result)
+            return
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             with self.store.batch():

@@ -62,3 +62,20 @@ def test_transactions_outside_a_batch_still_commit_on_their_own(service: Credent
     assert service.get(in_job(ALICE, 1, "n0"), cred).refs == 1
     service.release(in_job(ALICE, 1, "n0"), cred)
     assert consistency_problems(service.store) == []
+
+
+def test_a_lone_verb_commits_alone_without_batch_or_savepoint(service: CredentialService):
+    """Half the batches of a few sequential clients hold one verb: it pays for no batch."""
+    group = GroupCommit(service.store)
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+    cred = asyncio.run(group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id))
+    assert batches == []
+    assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
+    assert consistency_problems(service.store) == []

@@ -120,7 +120,11 @@ def link_server(
     """``observer`` is told of every answered call, as :class:`drc.bus.BusExporter`'s."""
     methods = {name: m for name, m in exported_methods(exports).items() if m.hook == NODE}
     store = getattr(getattr(exports, "service", None), "store", None)
-    group = GroupCommit(store) if hasattr(store, "batch") else None
+    # drcs hands its D-Bus verbs' group (exports.group): verbs arriving together on either
+    # transport share one commit, not one each.
+    group = getattr(exports, "group", None)
+    if group is None and hasattr(store, "batch"):
+        group = GroupCommit(store)
 
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
         exported = methods.get(name)

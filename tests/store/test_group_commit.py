@@ -8,7 +8,10 @@ import pytest
 
 from drc.core.errors import Code, DrcError
 from drc.core.service import CredentialService
+from drc.link import LinkPeer
+from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
+from drc.server.link import link_server
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job
@@ -78,4 +81,33 @@ def test_a_lone_verb_commits_alone_without_batch_or_savepoint(service: Credentia
     cred = asyncio.run(group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id))
     assert batches == []
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
+    assert consistency_problems(service.store) == []
+
+
+def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: CredentialService):
+    """drcs hands its D-Bus group to the link server: one group, so one commit for both."""
+    exports = ServerExports(service)
+    exports.group = GroupCommit(service.store)
+    server = link_server(exports, "127.0.0.1:0", munge_socket=None, node_uids={0})
+    node = LinkPeer(uid=0, gid=0, transport="unix", address="test")
+    caller = {"uid": ALICE, "gid": ALICE, "job": 1, "node": "n1"}
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+
+    async def together():
+        return await asyncio.gather(
+            server.handler(node, "NodeAcquire", [caller, 0]),
+            exports.group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id),
+        )
+
+    (linked,), dbus = asyncio.run(together())
+    assert batches == [1]
+    assert service.get(in_job(ALICE, 1, "n1"), linked["credential"]).refs == 1
+    assert service.get(in_job(BOB, 2, "n2"), dbus).refs == 1
     assert consistency_problems(service.store) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -110,4 +111,33 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: Credenti
     assert batches == [1]
     assert service.get(in_job(ALICE, 1, "n1"), linked["credential"]).refs == 1
     assert service.get(in_job(BOB, 2, "n2"), dbus).refs == 1
+    assert consistency_problems(service.store) == []
+
+
+def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(service: CredentialService):
+    """Sequential callers come back a few loop turns apart: once a batch had company, the next
+    one waits those turns, so the straggler shares its commit instead of paying its own."""
+    group = GroupCommit(service.store)
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+
+    def acquire(uid: int, job: int) -> Callable[[], int]:
+        return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
+
+    async def callers():
+        await asyncio.gather(group.run(acquire(ALICE, 1)), group.run(acquire(BOB, 2)))
+        first = asyncio.ensure_future(group.run(acquire(ALICE, 3)))
+        await asyncio.sleep(0)  # the second caller arrives a loop turn later
+        second = asyncio.ensure_future(group.run(acquire(BOB, 4)))
+        return await asyncio.gather(first, second)
+
+    ids = asyncio.run(callers())
+    assert batches == [1, 1]  # the pair, then the two stragglers together
+    assert len(set(ids)) == 2
     assert consistency_problems(service.store) == []

@@ -69,12 +69,17 @@ def link_server(
     munge_socket: str | None,
     node_uids: set[int],
     observer: Callable[[str, str, float, BaseException | None], None] | None = None,
+    group: GroupCommit | None = None,
 ) -> LinkServer:
     """Serve ``nodes`` (the node verbs object) on ``listen``; ``observer`` is told of every
-    answered call, as :class:`drc.bus.BusExporter`'s."""
+    answered call, as :class:`drc.bus.BusExporter`'s.
+
+    drcs passes its D-Bus verbs' ``group``: verbs arriving together on either transport then
+    share one commit, not one each. Without one, the link makes its own."""
     methods = exported_methods(nodes)
     store = getattr(getattr(nodes, "service", None), "store", None)
-    group = GroupCommit(store) if hasattr(store, "batch") else None
+    if group is None and hasattr(store, "batch"):
+        group = GroupCommit(store)
 
     async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
         exported = methods.get(name)

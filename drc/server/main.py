@@ -86,7 +86,8 @@ async def serve(cfg: drc_config.Config) -> None:
     room = raise_fd_limit()
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
-    exports.group = GroupCommit(service.store)  # D-Bus verbs waiting together share a commit
+    # One group commit for D-Bus and DRC link verbs (handed to link_server below).
+    exports.group = GroupCommit(service.store)
     exports.group_frees = not wants_cleanup_task(service)
     exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
     exports.probe_servers = server_prober(cfg, cfg["link"]["listen"])
@@ -121,6 +122,7 @@ async def serve(cfg: drc_config.Config) -> None:
             munge_socket=cfg["link"]["munge_socket"],
             node_uids=set(cfg["link"]["node_uids"]),
             observer=observe,
+            group=exports.group,
         )
         await link.start()
         if metrics:

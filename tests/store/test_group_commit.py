@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from drc.core.errors import Code, DrcError
 from drc.core.service import CredentialService
+from drc.link import LinkPeer
+from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
+from drc.server.link import link_server
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job
@@ -61,4 +65,81 @@ def test_transactions_outside_a_batch_still_commit_on_their_own(service: Credent
     assert service.store._batch_thread is None
     assert service.get(in_job(ALICE, 1, "n0"), cred).refs == 1
     service.release(in_job(ALICE, 1, "n0"), cred)
+    assert consistency_problems(service.store) == []
+
+
+def test_a_lone_verb_commits_alone_without_batch_or_savepoint(service: CredentialService):
+    """Half the batches of a few sequential clients hold one verb: it pays for no batch."""
+    group = GroupCommit(service.store)
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+    cred = asyncio.run(group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id))
+    assert batches == []
+    assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
+    assert consistency_problems(service.store) == []
+
+
+def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: CredentialService):
+    """drcs hands its D-Bus group to the link server: one group, so one commit for both."""
+    exports = ServerExports(service)
+    exports.group = GroupCommit(service.store)
+    server = link_server(
+        exports.nodes, "127.0.0.1:0", munge_socket=None, node_uids={0}, group=exports.group
+    )
+    node = LinkPeer(uid=0, gid=0, transport="unix", address="test")
+    caller = {"uid": ALICE, "gid": ALICE, "job": 1, "node": "n1"}
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+
+    async def together():
+        return await asyncio.gather(
+            server.handler(node, "NodeAcquire", [caller, 0]),
+            exports.group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id),
+        )
+
+    (linked,), dbus = asyncio.run(together())
+    assert batches == [1]
+    assert service.get(in_job(ALICE, 1, "n1"), linked["credential"]).refs == 1
+    assert service.get(in_job(BOB, 2, "n2"), dbus).refs == 1
+    assert consistency_problems(service.store) == []
+
+
+def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(service: CredentialService):
+    """Sequential callers come back a few loop turns apart: once a batch had company, the next
+    one waits those turns, so the straggler shares its commit instead of paying its own."""
+    group = GroupCommit(service.store)
+    batches = []
+    original = service.store.batch
+
+    def counting_batch():
+        batches.append(1)
+        return original()
+
+    service.store.batch = counting_batch  # type: ignore[method-assign]
+
+    def acquire(uid: int, job: int) -> Callable[[], int]:
+        return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
+
+    async def callers():
+        await asyncio.gather(group.run(acquire(ALICE, 1)), group.run(acquire(BOB, 2)))
+        first = asyncio.ensure_future(group.run(acquire(ALICE, 3)))
+        await asyncio.sleep(0)  # the second caller arrives a loop turn later
+        second = asyncio.ensure_future(group.run(acquire(BOB, 4)))
+        return await asyncio.gather(first, second)
+
+    ids = asyncio.run(callers())
+    assert batches == [1, 1]  # the pair, then the two stragglers together
+    assert len(set(ids)) == 2
     assert consistency_problems(service.store) == []

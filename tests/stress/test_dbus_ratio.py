@@ -39,9 +39,11 @@ def test_dbus_acquire_release_keeps_up_with_the_store():
         "DRCS acquire+release over D-Bus / raw store rate",
         ">= 0.8 (same run)",
         f"{ratio} ({pairs['dbus_pairs_per_s']} vs {pairs['store_pairs_per_s']} pairs/s, "
-        f"{pairs['clients']} D-Bus clients)",
+        f"{pairs['clients']} D-Bus clients; CPU per pair: DRCS {pairs['drcs_cpu_us_per_pair']} us, "
+        f"raw store {pairs['store_cpu_us_per_pair']} us)",
         ratio >= 0.8,
     )
     assert 0 < ratio < 10 and pairs["pairs"] > 0
+    assert pairs["drcs_cpu_us_per_pair"] > 0 and pairs["store_cpu_us_per_pair"] > 0
     if FULL:  # a small run is mostly warm-up: the rate is judged at full size only
         assert ratio >= 0.8, pairs

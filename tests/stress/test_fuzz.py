@@ -223,6 +223,7 @@ NODE_MEMBERS = [
     "ReleaseLocal",
     "GetWlmId",
     "Counters",
+    "JobCredential",
 ]
 U32 = st.integers(0, 2**32 - 1)
 DBUS_TEXT = st.text(

@@ -4,8 +4,6 @@ implemented in another class, and the clients derived from the tables. No bus, n
 from __future__ import annotations
 
 import asyncio
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -246,34 +244,3 @@ def test_every_verb_named_by_hand_elsewhere_is_in_a_table() -> None:
     every = {*exported_methods(NodeVerbs), *exported_methods(ServerExports)}
     assert set(exported_methods(NodeVerbs)) >= MUTATING
     assert every >= UNTIMED | READ_ONLY
-
-
-REPO = Path(__file__).resolve().parents[1]
-#: A C call of a DRCC method: the member, then its signature(s) as string literals --
-#: libdrc passes (out, in), the SPANK plugin (in).
-C_CALL = re.compile(r'"([A-Z][a-z][A-Za-z]*)",\s*"([a-z(){}]*)"(?:,\s*&?\w+,\s*"([a-z(){}]*)")?')
-#: The bus's own methods a C client may call; not in DRC's tables.
-STANDARD = {"Ping", "GetMachineId", "Introspect", "Hello", "AddMatch", "GetNameOwner"}
-
-
-def test_every_member_the_c_code_calls_exists_with_the_same_signature() -> None:
-    """libdrc and the SPANK plugin write member names and signatures by hand: each must be
-    a method of org.drc.Node with exactly those signatures."""
-    table = exported_methods(NodeExports)
-    sources = [*REPO.glob("lib/*.[ch]"), *REPO.glob("plugins/spank/*.[ch]")]
-    calls = [
-        (path.relative_to(REPO), match.groups())
-        for path in sources
-        for match in C_CALL.finditer(path.read_text())
-        if match.group(1) not in STANDARD
-    ]
-    assert {name for _, (name, _, _) in calls} >= {"Acquire", "Access", "RegisterJobPid"}
-    for where, (name, first, second) in calls:
-        assert name in table, f"{where}: org.drc.Node has no method {name}"
-        m = table[name]
-        if second is None:
-            assert first == m.in_signature, f"{where}: {name} takes {m.in_signature!r}"
-        else:
-            assert (first, second) == (m.out_signature, m.in_signature), (
-                f"{where}: {name} is ({m.in_signature}) -> ({m.out_signature})"
-            )

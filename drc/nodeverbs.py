@@ -35,6 +35,11 @@ class NodeVerbs:
     def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
         return self._declared()
 
+    @method("a{sv}", "u")
+    def node_job_credential(self, peer: PeerCredentials, caller: dict) -> int:
+        """The credential the caller's job holds on any node (lowest id), or 0."""
+        return self._declared()
+
     @method("a{sv}uuu", "")
     def node_grant(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int

@@ -92,6 +92,9 @@ class Transaction(SlotAllocator, Protocol):
         """Drop references of these (pid, start time) holders on ``node``."""
 
     def outstanding_jobs(self) -> set[int]: ...
+    def job_credential(self, job: int) -> int:
+        """The lowest credential id a JOB reference of ``job`` (any node) holds; 0 if none."""
+
     def process_holders(self, node: str) -> set[tuple[int, int]]:
         """(pid, start time) of every process holding a reference on ``node``."""
 

@@ -390,6 +390,22 @@ class CredentialService:
         with self.store.snapshot() as tx:
             return tx.outstanding_jobs()
 
+    def job_credential(self, caller: Caller) -> int:
+        """The credential the caller's job holds: the lowest id of a credential that a JOB
+        reference of that job holds, on any node; 0 outside a job or when it holds none.
+
+        What a step of a multi-node job uses on a node where the job took nothing yet (the
+        SPANK plugin's ``--drc=acquire``): the batch step's acquire recorded the job's
+        reference on the batch host in its own transaction, so the acquired credential is
+        always found this way while the job lives; one the job accessed counts the same, as
+        in the node cache. A reference exists only while its credential does (freed ones are
+        gone). Read-only.
+        """
+        if caller.job == 0 or caller.holder.kind is not HolderKind.JOB:
+            return 0
+        with self.store.snapshot() as tx:
+            return tx.job_credential(caller.job)
+
     # -- queries and administration ------------------------------------------------------
 
     def get(self, caller: Caller, credential: int) -> Credential:

@@ -43,6 +43,7 @@ READ_ONLY = frozenset(
         "OutstandingJobs",
         "NodeWatch",
         "NodeEpochs",
+        "NodeJobCredential",
         "NodeProcesses",
         "NodeToken",
     }

@@ -120,13 +120,14 @@ class NodeExports:
         return self.identify(peer).job
 
     @method("", "u")
-    def job_credential(self, peer: PeerCredentials) -> int:
-        """The credential the caller's job already holds on this node, or 0 (none, or no job).
+    async def job_credential(self, peer: PeerCredentials) -> int:
+        """The credential the caller's job already holds, or 0 (none, or no job).
 
         The SPANK plugin's ``--drc=acquire`` uses it instead of acquiring again, so the
-        steps of a batch job share the batch step's credential. Decided from DRCC's own
-        references, never from the job's environment (the user sets that)."""
-        return self.service.job_credential(self.identify(peer))
+        steps of a batch job share the batch step's credential, on every node of a
+        multi-node step. Decided from references (this node's cache, else DRCS's), never
+        from the job's environment (the user sets that)."""
+        return await self.service.job_credential(self.identify(peer))
 
     # -- root hooks ----------------------------------------------------------------------
 

@@ -132,6 +132,11 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
             "member_uid": who.uid,
         }
 
+    def node_job_credential(self, peer: PeerCredentials, caller: dict) -> int:
+        """A step on a node where its job took nothing yet: the job's credential, or 0."""
+        self._node(peer)
+        return self.service.job_credential(caller_from_wire(caller))
+
     def node_grant(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
     ) -> None:

@@ -57,6 +57,7 @@ GROUPED = frozenset(
         NodeVerbs.node_token,
         NodeVerbs.node_token_references,
         NodeVerbs.node_epochs,
+        NodeVerbs.node_job_credential,
         NodeVerbs.node_processes,
     )
 )

@@ -667,6 +667,13 @@ class PeeweeTransaction(VniRows):
         jobs = r.select(r.job).where(r.kind == HolderKind.JOB.value).distinct().tuples()
         return {j for (j,) in jobs}
 
+    def job_credential(self, job: int) -> int:
+        r = self.models.reference
+        query = r.select(fn.MIN(r.credential)).where(
+            (r.kind == HolderKind.JOB.value) & (r.job == job)
+        )
+        return int(query.scalar() or 0)
+
     # -- limits --------------------------------------------------------------------------
 
     def limits(self) -> list[Limit]:

@@ -8,9 +8,9 @@
  *   init_post_opt  root: vouch to drcc that this slurmstepd is the job's (RegisterJobPid)
  *   user_init      as the user, per step and node: acquire or access, grant, token; export
  *                  DRC_CREDENTIAL, DRC_COOKIE1, DRC_COOKIE2, DRC_CREDENTIAL_JOB (DRC_TOKEN).
- *                  --drc=acquire takes the credential drcc says the job already holds here
- *                  (JobCredential: the batch step's), else acquires one -- not in a
- *                  multi-node step, which has no one place to acquire for all its nodes.
+ *                  --drc=acquire takes the credential drcc says the job already holds
+ *                  (JobCredential: the batch step's, on any node), else acquires one -- not
+ *                  in a multi-node step, which has no one place to acquire for all its nodes.
  *                  The job's environment, which the user controls, is not consulted.
  *   task_post_fork root: register each task pid with its job (forge-proof libdrc callers)
  *   task_init      as the user: print user_init's failure on the task's stderr, fail it
@@ -118,10 +118,10 @@ static int credential_of_step(sd_bus *bus, uint32_t step, uint32_t nnodes, uint3
 	if ((*id = a.u[0]) || step == SLURM_BATCH_SCRIPT)
 		return 0;
 	if (nnodes > 1)
-		return drc_fail("drc: --drc=acquire in a %" PRIu32 "-node step: drcc knows no "
-				"credential of this job on this node, and a step has no one place to "
-				"acquire for all its nodes; in a batch job that acquired, pass "
-				"--drc=$DRC_CREDENTIAL, else --drc=ID", nnodes);
+		return drc_fail("drc: --drc=acquire in a %" PRIu32 "-node step: this job holds "
+				"no credential, and a step has no one place to acquire for all its "
+				"nodes: acquire in a batch job (sbatch --drc=acquire) or pass "
+				"--drc=ID", nnodes);
 	return 0;
 }
 

@@ -377,6 +377,33 @@ def test_outstanding_jobs_lists_jobs_holding_references(service: CredentialServi
     assert service.outstanding_jobs() == {20}
 
 
+def test_a_jobs_credential_is_the_lowest_a_reference_of_that_job_holds_on_any_node(service):
+    """What a multi-node step's --drc=acquire uses on a node where its job took nothing: the
+    batch step's acquire recorded the job's reference on the batch host, so every node finds it."""
+    lower = service.acquire(in_job(BOB, 20), FLEX).id  # bob's: job 10 holds no reference
+    assert service.job_credential(in_job(ALICE, 10, node="n2")) == 0, "holds none yet"
+    acquired = service.acquire(in_job(ALICE, 10, node="n1"), FLEX)
+    assert service.job_credential(in_job(ALICE, 10, node="n2")) == acquired.id > lower
+    service.acquire(in_job(ALICE, 10, node="n1"), FLEX)  # a second one: still the lowest
+    assert service.job_credential(in_job(ALICE, 10, node="n3")) == acquired.id
+    service.grant(in_job(BOB, 20), lower, Target(TargetKind.WLM, 10))
+    service.access(in_job(ALICE, 10, node="n4"), lower)  # one the job accessed counts the same
+    assert service.job_credential(in_job(ALICE, 10, node="n2")) == lower
+    assert service.job_credential(in_job(BOB, 21)) == 0, "another job holds none"
+    assert service.job_credential(in_process(ALICE, pid=4242)) == 0, "no job, no credential"
+    assert service.job_credential(direct(ALICE)) == 0
+    service.expire_jobs([10])
+    assert service.job_credential(in_job(ALICE, 10, node="n2")) == 0, "the job's references went"
+
+
+def test_a_jobs_credential_is_read_only(service: CredentialService):
+    cred = service.acquire(in_job(ALICE, 10), 0)
+    before = service.get(ROOT, cred.id)
+    service.job_credential(in_job(ALICE, 10, node="n2"))
+    assert service.get(ROOT, cred.id) == before
+    assert service.holders([cred])[cred.id] == [in_job(ALICE, 10).holder]
+
+
 # -- visibility --------------------------------------------------------------------------
 
 

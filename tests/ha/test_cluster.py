@@ -389,6 +389,25 @@ def test_a_node_whose_drcs_stops_answering_moves_on_within_the_client_timeout(
     assert int(cred) in {x["credential"] for x in c.server(2).list()}
 
 
+def test_a_step_on_a_node_its_batch_step_never_ran_on_finds_the_jobs_credential(
+    two_nodes: MultiNode, users: dict[str, User]
+):
+    """JobCredential (what a multi-node ``srun --drc=acquire`` step asks) answers the same id on
+    every node: node 1's DRCC from its cache, node 2's (following the other DRCS) from DRCS."""
+    c = two_nodes
+    job_credential = "print(client._node.job_credential())"
+    assert c.task(2, ALICE_JOB, "alice", job_credential).strip() == "0", "holds none yet"
+    cred = int(c.task(1, ALICE_JOB, "alice", "print(client.acquire(0))"))  # the batch step
+    assert int(c.task(1, ALICE_JOB, "alice", job_credential)) == cred
+    assert int(c.task(2, ALICE_JOB, "alice", job_credential)) == cred
+    assert c.counters(2)["job_credential_forwarded"] == 2
+    assert int(c.task(2, ALICE_JOB, "alice", f"print(client.access({cred}).credential)")) == cred
+    assert int(c.task(2, ALICE_JOB, "alice", job_credential)) == cred  # now from node 2's cache
+    assert c.counters(2)["job_credential_local"] == 1
+    assert c.task(2, BOB_JOB, "bob", job_credential).strip() == "0", "another job's is not its"
+    assert c.server(1).show(cred)["refs"] == 2  # asking took no reference
+
+
 def test_the_new_link_verbs_refuse_bad_input_and_change_nothing(two_nodes: MultiNode):
     c = two_nodes
     with c.link(2) as link:
@@ -399,6 +418,11 @@ def test_the_new_link_verbs_refuse_bad_input_and_change_nothing(two_nodes: Multi
             ("NodeJobsEndedHere", ["node1", ["x"]]),
             ("NodeJobsEndedHere", [7, [1]]),
             ("ServerInfo", [1]),
+            ("NodeJobCredential", [{"uid": 1000, "gid": 1000, "node": "node1"}]),
+            ("NodeJobCredential", [{"uid": 1000, "gid": 1000, "job": -1, "node": "node1"}]),
+            ("NodeJobCredential", [{"uid": 1000, "gid": 1000, "job": 5, "node": ""}]),
+            ("NodeJobCredential", ["job 5"]),
+            ("NodeJobCredential", []),
         ):
             with pytest.raises(DrcError) as e:
                 link.call(method, args)

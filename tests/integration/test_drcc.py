@@ -279,8 +279,10 @@ conf = tomllib.load(open({conf!r}, "rb"))
 host, port = conf["link"]["server"].rsplit(":", 1)
 client = SyncLinkClient(host, int(port), munge=Munge(conf["link"]["munge_socket"]),
                         server_uid=conf["link"]["server_uid"])
+job_101 = {{"uid": 1001, "gid": 1001, "job": 101, "node": "n1"}}
 for method, args in (("NodeJobsEnded", ["n1", [101]]),
                      ("NodeHello", ["n1", "forged-boot"]),
+                     ("NodeJobCredential", [job_101]),
                      ("SetLimit", ["global", 0, 0])):
     try:
         client.call(method, args)
@@ -298,6 +300,7 @@ def test_a_user_with_its_own_munge_credential_can_do_nothing_a_node_may(cluster:
     assert answers == {
         "NodeJobsEnded": "DRC_EPERM",
         "NodeHello": "DRC_EPERM",
+        "NodeJobCredential": "DRC_EPERM",  # read-only, but it speaks for other users' jobs
         "SetLimit": "DRC_EPERM",
     }, answers
     assert refs(cluster, cred) == 1  # job 101 was not expired

@@ -1,6 +1,8 @@
 """NodeService.job_credential, what DRCC's JobCredential answers (issue 14): the SPANK plugin's
---drc=acquire takes the credential the job already holds on this node, decided by DRCC from
-its own references. Transport-free: the upstream is an in-process answer table."""
+--drc=acquire takes the credential the job already holds, decided by DRCC from its own
+references, else by DRCS from the job's references on other nodes (tests/node/
+test_node_service.py has the miss). Transport-free: the upstream is an in-process answer table
+whose DRCS knows no job's credential."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class Upstream:
             credential = args[1]
         elif method == "NodeJobsEndedHere":
             return [[]]
+        elif method == "NodeJobCredential":
+            return [0]
         else:
             raise AssertionError(f"unexpected upstream call {method}")
         info = {"credential": credential, "cookie1": 100 + credential, "cookie2": 0, "ptag": 0}
@@ -44,13 +48,13 @@ def outside_jobs(pid: int = 600) -> Caller:
 def test_the_job_gets_the_credential_it_took_on_this_node_and_no_other_job_does() -> None:
     async def scenario() -> None:
         service = NodeService(NODE, "boot", Upstream(), Upstream())
-        assert service.job_credential(in_job(41)) == 0, "nothing taken yet: acquire"
+        assert await service.job_credential(in_job(41)) == 0, "nothing taken yet: acquire"
         first = await service.acquire(in_job(41, pid=501), 0)
-        await service.acquire(in_job(41, pid=502), 0)  # a second one: the first stays the answer
-        assert service.job_credential(in_job(41, pid=503)) == first
-        assert service.job_credential(in_job(42)) == 0
+        await service.acquire(in_job(41, pid=502), 0)  # a second one: the lowest stays the answer
+        assert await service.job_credential(in_job(41, pid=503)) == first
+        assert await service.job_credential(in_job(42)) == 0
         await service.access(in_job(43), first)  # an accessed one counts like an acquired one
-        assert service.job_credential(in_job(43)) == first
+        assert await service.job_credential(in_job(43)) == first
 
     asyncio.run(scenario())
 
@@ -59,9 +63,11 @@ def test_no_job_no_credential_and_a_job_end_forgets_it() -> None:
     async def scenario() -> None:
         service = NodeService(NODE, "boot", Upstream(), Upstream())
         await service.acquire(outside_jobs(), 0)
-        assert service.job_credential(outside_jobs()) == 0, "a process outside jobs has no job"
+        assert await service.job_credential(outside_jobs()) == 0, (
+            "a process outside jobs has no job"
+        )
         await service.acquire(in_job(41), 0)
         await service.job_ended(41)
-        assert service.job_credential(in_job(41)) == 0
+        assert await service.job_credential(in_job(41)) == 0
 
     asyncio.run(scenario())

@@ -375,6 +375,57 @@ def test_a_new_generation_resyncs_the_epochs_of_every_known_credential():
     assert drcs.calls_of("NodeEpochs") == [[NODE, [3, 4]]]
 
 
+def test_job_credential_hit_is_the_lowest_cached_id_and_asks_nobody():
+    """Deterministic: the lowest of the job's credentials here, not the first cached."""
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        node = service(drcs)
+        await node.access(job_caller(5), 9)
+        await node.access(job_caller(5), 4)
+        await node.access(job_caller(6), 2)  # another job's: not this one's answer
+        assert await node.job_credential(job_caller(5)) == 4
+        assert node.counters()["job_credential_local"] == 1
+
+    drcs = run(test, NodeAccess=lambda caller, cred: cred_dict(cred))
+    assert drcs.calls_of("NodeJobCredential") == []
+
+
+def test_job_credential_miss_asks_drcs_for_the_job_with_the_callers_identity():
+    """A node the batch step never ran on: DRCS answers from the job's references anywhere."""
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        node = service(drcs)
+        assert await node.job_credential(job_caller(5)) == 11
+        assert await node.job_credential(job_caller(7)) == 0  # a job holding none
+
+    drcs = run(test, NodeJobCredential=lambda caller: 11 if caller["job"] == 5 else 0)
+    asked = drcs.calls_of("NodeJobCredential")
+    assert [(c["job"], c["uid"], c["node"]) for (c,) in asked] == [(5, 1000, NODE), (7, 1000, NODE)]
+
+
+def test_job_credential_outside_a_job_is_0_without_asking_drcs():
+    async def test(drcs: ScriptedDrcs) -> None:
+        node = service(drcs)
+        alone = Caller(uid=1000, gid=1000, pid=77, holder=Holder.for_process(NODE, 77, 1))
+        await node.access(alone, 3)  # a process's own reference is no job's credential
+        assert await node.job_credential(alone) == 0
+
+    drcs = run(test, NodeAccess=lambda caller, cred: cred_dict(cred))
+    assert drcs.calls_of("NodeJobCredential") == []
+
+
+def test_job_credential_miss_with_drcs_unreachable_is_the_drc_error():
+    def down(caller: dict) -> int:
+        raise DrcError(Code.ECONNREFUSED, "DRCS down")
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        with pytest.raises(DrcError) as err:
+            await service(drcs).job_credential(job_caller(5))
+        assert err.value.code is Code.ECONNREFUSED
+
+    run(test, NodeJobCredential=down)
+
+
 def test_job_end_drops_the_job_here_and_tells_drcs_for_this_node():
     async def test(drcs: ScriptedDrcs) -> None:
         node = service(drcs)

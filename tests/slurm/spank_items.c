@@ -4,6 +4,9 @@
  * (which cannot follow slurmstepd): spank_get_item answers job 4242, one node, but refuses the
  * item named by argv[2] ("S_JOB_NNODES", "S_JOB_STEPID"). Prints the plugin's log, its
  * spank_setenv calls and the callbacks' returns. Built and run by test_spank_items.py.
+ * For one node's part of a multi-node job: SPANK_ITEMS_NNODES (the node count S_JOB_NNODES
+ * answers, default 1), SPANK_ITEMS_STEPS ("batch": the batch step only; "step": a later
+ * step only; default both), SPANK_ITEMS_EPILOG=0 (the job goes on: no job_epilog).
  */
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -16,7 +19,8 @@
 #include <slurm/spank.h>
 
 static const char *refused;
-static uint32_t step; /* what S_JOB_STEPID answers */
+static uint32_t step;	   /* what S_JOB_STEPID answers */
+static uint32_t nnodes = 1; /* what S_JOB_NNODES answers */
 static struct spank_option *registered[8];
 static int n_registered;
 
@@ -45,7 +49,7 @@ spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...)
 	if (strcmp(name, refused) == 0 || strcmp(name, "other") == 0)
 		return ESPANK_ERROR;
 	va_start(args, item);
-	*va_arg(args, uint32_t *) = item == S_JOB_ID ? 4242 : item == S_JOB_STEPID ? step : 1;
+	*va_arg(args, uint32_t *) = item == S_JOB_ID ? 4242 : item == S_JOB_STEPID ? step : nnodes;
 	va_end(args);
 	return ESPANK_SUCCESS;
 }
@@ -113,6 +117,8 @@ static spank_f *callback(void *plugin, const char *name)
  * job), task_init, job_epilog, exit -- the order slurmstepd calls them in. */
 int main(int argc, char **argv)
 {
+	const char *env_nnodes = getenv("SPANK_ITEMS_NNODES"), *steps = getenv("SPANK_ITEMS_STEPS");
+	const char *epilog = getenv("SPANK_ITEMS_EPILOG");
 	char bus[512];
 	char *args[] = { bus };
 	void *plugin;
@@ -120,6 +126,8 @@ int main(int argc, char **argv)
 
 	if (argc < 4)
 		return 2;
+	if (env_nnodes)
+		nnodes = (uint32_t)strtoul(env_nnodes, NULL, 10);
 	refused = argv[2];
 	offline = strcmp(argv[3], "none") == 0;
 	snprintf(bus, sizeof(bus), "bus=%s", offline ? "unix:path=/nonexistent/drc-test-bus" : argv[3]);
@@ -137,12 +145,16 @@ int main(int argc, char **argv)
 		printf("init_post_opt=%d\n",
 		       callback(plugin, "slurm_spank_init_post_opt")(NULL, 1, args));
 	for (i = 0; i < 2; i++) {
+		if (steps && strcmp(steps, i ? "step" : "batch") != 0)
+			continue;
 		step = i ? 1 : SLURM_BATCH_SCRIPT;
 		callback(plugin, "slurm_spank_user_init")(NULL, 1, args);
 	}
 	fflush(stdout);
 	printf("task_init=%d\n", callback(plugin, "slurm_spank_task_init")(NULL, 1, args));
-	printf("job_epilog=%d\n", callback(plugin, "slurm_spank_job_epilog")(NULL, 1, args));
+	if (!epilog || strcmp(epilog, "0") != 0)
+		printf("job_epilog=%d\n",
+		       callback(plugin, "slurm_spank_job_epilog")(NULL, 1, args));
 	callback(plugin, "slurm_spank_exit")(NULL, 1, args);
 	fflush(stderr);
 	dlclose(plugin);

@@ -6,16 +6,21 @@ says why and fails its tasks; and every callback, against a real DRCC, is valgri
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clib.support import VALGRIND
+from multinode import MultiNode, start_multinode, stop_multinode
 from slurm.slurm_harness import build_plugin
 
-from cluster import Cluster
+from drc.embedded.runtime import Runtime
+
+from cluster import Cluster, User
 
 HERE = Path(__file__).resolve().parent
 needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
@@ -30,12 +35,19 @@ def harness(tmp_path_factory) -> list[str]:
 
 
 def callbacks(
-    harness: list[str], refused: str, bus: str = "none", *options: str, memcheck: bool = False
+    harness: list[str],
+    refused: str,
+    bus: str = "none",
+    *options: str,
+    memcheck: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str]:
-    """(the plugin's log, spank_setenv calls and callback returns; the task's stderr)."""
+    """(the plugin's log, spank_setenv calls and callback returns; the task's stderr).
+    ``env``: spank_items.c's SPANK_ITEMS_* knobs (node count, which steps, no epilog)."""
     wrap = VALGRIND if memcheck else []
     argv = [*wrap, *harness, refused, bus, "--drc=acquire", *options]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    environ = {**os.environ, **(env or {})}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=environ)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # valgrind: 99 on an error or leak
     return proc.stdout, proc.stderr
 
@@ -89,3 +101,39 @@ def test_every_callback_against_a_real_drcc_is_valgrind_clean(harness, cluster: 
     assert "setenv DRC_CREDENTIAL_JOB=4242" in log
     listed = json.loads(cluster.drccli(None, "list", "--json", check=True).stdout)
     assert int(creds[0]) not in [c["credential"] for c in listed], "JobEnded did not free it"
+
+
+@pytest.fixture
+def two_nodes(runtime: Runtime, users: dict[str, User], postgresql_url: str) -> Iterator[MultiNode]:
+    """node1 follows DRCS 1, node2 DRCS 2 (see tests/multinode.py)."""
+    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
+    try:
+        yield c
+    finally:
+        stop_multinode(c)
+
+
+@pytest.mark.root
+def test_a_multi_node_step_takes_the_batch_steps_credential_on_a_node_it_never_ran_on(
+    harness, two_nodes: MultiNode
+) -> None:
+    """The regression issue 14 made: node 2's DRCC knows nothing of job 4242's credential, so
+    its 2-node step was refused; it now gets the batch step's from DRCS. A 2-node step of a job
+    holding no credential is still refused, with advice that works."""
+    c, job = two_nodes, 4242
+    two_node_step = {"SPANK_ITEMS_NNODES": "2", "SPANK_ITEMS_STEPS": "step"}
+    log, stderr = callbacks(harness, "none", c.emb.node_bus(2), env=two_node_step)
+    assert "task_init=-1" in log and "setenv DRC_CREDENTIAL=" not in log, log
+    assert "2-node step: this job holds no credential" in stderr
+    assert "acquire in a batch job (sbatch --drc=acquire) or pass --drc=ID" in stderr
+
+    batch = {"SPANK_ITEMS_STEPS": "batch", "SPANK_ITEMS_EPILOG": "0"}  # node 1, the job goes on
+    log, stderr = callbacks(harness, "none", c.emb.node_bus(1), env=batch)
+    assert stderr == "" and "task_init=0" in log, log + stderr
+    (cred,) = re.findall(r"^setenv DRC_CREDENTIAL=(\d+)$", log, re.M)
+
+    log, stderr = callbacks(harness, "none", c.emb.node_bus(2), env=two_node_step)
+    assert stderr == "" and "task_init=0" in log and "job_epilog=0" in log, log + stderr
+    assert re.findall(r"^setenv DRC_CREDENTIAL=(\d+)$", log, re.M) == [cred]
+    assert c.counters(2)["job_credential_forwarded"] == 2
+    assert f"freed credential(s): {cred}" in c.end_job(1, job)  # node 2's part already ended

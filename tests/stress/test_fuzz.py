@@ -47,6 +47,7 @@ LINK_VERBS = {
     "NodeProcessesExited": ("s", "a(ut)"),
     "NodeProcesses": ("s",),
     "NodeEpochs": ("s", "au"),
+    "NodeJobCredential": ("a{sv}",),
     "NodeWatch": ("s", "u", "u"),
 }
 REJECTED = {

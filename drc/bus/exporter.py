@@ -315,6 +315,13 @@ class BusExporter:
             return True
         try:
             result = exported.func(self._owners[exported.name], peer, *_args(msg, exported))
+            if isinstance(result, asyncio.Future):
+                # A future (a verb waiting for its group commit): answered from its done
+                # callback, no task and no extra loop turn per call.
+                result.add_done_callback(
+                    functools.partial(self._future_done, msg, exported, started)
+                )
+                return True
             if inspect.isawaitable(result):
                 # A plain method may answer at once (a cache hit) or hand back an awaitable
                 # (a miss that needs I/O): only the second pays for a task.
@@ -334,6 +341,20 @@ class BusExporter:
     def _observe(self, exported: ExportedMethod, started: float, exc: Exception | None) -> None:
         if self.observer is not None:
             self.observer("dbus", exported.name, time.perf_counter() - started, exc)
+
+    def _future_done(
+        self, msg: Message, exported: ExportedMethod, started: float, done: asyncio.Future[Any]
+    ) -> None:
+        if done.cancelled():
+            return  # the exporter stopped: nobody to answer
+        try:
+            reply = self._reply(msg, exported, out_list(exported, done.result()))
+            self._observe(exported, started, None)
+        except Exception as exc:
+            self._observe(exported, started, exc)
+            reply = self._failure(msg, exported, exc)
+        if isinstance(reply, Message) and self._bus is not None:
+            self._bus.send(reply)
 
     async def _await_reply(
         self, msg: Message, exported: ExportedMethod, pending: Any, started: float

@@ -301,7 +301,7 @@ class ServerExports:
         """``call()`` now, or (grouping on) an awaitable of it that the bus exporter awaits."""
         if self.group is None or (frees and not self.group_frees):
             return call()
-        return self.group.run(call)
+        return self.group.submit(call)
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)

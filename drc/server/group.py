@@ -47,13 +47,19 @@ class GroupCommit:
         self._turns_left = 0
 
     async def run(self, call: Callable[[], T]) -> T:
+        """``call()``'s result, after its batch commits."""
+        return await self.submit(call)
+
+    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """A future of ``call()``'s result, set after its batch commits. A future, not a
+        coroutine: the bus exporter answers from its done callback, without a task per call."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((call, future))
         if len(self._pending) == 1:
             self._turns_left = GATHER_TURNS if self._company else 0
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         if self._turns_left and len(self._pending) < self.max_batch:

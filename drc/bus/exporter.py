@@ -40,7 +40,6 @@ from drc.core.errors import Code, DrcError
 from drc.export import (
     ExportedMethod,
     PeerCredentials,
-    invoke,
     merged_table,
     out_list,
     parse_signature,
@@ -306,37 +305,43 @@ class BusExporter:
                 f"got {msg.signature!r}",
             )
         started = time.perf_counter()
-        if exported.is_coroutine:
+        try:
+            result = exported.func(self._owners[exported.name], peer, *_args(msg, exported))
+        except Exception as exc:
+            return self._answer(msg, exported, started, functools.partial(_reraise, exc))
+        if isinstance(result, asyncio.Future):
+            # A future (a verb waiting for its group commit): answered from its done
+            # callback, no task and no extra loop turn per call.
+            result.add_done_callback(functools.partial(self._future_done, msg, exported, started))
+            return True
+        if inspect.isawaitable(result):
+            # A coroutine method, or a plain method that may answer at once (a cache hit)
+            # or hand back an awaitable (a miss that needs I/O): only these pay for a task.
             task = asyncio.get_running_loop().create_task(
-                self._dispatch_async(msg, exported, peer, started)
+                self._await_reply(msg, exported, result, started)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return True
+        return self._answer(msg, exported, started, lambda: result)
+
+    def _answer(
+        self, msg: Message, exported: ExportedMethod, started: float, outcome: Callable[[], Any]
+    ) -> Message | bool:
+        """The reply to one call (``outcome()`` gives its result or raises), or its error
+        reply; the observer counts the call once, either way."""
         try:
-            result = exported.func(self._owners[exported.name], peer, *_args(msg, exported))
-            if isinstance(result, asyncio.Future):
-                # A future (a verb waiting for its group commit): answered from its done
-                # callback, no task and no extra loop turn per call.
-                result.add_done_callback(
-                    functools.partial(self._future_done, msg, exported, started)
-                )
-                return True
-            if inspect.isawaitable(result):
-                # A plain method may answer at once (a cache hit) or hand back an awaitable
-                # (a miss that needs I/O): only the second pays for a task.
-                task = asyncio.get_running_loop().create_task(
-                    self._await_reply(msg, exported, result, started)
-                )
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return True
-            reply = self._reply(msg, exported, out_list(exported, result))
-            self._observe(exported, started, None)
-            return reply
+            reply = self._reply(msg, exported, out_list(exported, outcome()))
         except Exception as exc:
             self._observe(exported, started, exc)
             return self._failure(msg, exported, exc)
+        self._observe(exported, started, None)
+        return reply
+
+    def _send(self, reply: Message | bool) -> None:
+        """Send a reply made after the handler returned (the bus is gone once stopped)."""
+        if isinstance(reply, Message) and self._bus is not None:
+            self._bus.send(reply)
 
     def _observe(self, exported: ExportedMethod, started: float, exc: Exception | None) -> None:
         if self.observer is not None:
@@ -347,39 +352,17 @@ class BusExporter:
     ) -> None:
         if done.cancelled():
             return  # the exporter stopped: nobody to answer
-        try:
-            reply = self._reply(msg, exported, out_list(exported, done.result()))
-            self._observe(exported, started, None)
-        except Exception as exc:
-            self._observe(exported, started, exc)
-            reply = self._failure(msg, exported, exc)
-        if isinstance(reply, Message) and self._bus is not None:
-            self._bus.send(reply)
+        self._send(self._answer(msg, exported, started, done.result))
 
     async def _await_reply(
         self, msg: Message, exported: ExportedMethod, pending: Any, started: float
     ) -> None:
         try:
-            reply = self._reply(msg, exported, out_list(exported, await pending))
-            self._observe(exported, started, None)
+            result = await pending
         except Exception as exc:
-            self._observe(exported, started, exc)
-            reply = self._failure(msg, exported, exc)
-        if isinstance(reply, Message) and self._bus is not None:
-            self._bus.send(reply)
-
-    async def _dispatch_async(
-        self, msg: Message, exported: ExportedMethod, peer: PeerCredentials, started: float
-    ) -> None:
-        try:
-            out = await invoke(self._owners[exported.name], exported, peer, _args(msg, exported))
-            reply = self._reply(msg, exported, out)
-            self._observe(exported, started, None)
-        except Exception as exc:
-            self._observe(exported, started, exc)
-            reply = self._failure(msg, exported, exc)
-        if isinstance(reply, Message) and self._bus is not None:
-            self._bus.send(reply)
+            self._send(self._answer(msg, exported, started, functools.partial(_reraise, exc)))
+            return
+        self._send(self._answer(msg, exported, started, lambda: result))
 
     def _reply(self, msg: Message, exported: ExportedMethod, out: list[Any]) -> Message | bool:
         body = self._to_dbus[exported.name](out)  # also checks the values fit the signature
@@ -410,6 +393,11 @@ class BusExporter:
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return _error(msg, name, text)
+
+
+def _reraise(exc: Exception) -> Any:
+    """An outcome that is a failure: :meth:`BusExporter._answer` turns it into the error reply."""
+    raise exc
 
 
 def _args(msg: Message, exported: ExportedMethod) -> list[Any]:

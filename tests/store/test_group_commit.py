@@ -18,6 +18,20 @@ from drc.store.sql import consistency_problems
 from helpers import ALICE, BOB, in_job
 
 
+@pytest.fixture
+def batches(service: CredentialService, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per ``store.batch()`` the test's verbs open (a group that had company)."""
+    opened: list[int] = []
+    original = service.store.batch
+
+    def counting_batch():
+        opened.append(1)
+        return original()
+
+    monkeypatch.setattr(service.store, "batch", counting_batch)
+    return opened
+
+
 def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
     service: CredentialService,
 ):
@@ -68,24 +82,20 @@ def test_transactions_outside_a_batch_still_commit_on_their_own(service: Credent
     assert consistency_problems(service.store) == []
 
 
-def test_a_lone_verb_commits_alone_without_batch_or_savepoint(service: CredentialService):
+def test_a_lone_verb_commits_alone_without_batch_or_savepoint(
+    service: CredentialService, batches: list[int]
+):
     """Half the batches of a few sequential clients hold one verb: it pays for no batch."""
     group = GroupCommit(service.store)
-    batches = []
-    original = service.store.batch
-
-    def counting_batch():
-        batches.append(1)
-        return original()
-
-    service.store.batch = counting_batch  # type: ignore[method-assign]
     cred = asyncio.run(group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id))
     assert batches == []
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
     assert consistency_problems(service.store) == []
 
 
-def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: CredentialService):
+def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(
+    service: CredentialService, batches: list[int]
+):
     """drcs hands its D-Bus group to the link server: one group, so one commit for both."""
     exports = ServerExports(service)
     exports.group = GroupCommit(service.store)
@@ -94,14 +104,6 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: Credenti
     )
     node = LinkPeer(uid=0, gid=0, transport="unix", address="test")
     caller = {"uid": ALICE, "gid": ALICE, "job": 1, "node": "n1"}
-    batches = []
-    original = service.store.batch
-
-    def counting_batch():
-        batches.append(1)
-        return original()
-
-    service.store.batch = counting_batch  # type: ignore[method-assign]
 
     async def together():
         return await asyncio.gather(
@@ -116,18 +118,12 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(service: Credenti
     assert consistency_problems(service.store) == []
 
 
-def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(service: CredentialService):
+def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(
+    service: CredentialService, batches: list[int]
+):
     """Sequential callers come back a few loop turns apart: once a batch had company, the next
     one waits those turns, so the straggler shares its commit instead of paying its own."""
     group = GroupCommit(service.store)
-    batches = []
-    original = service.store.batch
-
-    def counting_batch():
-        batches.append(1)
-        return original()
-
-    service.store.batch = counting_batch  # type: ignore[method-assign]
 
     def acquire(uid: int, job: int) -> Callable[[], int]:
         return lambda: service.acquire(in_job(uid, job, "n1"), 0).id

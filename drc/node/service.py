@@ -131,19 +131,14 @@ class NodeService:
         self.cache.counters["acquire_forwarded"] += 1
         return info["credential"]
 
-    def cached_job_credential(self, caller: Caller) -> int:
-        """The lowest id among the credentials ``caller``'s job holds here (cached), or 0."""
-        if caller.holder.kind is not HolderKind.JOB:
-            return 0
-        return min((c for c, holder in self.cache.entries if holder == caller.holder), default=0)
-
     async def job_credential(self, caller: Caller) -> int:
         """The credential ``caller``'s job holds: from the cache when it took one here, else
         DRCS's answer (the job's lowest on any node: a step of a multi-node batch job on a
         node the batch step never ran on); 0 outside a job or when the job holds none."""
         if caller.holder.kind is not HolderKind.JOB:
             return 0
-        cached = self.cached_job_credential(caller)
+        # the lowest id among those it holds here, as DRCS picks the lowest on any node
+        cached = min((c for c, holder in self.cache.entries if holder == caller.holder), default=0)
         if cached:
             self.cache.counters["job_credential_local"] += 1
             return cached

@@ -31,7 +31,6 @@ from drc.wire import (
     access_to_tuple,
     caller_from_wire,
     credential_to_wire,
-    holder_to_wire,
     listed_to_wire,
     node_name,
 )
@@ -78,14 +77,6 @@ def direct_caller(peer: PeerCredentials) -> Caller:
         pid=peer.pid,
         holder=Holder.pin(peer.uid),
     )
-
-
-# The wire forms under the names older code imports them by.
-credential_dict = credential_to_wire
-holder_dict = holder_to_wire
-listed_dict = listed_to_wire
-node_caller = caller_from_wire
-_node_name = node_name
 
 
 class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):

@@ -7,20 +7,20 @@ MUNGE-signed both ways, to node daemons only); names and signatures are declared
 
 from __future__ import annotations
 
-from drc.core.errors import einval, eperm
+from collections.abc import Callable
+
+from drc.core.errors import einval
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
+from drc.wire import node_name
 
 MAX_CONFIRM = 10_000
 
 
 class SlingshotNodeVerbs:
     service: CredentialService
-
-    def _node(self, peer: PeerCredentials) -> None:
-        """Only a root node daemon may call node verbs (NodeVerbs says the same)."""
-        if peer.uid != 0:
-            raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
+    #: ServerNodeVerbs's check: only a root node daemon may call node verbs.
+    _node: Callable[[PeerCredentials], None]
 
     def node_slingshot_state(
         self, peer: PeerCredentials, node: str
@@ -28,7 +28,7 @@ class SlingshotNodeVerbs:
         """(live, owed) (credential, VNI) pairs of ``node``: a DRCC keeps the services of the
         live ones, destroys every other service in drc's range and confirms the owed ones."""
         self._node(peer)
-        node = _node_name(node)
+        node = node_name(node)
         return self.service.slingshot_node_state(node)
 
     def node_slingshot_cleaned(
@@ -37,13 +37,7 @@ class SlingshotNodeVerbs:
         """``node`` destroyed every CXI service of these freed credentials; those confirmed.
         A confirmed VNI returns to the pool once no node owes it and its quarantine passed."""
         self._node(peer)
-        node = _node_name(node)
+        node = node_name(node)
         if len(credentials) > MAX_CONFIRM:
             raise einval(f"at most {MAX_CONFIRM} credentials per confirmation")
         return self.service.slingshot_cleaned(node, credentials)
-
-
-def _node_name(node: object) -> str:
-    if not isinstance(node, str) or not 0 < len(node) <= 255 or not node.isprintable():
-        raise einval("node must be a printable name of 1..255 characters")
-    return node

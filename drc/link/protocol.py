@@ -84,6 +84,29 @@ def pack_frame(body: bytes, max_frame: int = MAX_FRAME) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def _check_length(length: int, max_frame: int) -> None:
+    if length == 0 or length > max_frame:
+        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+
+
+def split_frame(buffer: bytearray, max_frame: int = MAX_FRAME) -> bytes | None:
+    """Take the first whole frame's body out of ``buffer``; None while it is incomplete.
+
+    For a server fed by ``data_received``: the length is checked as soon as the prefix is in,
+    before any of the body is waited for (:class:`FrameError` when outside 1..max_frame).
+    """
+    if len(buffer) < HEADER.size:
+        return None
+    (length,) = HEADER.unpack_from(buffer)
+    _check_length(length, max_frame)
+    end = HEADER.size + length
+    if len(buffer) < end:
+        return None
+    body = bytes(buffer[HEADER.size : end])
+    del buffer[:end]
+    return body
+
+
 async def read_frame(
     reader: asyncio.StreamReader, max_frame: int = MAX_FRAME, body_timeout: float | None = 30.0
 ) -> bytes | None:
@@ -100,8 +123,7 @@ async def read_frame(
             return None
         raise FrameError("connection closed inside a length prefix") from None
     (length,) = HEADER.unpack(header)
-    if length == 0 or length > max_frame:
-        raise FrameError(f"frame length {length} outside 1..{max_frame}")
+    _check_length(length, max_frame)
     try:
         async with asyncio.timeout(body_timeout):
             return await reader.readexactly(length)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
 import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,8 +25,15 @@ from typing import Any, Literal
 
 from drc.core.errors import Code, DrcError
 from drc.link.munge import Munge, MungeError
-from drc.link.protocol import MAX_FRAME, BadRequest, FrameError, Request, Response, pack_frame
-from drc.link.protocol import read_frame as _read_frame
+from drc.link.protocol import (
+    MAX_FRAME,
+    BadRequest,
+    FrameError,
+    Request,
+    Response,
+    pack_frame,
+    split_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,16 @@ class LinkPeer:
     address: str = ""
 
 
-Handler = Callable[[LinkPeer, str, list[Any]], Awaitable[list[Any]]]
+#: What a handler gives back: the result list, or an awaitable of it. A future (a verb waiting
+#: for its group commit, a long poll) is answered from its done callback with no task at all;
+#: a coroutine runs in a task.
+Reply = list[Any] | Awaitable[list[Any]]
+Handler = Callable[[LinkPeer, str, list[Any]], Reply]
+#: Told of every request a handler took on (method, seconds, error or None).
+Observer = Callable[[str, float, BaseException | None], None]
+
+#: The context the link's own future callbacks run in: one, not a copy per callback.
+_CALLBACK_CONTEXT = contextvars.Context()
 
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
@@ -53,11 +72,6 @@ def split_host_port(value: str, what: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"{what} must be host:port, got {value!r}")
     return host.strip("[]"), int(port)
-
-
-async def _drain(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
@@ -72,6 +86,12 @@ class LinkServer:
     Requests are read in order per connection (so authentication and replay checks happen
     before anything runs) and then handled concurrently, at most ``max_in_flight`` per
     connection; responses go back as they complete, matched by id.
+
+    A DRCS holds one connection per node daemon (10,000 on a large cluster), nearly all idle
+    with one long poll parked. So a connection is a plain :class:`asyncio.Protocol`, with no
+    reader task or coroutine chain, and a request answered by a future costs that future and
+    its callback: these objects are what every full garbage collection walks, and the walk
+    stops the whole server (see :mod:`drc.server.heap`).
     """
 
     def __init__(
@@ -86,6 +106,8 @@ class LinkServer:
         allowed_uids: Iterable[int] = (0,),
         max_frame: int = MAX_FRAME,
         max_in_flight: int = 64,
+        body_timeout: float = 30.0,
+        observer: Observer | None = None,
     ) -> None:
         if host is None and unix_path is None:
             raise ValueError("LinkServer needs host or unix_path")
@@ -98,14 +120,16 @@ class LinkServer:
         self.allowed_uids = frozenset(allowed_uids)
         self.max_frame = max_frame
         self.max_in_flight = max_in_flight
+        self.body_timeout = body_timeout
+        self.observer = observer
         self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def connections(self) -> int:
         """Connections open right now (node daemons; metrics)."""
-        return len(self._writers)
+        return len(self._connections)
 
     @property
     def tcp_address(self) -> tuple[str, int]:
@@ -117,14 +141,19 @@ class LinkServer:
         raise RuntimeError("LinkServer has no TCP listener")
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.host is not None:
             self._servers.append(
-                await asyncio.start_server(self._on_tcp, self.host, self.port, reuse_address=True)
+                await loop.create_server(
+                    lambda: _Connection(self, unix=False), self.host, self.port, reuse_address=True
+                )
             )
         if self.unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.unix_path)
-            server = await asyncio.start_unix_server(self._on_unix, self.unix_path)
+            server = await loop.create_unix_server(
+                lambda: _Connection(self, unix=True), self.unix_path
+            )
             os.chmod(self.unix_path, self.unix_mode)
             self._servers.append(server)
 
@@ -132,8 +161,8 @@ class LinkServer:
         """Stop listening, drop connections, let running handlers finish for ``grace`` s."""
         for server in self._servers:
             server.close()
-        for writer in list(self._writers):
-            writer.close()
+        for connection in list(self._connections):
+            connection.transport.close()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -152,131 +181,292 @@ class LinkServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        host, port = writer.get_extra_info("peername")[:2]
-        await self._serve(reader, writer, None, f"{host}:{port}")
-
-    async def _on_unix(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pid, uid, gid = peer_credentials(writer.get_extra_info("socket"))
-        peer = LinkPeer(uid, gid, "unix", f"unix pid {pid}")
-        await self._serve(reader, writer, peer, peer.address)
-
-    async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        unix_peer: LinkPeer | None,
-        address: str,
-    ) -> None:
-        self._writers.add(writer)
-        slots = asyncio.Semaphore(self.max_in_flight)
+    def _encode(self, peer: LinkPeer, response: Response) -> bytes:
+        """The frame of ``response`` (for MUNGE: encoded as the server, readable only by the
+        requester); an error response in its place when it cannot be sent as it is."""
         try:
-            while True:
-                try:
-                    body = await _read_frame(reader, self.max_frame)
-                except FrameError as err:
-                    log.warning("DRC link %s: %s; closing", address, err)
-                    return
-                except ConnectionError:
-                    return
-                if body is None:
-                    return
-                if unix_peer is None:
-                    assert self.munge is not None
-                    try:
-                        decoded = self.munge.decode(body)
-                    except MungeError as err:
-                        # replayed, altered, expired, or meant for someone else: never run it
-                        log.warning("DRC link %s: frame refused: %s; closing", address, err)
-                        return
-                    peer = LinkPeer(decoded.uid, decoded.gid, "munge", address)
-                    payload = decoded.payload
-                else:
-                    peer, payload = unix_peer, body
-                try:
-                    request = Request.from_payload(payload)
-                except BadRequest as err:
-                    if err.request_id is None:
-                        log.warning("DRC link %s uid %d: %s; closing", address, peer.uid, err)
-                        return
-                    log.warning("DRC link %s uid %d: %s", address, peer.uid, err)
-                    error = Response(err.request_id, error=Code.EINVAL.dbus_name, message=str(err))
-                    self._send(writer, peer, error)
-                    await _drain(writer)
-                    continue
-                except FrameError as err:
-                    log.warning("DRC link %s uid %d: %s; closing", address, peer.uid, err)
-                    return
-                if peer.uid not in self.allowed_uids:
-                    log.warning(
-                        "DRC link %s: uid %d is not a node daemon (%s refused)",
-                        address,
-                        peer.uid,
-                        request.method,
-                    )
-                    text = f"DRC link: uid {peer.uid} is not a node daemon"
-                    self._send(
-                        writer, peer, Response(request.id, error=Code.EPERM.dbus_name, message=text)
-                    )
-                    await _drain(writer)
-                    continue
-                await slots.acquire()
-                task = asyncio.create_task(self._dispatch(writer, peer, request, slots))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-    async def _dispatch(
-        self,
-        writer: asyncio.StreamWriter,
-        peer: LinkPeer,
-        request: Request,
-        slots: asyncio.Semaphore,
-    ) -> None:
-        REQUEST_ID.set(request.rid)  # this task's own context
-        try:
-            try:
-                result = await self.handler(peer, request.method, request.args)
-                response = Response(request.id, ok=list(result))
-            except DrcError as err:
-                response = Response(request.id, error=err.code.dbus_name, message=err.message)
-            except Exception:
-                log.exception("DRC link: %s from uid %d failed", request.method, peer.uid)
-                response = Response(
-                    request.id,
-                    error=Code.EINVAL.dbus_name,
-                    message=f"DRC link: internal error in {request.method}",
-                )
-            self._send(writer, peer, response)
-            await _drain(writer)  # a peer that stops reading stalls its own connection only
-        finally:
-            slots.release()
-
-    def _send(self, writer: asyncio.StreamWriter, peer: LinkPeer, response: Response) -> None:
-        """Encode (for MUNGE: as the server, readable only by the requester) and queue."""
-        if writer.is_closing():
-            return
-        try:
-            try:
-                body = response.to_payload()
-            except (TypeError, ValueError) as err:
-                log.error("DRC link: response %d not serializable: %s", response.id, err)
-                body = Response(
-                    response.id, error=Code.EINVAL.dbus_name, message="DRC link: bad result"
-                ).to_payload()
+            body = response.to_payload()
+        except (TypeError, ValueError) as err:
+            log.error("DRC link: response %d not serializable: %s", response.id, err)
+            body = Response(
+                response.id, error=Code.EINVAL.dbus_name, message="DRC link: bad result"
+            ).to_payload()
+        if peer.transport == "munge":
+            assert self.munge is not None
+            body = self.munge.encode(body, uid_restriction=peer.uid)
+        if len(body) > self.max_frame:
+            text = f"DRC link: response of {len(body)} bytes exceeds the frame limit"
+            log.error("%s", text)
+            body = Response(response.id, error=Code.EINVAL.dbus_name, message=text).to_payload()
             if peer.transport == "munge":
                 assert self.munge is not None
                 body = self.munge.encode(body, uid_restriction=peer.uid)
-            if len(body) > self.max_frame:
-                text = f"DRC link: response of {len(body)} bytes exceeds the frame limit"
-                log.error("%s", text)
-                body = Response(response.id, error=Code.EINVAL.dbus_name, message=text).to_payload()
-                if peer.transport == "munge":
-                    assert self.munge is not None
-                    body = self.munge.encode(body, uid_restriction=peer.uid)
-            writer.write(pack_frame(body, self.max_frame))
+        return pack_frame(body, self.max_frame)
+
+
+class _Connection(asyncio.Protocol):
+    """One peer's connection: frames in, requests dispatched, responses out.
+
+    Reading pauses while ``max_in_flight`` requests are unanswered or while the peer does not
+    read its responses, so a peer that floods or stops reading stalls its own connection only.
+    """
+
+    __slots__ = (
+        "address",
+        "buffer",
+        "in_flight",
+        "last_peer",
+        "peer",
+        "peer_reads",
+        "reading",
+        "server",
+        "stall",
+        "transport",
+        "unix",
+        "waiting",
+    )
+
+    def __init__(self, server: LinkServer, *, unix: bool) -> None:
+        self.server = server
+        self.unix = unix
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.peer: LinkPeer | None = None  # unix sockets: the kernel's word, once
+        self.last_peer: LinkPeer | None = None  # MUNGE: the last frame's sender, reused
+        self.address = ""
+        self.buffer = bytearray()
+        self.in_flight = 0
+        self.waiting: set[asyncio.Future[Any]] = set()  # futures to cancel if the peer goes
+        self.reading = True
+        self.peer_reads = True  # False while the transport's write buffer is over its mark
+        self.stall: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.unix:
+            pid, uid, gid = peer_credentials(transport.get_extra_info("socket"))
+            self.peer = LinkPeer(uid, gid, "unix", f"unix pid {pid}")
+            self.address = self.peer.address
+        else:
+            host, port = transport.get_extra_info("peername")[:2]
+            self.address = f"{host}:{port}"
+        self.server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+        self.buffer.clear()
+        for future in list(self.waiting):
+            future.cancel()  # a parked long poll: nobody is left to answer
+        self.waiting.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._take_frames()
+
+    def pause_writing(self) -> None:
+        self.peer_reads = False
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.peer_reads = True
+        self._take_frames()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _take_frames(self) -> None:
+        """Dispatch the whole frames buffered, as far as the flow limits allow."""
+        server = self.server
+        partial = False  # the buffer ends inside a frame the peer has not finished sending
+        while (
+            self.in_flight < server.max_in_flight
+            and self.peer_reads
+            and not self.transport.is_closing()
+        ):
+            try:
+                body = split_frame(self.buffer, server.max_frame)
+            except FrameError as err:
+                log.warning("DRC link %s: %s; closing", self.address, err)
+                self.transport.close()
+                return
+            if body is None:
+                partial = bool(self.buffer)
+                break
+            self._request(body)
+        self._flow()
+        # A frame begun must be finished within body_timeout; frames held back by our own
+        # limits are not the peer's fault.
+        if partial:
+            if self.stall is None:
+                self.stall = asyncio.get_running_loop().call_later(
+                    server.body_timeout, self._stalled
+                )
+        elif self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+
+    def _flow(self) -> None:
+        """Pause or resume reading from the peer as the limits say."""
+        want = self.in_flight < self.server.max_in_flight and self.peer_reads
+        if want != self.reading and not self.transport.is_closing():
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _stalled(self) -> None:
+        self.stall = None
+        log.warning(
+            "DRC link %s: frame not complete after %s s; closing",
+            self.address,
+            self.server.body_timeout,
+        )
+        self.transport.close()
+
+    def _request(self, body: bytes) -> None:
+        server = self.server
+        if self.peer is not None:
+            peer, payload = self.peer, body
+        else:
+            assert server.munge is not None
+            try:
+                decoded = server.munge.decode(body)
+            except MungeError as err:
+                # replayed, altered, expired, or meant for someone else: never run it
+                log.warning("DRC link %s: frame refused: %s; closing", self.address, err)
+                self.transport.close()
+                return
+            peer = self.last_peer
+            if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
+                peer = self.last_peer = LinkPeer(decoded.uid, decoded.gid, "munge", self.address)
+            payload = decoded.payload
+        try:
+            request = Request.from_payload(payload)
+        except BadRequest as err:
+            if err.request_id is None:
+                log.warning("DRC link %s uid %d: %s; closing", self.address, peer.uid, err)
+                self.transport.close()
+                return
+            log.warning("DRC link %s uid %d: %s", self.address, peer.uid, err)
+            self._send(
+                peer, Response(err.request_id, error=Code.EINVAL.dbus_name, message=str(err))
+            )
+            return
+        except FrameError as err:
+            log.warning("DRC link %s uid %d: %s; closing", self.address, peer.uid, err)
+            self.transport.close()
+            return
+        if peer.uid not in server.allowed_uids:
+            log.warning(
+                "DRC link %s: uid %d is not a node daemon (%s refused)",
+                self.address,
+                peer.uid,
+                request.method,
+            )
+            text = f"DRC link: uid {peer.uid} is not a node daemon"
+            self._send(peer, Response(request.id, error=Code.EPERM.dbus_name, message=text))
+            return
+        self._dispatch(peer, request)
+
+    def _dispatch(self, peer: LinkPeer, request: Request) -> None:
+        """Run the handler; answer now, or when its future or task is done."""
+        pending = _Pending(self, peer, request.id, request.method)
+        # A task made here copies the request id into its context (set only when there is
+        # one: each set makes the connection's context a new mapping).
+        token = REQUEST_ID.set(request.rid) if request.rid is not None else None
+        try:
+            try:
+                result = self.server.handler(peer, request.method, request.args)
+            except Exception as exc:  # refused before it ran (unknown verb, bad arguments)
+                pending.started = None
+                self._answer(pending, None, exc)
+                return
+            if isinstance(result, asyncio.Future):
+                future: asyncio.Future[Any] = result
+                self.waiting.add(future)
+            elif inspect.isawaitable(result):
+                future = asyncio.ensure_future(result)
+                self.server._tasks.add(future)  # type: ignore[arg-type]
+                future.add_done_callback(self.server._tasks.discard)
+            else:
+                self._answer(pending, result, None)
+                return
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
+        self.in_flight += 1
+        future.add_done_callback(pending, context=_CALLBACK_CONTEXT)
+
+    def _done(self, pending: _Pending, future: asyncio.Future[Any]) -> None:
+        self.in_flight -= 1
+        self.waiting.discard(future)
+        if future.cancelled():
+            if not self.transport.is_closing():  # the server is closing
+                self.transport.close()
+            return
+        error = future.exception()
+        self._answer(pending, None if error else future.result(), error)
+        if not self.transport.is_closing():
+            self._take_frames()
+
+    def _answer(self, pending: _Pending, result: Any, error: BaseException | None) -> None:
+        """Send the response; the observer hears of every request the handler took on
+        (not of one it refused at once: ``started`` is None)."""
+        observer = self.server.observer
+        if observer is not None and pending.started is not None:
+            observer(pending.method, time.perf_counter() - pending.started, error)
+        if error is not None and not isinstance(error, DrcError):
+            log.error(
+                "DRC link: %s from uid %d failed",
+                pending.method,
+                pending.peer.uid,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+        self._send(pending.peer, _response(pending, result, error))
+
+    def _send(self, peer: LinkPeer, response: Response) -> None:
+        if self.transport.is_closing():
+            return
+        try:
+            self.transport.write(self.server._encode(peer, response))
         except MungeError as err:
-            log.error("DRC link %s: cannot encode response: %s; closing", peer.address, err)
-            writer.close()
+            log.error("DRC link %s: cannot encode response: %s; closing", self.address, err)
+            self.transport.close()
+
+
+class _Pending:
+    """A request taken on: what its response needs. It is also the done callback of the
+    request's future (one small object per parked request, not a partial and a bound method).
+    """
+
+    __slots__ = ("connection", "id", "method", "peer", "started")
+
+    def __init__(self, connection: _Connection, peer: LinkPeer, request_id: int, method: str):
+        self.connection = connection
+        self.peer = peer
+        self.id = request_id
+        self.method = method
+        self.started: float | None = time.perf_counter()
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        self.connection._done(self, future)
+
+
+def _response(pending: _Pending, result: Any, error: BaseException | None) -> Response:
+    """The response to a request: its result, its DRC error, or an internal error."""
+    if error is None:
+        try:
+            return Response(pending.id, ok=list(result))
+        except TypeError:
+            error = TypeError(f"handler answered {type(result).__name__}, not a list")
+    if isinstance(error, DrcError):
+        return Response(pending.id, error=error.code.dbus_name, message=error.message)
+    return Response(
+        pending.id,
+        error=Code.EINVAL.dbus_name,
+        message=f"DRC link: internal error in {pending.method}",
+    )

@@ -24,7 +24,7 @@ from drc.export import PeerCredentials, method
 from drc.identity import process_gid
 from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
-from drc.server.changes import FREED, ChangeLog
+from drc.server.changes import FREED, Answer, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
 from drc.wire import (
@@ -42,10 +42,6 @@ T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
 WATCH_TIMEOUT_MAX = 300
-#: A NodeWatch with changes to answer gathers more this long before answering: every
-#: answer costs each following node a MUNGE-signed round trip, so a burst of frees (hundreds
-#: a second) otherwise woke every node once per free. Small beside revocation's budget.
-WATCH_COALESCE = 0.01
 
 
 ROOT = Caller(uid=0, gid=0)
@@ -218,21 +214,14 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         live = self.service.epochs(credentials)
         return [(c, live.get(c, FREED)) for c in credentials]
 
-    async def node_watch(
+    def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int
-    ) -> tuple[str, bool, int, list[tuple[int, int]]]:
+    ) -> asyncio.Future[Answer]:
         """Long poll: revocations and frees after ``since`` (all of them when generation
-        differs or the log aged out: then ``complete`` is False and the DRCC resyncs)."""
+        differs or the log aged out: then ``complete`` is False and the DRCC resyncs).
+        A future, parked in the change log until a change or the timeout answers it."""
         self._node(peer)
-        log = self.changes
-        if generation == log.generation:
-            await log.wait(since, min(timeout, WATCH_TIMEOUT_MAX))
-            if log.seq > since:  # let the rest of a burst gather (also one that arrived
-                await asyncio.sleep(WATCH_COALESCE)  # while the node was asking again)
-            complete, changes = log.since(since)
-        else:
-            complete, changes = False, []
-        return (log.generation, complete, log.seq, changes)
+        return self.changes.poll(generation, since, min(timeout, WATCH_TIMEOUT_MAX))
 
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""

@@ -12,8 +12,10 @@ in the transaction of its change, and a retry is answered from that record (:fun
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +29,10 @@ from drc.export import (
     exported_methods,
     invoke,
     invoke_sync,
+    out_list,
 )
 from drc.link import LinkPeer, LinkServer, Munge
-from drc.link.server import REQUEST_ID, split_host_port
+from drc.link.server import REQUEST_ID, Reply, split_host_port
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
 from drc.store import requests
@@ -82,7 +85,10 @@ def link_server(
     if group is None and hasattr(store, "batch"):
         group = GroupCommit(store)
 
-    async def handle(peer: LinkPeer, name: str, args: list[Any]) -> list[Any]:
+    def handle(peer: LinkPeer, name: str, args: list[Any]) -> Reply:
+        """Run one node verb: in a group commit when it may share one (a future), at once when
+        it is plain (its answer, or its future: a long poll), else in a task (a coroutine);
+        a request id makes a retried verb answer what its first run did."""
         exported = methods.get(name)
         if exported is None:
             raise DrcError(Code.EPROTO, f"the DRC link serves no method {name[:64]!r}")
@@ -90,33 +96,27 @@ def link_server(
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
-        if observer is None:
-            return await _run(exported, who, name, args)
-        started = time.perf_counter()
-        try:
-            out = await _run(exported, who, name, args)
-        except Exception as exc:
-            observer("link", name, time.perf_counter() - started, exc)
-            raise
-        observer("link", name, time.perf_counter() - started, None)
-        return out
-
-    async def _run(
-        exported: ExportedMethod, who: PeerCredentials, name: str, args: list[Any]
-    ) -> list[Any]:
-        """Run one node verb, in a group commit when it may share one; a request id makes a
-        retried verb answer what its first run did."""
         rid = REQUEST_ID.get()
         record = requests.RequestRecord(rid, name, requests.digest(name, args)) if rid else None
         if group is not None and name in GROUPED and not exported.is_coroutine:
-            # The group runs the verb from its own callback, outside this task's context:
+            # The group runs the verb from its own callback, outside this request's context:
             # the request record travels with the call, not in the context variable.
-            out = await group.run(
-                lambda: _recorded(record, name, args, invoke_sync, nodes, exported, who)
+            return group.submit(
+                lambda: check_result(
+                    exported, _recorded(record, name, args, invoke_sync, nodes, exported, who)
+                )
             )
-            return check_result(exported, out)
-        if record is None:
-            return check_result(exported, await invoke(nodes, exported, who, list(args)))
+        if record is None and not exported.is_coroutine:
+            return _plain(nodes, exported, who, args)
+        return _run(exported, who, record, name, args)
+
+    async def _run(
+        exported: ExportedMethod,
+        who: PeerCredentials,
+        record: requests.RequestRecord | None,
+        name: str,
+        args: list[Any],
+    ) -> list[Any]:
         token = requests.CURRENT.set(record)
         try:
             return check_result(exported, await invoke(nodes, exported, who, list(args)))
@@ -127,8 +127,69 @@ def link_server(
 
     host, port = split_host_port(listen, "[link] listen")
     return LinkServer(
-        handle, host=host, port=port, munge=Munge(munge_socket or None), allowed_uids=node_uids
+        handle,
+        host=host,
+        port=port,
+        munge=Munge(munge_socket or None),
+        allowed_uids=node_uids,
+        observer=None if observer is None else functools.partial(observer, "link"),
     )
+
+
+def _plain(nodes: object, exported: ExportedMethod, who: PeerCredentials, args: list[Any]) -> Reply:
+    """A plain verb's answer now, or the future of it when the verb hands back a future
+    (NodeWatch parks one per following node). Failures travel as failed futures, so the
+    observer counts them as the verb's."""
+    loop = asyncio.get_running_loop()
+    try:
+        result = exported.func(nodes, who, *args)
+        if not isinstance(result, asyncio.Future):
+            return check_result(exported, out_list(exported, result))
+    except Exception as exc:
+        failed: asyncio.Future[list[Any]] = loop.create_future()
+        failed.set_exception(exc)
+        return failed
+    return _Checked(exported, result, loop).answer
+
+
+class _Checked:
+    """The checked answer to a verb's future, which it cancels if the answer is cancelled
+    (the node went: its parked poll goes too). One small object per parked poll; its
+    callbacks need no context of their own."""
+
+    __slots__ = ("answer", "exported", "verb")
+    _context = contextvars.Context()
+
+    def __init__(
+        self, exported: ExportedMethod, verb: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.exported = exported
+        self.verb = verb
+        self.answer: asyncio.Future[list[Any]] = loop.create_future()
+        verb.add_done_callback(self.settle, context=self._context)
+        self.answer.add_done_callback(self.cancelled, context=self._context)
+
+    def settle(self, verb: asyncio.Future[Any]) -> None:
+        answer = self.answer
+        if answer.done():
+            return
+        if verb.cancelled():
+            answer.cancel()
+            return
+        try:
+            error = verb.exception()
+            if error is None:
+                answer.set_result(
+                    check_result(self.exported, out_list(self.exported, verb.result()))
+                )
+            else:
+                answer.set_exception(error)
+        except Exception as exc:
+            answer.set_exception(exc)
+
+    def cancelled(self, answer: asyncio.Future[list[Any]]) -> None:
+        if answer.cancelled():
+            self.verb.cancel()
 
 
 def _recorded(

@@ -33,6 +33,7 @@ from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.group import GroupCommit
+from drc.server.heap import FreezeSurvivors
 from drc.server.link import link_server
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
@@ -84,6 +85,7 @@ async def serve(cfg: drc_config.Config) -> None:
     database = cfg["server"]["database"]
     sqlite_lock = claim_sqlite_store(database)  # one DRCS per SQLite store: say so, once
     room = raise_fd_limit()
+    FreezeSurvivors().install()  # short full collections with 10,000 connections (heap.py)
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     # One group commit for D-Bus and DRC link verbs (handed to link_server below).

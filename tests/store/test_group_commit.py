@@ -106,10 +106,10 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(
     caller = {"uid": ALICE, "gid": ALICE, "job": 1, "node": "n1"}
 
     async def together():
-        return await asyncio.gather(
-            server.handler(node, "NodeAcquire", [caller, 0]),
-            exports.group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id),
-        )
+        # the link hands back the group's future: submitted as the request is read
+        linked = server.handler(node, "NodeAcquire", [caller, 0])
+        dbus = exports.group.submit(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id)
+        return await asyncio.gather(linked, dbus)
 
     (linked,), dbus = asyncio.run(together())
     assert batches == [1]

@@ -1,0 +1,66 @@
+"""Short full garbage collections for a daemon with a large, long-lived heap.
+
+CPython's full (generation 2) collection walks every tracked object, and the whole process
+waits. A DRCS following 10,000 nodes holds some 25 objects per connection (transport, socket,
+its parked long poll, ...), about 265,000 in all; one full collection then takes over 100 ms
+on a small server, and churn triggers one every few seconds: every change re-parks every
+node's long poll. A ``drccli expire`` or an acquire that lands in one waits that long.
+
+:class:`FreezeSurvivors` moves the survivors of each full collection to the permanent
+generation (:func:`gc.freeze`). They were just found reachable, and nearly all of them stay so
+(connections, module state); the ones that die (an answered poll, a closed connection) are
+freed by reference counting as before. The next full collection walks only what was promoted
+since, which the generation-0 and -1 thresholds bound to tens of thousands of objects,
+whatever the number of connections.
+
+The price: a frozen object that later becomes part of an unreachable reference cycle is not
+reclaimed until the permanent generation is collected. So when it has doubled since the
+last whole-heap collection, it is thawed (:func:`gc.unfreeze`) and the next full collection
+walks everything once, reclaims such cycles, and freezes the rest again. A heap that stays
+the same size never pays that walk again; one that grows pays it each time it doubles.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+log = logging.getLogger("drc.server")
+
+
+class FreezeSurvivors:
+    """Freeze what survives each full collection; thaw once the frozen set grew by ``regrow``."""
+
+    def __init__(self, regrow: float = 2.0) -> None:
+        self.regrow = regrow
+        self.baseline = 0  # frozen objects after the last whole-heap collection
+        self.whole = True  # the next full collection walks the whole heap (the first does)
+        self.full_collections = 0
+        self.whole_collections = 0
+
+    def install(self) -> None:
+        if self._collected not in gc.callbacks:
+            gc.callbacks.append(self._collected)
+
+    def uninstall(self) -> None:
+        """Stop freezing and thaw everything (for a process that goes on without it)."""
+        if self._collected in gc.callbacks:
+            gc.callbacks.remove(self._collected)
+        gc.unfreeze()
+
+    def _collected(self, phase: str, info: dict[str, Any]) -> None:
+        if phase != "stop" or info["generation"] != 2:
+            return
+        self.full_collections += 1
+        # The collection is over and its lists are consistent: moving them is safe here.
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        if self.whole:
+            self.whole_collections += 1
+            self.whole = False
+            self.baseline = frozen
+        elif frozen > self.regrow * self.baseline:
+            log.debug("heap: %d frozen, %d after the last whole walk", frozen, self.baseline)
+            gc.unfreeze()  # the next full collection walks everything once
+            self.whole = True

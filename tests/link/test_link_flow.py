@@ -1,0 +1,174 @@
+"""The link server's flow: requests answered by futures, parked polls, limits and stalls.
+
+Over a real unix socket (the kernel names the peer), with the real LinkClient."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drc.core.errors import Code, DrcError
+from drc.link import LinkClient, LinkPeer, LinkServer
+from drc.link.protocol import HEADER
+from drc.link.server import REQUEST_ID
+
+
+def run(coro: Any, timeout: float = 30) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@pytest.fixture
+def path() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="drc-flow-", dir="/tmp") as d:
+        yield str(Path(d) / "link.sock")
+
+
+class Parking:
+    """A handler that answers every request with a future it keeps (as NodeWatch does)."""
+
+    def __init__(self) -> None:
+        self.parked: list[tuple[str, asyncio.Future[list[Any]]]] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> asyncio.Future[list[Any]]:
+        future = asyncio.get_running_loop().create_future()
+        self.parked.append((method, future))
+        self.arrived.set()
+        return future
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.parked) < count:
+            self.arrived.clear()
+            await self.arrived.wait()
+
+
+def test_a_future_is_answered_when_set_and_needs_no_task(path: str) -> None:
+    handler = Parking()
+
+    async def body() -> None:
+        async with (
+            LinkServer(handler, unix_path=path) as server,
+            LinkClient(unix_path=path, server_uid=0) as client,
+        ):
+            call = asyncio.create_task(client.call("NodeWatch", ["g", 0, 60]))
+            await handler.wait_for(1)
+            assert not server._tasks, "a parked future must not cost a task"
+            await asyncio.sleep(0.05)
+            assert not call.done()
+            handler.parked[0][1].set_result(["g", True, 3, [[7, 2]]])
+            assert await call == ["g", True, 3, [[7, 2]]]
+            failing = asyncio.create_task(client.call("NodeWatch", ["g", 3, 60]))
+            await handler.wait_for(2)
+            handler.parked[1][1].set_exception(DrcError(Code.EPERM, "not a node"))
+            with pytest.raises(DrcError) as err:
+                await failing
+            assert err.value.code is Code.EPERM and err.value.message == "not a node"
+
+    run(body())
+
+
+def test_a_closed_connection_cancels_its_parked_futures(path: str) -> None:
+    handler = Parking()
+
+    async def body() -> None:
+        async with LinkServer(handler, unix_path=path) as server:
+            client = LinkClient(unix_path=path, server_uid=0)
+            call = asyncio.create_task(client.call("NodeWatch", ["g", 0, 60]))
+            await handler.wait_for(1)
+            assert server.connections == 1
+            await client.close()
+            future = handler.parked[0][1]
+            for _ in range(100):
+                if future.cancelled():
+                    break
+                await asyncio.sleep(0.02)
+            assert future.cancelled(), "the node went: its parked poll must go too"
+            assert server.connections == 0
+            with pytest.raises(DrcError):
+                await call
+
+    run(body())
+
+
+def test_at_most_max_in_flight_requests_run_per_connection(path: str) -> None:
+    handler = Parking()
+
+    async def body() -> None:
+        async with (
+            LinkServer(handler, unix_path=path, max_in_flight=2),
+            LinkClient(unix_path=path, server_uid=0) as client,
+        ):
+            calls = [asyncio.create_task(client.call("M", [i])) for i in range(4)]
+            await handler.wait_for(2)
+            await asyncio.sleep(0.2)
+            assert len(handler.parked) == 2, "the third request must wait for a slot"
+            handler.parked[0][1].set_result(["first"])
+            await handler.wait_for(3)
+            assert len(handler.parked) == 3
+            for _method, future in handler.parked[1:]:
+                future.set_result(["more"])
+            await handler.wait_for(4)
+            handler.parked[3][1].set_result(["last"])
+            assert await asyncio.gather(*calls) == [["first"], ["more"], ["more"], ["last"]]
+
+    run(body())
+
+
+def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: str) -> None:
+    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+        return [method]
+
+    async def body() -> float:
+        async with LinkServer(handler, unix_path=path, body_timeout=0.3) as server:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(HEADER.pack(100) + b'{"id": 1')  # 8 of 100 bytes, then silence
+            await writer.drain()
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            waited = asyncio.get_running_loop().time() - started
+            writer.close()
+            assert server.connections == 0
+            # an idle connection (no frame begun) is never timed out
+            idle = socket.socket(socket.AF_UNIX)
+            idle.connect(path)
+            await asyncio.sleep(0.6)
+            assert server.connections == 1
+            idle.close()
+            return waited
+
+    assert 0.25 <= run(body()) < 5
+
+
+def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(path: str) -> None:
+    seen: list[str | None] = []
+
+    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+        await asyncio.sleep(0)
+        seen.append(REQUEST_ID.get())
+        if method == "Crash":
+            raise RuntimeError("bug")
+        return []
+
+    async def body() -> None:
+        async with (
+            LinkServer(handler, unix_path=path),
+            LinkClient(unix_path=path, server_uid=0) as client,
+        ):
+            await client.call("NodeRelease", [], rid="boot-1-7")
+            await client.call("NodeWatch", [])
+            with pytest.raises(DrcError) as err:
+                await client.call("Crash", [])
+            assert err.value.code is Code.EINVAL
+            assert "internal error in Crash" in err.value.message
+
+    run(body())
+    assert seen == ["boot-1-7", None, None]

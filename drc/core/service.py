@@ -65,13 +65,18 @@ class CredentialService:
         for listener in self.listeners:
             listener(kind, credential, value)
 
-    def _freed(self, freed: list[int]) -> list[int]:
-        """After the freeing transaction committed: tell listeners, release external objects."""
-        for cred_id in freed:
+    def _freed(self, freed: list[Credential], *, named: bool = False) -> list[int]:
+        """After the freeing transaction committed: audit each free (unless the caller's own
+        line ``named`` it), tell listeners, release external objects; the freed ids."""
+        ids = [cred.id for cred in freed]
+        if not named:
+            for cred in freed:
+                audit.info("free credential=%d cookie1=%d", cred.id, cred.resources.cookie1)
+        for cred_id in ids:
             self._emit("freed", cred_id)
-        if freed:
-            self.cleanup.release(credentials=freed)
-        return freed
+        if ids:
+            self.cleanup.release(credentials=ids)
+        return ids
 
     def retry_cleanups(self) -> tuple[int, int]:
         """Retry the due removals of external objects (see :mod:`drc.core.cleanup`)."""
@@ -236,16 +241,18 @@ class CredentialService:
                     f"credential {credential} and does not own it"
                 )
             freed = self._settle(tx, [credential])
-        self._freed(freed)
+        # One line for the release and the free it caused (the commonest pair of changes).
         audit.info(
-            "release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s",
+            "release credential=%d uid=%d job=%d holder=%s owner=%s freed=%s%s",
             credential,
             caller.uid,
             caller.job,
             caller.holder,
             as_owner,
             bool(freed),
+            f" cookie1={freed[0].resources.cookie1}" if freed else "",
         )
+        self._freed(freed, named=True)
         return bool(freed)
 
     # -- expiration and reconciliation ---------------------------------------------------
@@ -264,15 +271,17 @@ class CredentialService:
                 dropped = tx.drop_job_references_on_node(node, jobs)
             freed = self._settle(tx, dropped)
         where = "" if node is None else f" node={node}"
-        audit.info("expire jobs=%s%s freed=%s", sorted(jobs), where, freed)
-        return self._freed(freed)
+        ids = self._freed(freed)
+        audit.info("expire jobs=%s%s freed=%s", sorted(jobs), where, ids)
+        return ids
 
     def node_rebooted(self, node: str) -> list[int]:
         """A node came back with a new boot id: none of its references survived."""
         with self.store.transaction() as tx:
             freed = self._settle(tx, tx.drop_node_references(node))
-        audit.info("node-reboot node=%s freed=%s", node, freed)
-        return self._freed(freed)
+        ids = self._freed(freed)
+        audit.info("node-reboot node=%s freed=%s", node, ids)
+        return ids
 
     def processes_exited(self, node: str, processes: Iterable[tuple[int, int]]) -> list[int]:
         """Processes (pid, start time) outside any job ended on ``node``."""
@@ -281,8 +290,9 @@ class CredentialService:
             return []
         with self.store.transaction() as tx:
             freed = self._settle(tx, tx.drop_process_references(node, processes))
-        audit.info("process-exit node=%s processes=%s freed=%s", node, processes, freed)
-        return self._freed(freed)
+        ids = self._freed(freed)
+        audit.info("process-exit node=%s processes=%s freed=%s", node, processes, ids)
+        return ids
 
     def node_booted(self, node: str, boot_id: str) -> list[int]:
         """A node daemon (re)started: if the node rebooted since we last heard, drop its refs."""
@@ -301,8 +311,9 @@ class CredentialService:
             if known is None or known == boot_id:
                 return False, []
             freed = self._settle(tx, tx.drop_node_references(node))
-        audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, freed)
-        return True, self._freed(freed)
+        ids = self._freed(freed)
+        audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, ids)
+        return True, ids
 
     def node_follows(self, node: str, server: str) -> None:
         """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
@@ -528,8 +539,9 @@ class CredentialService:
                 f"node {holder.node!r}; acquire it with DRC_FLAGS_FLEX_CREDENTIAL to share a node"
             )
 
-    def _settle(self, tx: Transaction, touched: Iterable[int]) -> list[int]:
-        """After references went: free credentials with none left, mark owner-less ones."""
+    def _settle(self, tx: Transaction, touched: Iterable[int]) -> list[Credential]:
+        """After references went: free credentials with none left, mark owner-less ones;
+        the freed (announced by :meth:`_freed` once the transaction committed)."""
         counts = tx.reference_counts(sorted(set(touched)))
         unreferenced = [cid for cid, (refs, _) in counts.items() if refs == 0]
         ownerless = [cid for cid, (refs, owners) in counts.items() if refs and not owners]
@@ -541,9 +553,7 @@ class CredentialService:
             tx.delete_credentials([c.id for c in freed])
         for cred_id in ownerless:
             tx.set_state(cred_id, State.RELEASED)
-        for cred in freed:
-            audit.info("free credential=%d cookie1=%d", cred.id, cred.resources.cookie1)
-        return [c.id for c in freed]
+        return freed
 
 
 def access_info(cred: Credential) -> AccessInfo:

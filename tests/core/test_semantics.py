@@ -424,3 +424,35 @@ def test_an_admin_releasing_its_own_reference_leaves_the_owner_alone(service):
     service.release(ROOT, cred.id)  # root's own pin-holder reference only
     assert service.get(ROOT, cred.id).state is State.ACTIVE
     assert service.release(ROOT, cred.id) is True  # now as the admin: ends alice's credential
+
+
+# -- the audit trail ---------------------------------------------------------------------
+
+
+def test_every_change_is_one_audit_line_and_every_free_names_its_cookie(
+    service: CredentialService, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level("INFO", logger="drc.audit")
+    kept = service.acquire(in_job(ALICE, 10), 0)
+    service.release(in_job(ALICE, 10), kept.id)  # frees: one line says both
+    shared = service.acquire(in_job(ALICE, 11), FLEX)
+    service.grant(in_job(ALICE, 11), shared.id, uid(BOB))
+    service.access(in_job(BOB, 12), shared.id)
+    service.release(in_job(BOB, 12), shared.id)  # the owner still holds it: nothing freed
+    service.expire_jobs([11])  # frees it: the expire line, and a free line naming the cookie
+    lines = [r.getMessage() for r in caplog.records if r.name == "drc.audit"]
+    verbs = [line.split()[0] for line in lines]
+    assert verbs == [
+        "acquire",
+        "release",
+        "acquire",
+        "grant",
+        "access",
+        "release",
+        "free",
+        "expire",
+    ]
+    assert lines[1].endswith(f"freed=True cookie1={kept.resources.cookie1}")
+    assert lines[5].endswith("freed=False")
+    assert lines[6] == f"free credential={shared.id} cookie1={shared.resources.cookie1}"
+    assert lines[7] == f"expire jobs=[11] freed=[{shared.id}]"

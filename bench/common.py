@@ -14,10 +14,10 @@ from drc.embedded import cluster as embedded
 
 
 @contextlib.contextmanager
-def embedded_drc() -> Iterator[embedded.Embedded]:
+def embedded_drc(*, metrics: bool = False) -> Iterator[embedded.Embedded]:
     state = Path(tempfile.mkdtemp(prefix="drc-bench-", dir="/tmp"))
     try:
-        yield embedded.start(state)
+        yield embedded.start(state, metrics=metrics)
     finally:
         embedded.stop(state)
         shutil.rmtree(state, ignore_errors=True)

@@ -15,6 +15,8 @@ from drc.server.heap import FreezeSurvivors
 
 out = {}
 policy = FreezeSurvivors()
+pauses = []
+policy.observer = pauses.append
 policy.install()
 policy.install()  # twice is once
 out["callbacks"] = gc.callbacks.count(policy._collected)
@@ -44,6 +46,8 @@ gc.collect()  # ... so this one walks the whole heap and reclaims them
 out["cycles_left_after_whole"] = sum(ref() is not None for ref in alive)
 out["kept_alive"] = len(kept) + len(grow) > 0
 out["full"] = policy.full_collections
+out["pauses"] = len(pauses)
+out["pauses_positive"] = all(0 < p < 10 for p in pauses)
 out["whole"] = policy.whole_collections
 policy.uninstall()
 out["frozen_after_uninstall"] = gc.get_freeze_count()
@@ -65,4 +69,5 @@ def test_survivors_are_frozen_and_cycles_among_them_reclaimed_when_the_heap_doub
     assert out["cycles_left_after_whole"] == 0
     assert out["kept_alive"]
     assert (out["full"], out["whole"]) == (5, 2)
+    assert out["pauses"] == 5 and out["pauses_positive"], "every full collection is timed"
     assert out["frozen_after_uninstall"] == 0

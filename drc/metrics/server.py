@@ -197,6 +197,12 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.gc_full_seconds = Histogram(
+            "drcs_gc_full_seconds",
+            "How long each full garbage collection stopped drcs (see drcs(8), TROUBLESHOOTING)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(self))
         self.state = StateSnapshot()
         self.http = MetricsServer(self.registry)

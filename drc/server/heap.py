@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("drc.server")
@@ -38,6 +40,9 @@ class FreezeSurvivors:
         self.whole = True  # the next full collection walks the whole heap (the first does)
         self.full_collections = 0
         self.whole_collections = 0
+        #: Told how long each full collection stopped the process (drcs_gc_full_seconds).
+        self.observer: Callable[[float], None] | None = None
+        self._started = 0.0
 
     def install(self) -> None:
         if self._collected not in gc.callbacks:
@@ -50,8 +55,13 @@ class FreezeSurvivors:
         gc.unfreeze()
 
     def _collected(self, phase: str, info: dict[str, Any]) -> None:
-        if phase != "stop" or info["generation"] != 2:
+        if info["generation"] != 2:
             return
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        if self.observer is not None:
+            self.observer(time.perf_counter() - self._started)
         self.full_collections += 1
         # The collection is over and its lists are consistent: moving them is safe here.
         gc.freeze()

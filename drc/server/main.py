@@ -85,7 +85,8 @@ async def serve(cfg: drc_config.Config) -> None:
     database = cfg["server"]["database"]
     sqlite_lock = claim_sqlite_store(database)  # one DRCS per SQLite store: say so, once
     room = raise_fd_limit()
-    FreezeSurvivors().install()  # short full collections with 10,000 connections (heap.py)
+    heap = FreezeSurvivors()  # short full collections with 10,000 connections (heap.py)
+    heap.install()
     service = build_service(cfg)
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     # One group commit for D-Bus and DRC link verbs (handed to link_server below).
@@ -106,6 +107,8 @@ async def serve(cfg: drc_config.Config) -> None:
             log.warning("change feed: not listening yet; node daemons will resync when it is")
     metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
     observe = metrics.observe if metrics else None
+    if metrics:
+        heap.observer = metrics.gc_full_seconds.observe
     exporter = BusExporter(
         exports,
         exports.nodes,  # a DRCC on the service node may reach DRCS on its bus

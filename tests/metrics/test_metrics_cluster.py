@@ -36,6 +36,7 @@ def test_an_acquire_raises_the_live_count_and_is_counted_per_verb(metered: Clust
     assert value(after, "drcs_requests_total", outcome="ok", **ok) == 1
     assert value(after, "drcs_request_duration_seconds_count", **ok) == 1
     assert value(after, "drcs_store_transaction_seconds_count", kind="write") >= 1
+    assert "drcs_gc_full_seconds_count" in after  # DRCS's collection pauses are exported
     # DRCC follows the change feed over the link (between two long polls: briefly not)
     assert eventually(lambda: value(metered.scrape("drcs"), "drcs_nodes_following"), 1) == 1
     assert value(after, "drcs_link_connections") >= 1

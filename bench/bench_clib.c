@@ -8,7 +8,7 @@
  *   bench_clib loop SECONDS   acquire, then drc_access for SECONDS; prints the call count
  *   bench_clib threads T SECONDS [raw]
  *                             T threads call drc_access for SECONDS on one credential,
- *                             through libdrc's one serialized connection, or ("raw") each
+ *                             through libdrc (its pool of connections), or ("raw") each
  *                             over its own sd-bus connection; prints the call count
  */
 #include <inttypes.h>

@@ -37,6 +37,7 @@ EXPECTED = [
     "drccli expire",
     "per-node JobsEnded",
     "DRCS acquire+release over D-Bus",
+    "libdrc: 8 threads",
     "racing acquires under a limit (sqlite)",
     "racing acquires under a limit (postgresql)",
     "SIGKILL of DRCS",

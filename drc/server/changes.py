@@ -121,18 +121,28 @@ class ChangeLog:
     def _answer_soon(self) -> None:
         if self._answering is None:
             self._answering = asyncio.get_running_loop().call_later(
-                COALESCE, self._answer_all, context=self._context
+                COALESCE, self._answer_news, context=self._context
             )
 
-    def _answer_all(self) -> None:
+    def _answer_news(self) -> None:
+        self._answer_all(everyone=False)
+
+    def _answer_all(self, everyone: bool = True) -> None:
+        """Answer the parked polls that have news (every one, for a new generation): a node
+        that asked with an old ``since`` must not wake the nodes that are up to date."""
         if self._answering is not None:
             self._answering.cancel()
             self._answering = None
         for future, since in list(self._polls.items()):
-            self._answer(future, since)
-        self._polls.clear()
-        self._ends.clear()  # every parked poll was just answered
-        if self._ticking is not None:
+            if everyone or since < self.seq or future.done():
+                self._answer(future, since)
+                del self._polls[future]
+        # answered and cancelled polls leave their ticks too (a burst of changes would
+        # otherwise keep every node's answered poll until its timeout)
+        self._ends = {
+            t: live for t, fs in self._ends.items() if (live := [f for f in fs if not f.done()])
+        }
+        if not self._ends and self._ticking is not None:
             self._ticking.cancel()
             self._ticking = None
 

@@ -51,3 +51,21 @@ def test_polls_are_answered_by_a_change_a_timeout_or_a_new_generation():
         assert log.followers == 0
 
     asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def test_a_node_asking_from_an_old_seq_wakes_no_node_that_is_up_to_date():
+    async def body() -> None:
+        log = ChangeLog()
+        gen = log.generation
+        log.record("revoked", 5, 3)
+        current = [log.poll(gen, 1, 60) for _ in range(3)]
+        late = log.poll(gen, 0, 60)  # missed change 1: answered after the coalescing window
+        assert await asyncio.wait_for(late, 1) == (gen, True, 1, [(5, 3)])
+        await asyncio.sleep(COALESCE * 3)
+        assert not any(p.done() for p in current) and log.followers == 3
+        log.record("freed", 5, 0)
+        answers = await asyncio.wait_for(asyncio.gather(*current), 1)
+        assert answers == [(gen, True, 2, [(5, FREED)])] * 3
+        assert log.followers == 0 and not log._ends  # answered polls leave their ticks
+
+    asyncio.run(asyncio.wait_for(body(), 30))

@@ -13,6 +13,7 @@ CHILD = r"""
 import gc, json, weakref
 from drc.server.heap import FreezeSurvivors
 
+gc.disable()  # only the collections below: automatic ones would change the counts
 out = {}
 policy = FreezeSurvivors()
 pauses = []

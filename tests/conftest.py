@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from multinode import two_nodes  # noqa: F401  (fixture)
 from postgres_server import postgresql_server, postgresql_url  # noqa: F401  (fixtures)
 
 from drc.core.policy import Policy

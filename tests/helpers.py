@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from drc.core.model import Caller, Holder
 from drc.store.sql import MIGRATIONS
+
+T = TypeVar("T")
 
 ALICE, BOB, CAROL = 2001, 2002, 2003
 STAFF = 3000  # a group bob is in
@@ -39,3 +45,12 @@ def migrations_after(name: str = "") -> list[str]:
 
 #: The schema version a freshly migrated store reports.
 LATEST_MIGRATION = migrations_after()[-1]
+
+
+def run_bounded(coro: Awaitable[T], timeout: float = 30) -> T:
+    """Run an async test body with a hard upper bound, so a bug can't hang the suite."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())

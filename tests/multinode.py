@@ -15,9 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from drc.embedded import cluster as embedded
 from drc.embedded.main import command_line, python_task
@@ -126,3 +129,14 @@ def stop_multinode(cluster: MultiNode) -> None:
 
 def last_json(text: str) -> Any:
     return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def two_nodes(runtime: Runtime, users: Any, postgresql_url: str) -> Iterator[MultiNode]:
+    """Two nodes on one PostgreSQL store: node1 follows DRCS 1 (127.0.0.1), node2 follows
+    DRCS 2 (127.0.0.2). ``users`` makes sure the test users exist."""
+    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
+    try:
+        yield c
+    finally:
+        stop_multinode(c)

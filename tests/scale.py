@@ -10,8 +10,13 @@ from __future__ import annotations
 import collections
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 FULL = os.environ.get("DRC_STRESS", "") == "full"
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: Cases run by the fuzz tests of this process, by family ("link frames", "tokens" …).
 FUZZ_CASES: collections.Counter[str] = collections.Counter()
@@ -43,3 +48,21 @@ def record_fuzz_counts() -> None:
     if path and FUZZ_CASES:
         with open(path, "a") as f:
             f.write(json.dumps({"fuzz_cases": dict(FUZZ_CASES)}) + "\n")
+
+
+def run_bench(
+    script: str, *args: str, timeout: float, env: dict[str, str] | None = None, check: bool = True
+) -> dict[str, Any]:
+    """Run ``bench/<script>`` and the JSON it prints (figures measured side by side in one
+    run). ``check``: it must exit 0; else it need only print (it exits 1 on a missed target,
+    which the caller judges from the JSON)."""
+    run = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0 if check else run.stdout, run.stderr[-3000:]
+    return json.loads(run.stdout)

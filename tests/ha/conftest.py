@@ -22,13 +22,3 @@ def four_nodes(
         yield c
     finally:
         stop_multinode(c)
-
-
-@pytest.fixture
-def two_nodes(runtime: Runtime, users: dict[str, User], postgresql_url: str) -> Iterator[MultiNode]:
-    """node1 follows DRCS 1 (127.0.0.1), node2 follows DRCS 2 (127.0.0.2)."""
-    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
-    try:
-        yield c
-    finally:
-        stop_multinode(c)

@@ -19,6 +19,8 @@ from drc.link.protocol import BadRequest, Request
 from drc.link.server import REQUEST_ID, LinkPeer
 from drc.node.main import link_servers
 
+from helpers import run_bounded
+
 
 class Served:
     """A handler recording (method, rid) of each request; EPERM for "Refuse"."""
@@ -32,13 +34,6 @@ class Served:
         if method == "Refuse":
             raise DrcError(Code.EPERM, "no")
         return [self.name]
-
-
-def run(coro: Any, timeout: float = 30) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture
@@ -68,7 +63,7 @@ def test_a_dead_first_server_is_skipped_and_the_rid_is_kept(sockdir: Path) -> No
             assert e.value.code is Code.EPERM and link.choice.current == "b"
             await link.close()
 
-    run(body())
+    run_bounded(body())
     assert second.seen[0] == ("NodeAcquire", "node1-x-1")  # mutating: carries a rid
     assert second.seen[1] == ("NodeWatch", None)  # reads do not
 
@@ -91,7 +86,7 @@ def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(sockdir: Pa
             await server_a.close()
             await link.close()
 
-    run(body())
+    run_bounded(body())
 
 
 def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(sockdir: Path) -> None:
@@ -105,7 +100,7 @@ def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(sockdi
         await link.close()
         return time.monotonic() - t0
 
-    waited = run(body())
+    waited = run_bounded(body())
     assert 0.8 <= waited <= 2.0  # waited for a server to come back, bounded by the timeout
 
 
@@ -124,7 +119,7 @@ def test_a_server_coming_up_during_the_wait_answers_the_waiting_call(sockdir: Pa
             await server.close()
             await link.close()
 
-    run(body())
+    run_bounded(body())
 
 
 def test_request_ids_must_be_short_printable_tokens() -> None:

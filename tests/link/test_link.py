@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from drc.core.errors import Code, DrcError
 from drc.embedded.polling import free_port
 from drc.link import LinkClient, LinkPeer, LinkServer, Munge, SyncLinkClient
 from drc.link.protocol import HEADER, Request, Response, pack_frame, read_frame
+
+from helpers import run_bounded
 
 NOBODY_CLIENT = """
 import asyncio, json, sys
@@ -69,15 +71,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def run(coro: Awaitable[Any], timeout: float = 60) -> Any:
-    """Run a test body with a hard upper bound, so a bug can't hang the suite."""
-
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 class Recorder:
@@ -135,7 +128,7 @@ def test_round_trip_over_tcp_carries_munge_uid(munged) -> None:
             ]
             assert await client.call("Release", (7,)) == ["Release", 7]
 
-    run(body())
+    run_bounded(body(), timeout=60)
     peer, method, args = handler.calls[0]
     assert (peer.uid, peer.gid, peer.transport, method) == (0, 0, "munge", "Access")
     assert args == [7, "x", {"k": [1]}]
@@ -153,7 +146,7 @@ def test_drc_errors_cross_the_link(munged) -> None:
             assert err.value.code == Code.CRED_NOT_FOUND
             assert err.value.message == "credential 42 not found"
 
-    run(body())
+    run_bounded(body(), timeout=60)
 
 
 def test_handler_crash_is_einval_and_the_server_lives_on(munged, caplog) -> None:
@@ -169,7 +162,7 @@ def test_handler_crash_is_einval_and_the_server_lives_on(munged, caplog) -> None
             assert err.value.code == Code.EINVAL
             assert await client.call("Other", []) == ["fine"]  # same connection
 
-    run(body())
+    run_bounded(body(), timeout=60)
     assert "Boom from uid 0 failed" in caplog.text
 
 
@@ -183,7 +176,7 @@ def test_concurrent_calls_are_pipelined_and_matched_by_id(munged) -> None:
             results = await asyncio.gather(*(client.call("Slow", [i]) for i in range(20)))
             assert results == [[i * 10] for i in range(20)]
 
-    run(body())
+    run_bounded(body(), timeout=60)
 
 
 def test_request_from_a_non_root_user_is_eperm_and_never_runs(munged, nobody) -> None:
@@ -193,7 +186,7 @@ def test_request_from_a_non_root_user_is_eperm_and_never_runs(munged, nobody) ->
         async with tcp_server(handler, munged) as server:
             return await nobody.run(NOBODY_CLIENT, "tcp", munged.socket, str(server.tcp_address[1]))
 
-    out = json.loads(run(body()))
+    out = json.loads(run_bounded(body(), timeout=60))
     assert out == {"code": "EPERM", "message": "DRC link: uid 65534 is not a node daemon"}
     assert handler.calls == []
 
@@ -249,7 +242,7 @@ def test_captured_frame_replayed_on_a_new_connection_is_refused(munged, caplog) 
             writer.close()
             await assert_alive(server, munged)
 
-    run(body())
+    run_bounded(body(), timeout=60)
     assert [method for _, method, _ in handler.calls] == ["Acquire", "Ping"]
     assert "Replayed credential" in caplog.text
 
@@ -268,7 +261,7 @@ def test_bit_flipped_frame_is_refused(munged, caplog) -> None:
             writer.close()
             await assert_alive(server, munged)
 
-    run(body())
+    run_bounded(body(), timeout=60)
     assert [method for _, method, _ in handler.calls] == ["Ping"]
     assert "frame refused" in caplog.text
 
@@ -302,7 +295,7 @@ def test_client_refuses_a_response_from_another_uid(munged, nobody) -> None:
                     impostor.kill()
                     await impostor.wait()
 
-    run(body())
+    run_bounded(body(), timeout=60)
 
 
 def test_oversized_length_prefix_closes_the_connection(munged, caplog) -> None:
@@ -317,7 +310,7 @@ def test_oversized_length_prefix_closes_the_connection(munged, caplog) -> None:
                 writer.close()
             await assert_alive(server, munged)
 
-    run(body())
+    run_bounded(body(), timeout=60)
     assert "frame length 4294967295 outside 1..4096" in caplog.text
 
 
@@ -342,7 +335,7 @@ def test_malformed_payloads_never_crash_the_server(munged) -> None:
             writer.close()
             await assert_alive(server, munged)
 
-    run(body())
+    run_bounded(body(), timeout=60)
     assert [method for _, method, _ in handler.calls] == ["Ping"]
 
 
@@ -385,7 +378,7 @@ def test_unreachable_or_silent_server_is_econnrefused_then_reconnects(munged) ->
         await client.close()
         await server.close()
 
-    run(body())
+    run_bounded(body(), timeout=60)
 
 
 def test_unix_socket_peer_is_the_kernel_uid(sockdir) -> None:
@@ -404,7 +397,7 @@ def test_unix_socket_peer_is_the_kernel_uid(sockdir) -> None:
                 assert err.value.code == Code.EPERM
                 assert "served by uid 0, expected DRCS uid 65534" in err.value.message
 
-    run(body())
+    run_bounded(body(), timeout=60)
     peer = handler.calls[0][0]
     assert (peer.uid, peer.gid, peer.transport) == (0, 0, "unix")
     assert len(handler.calls) == 1
@@ -418,7 +411,7 @@ def test_unix_socket_non_root_peer_is_eperm(sockdir, nobody) -> None:
         async with LinkServer(handler, unix_path=path, unix_mode=0o666):
             return await nobody.run(NOBODY_CLIENT, "unix", path)
 
-    out = json.loads(run(body()))
+    out = json.loads(run_bounded(body(), timeout=60))
     assert out == {"code": "EPERM", "message": "DRC link: uid 65534 is not a node daemon"}
     assert handler.calls == []
 
@@ -431,7 +424,7 @@ def test_allowed_uids_admits_other_daemon_users(sockdir, nobody) -> None:
         async with LinkServer(handler, unix_path=path, unix_mode=0o666, allowed_uids={0, 65534}):
             return await nobody.run(NOBODY_CLIENT, "unix", path)
 
-    assert json.loads(run(body())) == {"ok": ["Access", 1]}
+    assert json.loads(run_bounded(body(), timeout=60)) == {"ok": ["Access", 1]}
     assert handler.calls[0][0].uid == 65534
 
 
@@ -446,4 +439,4 @@ def test_sync_client(munged) -> None:
 
             assert await asyncio.to_thread(blocking) == [["Access", 1], ["Access", 2]]
 
-    run(body())
+    run_bounded(body(), timeout=60)

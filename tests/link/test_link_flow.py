@@ -18,12 +18,7 @@ from drc.link import LinkClient, LinkPeer, LinkServer
 from drc.link.protocol import HEADER
 from drc.link.server import REQUEST_ID
 
-
-def run(coro: Any, timeout: float = 30) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
+from helpers import run_bounded
 
 
 @pytest.fixture
@@ -73,7 +68,7 @@ def test_a_future_is_answered_when_set_and_needs_no_task(path: str) -> None:
                 await failing
             assert err.value.code is Code.EPERM and err.value.message == "not a node"
 
-    run(body())
+    run_bounded(body())
 
 
 def test_a_closed_connection_cancels_its_parked_futures(path: str) -> None:
@@ -96,7 +91,7 @@ def test_a_closed_connection_cancels_its_parked_futures(path: str) -> None:
             with pytest.raises(DrcError):
                 await call
 
-    run(body())
+    run_bounded(body())
 
 
 def test_at_most_max_in_flight_requests_run_per_connection(path: str) -> None:
@@ -120,7 +115,7 @@ def test_at_most_max_in_flight_requests_run_per_connection(path: str) -> None:
             handler.parked[3][1].set_result(["last"])
             assert await asyncio.gather(*calls) == [["first"], ["more"], ["more"], ["last"]]
 
-    run(body())
+    run_bounded(body())
 
 
 def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: str) -> None:
@@ -145,7 +140,7 @@ def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: 
             idle.close()
             return waited
 
-    assert 0.25 <= run(body()) < 5
+    assert 0.25 <= run_bounded(body()) < 5
 
 
 def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(path: str) -> None:
@@ -170,5 +165,5 @@ def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(path: str
             assert err.value.code is Code.EINVAL
             assert "internal error in Crash" in err.value.message
 
-    run(body())
+    run_bounded(body())
     assert seen == ["boot-1-7", None, None]

@@ -10,17 +10,14 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clib.support import VALGRIND
-from multinode import MultiNode, start_multinode, stop_multinode
+from multinode import MultiNode
 from slurm.slurm_harness import build_plugin
 
-from drc.embedded.runtime import Runtime
-
-from cluster import Cluster, User
+from cluster import Cluster
 
 HERE = Path(__file__).resolve().parent
 needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
@@ -101,16 +98,6 @@ def test_every_callback_against_a_real_drcc_is_valgrind_clean(harness, cluster: 
     assert "setenv DRC_CREDENTIAL_JOB=4242" in log
     listed = json.loads(cluster.drccli(None, "list", "--json", check=True).stdout)
     assert int(creds[0]) not in [c["credential"] for c in listed], "JobEnded did not free it"
-
-
-@pytest.fixture
-def two_nodes(runtime: Runtime, users: dict[str, User], postgresql_url: str) -> Iterator[MultiNode]:
-    """node1 follows DRCS 1, node2 DRCS 2 (see tests/multinode.py)."""
-    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
-    try:
-        yield c
-    finally:
-        stop_multinode(c)
 
 
 @pytest.mark.root

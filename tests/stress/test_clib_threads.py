@@ -4,18 +4,12 @@ size under ``make stress``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from scale import FULL, record, size
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from scale import FULL, record, run_bench, size
 
 
 def test_eight_threads_through_libdrc_keep_up_with_a_raw_connection_each():
@@ -24,22 +18,14 @@ def test_eight_threads_through_libdrc_keep_up_with_a_raw_connection_each():
     if shutil.which("cc") is None or shutil.which("pkg-config") is None:
         pytest.skip("needs cc and pkg-config (make deps installs them)")
     seconds = size(1, 5)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "bench_clib.py",
-            "--samples",
-            str(size(200, 2000)),
-            "--seconds",
-            str(seconds),
-        ],
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
+    result = run_bench(
+        "bench_clib.py",
+        "--samples",
+        str(size(200, 2000)),
+        "--seconds",
+        str(seconds),
         timeout=size(180, 600),
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout)
     pooled = result["threads_8_libdrc_pool"]["calls_per_s"]
     raw = result["threads_8_raw_connection_per_thread"]["calls_per_s"]
     ratio = result["threads_8_ratio_libdrc_to_raw"]

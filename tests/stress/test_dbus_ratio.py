@@ -3,17 +3,11 @@ by bench/bench_drcs.py (small under ``make test``; judged at full size under ``m
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from scale import FULL, record, size
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from scale import FULL, record, run_bench, size
 
 
 def test_dbus_acquire_release_keeps_up_with_the_store():
@@ -24,16 +18,7 @@ def test_dbus_acquire_release_keeps_up_with_the_store():
         "DRC_BENCH_N": str(size(50, 1000)),
         "DRC_BENCH_PAIRS": str(size(150, 3000)),
     }
-    run = subprocess.run(
-        [sys.executable, "bench_drcs.py"],
-        cwd=BENCH,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=size(120, 600),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    pairs = json.loads(run.stdout)["acquire_release_pairs"]
+    pairs = run_bench("bench_drcs.py", env=env, timeout=size(120, 600))["acquire_release_pairs"]
     ratio = pairs["dbus_vs_store"]
     record(
         "DRCS acquire+release over D-Bus / raw store rate",

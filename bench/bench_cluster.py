@@ -34,7 +34,6 @@ import resource
 import statistics
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,7 @@ from drc import config as drc_config
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
 from drc.link import LinkClient, Munge
+from drc.metrics.common import scrape
 from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
 
@@ -307,19 +307,10 @@ async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
 def gc_pauses(metrics: str) -> dict[str, Any]:
     """DRCS's full garbage collections over the run (drcs_gc_full_seconds): every call that
     lands in one waits for it, so they bound what the timed figures can show."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    count = total = under = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "drcs_gc_full_seconds_count":
-                count = sample.value
-            elif sample.name == "drcs_gc_full_seconds_sum":
-                total = sample.value
-            elif sample.name == "drcs_gc_full_seconds_bucket" and sample.labels["le"] == "0.1":
-                under = sample.value
+    samples = scrape(metrics)
+    count = samples["drcs_gc_full_seconds_count"][()]
+    total = samples["drcs_gc_full_seconds_sum"][()]
+    under = samples["drcs_gc_full_seconds_bucket"][(("le", "0.1"),)]
     return {
         "full_collections": int(count),
         "over_100ms": int(count - under),

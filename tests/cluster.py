@@ -18,6 +18,7 @@ from pathlib import Path
 from drc.embedded import cluster as embedded
 from drc.embedded.main import command_line, python_task
 from drc.embedded.runtime import Runtime
+from drc.metrics.common import Samples, scrape
 from drc.server.proxy import ServerProxy
 
 USERS = ("alice", "bob", "carol")
@@ -129,22 +130,12 @@ class Cluster:
 
         return node_counters(self.address)
 
-    def scrape(self, daemon: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    def scrape(self, daemon: str) -> Samples:
         """One Prometheus scrape of ``drcs`` or ``drcc`` (started with metrics=True):
         sample name -> {sorted label pairs: value}."""
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
         where = self.emb.drcs_metrics if daemon == "drcs" else self.emb.drcc_metrics
         assert where, f"{daemon} serves no metrics: start the cluster with metrics=True"
-        with urllib.request.urlopen(f"http://{where}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
-        samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-        return samples
+        return scrape(where, timeout=5)
 
 
 def start_cluster(

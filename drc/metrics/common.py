@@ -1,9 +1,11 @@
-"""What both daemons' metrics are made of: per-request counting and the HTTP endpoint."""
+"""What both daemons' metrics are made of: per-request counting and the HTTP endpoint; and
+one way to read them back (:func:`scrape`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from drc.metrics import LATENCY_BUCKETS, UNTIMED, is_loopback, outcome, parse_listen
 
@@ -85,3 +88,19 @@ class MetricsServer:
             httpd.server_close()  # type: ignore[attr-defined]
         if self._thread is not None:
             self._thread.join(5)
+
+
+#: A scrape: sample name -> {sorted (label, value) pairs: value}.
+Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def scrape(address: str, timeout: float = 10.0) -> Samples:
+    """One scrape of a drc daemon's metrics at ``host:port`` (tests and benchmarks read
+    figures the daemon measured itself, such as its garbage-collection pauses)."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as reply:
+        text = reply.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples

@@ -185,23 +185,22 @@ class LinkServer:
         """The frame of ``response`` (for MUNGE: encoded as the server, readable only by the
         requester); an error response in its place when it cannot be sent as it is."""
         try:
-            body = response.to_payload()
+            payload = response.to_payload()
         except (TypeError, ValueError) as err:
             log.error("DRC link: response %d not serializable: %s", response.id, err)
-            body = Response(
-                response.id, error=Code.EINVAL.dbus_name, message="DRC link: bad result"
-            ).to_payload()
-        if peer.transport == "munge":
-            assert self.munge is not None
-            body = self.munge.encode(body, uid_restriction=peer.uid)
+            payload = _error(response.id, "DRC link: bad result")
+        body = self._seal(peer, payload)
         if len(body) > self.max_frame:
             text = f"DRC link: response of {len(body)} bytes exceeds the frame limit"
             log.error("%s", text)
-            body = Response(response.id, error=Code.EINVAL.dbus_name, message=text).to_payload()
-            if peer.transport == "munge":
-                assert self.munge is not None
-                body = self.munge.encode(body, uid_restriction=peer.uid)
+            body = self._seal(peer, _error(response.id, text))
         return pack_frame(body, self.max_frame)
+
+    def _seal(self, peer: LinkPeer, payload: bytes) -> bytes:
+        if peer.transport != "munge":
+            return payload
+        assert self.munge is not None
+        return self.munge.encode(payload, uid_restriction=peer.uid)
 
 
 class _Connection(asyncio.Protocol):
@@ -454,6 +453,10 @@ class _Pending:
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         self.connection._done(self, future)
+
+
+def _error(request_id: int, text: str) -> bytes:
+    return Response(request_id, error=Code.EINVAL.dbus_name, message=text).to_payload()
 
 
 def _response(pending: _Pending, result: Any, error: BaseException | None) -> Response:

@@ -70,7 +70,7 @@ class ChangeLog:
         """Changes may have been missed: followers must resynchronise (see module doc)."""
         self.generation = os.urandom(8).hex()
         self._log.clear()
-        self._answer_all()
+        self._answer_all(everyone=True)
 
     def since(self, seq: int) -> tuple[bool, list[tuple[int, int]]]:
         """(complete, [(credential, epoch)…]) after ``seq``; incomplete when it aged out."""
@@ -121,13 +121,10 @@ class ChangeLog:
     def _answer_soon(self) -> None:
         if self._answering is None:
             self._answering = asyncio.get_running_loop().call_later(
-                COALESCE, self._answer_news, context=self._context
+                COALESCE, self._answer_all, False, context=self._context
             )
 
-    def _answer_news(self) -> None:
-        self._answer_all(everyone=False)
-
-    def _answer_all(self, everyone: bool = True) -> None:
+    def _answer_all(self, everyone: bool) -> None:
         """Answer the parked polls that have news (every one, for a new generation): a node
         that asked with an old ``since`` must not wake the nodes that are up to date."""
         if self._answering is not None:

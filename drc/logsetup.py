@@ -1,6 +1,6 @@
 """Logging for daemons: stderr in the foreground, syslog (the journal) as a service.
 
-DRCS writes an audit line for every change (two or three per acquire+release), so a record's
+DRCS writes an audit line for every change (two per acquire+release), so a record's
 cost is part of every verb's: the formats name no thread, function or line, and the daemons
 tell :mod:`logging` not to look those up (a stack walk and two lookups per record), and the
 foreground timestamp is formatted once per second, not once per line.

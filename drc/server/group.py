@@ -46,13 +46,10 @@ class GroupCommit:
         self._company = False  # whether the last batch held more than one call
         self._turns_left = 0
 
-    async def run(self, call: Callable[[], T]) -> T:
-        """``call()``'s result, after its batch commits."""
-        return await self.submit(call)
-
     def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         """A future of ``call()``'s result, set after its batch commits. A future, not a
-        coroutine: the bus exporter answers from its done callback, without a task per call."""
+        coroutine: the bus exporter and the link answer from its done callback, without a
+        task per call."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((call, future))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +17,8 @@ from drc.server.link import link_server
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -46,7 +49,7 @@ def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
             lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id],
             lambda: [service.access_credential(in_job(ALICE, 1, "n3"), cred).refs],
         ]
-        return await asyncio.gather(*(group.run(c) for c in calls), return_exceptions=True)
+        return await asyncio.gather(*(group.submit(c) for c in calls), return_exceptions=True)
 
     original = service.store.batch
 
@@ -64,12 +67,21 @@ def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
     assert consistency_problems(service.store) == []
 
 
+def alone(group: GroupCommit, call: Callable[[], T]) -> T:
+    """``call()`` submitted to the group by a lone caller: its result after the commit."""
+
+    async def one() -> T:
+        return await group.submit(call)
+
+    return asyncio.run(one())
+
+
 def test_a_lone_verb_runs_and_raises_as_without_grouping(service: CredentialService):
     group = GroupCommit(service.store)
     with pytest.raises(DrcError) as err:
-        asyncio.run(group.run(lambda: [service.access_credential(in_job(BOB, 2, "n2"), 404)]))
+        alone(group, lambda: [service.access_credential(in_job(BOB, 2, "n2"), 404)])
     assert err.value.code is Code.CRED_NOT_FOUND
-    cred = asyncio.run(group.run(lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id]))[0]
+    cred = alone(group, lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id])[0]
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
 
 
@@ -87,7 +99,7 @@ def test_a_lone_verb_commits_alone_without_batch_or_savepoint(
 ):
     """Half the batches of a few sequential clients hold one verb: it pays for no batch."""
     group = GroupCommit(service.store)
-    cred = asyncio.run(group.run(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id))
+    cred = alone(group, lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id)
     assert batches == []
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
     assert consistency_problems(service.store) == []
@@ -129,10 +141,10 @@ def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(
         return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
 
     async def callers():
-        await asyncio.gather(group.run(acquire(ALICE, 1)), group.run(acquire(BOB, 2)))
-        first = asyncio.ensure_future(group.run(acquire(ALICE, 3)))
+        await asyncio.gather(group.submit(acquire(ALICE, 1)), group.submit(acquire(BOB, 2)))
+        first = asyncio.ensure_future(group.submit(acquire(ALICE, 3)))
         await asyncio.sleep(0)  # the second caller arrives a loop turn later
-        second = asyncio.ensure_future(group.run(acquire(BOB, 4)))
+        second = asyncio.ensure_future(group.submit(acquire(BOB, 4)))
         return await asyncio.gather(first, second)
 
     ids = asyncio.run(callers())

@@ -286,6 +286,11 @@ class PeeweeStore:
         self._savepoints = itertools.count()  # names of batch() verbs' savepoints
         self._statements = Statements(database)
 
+    def _tx(self) -> PeeweeTransaction:
+        """A transaction object on this store's statements and models (its caller opened the
+        database transaction)."""
+        return PeeweeTransaction(self.db, self._statements, self.models)
+
     @classmethod
     def from_url(cls, url: str) -> PeeweeStore:
         store = cls(open_database(url))
@@ -326,12 +331,12 @@ class PeeweeStore:
             # counter, as peewee's atomic() names each by a fresh uuid4 (Database.savepoint()
             # takes no name), a measurable part of a small verb
             with _savepoint(self.db, f"v{next(self._savepoints)}"):
-                tx = PeeweeTransaction(self.db, self._statements, self.models)
+                tx = self._tx()
                 with self._recording(tx):
                     yield tx
             return
         with self._reachable(), self._write_lock, self.db.atomic():
-            tx = PeeweeTransaction(self.db, self._statements, self.models)
+            tx = self._tx()
             tx.lock()
             with self._recording(tx):
                 yield tx
@@ -357,7 +362,7 @@ class PeeweeStore:
         requests only after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            PeeweeTransaction(self.db, self._statements, self.models).lock()
+            self._tx().lock()
             self._batch_thread = threading.get_ident()
             try:
                 yield
@@ -369,10 +374,10 @@ class PeeweeStore:
         if isinstance(self.db, SqliteDatabase):
             # A deferred transaction is a consistent WAL snapshot and takes no write lock.
             with self.db.atomic("DEFERRED"):
-                yield PeeweeTransaction(self.db, self._statements, self.models)
+                yield self._tx()
         else:
             with self._reachable(), self.db.atomic():
-                yield PeeweeTransaction(self.db, self._statements, self.models)
+                yield self._tx()
 
     def describe(self) -> dict[str, object]:
         backend = "postgresql" if isinstance(self.db, PostgresqlDatabase) else "sqlite"
@@ -408,12 +413,10 @@ class PeeweeTransaction(VniRows):
     engines allow it); the rarer, set-based operations are Peewee queries.
     """
 
-    def __init__(
-        self, db: Database, statements: Statements | None = None, models: Models | None = None
-    ) -> None:
+    def __init__(self, db: Database, statements: Statements, models: Models) -> None:
         self.db = db
-        self._sql = statements or Statements(db)
-        self.models = models or create_models(db)
+        self._sql = statements
+        self.models = models
         self.created = 0  # the credential this transaction inserted (request records)
         self._notify = isinstance(db, PostgresqlDatabase)
 

@@ -10,7 +10,7 @@ all: deps man lib
 deps:
 	@bash .ci/install-deps
 
-man: deps man/drccli.1 man/drc.conf.5
+man: deps man/drccli.1 man/drc.1 man/drc.conf.5
 
 man/drc.conf.5: drc/config.py packaging/gen_drc_conf_man.py
 	@$(PY) packaging/gen_drc_conf_man.py $@
@@ -35,6 +35,12 @@ man/drccli.1: drc/cli/drccli.py pyproject.toml
 	    --manual-title "drc manual" --author "the drc developers" \
 	    --description "manage Dynamic RDMA Credentials" --output $@ >/dev/null
 
+man/drc.1: drc/cli/task.py drc/cli/common.py drc/cli/exits.py pyproject.toml
+	@$(VENV)/bin/argparse-manpage --pyfile drc/cli/task.py --function build_parser \
+	    --prog drc --project-name drc --version "$$($(PY) -c 'import drc; print(drc.__version__)')" \
+	    --manual-title "drc manual" --author "the drc developers" \
+	    --description "Dynamic RDMA Credentials for job scripts" --output $@ >/dev/null
+
 lib: deps
 	@$(MAKE) -s -C lib
 
@@ -58,7 +64,7 @@ stress: deps lib
 	@$(PY) tests/stress/report.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1 man/drc.conf.5
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache man/drccli.1 man/drc.1 man/drc.conf.5
 	$(MAKE) -C lib clean
 	$(MAKE) -C plugins/spank clean
 

@@ -37,6 +37,7 @@ __all__ = [
     "Code",
     "DrcError",
     "SlingshotAccess",
+    "Whoami",
     "access",
     "access_slingshot",
     "access_with_token",
@@ -50,6 +51,7 @@ __all__ = [
     "release_local",
     "revoke",
     "set_timeout",
+    "whoami",
 ]
 
 FLEX = int(Flags.FLEX_CREDENTIAL)
@@ -174,6 +176,23 @@ def release_local(info: AccessInfo) -> None:
 def get_wlm_id() -> int:
     """Your job's id as DRCC sees it (0 outside a job)."""
     return _node.get_wlm_id()
+
+
+@dataclass(frozen=True)
+class Whoami:
+    """What this node's DRCC sees of the calling process (from the kernel, never from you)."""
+
+    node: str
+    uid: int
+    gid: int
+    job: int  # 0 outside a job: then references belong to the process, and die with it
+    pid: int
+    fabric: str  # "slingshot" (use access_slingshot) or "cookie"
+
+
+def whoami() -> Whoami:
+    """Your node, uid, gid, job and pid as DRCC sees them, and the node's fabric."""
+    return Whoami(*_node.who_am_i())
 
 
 @contextmanager

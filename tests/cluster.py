@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drc.embedded import cluster as embedded
-from drc.embedded.main import command_line, python_task
+from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.metrics.common import Samples, scrape
 from drc.server.proxy import ServerProxy
@@ -117,6 +117,18 @@ class Cluster:
 
     def in_job(self, job: int, user: str, code: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.run_as(None, self.in_job_argv(job, user, code), **kw)
+
+    def task_argv(self, job: int, user: str, argv: list[str]) -> list[str]:
+        """``argv`` as ``user`` in a task of ``job`` (``drc-embedded run``; PATH finds drc)."""
+        return task(self.runtime.bin / "drc-embedded", self.state_dir, job, user, argv)
+
+    def task(self, job: int, user: str, argv: list[str], **kw) -> subprocess.CompletedProcess[str]:
+        return self.run_as(None, self.task_argv(job, user, argv), **kw)
+
+    def drc(self, job: int | None, user: str, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        """The ``drc`` command as ``user`` in a task of ``job``, or outside any job (None)."""
+        argv = [str(self.runtime.bin / "drc"), *args]
+        return self.run_as(user, argv, **kw) if job is None else self.task(job, user, argv, **kw)
 
     def end_job(self, job: int) -> str:
         """Tell DRCC ``job`` ended, as the epilog does; what drc-embedded printed."""

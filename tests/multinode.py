@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from drc.embedded import cluster as embedded
-from drc.embedded.main import command_line, python_task
+from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
@@ -58,6 +58,13 @@ class MultiNode:
         done = self.run(self.task_argv(node, job, user, code), **kw)
         assert done.returncode == 0, f"task on node {node} failed:\n{done.stdout}{done.stderr}"
         return done.stdout
+
+    def drc(self, node: int, job: int, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """The ``drc`` command as ``user`` in a task of ``job`` on ``node``."""
+        argv = [str(self.runtime.bin / "drc"), *args]
+        return self.run(
+            task(self.runtime.bin / "drc-embedded", self.state_dir, job, user, argv, node)
+        )
 
     def spawn_task(self, node: int, job: int, user: str, code: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

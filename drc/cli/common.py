@@ -11,13 +11,31 @@ import pwd
 from collections.abc import Sequence
 
 import drc
-from drc.cli.exits import UsageError
+from drc.cli.exits import UsageError, documented
 
 
 def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--version``: what is installed, for bug reports and upgrade scripts."""
     parser.add_argument("--version", action="version", version=f"%(prog)s (drc) {drc.__version__}")
     return parser
+
+
+def document_exit_status(parser: argparse.ArgumentParser, program: str) -> None:
+    """The --help epilog and the man page's EXIT STATUS section (argparse-manpage reads
+    ``parser._manpage``), both from the one table of :mod:`drc.cli.exits`."""
+    statuses = documented(program)
+    parser.epilog = "Exit status: " + "; ".join(f"{code} {text}" for code, text in statuses) + "."
+    roff = "\n".join(
+        f".TP\n.B {code}\n{text.replace('-', chr(92) + '-')}" for code, text in statuses
+    )
+    man_section(parser, "exit status", roff)
+
+
+def man_section(parser: argparse.ArgumentParser, heading: str, roff: str) -> None:
+    """One more section of the command's generated man page (argparse-manpage)."""
+    if not hasattr(parser, "_manpage"):
+        parser._manpage = []  # type: ignore[attr-defined]
+    parser._manpage.append({"heading": heading, "content": roff})  # type: ignore[attr-defined]
 
 
 def uid_of(user: str) -> int:

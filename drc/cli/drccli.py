@@ -13,7 +13,7 @@ import sys
 import time
 
 from drc.bus import default_bus_address
-from drc.cli.common import add_version, gid_of, table, uid_of
+from drc.cli.common import add_version, document_exit_status, gid_of, table, uid_of
 from drc.cli.exits import UsageError, documented, run
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope, State
@@ -36,21 +36,13 @@ LIST_COLUMNS = (
 EXIT_STATUS = tuple(documented("drccli"))
 
 
-def _exit_status_roff() -> str:
-    return "\n".join(
-        f".TP\n.B {code}\n{text.replace('-', chr(92) + '-')}" for code, text in EXIT_STATUS
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drccli",
         description="Manage Dynamic RDMA Credentials: acquire a managed network credential, "
         "grant it to a uid, gid or job, list, limit and release.",
-        epilog="Exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_STATUS) + ".",
     )
-    # argparse-manpage emits these as extra sections of drccli(1).
-    parser._manpage = [{"heading": "exit status", "content": _exit_status_roff()}]  # type: ignore[attr-defined]
+    document_exit_status(parser, "drccli")
     add_version(parser)
     parser.add_argument(
         "--bus",

@@ -1,5 +1,5 @@
-"""One exception -> exit status table for every drc command: drccli, drc-jedi, drc-embedded,
-drcs and drcc.
+"""One exception -> exit status table for every drc command: drc, drccli, drc-jedi,
+drc-embedded, drcs and drcc.
 
 Scripts and systemd units branch on these numbers, so they must mean the same thing whichever
 command returned them. The man pages' EXIT STATUS sections and drccli's --help are written from
@@ -31,6 +31,10 @@ class UsageError(Exception):
     """A bad command line or config: exit status 2."""
 
 
+class NotInJob(Exception):
+    """``drc`` would take a reference for a process that is about to exit: exit status 2."""
+
+
 def _unreachable(e: BaseException) -> bool:
     return isinstance(e, DrcError) and e.code is Code.ECONNREFUSED
 
@@ -54,6 +58,14 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(KeyboardInterrupt, EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
     Rule(UsageError, EXIT_USAGE, "usage error: bad option, unknown user or group, missing value"),
+    Rule(
+        NotInJob,
+        EXIT_USAGE,
+        "not in a job: drcc sees no job for this process, so 'drc acquire' (without "
+        "--persistent) and 'drc access' would hold nothing past drc's own exit; run drc in "
+        "a job's task (srun, sbatch, drc-embedded run)",
+        commands=frozenset({"drc"}),
+    ),
     Rule(
         ConfigError,
         EXIT_USAGE,

@@ -482,7 +482,8 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
     pid = os.fork()
     if pid == 0:  # the task: wait until registered, then drop privileges and exec
         os.close(write_fd)
-        os.read(read_fd, 1)
+        if os.read(read_fd, 1) != b"x":  # not registered: it would run in no job
+            os._exit(127)
         os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus_address  # the task's node's bus
         if user:
             pw = pwd.getpwnam(user)
@@ -498,11 +499,11 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
     bus = SyncBusClient(bus_address)
     try:
         bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "RegisterJobPid", "uu", [pid, job])
+        os.write(write_fd, b"x")
     finally:
         bus.close()
-        os.write(write_fd, b"x")
-        os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
+        os.close(write_fd)  # unregistered, the task exits without running the command
+        _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 

@@ -116,14 +116,21 @@ def command_line(program: str | Path, state_dir: str | Path, *args: str) -> list
     return [str(program), "--state-dir", str(state_dir), *args]
 
 
+def task(
+    program: str | Path, state_dir: str | Path, job: int, user: str, argv: list[str], node: int = 1
+) -> list[str]:
+    """``drc-embedded run``: ``argv`` as ``user`` in a task of ``job`` on ``node``."""
+    where = ["--node", str(node), "--job", str(job), "--user", user]
+    return command_line(program, state_dir, "run", *where, "--", *argv)
+
+
 def python_task(
     program: str | Path, state_dir: str | Path, job: int, user: str, code: str, node: int = 1
 ) -> list[str]:
-    """``drc-embedded run``: Python ``code`` (``client`` imported) as ``user`` in a task of
-    ``job`` on ``node``, with the system interpreter (the one other users can run)."""
-    task = ["/usr/bin/python3", "-c", "from drc import client\n" + code]
-    where = ["--node", str(node), "--job", str(job), "--user", user]
-    return command_line(program, state_dir, "run", *where, "--", *task)
+    """:func:`task` running Python ``code`` (``client`` imported), with the system
+    interpreter (the one other users can run)."""
+    argv = ["/usr/bin/python3", "-c", "from drc import client\n" + code]
+    return task(program, state_dir, job, user, argv, node)
 
 
 def _running(state_dir: Path) -> Embedded:

@@ -17,6 +17,7 @@ from pathlib import Path
 PACKAGES = ("drc", "dbus_fast", "peewee", "playhouse", "prometheus_client")
 COMMANDS = {
     "drccli": "drc.cli.drccli",
+    "drc": "drc.cli.task",
     "drcs": "drc.server.main",
     "drcc": "drc.node.main",
     "drc-embedded": "drc.embedded.main",

@@ -119,6 +119,15 @@ class NodeExports:
     def get_wlm_id(self, peer: PeerCredentials) -> int:
         return self.identify(peer).job
 
+    @method("", "suuuus")
+    def who_am_i(self, peer: PeerCredentials) -> tuple[str, int, int, int, int, str]:
+        """What DRCC sees of the caller: (node, uid, gid, job, pid, fabric), from the kernel
+        as every verb does. ``fabric`` is how this node hands out access: "slingshot" (CXI
+        services: call AccessSlingshot) or "cookie". For ``drc whoami`` and scripts."""
+        caller = self.identify(peer)
+        fabric = "slingshot" if self.service.slingshot is not None else "cookie"
+        return (self.identifier.node, caller.uid, caller.gid, caller.job, caller.pid, fabric)
+
     @method("", "u")
     async def job_credential(self, peer: PeerCredentials) -> int:
         """The credential the caller's job already holds, or 0 (none, or no job).

@@ -3,7 +3,8 @@
 #   packaging/rpm/make-rpm.sh [TOPDIR]    (default build/rpm; RPMs in TOPDIR/RPMS/<arch>/)
 #   RPMBUILD_ARGS="--without slurm" ...   extra rpmbuild arguments
 # The tarball holds every tracked file and every untracked file git does not ignore (so
-# uncommitted work is packaged, unlike `git archive HEAD`), plus the generated man/drccli.1.
+# uncommitted work is packaged, unlike `git archive HEAD`), plus the generated man/drccli.1
+# and man/drc.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,13 +16,15 @@ name=drc-$version
 command -v rpmbuild >/dev/null || { echo "make rpm: rpmbuild not found (install rpm)" >&2; exit 1; }
 git rev-parse --show-toplevel >/dev/null 2>&1 \
     || { echo "make rpm: needs a git checkout to list the source files" >&2; exit 1; }
-[ -f man/drccli.1 ] || { echo "make rpm: man/drccli.1 missing: run make man" >&2; exit 1; }
+for page in man/drccli.1 man/drc.1; do
+    [ -f "$page" ] || { echo "make rpm: $page missing: run make man" >&2; exit 1; }
+done
 
 rm -rf "$top"
 mkdir -p "$top/SOURCES" "$top/SPECS"
 {
     git ls-files -z --cached --others --exclude-standard
-    printf '%s\0' man/drccli.1
+    printf '%s\0' man/drccli.1 man/drc.1
 } | while IFS= read -r -d '' f; do
     [ -f "$f" ] && printf '%s\0' "$f"   # a file deleted in the tree but not yet in git
 done | sort -zu | tar --null -T - --transform "s,^,$name/," --owner=0 --group=0 \

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from drc.cli import drccli
+from drc.cli import drccli, task
 from drc.cli.exits import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    NotInJob,
     UsageError,
     daemon_status,
     documented,
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = [
     (KeyboardInterrupt(), EXIT_INTERRUPTED),
     (UsageError("no such user: 'nobody2'"), EXIT_USAGE),
+    (NotInJob("drcc on node1 sees no job for this process"), EXIT_USAGE),
     (ConfigError("/etc/drc/drc.conf: [server] databse: unknown key"), EXIT_USAGE),
     (DrcError(Code.ECONNREFUSED), EXIT_UNAVAILABLE),
     (WlmError("squeue failed"), EXIT_UNAVAILABLE),
@@ -135,6 +137,7 @@ def test_drccli_unreachable_exits_3(capsys) -> None:
     ("program", "parser"),
     [
         ("drccli", drccli.build_parser),
+        ("drc", task.build_parser),
         ("drc-jedi", jedi.build_parser),
         ("drc-embedded", embedded_cli.build_parser),
     ],

@@ -107,7 +107,8 @@ def test_drc_dbus_7_names_every_error() -> None:
 
 def test_every_program_has_a_man_page() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    pages = {p.name.rsplit(".", 1)[0] for p in MAN.iterdir()} | {"drccli"}  # drccli.1: make man
+    generated = {"drccli", "drc"}  # drccli.1 and drc.1: make man
+    pages = {p.name.rsplit(".", 1)[0] for p in MAN.iterdir()} | generated
     assert set(scripts) <= pages
 
 
@@ -133,28 +134,47 @@ def test_generated_drc_conf_5_is_clean_roff(drc_conf_5, tmp_path) -> None:
     assert groff_warnings(page) == ""
 
 
-def drccli_1(tmp_path) -> str:
-    """drccli(1) as ``make man`` writes it (argparse-manpage over build_parser)."""
-    out = tmp_path / "drccli.1"
+def generated_page(tmp_path, program: str, source: str) -> str:
+    """A command's page as ``make man`` writes it (argparse-manpage over build_parser)."""
+    out = tmp_path / f"{program}.1"
     tool = Path(sys.executable).parent / "argparse-manpage"
-    argv = [str(tool), "--pyfile", str(REPO / "drc/cli/drccli.py"), "--function", "build_parser"]
-    argv += ["--prog", "drccli", "--project-name", "drc", "--output", str(out)]
+    argv = [str(tool), "--pyfile", str(REPO / source), "--function", "build_parser"]
+    argv += ["--prog", program, "--project-name", "drc", "--output", str(out)]
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
     return out.read_text()
+
+
+def section_of(page: str, heading: str) -> str:
+    section = page[page.index(f".SH {heading}") :]
+    end = section.find("\n.SH ", 1)
+    return section[:end] if end > 0 else section
 
 
 def test_drccli_1_documents_every_exit_status(tmp_path) -> None:
     from drc.cli.drccli import EXIT_STATUS
 
-    page = drccli_1(tmp_path)
-    section = page[page.index(".SH EXIT STATUS") :]
-    end = section.find("\n.SH ", 1)
-    section = section[:end] if end > 0 else section
+    page = generated_page(tmp_path, "drccli", "drc/cli/drccli.py")
+    section = section_of(page, "EXIT STATUS")
     for code, _ in EXIT_STATUS:
         assert f".TP\n.B {code}\n" in section
     assert "drcs.service" in section
     if shutil.which("groff"):
         assert groff_warnings(tmp_path / "drccli.1") == ""
+
+
+def test_drc_1_documents_commands_exit_statuses_and_the_shared_service_example(tmp_path) -> None:
+    from drc.cli.exits import documented
+
+    page = generated_page(tmp_path, "drc", "drc/cli/task.py")
+    for code, _ in documented("drc"):
+        assert f".TP\n.B {code}\n" in section_of(page, "EXIT STATUS")
+    assert "not in a job" in section_of(page, "EXIT STATUS")
+    for command in ("acquire", "grant", "revoke", "access", "token", "release", "whoami"):
+        assert f"drc {command}" in page.replace("\\fB", "").replace("\\fR", "")
+    assert "auth\\-key" in section_of(page, "EXAMPLES")
+    assert "SLURM_JOB_ID" in section_of(page, "ENVIRONMENT")
+    if shutil.which("groff"):
+        assert groff_warnings(tmp_path / "drc.1") == ""
 
 
 def metric_families(service) -> dict[str, set[str]]:

@@ -52,6 +52,8 @@ FILES = {
     ],
     "drc-node": [
         "/usr/bin/drcc",
+        "/usr/bin/drc",
+        "/usr/share/man/man1/drc.1",
         "/usr/lib/systemd/system/drcc.service",
         "/usr/share/dbus-1/system-services/org.drc.Node.service",
         "/usr/share/dbus-1/interfaces/org.drc.Node.xml",
@@ -152,7 +154,7 @@ def test_package_ships_its_files(rpms, name) -> None:
 def test_every_man_page_of_the_tree_is_packaged(rpms) -> None:
     shipped = {Path(f).name for p in rpms.values() for f in listing(p)}
     pages = {p.name for p in (REPO / "man").iterdir() if re.search(r"\.[1-8]$", p.name)}
-    assert "drccli.1" in pages and pages <= shipped
+    assert {"drccli.1", "drc.1"} <= pages <= shipped
 
 
 def test_python_package_is_in_the_python_package_only(rpms) -> None:
@@ -203,6 +205,22 @@ def test_packaged_drcs_refuses_a_bad_config_with_exit_2(payload, tmp_path) -> No
         text=True,
     )
     assert probe.stdout.startswith(str(sitelib))
+
+
+def test_packaged_drc_command_is_not_shadowed_by_the_drc_package(payload, tmp_path) -> None:
+    """/usr/bin/drc shares its name with the Python package: the script must still import
+    the package (and print its version), not itself."""
+    sitelib = next(payload.glob("usr/lib/python3*/*-packages"))
+    result = subprocess.run(
+        [sys.executable, str(payload / "usr/bin/drc"), "--version"],
+        env={**os.environ, "PYTHONPATH": str(sitelib)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"drc (drc) {drc.__version__}\n"
 
 
 @pytest.mark.skipif(not WITH_SLURM, reason="no <slurm/spank.h>: the default build is this one")

@@ -178,3 +178,7 @@ def test_drcc_stopped_exits_3_naming_drcc_and_its_unit(cluster: Cluster, users) 
     assert out == ""
     assert err.startswith("drc: DRC_ECONNREFUSED: the DRC node daemon (drcc) is not running")
     assert "systemctl start drcc.service" in err
+    # A task drc-embedded cannot register (DRCC down) does not run outside its job.
+    unregistered = cluster.task(ALICE_JOB, "alice", ["/bin/sh", "-c", "echo ran"])
+    assert (unregistered.returncode, unregistered.stdout) == (3, "")
+    assert "drcc" in unregistered.stderr

@@ -48,6 +48,11 @@ Slingshot, a SLINGSHOT_* value already set is kept as DRC_JOB_SLINGSHOT_*, as th
 does.
 """
 
+SEE_ALSO = r"""\fBdrccli\fR(1) (admins; what it acquires is held by your uid),
+\fBdrc\-embedded\fR(1), \fBrdmacred\fR(3) (the same verbs in C), \fBdrc\-dbus\fR(7),
+\fBdrc\-slingshot\fR(8)
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -59,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     document_exit_status(parser, PROG)
     man_section(parser, "examples", EXAMPLES)
     man_section(parser, "environment", ENVIRONMENT)
+    man_section(parser, "see also", SEE_ALSO)
     add_version(parser)
     parser.add_argument(
         "--timeout",

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _print(args: argparse.Namespace, fields: dict[str, Any]) -> None:
     """Plain ``name value`` lines (lists comma-joined), or one JSON object."""
     if args.json:
-        print(json.dumps(fields, sort_keys=False))
+        print(json.dumps(fields))
         return
     for name, value in fields.items():
         if isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ plugin makes one), as a real user, against the embedded DRCS and DRCC."""
 from __future__ import annotations
 
 import json
+import pwd
 import subprocess
 
 import pytest
@@ -17,6 +18,10 @@ from drc.embedded.processes import terminate
 from cluster import Cluster, User
 
 ALICE_JOB, BOB_JOB, CAROL_JOB = 101, 202, 303
+
+
+def users_uid(name: str) -> int:
+    return pwd.getpwnam(name).pw_uid
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -105,6 +110,16 @@ def test_a_tasks_child_is_its_job_whatever_its_environment_says(
     me = json.loads(ok(cluster.task(BOB_JOB, "bob", child, extra_env={"SLURM_JOB_ID": "101"})))
     assert (me["uid"], me["gid"], me["job"]) == (users["bob"].uid, users["bob"].gid, BOB_JOB)
     assert me["fabric"] == "cookie"
+    plain = ok(cluster.drc(BOB_JOB, "bob", "whoami")).splitlines()
+    assert [line.split(" ", 1)[0] for line in plain] == [
+        "node",
+        "uid",
+        "gid",
+        "job",
+        "pid",
+        "fabric",
+    ]
+    assert f"job {BOB_JOB}" in plain and f"uid {users['bob'].uid}" in plain
     # Bob claims alice's job through the environment: refused, for his real job.
     forged = cluster.drc(BOB_JOB, "bob", "access", str(cred), extra_env={"SLURM_JOB_ID": "101"})
     assert forged.returncode == 1 and forged.stderr.startswith("drc: DRC_EPERM: ")
@@ -126,6 +141,19 @@ def test_outside_a_job_acquire_and_access_refuse_and_take_nothing(
         assert "sees no job for this process" in done.stderr
     assert holders(cluster, shared) == before
     assert live(cluster) == [shared]
+    # A PERSISTENT credential outlives its acquirer anyway (root may create one).
+    kept = int(ok(cluster.drc(None, "root", "acquire", "--persistent")))
+    assert live(cluster) == [shared, kept]
+    assert ("pin", 0) in holders(cluster, kept)
+
+
+def test_revoke_stops_new_access_and_keeps_references(cluster: Cluster, shared: int) -> None:
+    ok(cluster.drc(BOB_JOB, "bob", "access", str(shared)))
+    revoked = ok(cluster.drc(ALICE_JOB, "alice", "revoke", str(shared), "-u", "bob", "--json"))
+    assert json.loads(revoked) == {"credential": shared, "revoked": {"uid": users_uid("bob")}}
+    again = cluster.drc(404, "bob", "access", str(shared))
+    assert again.returncode == 1 and again.stderr.startswith("drc: DRC_EPERM: ")
+    assert holders(cluster, shared) == {("job", ALICE_JOB), ("job", BOB_JOB)}
 
 
 def test_usage_errors_exit_2(cluster: Cluster, shared: int) -> None:

@@ -223,6 +223,7 @@ NODE_MEMBERS = [
     "Release",
     "ReleaseLocal",
     "GetWlmId",
+    "WhoAmI",
     "Counters",
     "JobCredential",
 ]

@@ -62,7 +62,7 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
     timeout = float(link["timeout"])
     # One attempt may take a share of the call's time, so a silent server leaves time to
     # try the next one.
-    attempt = timeout if len(choice.servers) == 1 else max(1.0, timeout / 2)
+    attempt = max(1.0, timeout / len(choice.servers))
 
     def client(limit: float) -> Callable[[str], LinkClient]:
         def make(server: str) -> LinkClient:
@@ -125,6 +125,7 @@ async def serve(cfg: drc_config.Config) -> None:
         slingshot=slingshot,
     )
     service.job_end_everywhere = node_cfg["wlm"] == "alps"
+    service.budget = float(cfg["link"]["timeout"])
 
     if metrics:
         metrics.service = service

@@ -18,7 +18,7 @@ from drc import config as drc_config
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.tokens import load_key
-from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
@@ -156,6 +156,8 @@ async def serve(cfg: drc_config.Config) -> None:
         ", ".join(calls.choice.servers),
         node_cfg["wlm"],
     )
+    # DRCS said hello, the change feed runs, org.drc.Node is owned: ready for slurmd.
+    ready(f"serving {BUS_NAME} for node {node}, following DRCS {calls.choice.current}")
     await until_stopped()
     log.info("DRCC stopping")
     await exporter.stop()

@@ -68,6 +68,11 @@ def request_budget(seconds: float) -> Iterator[None]:
         _request_deadline.reset(token)
 
 
+def _seconds(value: float) -> str:
+    """5.0 -> "5", 0.39 -> "0.4": how long, as the admin reads it."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
 def _host(server: str) -> str:
     return server.rsplit(":", 1)[0] if ":" in server else server
 
@@ -78,7 +83,7 @@ def no_server_answered(failures: dict[str, str], budget: float) -> DrcError:
     hosts = ", ".join(dict.fromkeys(_host(s) for s in failures))
     return DrcError(
         Code.ECONNREFUSED,
-        f"drcc could not reach DRCS: no DRCS answered within {budget:.2g} s ({tried}); "
+        f"drcc could not reach DRCS: no DRCS answered within {_seconds(budget)} s ({tried}); "
         f"check drcs.service on {hosts} and the network from this node",
     )
 
@@ -168,26 +173,29 @@ class FailoverLink:
         failures: dict[str, str] = {}  # server -> how it failed last, in the order first tried
         while True:
             index = self.choice.index
-            client = self.clients[index]
+            client, server = self.clients[index], self.choice.servers[index]
             attempt = time.monotonic()
             try:
                 async with asyncio.timeout(max(deadline - attempt, 0.001)):
                     result = await client.call(method, args, rid=rid)
                 self.choice.answered(index)
                 return result
-            except TimeoutError:  # the call's deadline ended this attempt early
-                reason = f"no answer within {time.monotonic() - attempt:.2g} s"
+            except TimeoutError:  # the deadline ended this attempt early
+                reason = f"no answer within {_seconds(time.monotonic() - attempt)} s"
+                failures.setdefault(server, reason)  # a full attempt's reason says more
+                if deadline < start + self.timeout:
+                    # The request's budget ran out (earlier calls of it took the time), not
+                    # this call's: the server may be fine, and other calls share its link.
+                    raise no_server_answered(failures, deadline - start) from None
                 error = DrcError(Code.ECONNREFUSED, f"{client.target}: {reason}")
                 # A late answer must not be mistaken for a later call's; calls pipelined on
                 # the same connection learn why it went.
                 await client.close(reason)
-                # a full attempt's reason says more than this shortened one
-                failures.setdefault(self.choice.servers[index], reason)
             except DrcError as err:
                 if err.code is not Code.ECONNREFUSED:
                     raise
                 reason, error = getattr(err, "reason", err.message), err
-                failures[self.choice.servers[index]] = reason
+                failures[server] = reason
             self.choice.failed(index, error)
             if time.monotonic() + RETRY_PAUSE >= deadline:
                 raise no_server_answered(failures, deadline - start)

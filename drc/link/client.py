@@ -82,6 +82,9 @@ class _Connection:
 
 # What to do when DRCS does not answer, for the admin reading a node's error.
 DRCS_DOWN_HINT = " (is DRCS running? start drcs.service on the DRCS host)"
+# The reason when this node's own munged is the one not answering: DRCS is not to blame.
+LOCAL_MUNGE = "this node's munged"
+LOCAL_MUNGE_HINT = " (start munge.service on this node)"
 
 
 class LinkDown(DrcError):
@@ -89,8 +92,8 @@ class LinkDown(DrcError):
     error DRCS answered. ``reason`` says how, without the server's name: fail-over lists the
     reason of every server it tried in the one message the node's client reads."""
 
-    def __init__(self, target: str, reason: str) -> None:
-        super().__init__(Code.ECONNREFUSED, f"{target}: {reason}{DRCS_DOWN_HINT}")
+    def __init__(self, target: str, reason: str, hint: str = DRCS_DOWN_HINT) -> None:
+        super().__init__(Code.ECONNREFUSED, f"{target}: {reason}{hint}")
         self.reason = reason
 
 
@@ -217,8 +220,12 @@ class LinkClient:
         try:
             return self.munge.encode(payload, uid_restriction=self.server_uid)
         except MungeError as err:
-            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.CRED_EXTERNAL_FAILURE
-            raise DrcError(code, f"{self.target}: local munged: {err.message}") from None
+            if err.code in UNREACHABLE:
+                reason = f"{LOCAL_MUNGE}: {err.message}"
+                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
+            raise DrcError(
+                Code.CRED_EXTERNAL_FAILURE, f"{self.target}: local munged: {err.message}"
+            ) from None
 
     def _open_response(self, body: bytes) -> bytes:
         """The payload of a response frame, if it truly comes from ``server_uid``."""
@@ -228,8 +235,10 @@ class LinkClient:
         try:
             decoded = self.munge.decode(body)
         except MungeError as err:
-            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.EPERM
-            raise DrcError(code, f"{self.target}: response refused: {err.message}") from None
+            if err.code in UNREACHABLE:
+                reason = f"{LOCAL_MUNGE} could not check the response: {err.message}"
+                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
+            raise DrcError(Code.EPERM, f"{self.target}: response refused: {err.message}") from None
         if decoded.uid != self.server_uid:
             raise DrcError(
                 Code.EPERM,

@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.client import LinkClient
+from drc.link.client import LOCAL_MUNGE, LinkClient
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,15 @@ def _host(server: str) -> str:
 def no_server_answered(failures: dict[str, str], budget: float) -> DrcError:
     """One ECONNREFUSED naming how every server tried failed, and what to check."""
     tried = "; ".join(f"{server}: {reason}" for server, reason in failures.items())
-    hosts = ", ".join(dict.fromkeys(_host(s) for s in failures))
+    if all(reason.startswith(LOCAL_MUNGE) for reason in failures.values()):
+        where = "munge.service on this node"
+    else:
+        hosts = ", ".join(dict.fromkeys(_host(s) for s in failures))
+        where = f"drcs.service on {hosts} and the network from this node"
     return DrcError(
         Code.ECONNREFUSED,
         f"drcc could not reach DRCS: no DRCS answered within {_seconds(budget)} s ({tried}); "
-        f"check drcs.service on {hosts} and the network from this node",
+        f"check {where}",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from drc import client, config
 from drc.core.errors import Code, DrcError
-from drc.link import LinkClient, LinkServer
+from drc.link import LinkClient, LinkServer, Munge
 from drc.link.failover import FailoverLink, ServerChoice, request_budget
 from drc.link.server import LinkPeer
 
@@ -80,3 +81,33 @@ def test_calls_made_for_one_request_share_its_budget(sockdir: Path) -> None:
     assert re.search(
         r"no DRCS answered within 0\.[345] s \(a: no answer within 0\.[345] s\)", error.message
     )
+
+
+def test_a_dead_munged_on_this_node_is_named_not_drcs() -> None:
+    """The server listens; what fails is this node's munged: the message says so."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    server = f"127.0.0.1:{listener.getsockname()[1]}"
+    munge = Munge("/nonexistent/munge.socket.2")
+
+    async def body() -> DrcError:
+        def make(target: str) -> LinkClient:
+            host, port = target.rsplit(":", 1)
+            return LinkClient(host, int(port), munge=munge, server_uid=0, timeout=0.5)
+
+        link = FailoverLink(ServerChoice([server]), make, timeout=1.0, rid_prefix="n1-x")
+        try:
+            with pytest.raises(DrcError) as e:
+                await link.call("NodeAcquire", [{}, 0])
+            return e.value
+        finally:
+            await link.close()
+
+    try:
+        error = run_bounded(body())
+    finally:
+        listener.close()
+    assert error.code is Code.ECONNREFUSED
+    assert f"({server}: this node's munged: " in error.message
+    assert error.message.endswith("check munge.service on this node"), error.message

@@ -20,9 +20,11 @@ DEFAULT_PATH = Path("/etc/drc/drc.conf")
 #: (drc.client, libdrc's DRC_DEFAULT_TIMEOUT_MS, the SPANK plugin) waits CLIENT_TIMEOUT seconds;
 #: DRCC gives up on DRCS after [link] timeout, every fail-over attempt included, which must end
 #: DEADLINE_MARGIN earlier: the client then gets DRCC's "no DRCS answered: ..." and not a
-#: "drcc did not answer" that would send the admin to a healthy DRCC.
+#: "drcc did not answer" that would send the admin to a healthy DRCC. The margin covers DRCC's
+#: own work before it asks DRCS (finding the caller's job: slurmd's answer takes at most 2 s)
+#: and a second of slack.
 CLIENT_TIMEOUT = 10
-DEADLINE_MARGIN = 1
+DEADLINE_MARGIN = 3
 
 
 class ConfigError(Exception):

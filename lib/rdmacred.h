@@ -49,7 +49,7 @@ typedef enum drc_status {
 #define DRC_FLAGS_TARGET_WLM      (1 << 4) /* grant/revoke: target is a job (WLM id) */
 
 /* How long a call waits for the daemon, in milliseconds: longer than drcc's own budget for
- * the credential server ([link] timeout, at most 9 s), so a server outage comes back as
+ * the credential server ([link] timeout, at most 7 s), so a server outage comes back as
  * drcc's -DRC_ECONNREFUSED naming the server, not as a timeout. drc.config.CLIENT_TIMEOUT. */
 #define DRC_DEFAULT_TIMEOUT_MS 10000
 

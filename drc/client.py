@@ -66,7 +66,9 @@ _timeout = DEFAULT_TIMEOUT
 
 
 def set_timeout(seconds: float) -> None:
-    """Bound every later call; past it the call fails with DRC_ECONNREFUSED."""
+    """Bound every later call; past it the call fails with DRC_ECONNREFUSED ("drcc did not
+    answer"). Below drcc's own budget for DRCS ([link] timeout, 5 s by default) a DRCS outage
+    is reported as that timeout, not as drcc's answer naming the server."""
     global _timeout, _bus
     with _lock:
         _timeout = seconds

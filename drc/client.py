@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drc.bus import SyncBusClient
+from drc.config import CLIENT_TIMEOUT
 from drc.core.errors import Code, DrcError
 from drc.core.model import AccessInfo, Flags
 from drc.export import ExportedMethod, Stub
@@ -57,7 +58,9 @@ __all__ = [
 FLEX = int(Flags.FLEX_CREDENTIAL)
 PERSISTENT = int(Flags.PERSISTENT)
 
-DEFAULT_TIMEOUT = 5.0
+#: Longer than DRCC's own budget for DRCS ([link] timeout), so a DRCS outage arrives as
+#: DRCC's answer naming it, not as a timeout blaming DRCC.
+DEFAULT_TIMEOUT = float(CLIENT_TIMEOUT)
 
 _lock = threading.Lock()
 _bus: SyncBusClient | None = None
@@ -65,7 +68,9 @@ _timeout = DEFAULT_TIMEOUT
 
 
 def set_timeout(seconds: float) -> None:
-    """Bound every later call; past it the call fails with DRC_ECONNREFUSED."""
+    """Bound every later call; past it the call fails with DRC_ECONNREFUSED ("drcc did not
+    answer"). Below drcc's own budget for DRCS ([link] timeout, 5 s by default) a DRCS outage
+    is reported as that timeout, not as drcc's answer naming the server."""
     global _timeout, _bus
     with _lock:
         _timeout = seconds

@@ -16,6 +16,16 @@ from typing import Any
 
 DEFAULT_PATH = Path("/etc/drc/drc.conf")
 
+#: Deadlines nest, so whoever gives up first is the one that knows why. Every client of DRCC
+#: (drc.client, libdrc's DRC_DEFAULT_TIMEOUT_MS, the SPANK plugin) waits CLIENT_TIMEOUT seconds;
+#: DRCC gives up on DRCS after [link] timeout, every fail-over attempt included, which must end
+#: DEADLINE_MARGIN earlier: the client then gets DRCC's "no DRCS answered: ..." and not a
+#: "drcc did not answer" that would send the admin to a healthy DRCC. The margin covers DRCC's
+#: own work before it asks DRCS (finding the caller's job: slurmd's answer takes at most 2 s)
+#: and a second of slack.
+CLIENT_TIMEOUT = 10
+DEADLINE_MARGIN = 3
+
 
 class ConfigError(Exception):
     """A config file problem, worded as one line for the admin."""
@@ -62,7 +72,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "munge_socket": Key(str, "", "munged socket (empty: libmunge's default)"),
         "server_uid": Key(int, 0, "uid DRCS runs as: DRCC refuses answers from anyone else"),
         "node_uids": Key(list, [0], "uids node daemons run as: DRCS serves only them"),
-        "timeout": Key(int, 5, "seconds DRCC waits for DRCS before answering ECONNREFUSED"),
+        "timeout": Key(
+            int,
+            5,
+            "seconds DRCC spends on DRCS for one request, every fail-over attempt included, "
+            "before it answers ECONNREFUSED with the reason; "
+            f"1 to {CLIENT_TIMEOUT - DEADLINE_MARGIN} (clients wait {CLIENT_TIMEOUT} s)",
+        ),
     },
     "node": {
         "bus_address": Key(str, "", "D-Bus address DRCC serves on; empty = the system bus"),
@@ -221,7 +237,20 @@ def load(path: Path | str | None = None, *, must_exist: bool = True) -> Config:
                     f"{path}: [{section}] {key} must be {_type_name(spec.type)}, got {value!r}"
                 )
             values[section][key] = value
+    _check_deadlines(path, values)
     return Config(path, values)
+
+
+def _check_deadlines(path: Path, values: dict[str, dict[str, Any]]) -> None:
+    """[link] timeout must end before DRCC's clients give up (see CLIENT_TIMEOUT)."""
+    timeout = values["link"]["timeout"]
+    most = CLIENT_TIMEOUT - DEADLINE_MARGIN
+    if not 1 <= timeout <= most:
+        raise ConfigError(
+            f"{path}: [link] timeout = {timeout}: must be 1 to {most} seconds. DRCC's clients "
+            f"(libdrc, drc.client, the SPANK plugin) wait {CLIENT_TIMEOUT} s: a longer budget "
+            "would have them give up first and blame drcc when DRCS is the one not answering"
+        )
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

@@ -1,4 +1,5 @@
-"""What drcs and drcc share as processes: command line, config loading, logging, signals."""
+"""What drcs and drcc share as processes: command line, config loading, logging, signals, and
+telling systemd how they are (``Type=notify``, ``WatchdogSec=``: :mod:`drc.sdnotify`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from drc import config as drc_config
 from drc.cli.common import add_version
 from drc.cli.exits import EXIT_OK, daemon_status, message
 from drc.logsetup import setup_logging
+from drc.sdnotify import feed_watchdog, notify, watchdog_interval
 
 
 def daemon_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -33,13 +35,23 @@ def daemon_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return add_version(parser)
 
 
+def ready(status: str) -> None:
+    """Start-up is done and the daemon serves: tell systemd (``READY=1``, ``status`` for
+    ``systemctl status``) and feed its watchdog from now on, while the event loop turns."""
+    notify(f"READY=1\nSTATUS={status}")
+    interval = watchdog_interval()
+    if interval is not None:
+        feed_watchdog(interval)
+
+
 async def until_stopped() -> None:
-    """Return on SIGTERM or SIGINT: the daemons' orderly way out."""
+    """Return on SIGTERM or SIGINT: the daemons' orderly way out (systemd hears STOPPING=1)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    notify("STOPPING=1")
 
 
 def run_daemon(

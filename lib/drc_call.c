@@ -37,10 +37,13 @@ static const char *const not_running[] = {
 	SD_BUS_ERROR_SERVICE_UNKNOWN,
 	SD_BUS_ERROR_NAME_HAS_NO_OWNER,
 	SD_BUS_ERROR_NO_REPLY,
-	SD_BUS_ERROR_TIMEOUT,
-	"org.freedesktop.DBus.Error.TimedOut",
 	SD_BUS_ERROR_DISCONNECTED,
 	SD_BUS_ERROR_NO_SERVER,
+};
+/* Our own deadline passed (sd-bus names it so): drcc is there but said nothing. */
+static const char *const timed_out[] = {
+	SD_BUS_ERROR_TIMEOUT,
+	"org.freedesktop.DBus.Error.TimedOut",
 };
 
 const char *drc_status_name(int rc)
@@ -83,15 +86,17 @@ static int drc_code_of(const char *name)
 	return DRC_EPROTO; /* a code from a newer drcc */
 }
 
-static int is_not_running(const char *name)
+static int is_one_of(const char *name, const char *const *names, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(not_running) / sizeof(not_running[0]); i++)
-		if (strcmp(name, not_running[i]) == 0)
+	for (i = 0; i < n; i++)
+		if (strcmp(name, names[i]) == 0)
 			return 1;
 	return 0;
 }
+
+#define IS_ONE_OF(name, names) is_one_of(name, names, sizeof(names) / sizeof(names[0]))
 
 /* A failed sd_bus_call -> negated DRC code (and the detail). bus_open: is the connection
  * still usable. */
@@ -102,11 +107,19 @@ static int status_of_call(const char *member, int r, const sd_bus_error *error, 
 	const char *text = name && error->message ? error->message : "";
 	int code = name ? drc_code_of(name) : 0;
 
-	if (code)
+	if (code) /* drcc's answer: a DRCS it could not reach is named here, with the reason */
 		return note(detail, len, -code, "%s", *text ? text : name);
-	if (name && is_not_running(name))
-		return note(detail, len, -DRC_ECONNREFUSED, "drcc (%s) did not answer %s: %s",
+	if (name && IS_ONE_OF(name, not_running))
+		return note(detail, len, -DRC_ECONNREFUSED,
+			    "drcc (%s) is not running (%s: %s); start it: systemctl start "
+			    "drcc.service",
 			    DRC_NODE_NAME, member, *text ? text : name);
+	if ((name && IS_ONE_OF(name, timed_out)) || (!name && r == -ETIMEDOUT))
+		return note(detail, len, -DRC_ECONNREFUSED,
+			    "drcc (%s) did not answer %s in time: it is running but hung or "
+			    "overloaded; check it: systemctl status drcc.service, its journal, and "
+			    "restart it if hung",
+			    DRC_NODE_NAME, member);
 	if (name && strcmp(name, SD_BUS_ERROR_ACCESS_DENIED) == 0)
 		return note(detail, len, -DRC_EPERM, "the D-Bus policy refused %s: %s", member,
 			    text);

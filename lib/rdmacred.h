@@ -48,8 +48,10 @@ typedef enum drc_status {
 #define DRC_FLAGS_TARGET_GID      (1 << 3) /* grant/revoke: target is a gid */
 #define DRC_FLAGS_TARGET_WLM      (1 << 4) /* grant/revoke: target is a job (WLM id) */
 
-/* How long a call waits for the daemon, in milliseconds. */
-#define DRC_DEFAULT_TIMEOUT_MS 5000
+/* How long a call waits for the daemon, in milliseconds: longer than drcc's own budget for
+ * the credential server ([link] timeout, at most 7 s), so a server outage comes back as
+ * drcc's -DRC_ECONNREFUSED naming the server, not as a timeout. drc.config.CLIENT_TIMEOUT. */
+#define DRC_DEFAULT_TIMEOUT_MS 10000
 
 /* What drc_access() returns: opaque, read it with the accessors below. */
 typedef struct drc_info *drc_info_handle_t;

@@ -65,11 +65,15 @@ def _not_running(bus_name: str, address: str) -> DrcError:
 
 
 def _no_answer(bus_name: str, member: str, address: str, timeout: float) -> DrcError:
+    """The daemon owns its name but said nothing in time: it is hung or swamped, not stopped
+    (a DRCS it could not reach is answered with its own ECONNREFUSED, well before this)."""
     label = _DAEMON_LABELS.get(bus_name, bus_name)
+    unit = _DAEMON_UNITS.get(bus_name)
+    check = f"; check it: systemctl status {unit}, its journal; restart it if hung" if unit else ""
     return DrcError(
         Code.ECONNREFUSED,
-        f"{label} did not answer {member} within {timeout:g} s "
-        f"(is it running? {bus_name} on {address})" + _start_hint(bus_name, address),
+        f"{label} did not answer {member} within {timeout:g} s ({bus_name} on {address}): "
+        f"it is running but hung or overloaded{check}",
     )
 
 

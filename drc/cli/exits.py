@@ -75,9 +75,10 @@ RULES: tuple[Rule, ...] = (
     Rule(
         DrcError,
         EXIT_UNAVAILABLE,
-        "a DRC daemon did not answer (DRC_ECONNREFUSED): the message names it (drcs or drcc) "
-        "and the unit to start, e.g. 'systemctl start drcs.service' on the service node; or "
-        "check the bus address",
+        "a DRC daemon did not answer, or could not reach DRCS (DRC_ECONNREFUSED): the message "
+        "names the one to look at (drcs or drcc): start it if stopped (e.g. 'systemctl start "
+        "drcs.service' on the service node), 'systemctl status' it if hung; or check the bus "
+        "address",
         _unreachable,
     ),
     Rule(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -57,7 +58,7 @@ class _Connection:
             while True:
                 body = await read_frame(self.reader, client.max_frame)
                 if body is None:
-                    raise DrcError(Code.ECONNREFUSED, f"{client.target}: connection closed")
+                    raise LinkDown(client.target, "connection closed")
                 payload = client._open_response(body)
                 response = Response.from_payload(payload)
                 future = self.pending.pop(response.id, None)
@@ -68,19 +69,38 @@ class _Connection:
         except DrcError as err:
             self.fail(err)
         except FrameError as err:
-            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: bad response: {err}"))
+            self.fail(LinkDown(client.target, f"bad response: {err}"))
         except OSError as err:
-            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: {err.strerror or err}"))
+            self.fail(LinkDown(client.target, _os_reason(err)))
         except Exception as err:  # a bug here must fail the calls, not hang them
             log.exception("%s: response reader failed", client.target)
-            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: {err}"))
+            self.fail(LinkDown(client.target, str(err)))
         except asyncio.CancelledError:
-            self.fail(DrcError(Code.ECONNREFUSED, f"{client.target}: connection closed"))
+            self.fail(LinkDown(client.target, "connection closed"))
             raise
 
 
 # What to do when DRCS does not answer, for the admin reading a node's error.
 DRCS_DOWN_HINT = " (is DRCS running? start drcs.service on the DRCS host)"
+# The reason when this node's own munged is the one not answering: DRCS is not to blame.
+LOCAL_MUNGE = "this node's munged"
+LOCAL_MUNGE_HINT = " (start munge.service on this node)"
+
+
+class LinkDown(DrcError):
+    """ECONNREFUSED because the link itself failed (refused, closed, silent, garbled), not an
+    error DRCS answered. ``reason`` says how, without the server's name: fail-over lists the
+    reason of every server it tried in the one message the node's client reads."""
+
+    def __init__(self, target: str, reason: str, hint: str = DRCS_DOWN_HINT) -> None:
+        super().__init__(Code.ECONNREFUSED, f"{target}: {reason}{hint}")
+        self.reason = reason
+
+
+def _os_reason(err: OSError) -> str:
+    """``connection refused``, ``no route to host`` …: what the socket said, in lower case."""
+    text = os.strerror(err.errno) if err.errno else err.strerror or str(err) or repr(err)
+    return text[:1].lower() + text[1:]
 
 
 class LinkClient:
@@ -137,17 +157,12 @@ class LinkClient:
                 finally:
                     conn.pending.pop(request.id, None)
         except TimeoutError:
-            error = DrcError(
-                Code.ECONNREFUSED,
-                f"{self.target}: no answer within {self.timeout} s{DRCS_DOWN_HINT}",
-            )
+            error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
             if conn is not None:
                 conn.fail(error)  # a late answer must not be mistaken for a later call's
             raise error from None
         except OSError as err:
-            error = DrcError(
-                Code.ECONNREFUSED, f"{self.target}: {err.strerror or err}{DRCS_DOWN_HINT}"
-            )
+            error = LinkDown(self.target, _os_reason(err))
             if conn is not None:
                 conn.fail(error)
             raise error from None
@@ -158,10 +173,11 @@ class LinkClient:
         assert response.ok is not None
         return response.ok
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "connection closed by this node") -> None:
+        """Drop the connection; calls still waiting on it fail with ``reason``."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.fail(DrcError(Code.ECONNREFUSED, f"{self.target}: client closed"))
+            conn.fail(LinkDown(self.target, reason))
             conn.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await conn.task
@@ -204,8 +220,12 @@ class LinkClient:
         try:
             return self.munge.encode(payload, uid_restriction=self.server_uid)
         except MungeError as err:
-            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.CRED_EXTERNAL_FAILURE
-            raise DrcError(code, f"{self.target}: local munged: {err.message}") from None
+            if err.code in UNREACHABLE:
+                reason = f"{LOCAL_MUNGE}: {err.message}"
+                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
+            raise DrcError(
+                Code.CRED_EXTERNAL_FAILURE, f"{self.target}: local munged: {err.message}"
+            ) from None
 
     def _open_response(self, body: bytes) -> bytes:
         """The payload of a response frame, if it truly comes from ``server_uid``."""
@@ -215,8 +235,10 @@ class LinkClient:
         try:
             decoded = self.munge.decode(body)
         except MungeError as err:
-            code = Code.ECONNREFUSED if err.code in UNREACHABLE else Code.EPERM
-            raise DrcError(code, f"{self.target}: response refused: {err.message}") from None
+            if err.code in UNREACHABLE:
+                reason = f"{LOCAL_MUNGE} could not check the response: {err.message}"
+                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
+            raise DrcError(Code.EPERM, f"{self.target}: response refused: {err.message}") from None
         if decoded.uid != self.server_uid:
             raise DrcError(
                 Code.EPERM,

@@ -7,6 +7,11 @@ see a bounded pause, not an error. Mutating requests carry a ``rid`` that stays 
 every retry, so DRCS runs each at most once (see :mod:`drc.link.protocol`). Errors DRCS
 *answered* (EPERM, ENOSPC …) are final and never retried.
 
+When no server answered in time, the one ECONNREFUSED says how each failed (refused, silent,
+closed) and where to look. DRCC's own clients wait longer than this budget
+(``drc.config.CLIENT_TIMEOUT``), so they hear that reason instead of blaming DRCC. A request
+that asks DRCS more than once runs inside :func:`request_budget`: its calls share one deadline.
+
 Several :class:`FailoverLink` objects (the calls and the change feed) share one
 :class:`ServerChoice`, so the node follows one DRCS for everything and a failure seen by one
 moves both.
@@ -15,15 +20,18 @@ moves both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.client import LinkClient
+from drc.link.client import LOCAL_MUNGE, LinkClient
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,45 @@ MUTATING = frozenset(
     }
 )
 RETRY_PAUSE = 0.1  # seconds between two rounds over every server
+
+#: When the request being served must be answered (time.monotonic()); every upstream call made
+#: for it ends by then, so a verb that asks DRCS twice still answers before its client gives up.
+_request_deadline: ContextVar[float] = ContextVar("drc_request_deadline", default=math.inf)
+
+
+@contextlib.contextmanager
+def request_budget(seconds: float) -> Iterator[None]:
+    """Upstream calls made inside share one deadline, ``seconds`` from now (or an enclosing
+    budget's, if earlier)."""
+    token = _request_deadline.set(min(_request_deadline.get(), time.monotonic() + seconds))
+    try:
+        yield
+    finally:
+        _request_deadline.reset(token)
+
+
+def _seconds(value: float) -> str:
+    """5.0 -> "5", 0.39 -> "0.4": how long, as the admin reads it."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _host(server: str) -> str:
+    return server.rsplit(":", 1)[0] if ":" in server else server
+
+
+def no_server_answered(failures: dict[str, str], budget: float) -> DrcError:
+    """One ECONNREFUSED naming how every server tried failed, and what to check."""
+    tried = "; ".join(f"{server}: {reason}" for server, reason in failures.items())
+    if all(reason.startswith(LOCAL_MUNGE) for reason in failures.values()):
+        where = "munge.service on this node"
+    else:
+        hosts = ", ".join(dict.fromkeys(_host(s) for s in failures))
+        where = f"drcs.service on {hosts} and the network from this node"
+    return DrcError(
+        Code.ECONNREFUSED,
+        f"drcc could not reach DRCS: no DRCS answered within {_seconds(budget)} s ({tried}); "
+        f"check {where}",
+    )
 
 
 class ServerChoice:
@@ -109,7 +156,7 @@ class FailoverLink:
         on a silent DRCS fails at once and is retried on the new one)."""
         for index, client in enumerate(self.clients):
             if index != self.choice.index:
-                task = asyncio.ensure_future(client.close())
+                task = asyncio.ensure_future(client.close(f"this node moved to {server}"))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
@@ -125,33 +172,37 @@ class FailoverLink:
     ) -> list[Any]:
         if rid is None and method in MUTATING:
             rid = self.new_rid()
-        deadline = time.monotonic() + self.timeout
-        last: DrcError | None = None
+        start = time.monotonic()
+        deadline = min(start + self.timeout, _request_deadline.get())
+        failures: dict[str, str] = {}  # server -> how it failed last, in the order first tried
         while True:
             index = self.choice.index
-            client = self.clients[index]
-            left = deadline - time.monotonic()
+            client, server = self.clients[index], self.choice.servers[index]
+            attempt = time.monotonic()
             try:
-                async with asyncio.timeout(max(left, 0.001)):
+                async with asyncio.timeout(max(deadline - attempt, 0.001)):
                     result = await client.call(method, args, rid=rid)
                 self.choice.answered(index)
                 return result
-            except TimeoutError:
-                last = DrcError(Code.ECONNREFUSED, f"{client.target}: no answer in time")
-                await client.close()  # a late answer must not be mistaken for a later call's
-                self.choice.failed(index, last)
+            except TimeoutError:  # the deadline ended this attempt early
+                reason = f"no answer within {_seconds(time.monotonic() - attempt)} s"
+                failures.setdefault(server, reason)  # a full attempt's reason says more
+                if deadline < start + self.timeout:
+                    # The request's budget ran out (earlier calls of it took the time), not
+                    # this call's: the server may be fine, and other calls share its link.
+                    raise no_server_answered(failures, deadline - start) from None
+                error = DrcError(Code.ECONNREFUSED, f"{client.target}: {reason}")
+                # A late answer must not be mistaken for a later call's; calls pipelined on
+                # the same connection learn why it went.
+                await client.close(reason)
             except DrcError as err:
                 if err.code is not Code.ECONNREFUSED:
                     raise
-                last = err
-                self.choice.failed(index, err)
+                reason, error = getattr(err, "reason", err.message), err
+                failures[server] = reason
+            self.choice.failed(index, error)
             if time.monotonic() + RETRY_PAUSE >= deadline:
-                servers = ", ".join(self.choice.servers)
-                raise DrcError(
-                    Code.ECONNREFUSED,
-                    f"no DRCS answered within {self.timeout:g} s (tried {servers}); last: "
-                    f"{last.message if last else 'none'}",
-                )
+                raise no_server_answered(failures, deadline - start)
             if self.choice.index == index or len(self.choice.servers) == 1:
                 await asyncio.sleep(RETRY_PAUSE)
 

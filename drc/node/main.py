@@ -18,7 +18,7 @@ from drc import config as drc_config
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.tokens import load_key
-from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
@@ -62,7 +62,7 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
     timeout = float(link["timeout"])
     # One attempt may take a share of the call's time, so a silent server leaves time to
     # try the next one.
-    attempt = timeout if len(choice.servers) == 1 else max(1.0, timeout / 2)
+    attempt = max(1.0, timeout / len(choice.servers))
 
     def client(limit: float) -> Callable[[str], LinkClient]:
         def make(server: str) -> LinkClient:
@@ -125,6 +125,7 @@ async def serve(cfg: drc_config.Config) -> None:
         slingshot=slingshot,
     )
     service.job_end_everywhere = node_cfg["wlm"] == "alps"
+    service.budget = float(cfg["link"]["timeout"])
 
     if metrics:
         metrics.service = service
@@ -155,6 +156,8 @@ async def serve(cfg: drc_config.Config) -> None:
         ", ".join(calls.choice.servers),
         node_cfg["wlm"],
     )
+    # DRCS said hello, the change feed runs, org.drc.Node is owned: ready for slurmd.
+    ready(f"serving {BUS_NAME} for node {node}, following DRCS {calls.choice.current}")
     await until_stopped()
     log.info("DRCC stopping")
     await exporter.stop()

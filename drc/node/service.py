@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from drc.core.model import AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
 from drc.export import Stub
+from drc.link.failover import request_budget
 from drc.node.cache import FREED, Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
@@ -79,6 +81,10 @@ class NodeService:
         self._stopping = False
         self.slingshot = slingshot  # the CXI service manager when the provider is slingshot
         self.synced = asyncio.Event()  # set once the change feed from DRCS is live
+        #: Seconds one request may spend on DRCS in all ([link] timeout): verbs that ask DRCS
+        #: more than once share it (request_budget), so they answer before their client's
+        #: deadline.
+        self.budget = math.inf
         #: Slurm runs job_epilog on every node of a job: each reports its own part. ALPS runs
         #: its epilog once per reservation: that one report ends the job everywhere.
         self.job_end_everywhere = False
@@ -161,6 +167,12 @@ class NodeService:
         if entry is not None:
             self.cache.counters["access_local"] += 1
             return entry.info
+        with request_budget(self.budget):
+            return await self._access_miss(caller, credential, key)
+
+    async def _access_miss(
+        self, caller: Caller, credential: int, key: tuple[int, Holder]
+    ) -> AccessInfo:
         pending = self._in_flight.get(key)
         if pending is not None:
             await asyncio.shield(pending)
@@ -215,11 +227,12 @@ class NodeService:
         await self.drcs.node_revoke(self._wire(caller), credential, target, flags)
 
     async def release(self, caller: Caller, credential: int) -> bool:
-        await self._flush()  # a token reference must reach DRCS before its release does
-        self.cache.drop(credential, caller.holder)
-        if self.slingshot is not None:
-            self.slingshot.drop_holder(credential, caller.holder)
-        return await self.drcs.node_release(self._wire(caller), credential)
+        with request_budget(self.budget):
+            await self._flush()  # a token reference must reach DRCS before its release does
+            self.cache.drop(credential, caller.holder)
+            if self.slingshot is not None:
+                self.slingshot.drop_holder(credential, caller.holder)
+            return await self.drcs.node_release(self._wire(caller), credential)
 
     async def job_ended(self, job: int) -> list[int]:
         """Root hooks (SPANK/ALPS epilog): drop the job here, and on other nodes too when the
@@ -261,13 +274,14 @@ class NodeService:
                 Code.CRED_EXTERNAL_FAILURE,
                 "this node does not run the slingshot provider ([server] provider)",
             )
-        info = await self.access(caller, credential)
-        ids = self.slingshot.known(credential, caller.uid)
-        if ids is None:
-            answer = await self.drcs.node_access(self._wire(caller), credential)
-            self._node_setup(caller, answer)
-            info = self._remember(caller, answer).info
-            ids = self.slingshot.known(credential, caller.uid) or []
+        with request_budget(self.budget):
+            info = await self.access(caller, credential)
+            ids = self.slingshot.known(credential, caller.uid)
+            if ids is None:
+                answer = await self.drcs.node_access(self._wire(caller), credential)
+                self._node_setup(caller, answer)
+                info = self._remember(caller, answer).info
+                ids = self.slingshot.known(credential, caller.uid) or []
         return {
             "credential": info.credential,
             "vni": info.cookie1,

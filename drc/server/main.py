@@ -22,7 +22,7 @@ from drc.core.errors import DrcError
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.core.tokens import load_key
-from drc.daemon import daemon_parser, run_daemon, until_stopped
+from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
 from drc.link import LinkClient, Munge
 from drc.link.server import split_host_port
@@ -161,6 +161,9 @@ async def serve(cfg: drc_config.Config) -> None:
         interval = float(getattr(service.provider, "cleanup_retry_interval", 60.0))
         cleanup = asyncio.create_task(retry_cleanups_forever(service, interval))
 
+    # The one readiness point: the store answered (describe() above read it), the bus name
+    # and the link listener are up. systemd (Type=notify) starts what waits for drcs now.
+    ready(f"serving {BUS_NAME}, store {store['backend']}, link {cfg['link']['listen'] or 'off'}")
     await until_stopped()
     log.info("DRCS stopping")
     if cleanup is not None:

@@ -34,7 +34,8 @@
 SPANK_PLUGIN(drc, 1);
 
 #define DEFAULT_BUS "unix:path=/run/dbus/system_bus_socket"
-#define CALL_TIMEOUT_USEC (10 * 1000000ULL)
+/* libdrc's default: longer than drcc's budget for DRCS, so its reason reaches the job. */
+#define CALL_TIMEOUT_USEC (DRC_DEFAULT_TIMEOUT_MS * 1000ULL)
 
 char drc_reason[640];       /* "DRC_EPERM: drcc's reason" of the last failed call */
 static char detail[512];    /* the call layer's reason, into drc_reason */

@@ -19,6 +19,12 @@ CASES = {
     "wrong-type-list": ("[server]\nadmin_groups = 'wheel'\n", ["[server] admin_groups", "list"]),
     "bool-for-int": ("[pool]\nptag = true\n", ["[pool] ptag"]),
     "not-toml": ("[server\n", ["not valid TOML"]),
+    # DRCC's budget for DRCS must end before its clients give up (drc.config.CLIENT_TIMEOUT)
+    "link-budget-outlasts-clients": (
+        "[link]\ntimeout = 8\n",
+        ["[link] timeout = 8", "1 to 7 seconds", "wait 10 s", "blame drcc"],
+    ),
+    "link-budget-zero": ("[link]\ntimeout = 0\n", ["[link] timeout = 0", "1 to 7 seconds"]),
 }
 
 

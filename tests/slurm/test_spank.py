@@ -231,6 +231,20 @@ def test_job_that_ended_while_drcs_was_down_is_expired_by_jedi(
     assert gone(slurm, cred)
 
 
+def test_a_drcs_outage_reaches_the_task_as_drccs_reason_not_a_timeout(slurm: SlurmNode) -> None:
+    """Deadlines nest: the plugin waits longer than drcc's budget for DRCS ([link] timeout),
+    so the failed task names DRCS and the unit to check, not drcc."""
+    slurm.stop_drcs()
+    try:
+        proc = slurm.srun("alice", "--drc=acquire", "true")
+    finally:
+        slurm.start_drcs()
+    assert proc.returncode != 0
+    assert "DRC_ECONNREFUSED: drcc could not reach DRCS: no DRCS answered within" in proc.stderr
+    assert "connection refused" in proc.stderr and "check drcs.service" in proc.stderr
+    assert "drcc.service" not in proc.stderr, proc.stderr
+
+
 def test_persistent_credential_outlives_its_job_and_a_drcs_restart(
     slurm: SlurmNode, jobs: list[int]
 ) -> None:

@@ -76,9 +76,9 @@ RULES: tuple[Rule, ...] = (
         DrcError,
         EXIT_UNAVAILABLE,
         "a DRC daemon did not answer, or could not reach DRCS (DRC_ECONNREFUSED): the message "
-        "names the one to look at (drcs or drcc): start it if stopped (e.g. 'systemctl start "
-        "drcs.service' on the service node), 'systemctl status' it if hung; or check the bus "
-        "address",
+        "names the one to look at (drcs or drcc): start it if stopped (e.g. 'systemctl "
+        "start drcs.service' on the service node), look at its 'systemctl status' if hung; "
+        "or check the bus address",
         _unreachable,
     ),
     Rule(

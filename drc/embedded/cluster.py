@@ -29,6 +29,7 @@ from drc.embedded.munged import PrivateMunged, start_private_munged, stop_privat
 from drc.embedded.polling import WaitTimeout, free_port, wait_for
 from drc.embedded.private import check_private, private_dir, read_private, write_private
 from drc.embedded.processes import alive, ours, spawn, stop_daemon
+from drc.embedded.processes import terminate as terminate  # tests and benchmarks kill by it
 from drc.identity import user_name
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "org.drc.conf"

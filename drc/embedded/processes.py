@@ -92,10 +92,11 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
     _kill(lambda sig: os.kill(pid, sig), pid, timeout)
 
 
-def stop_daemon(pid: int, argument: str, timeout: float = 5.0) -> bool:
-    """Stop ``pid`` if it is :func:`ours`: True once it is gone, False when it lives on but is
-    not ours (nothing is signalled then). The signals go through a pidfd opened before the
-    check, so they reach the process checked even if the number is reused meanwhile."""
+def stop_daemon(pid: int, argument: str, timeout: float = 5.0, uid: int | None = None) -> bool:
+    """Stop ``pid`` if it is :func:`ours` (as ``uid``): True once it is gone, False when it
+    lives on but is not ours (nothing is signalled then). The signals go through a pidfd
+    opened before the check, so they reach the process checked even if the number is reused
+    meanwhile."""
     if pid <= 1:
         return False
     try:
@@ -103,7 +104,7 @@ def stop_daemon(pid: int, argument: str, timeout: float = 5.0) -> bool:
     except ProcessLookupError:
         return True
     try:
-        if ours(pid, argument):
+        if ours(pid, argument, uid):
             _kill(lambda sig: signal.pidfd_send_signal(pidfd, sig), pid, timeout)
     finally:
         os.close(pidfd)

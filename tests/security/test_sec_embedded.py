@@ -23,6 +23,7 @@ import pytest
 from drc.embedded.cluster import Embedded
 from drc.embedded.dbusd import PrivateBus
 from drc.embedded.munged import PrivateMunged
+from drc.embedded.polling import WaitTimeout, wait_for
 from drc.embedded.private import private_dir
 from drc.embedded.processes import alive
 from drc.embedded.runtime import install_runtime
@@ -71,6 +72,15 @@ def victim() -> Iterator[int]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def survives(pid: int) -> bool:
+    """Still alive half a second on: a signal sent just before has had time to land."""
+    try:
+        wait_for(lambda: not alive(pid), 0.5, what=f"pid {pid} to die")
+    except WaitTimeout:
+        return True
+    return False
 
 
 @pytest.fixture
@@ -158,7 +168,7 @@ def test_carols_state_file_with_a_root_daemons_pid_does_not_make_root_kill_it(
     for command in ("stop", "status", "start"):
         done = drc_embedded(command, "--state-dir", str(path))
         assert done.returncode != 0 and "belongs to carol" in done.stderr, done
-        assert alive(victim), f"drc-embedded {command} killed root's pid {victim}"
+        assert survives(victim), f"drc-embedded {command} killed root's pid {victim}"
 
 
 def test_a_saved_pid_that_now_runs_another_process_is_left_alone(
@@ -175,7 +185,7 @@ def test_a_saved_pid_that_now_runs_another_process_is_left_alone(
 
     assert stopped.returncode == 1 and "not signalled" in stopped.stderr, stopped
     assert f"{victim}" in stopped.stderr
-    assert alive(victim)
+    assert survives(victim)
 
 
 def test_pids_minus_one_zero_and_one_are_never_signalled(path: Path, mocker) -> None:
@@ -224,3 +234,20 @@ def test_database_wal_logs_and_keys_are_unreadable_by_other_users(
 
     reached = cluster.outside_job("carol", "print(client.get_wlm_id())")
     assert reached.returncode == 0 and reached.stdout == "0\n", reached.stderr
+
+
+def test_a_postmaster_pid_file_naming_a_root_process_does_not_make_root_kill_it(
+    tmp_path: Path, victim: int
+) -> None:
+    """The private PostgreSQL's pid file is the postgres user's to write: when pg_ctl cannot
+    stop the server, the pid in it is killed only if it is postgres's postmaster of that data
+    directory, never a root process named there."""
+    from drc.embedded import postgres
+
+    data = tmp_path / "data"  # no cluster here: pg_ctl stop fails, the pid file is read
+    data.mkdir()
+    (data / "postmaster.pid").write_text(f"{victim}\n{data}\n")
+
+    postgres._stop(postgres.postgresql_bindir(), data)
+
+    assert survives(victim)

@@ -24,7 +24,10 @@ from drc.embedded.cluster import (
     stop,
 )
 
-STATE_DIR_HELP = "sockets, database, config, keys and logs (default: %(default)s)"
+STATE_DIR_HELP = (
+    "sockets, database, config, keys and logs; made here, or already yours and writable by "
+    "nobody else, or refused (default: %(default)s)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,13 +55,13 @@ def install_runtime(prefix: Path) -> Runtime:
     """(Re)create ``prefix`` with lib/ (packages) and bin/ (wrappers), all mode 0755/0644.
 
     Root runs these wrappers, so ``prefix`` must be :func:`private_dir`'s: made here, or this
-    user's and writable by nobody else (readable by all, by design); lib/ and bin/ are made
-    afresh, so nothing another user put there survives.
+    user's and writable by nobody else (readable by all, by design), and so must bin/; lib/
+    is made afresh, and each wrapper replaced, never written through a link.
     """
     rt = Runtime(private_dir(prefix, 0o755))
-    for part in (rt.lib, rt.bin):
-        shutil.rmtree(part, ignore_errors=True)
-        os.mkdir(part, 0o755)  # fails if anything is still there
+    shutil.rmtree(rt.lib, ignore_errors=True)
+    os.mkdir(rt.lib, 0o755)  # fails if anything is still there
+    private_dir(rt.bin, 0o755)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in PACKAGES:
         src = _source_of(package)

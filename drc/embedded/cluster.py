@@ -407,7 +407,8 @@ def start(
     if running and all(ok for _, _, ok in running.running()):
         return running
     if running:
-        stop(state_dir)
+        with contextlib.suppress(LeftAlone):  # e.g. after a reboot: those pids are not ours
+            stop(state_dir)
     for name in ("drcs.db", "drcs.db-wal", "drcs.db-shm"):  # made 0644 by an older drc
         with contextlib.suppress(FileNotFoundError):
             (state_dir / name).chmod(0o600)
@@ -467,24 +468,27 @@ def reconcile(emb: Embedded) -> None:
         print(f"drc-embedded: reconcile skipped: {e}", file=sys.stderr)
 
 
+class LeftAlone(RuntimeError):
+    """Saved pids that now run other processes: not signalled (all else was stopped)."""
+
+
 def stop(state_dir: Path) -> bool:
     """Stop every daemon saved in ``state_dir``: False when none was. A saved pid that now
-    runs something else is left alone, and named in the RuntimeError raised at the end."""
+    runs something else is left alone, and named in the :class:`LeftAlone` raised at the end."""
     emb = Embedded.load(state_dir)
     if emb is None:
         return False
-    started = {pid: arg for _, pid, arg in emb.started()}
     # Nodes first, then servers; the daemons of one kind stop side by side, not one by one.
     left: list[int] = []
     for kind in (
-        [h.pid for h in emb.extra_nodes] + [emb.drcc_pid],
-        [h.pid for h in emb.extra_servers] + [emb.drcs_pid],
+        [(h.pid, h.config) for h in emb.extra_nodes] + [(emb.drcc_pid, str(emb.config))],
+        [(h.pid, h.config) for h in emb.extra_servers] + [(emb.drcs_pid, str(emb.config))],
     ):
-        pids = [pid for pid in kind if pid != 0]  # 0: never started
-        if pids:
-            with ThreadPoolExecutor(max_workers=len(pids)) as pool:
-                gone = pool.map(lambda pid: stop_daemon(pid, started[pid]), pids)
-                left += [pid for pid, ok in zip(pids, gone, strict=True) if not ok]
+        daemons = [(pid, argument) for pid, argument in kind if pid != 0]  # 0: never started
+        if daemons:
+            with ThreadPoolExecutor(max_workers=len(daemons)) as pool:
+                gone = pool.map(lambda daemon: stop_daemon(*daemon), daemons)
+                left += [pid for (pid, _), ok in zip(daemons, gone, strict=True) if not ok]
     for host in (*emb.extra_nodes, *emb.extra_servers):
         if not stop_private_bus(host.bus):
             left.append(host.bus.pid)
@@ -492,9 +496,9 @@ def stop(state_dir: Path) -> bool:
         left.append(emb.munged.pid)
     if not stop_private_bus(emb.bus):
         left.append(emb.bus.pid)
-    (Path(emb.state_dir) / STATE_FILE).unlink(missing_ok=True)
+    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
     if left:
-        raise RuntimeError(
+        raise LeftAlone(
             f"pid(s) {' '.join(map(str, left))} saved in {emb.state_dir} no longer run the "
             "daemons drc-embedded started there: not signalled"
         )

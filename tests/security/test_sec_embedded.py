@@ -175,7 +175,8 @@ def test_a_saved_pid_that_now_runs_another_process_is_left_alone(
     users: dict[str, User], path: Path, victim: int
 ) -> None:
     """The state file is root's own, but its pids now belong to another root process (the
-    daemons died, the numbers came back), or are 0: stop signals none of them."""
+    daemons died, the numbers came back), or are 0: stop signals none of them and says so;
+    start stops what is still its own, then starts afresh."""
     private_dir(path, 0o711)
     state = json.loads(_state_naming(path, victim))
     state["munged"]["pid"] = 0  # kill(0) would signal stop's own process group
@@ -186,6 +187,15 @@ def test_a_saved_pid_that_now_runs_another_process_is_left_alone(
     assert stopped.returncode == 1 and "not signalled" in stopped.stderr, stopped
     assert f"{victim}" in stopped.stderr
     assert survives(victim)
+
+    # Found by start (a state file from before a reboot): a fresh instance, victim untouched.
+    (path / "embedded.json").write_text(json.dumps(state))
+    try:
+        started = drc_embedded("start", "--state-dir", str(path))
+        assert started.returncode == 0, started.stderr
+        assert survives(victim)
+    finally:
+        assert drc_embedded("stop", "--state-dir", str(path)).returncode == 0
 
 
 def test_pids_minus_one_zero_and_one_are_never_signalled(path: Path, mocker) -> None:

@@ -24,10 +24,12 @@ from typing import Any
 
 from drc.core.errors import DrcError
 from drc.core.tokens import generate_key
-from drc.embedded.dbusd import PrivateBus, start_private_bus, stop_private_bus
+from drc.embedded.dbusd import PrivateBus, bus_argument, start_private_bus, stop_private_bus
 from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
 from drc.embedded.polling import WaitTimeout, free_port, wait_for
-from drc.embedded.processes import alive, spawn, terminate
+from drc.embedded.private import check_private, private_dir, read_private, write_private
+from drc.embedded.processes import alive, ours, spawn, stop_daemon
+from drc.embedded.processes import terminate as terminate  # tests and benchmarks kill by it
 from drc.identity import user_name
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "org.drc.conf"
@@ -36,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def default_state_dir() -> Path:
+    """Root's in /run, where no other user can make the name first; a user's under /tmp."""
+    if os.geteuid() == 0 and Path("/run").is_dir():
+        return Path("/run/drc-embedded")
     return Path(f"/tmp/drc-embedded-{os.getuid()}")
 
 
@@ -89,16 +94,28 @@ class Embedded:
         return env
 
     def daemons(self) -> list[tuple[str, int]]:
+        return [(name, pid) for name, pid, _ in self.started()]
+
+    def started(self) -> list[tuple[str, int, str]]:
+        """(name, pid, argument) of every daemon: ``argument``, a word of its command line
+        naming a file in the state directory, tells it from a process that reuses its pid."""
         found = [
-            ("dbus-daemon", self.bus.pid),
-            ("munged", self.munged.pid if self.munged else 0),
-            ("drcs", self.drcs_pid),
-            ("drcc", self.drcc_pid),
+            ("dbus-daemon", self.bus.pid, bus_argument(self.bus)),
+            ("munged", *((self.munged.pid, self.munged.socket) if self.munged else (0, ""))),
+            ("drcs", self.drcs_pid, str(self.config)),
+            ("drcc", self.drcc_pid, str(self.config)),
         ]
         for host in (*self.extra_servers, *self.extra_nodes):
             kind = "drcs" if host.address else "drcc"
-            found += [(f"{host.name} bus", host.bus.pid), (f"{kind} {host.name}", host.pid)]
+            found += [
+                (f"{host.name} bus", host.bus.pid, bus_argument(host.bus)),
+                (f"{kind} {host.name}", host.pid, host.config),
+            ]
         return found
+
+    def running(self) -> list[tuple[str, int, bool]]:
+        """(name, pid, whether that pid still runs the daemon started here) of every daemon."""
+        return [(name, pid, ours(pid, arg)) for name, pid, arg in self.started()]
 
     @property
     def node_count(self) -> int:
@@ -153,12 +170,15 @@ class Embedded:
         return stop(Path(self.state_dir))
 
     def save(self) -> None:
-        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_private(Path(self.state_dir) / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, state_dir: Path) -> Embedded | None:
+        """The instance saved in ``state_dir``; None when none is. Only from a directory and
+        a file nobody else could have written (RuntimeError otherwise): its pids get signalled."""
         try:
-            raw = json.loads((state_dir / STATE_FILE).read_text())
+            state_dir = check_private(state_dir)
+            raw = json.loads(read_private(state_dir / STATE_FILE))
         except (FileNotFoundError, ValueError):
             return None
         munged = PrivateMunged(**raw["munged"]) if raw.get("munged") else None
@@ -215,7 +235,8 @@ def write_config(
     munge_socket = emb.munged.socket if emb.munged else ""
     q = json.dumps
     path = path or emb.config
-    path.write_text(
+    write_private(
+        path,
         "# Written by drc-embedded; see drc.conf(5) for every key.\n"
         "[server]\n"
         f"bus_address = {q(bus_address)}\n"
@@ -241,9 +262,8 @@ def write_config(
         f"boot_id_file = {q(boot_id_file)}\n\n"
         "[tokens]\n"
         f"key_file = {q(str(state_dir / 'token.key'))}\n"
-        + (_metrics_config(emb) if path == emb.config else "")
+        + (_metrics_config(emb) if path == emb.config else ""),
     )
-    path.chmod(0o644)
     return path
 
 
@@ -267,12 +287,13 @@ def _policy_files(state_dir: Path) -> list[Path]:
     if os.getuid() != 0:
         local = state_dir / "local-policy.conf"
         user = user_name(os.getuid())
-        local.write_text(
+        write_private(
+            local,
             '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"\n'
             ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
             f'<busconfig><policy user="{user}"><allow own="org.drc.Server"/>'
             '<allow own="org.drc.Node"/><allow send_destination="org.drc.Server"/>'
-            '<allow send_destination="org.drc.Node"/></policy></busconfig>\n'
+            '<allow send_destination="org.drc.Node"/></policy></busconfig>\n',
         )
         files.append(local)
     return files
@@ -338,7 +359,6 @@ def _add_host(emb: Embedded, name: str, wlm: str, **config: Any) -> Host:
     """A directory, a private bus and a config for one more host (its daemon not started)."""
     state_dir = Path(emb.state_dir)
     home = state_dir / name
-    home.mkdir(mode=0o755, exist_ok=True)
     bus = start_private_bus(home, policy_files=_policy_files(state_dir))
     host = Host(name, bus, str(home / "drc.conf"), address=config.get("listen", ""))
     if config.get("listen"):
@@ -380,14 +400,18 @@ def start(
         raise RuntimeError(
             "several DRCS share one PostgreSQL store: give --database postgresql://..."
         )
-    state_dir = state_dir.resolve()
+    # 0711: other users reach the bus and munge sockets by name; they cannot list the
+    # directory, and every other file in it is the owner's only (0600).
+    state_dir = private_dir(state_dir, 0o711)
     running = Embedded.load(state_dir)
-    if running and all(alive(pid) for _, pid in running.daemons()):
+    if running and all(ok for _, _, ok in running.running()):
         return running
     if running:
-        stop(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o755)
+        with contextlib.suppress(LeftAlone):  # e.g. after a reboot: those pids are not ours
+            stop(state_dir)
+    for name in ("drcs.db", "drcs.db-wal", "drcs.db-shm"):  # made 0644 by an older drc
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / name).chmod(0o600)
     bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
     emb = Embedded(str(state_dir), bus, database=database)
     if metrics:
@@ -413,9 +437,8 @@ def start(
             reconcile(emb)
         emb.start_node()
         for k in range(2, nodes + 1):
-            boot = state_dir / f"node{k}" / "boot_id"
-            boot.parent.mkdir(mode=0o755, exist_ok=True)
-            boot.write_text(f"{uuid.uuid4()}\n")
+            boot = private_dir(state_dir / f"node{k}", 0o711) / "boot_id"
+            write_private(boot, f"{uuid.uuid4()}\n")
             _add_host(
                 emb,
                 f"node{k}",
@@ -445,26 +468,40 @@ def reconcile(emb: Embedded) -> None:
         print(f"drc-embedded: reconcile skipped: {e}", file=sys.stderr)
 
 
+class LeftAlone(RuntimeError):
+    """Saved pids that now run other processes: not signalled (all else was stopped)."""
+
+
 def stop(state_dir: Path) -> bool:
-    state_dir = state_dir.resolve()
+    """Stop every daemon saved in ``state_dir``: False when none was. A saved pid that now
+    runs something else is left alone, and named in the :class:`LeftAlone` raised at the end."""
     emb = Embedded.load(state_dir)
     if emb is None:
         return False
     # Nodes first, then servers; the daemons of one kind stop side by side, not one by one.
+    left: list[int] = []
     for kind in (
-        [h.pid for h in emb.extra_nodes] + [emb.drcc_pid],
-        [h.pid for h in emb.extra_servers] + [emb.drcs_pid],
+        [(h.pid, h.config) for h in emb.extra_nodes] + [(emb.drcc_pid, str(emb.config))],
+        [(h.pid, h.config) for h in emb.extra_servers] + [(emb.drcs_pid, str(emb.config))],
     ):
-        pids = [pid for pid in kind if pid > 0]  # never 0: kill(0) is the process group
-        if pids:
-            with ThreadPoolExecutor(max_workers=len(pids)) as pool:
-                list(pool.map(terminate, pids))
+        daemons = [(pid, argument) for pid, argument in kind if pid != 0]  # 0: never started
+        if daemons:
+            with ThreadPoolExecutor(max_workers=len(daemons)) as pool:
+                gone = pool.map(lambda daemon: stop_daemon(*daemon), daemons)
+                left += [pid for (pid, _), ok in zip(daemons, gone, strict=True) if not ok]
     for host in (*emb.extra_nodes, *emb.extra_servers):
-        stop_private_bus(host.bus)
-    if emb.munged:
-        stop_private_munged(emb.munged)
-    stop_private_bus(emb.bus)
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
+        if not stop_private_bus(host.bus):
+            left.append(host.bus.pid)
+    if emb.munged and not stop_private_munged(emb.munged):
+        left.append(emb.munged.pid)
+    if not stop_private_bus(emb.bus):
+        left.append(emb.bus.pid)
+    (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
+    if left:
+        raise LeftAlone(
+            f"pid(s) {' '.join(map(str, left))} saved in {emb.state_dir} no longer run the "
+            "daemons drc-embedded started there: not signalled"
+        )
     return True
 
 

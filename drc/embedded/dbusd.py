@@ -13,7 +13,6 @@ import contextlib
 import os
 import select
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -23,7 +22,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from drc.embedded.polling import WaitTimeout, wait_for
-from drc.embedded.processes import alive, terminate
+from drc.embedded.private import open_private, private_dir, write_private
+from drc.embedded.processes import UMASK, stop_daemon
 
 DBUS_DAEMON = "dbus-daemon"
 
@@ -112,25 +112,22 @@ def start_private_bus(
     daemon = shutil.which(DBUS_DAEMON)
     if daemon is None:
         raise RuntimeError(f"{DBUS_DAEMON} not found in PATH (install the dbus-daemon package)")
-    state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # Every local user must reach the socket: callers are ordinary users.
-    mode = stat.S_IMODE(state_dir.stat().st_mode)
-    if mode & 0o011 != 0o011:
-        state_dir.chmod(mode | 0o011)
+    # Every local user must reach the socket (callers are ordinary users): 0711, no more.
+    state_dir = private_dir(state_dir, 0o711)
     socket_path = state_dir / "bus.sock"
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # a leftover from a daemon that was killed
-    config_path = state_dir / "bus.conf"
-    config_path.write_text(bus_config(socket_path, list(policy_files), user))
+    config_path = write_private(
+        state_dir / "bus.conf", bus_config(socket_path, list(policy_files), user)
+    )
 
     read_fd, write_fd = os.pipe()
     try:
-        with open(state_dir / "bus.log", "ab") as log:
+        with os.fdopen(open_private(state_dir / "bus.log"), "ab") as log:
             proc = subprocess.Popen(
                 [
                     daemon,
-                    f"--config-file={config_path}",
+                    f"--config-file={config_path}",  # bus_argument()
                     "--nofork",
                     "--nopidfile",
                     "--nosyslog",
@@ -141,6 +138,7 @@ def start_private_bus(
                 stderr=log,
                 pass_fds=(write_fd,),
                 start_new_session=True,  # a Ctrl-C meant for the caller must not kill the bus
+                umask=UMASK,
             )
     finally:
         os.close(write_fd)
@@ -205,23 +203,29 @@ def _wait_connectable(socket_path: Path, proc: subprocess.Popen[bytes], timeout:
         ) from None
 
 
-def stop_private_bus(bus: PrivateBus, timeout: float = 5.0) -> None:
-    """SIGTERM the daemon by pid, wait for it, SIGKILL if it does not go."""
+def bus_argument(bus: PrivateBus) -> str:
+    """The word of the daemon's command line that names its config: what tells it apart."""
+    return f"--config-file={bus.config_path}"
+
+
+def stop_private_bus(bus: PrivateBus, timeout: float = 5.0) -> bool:
+    """SIGTERM the daemon by pid, wait for it, SIGKILL if it does not go. A pid this process
+    did not start (read back from a state file) only while it is still the dbus-daemon of
+    ``bus.config_path``: False when it lives on as something else, and was left alone."""
     proc = _children.pop(bus.pid, None)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(bus.pid, signal.SIGTERM)
-    if proc is not None:
+    if proc is not None:  # our child, not reaped yet: its pid cannot have been reused
+        proc.terminate()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    else:  # started by another process (drc-embedded start): not ours to reap
-        terminate(bus.pid, timeout)
-        if alive(bus.pid):
-            raise RuntimeError(f"dbus-daemon pid {bus.pid} did not exit after SIGKILL")
-    with contextlib.suppress(FileNotFoundError):
-        Path(bus.socket_path).unlink()
+    elif not stop_daemon(bus.pid, bus_argument(bus), timeout):
+        return False
+    socket_path = Path(bus.socket_path)
+    if socket_path.is_socket() and not socket_path.is_symlink():
+        socket_path.unlink()
+    return True
 
 
-__all__ = ["PrivateBus", "bus_config", "start_private_bus", "stop_private_bus"]
+__all__ = ["PrivateBus", "bus_argument", "bus_config", "start_private_bus", "stop_private_bus"]

@@ -14,15 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 from drc.embedded import cluster as embedded
 from drc.embedded.main import command_line, python_task
-from drc.embedded.runtime import install_runtime
+from drc.embedded.runtime import Runtime, install_runtime
 
-STATE = Path("/tmp/drc-demo")
-RUNTIME = Path("/tmp/drc-demo-runtime")
 BOLD, DIM, RESET = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -56,23 +55,34 @@ def main() -> int:
         return 2
     for user in ("alice", "bob", "carol"):
         ensure_user(user)
-    rt = install_runtime(RUNTIME)
+    # Fresh directories with unguessable names: root runs what is in them, so no other user
+    # may have made them first (drc.embedded.private refuses such a directory anyway).
+    runtime_dir = Path(tempfile.mkdtemp(prefix="drc-demo-runtime-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="drc-demo-", dir="/tmp"))
+    try:
+        return _demo(install_runtime(runtime_dir), state)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def _demo(rt: Runtime, state: Path) -> int:
     say(
         "1. Start the embedded default on two nodes: private D-Bus buses, munged, DRCS "
         "(SQLite, cookie pool) and a DRCC per node"
     )
-    emb = embedded.start(STATE, nodes=2)
+    emb = embedded.start(state, nodes=2)
     env = {**os.environ, **rt.env(), **emb.exports()}
     drccli = str(rt.bin / "drccli")
     cli = rt.bin / "drc-embedded"  # the world-readable copy: root runs it for the demo users
     print(
         f"  bus {emb.bus.address}\n  DRCS pid {emb.drcs_pid}, DRCC pid {emb.drcc_pid}, "
-        f"state in {STATE}"
+        f"state in {state}"
     )
 
     def job(job_id: int, user: str, code: str, node: int = 1) -> str:
         script = textwrap.dedent(code).strip()
-        argv = python_task(cli, STATE, job_id, user, script, node)
+        argv = python_task(cli, state, job_id, user, script, node)
         shown = script if "\n  " in script else script.replace("\n", "; ")
         return show(argv, env, label=f"[{user}, job {job_id}, node{node}] {shown}")
 
@@ -131,7 +141,7 @@ def main() -> int:
         say("6. The node cache: bob's second process in job 202 is answered by DRCC alone")
         job(202, "bob", f"print('cookie1', client.access({cred}).cookie1)")
         show(
-            command_line(cli, STATE, "counters"),
+            command_line(cli, state, "counters"),
             env,
             label="drc-embedded counters",
         )
@@ -150,7 +160,7 @@ def main() -> int:
         say("8. Releases: bob and carol drop their references, alice's release frees the cookie")
         job(202, "bob", f"client.release({cred})")
         show(
-            command_line(cli, STATE, "end-job", "404"),
+            command_line(cli, state, "end-job", "404"),
             env,
             label="drc-embedded end-job 404   # what the job epilog does",
         )
@@ -159,8 +169,7 @@ def main() -> int:
         show([drccli, "status"], env, label="drccli status")
     finally:
         say("9. Stop everything")
-        embedded.stop(STATE)
-        shutil.rmtree(STATE, ignore_errors=True)
+        embedded.stop(state)
         print('  stopped; try it yourself with: eval "$(.venv/bin/drc-embedded start)"')
     return 0
 

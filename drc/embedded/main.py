@@ -23,9 +23,11 @@ from drc.embedded.cluster import (
     start,
     stop,
 )
-from drc.embedded.processes import alive
 
-STATE_DIR_HELP = "sockets, database, config, keys and logs (default: %(default)s)"
+STATE_DIR_HELP = (
+    "sockets, database, config, keys and logs; made here, or already yours and writable by "
+    "nobody else, or refused (default: %(default)s)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +136,7 @@ def python_task(
 
 
 def _running(state_dir: Path) -> Embedded:
-    emb = Embedded.load(state_dir.resolve())
+    emb = Embedded.load(state_dir)
     if emb is None:
         raise RuntimeError(f"not running (no state in {state_dir}); run 'drc-embedded start'")
     return emb
@@ -192,9 +194,9 @@ def _counters(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     emb = _running(args.state_dir)
     ok = True
-    for name, pid in emb.daemons():
-        ok &= alive(pid)
-        print(f"{name:12} pid {pid:<8} {'running' if alive(pid) else 'NOT RUNNING'}")
+    for name, pid, running in emb.running():
+        ok &= running
+        print(f"{name:12} pid {pid:<8} {'running' if running else 'NOT RUNNING'}")
     print(f"bus          {emb.bus.address}")
     for name, where in (("drcs", emb.drcs_metrics), ("drcc", emb.drcc_metrics)):
         if where:

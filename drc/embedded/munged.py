@@ -1,7 +1,8 @@
 """A private munged (own key, own socket) for the embedded default and the tests.
 
-MUNGE clients must traverse every parent of the socket, so ``state_dir`` must be reachable by
-all users (0755 up to /); the key stays root-only (0600), as on a cluster.
+MUNGE clients must traverse every parent of the socket, so ``state_dir`` is 0711 (others may
+reach the socket by name, not list or change anything) and every parent must be traversable;
+the key, seed and logs stay the owner's only (0600), as on a cluster.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drc.embedded.polling import wait_for
-from drc.embedded.processes import terminate
+from drc.embedded.private import open_private, private_dir
+from drc.embedded.processes import UMASK, stop_daemon, terminate
 
 
 @dataclass
@@ -31,15 +33,13 @@ def _tool(name: str) -> str:
 
 
 def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunged:
-    state_dir = Path(state_dir).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    state_dir.chmod(0o755)
+    state_dir = private_dir(state_dir, 0o711)
     key = state_dir / "munge.key"
     if not key.exists():
         subprocess.run([_tool("mungekey"), "-c", "-k", str(key)], check=True, capture_output=True)
     key.chmod(0o600)
     socket = state_dir / "munge.socket"
-    log = open(state_dir / "munged.out", "ab")  # noqa: SIM115 - handed to the child
+    log = os.fdopen(open_private(state_dir / "munged.out"), "ab")
     with log:
         proc = subprocess.Popen(
             [
@@ -56,6 +56,7 @@ def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunge
             stdout=log,
             stderr=log,
             start_new_session=True,
+            umask=UMASK,
         )
 
     def listening() -> bool:
@@ -71,5 +72,6 @@ def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunge
     return PrivateMunged(str(socket), proc.pid, str(key))
 
 
-def stop_private_munged(munged: PrivateMunged) -> None:
-    terminate(munged.pid)
+def stop_private_munged(munged: PrivateMunged) -> bool:
+    """Stop the munged started on ``munged.socket``; False if that pid is now another process."""
+    return stop_daemon(munged.pid, munged.socket)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from drc.embedded.polling import free_port
+from drc.embedded.processes import stop_daemon
 
 POSTGRESQL_LIB = Path("/usr/lib/postgresql")
 
@@ -47,15 +48,14 @@ def _as_postgres(*argv: object) -> None:
 
 
 def _stop(bindir: Path, data: Path) -> None:
-    """pg_ctl stop; if that fails, SIGKILL the postmaster named in its pid file."""
+    """pg_ctl stop; if that fails, kill the postmaster named in its pid file -- postgres can
+    write that file, so only while that pid is postgres's postmaster of ``data``."""
     try:
         _as_postgres(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     except (subprocess.SubprocessError, OSError):
-        pid_file = data / "postmaster.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text().split()[0])
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((data / "postmaster.pid").read_text().split()[0])
+            stop_daemon(pid, str(data), uid=pwd.getpwnam("postgres").pw_uid)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from drc.embedded.private import private_dir, write_private
+
 PACKAGES = ("drc", "dbus_fast", "peewee", "playhouse", "prometheus_client")
 COMMANDS = {
     "drccli": "drc.cli.drccli",
@@ -51,12 +53,16 @@ def _source_of(package: str) -> Path:
 
 
 def install_runtime(prefix: Path) -> Runtime:
-    """(Re)create ``prefix`` with lib/ (packages) and bin/ (wrappers), all mode 0755/0644."""
-    prefix = Path(prefix)
-    rt = Runtime(prefix)
+    """(Re)create ``prefix`` with lib/ (packages) and bin/ (wrappers), all mode 0755/0644.
+
+    Root runs these wrappers, so ``prefix`` must be :func:`private_dir`'s: made here, or this
+    user's and writable by nobody else (readable by all, by design), and so must bin/; lib/
+    is made afresh, and each wrapper replaced, never written through a link.
+    """
+    rt = Runtime(private_dir(prefix, 0o755))
     shutil.rmtree(rt.lib, ignore_errors=True)
-    rt.lib.mkdir(parents=True)
-    rt.bin.mkdir(parents=True, exist_ok=True)
+    os.mkdir(rt.lib, 0o755)  # fails if anything is still there
+    private_dir(rt.bin, 0o755)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in PACKAGES:
         src = _source_of(package)
@@ -65,16 +71,14 @@ def install_runtime(prefix: Path) -> Runtime:
         else:
             shutil.copy2(src, rt.lib / src.name)
     for command, module in COMMANDS.items():
-        wrapper = rt.bin / command
-        wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH="{rt.lib}" exec {SYSTEM_PYTHON} -m {module} "$@"\n'
-        )
-    for root, _dirs, files in os.walk(prefix):
+        wrapper = f'#!/bin/sh\nPYTHONPATH="{rt.lib}" exec {SYSTEM_PYTHON} -m {module} "$@"\n'
+        write_private(rt.bin / command, wrapper, 0o755)
+    for root, _dirs, files in os.walk(rt.prefix):
         os.chmod(root, 0o755)
         for name in files:
             path = Path(root, name)
             path.chmod(0o755 if path.parent == rt.bin else 0o644)
-    for parent in prefix.resolve().parents:
+    for parent in rt.prefix.parents:
         if parent.stat().st_mode & 0o001 == 0:
             raise RuntimeError(
                 f"{parent} is not traversable by other users: choose a runtime "

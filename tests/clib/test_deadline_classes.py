@@ -22,7 +22,7 @@ import pytest
 from clib.support import CLib, spawn_as
 
 from drc.core.errors import Code
-from drc.embedded.polling import wait_for
+from drc.embedded.polling import free_port, wait_for
 from drc.embedded.processes import alive
 from drc.embedded.runtime import Runtime
 
@@ -51,7 +51,7 @@ def silent() -> Iterator[str]:
     """host:port of a listening socket that never accepts or answers."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", free_port()))
         sock.listen(16)
         yield f"127.0.0.1:{sock.getsockname()[1]}"
     finally:

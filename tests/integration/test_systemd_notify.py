@@ -48,7 +48,7 @@ class Listener:
             got += [(pid, line) for line in data.decode().splitlines()]
         return got
 
-    def wait_for(self, wanted: set[tuple[int, str]], seconds: float) -> None:
+    def expect(self, wanted: set[tuple[int, str]], seconds: float) -> None:
         seen: list[tuple[int, str]] = []
         end = time.monotonic() + seconds
         while not wanted <= set(seen) and time.monotonic() < end:
@@ -91,7 +91,7 @@ def test_ready_then_watchdog_from_the_loop_then_stopping(
     notified: Cluster, listener: Listener
 ) -> None:
     drcs, drcc = notified.drcs_pid, notified.drcc_pid
-    listener.wait_for({(drcs, "READY=1"), (drcc, "READY=1")}, 15)
+    listener.expect({(drcs, "READY=1"), (drcc, "READY=1")}, 15)
 
     running = listener.read(1.2)
     assert pings(running, drcs) >= 4 and pings(running, drcc) >= 4, running
@@ -107,4 +107,4 @@ def test_ready_then_watchdog_from_the_loop_then_stopping(
     assert pings(listener.read(1.0), drcs) >= 3  # and back once it runs
 
     stop_cluster(notified)  # SIGTERM to both
-    listener.wait_for({(drcs, "STOPPING=1"), (drcc, "STOPPING=1")}, 10)
+    listener.expect({(drcs, "STOPPING=1"), (drcc, "STOPPING=1")}, 10)

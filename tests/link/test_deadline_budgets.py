@@ -15,6 +15,7 @@ import pytest
 
 from drc import client, config
 from drc.core.errors import Code, DrcError
+from drc.embedded.polling import free_port
 from drc.link import LinkClient, LinkServer, Munge
 from drc.link.failover import FailoverLink, ServerChoice, request_budget
 from drc.link.server import LinkPeer
@@ -86,7 +87,7 @@ def test_calls_made_for_one_request_share_its_budget(sockdir: Path) -> None:
 def test_a_dead_munged_on_this_node_is_named_not_drcs() -> None:
     """The server listens; what fails is this node's munged: the message says so."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", free_port()))
     listener.listen(4)
     server = f"127.0.0.1:{listener.getsockname()[1]}"
     munge = Munge("/nonexistent/munge.socket.2")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,11 +23,6 @@ from drc.core.errors import Code
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
 
 from cluster import Cluster, User
-
-NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
-#: Attempts at forking alice's task at pid P: another process on the machine may fork between
-#: our write of ns_last_pid and our fork.
-FORK_ATTEMPTS = 50
 
 #: carol's attacker, run as carol. Its first line out is P (already exited and reaped); it
 #: then waits for a line naming a credential, calls on P's connection from P's child, and
@@ -104,31 +97,6 @@ class Attacker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
-
-
-@pytest.fixture
-def task_at_pid() -> Iterator:
-    """``spawn(pid, user)``: a task of ``user`` (``sleep``) forked at exactly ``pid``."""
-    started: list[subprocess.Popen] = []
-
-    def spawn(pid: int, user: User) -> subprocess.Popen:
-        for _ in range(FORK_ATTEMPTS):
-            NS_LAST_PID.write_text(str(pid - 1))
-            task = subprocess.Popen(
-                ["sleep", "60"], user=user.uid, group=user.gid, extra_groups=[], cwd="/"
-            )
-            started.append(task)
-            if task.pid == pid:
-                return task
-            task.kill()
-            task.wait()
-        raise AssertionError(f"could not fork at pid {pid} in {FORK_ATTEMPTS} attempts")
-
-    yield spawn
-    for task in started:
-        if task.poll() is None:
-            task.kill()
-        task.wait()
 
 
 def register(cluster: Cluster, pid: int, job: int) -> None:

@@ -110,6 +110,7 @@ class BusExporter:
         # When each unique name appeared (CLOCK_BOOTTIME), and when we began to hear of it.
         self._appeared: dict[str, float] = {}
         self._subscribed = 0.0
+        self._told_binding = False  # the log said once how callers are bound to processes
         self._pending: dict[str, list[tuple[Message, ExportedMethod]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._xml = self._build_introspection()
@@ -305,6 +306,7 @@ class BusExporter:
                 problem = "the bus reports no uid for this connection (anonymous TCP bus?)"
             else:
                 self._peers[sender] = peer
+                self._tell_binding(peer)
         _close_fds(fds)  # those peer_credentials did not take
         for msg, exported in waiting:
             if peer is None:
@@ -316,6 +318,18 @@ class BusExporter:
                 out = self._dispatch(msg, exported, peer)
             if isinstance(out, Message):
                 bus.send(out)
+
+    def _tell_binding(self, peer: PeerCredentials) -> None:
+        if self._told_binding:
+            return
+        self._told_binding = True
+        if peer.process is not None:
+            log.info("the bus sends ProcessFD: each caller is bound to its process by a pidfd")
+        else:
+            log.info(
+                "the bus sends no ProcessFD (dbus-daemon < 1.15.8, dbus-broker < 35): callers "
+                "are bound to their process by uid and start time (see SECURITY.md)"
+            )
 
     def _dispatch(
         self, msg: Message, exported: ExportedMethod, peer: PeerCredentials

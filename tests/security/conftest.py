@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pidreuse import FORK_ATTEMPTS, NS_LAST_PID, PidTaken
 
 from cluster import User
-
-NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
-#: Attempts at forking a task at a given pid: another process on the machine may fork between
-#: our write of ns_last_pid and our fork.
-FORK_ATTEMPTS = 50
 
 
 @pytest.fixture
 def task_at_pid() -> Iterator:
-    """``spawn(pid, user)``: a task of ``user`` (``sleep``) forked at exactly ``pid``."""
-    started: list[subprocess.Popen] = []
+    """``spawn(pid, user) -> pid``: a task of ``user`` (``sleep 60``) forked at exactly
+    ``pid``; PidTaken when another process holds it. Every task is killed by pid at the end."""
+    started: list[int] = []
 
-    def spawn(pid: int, user: User) -> subprocess.Popen:
+    def spawn(pid: int, user: User) -> int:
         for _ in range(FORK_ATTEMPTS):
+            if Path(f"/proc/{pid}").exists():
+                raise PidTaken(pid)
+            exec_done, exec_wait = os.pipe()  # both close-on-exec
             NS_LAST_PID.write_text(str(pid - 1))
-            task = subprocess.Popen(
-                ["sleep", "60"], user=user.uid, group=user.gid, extra_groups=[], cwd="/"
-            )
-            started.append(task)
-            if task.pid == pid:
-                return task
-            task.kill()
-            task.wait()
-        raise AssertionError(f"could not fork at pid {pid} in {FORK_ATTEMPTS} attempts")
+            child = os.fork()  # at once: the narrower the window, the likelier we get pid
+            if child == 0:
+                try:
+                    os.setgroups([])
+                    os.setgid(user.gid)
+                    os.setuid(user.uid)
+                    os.execv("/bin/sleep", ["sleep", "60"])
+                finally:
+                    os._exit(127)
+            os.close(exec_wait)
+            os.read(exec_done, 1)  # end of file once the child runs sleep as ``user``
+            os.close(exec_done)
+            if child == pid:
+                started.append(child)
+                return child
+            _stop(child)
+        raise PidTaken(pid)
 
     yield spawn
-    for task in started:
-        if task.poll() is None:
-            task.kill()
-        task.wait()
+    for child in started:
+        _stop(child)
+
+
+def _stop(child: int) -> None:
+    """Kill and reap our own unreaped child (so the pid cannot name another process yet)."""
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)

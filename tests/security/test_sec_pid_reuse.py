@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+from pidreuse import SCENARIOS, PidTaken
 
 from drc.bus import SyncBusClient
 from drc.core.errors import Code
@@ -99,6 +100,32 @@ class Attacker:
         self.proc.communicate()
 
 
+def attack_from_reused_pid(
+    cluster: Cluster,
+    service: str,
+    calls: list,
+    credential: int,
+    spawn,
+    owner: User,
+    job: int = 0,
+    wait: float = 0.0,
+) -> dict[str, object]:
+    """carol's attack once pid P is a task of ``owner`` (registered in ``job`` if given)."""
+    for _ in range(SCENARIOS):
+        attacker = Attacker(cluster, service, calls)
+        try:
+            time.sleep(wait)
+            task = spawn(attacker.pid, owner)
+            if job:
+                register(cluster, task, job)  # pid P is now a task of the job
+            return attacker.attack(credential)
+        except PidTaken:
+            continue  # another process took P: try again with a new P
+        finally:
+            attacker.stop()
+    raise AssertionError(f"pid reuse could not be set up in {SCENARIOS} tries (busy machine?)")
+
+
 def register(cluster: Cluster, pid: int, job: int) -> None:
     """What the SPANK plugin's task_post_fork does: vouch that ``pid`` is a task of ``job``."""
     with SyncBusClient(cluster.address) as bus:
@@ -128,17 +155,12 @@ def test_a_reused_pid_does_not_give_carol_the_job_of_its_next_owner(
     outside any job would act as job 303 (a job's references, limits and grants)."""
     cred = alice_acquires_in_job_101(cluster)
     before = state(cluster)
-    attacker = Attacker(cluster, "org.drc.Node", NODE_CALLS)
-    try:
-        if owner == "carol":
-            # Check 2's resolution is one clock tick (10 ms) plus the time DRCC takes to hear
-            # of the connection: a reuse by wrapping pids takes seconds, this one would not.
-            time.sleep(0.1)
-        task = task_at_pid(attacker.pid, users[owner])
-        register(cluster, task.pid, job)  # pid P is now a task of the job
-        answers = attacker.attack(cred)
-    finally:
-        attacker.stop()
+    # Check 2's resolution is one clock tick (10 ms) plus the time DRCC takes to hear of the
+    # connection: a reuse by wrapping pids takes seconds, this one would not.
+    wait = 0.1 if owner == "carol" else 0.0
+    answers = attack_from_reused_pid(
+        cluster, "org.drc.Node", NODE_CALLS, cred, task_at_pid, users[owner], job, wait
+    )
     refused = Code.EPERM.dbus_name
     assert answers == {name: refused for name, *_ in NODE_CALLS}, answers
     assert state(cluster) == before  # alice's reference is still there, nothing else changed
@@ -151,11 +173,9 @@ def test_a_reused_pid_does_not_give_carol_alices_group_at_drcs(
     next owner (alice granted her group, carol is not in it)."""
     cred = alice_acquires_in_job_101(cluster, "import os\nclient.grant(cred, gid=os.getgid())\n")
     before = state(cluster)
-    attacker = Attacker(cluster, "org.drc.Server", [["Access", "uu", ["CRED", 0]]])
-    try:
-        task_at_pid(attacker.pid, users["alice"])
-        answers = attacker.attack(cred)
-    finally:
-        attacker.stop()
+    calls = [["Access", "uu", ["CRED", 0]]]
+    answers = attack_from_reused_pid(
+        cluster, "org.drc.Server", calls, cred, task_at_pid, users["alice"]
+    )
     assert answers == {"Access": Code.EPERM.dbus_name}, answers
     assert state(cluster) == before

@@ -113,7 +113,13 @@ class Identifier:
         key = (peer.sender, peer.pid)
         now = time.monotonic()
         known = self._callers.get(key)
-        if known is not None and now - known[0] < CALLER_TTL:
+        # With the bus's pidfd a remembered answer also ends with its process (one syscall);
+        # without it, it describes the exited process (never the pid's next owner) for the TTL.
+        if (
+            known is not None
+            and now - known[0] < CALLER_TTL
+            and (peer.process is None or peer.process.alive())
+        ):
             return known[1]
         caller = self._identify(peer)
         self._callers[key] = (now, caller)

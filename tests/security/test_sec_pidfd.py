@@ -23,6 +23,8 @@ from drc.core.errors import Code, DrcError
 from drc.export import PeerCredentials
 from drc.identity import PidFd, connecting_process
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+from drc.node.identity import Identifier
+from drc.wlm.base import NoWlm
 
 from cluster import Cluster, User
 
@@ -112,6 +114,23 @@ def test_a_closed_pidfd_never_answers_for_anyone(sleeper, users) -> None:
     peer = PeerCredentials(NOBODY, frozenset(), proc.pid, ":1.9", process=handle)
     with pytest.raises(DrcError, match="has exited"):
         connecting_process(peer)
+
+
+def test_with_a_pidfd_drcc_forgets_a_callers_identity_when_its_process_exits(
+    sleeper, users
+) -> None:
+    proc = sleeper()
+    handle = PidFd(os.pidfd_open(proc.pid))
+    peer = PeerCredentials(NOBODY, frozenset(), proc.pid, ":1.10", process=handle)
+    identifier = Identifier("n1", NoWlm())
+    try:
+        assert identifier.caller(peer).pid == proc.pid  # remembered for CALLER_TTL
+        proc.kill()
+        proc.wait()
+        with pytest.raises(DrcError, match="has exited"):
+            identifier.caller(peer)
+    finally:
+        handle.close()
 
 
 def _name_owner_changed(name: str, old: str, new: str) -> Message:

@@ -10,9 +10,10 @@ bug). :func:`connecting_process` binds the answer to the process that connected:
   ``/proc/PID`` is opened, so the snapshot cannot be of a later holder of the number.
 - **fallback** (older buses, Debian 12's dbus-daemon 1.14): the process at the pid must run as
   the connection's user (effective uid equal, real uid equal or root) and must have started no
-  later than the bus first announced the connection. A reused pid of another user is refused
-  outright; one of the same user is refused unless it started within the same clock tick as
-  the connection appeared (10 ms at USER_HZ 100).
+  later than the daemon heard the bus announce the connection. A reused pid of another user is
+  refused outright; one of the same user is refused when it started later than that (to one
+  clock tick, 10 ms at USER_HZ 100), which a pid that had to wrap around always did, unless
+  the connection is older than the daemon's own start (see SECURITY.md).
 
 Every field of a :class:`ProcessSnapshot` is read through one open ``/proc/PID`` directory: a
 directory handle stays bound to the process it was opened on (reads fail once it is reaped),

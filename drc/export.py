@@ -19,19 +19,30 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drc.core.errors import Code, DrcError
+
+if TYPE_CHECKING:
+    from drc.identity import PidFd
 
 
 @dataclass(frozen=True)
 class PeerCredentials:
-    """Who called, as the kernel told the bus (or the DRC link's MUNGE credential)."""
+    """Who called, as the kernel told the bus (or the DRC link's MUNGE credential).
+
+    ``pid`` names the process that made the connection only while it lives:
+    :func:`drc.identity.connecting_process` checks it with ``process`` (the bus's pidfd, where
+    the bus gives one) or else with ``since`` (CLOCK_BOOTTIME seconds when the bus announced
+    the connection).
+    """
 
     uid: int
     gids: frozenset[int]
     pid: int
     sender: str
+    process: PidFd | None = None
+    since: float | None = None
 
 
 # -- D-Bus type signatures, parsed without a D-Bus library -------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -243,12 +244,15 @@ class SyncBusClient:
     """A blocking bus client for CLIs and the Python client library.
 
     It owns a private event loop in a daemon thread, connects on the first call and again after
-    the connection dropped, and may be shared between threads.
+    the connection dropped, and may be shared between threads. A forked child connects anew,
+    as libdrc does: the loop's thread stays in the parent, and the daemons answer a connection
+    only for the process that opened it.
     """
 
     def __init__(self, address: str | None = None, timeout: float = 5.0) -> None:
         self.address = address or default_bus_address()
         self.timeout = timeout
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -259,6 +263,12 @@ class SyncBusClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)  # type: ignore[arg-type]
 
     def _connected_bus(self) -> MessageBus:
+        if self._pid != os.getpid():
+            # Forked: the parent's loop, thread and connection are not ours to use or close
+            # (their few descriptors stay open here); the lock may have been held at the fork.
+            self._pid = os.getpid()
+            self._lock = threading.Lock()
+            self._loop = self._thread = self._bus = None
         bus = self._bus
         if bus is not None and bus.connected:
             return bus

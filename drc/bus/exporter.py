@@ -5,6 +5,11 @@ groups and pid the kernel reported for the connection), never from method argume
 cached per unique bus name and dropped when that name loses its owner; unique names are never
 reused while a bus runs, so a cache entry cannot be inherited by another process.
 
+The pid is bound to the process that connected (:func:`drc.identity.connecting_process`): by
+the bus's ``ProcessFD`` (a pidfd, kept open while the name lives) where the bus sends one, else
+by when the name appeared (``NameOwnerChanged`` with no old owner, CLOCK_BOOTTIME; names older
+than this exporter's subscription count as appeared at the subscription).
+
 dbus-fast private API still used, and why (no public equivalent serves):
 - ``MessageBus._call(msg, callback)``: the credential lookup must store its answer in the
   reply callback itself, before dbus-fast handles the next message (maybe that sender's
@@ -18,6 +23,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -44,6 +50,7 @@ from drc.export import (
     out_list,
     parse_signature,
 )
+from drc.identity import PidFd, connection_seen_at
 
 log = logging.getLogger("drc.bus")
 
@@ -51,10 +58,12 @@ INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
 PEER = "org.freedesktop.DBus.Peer"
 ERROR_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 
-_NAME_LOST_RULE = (
+_NAME_RULE = (
     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-    "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg2=''"
+    "interface='org.freedesktop.DBus',member='NameOwnerChanged',{}=''"
 )
+_NAME_LOST_RULE = _NAME_RULE.format("arg2")
+_NAME_NEW_RULE = _NAME_RULE.format("arg1")
 
 _INTROSPECT_DOCTYPE = (
     '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
@@ -98,6 +107,10 @@ class BusExporter:
         self.credential_lookups = 0  # GetConnectionCredentials round trips, for tests and stats
         self._bus: MessageBus | None = None
         self._peers: dict[str, PeerCredentials] = {}
+        # When each unique name appeared (CLOCK_BOOTTIME), and when we began to hear of it.
+        self._appeared: dict[str, float] = {}
+        self._subscribed = 0.0
+        self._told_binding = False  # the log said once how callers are bound to processes
         self._pending: dict[str, list[tuple[Message, ExportedMethod]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._xml = self._build_introspection()
@@ -119,25 +132,30 @@ class BusExporter:
         """
         self.address = address or default_bus_address()
         try:
-            bus = await MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM).connect()
+            # Unix fds: newer buses send the caller's pidfd (ProcessFD) only to peers that take fds.
+            bus = await MessageBus(
+                bus_address=self.address, bus_type=BusType.SYSTEM, negotiate_unix_fd=True
+            ).connect()
         except Exception as exc:
             raise RuntimeError(f"cannot connect to the D-Bus bus at {self.address}: {exc}") from exc
         self._bus = bus
         watch_disconnect(bus)
         try:
             bus.add_message_handler(self._on_message)
-            reply = await bus.call(
-                Message(
-                    destination=DBUS_NAME,
-                    path=DBUS_PATH,
-                    interface=DBUS_NAME,
-                    member="AddMatch",
-                    signature="s",
-                    body=[_NAME_LOST_RULE],
+            for rule in (_NAME_LOST_RULE, _NAME_NEW_RULE):
+                reply = await bus.call(
+                    Message(
+                        destination=DBUS_NAME,
+                        path=DBUS_PATH,
+                        interface=DBUS_NAME,
+                        member="AddMatch",
+                        signature="s",
+                        body=[rule],
+                    )
                 )
-            )
-            if reply.message_type is MessageType.ERROR:
-                raise RuntimeError(f"AddMatch refused by the bus: {reply.body}")
+                if reply.message_type is MessageType.ERROR:
+                    raise RuntimeError(f"AddMatch refused by the bus: {reply.body}")
+            self._subscribed = connection_seen_at()
             try:
                 result = await bus.request_name(self.bus_name, NameFlag.DO_NOT_QUEUE)
             except DBusError as exc:
@@ -164,7 +182,10 @@ class BusExporter:
                 await asyncio.wait_for(bus.wait_for_disconnect(), 5)
         for task in list(self._tasks):
             task.cancel()
+        for peer in self._peers.values():
+            _close(peer)
         self._peers.clear()
+        self._appeared.clear()
         self._pending.clear()
 
     async def wait_for_disconnect(self) -> None:
@@ -201,11 +222,19 @@ class BusExporter:
     # means "handled", None lets dbus-fast go on (it answers Peer.Ping/GetMachineId itself).
     def _on_message(self, msg: Message) -> Message | bool | None:
         mtype = msg.message_type
+        if msg.unix_fds and mtype in (MessageType.SIGNAL, MessageType.METHOD_CALL):
+            # No verb takes a descriptor: close what a caller attached, or it would stay open
+            # here for good (a caller could exhaust the daemon's descriptors).
+            _close_fds(msg.unix_fds)
         if mtype is MessageType.SIGNAL:
             if msg.member == "NameOwnerChanged" and msg.sender == DBUS_NAME:
-                name, _old, new = msg.body
-                if not new and name.startswith(":"):
-                    self._peers.pop(name, None)
+                name, old, new = msg.body
+                if name.startswith(":"):
+                    if not new:
+                        _close(self._peers.pop(name, None))
+                        self._appeared.pop(name, None)
+                    elif not old:
+                        self._appeared[name] = connection_seen_at()
             return None
         if mtype is not MessageType.METHOD_CALL or msg.path != self.object_path:
             return None
@@ -260,7 +289,9 @@ class BusExporter:
     def _on_credentials(self, sender: str, reply: Message | None, err: Exception | None) -> None:
         waiting = self._pending.pop(sender, [])
         bus = self._bus
+        fds = list(reply.unix_fds) if reply is not None else []
         if bus is None:
+            _close_fds(fds)
             return
         peer: PeerCredentials | None = None
         problem = ""
@@ -269,20 +300,14 @@ class BusExporter:
         elif reply.message_type is MessageType.ERROR:
             problem = f"{reply.error_name}: {reply.body[0] if reply.body else ''}"
         else:
-            creds = reply.body[0]
-            uid = creds.get("UnixUserID")
-            if uid is None:
+            since = self._appeared.get(sender, self._subscribed)
+            peer = peer_credentials(sender, reply.body[0], fds, since)
+            if peer is None:
                 problem = "the bus reports no uid for this connection (anonymous TCP bus?)"
             else:
-                gids = creds.get("UnixGroupIDs")
-                pid = creds.get("ProcessID")
-                peer = PeerCredentials(
-                    uid=uid.value,
-                    gids=frozenset(gids.value) if gids is not None else frozenset(),
-                    pid=pid.value if pid is not None else 0,
-                    sender=sender,
-                )
                 self._peers[sender] = peer
+                self._tell_binding(peer)
+        _close_fds(fds)  # those peer_credentials did not take
         for msg, exported in waiting:
             if peer is None:
                 log.warning("cannot identify caller %s of %s: %s", sender, exported.name, problem)
@@ -293,6 +318,18 @@ class BusExporter:
                 out = self._dispatch(msg, exported, peer)
             if isinstance(out, Message):
                 bus.send(out)
+
+    def _tell_binding(self, peer: PeerCredentials) -> None:
+        if self._told_binding:
+            return
+        self._told_binding = True
+        if peer.process is not None:
+            log.info("the bus sends ProcessFD: each caller is bound to its process by a pidfd")
+        else:
+            log.info(
+                "the bus sends no ProcessFD (dbus-daemon < 1.15.8, dbus-broker < 35): callers "
+                "are bound to their process by uid and start time (see SECURITY.md)"
+            )
 
     def _dispatch(
         self, msg: Message, exported: ExportedMethod, peer: PeerCredentials
@@ -393,6 +430,46 @@ class BusExporter:
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return _error(msg, name, text)
+
+
+def peer_credentials(
+    sender: str, creds: dict[str, Any], fds: list[int], since: float
+) -> PeerCredentials | None:
+    """``GetConnectionCredentials``'s answer as :class:`PeerCredentials` (None: no uid).
+
+    A ``ProcessFD`` (an index into the reply's ``fds``) is taken out of ``fds``: the pidfd then
+    belongs to the answer, the caller closes what is left.
+    """
+    uid = creds.get("UnixUserID")
+    if uid is None:
+        return None
+    gids = creds.get("UnixGroupIDs")
+    pid = creds.get("ProcessID")
+    pidfd = creds.get("ProcessFD")
+    process = None
+    if pidfd is not None and 0 <= pidfd.value < len(fds) and fds[pidfd.value] >= 0:
+        process = PidFd(fds[pidfd.value])
+        fds[pidfd.value] = -1
+    return PeerCredentials(
+        uid=uid.value,
+        gids=frozenset(gids.value) if gids is not None else frozenset(),
+        pid=pid.value if pid is not None else 0,
+        sender=sender,
+        process=process,
+        since=since,
+    )
+
+
+def _close(peer: PeerCredentials | None) -> None:
+    if peer is not None and peer.process is not None:
+        peer.process.close()
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _reraise(exc: Exception) -> Any:

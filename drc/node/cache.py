@@ -61,8 +61,14 @@ class NodeCache:
         if epoch == FREED:
             self.drop_where(lambda c, _h: c != credential)
 
+    def epoch_known(self, credential: int) -> bool:
+        """Whether DRCS told this node the credential's epoch (an answer, the feed, a resync)
+        since the node started; the feed keeps a known epoch current from then on."""
+        return credential in self.epochs
+
     def token_epoch_current(self, credential: int, epoch: int) -> bool:
-        return epoch >= self.epochs.get(credential, 0)
+        """A token's epoch against the known one; an unknown credential is never current."""
+        return credential in self.epochs and epoch >= self.epochs[credential]
 
     def other_tenant(self, credential: int, holder: Holder) -> Holder | None:
         """Another job or process already using ``credential`` on this node."""

@@ -5,6 +5,10 @@ root hook (the SPANK plugin's task_post_fork) of the process or of one of its an
 under a wrapper: a shell, mpirun, strace), then slurmd (``scontrol pidinfo``). Outside any job
 the holder is the process itself (pid and start time, since pids are reused).
 Environment variables such as ``SLURM_JOB_ID`` are never read.
+
+The process is the one that opened the caller's bus connection
+(:func:`drc.identity.connecting_process`), checked again after the job was looked up by its
+pid: a connection whose process exited never inherits the job of the pid's next owner.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from drc.core.errors import einval
+from drc.core.errors import einval, eperm
 from drc.core.model import Caller, Holder
 from drc.export import PeerCredentials
-from drc.identity import process_gid, process_parent, process_start_time
+from drc.identity import (
+    connecting_process,
+    process_parent,
+    process_start_time,
+    still_connecting_process,
+)
 from drc.wlm.base import WlmAdapter
 
 MAX_REMEMBERED = 4096
@@ -104,7 +113,13 @@ class Identifier:
         key = (peer.sender, peer.pid)
         now = time.monotonic()
         known = self._callers.get(key)
-        if known is not None and now - known[0] < CALLER_TTL:
+        # With the bus's pidfd a remembered answer also ends with its process (one syscall);
+        # without it, it describes the exited process (never the pid's next owner) for the TTL.
+        if (
+            known is not None
+            and now - known[0] < CALLER_TTL
+            and (peer.process is None or peer.process.alive())
+        ):
             return known[1]
         caller = self._identify(peer)
         self._callers[key] = (now, caller)
@@ -114,23 +129,25 @@ class Identifier:
         return caller
 
     def _identify(self, peer: PeerCredentials) -> Caller:
-        try:
-            start = process_start_time(peer.pid)
-        except ProcessLookupError:
-            raise einval(
-                f"calling process {peer.pid} exited before it could be identified"
-            ) from None
-        job = self.job_of(peer.pid, start)
+        proc = connecting_process(peer)
+        job = self.job_of(proc.pid, proc.start)
+        if not still_connecting_process(peer, proc):
+            # It exited while its job was looked up by pid: forget what that lookup saw.
+            self._jobs.pop((proc.pid, proc.start), None)
+            raise eperm(
+                f"the process that opened bus connection {peer.sender} (pid {proc.pid}) "
+                "exited while it was being identified"
+            )
         holder = (
             Holder.for_job(self.node, job)
             if job
-            else Holder.for_process(self.node, peer.pid, start)
+            else Holder.for_process(self.node, proc.pid, proc.start)
         )
         return Caller(
             uid=peer.uid,
-            gid=process_gid(peer.pid, peer.uid),
+            gid=proc.gid,
             gids=peer.gids,
-            pid=peer.pid,
+            pid=proc.pid,
             job=job,
             holder=holder,
         )

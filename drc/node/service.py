@@ -195,6 +195,8 @@ class NodeService:
         if self.token_key is None:
             raise DrcError(Code.BAD_TOKEN, "this node has no token key: tokens are disabled")
         claims = verify_token(self.token_key, token, now=self.clock())
+        if not self.cache.epoch_known(claims.credential):
+            await self._learn_epoch(claims.credential)
         if not self.cache.token_epoch_current(claims.credential, claims.epoch):
             raise DrcError(
                 Code.BAD_TOKEN,
@@ -216,6 +218,28 @@ class NodeService:
                 self._flush_wakeup.set()
         self.cache.counters["token_access_local"] += 1
         return entry.info
+
+    async def _learn_epoch(self, credential: int) -> None:
+        """Ask DRCS for the current epoch of a credential this node has not heard of since it
+        started (revoked or freed before then, the feed never told it). A token is never
+        honoured on an epoch the node does not know: DRCS unreachable means refused."""
+        try:
+            answer = await self.drcs.node_epochs(self.node, [credential])
+        except DrcError as e:
+            if e.code is not Code.ECONNREFUSED:
+                raise
+            self.cache.counters["token_epoch_unknown"] += 1
+            raise DrcError(
+                Code.ECONNREFUSED,
+                f"token refused for now: this node has not seen credential {credential} since "
+                f"drcc started, and DRCS is unreachable to say whether it was revoked or freed "
+                f"({e.message}); tokens keep working during a DRCS outage only for credentials "
+                "the node already knew",
+            ) from None
+        for cred, epoch in answer:
+            if cred == credential:
+                self.cache.learn_epoch(cred, epoch)
+        self.cache.counters["token_epoch_asked"] += 1
 
     async def token(self, caller: Caller, credential: int) -> str:
         return await self.drcs.node_token(self._wire(caller), credential)

@@ -21,7 +21,7 @@ from drc.core.errors import DrcError, eflags, einval, eperm
 from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials, method
-from drc.identity import process_gid
+from drc.identity import connecting_process
 from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, Answer, ChangeLog
@@ -47,7 +47,8 @@ WATCH_TIMEOUT_MAX = 300
 ROOT = Caller(uid=0, gid=0)
 
 
-#: The primary gid of each bus connection, read from /proc on its first call. Weak keys: an
+#: The primary gid of each bus connection, read on its first call from the process that opened
+#: it (:func:`drc.identity.connecting_process`: a reused pid is refused). Weak keys: an
 #: entry lives as long as the bus exporter's peer-credential cache holds that connection's
 #: credentials (dropped when its unique name loses its owner), so it can never pass to
 #: another process. Why caching is safe: the uid and supplementary gids the bus reports are
@@ -61,7 +62,7 @@ _connection_gids: weakref.WeakKeyDictionary[PeerCredentials, int] = weakref.Weak
 def _connection_gid(peer: PeerCredentials) -> int:
     gid = _connection_gids.get(peer)
     if gid is None:
-        gid = _connection_gids[peer] = process_gid(peer.pid, peer.uid)
+        gid = _connection_gids[peer] = connecting_process(peer).gid
     return gid
 
 

@@ -93,7 +93,7 @@ def test_an_answer_raises_the_known_epoch(cache: NodeCache):
     cache.put(1, JOB_A, entry(1, epoch=4))
     assert cache.epochs[1] == 4
     assert not cache.token_epoch_current(1, 3)
-    assert cache.token_epoch_current(2, 0)  # unknown credential: epoch 0
+    assert not cache.token_epoch_current(2, 0)  # unknown credential: never current
 
 
 def test_a_freed_credential_is_evicted_and_never_cached_again(cache: NodeCache):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 import drc.identity
 from drc.core.errors import DrcError
 from drc.core.model import Holder
+from drc.export import PeerCredentials
 from drc.node import identity
 from drc.node.identity import Identifier
 
@@ -30,13 +30,24 @@ class FakeProc:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def add(self, pid: int, ppid: int, start: int, gid: int = GID, comm: str = "a.out") -> int:
+    def add(
+        self,
+        pid: int,
+        ppid: int,
+        start: int,
+        gid: int = GID,
+        comm: str = "a.out",
+        uid: tuple[int, int] = (UID, UID),
+    ) -> int:
         d = self.root / str(pid)
         d.mkdir(exist_ok=True)
         # stat: "pid (comm) state ppid ..." with the start time as field 22.
         after = ["S", str(ppid), *["0"] * 17, str(start), *["0"] * 5]
         (d / "stat").write_text(f"{pid} ({comm}) {' '.join(after)}\n")
-        (d / "status").write_text(f"Name:\t{comm}\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n")
+        real, eff = uid
+        (d / "status").write_text(
+            f"Name:\t{comm}\nUid:\t{real}\t{eff}\t{eff}\t{eff}\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n"
+        )
         return pid
 
     def exit(self, pid: int) -> None:
@@ -87,9 +98,14 @@ def ident(wlm: FakeWlm) -> Identifier:
     return Identifier(NODE, wlm)
 
 
-def peer(pid: int, sender: str = ":1.5", uid: int = UID) -> SimpleNamespace:
-    """What a transport hands over: the kernel's view of the connection's peer."""
-    return SimpleNamespace(sender=sender, pid=pid, uid=uid, gids=frozenset({GID, 3000}))
+def peer(
+    pid: int, sender: str = ":1.5", uid: int = UID, since: float | None = None
+) -> PeerCredentials:
+    """What a transport hands over: the kernel's view of the connection's peer (the bus's
+    pid, no pidfd: the fallback this machine's bus needs)."""
+    return PeerCredentials(
+        uid=uid, gids=frozenset({GID, 3000}), pid=pid, sender=sender, since=since
+    )
 
 
 def test_a_process_outside_any_job_is_held_by_pid_and_start_time(ident, proc):
@@ -154,8 +170,36 @@ def test_registering_an_exited_pid_is_refused(ident, proc):
 
 
 def test_a_caller_that_exited_before_identification_is_refused(ident, proc):
-    with pytest.raises(DrcError, match="exited before it could be identified"):
+    with pytest.raises(DrcError, match="has exited"):
         ident.caller(peer(999))
+
+
+def test_a_pid_now_run_by_another_user_is_refused_and_nothing_is_looked_up(ident, proc, wlm):
+    """The connection is uid 2001's; pid 500 now belongs to uid 1001's task of job 101."""
+    proc.add(500, 1, start=10, uid=(1001, 1001))
+    wlm.cgroup[500] = 101
+    with pytest.raises(DrcError, match="pid was reused") as refused:
+        ident.caller(peer(500))
+    assert refused.value.code.name == "EPERM"
+    assert wlm.asked == []  # refused before the job of the pid's new owner was read
+
+
+def test_a_root_process_acting_as_the_user_is_accepted(ident, proc):
+    """slurmstepd in SPANK user_init: real uid 0, effective uid the job's user."""
+    proc.add(500, 1, start=10, uid=(0, UID))
+    assert ident.caller(peer(500)).uid == UID
+    proc.add(501, 1, start=10, uid=(UID, 0))  # the reverse is another user's process
+    with pytest.raises(DrcError, match="pid was reused"):
+        ident.caller(peer(501))
+
+
+def test_a_same_user_process_started_after_the_connection_appeared_is_refused(ident, proc):
+    ticks = drc.identity.CLOCK_TICKS
+    proc.add(500, 1, start=10 * ticks + 1)  # one tick after the connection appeared (t=10 s)
+    with pytest.raises(DrcError, match="started after bus connection"):
+        ident.caller(peer(500, since=10.0))
+    proc.add(501, 1, start=10 * ticks)  # the same tick: older or as old as the connection
+    assert ident.caller(peer(501, since=10.0)).pid == 501
 
 
 def test_a_connections_caller_is_reused_within_the_ttl_then_looked_up_again(

@@ -220,18 +220,28 @@ def test_release_reports_token_references_before_the_release():
         alice = job_caller(5)
         info = await node.access_with_token(alice, token_for(3))
         assert info.cookie1 == 103
-        assert drcs.calls == []  # decided on the node alone
-        assert node.counters()["pending_token_references"] == 1
+        # decided on the node, once it learnt the epoch of a credential it had not seen
+        assert [name for name, _ in drcs.calls] == ["NodeEpochs"]
+        assert (await node.access_with_token(job_caller(6), token_for(3))).cookie1 == 103
+        assert len(drcs.calls) == 1  # known now: the node alone
+        drcs.calls.clear()
+        assert node.counters()["pending_token_references"] == 2
         assert await node.release(alice, 3) is True
         assert node.cached(alice, 3) is None
 
     drcs = run(
-        test, NodeTokenReferences=lambda node, refs: [], NodeRelease=lambda caller, cred: True
+        test,
+        NodeTokenReferences=lambda node, refs: [],
+        NodeRelease=lambda caller, cred: True,
+        NodeEpochs=lambda node, creds: [(c, 0) for c in creds],
     )
     assert [name for name, _ in drcs.calls] == ["NodeTokenReferences", "NodeRelease"]
     node, refs = drcs.calls[0][1]
     assert node == NODE
-    assert [(r["credential"], r["epoch"], r["caller"]["job"]) for r in refs] == [(3, 0, 5)]
+    assert [(r["credential"], r["epoch"], r["caller"]["job"]) for r in refs] == [
+        (3, 0, 5),
+        (3, 0, 6),
+    ]
 
 
 def test_release_is_not_sent_while_token_references_cannot_be_reported():
@@ -245,7 +255,12 @@ def test_release_is_not_sent_while_token_references_cannot_be_reported():
             await node.release(job_caller(5), 3)
         assert node.counters()["pending_token_references"] == 1  # kept for the next flush
 
-    drcs = run(test, NodeTokenReferences=down, NodeRelease=lambda caller, cred: True)
+    drcs = run(
+        test,
+        NodeTokenReferences=down,
+        NodeRelease=lambda caller, cred: True,
+        NodeEpochs=lambda node, creds: [(c, 0) for c in creds],
+    )
     assert drcs.calls_of("NodeRelease") == []
 
 
@@ -257,7 +272,46 @@ def test_a_refused_token_reference_drops_the_association():
         assert node.cached(job_caller(5), 3) is None
         assert node.counters()["token_references_reported"] == 0
 
-    run(test, NodeTokenReferences=lambda node, refs: [3])
+    run(
+        test,
+        NodeTokenReferences=lambda node, refs: [3],
+        NodeEpochs=lambda node, creds: [(c, 0) for c in creds],
+    )
+
+
+@pytest.mark.parametrize(("epoch", "why"), [(1, "revoked"), (FREED, "freed")])
+def test_a_token_for_a_credential_the_node_never_saw_is_checked_with_drcs(epoch, why):
+    """A DRCC started after the revoke (or free) has no epoch for the credential: it asks
+    DRCS instead of taking the token's epoch as current."""
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        node = service(drcs, token_key=KEY, clock=lambda: 1000.0)
+        with pytest.raises(DrcError, match="revoked or freed") as err:
+            await node.access_with_token(job_caller(7), token_for(4, epoch=0))
+        assert err.value.code is Code.BAD_TOKEN, why
+        assert node.cached(job_caller(7), 4) is None
+        assert node.counters()["pending_token_references"] == 0
+
+    drcs = run(test, NodeEpochs=lambda node, creds: [(c, epoch) for c in creds])
+    assert drcs.calls_of("NodeEpochs") == [[NODE, [4]]]
+
+
+def test_while_drcs_is_down_tokens_work_only_for_credentials_the_node_knew():
+    def down(*args: Any) -> Any:
+        raise DrcError(Code.ECONNREFUSED, "DRCS down")
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        node = service(drcs, token_key=KEY, clock=lambda: 1000.0)
+        await node.access(job_caller(5), 3)  # known: DRCS said its epoch with the answer
+        drcs.verbs["NodeEpochs"] = down
+        assert (await node.access_with_token(job_caller(6), token_for(3))).cookie1 == 103
+        with pytest.raises(DrcError, match="DRCS is unreachable") as err:
+            await node.access_with_token(job_caller(6), token_for(4))
+        assert err.value.code is Code.ECONNREFUSED
+        assert node.cached(job_caller(6), 4) is None
+        assert node.counters()["token_epoch_unknown"] == 1
+
+    run(test, NodeAccess=lambda caller, cred: cred_dict(cred))
 
 
 class Feed:

@@ -223,7 +223,9 @@ class Limit:
 
 @dataclass(frozen=True)
 class Usage:
-    """Live credentials counted the ways the seven limits need."""
+    """Live credentials counted the ways the seven limits need. ``by_uid`` counts those the
+    uid owns and those its pins hold: a pin keeps a credential (a pool slot) alive with no
+    process or job behind it, so it counts against whoever holds it."""
 
     total: int
     by_uid: int

@@ -92,6 +92,12 @@ class Transaction(SlotAllocator, Protocol):
         """Drop references of these (pid, start time) holders on ``node``."""
 
     def outstanding_jobs(self) -> set[int]: ...
+    def pins(self) -> list[tuple[int, int]]:
+        """(pinning uid, credential) of every pin, by uid then credential."""
+
+    def drop_pins(self, uid: int) -> set[int]:
+        """Drop every pin of ``uid``; the credentials they were on."""
+
     def job_credential(self, job: int) -> int:
         """The lowest credential id a JOB reference of ``job`` (any node) holds; 0 if none."""
 
@@ -142,6 +148,10 @@ class Provider(Protocol):
     """Server half of a provider: where a credential's network resources come from."""
 
     name: str
+
+    @property
+    def capacity(self) -> int:
+        """Credentials it can back at once (the default per-user limit is a share of it)."""
 
     def allocate(self, credential: int, slots: SlotAllocator) -> Resources:
         """Raise DrcError(ENOSPC) when exhausted, CRED_EXTERNAL_FAILURE when a tool failed."""

@@ -118,9 +118,13 @@ HOT_SQL: dict[str, str] = {
     "delete_grants": """DELETE FROM "grant" WHERE "credential_id" IN {ids}""",
     "delete_references": """DELETE FROM "reference" WHERE "credential_id" IN {ids}""",
     "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
+    # A user's count: what it owns, and what its pins hold (pins are the only references on
+    # no node, so the node index finds them).
     "usage": """
         SELECT COUNT(*),
-               SUM(CASE WHEN "uid" = ? THEN 1 ELSE 0 END),
+               SUM(CASE WHEN "uid" = ? OR "id" IN (
+                   SELECT "credential_id" FROM "reference"
+                   WHERE "node" = '' AND "kind" = 'pin' AND "uid" = ?) THEN 1 ELSE 0 END),
                SUM(CASE WHEN "gid" = ? THEN 1 ELSE 0 END),
                SUM(CASE WHEN "wlm" = ? AND "wlm" <> 0 THEN 1 ELSE 0 END)
         FROM "credential"
@@ -554,7 +558,7 @@ class PeeweeTransaction(VniRows):
                 self.db.execute_sql(CHANGE_SQL["freed"].replace("?", self.db.param), (chunk,))
 
     def usage(self, uid: int, gid: int, job: int) -> Usage:
-        ((total, by_uid, by_gid, by_job),) = self._sql.rows("usage", (uid, gid, job))
+        ((total, by_uid, by_gid, by_job),) = self._sql.rows("usage", (uid, uid, gid, job))
         return Usage(total or 0, int(by_uid or 0), int(by_gid or 0), int(by_job or 0))
 
     # -- access control list -------------------------------------------------------------
@@ -642,6 +646,20 @@ class PeeweeTransaction(VniRows):
                 & (r.start == start)
             )
         return touched
+
+    def pins(self) -> list[tuple[int, int]]:
+        r = self.models.reference
+        rows = (
+            r.select(r.uid, r.credential)
+            .where((r.node == "") & (r.kind == HolderKind.PIN.value))
+            .order_by(r.uid, r.credential)
+            .tuples()
+        )
+        return list(rows)
+
+    def drop_pins(self, uid: int) -> set[int]:
+        r = self.models.reference
+        return self._drop_where((r.node == "") & (r.kind == HolderKind.PIN.value) & (r.uid == uid))
 
     def process_holders(self, node: str) -> set[tuple[int, int]]:
         r = self.models.reference

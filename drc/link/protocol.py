@@ -55,8 +55,10 @@ _MAX_ID = (1 << 63) - 1
 MAX_RID = 64
 #: Deepest nesting of arrays and objects a message may have (ours nest 4 deep at most).
 MAX_DEPTH = 32
-#: Longest integer literal a message may carry: a uint64 has 20 digits, plus a sign.
-MAX_INT_CHARS = 21
+#: Longest integer literal a message may carry. A uint64 has 20 digits: a longer number is
+#: still parsed, so that it gets its EINVAL (out of range) answer; a literal past this is no
+#: message of ours, and ``int()`` of thousands of digits costs quadratic time.
+MAX_INT_CHARS = 64
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")

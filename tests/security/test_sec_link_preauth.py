@@ -21,18 +21,28 @@ import pytest
 from drc import config as drc_config
 from drc.link import LinkClient, Munge
 from drc.link.protocol import HEADER, pack_frame
-from drc.link.server import AUTH_TIMEOUT, MAX_UNAUTHENTICATED_PER_HOST, split_host_port
+from drc.link.server import (
+    AUTH_TIMEOUT,
+    MAX_UNAUTHENTICATED_BYTES_PER_HOST,
+    MAX_UNAUTHENTICATED_PER_HOST,
+    split_host_port,
+)
 
 from cluster import Cluster
 from helpers import run_bounded
 
-#: carol's side: connections that never send, plus one that begins a 1 MiB frame and stops.
-#: Prints how long each took to be closed by DRCS (bounded: 20 s at most).
+#: carol's side: connections that never send, the last ``parked`` of them after sending all
+#: of a 1 MiB frame but its last byte. Prints how long each took to be closed by DRCS
+#: (bounded: 20 s at most).
 SILENT = """
 import json, select, socket, sys, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port, n, parked = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5])
 socks = [socket.create_connection((host, port)) for _ in range(n)]
-socks[-1].sendall((1 << 20).to_bytes(4, "big") + b"x" * 65536)
+for s in socks[-parked:]:  # begin a 1 MiB frame, send all of it but its last byte
+    try:
+        s.sendall((1 << 20).to_bytes(4, "big") + b"x" * ((1 << 20) - 1))
+    except OSError:
+        pass  # DRCS closed it already
 print("ready", flush=True)
 if sys.argv[4] == "wait":
     sys.stdin.readline()
@@ -117,7 +127,7 @@ def assert_drcs_unharmed(cluster: Cluster, before: list) -> None:
 def test_connections_that_never_authenticate_are_closed(cluster: Cluster, users) -> None:
     host, port, _ = link_of(cluster)
     before = cluster.server().list()
-    r = cluster.run_as(None, as_carol(SILENT, host, str(port), "41", "go"), timeout=60)
+    r = cluster.run_as(None, as_carol(SILENT, host, str(port), "41", "go", "1"), timeout=60)
     assert r.returncode == 0, r.stderr
     closed = json.loads(r.stdout.splitlines()[-1])
     # every one closed by DRCS (the old link kept them all: 150 of 150 open after 40 s),
@@ -134,7 +144,7 @@ def test_a_flood_from_one_address_cannot_lock_node_daemons_out(cluster: Cluster,
     before = cluster.server().list()
     flood = MAX_UNAUTHENTICATED_PER_HOST + 88
     carol = subprocess.Popen(
-        as_carol(SILENT, host, str(port), str(flood), "wait"),
+        as_carol(SILENT, host, str(port), str(flood), "wait", "1"),
         env=cluster.env(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -158,6 +168,25 @@ def test_a_flood_from_one_address_cannot_lock_node_daemons_out(cluster: Cluster,
     assert max(closed) <= AUTH_TIMEOUT + 3
     assert_drcs_unharmed(cluster, before)
     assert "pushed out by newer ones from their address" in drcs_log(cluster)
+
+
+def test_parked_partial_frames_are_capped_per_address(cluster: Cluster, users) -> None:
+    host, port, _ = link_of(cluster)
+    before = cluster.server().list()
+    parked = MAX_UNAUTHENTICATED_BYTES_PER_HOST // (1 << 20) + 4  # 12 MiB against an 8 MiB cap
+    r = cluster.run_as(
+        None, as_carol(SILENT, host, str(port), str(parked), "go", str(parked)), timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    closed = json.loads(r.stdout.splitlines()[-1])
+    assert len(closed) == parked
+    # the oldest went as soon as newer ones brought the address over its cap; DRCS never
+    # held more than the cap for carol (the old link held 1 MiB per connection for 30 s)
+    assert sum(t < AUTH_TIMEOUT - 1 for t in closed) >= 4, closed
+    assert max(closed) <= AUTH_TIMEOUT + 3
+    assert node_daemon_answers(cluster)["pid"] == cluster.drcs_pid
+    assert_drcs_unharmed(cluster, before)
+    assert "over the byte cap" in drcs_log(cluster)
 
 
 def test_carol_s_munge_bombs_are_refused_before_parsing(cluster: Cluster, users) -> None:

@@ -118,16 +118,18 @@ HOT_SQL: dict[str, str] = {
     "delete_grants": """DELETE FROM "grant" WHERE "credential_id" IN {ids}""",
     "delete_references": """DELETE FROM "reference" WHERE "credential_id" IN {ids}""",
     "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
-    # A user's count: what it owns, and what its pins hold (pins are the only references on
-    # no node, so the node index finds them).
+    # One indexed count per scope, not a scan of every credential (10 ms at 20,000 live
+    # credentials, paid by every acquire once a per-user default is in force). A user's count
+    # is what it owns and what its pins hold of others' (index 0007; a uid pins a credential
+    # at most once).
     "usage": """
-        SELECT COUNT(*),
-               SUM(CASE WHEN "uid" = ? OR "id" IN (
-                   SELECT "credential_id" FROM "reference"
-                   WHERE "node" = '' AND "kind" = 'pin' AND "uid" = ?) THEN 1 ELSE 0 END),
-               SUM(CASE WHEN "gid" = ? THEN 1 ELSE 0 END),
-               SUM(CASE WHEN "wlm" = ? AND "wlm" <> 0 THEN 1 ELSE 0 END)
-        FROM "credential"
+        SELECT (SELECT COUNT(*) FROM "credential"),
+               (SELECT COUNT(*) FROM "credential" WHERE "uid" = ?)
+               + (SELECT COUNT(*) FROM "reference" AS r
+                  JOIN "credential" AS c ON c."id" = r."credential_id"
+                  WHERE r."uid" = ? AND r."kind" = 'pin' AND c."uid" <> ?),
+               (SELECT COUNT(*) FROM "credential" WHERE "gid" = ?),
+               (SELECT COUNT(*) FROM "credential" WHERE "wlm" = ? AND "wlm" <> 0)
     """,
     "limits": 'SELECT "scope", "target", "value" FROM "credential_limit"',
     # Inserts nothing (rather than failing) when the grant exists or the credential does not.
@@ -558,7 +560,7 @@ class PeeweeTransaction(VniRows):
                 self.db.execute_sql(CHANGE_SQL["freed"].replace("?", self.db.param), (chunk,))
 
     def usage(self, uid: int, gid: int, job: int) -> Usage:
-        ((total, by_uid, by_gid, by_job),) = self._sql.rows("usage", (uid, uid, gid, job))
+        ((total, by_uid, by_gid, by_job),) = self._sql.rows("usage", (uid, uid, uid, gid, job))
         return Usage(total or 0, int(by_uid or 0), int(by_gid or 0), int(by_job or 0))
 
     # -- access control list -------------------------------------------------------------
@@ -651,7 +653,7 @@ class PeeweeTransaction(VniRows):
         r = self.models.reference
         rows = (
             r.select(r.uid, r.credential)
-            .where((r.node == "") & (r.kind == HolderKind.PIN.value))
+            .where(r.kind == HolderKind.PIN.value)
             .order_by(r.uid, r.credential)
             .tuples()
         )
@@ -659,7 +661,7 @@ class PeeweeTransaction(VniRows):
 
     def drop_pins(self, uid: int) -> set[int]:
         r = self.models.reference
-        return self._drop_where((r.node == "") & (r.kind == HolderKind.PIN.value) & (r.uid == uid))
+        return self._drop_where((r.uid == uid) & (r.kind == HolderKind.PIN.value))
 
     def process_holders(self, node: str) -> set[tuple[int, int]]:
         r = self.models.reference

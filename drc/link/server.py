@@ -268,10 +268,6 @@ class _Doorway:
         self.dropped: Counter[str] = Counter()  # why connections were closed, since the last line
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def count(self) -> int:
-        return len(self.waiting)
-
     def admit(self, conn: _Connection) -> None:
         """A new connection waits to authenticate. Over a cap, the oldest waiting one (of its
         address, for the per-address cap) goes: a node daemon that just connected is never
@@ -331,13 +327,29 @@ class _Doorway:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._report()
+
+    def count(self, why: str) -> None:
+        """A connection is closed for ``why``: the sweep's next line says how many were."""
+        self.dropped[why] += 1
+        if self._timer is None:  # within a second, even if none waits
+            self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def _drop(self, conn: _Connection, why: str) -> None:
-        self.dropped[why] += 1
+        self.count(why)
         self.leave(conn)
         conn.transport.close()
-        if self._timer is None:  # the sweep logs it within a second, even if none waits
-            self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def _report(self) -> None:
+        """One line: how many were closed for each reason (the 10 commonest)."""
+        if self.dropped:
+            top = self.dropped.most_common(10)
+            reasons = [f"{n} {why}" for why, n in top]
+            others = sum(self.dropped.values()) - sum(n for _why, n in top)
+            if others:
+                reasons.append(f"{others} for other reasons")
+            log.warning("DRC link: closed unauthenticated connections: %s", ", ".join(reasons))
+            self.dropped.clear()
 
     def _sweep(self) -> None:
         self._timer = None
@@ -350,12 +362,7 @@ class _Doorway:
             self.dropped[f"not authenticated within {self.timeout} s"] += 1
             self.leave(conn)
             conn.transport.close()
-        if self.dropped:
-            log.warning(
-                "DRC link: closed unauthenticated connections: %s",
-                ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items())),
-            )
-            self.dropped.clear()
+        self._report()
         if self.waiting:
             first = next(iter(self.waiting.values()))
             self._timer = loop.call_later(max(first - now, 0.0) + 0.05, self._sweep)
@@ -467,8 +474,7 @@ class _Connection(asyncio.Protocol):
             try:
                 body = split_frame(self.buffer, server.max_frame)
             except FrameError as err:
-                log.warning("DRC link %s: %s; closing", self.address, err)
-                self.transport.close()
+                self._close(f"a bad frame ({err})", str(err))
                 return
             if body is None:
                 partial = bool(self.buffer)
@@ -518,8 +524,7 @@ class _Connection(asyncio.Protocol):
                 decoded = server.munge.decode(body)
             except MungeError as err:
                 # replayed, altered, expired, or meant for someone else: never run it
-                log.warning("DRC link %s: frame refused: %s; closing", self.address, err)
-                self.transport.close()
+                self._close(f"a frame refused by MUNGE ({err})", f"frame refused: {err}")
                 return
             peer = self.last_peer
             if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
@@ -552,13 +557,24 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, peer: LinkPeer, payload: bytes) -> None:
         """A frame from a uid that is not a node daemon's: its payload is never parsed. EPERM
         to the id a fixed prefix gives (our clients write the id first), then close."""
-        log.warning("DRC link %s: uid %d is not a node daemon; closing", self.address, peer.uid)
         found = _REQUEST_ID_PREFIX.match(payload)
         if found:
             text = f"DRC link: uid {peer.uid} is not a node daemon"
             self._send(
                 peer, Response(int(found.group(1)), error=Code.EPERM.dbus_name, message=text)
             )
+        what = f"uid {peer.uid} is not a node daemon"
+        self._close(f"a frame from uid {peer.uid}, not a node daemon's", what)
+
+    def _close(self, why: str, detail: str) -> None:
+        """Close for a fault of the peer's. Before authentication anyone can cause one, so it
+        is counted in the doorway's next summary line; after, it is a node daemon's fault,
+        worth a line of its own."""
+        doorway = self.server.doorway
+        if self in doorway.waiting:
+            doorway.count(why)
+        else:
+            log.warning("DRC link %s: %s; closing", self.address, detail)
         self.transport.close()
 
     def _dispatch(self, peer: LinkPeer, request: Request) -> None:

@@ -209,6 +209,12 @@ def test_carol_s_munge_bombs_are_refused_before_parsing(cluster: Cluster, users)
     }
     assert json.loads(r.stdout) == [{"id": 7, **refused}, {"id": 8, **refused}]
     assert_drcs_unharmed(cluster, before)
+    # said once, counted, in the link's summary line (not a line per frame: anyone can send)
+    summary = f"2 a frame from uid {uid}, not a node daemon's"
+    deadline = time.monotonic() + 5
+    while summary not in drcs_log(cluster) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert summary in drcs_log(cluster)
 
 
 @pytest.mark.parametrize("payload", [BIG_INT, DEEP], ids=["5000-digit-int", "deep-nesting"])

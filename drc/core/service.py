@@ -37,6 +37,9 @@ from drc.core.tokens import issue_token
 
 audit = logging.getLogger("drc.audit")
 
+#: The limits a pin counts against: its user's (a pin adds no credential, group or job).
+USER_SCOPES = frozenset({LimitScope.USER_DEFAULT, LimitScope.UID})
+
 #: Said with a refusal by the drc.conf default per-user limit, which ``drccli limit`` lists not.
 CONFIGURED_NOTE = (
     "the default of drc.conf [server] user_limit (an admin may store another: "
@@ -150,13 +153,19 @@ class CredentialService:
         )
         return credential
 
-    def _check_limits(self, tx: Transaction, caller: Caller) -> None:
+    def _check_limits(
+        self, tx: Transaction, caller: Caller, scopes: frozenset[LimitScope] | None = None
+    ) -> None:
+        """Refuse (ENOSPC, audited) if one more credential counted for the caller breaks a
+        limit: every limit for an acquire, those of ``scopes`` for a new pin."""
         stored = tx.limits()
         limits = self.policy.limits_for(caller, stored)
+        if scopes is not None:
+            limits = [lim for lim in limits if lim.scope in scopes]
         if not limits:
             return
         usage = tx.usage(caller.uid, caller.gid, caller.job)
-        notes = {lim: CONFIGURED_NOTE for lim in limits[len(stored) :]}
+        notes = {lim: CONFIGURED_NOTE for lim in limits if lim not in stored}
         try:
             check_limits(limits, usage, caller.uid, caller.gid, caller.job, notes)
         except DrcError as refused:
@@ -219,6 +228,9 @@ class CredentialService:
             if not tx.has_reference(credential, holder):
                 self._check_access(cred, caller)
                 self._check_node_binding(tx, cred, holder)
+                if holder.kind is HolderKind.PIN and cred.uid != caller.uid:
+                    # a pin keeps another's credential alive for the pinning user: its count
+                    self._check_limits(tx, caller, USER_SCOPES)
                 tx.add_reference(credential, holder, owner=self._owned_by_holder(cred, holder))
                 audit.info(
                     "access credential=%d uid=%d job=%d holder=%s",

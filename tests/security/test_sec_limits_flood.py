@@ -86,23 +86,37 @@ def test_the_admin_sees_carol_s_pins_and_expires_them(cluster: Cluster, users) -
     assert len(flood(cluster, "carol")["got"]) == SHARE
 
 
-def test_carol_s_pin_on_alice_s_credential_counts_against_carol(cluster: Cluster, users) -> None:
-    cluster.drccli(None, "limit", "-u", "carol", "1", check=True)
-    alice = int(cluster.drccli("alice", "acquire", check=True).stdout)
-    cluster.drccli("alice", "grant", str(alice), "-u", "carol", check=True)
-    # carol pins it: an Access straight on DRCS's bus, no process behind it
-    r = cluster.python(
-        "carol", f"from drc.server.proxy import ServerProxy; ServerProxy().access({alice})"
+def pin_as_carol(cluster: Cluster, credential: int):
+    """carol's Access straight on DRCS's bus: a pin of her uid, no process behind it."""
+    return cluster.python(
+        "carol", f"from drc.server.proxy import ServerProxy; ServerProxy().access({credential})"
     )
-    assert r.returncode == 0, r.stderr
-    cluster.drccli("alice", "release", str(alice), check=True)  # alive: carol's pin holds it
+
+
+def test_carol_s_pins_on_alice_s_credentials_count_against_carol(cluster: Cluster, users) -> None:
+    uid = users["carol"].uid
+    cluster.drccli(None, "limit", "-u", "carol", "1", check=True)
+    first, second = (int(cluster.drccli("alice", "acquire", check=True).stdout) for _ in "12")
+    for cred in (first, second):
+        cluster.drccli("alice", "grant", str(cred), "-u", "carol", check=True)
+    assert pin_as_carol(cluster, first).returncode == 0
+    cluster.drccli("alice", "release", str(first), check=True)  # alive: carol's pin holds it
+    # her one credential's worth is taken by the pin: no acquire, and no second pin
     refused = cluster.drccli("carol", "acquire")
     assert refused.returncode == 1, refused.stdout
-    assert "DRC_ENOSPC: uid 1003 limit of 1" in refused.stderr.replace(
-        str(users["carol"].uid), "1003"
-    )
+    assert f"DRC_ENOSPC: uid {uid} limit of 1 live credential(s) reached" in refused.stderr
     assert "owned or pinned" in refused.stderr
-    # her pin dropped, she may acquire again and alice's credential is gone
+    pinned = pin_as_carol(cluster, second)
+    assert pinned.returncode == 1 and "DRC_ENOSPC" in pinned.stderr, pinned.stderr
+    assert [p["uid"] for p in listing_holders(cluster, second)] == [users["alice"].uid]
+    # her pin dropped by the admin: alice's released credential goes, carol may acquire again
     cluster.drccli(None, "unpin", "carol", check=True)
+    assert all(c["credential"] != first for c in cluster.server().list())
     assert cluster.drccli("carol", "acquire").returncode == 0
-    assert all(c["credential"] != alice for c in cluster.server().list())
+
+
+def listing_holders(cluster: Cluster, credential: int) -> list[dict]:
+    """The pins among the credential's holders, as ``drccli list -c`` shows them."""
+    out = cluster.drccli(None, "list", "--json", "-c", str(credential), check=True).stdout
+    (one,) = json.loads(out)
+    return [h for h in one["holders"] if h["kind"] == "pin"]

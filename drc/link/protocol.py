@@ -59,7 +59,9 @@ MAX_DEPTH = 32
 #: still parsed, so that it gets its EINVAL (out of range) answer; a literal past this is no
 #: message of ours, and ``int()`` of thousands of digits costs quadratic time.
 MAX_INT_CHARS = 64
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+#: A JSON string, or an unterminated one up to the end (possessive, so never rescanned: a
+#: payload of unterminated strings would otherwise cost quadratic time).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 

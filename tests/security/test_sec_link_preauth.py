@@ -20,7 +20,7 @@ import pytest
 
 from drc import config as drc_config
 from drc.link import LinkClient, Munge
-from drc.link.protocol import HEADER, pack_frame
+from drc.link.protocol import HEADER, FrameError, Request, pack_frame
 from drc.link.server import (
     AUTH_TIMEOUT,
     MAX_UNAUTHENTICATED_BYTES_PER_HOST,
@@ -233,3 +233,32 @@ def test_a_node_daemon_s_unparsable_frame_is_refused_in_bounds(
     while "payload" not in drcs_log(cluster) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ("integer of 5000" if payload is BIG_INT else "deeper than 32") in drcs_log(cluster)
+
+
+# -- the bounded parse itself (what a node daemon's frame goes through) --------------------------
+
+
+def request(args: str) -> bytes:
+    return b'{"id":1,"method":"X","args":' + args.encode() + b"}"
+
+
+def test_nesting_is_bounded_exactly_and_brackets_in_strings_do_not_count() -> None:
+    assert Request.from_payload(request("[" * 31 + "]" * 31)).id == 1  # 32 deep with the object
+    with pytest.raises(FrameError, match="deeper than 32"):
+        Request.from_payload(request("[" * 32 + "]" * 32))
+    assert Request.from_payload(request('["' + "[{" * 100 + '\\""]')).args == ["[{" * 100 + '"']
+
+
+def test_integer_literals_are_bounded_before_int_sees_them() -> None:
+    assert Request.from_payload(request("[" + "9" * 64 + "]")).args == [int("9" * 64)]
+    with pytest.raises(FrameError, match="integer of 65 characters"):
+        Request.from_payload(request("[" + "9" * 65 + "]"))
+
+
+def test_the_depth_check_is_linear_even_for_unterminated_strings() -> None:
+    """Half a million quotes that never close: a naive string pattern rescans from each."""
+    payload = request("[" * 40 + '"' + '\\"' * 500_000)
+    started = time.perf_counter()
+    with pytest.raises(FrameError):
+        Request.from_payload(payload)
+    assert time.perf_counter() - started < 0.5

@@ -29,7 +29,7 @@ class Policy:
     def limits_for(self, caller: Caller, stored: list[Limit]) -> list[Limit]:
         """The limits an acquire by ``caller`` is checked against: the stored ones, plus the
         configured user default when no user-default limit is stored. Root is not bound by
-        the configured default (what runs as root is trusted: drccli, the ALPS hooks)."""
+        the configured default: it is trusted with the pool (and may change the config)."""
         if (
             self.user_limit is None
             or caller.uid == 0

@@ -497,9 +497,9 @@ class CredentialService:
         return [(uid, creds[cred]) for uid, cred in pins if cred in creds]
 
     def expire_pins(self, caller: Caller, uid: int) -> list[int]:
-        """Drop every pin of ``uid`` (``drccli unpin USER``), as if it released them: its own
-        credentials go to RELEASED, and those nothing else holds are freed. Admins only.
-        Returns the freed ids."""
+        """Drop every pin of ``uid`` (``drccli unpin USER``): credentials nothing else holds
+        are freed, and those left without an owner's reference go to RELEASED (no new access
+        or grant), as after a release. Admins only. Returns the freed ids."""
         if not self.policy.is_admin(caller):
             raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may expire pins")
         check_uint32("uid", uid)
@@ -508,7 +508,11 @@ class CredentialService:
             freed = self._settle(tx, dropped)
         ids = self._freed(freed)
         audit.info(
-            "expire-pins uid=%d credentials=%s freed=%s by uid=%d", uid, dropped, ids, caller.uid
+            "expire-pins uid=%d credentials=%s freed=%s by uid=%d",
+            uid,
+            sorted(dropped),
+            ids,
+            caller.uid,
         )
         return ids
 

@@ -361,7 +361,7 @@ class ServerExports:
 
     @method("u", "au")
     def expire_pins(self, peer: PeerCredentials, uid: int) -> list[int] | Awaitable[list[int]]:
-        """Drop every pin of ``uid``, as its release would; the credentials freed. Admins."""
+        """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.expire_pins(caller, uid), frees=True)
 

@@ -7,7 +7,7 @@ state change is all-or-nothing and a daemon killed mid-verb leaves the store con
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,7 +56,9 @@ class Transaction(SlotAllocator, Protocol):
     def set_state(self, credential: int, state: State) -> None: ...
     def bump_epoch(self, credential: int) -> None: ...
     def delete_credentials(self, ids: Iterable[int]) -> None: ...
-    def usage(self, uid: int, gid: int, job: int) -> Usage: ...
+    def usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> Usage:
+        """The counts limits of ``scopes`` need (:data:`drc.core.model.COUNTED_BY`); 0 for
+        the others."""
 
     # access control list
     def add_grant(self, credential: int, target: Target) -> bool:

@@ -164,7 +164,7 @@ class CredentialService:
             limits = [lim for lim in limits if lim.scope in scopes]
         if not limits:
             return
-        usage = tx.usage(caller.uid, caller.gid, caller.job)
+        usage = tx.usage(caller.uid, caller.gid, caller.job, {lim.scope for lim in limits})
         notes = {lim: CONFIGURED_NOTE for lim in limits if lim not in stored}
         try:
             check_limits(limits, usage, caller.uid, caller.gid, caller.job, notes)

@@ -186,10 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "unpin",
-        help="drop every pin of a user, as its release would (admins)",
-        description="Drop every pin of USER, as if USER released each credential: USER's "
-        "own credentials go to RELEASED, and those no job or process still holds are "
-        "freed; prints the freed ids. For a user whose pins hold the pool. Admins only.",
+        help="drop every pin of a user (admins)",
+        description="Drop every pin of USER, for a user whose pins hold the pool: "
+        "credentials nothing else holds are freed (their ids are printed), and those left "
+        "without an owner's job or pin go to RELEASED (no new access), as after a release. "
+        "Admins only.",
     )
     p.add_argument("user", metavar="USER", help="user name or uid")
 

@@ -50,6 +50,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "admin_groups": Key(list, [], "groups (names or gids) whose members are DRC admins"),
         "persistent_users": Key(list, [], "users (names or uids) allowed PERSISTENT credentials"),
         "persistent_groups": Key(list, [], "groups allowed PERSISTENT credentials"),
+        "user_limit": Key(
+            (int, str),
+            "10%",
+            "live credentials one user may own or pin while no user-default limit is set "
+            '(drccli limit --user-default): a number, a share of the pool such as "10%" '
+            '(rounded down, at least 1), or "none"; root is not bound by it',
+        ),
     },
     "pool": {
         "cookie_min": Key(int, 0x10000, "first cookie of the range reserved for DRC"),
@@ -195,6 +202,28 @@ class Config:
             _gid(g, self._where("server", "persistent_groups"))
             for g in self["server"]["persistent_groups"]
         )
+
+    def user_limit(self, capacity: int) -> int | None:
+        """The default per-user limit for a provider backing ``capacity`` credentials at
+        once (None: no default). A share keeps one user from emptying the pool for all."""
+        value, where = self["server"]["user_limit"], self._where("server", "user_limit")
+        if isinstance(value, int):
+            if value < 1:
+                raise ConfigError(f'{where}: must be >= 1, a share such as "10%", or "none"')
+            return value
+        text = value.strip().lower()
+        if text == "none":
+            return None
+        try:
+            share = float(text.removesuffix("%")) if text.endswith("%") else -1.0
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 100:
+            raise ConfigError(
+                f'{where}: must be a number, a share of the pool such as "10%", or "none"; '
+                f"got {value!r}"
+            )
+        return max(1, int(capacity * share / 100))
 
     def _where(self, section: str, key: str) -> str:
         return f"{self.path or '<defaults>'}: [{section}] {key}"

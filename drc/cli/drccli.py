@@ -1,4 +1,4 @@
-"""``drccli``: the DRC admin command line (acquire, release, grant, revoke, list, limit …).
+"""``drccli``: the DRC admin command line (acquire, release, grant, revoke, list, limit, pins …).
 
 It talks to DRCS (``org.drc.Server``) over the system bus — or the bus named by ``--bus`` or
 ``DBUS_SYSTEM_BUS_ADDRESS`` — as the invoking user; DRCS decides what that user may do.
@@ -166,6 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "pins",
+        help="list pins: credentials held with no job or process behind them (admins)",
+        description="List every pin: the uid holding it, the credential, its owner and "
+        "state. A pin is what 'drccli acquire' and other calls made straight on DRCS's bus "
+        "hold; it lasts until that uid releases the credential or an admin runs 'drccli "
+        "unpin', and it counts against the pinning user's limits. Admins only.",
+    )
+    p.add_argument("-u", "--uid", metavar="UID", help="only this user's pins (name or uid)")
+    p.add_argument("--json", action="store_true", help="print JSON: a list of objects")
+
+    p = sub.add_parser(
+        "unpin",
+        help="drop every pin of a user (admins)",
+        description="Drop every pin of USER, for a user whose pins hold the pool: "
+        "credentials nothing else holds are freed (their ids are printed), and those left "
+        "without an owner's job or pin go to RELEASED (no new access), as after a release. "
+        "Admins only.",
+    )
+    p.add_argument("user", metavar="USER", help="user name or uid")
+
+    p = sub.add_parser(
         "expire",
         help="tell DRCS that jobs ended (admins)",
         description="Drop every reference of the given jobs on every node, as "
@@ -257,8 +278,11 @@ def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
     if scope is None:
         if args.value is not None:
             raise UsageError("limit: give a scope (--global, -u UID …) before VALUE")
-        rows = [(s, i if LimitScope(s).takes_id else "-", v) for s, i, v in server.limits()]
+        limits = server.limits()
+        rows = [(s, i if LimitScope(s).takes_id else "-", v) for s, i, v in limits]
         print(table(("Scope", "Id", "Limit"), rows) if rows else "No limits set.")
+        if not any(s == LimitScope.USER_DEFAULT.value for s, _i, _v in limits):
+            print("No user-default set: drc.conf [server] user_limit applies (drccli status).")
         return 0
     if args.value is None:
         raise UsageError("limit: missing VALUE (a number, or 'none' to remove the limit)")
@@ -268,6 +292,22 @@ def _limit(server: ServerProxy, args: argparse.Namespace) -> int:
         server.set_limit(scope, id, int(args.value))
     else:
         raise UsageError(f"limit: VALUE must be a number or 'none', got {args.value!r}")
+    return 0
+
+
+def _pins(server: ServerProxy, args: argparse.Namespace) -> int:
+    uid = uid_of(args.uid) if args.uid is not None else None
+    pins = [p for p in server.pins() if uid is None or p[0] == uid]
+    if args.json:
+        keys = ("uid", "credential", "owner", "state")
+        print(json.dumps([dict(zip(keys, p, strict=True)) for p in pins], indent=2))
+        return 0
+    if not pins:
+        print("No pins.")
+        return 0
+    print(table(("Uid", "Credential", "Owner", "State"), pins))
+    users = sorted({p[0] for p in pins})
+    print(f"{len(pins)} pin(s) of {len(users)} user(s)")
     return 0
 
 
@@ -354,6 +394,15 @@ def main(argv: list[str] | None = None) -> int:
                 return _limit(server, args)
             elif args.command == "status":
                 return _status(server, args.json)
+            elif args.command == "pins":
+                return _pins(server, args)
+            elif args.command == "unpin":
+                uid = uid_of(args.user)
+                freed = server.expire_pins(uid)
+                print(
+                    f"dropped every pin of uid {uid}; freed credential(s): "
+                    f"{' '.join(map(str, freed)) or 'none'}"
+                )
             elif args.command == "expire":
                 freed = server.expire_jobs(args.jobs)
                 print(

@@ -221,9 +221,23 @@ class Limit:
         return f"{self.scope.value}{where}: {self.value}"
 
 
+#: Which count of :class:`Usage` a limit of each scope is checked against.
+COUNTED_BY: dict[LimitScope, str] = {
+    LimitScope.GLOBAL: "total",
+    LimitScope.USER_DEFAULT: "uid",
+    LimitScope.UID: "uid",
+    LimitScope.GROUP_DEFAULT: "gid",
+    LimitScope.GID: "gid",
+    LimitScope.JOB_DEFAULT: "job",
+    LimitScope.JOB: "job",
+}
+
+
 @dataclass(frozen=True)
 class Usage:
-    """Live credentials counted the ways the seven limits need."""
+    """Live credentials counted the ways the seven limits need. ``by_uid`` counts those the
+    uid owns and those its pins hold: a pin keeps a credential (a pool slot) alive with no
+    process or job behind it, so it counts against whoever holds it."""
 
     total: int
     by_uid: int

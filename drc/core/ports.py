@@ -7,7 +7,7 @@ state change is all-or-nothing and a daemon killed mid-verb leaves the store con
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,7 +56,9 @@ class Transaction(SlotAllocator, Protocol):
     def set_state(self, credential: int, state: State) -> None: ...
     def bump_epoch(self, credential: int) -> None: ...
     def delete_credentials(self, ids: Iterable[int]) -> None: ...
-    def usage(self, uid: int, gid: int, job: int) -> Usage: ...
+    def usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> Usage:
+        """The counts limits of ``scopes`` need (:data:`drc.core.model.COUNTED_BY`); 0 for
+        the others."""
 
     # access control list
     def add_grant(self, credential: int, target: Target) -> bool:
@@ -92,6 +94,12 @@ class Transaction(SlotAllocator, Protocol):
         """Drop references of these (pid, start time) holders on ``node``."""
 
     def outstanding_jobs(self) -> set[int]: ...
+    def pins(self) -> list[tuple[int, int]]:
+        """(pinning uid, credential) of every pin, by uid then credential."""
+
+    def drop_pins(self, uid: int) -> set[int]:
+        """Drop every pin of ``uid``; the credentials they were on."""
+
     def job_credential(self, job: int) -> int:
         """The lowest credential id a JOB reference of ``job`` (any node) holds; 0 if none."""
 
@@ -142,6 +150,10 @@ class Provider(Protocol):
     """Server half of a provider: where a credential's network resources come from."""
 
     name: str
+
+    @property
+    def capacity(self) -> int:
+        """Credentials it can back at once (the default per-user limit is a share of it)."""
 
     def allocate(self, credential: int, slots: SlotAllocator) -> Resources:
         """Raise DrcError(ENOSPC) when exhausted, CRED_EXTERNAL_FAILURE when a tool failed."""

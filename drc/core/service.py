@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from drc.core.cleanup import ExternalCleanup, leftover_of
 from drc.core.errors import Code, DrcError, einval, eperm, not_found
-from drc.core.limits import check_limits
+from drc.core.limits import LimitHits, check_limits
 from drc.core.model import (
     ACQUIRE_FLAGS,
     AccessInfo,
@@ -37,6 +37,15 @@ from drc.core.tokens import issue_token
 
 audit = logging.getLogger("drc.audit")
 
+#: The limits a pin counts against: its user's (a pin adds no credential, group or job).
+USER_SCOPES = frozenset({LimitScope.USER_DEFAULT, LimitScope.UID})
+
+#: Said with a refusal by the drc.conf default per-user limit, which ``drccli limit`` lists not.
+CONFIGURED_NOTE = (
+    "the default of drc.conf [server] user_limit (an admin may store another: "
+    "drccli limit --user-default N)"
+)
+
 #: A change node daemons must hear about at once: ("revoked", credential, new epoch) or
 #: ("freed", credential, 0). Tokens and node caches for the credential stop being honoured.
 ChangeListener = Callable[[str, int, int], None]
@@ -56,6 +65,7 @@ class CredentialService:
         self.clock = clock
         self.listeners: list[ChangeListener] = []
         self.cleanup = ExternalCleanup(store, provider, lambda: self.clock())
+        self.limit_hits = LimitHits(lambda: self.clock())
         bind = getattr(provider, "bind_store", None)
         if bind is not None:  # providers that read the store outside a verb (slingshot)
             bind(store)
@@ -107,10 +117,7 @@ class CredentialService:
         cred_id = 0
         try:
             with self.store.transaction() as tx:
-                limits = tx.limits()
-                if limits:
-                    usage = tx.usage(caller.uid, caller.gid, caller.job)
-                    check_limits(limits, usage, caller.uid, caller.gid, caller.job)
+                self._check_limits(tx, caller)
                 cred_id = tx.next_credential_id()
                 resources = allocated = self.provider.allocate(cred_id, tx)
                 credential = Credential(
@@ -145,6 +152,25 @@ class CredentialService:
             resources.cookie1,
         )
         return credential
+
+    def _check_limits(
+        self, tx: Transaction, caller: Caller, scopes: frozenset[LimitScope] | None = None
+    ) -> None:
+        """Refuse (ENOSPC, audited) if one more credential counted for the caller breaks a
+        limit: every limit for an acquire, those of ``scopes`` for a new pin."""
+        stored = tx.limits()
+        limits = self.policy.limits_for(caller, stored)
+        if scopes is not None:
+            limits = [lim for lim in limits if lim.scope in scopes]
+        if not limits:
+            return
+        usage = tx.usage(caller.uid, caller.gid, caller.job, {lim.scope for lim in limits})
+        notes = {lim: CONFIGURED_NOTE for lim in limits if lim not in stored}
+        try:
+            check_limits(limits, usage, caller.uid, caller.gid, caller.job, notes)
+        except DrcError as refused:
+            self.limit_hits.record(caller, refused)
+            raise
 
     def grant(self, caller: Caller, credential: int, target: Target) -> None:
         check_uint32("credential", credential)
@@ -202,6 +228,9 @@ class CredentialService:
             if not tx.has_reference(credential, holder):
                 self._check_access(cred, caller)
                 self._check_node_binding(tx, cred, holder)
+                if holder.kind is HolderKind.PIN and cred.uid != caller.uid:
+                    # a pin keeps another's credential alive for the pinning user: its count
+                    self._check_limits(tx, caller, USER_SCOPES)
                 tx.add_reference(credential, holder, owner=self._owned_by_holder(cred, holder))
                 audit.info(
                     "access credential=%d uid=%d job=%d holder=%s",
@@ -457,6 +486,36 @@ class CredentialService:
                 tx.set_limit(Limit(scope, id, check_uint32("limit value", value)))
         audit.info("limit scope=%s id=%d value=%s by uid=%d", scope, id, value, caller.uid)
 
+    def pins(self, caller: Caller) -> list[tuple[int, Credential]]:
+        """(pinning uid, credential) of every pin: what keeps a credential alive with no
+        process or job behind it (``drccli pins``). Admins only."""
+        if not self.policy.is_admin(caller):
+            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may list pins")
+        with self.store.snapshot() as tx:
+            pins = tx.pins()
+            creds = {c.id: c for c in tx.list_credentials(sorted({c for _, c in pins}))}
+        return [(uid, creds[cred]) for uid, cred in pins if cred in creds]
+
+    def expire_pins(self, caller: Caller, uid: int) -> list[int]:
+        """Drop every pin of ``uid`` (``drccli unpin USER``): credentials nothing else holds
+        are freed, and those left without an owner's reference go to RELEASED (no new access
+        or grant), as after a release. Admins only. Returns the freed ids."""
+        if not self.policy.is_admin(caller):
+            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may expire pins")
+        check_uint32("uid", uid)
+        with self.store.transaction() as tx:
+            dropped = tx.drop_pins(uid)
+            freed = self._settle(tx, dropped)
+        ids = self._freed(freed)
+        audit.info(
+            "expire-pins uid=%d credentials=%s freed=%s by uid=%d",
+            uid,
+            sorted(dropped),
+            ids,
+            caller.uid,
+        )
+        return ids
+
     def describe(self) -> dict[str, object]:
         with self.store.snapshot() as tx:
             creds = tx.list_credentials()
@@ -469,9 +528,17 @@ class CredentialService:
             "provider": pool,
             "credentials": len(creds),
             "references": sum(c.refs for c in creds),
-            "limits": [str(lim) for lim in self.limits()],
+            "limits": [str(lim) for lim in self.limits()] + self._configured_limits(),
             "pending_cleanups": [self.cleanup.describe(p) for p in pending],
         }
+
+    def _configured_limits(self) -> list[str]:
+        """The drc.conf default per-user limit, where it is in force, for ``drccli status``."""
+        if self.policy.user_limit is None or any(
+            lim.scope is LimitScope.USER_DEFAULT for lim in self.limits()
+        ):
+            return []
+        return [f"user-default: {self.policy.user_limit} (drc.conf user_limit; not root)"]
 
     # -- rules ---------------------------------------------------------------------------
 

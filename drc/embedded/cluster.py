@@ -242,6 +242,8 @@ def write_config(
         f"bus_address = {q(bus_address)}\n"
         f"database = {q(database)}\n"
         'provider = "pool"\n'
+        "# a fair share: no user (root aside) owns or pins more than this of the pool\n"
+        'user_limit = "10%"\n'
         f"{admin}\n"
         "[pool]\n"
         "cookie_min = 0x10000\n"

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,17 @@ MAX_FRAME = 1 << 20
 HEADER = struct.Struct(">I")
 _MAX_ID = (1 << 63) - 1
 MAX_RID = 64
+#: Deepest nesting of arrays and objects a message may have (ours nest 4 deep at most).
+MAX_DEPTH = 32
+#: Longest integer literal a message may carry. A uint64 has 20 digits: a longer number is
+#: still parsed, so that it gets its EINVAL (out of range) answer; a literal past this is no
+#: message of ours, and ``int()`` of thousands of digits costs quadratic time.
+MAX_INT_CHARS = 64
+#: A JSON string, or an unterminated one up to the end (possessive, so never rescanned: a
+#: payload of unterminated strings would otherwise cost quadratic time).
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 
 
 def valid_rid(value: object) -> bool:
@@ -138,10 +150,37 @@ def dumps(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
 
 
+def _bounded_int(text: str) -> int:
+    """json's ``parse_int``: a peer's 5,000-digit literal is refused before ``int()`` sees it."""
+    if len(text) > MAX_INT_CHARS:
+        raise FrameError(f"payload has an integer of {len(text)} characters (> {MAX_INT_CHARS})")
+    return int(text)
+
+
+def _check_depth(payload: bytes) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` before parsing (json would recurse into it).
+
+    Only payloads with more brackets than the bound are looked at: their brackets outside
+    strings, from which each pass removes the innermost empty pairs; whatever is left after
+    :data:`MAX_DEPTH` passes nests deeper (or does not pair up: not JSON either way). Every
+    step is a C-speed pass over the bytes.
+    """
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return
+    brackets = _STRING.sub(b"", payload).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    if brackets:
+        raise FrameError(f"payload nests arrays/objects deeper than {MAX_DEPTH}, or is not JSON")
+
+
 def _loads(payload: bytes) -> dict[str, Any]:
+    _check_depth(payload)
     try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        message = json.loads(payload, parse_int=_bounded_int)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise FrameError(f"payload is not JSON: {err}") from None
     if not isinstance(message, dict):
         raise FrameError("payload is not a JSON object")

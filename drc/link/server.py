@@ -5,6 +5,15 @@ credential the server accepts: a captured frame sent again is refused before the
 Each response is encoded by the server (it carries the DRCS uid) and restricted to the
 requester's uid, so only that uid can read it. On a unix socket the kernel's SO_PEERCRED
 names the peer and payloads travel without MUNGE (embedded default).
+
+Before a connection's first frame from a node daemon's uid it is *unauthenticated*, and
+anyone who can reach the port can open one. So such connections are bounded (see
+:class:`_Doorway`): each must authenticate within ``auth_timeout`` seconds; there are at most
+``max_unauthenticated`` of them and ``max_unauthenticated_per_host`` from one address (over
+either, a new one pushes out the oldest); and the bytes they buffer are capped in total and per
+address (over either, the oldest that buffer go first). A frame's sender is checked before its
+payload is parsed: a payload from any other uid is never parsed, it is answered EPERM (when
+its id can be read from a fixed prefix) and the connection closed.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ import contextvars
 import inspect
 import logging
 import os
+import re
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -65,6 +76,19 @@ Observer = Callable[[str, float, BaseException | None], None]
 #: The context the link's own future callbacks run in: one, not a copy per callback.
 _CALLBACK_CONTEXT = contextvars.Context()
 
+#: Seconds a connection may take to send its first frame from a node daemon's uid.
+AUTH_TIMEOUT = 5.0
+#: Unauthenticated connections at once, in all and from one address. A node daemon is
+#: unauthenticated only between its connect and its first frame (milliseconds); a DRCS
+#: holds ~one descriptor per connection and 10,000 nodes' worth of room.
+MAX_UNAUTHENTICATED = 4096
+MAX_UNAUTHENTICATED_PER_HOST = 512
+#: Bytes unauthenticated connections may buffer (partial frames), in all and per address.
+MAX_UNAUTHENTICATED_BYTES = 64 << 20
+MAX_UNAUTHENTICATED_BYTES_PER_HOST = 8 << 20
+#: The id of a request as our clients write it, read without parsing the payload.
+_REQUEST_ID_PREFIX = re.compile(rb'\{"id":(\d{1,18})[,}]')
+
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` too) of a DRC link address; ValueError naming ``what``."""
@@ -107,6 +131,11 @@ class LinkServer:
         max_frame: int = MAX_FRAME,
         max_in_flight: int = 64,
         body_timeout: float = 30.0,
+        auth_timeout: float = AUTH_TIMEOUT,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        max_unauthenticated_per_host: int = MAX_UNAUTHENTICATED_PER_HOST,
+        max_unauthenticated_bytes: int = MAX_UNAUTHENTICATED_BYTES,
+        max_unauthenticated_bytes_per_host: int = MAX_UNAUTHENTICATED_BYTES_PER_HOST,
         observer: Observer | None = None,
     ) -> None:
         if host is None and unix_path is None:
@@ -125,6 +154,13 @@ class LinkServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.doorway = _Doorway(
+            auth_timeout,
+            max_unauthenticated,
+            max_unauthenticated_per_host,
+            max_unauthenticated_bytes,
+            max_unauthenticated_bytes_per_host,
+        )
 
     @property
     def connections(self) -> int:
@@ -161,6 +197,7 @@ class LinkServer:
         """Stop listening, drop connections, let running handlers finish for ``grace`` s."""
         for server in self._servers:
             server.close()
+        self.doorway.close()
         for connection in list(self._connections):
             connection.transport.close()
         if self._tasks:
@@ -203,6 +240,134 @@ class LinkServer:
         return self.munge.encode(payload, uid_restriction=peer.uid)
 
 
+class _Doorway:
+    """The connections that have not authenticated yet, and their bounds (module doc).
+
+    No timer per connection: they wait in arrival order, which is deadline order, and one
+    timer (running only while some wait) closes those whose deadline passed. What it closed
+    or turned away is logged as one line per sweep, so a flood cannot flood the journal.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        max_connections: int,
+        max_per_host: int,
+        max_bytes: int,
+        max_bytes_per_host: int,
+    ) -> None:
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.max_per_host = max_per_host
+        self.max_bytes = max_bytes
+        self.max_bytes_per_host = max_bytes_per_host
+        self.waiting: dict[_Connection, float] = {}  # -> deadline; insertion = deadline order
+        self.hosts: Counter[str] = Counter()
+        self.bytes = 0
+        self.host_bytes: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # why connections were closed, since the last line
+        self._timer: asyncio.TimerHandle | None = None
+
+    def admit(self, conn: _Connection) -> None:
+        """A new connection waits to authenticate. Over a cap, the oldest waiting one (of its
+        address, for the per-address cap) goes: a node daemon that just connected is never
+        the one turned away, and its first frame follows within milliseconds."""
+        if self.hosts[conn.host] >= self.max_per_host:
+            self._drop(self._oldest(conn.host), "pushed out by newer ones from their address")
+        if len(self.waiting) >= self.max_connections:
+            self._drop(next(iter(self.waiting)), "pushed out by newer ones")
+        loop = asyncio.get_running_loop()
+        self.waiting[conn] = loop.time() + self.timeout
+        self.hosts[conn.host] += 1
+        if self._timer is None:
+            self._timer = loop.call_later(self.timeout, self._sweep)
+
+    def buffer(self, conn: _Connection, size: int) -> bool:
+        """``conn`` buffers ``size`` bytes now. Over a byte cap, the oldest waiting connections
+        with bytes buffered go first (of the address, for its cap); False if ``conn`` must."""
+        host = conn.host
+        grow = size - conn.counted
+        while grow > 0:
+            over_host = self.host_bytes[host] + grow > self.max_bytes_per_host
+            if not over_host and self.bytes + grow <= self.max_bytes:
+                break
+            victim = next(
+                (
+                    c
+                    for c in self.waiting
+                    if c is not conn and c.counted and (c.host == host or not over_host)
+                ),
+                None,
+            )
+            self._drop(victim or conn, "over the byte cap")
+            if victim is None:
+                return False
+        self.bytes += grow
+        self.host_bytes[host] += grow
+        conn.counted = size
+        return True
+
+    def _oldest(self, host: str) -> _Connection:
+        return next(c for c in self.waiting if c.host == host)
+
+    def leave(self, conn: _Connection) -> None:
+        """``conn`` authenticated or went."""
+        if self.waiting.pop(conn, None) is None:
+            return
+        conn.counted, counted = 0, conn.counted
+        self.bytes -= counted
+        self.host_bytes[conn.host] -= counted
+        if self.host_bytes[conn.host] <= 0:
+            del self.host_bytes[conn.host]
+        self.hosts[conn.host] -= 1
+        if self.hosts[conn.host] <= 0:
+            del self.hosts[conn.host]
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._report()
+
+    def count(self, why: str) -> None:
+        """A connection is closed for ``why``: the sweep's next line says how many were."""
+        self.dropped[why] += 1
+        if self._timer is None:  # within a second, even if none waits
+            self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def _drop(self, conn: _Connection, why: str) -> None:
+        self.count(why)
+        self.leave(conn)
+        conn.transport.close()
+
+    def _report(self) -> None:
+        """One line: how many were closed for each reason (the 10 commonest)."""
+        if self.dropped:
+            top = self.dropped.most_common(10)
+            reasons = [f"{n} {why}" for why, n in top]
+            others = sum(self.dropped.values()) - sum(n for _why, n in top)
+            if others:
+                reasons.append(f"{others} for other reasons")
+            log.warning("DRC link: closed unauthenticated connections: %s", ", ".join(reasons))
+            self.dropped.clear()
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self.waiting:
+            conn, deadline = next(iter(self.waiting.items()))
+            if deadline > now:
+                break
+            self.dropped[f"not authenticated within {self.timeout} s"] += 1
+            self.leave(conn)
+            conn.transport.close()
+        self._report()
+        if self.waiting:
+            first = next(iter(self.waiting.values()))
+            self._timer = loop.call_later(max(first - now, 0.0) + 0.05, self._sweep)
+
+
 class _Connection(asyncio.Protocol):
     """One peer's connection: frames in, requests dispatched, responses out.
 
@@ -213,6 +378,8 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "address",
         "buffer",
+        "counted",
+        "host",
         "in_flight",
         "last_peer",
         "peer",
@@ -232,6 +399,8 @@ class _Connection(asyncio.Protocol):
         self.peer: LinkPeer | None = None  # unix sockets: the kernel's word, once
         self.last_peer: LinkPeer | None = None  # MUNGE: the last frame's sender, reused
         self.address = ""
+        self.host = ""  # the peer's address without the port: what per-address caps count
+        self.counted = 0  # bytes of ``buffer`` the doorway counts (while unauthenticated)
         self.buffer = bytearray()
         self.in_flight = 0
         self.waiting: set[asyncio.Future[Any]] = set()  # futures to cancel if the peer goes
@@ -243,17 +412,25 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
         if self.unix:
             pid, uid, gid = peer_credentials(transport.get_extra_info("socket"))
             self.peer = LinkPeer(uid, gid, "unix", f"unix pid {pid}")
             self.address = self.peer.address
+            self.host = "unix"
+            trusted = uid in server.allowed_uids
         else:
             host, port = transport.get_extra_info("peername")[:2]
             self.address = f"{host}:{port}"
-        self.server._connections.add(self)
+            self.host = host
+            trusted = False
+        if not trusted:
+            server.doorway.admit(self)
+        server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        self.server.doorway.leave(self)
         if self.stall is not None:
             self.stall.cancel()
             self.stall = None
@@ -263,6 +440,15 @@ class _Connection(asyncio.Protocol):
         self.waiting.clear()
 
     def data_received(self, data: bytes) -> None:
+        doorway = self.server.doorway
+        if self in doorway.waiting:
+            if not doorway.buffer(self, len(self.buffer) + len(data)):
+                return
+            self.buffer += data
+            self._take_frames()
+            if self in doorway.waiting:
+                doorway.buffer(self, len(self.buffer))
+            return
         self.buffer += data
         self._take_frames()
 
@@ -288,8 +474,7 @@ class _Connection(asyncio.Protocol):
             try:
                 body = split_frame(self.buffer, server.max_frame)
             except FrameError as err:
-                log.warning("DRC link %s: %s; closing", self.address, err)
-                self.transport.close()
+                self._close(f"a bad frame ({err})", str(err))
                 return
             if body is None:
                 partial = bool(self.buffer)
@@ -330,18 +515,26 @@ class _Connection(asyncio.Protocol):
         server = self.server
         if self.peer is not None:
             peer, payload = self.peer, body
+            if peer.uid not in server.allowed_uids:
+                self._refuse(peer, payload)
+                return
         else:
             assert server.munge is not None
             try:
                 decoded = server.munge.decode(body)
             except MungeError as err:
                 # replayed, altered, expired, or meant for someone else: never run it
-                log.warning("DRC link %s: frame refused: %s; closing", self.address, err)
-                self.transport.close()
+                self._close(f"a frame refused by MUNGE ({err})", f"frame refused: {err}")
                 return
             peer = self.last_peer
             if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
+                if decoded.uid not in server.allowed_uids:
+                    # before its payload is parsed: only node daemons' payloads ever are
+                    who = LinkPeer(decoded.uid, decoded.gid, "munge", self.address)
+                    self._refuse(who, decoded.payload)
+                    return
                 peer = self.last_peer = LinkPeer(decoded.uid, decoded.gid, "munge", self.address)
+                server.doorway.leave(self)
             payload = decoded.payload
         try:
             request = Request.from_payload(payload)
@@ -359,17 +552,30 @@ class _Connection(asyncio.Protocol):
             log.warning("DRC link %s uid %d: %s; closing", self.address, peer.uid, err)
             self.transport.close()
             return
-        if peer.uid not in server.allowed_uids:
-            log.warning(
-                "DRC link %s: uid %d is not a node daemon (%s refused)",
-                self.address,
-                peer.uid,
-                request.method,
-            )
-            text = f"DRC link: uid {peer.uid} is not a node daemon"
-            self._send(peer, Response(request.id, error=Code.EPERM.dbus_name, message=text))
-            return
         self._dispatch(peer, request)
+
+    def _refuse(self, peer: LinkPeer, payload: bytes) -> None:
+        """A frame from a uid that is not a node daemon's: its payload is never parsed. EPERM
+        to the id a fixed prefix gives (our clients write the id first), then close."""
+        found = _REQUEST_ID_PREFIX.match(payload)
+        if found:
+            text = f"DRC link: uid {peer.uid} is not a node daemon"
+            self._send(
+                peer, Response(int(found.group(1)), error=Code.EPERM.dbus_name, message=text)
+            )
+        what = f"uid {peer.uid} is not a node daemon"
+        self._close(f"a frame from uid {peer.uid}, not a node daemon's", what)
+
+    def _close(self, why: str, detail: str) -> None:
+        """Close for a fault of the peer's. Before authentication anyone can cause one, so it
+        is counted in the doorway's next summary line; after, it is a node daemon's fault,
+        worth a line of its own."""
+        doorway = self.server.doorway
+        if self in doorway.waiting:
+            doorway.count(why)
+        else:
+            log.warning("DRC link %s: %s; closing", self.address, detail)
+        self.transport.close()
 
     def _dispatch(self, peer: LinkPeer, request: Request) -> None:
         """Run the handler; answer now, or when its future or task is done."""

@@ -164,6 +164,10 @@ class AlpsProvider:
 
     # -- the provider interface ------------------------------------------------------------
 
+    @property
+    def capacity(self) -> int:
+        return self.max_pdomains
+
     def allocate(self, credential: int, slots: SlotAllocator) -> Resources:
         """Claim a slot, create the pdomain, read its cookies back. Inside the transaction."""
         slot = slots.claim_slot(POOL, self.max_pdomains)

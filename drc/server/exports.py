@@ -353,6 +353,19 @@ class ServerExports:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call, got {len(jobs)}")
         return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
 
+    @method("", "a(uuus)")
+    def pins(self, peer: PeerCredentials) -> list[tuple[int, int, int, str]]:
+        """(pinning uid, credential, owner uid, state) of every pin: credentials held with no
+        process or job behind them, which count against the pinning user's limits. Admins."""
+        pins = self.service.pins(direct_caller(peer))
+        return [(uid, c.id, c.uid, c.state.value) for uid, c in pins]
+
+    @method("u", "au")
+    def expire_pins(self, peer: PeerCredentials, uid: int) -> list[int] | Awaitable[list[int]]:
+        """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
+        caller = direct_caller(peer)
+        return self._grouped(lambda: self.service.expire_pins(caller, uid), frees=True)
+
     @method("", "au")
     def outstanding_jobs(self, peer: PeerCredentials) -> list[int]:
         self._admin(peer, "listing outstanding jobs")

@@ -48,6 +48,7 @@ def build_service(cfg: drc_config.Config) -> CredentialService:
         admin_gids=cfg.admin_gids(),
         persistent_uids=cfg.persistent_uids(),
         persistent_gids=cfg.persistent_gids(),
+        user_limit=cfg.user_limit(provider.capacity),
     )
     return CredentialService(PeeweeStore.from_url(server["database"]), provider, policy)
 

@@ -61,6 +61,13 @@ class ServerProxy:
     def expire_jobs(self, jobs: list[int]) -> list[int]:
         return self.remote.expire_jobs(jobs)
 
+    def pins(self) -> list[tuple[int, int, int, str]]:
+        """(pinning uid, credential, owner uid, state) of every pin (admins)."""
+        return [tuple(x) for x in self.remote.pins()]
+
+    def expire_pins(self, uid: int) -> list[int]:
+        return self.remote.expire_pins(uid)
+
     def outstanding_jobs(self) -> list[int]:
         return self.remote.outstanding_jobs()
 

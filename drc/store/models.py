@@ -113,6 +113,8 @@ def create_models(db: Database | None) -> Models:
                 # The non-FLEX tenant check of an access: the credential's references on
                 # one node, not all of them; covering, so the planner picks it (0006).
                 (("credential", "node", "kind", "job", "pid"), False),
+                # A user's pins, which count against its limits (0007).
+                (("uid", "kind", "credential"), False),
             )
 
     class LimitRow(BaseModel):

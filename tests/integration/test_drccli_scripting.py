@@ -46,7 +46,7 @@ def test_status_json_is_one_object_with_the_facts(cluster: Cluster, users):
     assert pool["name"] == "pool" and pool["allocated"] == 1
     assert pool["allocated"] + pool["free"] == pool["capacity"]
     assert status["nodes_known"] == 1 and isinstance(status["nodes_connected"], int)
-    assert status["limits"] == []
+    assert status["limits"] == ["user-default: 102 (drc.conf user_limit; not root)"]
     # admins only, as the text form
     denied = cluster.drccli("alice", "status", "--json")
     assert denied.returncode == 1 and "DRC_EPERM" in denied.stderr and denied.stdout == ""

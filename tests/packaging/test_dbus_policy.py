@@ -41,6 +41,8 @@ SERVER_ADMIN = {
     "ClearLimit",
     "ExpireJobs",
     "OutstandingJobs",
+    "Pins",
+    "ExpirePins",
     "NodeRebooted",
     "Status",
     "Servers",

@@ -21,6 +21,7 @@ from multinode import MultiNode
 
 from drc.core.errors import Code, DrcError
 from drc.embedded.polling import wait_for
+from drc.nodeverbs import WATCH_HEARTBEAT, WATCH_MARGIN
 from drc.server.proxy import ServerProxy
 
 from cluster import Cluster
@@ -154,3 +155,26 @@ def test_stopped_postgresql_backends_stall_no_drcs_and_nothing_commits_late(
     assert credentials(server) == before  # the stuck acquire rolled back
     made = server.acquire()
     assert credentials(server) == before | {made}
+
+
+def test_an_idle_node_leaves_a_silent_drcs_within_the_heartbeat(two_nodes: MultiNode):
+    """DRCS 1 hangs (SIGSTOP: its sockets stay open, nothing answers) while node 1, which
+    follows it, makes no call at all: the change feed's heartbeat stops, and node 1 follows
+    DRCS 2 within WATCH_HEARTBEAT + WATCH_MARGIN (+ a tick), not after a 35 s long poll."""
+    c = two_nodes
+    one, two = c.emb.servers
+    bound = WATCH_HEARTBEAT + WATCH_MARGIN + 1.5
+
+    def follows() -> dict[str, str]:
+        status = c.server(2).status()
+        return {entry["node"]: entry["server"] for entry in status["nodes_following"]}
+
+    assert follows()["node1"] == one
+    c.kill_server(1, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: follows()["node1"] == two, bound + 5, what="node1 to follow DRCS 2")
+        took = time.monotonic() - started
+    finally:
+        c.kill_server(1, signal.SIGCONT)
+    assert took < bound, f"node1 noticed its silent DRCS after {took:.1f} s"

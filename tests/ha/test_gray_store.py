@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from multinode import MultiNode
 
 from drc.core.errors import Code, DrcError
@@ -24,7 +25,7 @@ from drc.embedded.polling import wait_for
 from drc.nodeverbs import WATCH_HEARTBEAT, WATCH_MARGIN
 from drc.server.proxy import ServerProxy
 
-from cluster import Cluster
+from cluster import Cluster, start_cluster, stop_cluster
 
 STORE_TIMEOUT = 2.0  # [server] store_timeout's default
 
@@ -56,8 +57,28 @@ def credentials(server: ServerProxy) -> set[int]:
     return {c["credential"] for c in server.list()}
 
 
-def test_a_sqlite_store_locked_by_another_process_refuses_then_recovers(cluster: Cluster):
+@pytest.fixture
+def metered(runtime: Any, users: Any) -> Iterator[Cluster]:
+    """The embedded cluster (SQLite store) with DRCS's metrics on."""
+    c = start_cluster(runtime, metrics=True)
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+def store_up(cluster: Cluster) -> tuple[float, float]:
+    samples = cluster.scrape("drcs")
+    return (
+        samples["drcs_store_up"][()],
+        samples["drcs_store_unanswered_seconds"][()],
+    )
+
+
+def test_a_sqlite_store_locked_by_another_process_refuses_then_recovers(metered: Cluster):
+    cluster = metered
     server = cluster.server()
+    assert store_up(cluster) == (1.0, 0.0)
     before = credentials(server)
     path = store_of(server)["database"]
     other = sqlite3.connect(path, isolation_level=None)
@@ -68,14 +89,19 @@ def test_a_sqlite_store_locked_by_another_process_refuses_then_recovers(cluster:
         assert took < STORE_TIMEOUT, f"acquire took {took:.2f} s"
         store = store_of(server)
         assert store["answering"] is False and store["since"] > 0, store
+        up, unanswered = store_up(cluster)
+        assert up == 0.0 and unanswered > 0
         took, result = timed(server.acquire)
         refused(result, "locked")
         assert took < STORE_TIMEOUT
+        out = cluster.drccli(None, "status", timeout=10).stdout
+        assert "NOT ANSWERING since" in out and "locked" in out, out
     finally:
         other.execute("ROLLBACK")
         other.close()
     made = server.acquire()  # no restart: the next change goes through
     assert store_of(server)["answering"] is True
+    assert store_up(cluster) == (1.0, 0.0)
     assert credentials(server) == before | {made}  # the refused ones left nothing
     out = cluster.drccli(None, "status", check=True).stdout
     assert "Store:" in out and "NOT ANSWERING" not in out, out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import logging
 import resource
 import socket
@@ -116,10 +115,9 @@ async def serve(cfg: drc_config.Config) -> None:
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     # One group commit for D-Bus and DRC link verbs (handed to link_server below), on one
     # store thread: the event loop never waits for the database (see drc.server.group).
-    store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="drcs-store")
     exports.group = GroupCommit(
         service.store,
-        worker=store_thread,
+        threaded=True,
         health=StoreHealth(service.store.label),
         timeout=float(cfg["server"]["store_timeout"]),
     )
@@ -213,7 +211,7 @@ async def serve(cfg: drc_config.Config) -> None:
     await exporter.stop()
     if metrics:
         await metrics.stop()
-    store_thread.shutdown(wait=False, cancel_futures=True)
+    exports.group.close()
 
 
 def server_prober(

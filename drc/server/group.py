@@ -103,7 +103,7 @@ class GroupCommit:
         if threaded:
             self._jobs = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self.health = health or StoreHealth("the store")
+        self.health = health or StoreHealth(getattr(store, "label", "the store"))
         self.timeout = timeout
         self._pending: list[Pending] = []
         self._company = False  # whether the last batch held more than one call

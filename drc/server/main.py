@@ -135,7 +135,9 @@ async def serve(cfg: drc_config.Config) -> None:
     if sqlite_lock is None and database.split(":", 1)[0] in ("postgres", "postgresql"):
         # Several DRCS may share this store: follow every server's commits, ours included.
         service.listeners.remove(exports.changes.record)
-        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL)
+        bounds = store_timeouts(cfg).postgresql()
+        bounds.pop("options")  # statement timeouts mean nothing to a connection that listens
+        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL, params=bounds)
         feed_task = asyncio.create_task(feed.run())
         try:
             async with asyncio.timeout(10):

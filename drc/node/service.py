@@ -55,8 +55,10 @@ class NodeService:
         token_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
         slingshot: CxiServices | None = None,
+        heartbeat: float = WATCH_HEARTBEAT,
     ) -> None:
         self.node, self.boot_id = node, boot_id
+        self.heartbeat = heartbeat  # seconds DRCS answers the change feed within
         self.upstream, self.watch_upstream = upstream, watch_upstream
         # DRCS's node verbs, by the names and signatures they are declared with.
         self.drcs: Any = Stub(
@@ -349,7 +351,7 @@ class NodeService:
         while not self._stopping:
             try:
                 gen, complete, new_seq, changes = await self.feed.node_watch(
-                    generation, seq, WATCH_HEARTBEAT
+                    generation, seq, round(self.heartbeat)
                 )
                 if gen != generation or not complete:
                     await self._resync()

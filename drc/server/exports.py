@@ -23,7 +23,7 @@ from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials, method
 from drc.identity import process_gid
-from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
+from drc.nodeverbs import WATCH_TIMEOUT_MAX, NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, Answer, ChangeLog
 from drc.server.group import GroupCommit
@@ -222,10 +222,10 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
     ) -> asyncio.Future[Answer]:
         """Long poll: revocations and frees after ``since`` (all of them when generation
         differs or the log aged out: then ``complete`` is False and the DRCC resyncs).
-        A future, parked in the change log until a change or the timeout answers it; the
-        timeout is at most the heartbeat, so the node knows this DRCS is alive."""
+        A future, parked in the change log until a change or the timeout answers it (the
+        node's heartbeat: it hears that this DRCS is alive, see drc.nodeverbs)."""
         self._node(peer)
-        return self.changes.poll(generation, since, min(timeout, WATCH_HEARTBEAT))
+        return self.changes.poll(generation, since, min(timeout, WATCH_TIMEOUT_MAX))
 
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""

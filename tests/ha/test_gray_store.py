@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from multinode import MultiNode
 
+from drc import config
 from drc.core.errors import Code, DrcError
 from drc.embedded.polling import wait_for
 from drc.nodeverbs import WATCH_HEARTBEAT, WATCH_MARGIN
@@ -195,6 +196,7 @@ def test_an_idle_node_leaves_a_silent_drcs_within_the_heartbeat(two_nodes: Multi
     DRCS 2 within WATCH_HEARTBEAT + WATCH_MARGIN (+ a tick), not after a 35 s long poll."""
     c = two_nodes
     one, two = c.emb.servers
+    assert config.defaults()["link"]["heartbeat"] == WATCH_HEARTBEAT  # what the nodes use
     bound = WATCH_HEARTBEAT + WATCH_MARGIN + 1.5
 
     def follows() -> dict[str, str]:

@@ -465,8 +465,12 @@ class PeeweeStore:
                 yield self._tx()
 
     def describe(self) -> dict[str, object]:
-        backend = "postgresql" if isinstance(self.db, PostgresqlDatabase) else "sqlite"
-        return {"backend": backend, "database": self.db.database, "schema": self.schema_version()}
+        postgres = isinstance(self.db, PostgresqlDatabase)
+        return {
+            "backend": "postgresql" if postgres else "sqlite",
+            "database": self.label if postgres else self.db.database,  # never a password
+            "schema": self.schema_version(),
+        }
 
     def close(self) -> None:
         self.db.close()

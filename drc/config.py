@@ -52,7 +52,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "db_statement_timeout": Key(
             (int, float),
             1.5,
-            "seconds one PostgreSQL statement may run, a COMMIT included (statement_timeout)",
+            "seconds one PostgreSQL statement may run (statement_timeout; a COMMIT waiting "
+            "for a synchronous standby is bounded by store_timeout only)",
         ),
         "db_lock_timeout": Key(
             (int, float), 1, "seconds a PostgreSQL statement may wait for a lock (lock_timeout)"

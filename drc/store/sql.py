@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +36,7 @@ from peewee import (
     _savepoint,
     fn,
 )
-from playhouse.db_url import connect as connect_url
+from playhouse.db_url import parse as parse_url
 from playhouse.migrations import Runner
 
 from drc.core.model import (
@@ -56,6 +57,8 @@ from drc.core.ports import PendingCleanup, StoreUnavailable
 from drc.store import requests
 from drc.store.models import DECLARED, Models, create_models
 from drc.store.vni import VniRows
+
+log = logging.getLogger("drc.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHUNK = 500  # ids per IN (...) list: far below every engine's bound-parameter limit
@@ -218,10 +221,11 @@ def _padded(ids: Sequence[int]) -> list[int]:
 class StoreTimeouts:
     """Every wait of the database bounded, in seconds ([server] db_* keys of drc.conf).
 
-    PostgreSQL enforces its part server-side (``statement_timeout`` also ends a COMMIT that
-    waits for a synchronous standby: the server then warns that it committed locally) and the
-    keepalives end a connection whose host went silent; SQLite waits ``busy`` for another
-    process's write lock, then fails with "database is locked".
+    PostgreSQL enforces its part server-side and the keepalives end a connection whose host
+    went silent; SQLite waits ``busy`` for another process's write lock, then fails with
+    "database is locked". No setting bounds a COMMIT waiting for a synchronous standby that is
+    gone (PostgreSQL disables ``statement_timeout`` before it commits): DRCS's own deadline
+    answers its callers then (see drc.server.group).
     """
 
     connect: float = 3.0
@@ -259,6 +263,27 @@ def database_label(url: str) -> str:
     return urlunsplit((parts.scheme, hosts, parts.path, "", ""))
 
 
+class _PostgreSQL(PostgresqlDatabase):
+    """PostgreSQL, saying in the log what its warnings mean for drc."""
+
+    def _initialize_connection(self, conn: Any) -> None:
+        super()._initialize_connection(conn)
+        conn.add_notice_handler(_notice)
+
+
+def _notice(diagnostic: Any) -> None:
+    """A COMMIT whose wait for a synchronous standby was cancelled (pg_cancel_backend) stays
+    committed on the primary only: the standby lacks it."""
+    text = diagnostic.message_primary or ""
+    if "synchronous replication" in text:
+        log.error(
+            "a change was committed on the PostgreSQL primary only: no synchronous standby "
+            "confirmed it before its wait was cancelled (%s); a fail-over now would lose it. "
+            "Check the standby (pg_stat_replication) and synchronous_standby_names",
+            text,
+        )
+
+
 def open_database(url: str, timeouts: StoreTimeouts | None = None) -> Database:
     """``sqlite:////var/lib/drc/drcs.db`` or ``postgresql://user@host/db``."""
     timeouts = timeouts or StoreTimeouts()
@@ -288,10 +313,8 @@ def open_database(url: str, timeouts: StoreTimeouts | None = None) -> Database:
         if "," in parsed.netloc or parsed.query:
             # A multi-host URL (streaming replication: "host1,host2/db?target_session_attrs=
             # read-write"): libpq itself picks the writable primary, on every reconnect.
-            return PostgresqlDatabase(
-                "postgresql://" + url.split("://", 1)[1], **timeouts.postgresql()
-            )
-        return connect_url(url, **timeouts.postgresql())
+            return _PostgreSQL("postgresql://" + url.split("://", 1)[1], **timeouts.postgresql())
+        return _PostgreSQL(**parse_url(url), **timeouts.postgresql())
     raise ValueError(f"database URL {url!r}: scheme must be sqlite or postgresql")
 
 

@@ -57,6 +57,43 @@ SCHEMA: dict[str, dict[str, Key]] = {
             '(drccli limit --user-default): a number, a share of the pool such as "10%" '
             '(rounded down, at least 1), or "none"; root is not bound by it',
         ),
+        "store_timeout": Key(
+            (int, float),
+            2,
+            "seconds a verb may wait for the store before DRCS answers ECONNREFUSED and reports "
+            "the store as not answering; keep it below DRCC's [link] timeout divided by the "
+            "number of servers",
+        ),
+        "db_connect_timeout": Key(
+            (int, float), 3, "seconds to open a PostgreSQL connection (libpq connect_timeout)"
+        ),
+        "db_statement_timeout": Key(
+            (int, float),
+            1.5,
+            "seconds one PostgreSQL statement may run (statement_timeout; a COMMIT waiting "
+            "for a synchronous standby is bounded by store_timeout only)",
+        ),
+        "db_lock_timeout": Key(
+            (int, float), 1, "seconds a PostgreSQL statement may wait for a lock (lock_timeout)"
+        ),
+        "db_idle_in_transaction_timeout": Key(
+            (int, float),
+            10,
+            "seconds PostgreSQL keeps a transaction a client left idle "
+            "(idle_in_transaction_session_timeout)",
+        ),
+        "db_keepalives_idle": Key(
+            int, 5, "seconds of silence before TCP keepalive probes to PostgreSQL start"
+        ),
+        "db_keepalives_interval": Key(int, 2, "seconds between two TCP keepalive probes"),
+        "db_keepalives_count": Key(
+            int, 3, "unanswered keepalive probes after which the PostgreSQL connection is dead"
+        ),
+        "sqlite_busy_timeout": Key(
+            (int, float),
+            1,
+            "seconds a SQLite transaction waits for another process's write lock (busy_timeout)",
+        ),
     },
     "pool": {
         "cookie_min": Key(int, 0x10000, "first cookie of the range reserved for DRC"),
@@ -85,6 +122,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "seconds DRCC spends on DRCS for one request, every fail-over attempt included, "
             "before it answers ECONNREFUSED with the reason; "
             f"1 to {CLIENT_TIMEOUT - DEADLINE_MARGIN} (clients wait {CLIENT_TIMEOUT} s)",
+        ),
+        "heartbeat": Key(
+            int,
+            4,
+            "seconds within which DRCS answers DRCC's change-feed poll (empty when nothing "
+            "changed); no answer 2 s after that and DRCC follows the next DRCS. Each heartbeat "
+            "costs DRCS ~0.2 ms of CPU per node (1 to 300)",
         ),
     },
     "node": {

@@ -23,12 +23,11 @@ from drc.link.failover import request_budget
 from drc.node.cache import FREED, Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
-from drc.nodeverbs import NodeVerbs
+from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
 from drc.wire import access_from_wire, caller_to_wire
 
 log = logging.getLogger("drc.node")
 
-WATCH_SECONDS = 30
 FLUSH_SECONDS = 0.2
 FLUSH_BATCH = 200
 
@@ -58,8 +57,10 @@ class NodeService:
         token_key: bytes | None = None,
         clock: Callable[[], float] = time.time,
         slingshot: CxiServices | None = None,
+        heartbeat: float = WATCH_HEARTBEAT,
     ) -> None:
         self.node, self.boot_id = node, boot_id
+        self.heartbeat = heartbeat  # seconds DRCS answers the change feed within
         self.upstream, self.watch_upstream = upstream, watch_upstream
         # DRCS's node verbs, by the names and signatures they are declared with.
         self.drcs: Any = Stub(
@@ -388,7 +389,7 @@ class NodeService:
         while not self._stopping:
             try:
                 gen, complete, new_seq, changes = await self.feed.node_watch(
-                    generation, seq, WATCH_SECONDS
+                    generation, seq, round(self.heartbeat)
                 )
                 if gen != generation or not complete:
                     await self._resync()

@@ -33,9 +33,10 @@ from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.group import GroupCommit
+from drc.server.health import StoreHealth
 from drc.server.heap import FreezeSurvivors
 from drc.server.link import link_server
-from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
+from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, StoreTimeouts, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
 
@@ -50,7 +51,29 @@ def build_service(cfg: drc_config.Config) -> CredentialService:
         persistent_gids=cfg.persistent_gids(),
         user_limit=cfg.user_limit(provider.capacity),
     )
-    return CredentialService(PeeweeStore.from_url(server["database"]), provider, policy)
+    store = PeeweeStore.from_url(server["database"], store_timeouts(cfg))
+    return CredentialService(store, provider, policy)
+
+
+def store_timeouts(cfg: drc_config.Config) -> StoreTimeouts:
+    """[server]'s bounds on every database wait (see drcs(8), TIMEOUTS)."""
+    server = cfg["server"]
+    keys = {
+        "connect": "db_connect_timeout",
+        "statement": "db_statement_timeout",
+        "lock": "db_lock_timeout",
+        "idle_in_transaction": "db_idle_in_transaction_timeout",
+        "keepalives_idle": "db_keepalives_idle",
+        "keepalives_interval": "db_keepalives_interval",
+        "keepalives_count": "db_keepalives_count",
+        "busy": "sqlite_busy_timeout",
+    }
+    for key in [*keys.values(), "store_timeout"]:
+        if server[key] <= 0:
+            raise drc_config.ConfigError(
+                f"{cfg.path}: [server] {key} must be a positive number, got {server[key]!r}"
+            )
+    return StoreTimeouts(**{field: server[key] for field, key in keys.items()})
 
 
 def read_token_key(cfg: drc_config.Config) -> bytes | None:
@@ -89,9 +112,23 @@ async def serve(cfg: drc_config.Config) -> None:
     heap = FreezeSurvivors()  # short full collections with 10,000 connections (heap.py)
     heap.install()
     service = build_service(cfg)
+    service.store.close()  # the loop's own connection: from now on only the store thread's
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
-    # One group commit for D-Bus and DRC link verbs (handed to link_server below).
-    exports.group = GroupCommit(service.store)
+    # One group commit for D-Bus and DRC link verbs (handed to link_server below), on one
+    # store thread: the event loop never waits for the database (see drc.server.group).
+    exports.group = GroupCommit(
+        service.store,
+        threaded=True,
+        health=StoreHealth(service.store.label),
+        timeout=float(cfg["server"]["store_timeout"]),
+    )
+    if exports.group.timeout * 2 > cfg["link"]["timeout"]:
+        log.warning(
+            "[server] store_timeout (%g s) is over half of [link] timeout (%d s): a node daemon "
+            "may give up on DRCS before DRCS gives up on its store",
+            exports.group.timeout,
+            cfg["link"]["timeout"],
+        )
     exports.group_frees = not wants_cleanup_task(service)
     exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
     exports.probe_servers = server_prober(cfg, cfg["link"]["listen"])
@@ -99,7 +136,9 @@ async def serve(cfg: drc_config.Config) -> None:
     if sqlite_lock is None and database.split(":", 1)[0] in ("postgres", "postgresql"):
         # Several DRCS may share this store: follow every server's commits, ours included.
         service.listeners.remove(exports.changes.record)
-        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL)
+        bounds = store_timeouts(cfg).postgresql()
+        bounds.pop("options")  # statement timeouts mean nothing to a connection that listens
+        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL, params=bounds)
         feed_task = asyncio.create_task(feed.run())
         try:
             async with asyncio.timeout(10):
@@ -107,6 +146,7 @@ async def serve(cfg: drc_config.Config) -> None:
         except TimeoutError:
             log.warning("change feed: not listening yet; node daemons will resync when it is")
     metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
+    exports.group.hold_events(service.listeners)  # listeners run on the loop, after commit
     observe = metrics.observe if metrics else None
     if metrics:
         heap.observer = metrics.gc_full_seconds.observe
@@ -141,7 +181,7 @@ async def serve(cfg: drc_config.Config) -> None:
         if room < 10_000:
             log.info("for more nodes raise LimitNOFILE= in drcs.service (see drcs(8))")
 
-    info = service.describe()
+    exports.described = info = await exports.group.alone(exports.store_status)
     store, pool = info["store"], info["provider"]
     log.info(
         "DRCS serving %s: store %s %s (schema %s), provider %s with %s of %s free",
@@ -177,6 +217,7 @@ async def serve(cfg: drc_config.Config) -> None:
     await exporter.stop()
     if metrics:
         await metrics.stop()
+    exports.group.close()
 
 
 def server_prober(

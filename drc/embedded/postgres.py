@@ -233,6 +233,9 @@ def replicated_postgresql(
             conf.write(
                 "wal_level = replica\nmax_wal_senders = 5\n"
                 f"synchronous_standby_names = '{STANDBY_NAME}'\nsynchronous_commit = on\n"
+                # A promote request that finds the standby between two tries to reach the
+                # lost primary waits out this interval (5 s by default, measured): drcs(8)
+                "wal_retrieve_retry_interval = '500ms'\n"
             )
         with (pair.data(0) / "pg_hba.conf").open("a") as hba:
             hba.write(

@@ -40,6 +40,41 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "admin_groups": Key(list, [], "groups (names or gids) whose members are DRC admins"),
         "persistent_users": Key(list, [], "users (names or uids) allowed PERSISTENT credentials"),
         "persistent_groups": Key(list, [], "groups allowed PERSISTENT credentials"),
+        "store_timeout": Key(
+            (int, float),
+            2,
+            "seconds a verb may wait for the store before DRCS answers ECONNREFUSED and reports "
+            "the store as not answering; keep it below half of DRCC's [link] timeout",
+        ),
+        "db_connect_timeout": Key(
+            (int, float), 3, "seconds to open a PostgreSQL connection (libpq connect_timeout)"
+        ),
+        "db_statement_timeout": Key(
+            (int, float),
+            1.5,
+            "seconds one PostgreSQL statement may run, a COMMIT included (statement_timeout)",
+        ),
+        "db_lock_timeout": Key(
+            (int, float), 1, "seconds a PostgreSQL statement may wait for a lock (lock_timeout)"
+        ),
+        "db_idle_in_transaction_timeout": Key(
+            (int, float),
+            10,
+            "seconds PostgreSQL keeps a transaction a client left idle "
+            "(idle_in_transaction_session_timeout)",
+        ),
+        "db_keepalives_idle": Key(
+            int, 5, "seconds of silence before TCP keepalive probes to PostgreSQL start"
+        ),
+        "db_keepalives_interval": Key(int, 2, "seconds between two TCP keepalive probes"),
+        "db_keepalives_count": Key(
+            int, 3, "unanswered keepalive probes after which the PostgreSQL connection is dead"
+        ),
+        "sqlite_busy_timeout": Key(
+            (int, float),
+            1,
+            "seconds a SQLite transaction waits for another process's write lock (busy_timeout)",
+        ),
     },
     "pool": {
         "cookie_min": Key(int, 0x10000, "first cookie of the range reserved for DRC"),

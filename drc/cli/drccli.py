@@ -300,6 +300,14 @@ def _status(server: ServerProxy, as_json: bool = False) -> int:
     store, pool = info["store"], info["provider"]
     print(f"DRCS:        reachable on {server.address or default_bus_address()}")
     print(f"Store:       {store['backend']} {store['database']} (schema {store['schema']})")
+    if not store.get("answering", True):
+        since = time.strftime("%H:%M:%S", time.localtime(store["since"]))
+        read = store.get("read_at")
+        print(
+            f"             NOT ANSWERING since {since} ({store['unanswered_seconds']:.1f} s: "
+            f"{store['detail']}); DRCS refuses changes until it answers. Figures below are "
+            + (f"from {time.strftime('%H:%M:%S', time.localtime(read))}." if read else "unknown.")
+        )
     if "cookie_range" in pool:
         low, high = pool["cookie_range"]
         print(f"Provider:    {pool['name']} ptag {pool['ptag']} cookies {low}..{high}")

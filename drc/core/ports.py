@@ -12,7 +12,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from drc.core.errors import Code, DrcError
 from drc.core.model import Credential, Holder, Limit, LimitScope, Resources, State, Target, Usage
+
+
+class StoreUnavailable(DrcError):
+    """The store's database did not answer (lost, timed out, locked by another process):
+    nothing of the transaction was committed. ECONNREFUSED; the message names the database."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Code.ECONNREFUSED, message)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,16 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "drcs_state_age_seconds", "Age of the store snapshot behind the state gauges", age
         )
+        health = getattr(getattr(m.exports, "group", None), "health", None)  # server/health.py
+        if health is not None:
+            yield GaugeMetricFamily(
+                "drcs_store_up", "1 while the store answers, 0 while it does not", health.answering
+            )
+            yield GaugeMetricFamily(
+                "drcs_store_unanswered_seconds",
+                "Seconds since the store stopped answering (0 while it answers)",
+                health.unanswered_seconds(),
+            )
 
 
 class ServerMetrics:

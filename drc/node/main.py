@@ -28,9 +28,9 @@ from drc.metrics import node_metrics
 from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 from drc.node.identity import Identifier
-from drc.node.service import WATCH_SECONDS, NodeService
+from drc.node.service import NodeService
 from drc.node.slingshot import CxiServices, Settings
-from drc.nodeverbs import NodeVerbs
+from drc.nodeverbs import WATCH_HEARTBEAT, WATCH_MARGIN, NodeVerbs
 from drc.wlm import wlm_from_config
 
 log = logging.getLogger("drc.node")
@@ -73,8 +73,10 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
 
     prefix = f"{node[:24]}-{os.urandom(6).hex()}"
     calls = FailoverLink(choice, client(attempt), timeout=timeout, rid_prefix=prefix)
-    # The change feed is a long poll: it must outwait WATCH_SECONDS.
-    feed = FailoverLink(choice, client(WATCH_SECONDS + timeout), timeout=WATCH_SECONDS + timeout)
+    # The change feed is a long poll that DRCS answers at least every WATCH_HEARTBEAT seconds:
+    # no answer within the margin after that, and this DRCS is silent (drc.nodeverbs).
+    silent = WATCH_HEARTBEAT + WATCH_MARGIN
+    feed = FailoverLink(choice, client(silent), timeout=2 * silent)
     return calls, feed
 
 

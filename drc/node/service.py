@@ -21,12 +21,11 @@ from drc.export import Stub
 from drc.node.cache import FREED, Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
-from drc.nodeverbs import NodeVerbs
+from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
 from drc.wire import access_from_wire, caller_to_wire
 
 log = logging.getLogger("drc.node")
 
-WATCH_SECONDS = 30
 FLUSH_SECONDS = 0.2
 FLUSH_BATCH = 200
 
@@ -350,7 +349,7 @@ class NodeService:
         while not self._stopping:
             try:
                 gen, complete, new_seq, changes = await self.feed.node_watch(
-                    generation, seq, WATCH_SECONDS
+                    generation, seq, WATCH_HEARTBEAT
                 )
                 if gen != generation or not complete:
                     await self._resync()

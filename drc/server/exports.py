@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials, method
 from drc.identity import process_gid
-from drc.nodeverbs import NodeVerbs
+from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, Answer, ChangeLog
 from drc.server.group import GroupCommit
@@ -41,7 +42,9 @@ INTERFACE = "org.drc.Server"
 T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
-WATCH_TIMEOUT_MAX = 300
+#: How long ``status`` waits for the store before answering from its last reading.
+STATUS_STORE_WAIT = 0.5
+Listed = list[dict[str, Any]]
 
 
 ROOT = Caller(uid=0, gid=0)
@@ -219,9 +222,10 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
     ) -> asyncio.Future[Answer]:
         """Long poll: revocations and frees after ``since`` (all of them when generation
         differs or the log aged out: then ``complete`` is False and the DRCC resyncs).
-        A future, parked in the change log until a change or the timeout answers it."""
+        A future, parked in the change log until a change or the timeout answers it; the
+        timeout is at most the heartbeat, so the node knows this DRCS is alive."""
         self._node(peer)
-        return self.changes.poll(generation, since, min(timeout, WATCH_TIMEOUT_MAX))
+        return self.changes.poll(generation, since, min(timeout, WATCH_HEARTBEAT))
 
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
@@ -274,14 +278,25 @@ class ServerExports:
 
     #: Set by drcs: D-Bus verbs waiting together share one commit (see drc.server.group).
     group: GroupCommit | None = None
+    #: The last status read from the store (what status answers while the store is silent).
+    described: dict[str, Any] | None = None
     #: Whether release may join a group: not when freeing runs external cleanups (ALPS).
     group_frees: bool = False
 
     def _grouped(self, call: Callable[[], T], frees: bool = False) -> T | Awaitable[T]:
         """``call()`` now, or (grouping on) an awaitable of it that the bus exporter awaits."""
-        if self.group is None or (frees and not self.group_frees):
+        if self.group is None:
             return call()
+        if frees and not self.group_frees:
+            return self.group.alone(call)
         return self.group.submit(call)
+
+    def _stored(self, call: Callable[[], T]) -> T | Awaitable[T]:
+        """``call()`` in a transaction of its own, on the store thread when there is one:
+        the store never runs on the event loop (see drc.server.group)."""
+        if self.group is None:
+            return call()
+        return self.group.alone(call)
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)
@@ -304,14 +319,20 @@ class ServerExports:
         return self._grouped(lambda: self.service.grant(caller, credential, what))
 
     @method("uuu", "")
-    def revoke(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> None:
-        self.service.revoke(direct_caller(peer), credential, Target.from_flags(target, flags))
+    def revoke(
+        self, peer: PeerCredentials, credential: int, target: int, flags: int
+    ) -> Awaitable[None] | None:
+        caller, what = direct_caller(peer), Target.from_flags(target, flags)
+        return self._stored(lambda: self.service.revoke(caller, credential, what))
 
     @method("uu", "uuuu")
-    def access(self, peer: PeerCredentials, credential: int, flags: int) -> tuple[int, ...]:
+    def access(
+        self, peer: PeerCredentials, credential: int, flags: int
+    ) -> tuple[int, ...] | Awaitable[tuple[int, ...]]:
         if flags:
             raise eflags(f"access takes no flags (got 0x{flags:x})")
-        return access_to_tuple(self.service.access(direct_caller(peer), credential))
+        caller = direct_caller(peer)
+        return self._stored(lambda: access_to_tuple(self.service.access(caller, credential)))
 
     @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
@@ -321,48 +342,65 @@ class ServerExports:
         return self._grouped(lambda: self.service.release(caller, credential), frees=True)
 
     @method("", "aa{sv}")
-    def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:
-        creds = self.service.list(direct_caller(peer))
-        holders = self.service.holders(creds)
-        return [listed_to_wire(c, holders[c.id]) for c in creds]
+    def list(self, peer: PeerCredentials) -> Listed | Awaitable[Listed]:
+        caller = direct_caller(peer)
+
+        def listed() -> Listed:
+            creds = self.service.list(caller)
+            holders = self.service.holders(creds)
+            return [listed_to_wire(c, holders[c.id]) for c in creds]
+
+        return self._stored(listed)
 
     @method("u", "a{sv}")
-    def show(self, peer: PeerCredentials, credential: int) -> dict[str, Any]:
-        cred = self.service.get(direct_caller(peer), credential)
-        return listed_to_wire(cred, self.service.holders([cred])[cred.id])
+    def show(
+        self, peer: PeerCredentials, credential: int
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        caller = direct_caller(peer)
+
+        def shown() -> dict[str, Any]:
+            cred = self.service.get(caller, credential)
+            return listed_to_wire(cred, self.service.holders([cred])[cred.id])
+
+        return self._stored(shown)
 
     @method("", "a(sut)")
-    def limits(self, peer: PeerCredentials) -> list[tuple[str, int, int]]:
-        return [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()]
+    def limits(self, peer: PeerCredentials) -> Any:
+        return self._stored(
+            lambda: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()]
+        )
 
     # -- admin verbs ---------------------------------------------------------------------
 
     @method("sut", "")
-    def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> None:
-        self.service.set_limit(direct_caller(peer), _scope(scope), id, value)
+    def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> Any:
+        caller, where = direct_caller(peer), _scope(scope)
+        return self._stored(lambda: self.service.set_limit(caller, where, id, value))
 
     @method("su", "")
-    def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> None:
-        self.service.set_limit(direct_caller(peer), _scope(scope), id, None)
+    def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> Any:
+        caller, where = direct_caller(peer), _scope(scope)
+        return self._stored(lambda: self.service.set_limit(caller, where, id, None))
 
     @method("au", "au")
-    def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> list[int]:
+    def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> Any:
         self._admin(peer, "expiring jobs")
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call, got {len(jobs)}")
-        return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
+        ended = [check_uint32("job", j) for j in jobs]
+        return self._stored(lambda: self.service.expire_jobs(ended))
 
     @method("", "au")
-    def outstanding_jobs(self, peer: PeerCredentials) -> list[int]:
+    def outstanding_jobs(self, peer: PeerCredentials) -> Any:
         self._admin(peer, "listing outstanding jobs")
-        return sorted(self.service.outstanding_jobs())
+        return self._stored(lambda: sorted(self.service.outstanding_jobs()))
 
     @method("s", "au")
-    def node_rebooted(self, peer: PeerCredentials, node: str) -> list[int]:
+    def node_rebooted(self, peer: PeerCredentials, node: str) -> Any:
         self._admin(peer, "dropping a node's references")
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
-        return self.service.node_rebooted(node)
+        return self._stored(lambda: self.service.node_rebooted(node))
 
     @method("", "aa{sv}")
     async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
@@ -373,13 +411,34 @@ class ServerExports:
         return await self.probe_servers()
 
     @method("", "a{sv}")
-    def status(self, peer: PeerCredentials) -> dict[str, Any]:
+    async def status(self, peer: PeerCredentials) -> dict[str, Any]:
+        """Answers within :data:`STATUS_STORE_WAIT` whatever the store does: from the store
+        when it answers in time, else from the last answer it gave, saying so."""
         self._admin(peer, "status")
-        following = self.service.node_servers()
+        if self.group is None:
+            self.described = self.store_status()
+        elif self.group.health.answering:
+            try:
+                async with asyncio.timeout(STATUS_STORE_WAIT):
+                    self.described = await self.group.alone(self.store_status)
+            except (TimeoutError, DrcError):
+                pass  # the group's health says why
+        described = self.described or {"store": {}, "provider": {}}
+        health = self.group.health.as_dict() if self.group is not None else {"answering": True}
         return {
-            **self.service.describe(),
+            **described,
+            "store": {**described["store"], **health},
             "nodes_connected": self.changes.followers,
             "server": self.name,
+        }
+
+    def store_status(self) -> dict[str, Any]:
+        """What status reads from the store (one snapshot's worth), with when it was read."""
+        following = self.service.node_servers()
+        described = self.service.describe()
+        return {
+            **described,
+            "store": {**described["store"], "read_at": time.time()},  # type: ignore[dict-item]
             "nodes_following": [
                 {"node": n, "server": srv, "since": since} for n, srv, since in following
             ],

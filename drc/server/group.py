@@ -1,4 +1,4 @@
-"""Group commit: verbs that reach DRCS's event loop in the same turn share one transaction.
+"""Group commit, off the event loop: DRCS's one gateway to its store.
 
 A storm of small requests (cache misses from thousands of nodes, many drccli/D-Bus callers)
 is a storm of tiny transactions, each paying its own commit (on SQLite an fsync: about half
@@ -12,14 +12,42 @@ daemons) come back spread over a few event-loop turns, not in one. When the last
 company, the next one waits :data:`GATHER_TURNS` more turns before it runs (the loop polls its
 sockets every turn, some microseconds each), so callers that arrived meanwhile join it: fewer
 commits. A caller that was alone last time never waits.
+
+In drcs every batch runs on one store thread (``worker``), never on the event loop, so a
+database that stops answering (a lock wait, a lost synchronous standby, a half-open
+connection) cannot stop DRCS from reading D-Bus and the DRC link. One thread, one batch at a
+time: the order of verbs, Peewee's per-thread connection and SQLite's in-process write lock
+stay what they were. Every call is answered within ``timeout`` seconds of its submission:
+
+- a call still queued when the running batch outlives its deadline never runs: it fails with
+  ECONNREFUSED naming the database (:meth:`drc.server.health.StoreHealth.error`), as does
+  every call submitted while that batch is stuck;
+- the calls of the stuck batch itself are answered "outcome unknown" and the batch is doomed:
+  if the database wakes before the batch reached its COMMIT, the store rolls it back
+  (:meth:`drc.store.sql.PeeweeStore.guarded`). Only a COMMIT the database had already been
+  sent may still complete; a node daemon's retry carries the same request id and is then
+  answered from the store's record (:mod:`drc.store.requests`), never run twice.
+
+Change events (the core's listeners: the change feed, metrics) that the store thread's
+transactions emit are held until the batch is over and delivered on the loop, before its
+callers are answered; a batch that failed to commit delivers none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from drc.core.errors import Code, DrcError
+from drc.core.ports import StoreUnavailable
+from drc.server.health import StoreHealth
 
 log = logging.getLogger("drc.server")
 
@@ -31,66 +59,184 @@ T = TypeVar("T")
 #: acquire+release ~4% lower.
 GATHER_TURNS = 2
 
+Pending = tuple[Callable[[], Any], "asyncio.Future[Any]", bool, float]
+Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+@dataclass(eq=False)
+class _Job:
+    """One batch on its way through the store thread."""
+
+    calls: list[Pending]
+    started: float = field(default_factory=time.time)  # wall clock, for the health report
+    overdue: bool = False  # answered "outcome unknown": must not commit (read by the thread)
+    timer: asyncio.TimerHandle | None = None
+    events: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
+
+    def guard(self) -> None:
+        """Called by the store just before each COMMIT of this batch."""
+        if self.overdue:
+            raise DrcError(Code.ECONNREFUSED, "answered as failed: rolled back, not committed")
+
 
 class GroupCommit:
     """Run the calls waiting together inside one ``store.batch()``.
 
     Only for calls whose whole effect is in the database: a call that also changes
-    something outside it (an external cleanup after a free) must commit on its own first.
+    something outside it (an external cleanup after a free) must commit on its own first
+    (:meth:`alone`).
     """
 
-    def __init__(self, store: Any, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        store: Any,
+        max_batch: int = 256,
+        *,
+        worker: concurrent.futures.Executor | None = None,
+        health: StoreHealth | None = None,
+        timeout: float = 2.0,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self.worker = worker  # None: batches run on the loop (tests of the grouping alone)
+        self.health = health or StoreHealth("the store")
+        self.timeout = timeout
+        self._pending: list[Pending] = []
         self._company = False  # whether the last batch held more than one call
         self._turns_left = 0
+        self._running: _Job | None = None
+        self._worker_thread: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
 
     def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
         """A future of ``call()``'s result, set after its batch commits. A future, not a
         coroutine: the bus exporter and the link answer from its done callback, without a
         task per call."""
+        return self._enqueue(call, alone=False)
+
+    def alone(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """As :meth:`submit`, for a call that runs in a transaction of its own (it frees with
+        external cleanups, or only reads), in its turn on the store thread."""
+        return self._enqueue(call, alone=True)
+
+    def _enqueue(self, call: Callable[[], T], alone: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
+        self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((call, future))
-        if len(self._pending) == 1:
+        if self._running is not None and self._running.overdue:
+            future.set_exception(self.health.error())  # the store is stuck: fail fast
+            return future
+        self._pending.append((call, future, alone, loop.time()))
+        if len(self._pending) == 1 and self._running is None:
             self._turns_left = GATHER_TURNS if self._company else 0
             loop.call_soon(self._flush)
         return future
 
+    def hold_events(self, listeners: list[Callable[..., None]]) -> None:
+        """Make the core's change listeners safe from the store thread (see the module doc)."""
+        listeners[:] = [functools.partial(self._event, listener) for listener in listeners]
+
+    def _event(self, listener: Callable[..., None], *event: Any) -> None:
+        running = self._running
+        if threading.get_ident() == self._worker_thread and running is not None:
+            running.events.append((listener, event))
+        elif self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(listener, *event)  # e.g. the cleanup thread
+        else:
+            listener(*event)
+
     def _flush(self) -> None:
+        if self._running is not None or not self._pending:
+            return  # the running batch's end flushes again
+        loop = asyncio.get_running_loop()
         if self._turns_left and len(self._pending) < self.max_batch:
             self._turns_left -= 1
-            asyncio.get_running_loop().call_soon(self._flush)  # let the loop read once more
+            loop.call_soon(self._flush)  # let the loop read once more
             return
-        batch = self._pending[: self.max_batch]
-        self._company = len(batch) > 1
-        self._pending = self._pending[self.max_batch :]
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        if len(batch) == 1:
-            # Alone: its own transaction, as without grouping (no batch, no savepoint).
-            call, future = batch[0]
+        if self._pending[0][2]:
+            size = 1
+        else:
+            size = 0
+            for _call, _future, alone, _at in self._pending[: self.max_batch]:
+                if alone:
+                    break
+                size += 1
+        job = _Job(self._pending[:size])
+        self._pending = self._pending[size:]
+        self._company = size > 1
+        if self.worker is None:
+            self._settle(job, self._run(job))
+            if self._pending:
+                loop.call_soon(self._flush)
+            return
+        self._running = job
+        first = min(at for _c, _f, _a, at in job.calls)
+        job.timer = loop.call_at(first + self.timeout, self._overdue, job)
+        done = loop.run_in_executor(self.worker, self._run, job)
+        done.add_done_callback(functools.partial(self._done, job))
+
+    def _run(self, job: _Job) -> list[Outcome]:
+        """The batch's outcomes (on the store thread, or the loop when there is none)."""
+        self._worker_thread = threading.get_ident()
+        calls = [(call, future) for call, future, _alone, _at in job.calls if not future.done()]
+        if not calls:
+            return []
+        with self.store.guarded(job.guard):
+            if len(job.calls) == 1:
+                # Alone: its own transaction, as without grouping (no batch, no savepoint).
+                call, future = calls[0]
+                try:
+                    return [(future, call(), None)]
+                except Exception as err:
+                    return [(future, None, err)]
+            outcomes: list[Outcome] = []
             try:
-                result = call()
-            except Exception as err:
-                if not future.done():
-                    future.set_exception(err)
-                return
-            if not future.done():
-                future.set_result(result)
-            return
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+                with self.store.batch():
+                    for call, future in calls:
+                        try:
+                            outcomes.append((future, call(), None))
+                        except Exception as err:  # this verb only: its savepoint is undone
+                            outcomes.append((future, None, err))
+            except Exception as err:  # the commit failed: none of the batch happened
+                log.error("a group of %d verbs failed to commit: %s", len(calls), err)
+                job.events.clear()
+                return [(future, None, err) for _call, future in calls]
+            return outcomes
+
+    def _done(self, job: _Job, done: asyncio.Future[list[Outcome]]) -> None:
+        """The store thread finished ``job`` (on the loop)."""
+        if job.timer is not None:
+            job.timer.cancel()
+        self._running = None
         try:
-            with self.store.batch():
-                for call, future in batch:
-                    try:
-                        outcomes.append((future, call(), None))
-                    except Exception as err:  # this verb only: its savepoint is undone
-                        outcomes.append((future, None, err))
-        except Exception as err:  # the commit failed: none of the batch happened
-            log.error("a group of %d verbs failed to commit: %s", len(batch), err)
-            outcomes = [(future, None, err) for _call, future in batch]
+            outcomes = done.result()
+        except BaseException as err:  # a bug outside the verbs: fail them, keep serving
+            log.exception("the store thread failed a batch")
+            outcomes = [(future, None, err) for _call, future, _a, _at in job.calls]
+        if job.overdue and any(error is None for _f, _r, error in outcomes):
+            log.error(
+                "a batch answered 'outcome unknown' after %.1f s committed when the database "
+                "woke (its COMMIT had been sent); node retries are answered from the record",
+                time.time() - job.started,
+            )
+        self._settle(job, outcomes)
+        if self._pending:
+            self._turns_left = 0
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _settle(self, job: _Job, outcomes: list[Outcome]) -> None:
+        for listener, event in job.events:
+            try:
+                listener(*event)
+            except Exception:
+                log.exception("a change listener failed")
+        job.events.clear()
+        unreachable = next((e for _f, _r, e in outcomes if isinstance(e, StoreUnavailable)), None)
+        if unreachable is not None:
+            self.health.silent(job.started, unreachable.message)
+        elif outcomes:
+            self.health.answered()
         for future, result, error in outcomes:
             if future.done():
                 continue
@@ -98,3 +244,24 @@ class GroupCommit:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+    def _overdue(self, job: _Job) -> None:
+        """The running batch outlived its first caller's deadline (on the loop)."""
+        if self._running is not job:
+            return
+        job.overdue = True
+        self.health.silent(job.started, f"a transaction has waited {self.timeout:g} s")
+        unknown = DrcError(
+            Code.ECONNREFUSED,
+            f"the database ({self.health.database}) has not answered for {self.timeout:g} s: "
+            "the outcome of this request is unknown (rolled back unless its commit had "
+            "reached the database); retry it, or check with 'drccli list'",
+        )
+        for _call, future, _alone, _at in job.calls:
+            if not future.done():
+                future.set_exception(unknown)
+        refused = self.health.error()
+        pending, self._pending = self._pending, []
+        for _call, future, _alone, _at in pending:
+            if not future.done():
+                future.set_exception(refused)

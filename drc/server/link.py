@@ -66,6 +66,12 @@ GROUPED = frozenset(
 )
 
 
+#: Node verbs that never touch the store: they run on the event loop (a parked long poll is
+#: a future of the change log; who answers is known without the database). Every other verb
+#: runs on the group's store thread, so a silent database never stops the loop.
+ON_LOOP = frozenset(exported(verb).name for verb in (NodeVerbs.node_watch, NodeVerbs.server_info))
+
+
 def link_server(
     nodes: object,
     listen: str,
@@ -98,10 +104,13 @@ def link_server(
         )
         rid = REQUEST_ID.get()
         record = requests.RequestRecord(rid, name, requests.digest(name, args)) if rid else None
-        if group is not None and name in GROUPED and not exported.is_coroutine:
-            # The group runs the verb from its own callback, outside this request's context:
-            # the request record travels with the call, not in the context variable.
-            return group.submit(
+        if group is not None and name not in ON_LOOP and not exported.is_coroutine:
+            # The group runs the verb on its store thread, outside this request's context:
+            # the request record travels with the call, not in the context variable. Verbs
+            # that may free (external cleanups after their commit) run in their own
+            # transaction, in their turn.
+            run = group.submit if name in GROUPED else group.alone
+            return run(
                 lambda: check_result(
                     exported, _recorded(record, name, args, invoke_sync, nodes, exported, who)
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import resource
 import socket
@@ -33,9 +34,10 @@ from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
 from drc.server.group import GroupCommit
+from drc.server.health import StoreHealth
 from drc.server.heap import FreezeSurvivors
 from drc.server.link import link_server
-from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
+from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, StoreTimeouts, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
 
@@ -49,7 +51,29 @@ def build_service(cfg: drc_config.Config) -> CredentialService:
         persistent_uids=cfg.persistent_uids(),
         persistent_gids=cfg.persistent_gids(),
     )
-    return CredentialService(PeeweeStore.from_url(server["database"]), provider, policy)
+    store = PeeweeStore.from_url(server["database"], store_timeouts(cfg))
+    return CredentialService(store, provider, policy)
+
+
+def store_timeouts(cfg: drc_config.Config) -> StoreTimeouts:
+    """[server]'s bounds on every database wait (see drcs(8), TIMEOUTS)."""
+    server = cfg["server"]
+    keys = {
+        "connect": "db_connect_timeout",
+        "statement": "db_statement_timeout",
+        "lock": "db_lock_timeout",
+        "idle_in_transaction": "db_idle_in_transaction_timeout",
+        "keepalives_idle": "db_keepalives_idle",
+        "keepalives_interval": "db_keepalives_interval",
+        "keepalives_count": "db_keepalives_count",
+        "busy": "sqlite_busy_timeout",
+    }
+    for key in [*keys.values(), "store_timeout"]:
+        if server[key] <= 0:
+            raise drc_config.ConfigError(
+                f"{cfg.path}: [server] {key} must be a positive number, got {server[key]!r}"
+            )
+    return StoreTimeouts(**{field: server[key] for field, key in keys.items()})
 
 
 def read_token_key(cfg: drc_config.Config) -> bytes | None:
@@ -88,9 +112,24 @@ async def serve(cfg: drc_config.Config) -> None:
     heap = FreezeSurvivors()  # short full collections with 10,000 connections (heap.py)
     heap.install()
     service = build_service(cfg)
+    service.store.close()  # the loop's own connection: from now on only the store thread's
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
-    # One group commit for D-Bus and DRC link verbs (handed to link_server below).
-    exports.group = GroupCommit(service.store)
+    # One group commit for D-Bus and DRC link verbs (handed to link_server below), on one
+    # store thread: the event loop never waits for the database (see drc.server.group).
+    store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="drcs-store")
+    exports.group = GroupCommit(
+        service.store,
+        worker=store_thread,
+        health=StoreHealth(service.store.label),
+        timeout=float(cfg["server"]["store_timeout"]),
+    )
+    if exports.group.timeout * 2 > cfg["link"]["timeout"]:
+        log.warning(
+            "[server] store_timeout (%g s) is over half of [link] timeout (%d s): a node daemon "
+            "may give up on DRCS before DRCS gives up on its store",
+            exports.group.timeout,
+            cfg["link"]["timeout"],
+        )
     exports.group_frees = not wants_cleanup_task(service)
     exports.name = cfg["link"]["listen"] or f"{socket.gethostname()} (no link)"
     exports.probe_servers = server_prober(cfg, cfg["link"]["listen"])
@@ -106,6 +145,7 @@ async def serve(cfg: drc_config.Config) -> None:
         except TimeoutError:
             log.warning("change feed: not listening yet; node daemons will resync when it is")
     metrics = server_metrics(cfg, service, exports)  # None unless [metrics] drcs_listen
+    exports.group.hold_events(service.listeners)  # listeners run on the loop, after commit
     observe = metrics.observe if metrics else None
     if metrics:
         heap.observer = metrics.gc_full_seconds.observe
@@ -140,7 +180,7 @@ async def serve(cfg: drc_config.Config) -> None:
         if room < 10_000:
             log.info("for more nodes raise LimitNOFILE= in drcs.service (see drcs(8))")
 
-    info = service.describe()
+    exports.described = info = await exports.group.alone(exports.store_status)
     store, pool = info["store"], info["provider"]
     log.info(
         "DRCS serving %s: store %s %s (schema %s), provider %s with %s of %s free",
@@ -173,6 +213,7 @@ async def serve(cfg: drc_config.Config) -> None:
     await exporter.stop()
     if metrics:
         await metrics.stop()
+    store_thread.shutdown(wait=False, cancel_futures=True)
 
 
 def server_prober(

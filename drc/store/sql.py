@@ -18,11 +18,12 @@ import contextlib
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from peewee import (
     JOIN,
@@ -37,7 +38,6 @@ from peewee import (
 from playhouse.db_url import connect as connect_url
 from playhouse.migrations import Runner
 
-from drc.core.errors import Code, DrcError
 from drc.core.model import (
     UINT32_MAX,
     Credential,
@@ -52,7 +52,7 @@ from drc.core.model import (
     TargetKind,
     Usage,
 )
-from drc.core.ports import PendingCleanup
+from drc.core.ports import PendingCleanup, StoreUnavailable
 from drc.store import requests
 from drc.store.models import DECLARED, Models, create_models
 from drc.store.vni import VniRows
@@ -214,8 +214,54 @@ def _padded(ids: Sequence[int]) -> list[int]:
     return [*ids, *[ids[-1]] * (size - len(ids))]
 
 
-def open_database(url: str) -> Database:
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """Every wait of the database bounded, in seconds ([server] db_* keys of drc.conf).
+
+    PostgreSQL enforces its part server-side (``statement_timeout`` also ends a COMMIT that
+    waits for a synchronous standby: the server then warns that it committed locally) and the
+    keepalives end a connection whose host went silent; SQLite waits ``busy`` for another
+    process's write lock, then fails with "database is locked".
+    """
+
+    connect: float = 3.0
+    statement: float = 1.5
+    lock: float = 1.0
+    idle_in_transaction: float = 10.0
+    keepalives_idle: int = 5
+    keepalives_interval: int = 2
+    keepalives_count: int = 3
+    busy: float = 1.0
+
+    def postgresql(self) -> dict[str, Any]:
+        """libpq connection parameters (psycopg passes them through)."""
+        ms = {
+            "statement_timeout": self.statement,
+            "lock_timeout": self.lock,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction,
+        }
+        return {
+            "connect_timeout": max(2, round(self.connect)),  # libpq: whole seconds, >= 2
+            "options": " ".join(f"-c {k}={round(v * 1000)}" for k, v in ms.items()),
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle,
+            "keepalives_interval": self.keepalives_interval,
+            "keepalives_count": self.keepalives_count,
+        }
+
+
+def database_label(url: str) -> str:
+    """The store URL as messages may show it: user, password and query taken out."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        return url
+    hosts = ",".join(h.rsplit("@", 1)[-1] for h in parts.netloc.split(","))
+    return urlunsplit((parts.scheme, hosts, parts.path, "", ""))
+
+
+def open_database(url: str, timeouts: StoreTimeouts | None = None) -> Database:
     """``sqlite:////var/lib/drc/drcs.db`` or ``postgresql://user@host/db``."""
+    timeouts = timeouts or StoreTimeouts()
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
         if sqlite3.sqlite_version_info < SQLITE_MIN:
@@ -229,11 +275,12 @@ def open_database(url: str) -> Database:
         return SqliteDatabase(
             path,
             lock_type="IMMEDIATE",
+            timeout=timeouts.busy,
             pragmas={
                 "journal_mode": "wal",
                 "synchronous": "full",
                 "foreign_keys": 1,
-                "busy_timeout": 10_000,
+                "busy_timeout": round(timeouts.busy * 1000),
             },
         )
     if scheme in ("postgres", "postgresql"):
@@ -241,8 +288,10 @@ def open_database(url: str) -> Database:
         if "," in parsed.netloc or parsed.query:
             # A multi-host URL (streaming replication: "host1,host2/db?target_session_attrs=
             # read-write"): libpq itself picks the writable primary, on every reconnect.
-            return PostgresqlDatabase("postgresql://" + url.split("://", 1)[1])
-        return connect_url(url)
+            return PostgresqlDatabase(
+                "postgresql://" + url.split("://", 1)[1], **timeouts.postgresql()
+            )
+        return connect_url(url, **timeouts.postgresql())
     raise ValueError(f"database URL {url!r}: scheme must be sqlite or postgresql")
 
 
@@ -278,8 +327,11 @@ def claim_sqlite_store(url: str) -> int | None:
 
 
 class PeeweeStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, label: str = "") -> None:
         self.db = database
+        sqlite = isinstance(database, SqliteDatabase)
+        self.label = label or (f"sqlite:///{database.database}" if sqlite else "the store")
+        self._guard = threading.local()  # the commit guard of the thread's work, if any
         self.models = create_models(database)  # this store's own (see drc.store.models)
         self._write_lock = threading.Lock()
         self._batch_thread: int | None = None  # the thread inside batch(), if any
@@ -292,15 +344,41 @@ class PeeweeStore:
         return PeeweeTransaction(self.db, self._statements, self.models)
 
     @classmethod
-    def from_url(cls, url: str) -> PeeweeStore:
-        store = cls(open_database(url))
+    def from_url(cls, url: str, timeouts: StoreTimeouts | None = None) -> PeeweeStore:
+        store = cls(open_database(url, timeouts), database_label(url))
         store.migrate()
         return store
 
     def migrate(self) -> list[str]:
-        """Apply pending schema migrations; returns their names."""
+        """Apply pending schema migrations; returns their names. A migration may rewrite a
+        large table: the per-statement timeouts of the verbs do not apply to it."""
+        postgres = isinstance(self.db, PostgresqlDatabase)
         with self._write_lock:
-            return Runner(self.db, str(MIGRATIONS)).up()
+            if postgres:
+                self.db.execute_sql("SET statement_timeout = 0")
+                self.db.execute_sql("SET lock_timeout = 0")
+            try:
+                return Runner(self.db, str(MIGRATIONS)).up()
+            finally:
+                if postgres:
+                    self.db.execute_sql("RESET statement_timeout")
+                    self.db.execute_sql("RESET lock_timeout")
+
+    @contextmanager
+    def guarded(self, guard: Callable[[], None]) -> Iterator[None]:
+        """Run ``guard()`` before every commit this thread makes inside the block; when it
+        raises, the transaction rolls back instead (a call already answered as failed must
+        not commit later: see drc.server.group)."""
+        self._guard.check = guard
+        try:
+            yield
+        finally:
+            self._guard.check = None
+
+    def _before_commit(self) -> None:
+        check = getattr(self._guard, "check", None)
+        if check is not None:
+            check()
 
     def schema_version(self) -> str:
         applied = Runner(self.db, str(MIGRATIONS)).applied()
@@ -308,19 +386,24 @@ class PeeweeStore:
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
-        """A lost PostgreSQL connection becomes ECONNREFUSED (the transaction rolled back, or
-        never committed), and the connection is reopened by the next transaction."""
+        """A database that does not answer becomes :class:`StoreUnavailable` (ECONNREFUSED;
+        the transaction rolled back, or never committed): a lost or timed-out PostgreSQL
+        connection (reopened by the next transaction), or SQLite locked by another process
+        for longer than its busy timeout."""
         try:
             yield
         except (OperationalError, InterfaceError) as err:
-            if not isinstance(self.db, PostgresqlDatabase):
-                raise
-            with contextlib.suppress(Exception):
-                self.db.close()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DrcError(
-                Code.ECONNREFUSED, f"DRCS cannot reach its PostgreSQL store: {first}"
-            ) from None
+            if isinstance(self.db, PostgresqlDatabase):
+                kind = "PostgreSQL"
+                with contextlib.suppress(Exception):
+                    self.db.close()
+            elif "locked" in first or "busy" in first:
+                kind, first = "SQLite", f"{first} (another process holds its write lock)"
+            else:
+                raise
+            message = f"the {kind} database ({self.label}) did not answer: {first}"
+            raise StoreUnavailable(message) from None
 
     @contextmanager
     def transaction(self) -> Iterator[PeeweeTransaction]:
@@ -340,6 +423,7 @@ class PeeweeStore:
             tx.lock()
             with self._recording(tx):
                 yield tx
+            self._before_commit()
 
     @contextmanager
     def _recording(self, tx: PeeweeTransaction) -> Iterator[None]:
@@ -368,12 +452,13 @@ class PeeweeStore:
                 yield
             finally:
                 self._batch_thread = None
+            self._before_commit()
 
     @contextmanager
     def snapshot(self) -> Iterator[PeeweeTransaction]:
         if isinstance(self.db, SqliteDatabase):
             # A deferred transaction is a consistent WAL snapshot and takes no write lock.
-            with self.db.atomic("DEFERRED"):
+            with self._reachable(), self.db.atomic("DEFERRED"):
                 yield self._tx()
         else:
             with self._reachable(), self.db.atomic():

@@ -21,6 +21,9 @@ from cluster import User
 from scale import record, size
 
 JOB = 500
+#: A call slower than this waited for something (half the nodes' [link] timeout; a busy CI
+#: machine answers in tenths of a second).
+WAITED = 2.5
 
 #: acquire (FLEX), grant to bob, release every other one, until a line comes on stdin (or a
 #: minute passed); each call as [what, credential or error, start, end] on the shared monotonic
@@ -105,11 +108,11 @@ def test_primary_crash_and_promotion_lose_nothing_and_writes_resume_without_rest
     assert len(done["acquire"]) > 10, "the load was not running"
     # Nobody waited or failed while a primary answered: every failed or slow call overlapped
     # the time without one, and the calls begun a moment after the promotion were quick.
-    slow = [call for call in calls if call[3] - call[2] > 1.0]
+    slow = [call for call in calls if call[3] - call[2] > WAITED]
     for call in failed + slow:
         assert call[2] < promoted and call[3] > crashed, (call, crashed, promoted)
     later = [call[3] - call[2] for call in calls if call[2] > promoted + 1.0]
-    assert later and max(later) < 1.0, max(later, default=None)
+    assert later and max(later) < WAITED, max(later, default=None)
     pause = max(call[3] - call[2] for call in calls if call[2] < promoted and call[3] > crashed)
     without = promoted - crashed
     bound = without + 5.0  # [link] timeout: DRCC retries the DRCS meanwhile, then gives up

@@ -49,11 +49,17 @@ def _as_postgres(*argv: object) -> None:
 
 
 def _postmaster_pid(data: Path) -> int | None:
-    """The postmaster's pid from its pid file, or None when none runs there."""
+    """The postmaster's pid from its pid file, or None when none runs there. The file is the
+    postgres user's: root signals the pid only if it is a process of that user."""
+    import pwd
+
     try:
-        return int((data / "postmaster.pid").read_text().split()[0])
-    except (FileNotFoundError, IndexError, ValueError):
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        owner = os.stat(f"/proc/{pid}").st_uid
+        postgres = pwd.getpwnam("postgres").pw_uid
+    except (OSError, IndexError, ValueError, KeyError):
         return None
+    return pid if pid > 1 and owner == postgres else None
 
 
 def _server_pids(data: Path) -> list[int]:

@@ -184,21 +184,25 @@ class ReplicatedPostgresql:
         """Stop server ``k`` as a crash would (``pg_ctl -m immediate``: no shutdown checkpoint)."""
         _as_postgres(self.bindir / "pg_ctl", "-D", self.data(k), "-m", "immediate", "-w", "stop")
 
-    def clear_synchronous_standbys(self, k: int) -> None:
-        """``synchronous_standby_names = ''`` on server ``k`` (a standby accepts it too)."""
+    def _sql(self, k: int, *statements: str) -> None:
         import psycopg
 
         with psycopg.connect(f"{self.server_url(k)}/postgres", autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
-            conn.execute("SELECT pg_reload_conf()")
+            for statement in statements:
+                conn.execute(statement)
+
+    def clear_synchronous_standbys(self, k: int) -> None:
+        """``synchronous_standby_names = ''`` on server ``k`` (a standby accepts it too)."""
+        self._sql(k, "ALTER SYSTEM SET synchronous_standby_names = ''", "SELECT pg_reload_conf()")
 
     def promote(self, k: int, *, clear_synchronous: bool = True) -> None:
-        """Make standby ``k`` the primary, having cleared its synchronous standbys first (the
-        documented step: none will stream from it, and with the copied setting left every
-        COMMIT waits forever). ``clear_synchronous=False`` walks into that trap."""
+        """Make standby ``k`` the primary as drcs(8) says to: clear its synchronous standbys
+        (none will stream from it; with the copied list left every COMMIT waits forever),
+        then ``pg_promote()``, which returns once it is done. ``clear_synchronous=False``
+        walks into that trap."""
         if clear_synchronous:
             self.clear_synchronous_standbys(k)
-        _as_postgres(self.bindir / "pg_ctl", "-D", self.data(k), "-w", "promote")
+        self._sql(k, "SELECT pg_promote()")
 
     def stall(self, k: int) -> None:
         """SIGSTOP server ``k`` whole: alive, sockets open, answering nothing."""

@@ -211,6 +211,10 @@ class ReplicatedPostgresql:
     def resume(self, k: int) -> None:
         signal_server(self.data(k), signal.SIGCONT)
 
+    def kill(self, k: int) -> None:
+        """SIGKILL server ``k`` whole, stalled or not: fencing, so it never answers again."""
+        signal_server(self.data(k), signal.SIGKILL)
+
     def sync_state(self, k: int = 0) -> list[tuple[str, str]]:
         """(application_name, sync_state) of each standby streaming from server ``k``."""
         import psycopg

@@ -194,3 +194,27 @@ def test_commits_waiting_for_a_synchronous_standby_are_refused_then_done_once_wh
     assert retried_once(c, rid) == first
     wait_for(lambda: store_answering(status_in_time(c)), 10, what="status to say it answers")
     assert_exact(c, {kept, first})
+
+
+def test_a_hung_primary_fenced_and_replaced_by_its_standby_is_left_behind(
+    replicated_one: MultiNode, postgresql_pair: ReplicatedPostgresql
+):
+    """The primary hangs (SIGSTOP: alive, its sockets open), then a manager promotes the
+    standby and fences the old primary (kills it, so it can never answer as a second primary):
+    DRCS goes on with the new primary, without a restart; the request it answered "outcome
+    unknown" acts once."""
+    c, pair = replicated_one, postgresql_pair
+    drcs = c.emb.server_pid(1)
+    kept = int(c.task(1, JOB, "alice", "print(client.acquire(0))"))
+    pair.stall(0)
+    try:
+        error = refused_in_time(c, "hung-1")
+        assert error.code is Code.ECONNREFUSED and "database" in error.message, error
+        pair.promote(1)
+    finally:
+        pair.kill(0)  # fenced
+    first = retried_once(c, "hung-1")
+    assert retried_once(c, "hung-1") == first
+    wait_for(lambda: store_answering(status_in_time(c)), 10, what="status to say it answers")
+    assert c.emb.server_pid(1) == drcs
+    assert_exact(c, {kept, first})

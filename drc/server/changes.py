@@ -185,11 +185,22 @@ def parse_notification(payload: str) -> tuple[str, int, int] | None:
 class SharedFeed:
     """Feed a :class:`ChangeLog` from the PostgreSQL change channel (every DRCS's commits)."""
 
-    def __init__(self, changes: ChangeLog, url: str, channel: str, retry: float = 1.0) -> None:
+    def __init__(
+        self,
+        changes: ChangeLog,
+        url: str,
+        channel: str,
+        retry: float = 1.0,
+        params: dict[str, object] | None = None,
+    ) -> None:
         self.changes = changes
         self.conninfo = "postgresql://" + url.split("://", 1)[1]
         self.channel = channel
         self.retry = retry
+        #: libpq parameters: the connect timeout and TCP keepalives of the store's connections,
+        #: so a listening connection whose host went silent ends (and the log resyncs) instead
+        #: of waiting forever for notifications that cannot come.
+        self.params = dict(params or {})
         self.listening = asyncio.Event()
 
     async def run(self) -> None:
@@ -197,7 +208,9 @@ class SharedFeed:
 
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, **self.params
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {self.channel}")
                     self.changes.new_generation()  # whatever came before may be missed

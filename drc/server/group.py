@@ -13,7 +13,7 @@ company, the next one waits :data:`GATHER_TURNS` more turns before it runs (the 
 sockets every turn, some microseconds each), so callers that arrived meanwhile join it: fewer
 commits. A caller that was alone last time never waits.
 
-In drcs every batch runs on one store thread (``worker``), never on the event loop, so a
+In drcs every batch runs on one store thread (``threaded``), never on the event loop, so a
 database that stops answering (a lock wait, a lost synchronous standby, a half-open
 connection) cannot stop DRCS from reading D-Bus and the DRC link. One thread, one batch at a
 time: the order of verbs, Peewee's per-thread connection and SQLite's in-process write lock
@@ -36,9 +36,9 @@ callers are answered; a batch that failed to commit delivers none.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -92,14 +92,18 @@ class GroupCommit:
         store: Any,
         max_batch: int = 256,
         *,
-        worker: concurrent.futures.Executor | None = None,
+        threaded: bool = False,
         health: StoreHealth | None = None,
         timeout: float = 2.0,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
-        self.worker = worker  # None: batches run on the loop (tests of the grouping alone)
-        self.health = health or StoreHealth("the store")
+        # not threaded: batches run on the loop (tests of the grouping alone)
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+        if threaded:
+            self._jobs = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.health = health or StoreHealth(getattr(store, "label", "the store"))
         self.timeout = timeout
         self._pending: list[Pending] = []
         self._company = False  # whether the last batch held more than one call
@@ -165,20 +169,42 @@ class GroupCommit:
         job = _Job(self._pending[:size])
         self._pending = self._pending[size:]
         self._company = size > 1
-        if self.worker is None:
+        if self._jobs is None:
             self._settle(job, self._run(job))
             if self._pending:
                 loop.call_soon(self._flush)
             return
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, args=(self._jobs, loop), name="drcs-store", daemon=True
+            )
+            self._thread.start()
         self._running = job
         first = min(at for _c, _f, _a, at in job.calls)
         job.timer = loop.call_at(first + self.timeout, self._overdue, job)
-        done = loop.run_in_executor(self.worker, self._run, job)
-        done.add_done_callback(functools.partial(self._done, job))
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        """Let the store thread end once its batch is over (drcs stopping)."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+
+    def _serve(self, jobs: queue.SimpleQueue[_Job | None], loop: asyncio.AbstractEventLoop) -> None:
+        """The store thread: one batch at a time, each answered on the loop."""
+        self._worker_thread = threading.get_ident()
+        while (job := jobs.get()) is not None:
+            try:
+                outcomes = self._run(job)
+            except BaseException as err:  # a bug outside the verbs: fail them, keep serving
+                log.exception("the store thread failed a batch")
+                outcomes = [(future, None, err) for _call, future, _a, _at in job.calls]
+            try:
+                loop.call_soon_threadsafe(self._done, job, outcomes)
+            except RuntimeError:  # the loop is closed: drcs is gone
+                return
 
     def _run(self, job: _Job) -> list[Outcome]:
         """The batch's outcomes (on the store thread, or the loop when there is none)."""
-        self._worker_thread = threading.get_ident()
         calls = [(call, future) for call, future, _alone, _at in job.calls if not future.done()]
         if not calls:
             return []
@@ -204,16 +230,11 @@ class GroupCommit:
                 return [(future, None, err) for _call, future in calls]
             return outcomes
 
-    def _done(self, job: _Job, done: asyncio.Future[list[Outcome]]) -> None:
+    def _done(self, job: _Job, outcomes: list[Outcome]) -> None:
         """The store thread finished ``job`` (on the loop)."""
         if job.timer is not None:
             job.timer.cancel()
         self._running = None
-        try:
-            outcomes = done.result()
-        except BaseException as err:  # a bug outside the verbs: fail them, keep serving
-            log.exception("the store thread failed a batch")
-            outcomes = [(future, None, err) for _call, future, _a, _at in job.calls]
         if job.overdue and any(error is None for _f, _r, error in outcomes):
             log.error(
                 "a batch answered 'outcome unknown' after %.1f s committed when the database "
@@ -222,7 +243,7 @@ class GroupCommit:
             )
         self._settle(job, outcomes)
         if self._pending:
-            self._turns_left = 0
+            self._turns_left = GATHER_TURNS if self._company else 0
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _settle(self, job: _Job, outcomes: list[Outcome]) -> None:

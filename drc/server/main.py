@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import logging
 import resource
 import socket
@@ -116,10 +115,9 @@ async def serve(cfg: drc_config.Config) -> None:
     exports = ServerExports(service, token_key=read_token_key(cfg), token_ttl=cfg["tokens"]["ttl"])
     # One group commit for D-Bus and DRC link verbs (handed to link_server below), on one
     # store thread: the event loop never waits for the database (see drc.server.group).
-    store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="drcs-store")
     exports.group = GroupCommit(
         service.store,
-        worker=store_thread,
+        threaded=True,
         health=StoreHealth(service.store.label),
         timeout=float(cfg["server"]["store_timeout"]),
     )
@@ -137,7 +135,9 @@ async def serve(cfg: drc_config.Config) -> None:
     if sqlite_lock is None and database.split(":", 1)[0] in ("postgres", "postgresql"):
         # Several DRCS may share this store: follow every server's commits, ours included.
         service.listeners.remove(exports.changes.record)
-        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL)
+        bounds = store_timeouts(cfg).postgresql()
+        bounds.pop("options")  # statement timeouts mean nothing to a connection that listens
+        feed = SharedFeed(exports.changes, database, CHANGE_CHANNEL, params=bounds)
         feed_task = asyncio.create_task(feed.run())
         try:
             async with asyncio.timeout(10):
@@ -213,7 +213,7 @@ async def serve(cfg: drc_config.Config) -> None:
     await exporter.stop()
     if metrics:
         await metrics.stop()
-    store_thread.shutdown(wait=False, cancel_futures=True)
+    exports.group.close()
 
 
 def server_prober(

@@ -28,6 +28,7 @@ from drc.server.proxy import ServerProxy
 from cluster import Cluster, start_cluster, stop_cluster
 
 STORE_TIMEOUT = 2.0  # [server] store_timeout's default
+JOB = 4711
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, Any]:
@@ -159,6 +160,7 @@ def test_stopped_postgresql_backends_stall_no_drcs_and_nothing_commits_late(
     transaction back when the database wakes: it never commits after being answered."""
     c = two_nodes
     server = c.server(1)
+    cached = int(c.task(1, JOB, "alice", "print(client.acquire(0))"))  # node 1 caches it
     before = credentials(server)
     with admin_session(f"{postgresql_server}/postgres") as admin:
         stopped = backends(admin, database_name(c.database))
@@ -174,6 +176,10 @@ def test_stopped_postgresql_backends_stall_no_drcs_and_nothing_commits_late(
             assert took < 0.5, f"took {took:.2f} s"
             store = store_of(server)
             assert store["answering"] is False and store["unanswered_seconds"] > 0, store
+            # the node answers what it holds alone: another process of the job accesses
+            code = f"import time; t = time.monotonic(); client.access({cached}); "
+            code += "print(round(time.monotonic() - t, 3))"
+            assert float(c.task(1, JOB, "alice", code)) < 0.5
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)

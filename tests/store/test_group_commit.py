@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -151,3 +152,64 @@ def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(
     assert batches == [1, 1]  # the pair, then the two stragglers together
     assert len(set(ids)) == 2
     assert consistency_problems(service.store) == []
+
+
+def test_on_its_store_thread_a_stuck_batch_is_answered_in_time_and_never_commits_later(
+    service: CredentialService,
+):
+    """The store thread: a batch stuck inside its transaction (here: a verb that waits, as a
+    statement waits for a database that stopped) is answered "outcome unknown" at its
+    deadline, calls queued behind it and calls arriving meanwhile fail at once naming the
+    store, the loop goes on, and when the batch wakes it rolls back instead of committing."""
+    kept = service.acquire(in_job(ALICE, 9, "n1"), 0).id
+    group = GroupCommit(service.store, threaded=True, timeout=0.3)
+    wake = threading.Event()
+    events: list[tuple] = []
+    service.listeners.append(lambda *event: events.append((threading.get_ident(), *event)))
+    group.hold_events(service.listeners)
+
+    def acquire(uid: int, job: int) -> Callable[[], int]:
+        return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
+
+    def stuck() -> int:
+        cred = service.acquire(in_job(BOB, 2, "n1"), 0).id
+        wake.wait(10)
+        return cred
+
+    async def stall() -> tuple[list, float, float, int]:
+        started = asyncio.get_running_loop().time()
+        release = lambda: service.release(in_job(ALICE, 9, "n1"), kept)  # noqa: E731
+        batch = [group.submit(release), group.submit(stuck)]  # one transaction
+        await asyncio.sleep(0.05)
+        queued = group.submit(acquire(ALICE, 3))
+        outcomes = await asyncio.gather(*batch, queued, return_exceptions=True)
+        answered = asyncio.get_running_loop().time() - started
+        late = asyncio.get_running_loop().time()
+        refused = await asyncio.gather(group.submit(acquire(ALICE, 4)), return_exceptions=True)
+        refused_in = asyncio.get_running_loop().time() - late
+        assert group.health.answering is False
+        wake.set()  # the database wakes: the batch reaches its commit and is rolled back
+        for _ in range(100):  # the stuck batch ends, then a new call goes through
+            await asyncio.sleep(0.02)
+            if group._running is None:
+                break
+        made = await group.submit(acquire(ALICE, 5))
+        with service.store.snapshot() as tx:
+            assert {c.id for c in tx.list_credentials()} == {kept, made}  # nothing of the batch
+        assert events == []  # its release was rolled back: no "freed" was announced
+        assert await group.alone(release) is True  # now it frees, and says so
+        return [*outcomes, *refused], answered, refused_in, made
+
+    outcomes, answered, refused_in, made = asyncio.run(stall())
+    assert 0.3 <= answered < 0.6 and refused_in < 0.05
+    for outcome in outcomes:
+        assert isinstance(outcome, DrcError) and outcome.code is Code.ECONNREFUSED, outcome
+    assert "outcome of this request is unknown" in outcomes[0].message
+    assert "has not answered for" in outcomes[2].message and "has not answered" in str(outcomes[3])
+    assert group.health.answering is True
+    with service.store.snapshot() as tx:
+        assert [c.id for c in tx.list_credentials()] == [made]
+    assert consistency_problems(service.store) == []
+    # the change event came after its commit, on the loop's thread, not the store thread's
+    assert events == [(threading.get_ident(), "freed", kept, 0)]
+    group.close()

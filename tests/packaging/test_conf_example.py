@@ -69,3 +69,4 @@ def test_the_ha_examples_url_is_a_primary_and_standby_pair_to_libpq() -> None:
     assert len(parsed["host"].split(",")) == len(parsed["port"].split(",")) == 2
     assert parsed["target_session_attrs"] == "read-write"
     assert "password" not in parsed  # it belongs in root's ~/.pgpass
+    assert "connect_timeout" not in parsed  # [server] db_connect_timeout overrides it

@@ -1,5 +1,7 @@
 """Fail-over: the pause clients see when the DRCS they follow dies, beside the same clients'
-normal latency in the same run, and the acquire rate with 1 vs 2 DRCS on one PostgreSQL.
+normal latency in the same run, and the acquire rate with 1 vs 2 DRCS on one PostgreSQL; then
+the same for the database itself: the pause when the PostgreSQL primary dies and its standby is
+promoted, and how long ``drccli status`` takes while the database is stalled, beside normal.
 Prints JSON.
 
 Both parts run on ``drc-embedded start --nodes 1 --servers 2`` (real munged, TCP+MUNGE link,
@@ -10,6 +12,11 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
   the latency of a call that was in flight across a kill; "normal" is every other call.
 - rate: concurrent NodeAcquire calls over the link, all to DRCS 1 or spread over DRCS 1 and 2,
   measured in alternating rounds so drift and load hit both alike.
+- database (root only: a private primary and synchronous standby on 127.0.0.21/22, both DRCS
+  on the multi-host URL): Status calls to DRCS 1, normal, then while the primary is SIGSTOPped
+  (``DRC_BENCH_STALL`` seconds); then the client threads stream while the primary crashes
+  (``pg_ctl -m immediate``) and, ``DRC_BENCH_OUTAGE`` seconds later, the standby is promoted.
+  A "pause" is the latency of a call in flight while no primary existed.
 """
 
 from __future__ import annotations
@@ -30,16 +37,26 @@ from pathlib import Path
 from common import summary
 
 from drc import client
+from drc.core.errors import DrcError
 from drc.embedded import cluster as embedded
-from drc.embedded.postgres import fresh_database, private_postgresql
+from drc.embedded.postgres import (
+    ReplicatedPostgresql,
+    fresh_database,
+    private_postgresql,
+    replicated_postgresql,
+)
 from drc.link import LinkClient, Munge
 from drc.server.link import split_host_port
+from drc.server.proxy import ServerProxy
 
 KILLS = int(os.environ.get("DRC_BENCH_KILLS", "5"))
 THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))
 ROUNDS = int(os.environ.get("DRC_BENCH_ROUNDS", "4"))
 PER_ROUND = int(os.environ.get("DRC_BENCH_ACQUIRES", "300"))
 CONCURRENCY = 16
+STALL = float(os.environ.get("DRC_BENCH_STALL", "3"))
+OUTAGE = float(os.environ.get("DRC_BENCH_OUTAGE", "1"))
+STATUS_TIMEOUT = 10.0  # a Status that takes longer counts as unanswered
 
 
 @contextlib.contextmanager
@@ -69,12 +86,17 @@ class Stream(threading.Thread):
             self.calls.append((t0, time.monotonic()))
 
 
-def pauses(emb: embedded.Embedded) -> dict[str, object]:
+def streaming() -> tuple[threading.Event, list[Stream]]:
     client.set_timeout(30)
     stop = threading.Event()
     streams = [Stream(stop) for _ in range(THREADS)]
     for s in streams:
         s.start()
+    return stop, streams
+
+
+def pauses(emb: embedded.Embedded) -> dict[str, object]:
+    stop, streams = streaming()
     kills: list[float] = []
     followed = 1
     try:
@@ -146,6 +168,92 @@ async def acquire_rate(emb: embedded.Embedded) -> dict[str, object]:
     }
 
 
+def status_latency(emb: embedded.Embedded, pair: ReplicatedPostgresql) -> dict[str, object]:
+    """Status calls to DRCS 1, normal and while the primary is SIGSTOPped, in microseconds."""
+    proxy = ServerProxy(emb.server_bus(1), timeout=STATUS_TIMEOUT)
+
+    def timed(until: float) -> tuple[list[float], int]:
+        took, unanswered = [], 0
+        while time.monotonic() < until:
+            t0 = time.monotonic()
+            try:
+                proxy.call("Status", "")
+                took.append((time.monotonic() - t0) * 1e6)
+            except DrcError:
+                unanswered += 1
+            time.sleep(0.05)
+        return took, unanswered
+
+    try:
+        normal, _ = timed(time.monotonic() + STALL)
+        pair.stall(0)
+        try:
+            stalled, unanswered = timed(time.monotonic() + STALL)
+        finally:
+            pair.resume(0)
+    finally:
+        proxy.close()
+    return {
+        "stall_seconds": STALL,
+        "normal": summary(normal),
+        "stalled": summary(stalled) if stalled else None,
+        "stalled_unanswered": unanswered,
+        "stalled_max_us": round(max(stalled), 1) if stalled else None,
+        "stalled_vs_normal_p50": round(summary(stalled)["p50_us"] / summary(normal)["p50_us"], 1)
+        if stalled
+        else None,
+    }
+
+
+def database_pause(pair: ReplicatedPostgresql) -> dict[str, object]:
+    """Client threads stream while the primary crashes and the standby is promoted."""
+    stop, streams = streaming()
+    try:
+        time.sleep(2.0)
+        crashed = time.monotonic()
+        pair.crash(0)
+        time.sleep(OUTAGE)
+        pair.promote(1)
+        promoted = time.monotonic()
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for s in streams:
+            s.join(60)
+    spanning, normal = [], []
+    for s in streams:
+        for t0, t1 in s.calls:
+            (spanning if t0 < promoted and t1 > crashed else normal).append((t1 - t0) * 1e6)
+    return {
+        "without_primary_s": round(promoted - crashed, 3),
+        "client_threads": THREADS,
+        "errors": sum(len(s.errors) for s in streams),
+        "normal": summary(normal),
+        "pause": summary(spanning) if spanning else None,
+        "pause_max_s": round(max(spanning) / 1e6, 3) if spanning else None,
+    }
+
+
+def database_failover() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {"skipped": "needs root (a private PostgreSQL pair runs as the postgres user)"}
+    import psycopg
+
+    with replicated_postgresql() as pair:
+        with psycopg.connect(f"{pair.server_url(0)}/postgres", autocommit=True) as admin:
+            admin.execute('CREATE DATABASE "drc"')
+        state = Path(tempfile.mkdtemp(prefix="drc-bench-dbfailover-", dir="/tmp"))
+        try:
+            emb = embedded.start(state, nodes=1, servers=2, database=pair.url("drc"))
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
+            status = status_latency(emb, pair)
+            pause = database_pause(pair)
+        finally:
+            embedded.stop(state)
+            shutil.rmtree(state, ignore_errors=True)
+    return {"status_latency_stalled_database": status, "client_latency_database_failover": pause}
+
+
 def main() -> int:
     with database() as url:
         state = Path(tempfile.mkdtemp(prefix="drc-bench-failover-", dir="/tmp"))
@@ -163,6 +271,7 @@ def main() -> int:
         "load_average_1m": round(os.getloadavg()[0], 2),
         "acquire_rate_postgresql": rate,
         "client_latency": pause,
+        **database_failover(),
     }
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from multinode import two_nodes  # noqa: F401  (fixture)
-from postgres_server import postgresql_server, postgresql_url  # noqa: F401  (fixtures)
+from postgres_server import (  # noqa: F401  (fixtures)
+    postgresql_pair,
+    postgresql_server,
+    postgresql_url,
+)
 
 from drc.core.policy import Policy
 from drc.core.service import CredentialService

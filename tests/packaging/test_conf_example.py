@@ -58,3 +58,15 @@ def test_the_ha_example_has_two_servers_on_a_multi_host_postgresql() -> None:
     url = cfg["server"]["database"]
     assert "target_session_attrs=read-write" in url and "," in url
     assert isinstance(open_database(url), PostgresqlDatabase)  # libpq gets the URL whole
+
+
+def test_the_ha_examples_url_is_a_primary_and_standby_pair_to_libpq() -> None:
+    """As libpq reads it: two hosts, each with its port, only a writable one will do."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = config.load(REPO / "packaging" / "drc.conf.ha-example")["server"]["database"]
+    parsed = conninfo_to_dict(url)
+    assert len(parsed["host"].split(",")) == len(parsed["port"].split(",")) == 2
+    assert parsed["target_session_attrs"] == "read-write"
+    assert "password" not in parsed  # it belongs in root's ~/.pgpass
+    assert "connect_timeout" not in parsed  # [server] db_connect_timeout overrides it

@@ -49,6 +49,7 @@ FILES = {
         "/usr/share/man/man1/drccli.1",
         "/usr/share/man/man8/drcs.8",
         "/usr/share/man/man8/drc-jedi.8",
+        "/usr/share/doc/drc-server/drc.conf.ha-example",
     ],
     "drc-node": [
         "/usr/bin/drcc",
@@ -180,6 +181,8 @@ def test_shipped_config_and_policy_are_the_trees(payload) -> None:
     assert config.load(payload / "etc/drc/drc.conf").values == config.defaults()
     policy = payload / "usr/share/dbus-1/system.d/org.drc.conf"
     assert policy.read_text() == (REPO / "drc" / "data" / "org.drc.conf").read_text()
+    ha = payload / "usr/share/doc/drc-server/drc.conf.ha-example"
+    assert ha.read_text() == (REPO / "packaging" / "drc.conf.ha-example").read_text()
 
 
 def test_packaged_drcs_refuses_a_bad_config_with_exit_2(payload, tmp_path) -> None:

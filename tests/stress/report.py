@@ -25,6 +25,8 @@ SELECTION = [
     "tests/stress",
     "tests/integration/test_crash.py",
     "tests/integration/test_bad_input.py",
+    "tests/ha/test_ha_db_failover.py::"
+    "test_primary_crash_and_promotion_lose_nothing_and_writes_resume_without_restarts",
     "tests/core/test_tokens.py",
     "tests/store/test_store.py::test_eight_processes_racing_acquire_never_exceed_the_limit",
     "tests/store/test_postgresql.py::"
@@ -43,6 +45,7 @@ EXPECTED = [
     "SIGKILL of DRCS",
     "SIGKILL of DRCC",
     "sustained load",
+    "PostgreSQL fail-over",
 ]
 
 

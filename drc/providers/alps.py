@@ -32,10 +32,11 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import UINT32_MAX, Resources
-from drc.core.ports import SlotAllocator
+from drc.core.ports import ExternalObjects, SlotAllocator
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class AlpsProvider:
     max_pdomains: int = 256
     cleanup_retry_interval: float = 60.0
     name: str = "alps"
+    features: ClassVar[tuple[type, ...]] = (ExternalObjects,)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pdomains <= UINT32_MAX:
@@ -267,7 +269,7 @@ def _data(resources: Resources) -> dict[str, object]:
 
 
 def _external(message: str, leftover: Resources | None = None) -> DrcError:
-    """CRED_EXTERNAL_FAILURE, naming what may exist outside (see ExternalProvider)."""
+    """CRED_EXTERNAL_FAILURE, naming what may exist outside (see ExternalObjects)."""
     error = DrcError(Code.CRED_EXTERNAL_FAILURE, message)
     error.leftover = leftover  # type: ignore[attr-defined]
     log.warning("%s", message)

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from drc.core.model import Credential, Resources
-from drc.core.ports import ExternalObjects, PendingCleanup, Store, Transaction
+from drc.core.ports import (
+    ExternalFailure,
+    ExternalObjects,
+    NotYet,
+    PendingCleanup,
+    Store,
+    Transaction,
+)
 
 audit = logging.getLogger("drc.audit")
 log = logging.getLogger("drc.core")
@@ -27,8 +34,7 @@ CLEANUP_BACKOFF_MAX = 3600.0
 
 def leftover_of(error: BaseException) -> Resources | None:
     """The external object a failed ``allocate`` may have left behind (see ExternalObjects)."""
-    leftover = getattr(error, "leftover", None)
-    return leftover if isinstance(leftover, Resources) else None
+    return error.leftover if isinstance(error, ExternalFailure) else None
 
 
 class ExternalCleanup:
@@ -114,9 +120,10 @@ class ExternalCleanup:
             return "the provider declares no ExternalObjects", None
         try:
             self.external.release_external(resources)
+        except NotYet as e:
+            return str(e), e.retry_at
         except Exception as e:  # any failure is recorded and retried
-            retry_at = getattr(e, "retry_at", None)
-            return str(e) or type(e).__name__, retry_at if isinstance(retry_at, float) else None
+            return str(e) or type(e).__name__, None
         return None, None
 
     def compensate(self, resources: Resources, credential: int) -> None:

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from drc.core.errors import Code, DrcError
 from drc.core.model import Credential, Holder, Limit, LimitScope, Resources, State, Target, Usage
 
 
@@ -184,20 +185,37 @@ class ExternalObjects(Protocol):
     then fails the core calls ``release_external`` to compensate. ``free`` only does the store
     side; the core calls ``release_external`` after the freeing transaction committed, from a
     durable pending-cleanup record, and retries it until it succeeds. A provider without this
-    feature (the pool) pays nothing. An error raised by ``allocate`` after the external object
-    may already exist (a timed-out create) carries it as ``leftover`` (a :class:`Resources`),
-    so the core compensates for it too.
+    feature (the pool) pays nothing. ``allocate`` raises :class:`ExternalFailure` when the
+    external object may already exist (a timed-out create), so the core compensates for it too.
     """
 
     #: Seconds before the first retry of a failed release (doubled per attempt, capped).
     cleanup_retry_interval: float
 
     def release_external(self, resources: Resources) -> None:
-        """Remove the external object; idempotent (already gone is success). Raise on failure.
-        An error may carry ``retry_at`` (a time): when trying again can first succeed."""
+        """Remove the external object; idempotent (already gone is success). Raise on failure:
+        :class:`NotYet` when it says when trying again can first succeed."""
 
     def describe_external(self, resources: Resources) -> str:
         """A short name of the external object for logs and ``drccli status``."""
+
+
+class ExternalFailure(DrcError):
+    """CRED_EXTERNAL_FAILURE from ``allocate``, naming the external object that may exist
+    (``leftover``) so the core removes it with the failed transaction."""
+
+    def __init__(self, message: str, leftover: Resources | None = None) -> None:
+        super().__init__(Code.CRED_EXTERNAL_FAILURE, message)
+        self.leftover = leftover
+
+
+class NotYet(RuntimeError):
+    """From ``release_external``: the object cannot go before ``retry_at`` (a quarantine);
+    the core schedules its next try then rather than after the usual backoff."""
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class StoreBound(Protocol):

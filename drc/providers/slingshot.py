@@ -33,6 +33,7 @@ from drc.core.model import Credential, Resources
 from drc.core.ports import (
     ExternalObjects,
     NodeObjects,
+    NotYet,
     SlotAllocator,
     Store,
     StoreBound,
@@ -177,9 +178,9 @@ class SlingshotProvider:
                 )
             left = row[2] + self.quarantine - self.clock()
             if left > 0:
-                error = RuntimeError(f"VNI {vni} in quarantine for {left:.0f} more s")
-                error.retry_at = row[2] + self.quarantine  # type: ignore[attr-defined]
-                raise error
+                raise NotYet(
+                    f"VNI {vni} in quarantine for {left:.0f} more s", row[2] + self.quarantine
+                )
             _vnis(tx).vni_finish(vni, credential, self.clock())
         log.info("VNI %d of freed credential %d is back in the pool", vni, credential)
 

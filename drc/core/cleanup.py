@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from drc.core.model import Credential, Resources
-from drc.core.ports import PendingCleanup, Provider, Store, Transaction
+from drc.core.ports import (
+    ExternalFailure,
+    ExternalObjects,
+    NotYet,
+    PendingCleanup,
+    Store,
+    Transaction,
+)
 
 audit = logging.getLogger("drc.audit")
 log = logging.getLogger("drc.core")
@@ -25,29 +32,31 @@ log = logging.getLogger("drc.core")
 CLEANUP_BACKOFF_MAX = 3600.0
 
 
-def is_external(provider: Provider) -> bool:
-    """Providers with ``release_external`` own objects outside the store (see ports)."""
-    return callable(getattr(provider, "release_external", None))
-
-
 def leftover_of(error: BaseException) -> Resources | None:
-    """The external object a failed ``allocate`` may have left behind (see ExternalProvider)."""
-    leftover = getattr(error, "leftover", None)
-    return leftover if isinstance(leftover, Resources) else None
+    """The external object a failed ``allocate`` may have left behind (see ExternalObjects)."""
+    return error.leftover if isinstance(error, ExternalFailure) else None
 
 
 class ExternalCleanup:
-    def __init__(self, store: Store, provider: Provider, clock: Callable[[], float]) -> None:
-        self.store, self.provider, self.clock = store, provider, clock
-        self.enabled = is_external(provider)
+    """The external objects of a provider that declares :class:`ExternalObjects`; with
+    ``external=None`` (the pool) every method does nothing and costs nothing."""
+
+    def __init__(
+        self, store: Store, external: ExternalObjects | None, clock: Callable[[], float]
+    ) -> None:
+        self.store, self.external, self.clock = store, external, clock
+        self.enabled = external is not None
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds between DRCS's passes over due cleanups (the provider's first backoff)."""
+        return float(self.external.cleanup_retry_interval) if self.external else 60.0
 
     def name(self, resources: Resources) -> str:
-        describe = getattr(self.provider, "describe_external", None)
-        return describe(resources) if describe else repr(resources)
+        return self.external.describe_external(resources) if self.external else repr(resources)
 
     def _backoff(self, attempts: int) -> float:
-        base = float(getattr(self.provider, "cleanup_retry_interval", 60.0))
-        return min(base * 2 ** max(attempts - 1, 0), CLEANUP_BACKOFF_MAX)
+        return min(self.retry_interval * 2 ** max(attempts - 1, 0), CLEANUP_BACKOFF_MAX)
 
     def record(self, tx: Transaction, freed: Iterable[Credential]) -> None:
         """In the freeing transaction: the removal owed outside can never be lost."""
@@ -107,11 +116,14 @@ class ExternalCleanup:
 
     def _attempt(self, resources: Resources) -> tuple[str | None, float | None]:
         """:meth:`_try`, plus when to try again if the error says (its ``retry_at``)."""
+        if self.external is None:  # callers return early: never claim a removal not done
+            return "the provider declares no ExternalObjects", None
         try:
-            self.provider.release_external(resources)  # type: ignore[attr-defined]
+            self.external.release_external(resources)
+        except NotYet as e:
+            return str(e), e.retry_at
         except Exception as e:  # any failure is recorded and retried
-            retry_at = getattr(e, "retry_at", None)
-            return str(e) or type(e).__name__, retry_at if isinstance(retry_at, float) else None
+            return str(e) or type(e).__name__, None
         return None, None
 
     def compensate(self, resources: Resources, credential: int) -> None:

@@ -1,4 +1,5 @@
-"""What the core needs from the outside world: a transactional store and a resource provider.
+"""What the core needs from the outside world: a transactional store and a resource provider,
+and the optional features a provider declares (checked once by :func:`provider_features`).
 
 The core is written against these protocols only; ``drc.store`` implements the first with
 Peewee, ``drc.providers`` the second. Each DRC verb runs inside one :class:`Transaction`, so a
@@ -156,9 +157,19 @@ class Store(Protocol):
 
 
 class Provider(Protocol):
-    """Server half of a provider: where a credential's network resources come from."""
+    """Server half of a provider: where a credential's network resources come from.
+
+    Anything beyond these members is an optional feature: a Protocol below that the provider
+    names in its ``features`` (like a Slurm plugin's ops table). The core checks the
+    declaration once, when the service is built (:func:`provider_features`): a declared
+    feature with a missing or misspelt member, or a feature member the provider does not
+    declare, fails there with the name of what is wrong, instead of the core silently going
+    without the feature.
+    """
 
     name: str
+    #: The optional features this provider offers: Protocols of :data:`FEATURES`.
+    features: tuple[type, ...]
 
     @property
     def capacity(self) -> int:
@@ -172,24 +183,128 @@ class Provider(Protocol):
     def describe(self, slots: SlotAllocator) -> dict[str, object]: ...
 
 
-class ExternalProvider(Provider, Protocol):
-    """A provider whose resources also live outside the store (ALPS pdomains).
+# -- optional provider features -----------------------------------------------------------
+
+
+class ExternalObjects(Protocol):
+    """Resources that also live outside the store (ALPS pdomains, Slingshot VNIs in cleanup).
 
     ``allocate`` creates the external object inside the verb's transaction; if that transaction
     then fails the core calls ``release_external`` to compensate. ``free`` only does the store
     side; the core calls ``release_external`` after the freeing transaction committed, from a
-    durable pending-cleanup record, and retries it until it succeeds. The core recognises such
-    a provider by the presence of ``release_external``: the pool provider has none and pays
-    nothing. An error raised by ``allocate`` after the external object may already exist (a
-    timed-out create) carries it as ``leftover`` (a :class:`Resources`), so the core
-    compensates for it too.
+    durable pending-cleanup record, and retries it until it succeeds. A provider without this
+    feature (the pool) pays nothing. ``allocate`` raises :class:`ExternalFailure` when the
+    external object may already exist (a timed-out create), so the core compensates for it too.
     """
 
     #: Seconds before the first retry of a failed release (doubled per attempt, capped).
     cleanup_retry_interval: float
 
     def release_external(self, resources: Resources) -> None:
-        """Remove the external object; idempotent (already gone is success). Raise on failure."""
+        """Remove the external object; idempotent (already gone is success). Raise on failure:
+        :class:`NotYet` when it says when trying again can first succeed."""
 
     def describe_external(self, resources: Resources) -> str:
         """A short name of the external object for logs and ``drccli status``."""
+
+
+class ExternalFailure(DrcError):
+    """CRED_EXTERNAL_FAILURE from ``allocate``, naming the external object that may exist
+    (``leftover``) so the core removes it with the failed transaction."""
+
+    def __init__(self, message: str, leftover: Resources | None = None) -> None:
+        super().__init__(Code.CRED_EXTERNAL_FAILURE, message)
+        self.leftover = leftover
+
+
+class NotYet(RuntimeError):
+    """From ``release_external``: the object cannot go before ``retry_at`` (a quarantine);
+    the core schedules its next try then rather than after the usual backoff."""
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class StoreBound(Protocol):
+    """A provider that reads the store outside any verb's transaction (in
+    ``release_external``): the service hands it the store once, at construction."""
+
+    def bind_store(self, store: Store) -> None: ...
+
+
+class NodeObjects(Protocol):
+    """Each node serving an access builds objects of its own for the credential (Slingshot
+    CXI services) and owes their removal once the credential is freed.
+
+    The service records the debt in the access transaction, before the node learns the
+    answer, and answers the node's questions about it; what a debt is stays the provider's.
+    """
+
+    def node_reference(self, tx: Transaction, cred: Credential, node: str) -> None:
+        """In the access transaction: ``node`` will build objects for ``cred``."""
+
+    def node_state(
+        self, tx: Transaction, node: str
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(live, owed) (credential, object) pairs of ``node``: the objects to keep and
+        those of freed credentials still to remove."""
+
+    def node_cleaned(
+        self, tx: Transaction, node: str, credentials: list[int], now: float
+    ) -> list[int]:
+        """``node`` removed its objects of these freed credentials: those it owed."""
+
+
+#: Every optional feature a provider may declare, by the name errors use.
+FEATURES: dict[type, str] = {
+    ExternalObjects: "ExternalObjects",
+    StoreBound: "StoreBound",
+    NodeObjects: "NodeObjects",
+}
+
+
+def feature_members(feature: type) -> frozenset[str]:
+    """The names a provider offering ``feature`` must have: its attributes and methods."""
+    names = set(vars(feature).get("__annotations__", {}))
+    names.update(
+        name
+        for name, value in vars(feature).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    )
+    return frozenset(names)
+
+
+def provider_features(provider: Provider) -> frozenset[type]:
+    """The features ``provider`` declares, checked: raises TypeError naming the provider and
+    the fault when it declares something that is not a feature, lacks a member of a declared
+    one (a misspelling), or has a member of a feature it does not declare."""
+    label = f"provider {getattr(provider, 'name', type(provider).__name__)!r}"
+    declared = getattr(type(provider), "features", None)
+    if not isinstance(declared, tuple):
+        raise TypeError(f"{label}: class attribute 'features' must be a tuple of features")
+    unknown = [f for f in declared if f not in FEATURES]
+    if unknown:
+        raise TypeError(
+            f"{label} declares {unknown!r}, not features (known: {', '.join(FEATURES.values())})"
+        )
+    for feature, fname in FEATURES.items():
+        members = feature_members(feature)
+        present = sorted(m for m in members if hasattr(provider, m))
+        if feature in declared:
+            missing = sorted(members - set(present))
+            if missing:
+                raise TypeError(f"{label} declares {fname} but has no {', '.join(missing)}")
+            uncallable = [
+                m
+                for m in present
+                if callable(getattr(feature, m, None)) and not callable(getattr(provider, m))
+            ]
+            if uncallable:
+                raise TypeError(f"{label}: {fname} member(s) {', '.join(uncallable)} not callable")
+        elif present:
+            raise TypeError(
+                f"{label} has {', '.join(present)} of {fname} but does not declare {fname} "
+                "in its features: declare it, or rename the member(s)"
+            )
+    return frozenset(declared)

@@ -1,8 +1,10 @@
 """The DRC verbs: acquire, grant, revoke, access, release, and job/node expiration.
 
 This is the semantic contract of DESIGN section 3 in code. It talks to a :class:`Store` and a
-:class:`Provider` through their protocols only; transports (D-Bus, the DRC link) call it with a
-:class:`Caller` they established from the kernel. Every verb is one store transaction.
+:class:`Provider` through their protocols only, and to the provider's optional features only
+as it declares them; transports (D-Bus, the DRC link) call it with a :class:`Caller` they
+established from the kernel. Every verb is one store transaction; who may do what is decided
+by :mod:`drc.core.policy`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import cast
 
+from drc.core import policy as rules
 from drc.core.cleanup import ExternalCleanup, leftover_of
 from drc.core.errors import Code, DrcError, einval, eperm, not_found
 from drc.core.limits import LimitHits, check_limits
@@ -28,11 +32,19 @@ from drc.core.model import (
     Resources,
     State,
     Target,
-    TargetKind,
     check_uint32,
 )
 from drc.core.policy import Policy
-from drc.core.ports import PendingCleanup, Provider, Store, Transaction
+from drc.core.ports import (
+    ExternalObjects,
+    NodeObjects,
+    PendingCleanup,
+    Provider,
+    Store,
+    StoreBound,
+    Transaction,
+    provider_features,
+)
 from drc.core.tokens import issue_token
 
 audit = logging.getLogger("drc.audit")
@@ -64,11 +76,15 @@ class CredentialService:
         self.policy = policy or Policy()
         self.clock = clock
         self.listeners: list[ChangeListener] = []
-        self.cleanup = ExternalCleanup(store, provider, lambda: self.clock())
+        # The provider's declared features, checked here once (a misspelt one fails now).
+        features = provider_features(provider)
+        external = cast(ExternalObjects, provider) if ExternalObjects in features else None
+        self.cleanup = ExternalCleanup(store, external, lambda: self.clock())
         self.limit_hits = LimitHits(lambda: self.clock())
-        bind = getattr(provider, "bind_store", None)
-        if bind is not None:  # providers that read the store outside a verb (slingshot)
-            bind(store)
+        #: The provider's hooks for objects nodes build per access (Slingshot CXI services).
+        self.node_objects = cast(NodeObjects, provider) if NodeObjects in features else None
+        if StoreBound in features:  # reads the store outside a verb (slingshot)
+            cast(StoreBound, provider).bind_store(store)
 
     def _emit(self, kind: str, credential: int, value: int = 0) -> None:
         """Tell listeners, after the transaction committed."""
@@ -175,7 +191,7 @@ class CredentialService:
     def grant(self, caller: Caller, credential: int, target: Target) -> None:
         check_uint32("credential", credential)
         with self.store.transaction() as tx:
-            cred = self._owned(tx, caller, credential, "grant access to")
+            cred = self._managed(tx, caller, credential, "grant access to")
             if not tx.add_grant(credential, target):
                 raise DrcError(
                     Code.ALREADY_GRANTED, f"credential {credential} is already granted to {target}"
@@ -192,7 +208,7 @@ class CredentialService:
         """Block new access by ``target``; references already taken stay."""
         check_uint32("credential", credential)
         with self.store.transaction() as tx:
-            self._owned(tx, caller, credential, "revoke access to")
+            self._managed(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
                 raise DrcError(
                     Code.EBADTARGET, f"credential {credential} is not granted to {target}"
@@ -226,12 +242,11 @@ class CredentialService:
                 raise not_found(credential)
             holder = caller.holder
             if not tx.has_reference(credential, holder):
-                self._check_access(cred, caller)
+                self.policy.check_access(cred, caller)
                 self._check_node_binding(tx, cred, holder)
-                if holder.kind is HolderKind.PIN and cred.uid != caller.uid:
-                    # a pin keeps another's credential alive for the pinning user: its count
+                if rules.pins_another_users(cred, caller):
                     self._check_limits(tx, caller, USER_SCOPES)
-                tx.add_reference(credential, holder, owner=self._owned_by_holder(cred, holder))
+                tx.add_reference(credential, holder, owner=rules.owned_by_holder(cred, holder))
                 audit.info(
                     "access credential=%d uid=%d job=%d holder=%s",
                     credential,
@@ -239,11 +254,10 @@ class CredentialService:
                     caller.job,
                     holder,
                 )
-            node_reference = getattr(self.provider, "node_reference", None)
-            if node_reference is not None and holder.node:
+            if self.node_objects is not None and holder.node:
                 # The node will build objects for this access (Slingshot CXI services): it
                 # owes their removal, recorded before it learns the answer.
-                node_reference(tx, cred, holder.node)
+                self.node_objects.node_reference(tx, cred, holder.node)
         return cred
 
     def release(self, caller: Caller, credential: int) -> bool:
@@ -259,7 +273,7 @@ class CredentialService:
             if cred is None:
                 raise not_found(credential)
             dropped = tx.drop_reference(credential, caller.holder)
-            as_owner = caller.uid == cred.uid or (not dropped and self.policy.is_admin(caller))
+            as_owner = self.policy.releases_as_owner(cred, caller, dropped)
             if as_owner:
                 dropped |= tx.drop_reference(credential, Holder.pin(cred.uid))
                 if cred.state is State.ACTIVE:
@@ -362,19 +376,23 @@ class CredentialService:
         with self.store.snapshot() as tx:
             return tx.get_credential(credential)
 
-    def slingshot_node_state(self, node: str) -> tuple[list[tuple[int, int]], ...]:
-        """(live, owed) (credential, VNI) pairs of ``node`` (empty unless Slingshot)."""
+    def node_objects_state(self, node: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(live, owed) (credential, object) pairs of ``node``: for Slingshot, VNIs whose CXI
+        services it keeps and those it must destroy. Empty without :class:`NodeObjects`."""
+        if self.node_objects is None:
+            return [], []
         with self.store.snapshot() as tx:
-            state = getattr(tx, "vni_node_state", None)
-            return state(node) if state is not None else ([], [])
+            return self.node_objects.node_state(tx, node)
 
-    def slingshot_cleaned(self, node: str, credentials: list[int]) -> list[int]:
-        """``node`` destroyed the CXI services of these freed credentials: those confirmed
-        (a VNI returns to the pool once no node owes it and its quarantine passed)."""
+    def node_objects_removed(self, node: str, credentials: list[int]) -> list[int]:
+        """``node`` removed its objects of these freed credentials: those confirmed. Their
+        external cleanup is tried at once (a VNI returns to the pool once no node owes it
+        and its quarantine passed)."""
         ids = [check_uint32("credential", c) for c in credentials]
+        if self.node_objects is None:
+            return []
         with self.store.transaction() as tx:
-            confirm = getattr(tx, "vni_confirm", None)
-            done = confirm(node, ids, self.clock()) if confirm is not None else []
+            done = self.node_objects.node_cleaned(tx, node, ids, self.clock())
         if done:
             self.cleanup.release(credentials=done)
         return done
@@ -414,7 +432,7 @@ class CredentialService:
                     continue
 
                 tx.add_reference(
-                    credential, caller.holder, owner=self._owned_by_holder(cred, caller.holder)
+                    credential, caller.holder, owner=rules.owned_by_holder(cred, caller.holder)
                 )
         audit.info("token-references added refused=%s", refused)
         return refused
@@ -452,7 +470,7 @@ class CredentialService:
         check_uint32("credential", credential)
         with self.store.snapshot() as tx:
             cred = tx.get_credential(credential)
-        if cred is None or not self._may_see(cred, caller):
+        if cred is None or not self.policy.may_access(cred, caller):
             raise not_found(credential)
         return cred
 
@@ -460,7 +478,7 @@ class CredentialService:
         """Admins see every credential; others see what they own or may access."""
         with self.store.snapshot() as tx:
             creds = tx.list_credentials()
-        return [c for c in creds if self._may_see(c, caller)]
+        return [c for c in creds if self.policy.may_access(c, caller)]
 
     def holders(self, creds: list[Credential]) -> dict[int, list[Holder]]:
         """Who holds the references of credentials the caller was allowed to see (by
@@ -474,8 +492,7 @@ class CredentialService:
 
     def set_limit(self, caller: Caller, scope: LimitScope, id: int, value: int | None) -> None:
         """Set (or with ``value=None`` remove) one limit. Admins only."""
-        if not self.policy.is_admin(caller):
-            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may change limits")
+        self.policy.check_admin(caller, "change limits")
         check_uint32("limit id", id)
         if not scope.takes_id and id != 0:
             raise DrcError(Code.EINVAL, f"the {scope} limit takes no id")
@@ -489,8 +506,7 @@ class CredentialService:
     def pins(self, caller: Caller) -> list[tuple[int, Credential]]:
         """(pinning uid, credential) of every pin: what keeps a credential alive with no
         process or job behind it (``drccli pins``). Admins only."""
-        if not self.policy.is_admin(caller):
-            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may list pins")
+        self.policy.check_admin(caller, "list pins")
         with self.store.snapshot() as tx:
             pins = tx.pins()
             creds = {c.id: c for c in tx.list_credentials(sorted({c for _, c in pins}))}
@@ -500,8 +516,7 @@ class CredentialService:
         """Drop every pin of ``uid`` (``drccli unpin USER``): credentials nothing else holds
         are freed, and those left without an owner's reference go to RELEASED (no new access
         or grant), as after a release. Admins only. Returns the freed ids."""
-        if not self.policy.is_admin(caller):
-            raise eperm(f"uid {caller.uid} is not a DRC admin: only admins may expire pins")
+        self.policy.check_admin(caller, "expire pins")
         check_uint32("uid", uid)
         with self.store.transaction() as tx:
             dropped = tx.drop_pins(uid)
@@ -540,71 +555,22 @@ class CredentialService:
             return []
         return [f"user-default: {self.policy.user_limit} (drc.conf user_limit; not root)"]
 
-    # -- rules ---------------------------------------------------------------------------
+    # -- rules: the decisions are drc.core.policy's; here, what they read ------------------
 
-    def _may_manage(self, cred: Credential, caller: Caller) -> bool:
-        return caller.uid == cred.uid or self.policy.is_admin(caller)
-
-    def _owned(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
+    def _managed(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
+        """The credential, if the caller may change its ACL (``verb`` names the change)."""
         cred = tx.get_credential(credential)
         if cred is None:
             raise not_found(credential)
-        if not self._may_manage(cred, caller):
-            raise eperm(
-                f"only the owner (uid {cred.uid}) or an admin may {verb} credential {credential}"
-            )
-        if cred.state is not State.ACTIVE:
-            raise DrcError(
-                Code.CRED_NOT_FOUND, f"credential {credential} was released by its owner"
-            )
+        self.policy.check_manage(cred, caller, verb)
         return cred
-
-    def _check_access(self, cred: Credential, caller: Caller) -> None:
-        if cred.state is not State.ACTIVE:
-            raise DrcError(Code.CRED_NOT_FOUND, f"credential {cred.id} was released by its owner")
-        if not self._may_access(cred, caller):
-            raise eperm(
-                f"uid {caller.uid} (job {caller.job}) is not granted access to credential {cred.id}"
-            )
-
-    def _may_access(self, cred: Credential, caller: Caller) -> bool:
-        if caller.uid == cred.uid or self.policy.is_admin(caller):
-            return True
-        if caller.job and caller.job == cred.wlm:
-            return True
-        gids = caller.all_gids
-        for grant in cred.grants:
-            if (
-                (grant.kind is TargetKind.UID and grant.id == caller.uid)
-                or (grant.kind is TargetKind.GID and grant.id in gids)
-                or (grant.kind is TargetKind.WLM and caller.job and grant.id == caller.job)
-            ):
-                return True
-        return False
-
-    def _may_see(self, cred: Credential, caller: Caller) -> bool:
-        return self._may_access(cred, caller)
-
-    @staticmethod
-    def _owned_by_holder(cred: Credential, holder: Holder) -> bool:
-        """References of the owner's job or pin keep a transient credential ACTIVE."""
-        return (holder.kind is HolderKind.JOB and cred.wlm != 0 and holder.job == cred.wlm) or (
-            holder.kind is HolderKind.PIN and holder.uid == cred.uid
-        )
 
     @staticmethod
     def _check_node_binding(tx: Transaction, cred: Credential, holder: Holder) -> None:
-        """A non-FLEX cookie cannot be isolated between jobs on one node: one job per node."""
-        tenant = holder.tenant
-        if cred.flex or tenant is None:
-            return
-        others = tx.tenants_on_node(cred.id, holder.node) - {tenant}
-        if others:
-            kind, other = sorted(others)[0]
-            raise eperm(
-                f"credential {cred.id} is not FLEX and is already used by {kind} {other} on "
-                f"node {holder.node!r}; acquire it with DRC_FLAGS_FLEX_CREDENTIAL to share a node"
-            )
+        """One job per node (:func:`drc.core.policy.check_node_binding`); the tenants are
+        read only when the rule applies."""
+        if rules.node_bound(cred, holder):
+            rules.check_node_binding(cred, holder, tx.tenants_on_node(cred.id, holder.node))
 
     def _settle(self, tx: Transaction, touched: Iterable[int]) -> list[Credential]:
         """After references went: free credentials with none left, mark owner-less ones;

@@ -18,9 +18,10 @@ Guarantees, the same as the pool's: at most ``max_pdomains`` credentials at once
 store, claimed in the verb's transaction, so concurrent acquires never exceed it) and a pdomain
 name (prefix + credential id) never held twice while alive. What the pool does not have: an
 object outside the store. Creation happens in :meth:`allocate` inside the acquire transaction;
-the core removes it again if that transaction fails (``leftover`` on errors raised after the
-create may have succeeded). Removal is :meth:`release_external`, which the core calls only after
-the freeing transaction committed, from a durable pending-cleanup row, retrying until it works.
+the core removes it again if that transaction fails (the ``leftover`` of an ExternalFailure
+raised after the create may have succeeded). Removal is :meth:`release_external`, which the
+core calls only after the freeing transaction committed, from a durable pending-cleanup row,
+retrying until it works.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import UINT32_MAX, Resources
-from drc.core.ports import SlotAllocator
+from drc.core.ports import ExternalFailure, ExternalObjects, SlotAllocator
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class AlpsProvider:
     max_pdomains: int = 256
     cleanup_retry_interval: float = 60.0
     name: str = "alps"
+    features: ClassVar[tuple[type, ...]] = (ExternalObjects,)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_pdomains <= UINT32_MAX:
@@ -266,9 +269,7 @@ def _data(resources: Resources) -> dict[str, object]:
     return data
 
 
-def _external(message: str, leftover: Resources | None = None) -> DrcError:
-    """CRED_EXTERNAL_FAILURE, naming what may exist outside (see ExternalProvider)."""
-    error = DrcError(Code.CRED_EXTERNAL_FAILURE, message)
-    error.leftover = leftover  # type: ignore[attr-defined]
+def _external(message: str, leftover: Resources | None = None) -> ExternalFailure:
+    """CRED_EXTERNAL_FAILURE, naming what may exist outside (see ExternalObjects)."""
     log.warning("%s", message)
-    return error
+    return ExternalFailure(message, leftover)

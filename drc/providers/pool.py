@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import UINT32_MAX, Resources
@@ -24,6 +25,8 @@ class PoolProvider:
     cookies_per_credential: int = 1
     ptag: int = 0
     name: str = "pool"
+    #: Slots in the store only: no optional feature.
+    features: ClassVar[tuple[type, ...]] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.cookie_min <= self.cookie_max <= UINT32_MAX:

@@ -26,11 +26,19 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Protocol, cast
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Credential, Resources
-from drc.core.ports import SlotAllocator, Store
+from drc.core.ports import (
+    ExternalObjects,
+    NodeObjects,
+    NotYet,
+    SlotAllocator,
+    Store,
+    StoreBound,
+    Transaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +47,31 @@ VNI_MAX = 0xFFFF
 RESERVED_VNIS = frozenset({1, 10})
 
 
+class VniRows(Protocol):
+    """What this provider needs of a store transaction: the VNI tables of migration 0005
+    (``drc.store.vni``). The core never calls these; only the provider's hooks do."""
+
+    def vni_claim(self, vni_min: int, vni_max: int, credential: int, now: float) -> int | None: ...
+    def vni_release(self, vni: int, credential: int, now: float) -> None: ...
+    def vni_finish(self, vni: int, credential: int, now: float) -> None: ...
+    def vni_row(self, vni: int) -> tuple[int, str, float] | None: ...
+    def vni_counts(self, vni_min: int, vni_max: int) -> dict[str, int]: ...
+    def vni_owe(self, credential: int, vni: int, node: str) -> None: ...
+    def vni_owing_nodes(self, credential: int) -> list[str]: ...
+    def vni_node_state(self, node: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
+    def vni_confirm(self, node: str, credentials: list[int], now: float) -> list[int]: ...
+
+
+def _vnis(tx: object) -> VniRows:
+    """The transaction as the VNI tables it also is (``drc.store`` mixes them in)."""
+    return cast(VniRows, tx)
+
+
 class SlingshotProvider:
     """Credentials backed by Slingshot VNIs (see the module docstring)."""
 
     name = "slingshot"
+    features: ClassVar[tuple[type, ...]] = (ExternalObjects, StoreBound, NodeObjects)
 
     def __init__(
         self,
@@ -92,9 +121,9 @@ class SlingshotProvider:
     # -- the provider interface ------------------------------------------------------------
 
     def allocate(self, credential: int, slots: SlotAllocator) -> Resources:
-        vni = slots.vni_claim(self.vni_min, self.vni_max, credential, self.clock())  # type: ignore[attr-defined]
+        vni = _vnis(slots).vni_claim(self.vni_min, self.vni_max, credential, self.clock())
         if vni is None:
-            counts = slots.vni_counts(self.vni_min, self.vni_max)  # type: ignore[attr-defined]
+            counts = _vnis(slots).vni_counts(self.vni_min, self.vni_max)
             raise DrcError(
                 Code.ENOSPC,
                 f"no Slingshot VNI free in {self.vni_min}..{self.vni_max}: "
@@ -107,12 +136,28 @@ class SlingshotProvider:
     def free(self, resources: Resources, slots: SlotAllocator) -> None:
         """The VNI enters cleanup; :meth:`release_external` returns it to the pool."""
         d = _data(resources)
-        slots.vni_release(d["vni"], d["credential"], self.clock())  # type: ignore[attr-defined]
+        _vnis(slots).vni_release(d["vni"], d["credential"], self.clock())
 
-    def node_reference(self, tx: Any, cred: Credential, node: str) -> None:
+    # -- NodeObjects: the CXI services nodes build ------------------------------------------
+
+    def node_reference(self, tx: Transaction, cred: Credential, node: str) -> None:
         """In the access transaction: ``node`` will build services and owe their removal."""
         if node and cred.resources.provider == self.name:
-            tx.vni_owe(cred.id, _data(cred.resources)["vni"], node)
+            _vnis(tx).vni_owe(cred.id, _data(cred.resources)["vni"], node)
+
+    def node_state(
+        self, tx: Transaction, node: str
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(live, owed) (credential, VNI) pairs of ``node`` (``NodeSlingshotState``)."""
+        return _vnis(tx).vni_node_state(node)
+
+    def node_cleaned(
+        self, tx: Transaction, node: str, credentials: list[int], now: float
+    ) -> list[int]:
+        """``node`` destroyed its CXI services of these freed credentials: those it owed."""
+        return _vnis(tx).vni_confirm(node, credentials, now)
+
+    # -- ExternalObjects: a VNI returns to the pool ----------------------------------------
 
     def release_external(self, resources: Resources) -> None:
         """Succeeds once no node owes a cleanup and the quarantine passed; raises otherwise."""
@@ -121,10 +166,10 @@ class SlingshotProvider:
         d = _data(resources)
         vni, credential = d["vni"], d["credential"]
         with self.store.transaction() as tx:
-            row = tx.vni_row(vni)  # type: ignore[attr-defined]
+            row = _vnis(tx).vni_row(vni)
             if row is None or row[0] != credential or row[1] != "cleanup":
                 return  # already returned to the pool (a retry after a crash)
-            nodes = tx.vni_owing_nodes(credential)  # type: ignore[attr-defined]
+            nodes = _vnis(tx).vni_owing_nodes(credential)
             if nodes:
                 shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if nodes[5:] else "")
                 raise RuntimeError(
@@ -133,17 +178,17 @@ class SlingshotProvider:
                 )
             left = row[2] + self.quarantine - self.clock()
             if left > 0:
-                error = RuntimeError(f"VNI {vni} in quarantine for {left:.0f} more s")
-                error.retry_at = row[2] + self.quarantine  # type: ignore[attr-defined]
-                raise error
-            tx.vni_finish(vni, credential, self.clock())  # type: ignore[attr-defined]
+                raise NotYet(
+                    f"VNI {vni} in quarantine for {left:.0f} more s", row[2] + self.quarantine
+                )
+            _vnis(tx).vni_finish(vni, credential, self.clock())
         log.info("VNI %d of freed credential %d is back in the pool", vni, credential)
 
     def describe_external(self, resources: Resources) -> str:
         return f"VNI {_data(resources).get('vni', '?')}"
 
     def describe(self, slots: SlotAllocator) -> dict[str, object]:
-        counts = slots.vni_counts(self.vni_min, self.vni_max)  # type: ignore[attr-defined]
+        counts = _vnis(slots).vni_counts(self.vni_min, self.vni_max)
         busy = counts.get("live", 0) + counts.get("cleanup", 0)
         return {
             "name": self.name,

@@ -3,8 +3,8 @@
 Removing an external object happens after the freeing transaction commits; when it fails the
 core keeps a pending-cleanup row with a backoff. ALPS tells nobody when a busy pdomain becomes
 removable, so retrying is periodic by nature -- unlike job expiration, which stays
-event-driven (epilog hooks, ``drc-jedi reconcile``). Only providers with ``release_external``
-get this task.
+event-driven (epilog hooks, ``drc-jedi reconcile``). Only providers that declare
+``ExternalObjects`` (:mod:`drc.core.ports`) get this task.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ async def serve(cfg: drc_config.Config) -> None:
 
     cleanup = None
     if wants_cleanup_task(service):
-        interval = float(getattr(service.provider, "cleanup_retry_interval", 60.0))
+        interval = service.cleanup.retry_interval
         cleanup = asyncio.create_task(retry_cleanups_forever(service, interval))
 
     # The one readiness point: the store answered (describe() above read it), the bus name

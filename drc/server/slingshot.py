@@ -29,7 +29,7 @@ class SlingshotNodeVerbs:
         live ones, destroys every other service in drc's range and confirms the owed ones."""
         self._node(peer)
         node = node_name(node)
-        return self.service.slingshot_node_state(node)
+        return self.service.node_objects_state(node)
 
     def node_slingshot_cleaned(
         self, peer: PeerCredentials, node: str, credentials: list[int]
@@ -40,4 +40,4 @@ class SlingshotNodeVerbs:
         node = node_name(node)
         if len(credentials) > MAX_CONFIRM:
             raise einval(f"at most {MAX_CONFIRM} credentials per confirmation")
-        return self.service.slingshot_cleaned(node, credentials)
+        return self.service.node_objects_removed(node, credentials)

@@ -27,7 +27,7 @@ from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 from drc.store.sql import PeeweeStore, open_database
 
 

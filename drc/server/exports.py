@@ -20,13 +20,17 @@ from typing import Any, TypeVar
 from drc.core.errors import DrcError, eflags, einval, eperm
 from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
-from drc.export import PeerCredentials, method
+from drc.export import PeerCredentials
 from drc.identity import connecting_process
 from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import FREED, Answer, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
+from drc.serververbs import BUS_NAME as BUS_NAME  # the bus address BUS_OBJECTS are served on
+from drc.serververbs import INTERFACE as INTERFACE
+from drc.serververbs import OBJECT_PATH as OBJECT_PATH
+from drc.serververbs import ServerVerbs
 from drc.wire import (
     access_to_tuple,
     caller_from_wire,
@@ -35,9 +39,6 @@ from drc.wire import (
     node_name,
 )
 
-BUS_NAME = "org.drc.Server"
-OBJECT_PATH = "/org/drc/Server"
-INTERFACE = "org.drc.Server"
 T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
@@ -240,8 +241,9 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         }
 
 
-class ServerExports:
-    """The verbs of users and admins on DRCS's bus; ``nodes`` is served beside them."""
+class ServerExports(ServerVerbs):
+    """The verbs of users and admins on DRCS's bus (declared in :mod:`drc.serververbs`);
+    ``nodes`` is served beside them."""
 
     probe_servers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
@@ -292,101 +294,93 @@ class ServerExports:
 
     # -- user verbs ----------------------------------------------------------------------
 
-    @method("u", "u")
     def acquire(self, peer: PeerCredentials, flags: int) -> int | Awaitable[int]:
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.acquire(caller, flags).id)
 
-    @method("uuu", "")
     def grant(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
         return self._grouped(lambda: self.service.grant(caller, credential, what))
 
-    @method("uuu", "")
     def revoke(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> None:
         self.service.revoke(direct_caller(peer), credential, Target.from_flags(target, flags))
 
-    @method("uu", "uuuu")
     def access(self, peer: PeerCredentials, credential: int, flags: int) -> tuple[int, ...]:
         if flags:
             raise eflags(f"access takes no flags (got 0x{flags:x})")
         return access_to_tuple(self.service.access(direct_caller(peer), credential))
 
-    @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
             raise eflags(f"release takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.release(caller, credential), frees=True)
 
-    @method("", "aa{sv}")
     def list(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         creds = self.service.list(direct_caller(peer))
         holders = self.service.holders(creds)
         return [listed_to_wire(c, holders[c.id]) for c in creds]
 
-    @method("u", "a{sv}")
     def show(self, peer: PeerCredentials, credential: int) -> dict[str, Any]:
         cred = self.service.get(direct_caller(peer), credential)
         return listed_to_wire(cred, self.service.holders([cred])[cred.id])
 
-    @method("", "a(sut)")
     def limits(self, peer: PeerCredentials) -> list[tuple[str, int, int]]:
         return [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()]
 
     # -- admin verbs ---------------------------------------------------------------------
 
-    @method("sut", "")
     def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> None:
         self.service.set_limit(direct_caller(peer), _scope(scope), id, value)
 
-    @method("su", "")
     def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> None:
         self.service.set_limit(direct_caller(peer), _scope(scope), id, None)
 
-    @method("au", "au")
     def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> list[int]:
         self._admin(peer, "expiring jobs")
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call, got {len(jobs)}")
         return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
 
-    @method("", "a(uuus)")
     def pins(self, peer: PeerCredentials) -> list[tuple[int, int, int, str]]:
         """(pinning uid, credential, owner uid, state) of every pin: credentials held with no
         process or job behind them, which count against the pinning user's limits. Admins."""
         pins = self.service.pins(direct_caller(peer))
         return [(uid, c.id, c.uid, c.state.value) for uid, c in pins]
 
-    @method("u", "au")
     def expire_pins(self, peer: PeerCredentials, uid: int) -> list[int] | Awaitable[list[int]]:
         """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.expire_pins(caller, uid), frees=True)
 
-    @method("", "au")
     def outstanding_jobs(self, peer: PeerCredentials) -> list[int]:
         self._admin(peer, "listing outstanding jobs")
         return sorted(self.service.outstanding_jobs())
 
-    @method("s", "au")
     def node_rebooted(self, peer: PeerCredentials, node: str) -> list[int]:
         self._admin(peer, "dropping a node's references")
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
         return self.service.node_rebooted(node)
 
-    @method("", "aa{sv}")
     async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         """Every DRCS of ``[link] servers``: reachable or not, and who answered (admins)."""
         self._admin(peer, "listing the DRCS of the cluster")
         if self.probe_servers is None:
-            return [{"server": self.name, "reachable": True, "this": True, "detail": "this DRCS"}]
+            here = self.changes.followers
+            return [
+                {
+                    "server": self.name,
+                    "reachable": True,
+                    "this": True,
+                    "nodes_connected": here,
+                    "detail": "this DRCS",
+                }
+            ]
         return await self.probe_servers()
 
-    @method("", "a{sv}")
     def status(self, peer: PeerCredentials) -> dict[str, Any]:
         self._admin(peer, "status")
         following = self.service.node_servers()

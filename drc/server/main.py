@@ -31,10 +31,11 @@ from drc.nodeverbs import NodeVerbs
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
-from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.heap import FreezeSurvivors
 from drc.server.link import link_server
+from drc.serververbs import BUS_NAME, INTERFACE, OBJECT_PATH
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
@@ -208,6 +209,7 @@ def server_prober(
         return {
             **entry,
             "reachable": True,
+            "nodes_connected": info["nodes_connected"],
             "detail": f"pid {info['pid']}, {info['nodes_connected']} node(s) following",
         }
 

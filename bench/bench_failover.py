@@ -30,10 +30,10 @@ from pathlib import Path
 from common import summary
 
 from drc import client
+from drc.address import split_host_port
 from drc.embedded import cluster as embedded
 from drc.embedded.postgres import fresh_database, private_postgresql
 from drc.link import LinkClient, Munge
-from drc.server.link import split_host_port
 
 KILLS = int(os.environ.get("DRC_BENCH_KILLS", "5"))
 THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))

@@ -90,14 +90,6 @@ MAX_UNAUTHENTICATED_BYTES_PER_HOST = 8 << 20
 _REQUEST_ID_PREFIX = re.compile(rb'\{"id":(\d{1,18})[,}]')
 
 
-def split_host_port(value: str, what: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) of a DRC link address; ValueError naming ``what``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"{what} must be host:port, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of a connected unix socket's peer, from the kernel."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.tokens import load_key
@@ -23,7 +24,6 @@ from drc.export import exported
 from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
-from drc.link.server import split_host_port
 from drc.metrics import node_metrics
 from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports

@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from drc.core.errors import DrcError, eflags, einval, eperm
-from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
+from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
 from drc.identity import connecting_process
 from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
-from drc.server.changes import FREED, Answer, ChangeLog
+from drc.server.changes import Answer, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
 from drc.serververbs import BUS_NAME as BUS_NAME  # the bus address BUS_OBJECTS are served on

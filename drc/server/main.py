@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.policy import Policy
@@ -25,7 +26,6 @@ from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
 from drc.link import LinkClient, Munge
-from drc.link.server import split_host_port
 from drc.metrics import server_metrics
 from drc.nodeverbs import NodeVerbs
 from drc.providers import make_provider

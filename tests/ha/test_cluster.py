@@ -11,12 +11,12 @@ import time
 import pytest
 from multinode import MultiNode, last_json
 
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
 from drc.embedded.polling import wait_for
 from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
-from drc.server.link import split_host_port
 from drc.serverclient import ServerProxy
 from drc.store.sql import consistency_problems
 

@@ -241,7 +241,7 @@ class BadNodes(ServerNodeVerbs):
 
 def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
     server = link_server(BadNodes(), "127.0.0.1:0", munge_socket=None, node_uids={0})
-    node = LinkPeer(0, 0, "unix", "test")
+    node = LinkPeer(0, 0, "test")
 
     async def call(method: str, args: list[Any]) -> Any:
         reply = server.handler(node, method, args)  # a plain verb answers at once or in a

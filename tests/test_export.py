@@ -29,7 +29,7 @@ from drc.link import LinkPeer
 from drc.node.exports import NodeExports
 from drc.nodeverbs import NodeVerbs
 from drc.server.exports import BUS_OBJECTS, ServerExports, ServerNodeVerbs
-from drc.server.link import link_server
+from drc.server.link_exporter import link_server
 from drc.serverclient import ServerProxy
 from drc.serververbs import ServerVerbs
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from drc.embedded.polling import free_port
 from drc.embedded.private import write_private
-from drc.identity import user_name
+from drc.procfs import user_name
 
 if TYPE_CHECKING:
     from drc.embedded.cluster import Embedded

@@ -21,8 +21,8 @@ from drc.core.errors import DrcError, eflags, einval, eperm
 from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
-from drc.identity import connecting_process
 from drc.nodeverbs import NodeVerbs
+from drc.procfs import connecting_process
 from drc.refusals import RefusalAudit, credential_of
 from drc.server.changes import Answer, ChangeLog
 from drc.server.group import GroupCommit
@@ -49,7 +49,7 @@ ROOT = Caller(uid=0, gid=0)
 
 
 #: The primary gid of each bus connection, read on its first call from the process that opened
-#: it (:func:`drc.identity.connecting_process`: a reused pid is refused). Weak keys: an
+#: it (:func:`drc.procfs.connecting_process`: a reused pid is refused). Weak keys: an
 #: entry lives as long as the bus exporter's peer-credential cache holds that connection's
 #: credentials (dropped when its unique name loses its owner), so it can never pass to
 #: another process. Why caching is safe: the uid and supplementary gids the bus reports are

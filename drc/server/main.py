@@ -34,7 +34,7 @@ from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
 from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.heap import FreezeSurvivors
-from drc.server.link import link_server
+from drc.server.link_exporter import link_server
 from drc.serververbs import BUS_NAME, INTERFACE, OBJECT_PATH
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, claim_sqlite_store
 

@@ -13,7 +13,7 @@ from drc.core.service import CredentialService
 from drc.link import LinkPeer
 from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
-from drc.server.link import link_server
+from drc.server.link_exporter import link_server
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job

@@ -41,12 +41,12 @@ from typing import Any
 from common import embedded_drc
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
 from drc.link import LinkClient, Munge
 from drc.metrics.common import scrape
-from drc.server.link import split_host_port
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 OWNER_UID, GRANTEE_UID = 2001, 2002
 JOB1, JOB2 = 7001, 7002

@@ -16,7 +16,7 @@ from common import embedded_drc, interleaved, summary, timed
 from drc import client
 from drc.bus import SyncBusClient
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 N = int(os.environ.get("DRC_BENCH_N", "5000"))
 MISSES = int(os.environ.get("DRC_BENCH_MISSES", "300"))

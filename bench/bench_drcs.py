@@ -29,9 +29,9 @@ from common import embedded_drc, summary, timed
 
 from drc import config as drc_config
 from drc.core.model import Caller, Holder
-from drc.server.exports import BUS_NAME, OBJECT_PATH
 from drc.server.main import build_service
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
+from drc.serververbs import BUS_NAME, OBJECT_PATH
 
 N = int(os.environ.get("DRC_BENCH_N", "1000"))  # the embedded pool holds 1024
 PAIRS = int(os.environ.get("DRC_BENCH_PAIRS", "2000"))

@@ -37,6 +37,7 @@ from pathlib import Path
 from common import summary
 
 from drc import client
+from drc.address import split_host_port
 from drc.core.errors import DrcError
 from drc.embedded import cluster as embedded
 from drc.embedded.postgres import (
@@ -46,8 +47,7 @@ from drc.embedded.postgres import (
     replicated_postgresql,
 )
 from drc.link import LinkClient, Munge
-from drc.server.link import split_host_port
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 KILLS = int(os.environ.get("DRC_BENCH_KILLS", "5"))
 THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))

@@ -27,7 +27,7 @@ from drc.bus import SyncBusClient
 from drc.embedded import cluster as embedded
 from drc.metrics.common import CallMetrics
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 N = int(os.environ.get("DRC_BENCH_N", "5000"))
 CREDENTIALS = int(os.environ.get("DRC_BENCH_CREDENTIALS", "500"))

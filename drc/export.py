@@ -2,7 +2,7 @@
 
 Transport-free on purpose (no D-Bus library here): daemon logic marks its methods with
 :func:`method` (as tuned's ``@exports.export``, it only marks), and every exporter — the
-D-Bus one in :mod:`drc.bus`, the DRC link in :mod:`drc.server.link` — serves the same table
+D-Bus one in :mod:`drc.bus`, the DRC link in :mod:`drc.server.link_exporter` — serves the same table
 through :func:`exported_methods` and :func:`invoke`. Signatures are D-Bus type strings because
 the bus is the strictest carrier; :func:`check_args` and :func:`check_result` hold a JSON
 transport (the link) to the same types, so a method sees, and answers, the same values
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from drc.core.errors import Code, DrcError
 
 if TYPE_CHECKING:
-    from drc.identity import PidFd
+    from drc.procfs import PidFd
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class PeerCredentials:
     """Who called, as the kernel told the bus (or the DRC link's MUNGE credential).
 
     ``pid`` names the process that made the connection only while it lives:
-    :func:`drc.identity.connecting_process` checks it with ``process`` (the bus's pidfd, where
+    :func:`drc.procfs.connecting_process` checks it with ``process`` (the bus's pidfd, where
     the bus gives one) or else with ``since`` (CLOCK_BOOTTIME seconds when the bus announced
     the connection).
     """

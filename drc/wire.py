@@ -18,8 +18,6 @@ from typing import Any
 from drc.core.errors import einval
 from drc.core.model import AccessInfo, Caller, Credential, Holder, HolderKind, check_uint32
 
-#: The D-Bus signature of an access answer (Access, AccessWithToken: credential, cookies, ptag).
-ACCESS_SIGNATURE = "uuuu"
 MAX_GIDS = 65536
 
 

@@ -19,7 +19,7 @@ from drc.embedded import cluster as embedded
 from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.metrics.common import Samples, scrape
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 USERS = ("alice", "bob", "carol")
 STAFF_GROUP = "drcstaff"  # bob is a member; alice grants it in the gid tests

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
+from drc.address import split_host_port
 from drc.embedded import cluster as embedded
 from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
-from drc.server.link import split_host_port
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 from drc.store.sql import PeeweeStore, open_database
 
 

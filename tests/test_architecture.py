@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "D-Bus": ("dbus_fast", "drc.bus"),
     "SQL": ("peewee", "psycopg", "psycopg2", "sqlite3", "drc.store"),
     "server": ("drc.server",),
+    "core service": ("drc.core.service",),
     "node": ("drc.node",),
     "node daemon": tuple(
         f"drc.node.{p.stem}" for p in (DRC / "node").glob("*.py") if p.stem != "exports"

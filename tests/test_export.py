@@ -29,8 +29,9 @@ from drc.link import LinkPeer
 from drc.node.exports import NodeExports
 from drc.nodeverbs import NodeVerbs
 from drc.server.exports import BUS_OBJECTS, ServerExports, ServerNodeVerbs
-from drc.server.link import link_server
-from drc.server.proxy import ServerProxy
+from drc.server.link_exporter import link_server
+from drc.serverclient import ServerProxy
+from drc.serververbs import ServerVerbs
 
 ROOT = PeerCredentials(uid=0, gids=frozenset(), pid=1, sender=":1.1")
 
@@ -169,6 +170,7 @@ def test_every_python_client_call_is_a_member_of_the_table_with_its_signature(
             "AccessWithToken": [1, 2, 3, 4],
             "AccessSlingshot": [1, 2000, "cxi0:5"],
             "Limits": [[("uid", 1, 2)]],
+            "Pins": [[(1, 2, 1, "active")]],
         }
     )
     monkeypatch.setattr(client, "_node", Stub(NodeExports, rec))
@@ -183,7 +185,7 @@ def test_every_python_client_call_is_a_member_of_the_table_with_its_signature(
     client.release_local(client.AccessInfo(1, 2, 3, 4))
     client.get_wlm_id()
     proxy = ServerProxy.__new__(ServerProxy)
-    proxy.remote = Stub(ServerExports, rec)
+    Stub.__init__(proxy, ServerVerbs, rec)
     proxy.acquire()
     proxy.grant(1, 2, 4)
     proxy.revoke(1, 2, 4)
@@ -198,11 +200,30 @@ def test_every_python_client_call_is_a_member_of_the_table_with_its_signature(
     proxy.outstanding_jobs()
     proxy.node_rebooted("n")
     proxy.status()
+    proxy.servers()
+    proxy.pins()
+    proxy.expire_pins(1)
     tables = {**exported_methods(NodeExports), **exported_methods(ServerExports)}
     for name, signature, args in rec.sent:
         assert tables[name].in_signature == signature
         check_args(tables[name], args)
-    assert len(rec.sent) == 24
+    assert len(rec.sent) == 27
+
+
+def test_drcs_serves_exactly_the_verbs_its_clients_derive_from() -> None:
+    """ServerProxy's table (drc.serververbs) is what DRCS's ServerExports serves: same names,
+    signatures and argument names; implementations only, no verb of their own."""
+    declared, served = exported_methods(ServerVerbs), exported_methods(ServerExports)
+    assert sorted(served) == sorted(declared)
+    for name, m in served.items():
+        d = declared[name]
+        assert (m.in_signature, m.out_signature, m.arg_names) == (
+            d.in_signature,
+            d.out_signature,
+            d.arg_names,
+        )
+        assert m.func is not d.func, f"{name} is declared but not implemented by ServerExports"
+    assert served["Servers"].is_coroutine
 
 
 class BadNodes(ServerNodeVerbs):
@@ -220,7 +241,7 @@ class BadNodes(ServerNodeVerbs):
 
 def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
     server = link_server(BadNodes(), "127.0.0.1:0", munge_socket=None, node_uids={0})
-    node = LinkPeer(0, 0, "unix", "test")
+    node = LinkPeer(0, 0, "test")
 
     async def call(method: str, args: list[Any]) -> Any:
         reply = server.handler(node, method, args)  # a plain verb answers at once or in a

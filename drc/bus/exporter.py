@@ -5,7 +5,7 @@ groups and pid the kernel reported for the connection), never from method argume
 cached per unique bus name and dropped when that name loses its owner; unique names are never
 reused while a bus runs, so a cache entry cannot be inherited by another process.
 
-The pid is bound to the process that connected (:func:`drc.identity.connecting_process`): by
+The pid is bound to the process that connected (:func:`drc.procfs.connecting_process`): by
 the bus's ``ProcessFD`` (a pidfd, kept open while the name lives) where the bus sends one, else
 by when the name appeared (``NameOwnerChanged`` with no old owner, CLOCK_BOOTTIME; names older
 than this exporter's subscription count as appeared at the subscription).
@@ -50,7 +50,7 @@ from drc.export import (
     out_list,
     parse_signature,
 )
-from drc.identity import PidFd, connection_seen_at
+from drc.procfs import PidFd, connection_seen_at
 
 log = logging.getLogger("drc.bus")
 

@@ -17,7 +17,7 @@ from drc.cli.common import add_version, document_exit_status, gid_of, table, uid
 from drc.cli.exits import UsageError, documented, run
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope, State
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 LIST_COLUMNS = (
     "Credential",
@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="DRCS health: store, pool usage, nodes, every DRCS, limits (admins)",
         description="Show whether DRCS answers, its store backend and schema version, pool "
-        "usage, how many node daemons are connected and known, every DRCS of [link] servers "
+        "usage, how many node daemons follow a change feed (of every reachable DRCS, and of this "
+        "one) and are known, every DRCS of [link] servers "
         "(reachable or not, which one answered), which DRCS each node follows, and the "
         "limits in force. Admins only.",
     )
@@ -311,9 +312,23 @@ def _pins(server: ServerProxy, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cluster_lines(server: ServerProxy, info: dict) -> None:
+def _nodes_line(info: dict, servers: list[dict]) -> str:
+    """How many nodes follow a change feed: this DRCS's, or (several DRCS) every reachable
+    one's, so three nodes on two servers read 3, not this server's 2."""
+    known = f"{info['nodes_known']} known"
+    if len(servers) <= 1:
+        return f"{info['nodes_connected']} connected (following DRCS's change feed), {known}"
+    reachable = [e for e in servers if e["reachable"]]
+    total = sum(e.get("nodes_connected", 0) for e in reachable)
+    return (
+        f"{total} connected to {len(reachable)} of {len(servers)} DRCS "
+        f"({info['nodes_connected']} following this one), {known}"
+    )
+
+
+def _cluster_lines(servers: list[dict], info: dict) -> None:
     """Every DRCS (reachable or not; which one answered), and which DRCS each node follows."""
-    for entry in server.call("Servers", "")[0]:
+    for entry in servers:
         state = "reachable" if entry["reachable"] else "UNREACHABLE"
         answered = " (answered this status)" if entry.get("this") else ""
         print(f"Server:      {entry['server']}  {state}{answered}: {entry['detail']}")
@@ -324,9 +339,10 @@ def _cluster_lines(server: ServerProxy, info: dict) -> None:
 
 def _status(server: ServerProxy, as_json: bool = False) -> int:
     info = server.status()
+    servers = server.servers()
     if as_json:
         address = server.address or default_bus_address()
-        info["servers"] = server.call("Servers", "")[0]
+        info["servers"] = servers
         print(json.dumps({"reachable": True, "bus": address, **info}, indent=2, sort_keys=True))
         return 0
     store, pool = info["store"], info["provider"]
@@ -356,11 +372,8 @@ def _status(server: ServerProxy, as_json: bool = False) -> int:
         f"of {pool['capacity']}"
     )
     print(f"Credentials: {info['credentials']} live, {info['references']} references")
-    print(
-        f"Nodes:       {info['nodes_connected']} connected (following DRCS's change feed), "
-        f"{info['nodes_known']} known"
-    )
-    _cluster_lines(server, info)
+    print(f"Nodes:       {_nodes_line(info, servers)}")
+    _cluster_lines(servers, info)
     print("Limits:      " + ("; ".join(info["limits"]) or "none"))
     pending = info.get("pending_cleanups") or []
     if pending or "cookie_range" not in pool:

@@ -19,11 +19,9 @@ from drc.wlm.base import WlmError
 EXIT_OK = 0
 #: DRC refused the request, or a daemon (or drc-embedded) could not start or do its work.
 EXIT_FAILURE = 1
-EXIT_DRC_ERROR = EXIT_FAILURE  # the name drccli's callers know
 EXIT_USAGE = 2  # bad command line or config: retrying cannot help (RestartPreventExitStatus=2)
 #: A service the command needs did not answer: DRCS (DRC_ECONNREFUSED) or the workload manager.
 EXIT_UNAVAILABLE = 3
-EXIT_UNREACHABLE = EXIT_UNAVAILABLE  # the name drccli's callers know
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a SIGINT death
 
 

@@ -161,6 +161,11 @@ class Resources:
     data: str = ""
 
 
+#: The epoch a freed credential "has": newer than any token's, so DRCS's change feed and
+#: NodeEpochs report a free as this epoch and every node refuses the credential's tokens.
+FREED = 0xFFFF_FFFF
+
+
 @dataclass(frozen=True)
 class Credential:
     id: int

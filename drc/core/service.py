@@ -337,10 +337,6 @@ class CredentialService:
         audit.info("process-exit node=%s processes=%s freed=%s", node, processes, ids)
         return ids
 
-    def node_booted(self, node: str, boot_id: str) -> list[int]:
-        """A node daemon (re)started: if the node rebooted since we last heard, drop its refs."""
-        return self.node_hello(node, boot_id)[1]
-
     def node_hello(self, node: str, boot_id: str) -> tuple[bool, list[int]]:
         """A node daemon started with this boot id: (whether the node rebooted since DRCS
         last heard of it, the credentials that freed). A reboot ends every process and job

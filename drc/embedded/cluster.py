@@ -6,6 +6,7 @@ private munged, DRCS (SQLite and the cookie pool in a state directory, the DRC l
 pids, buses and addresses and can restart any of them; :func:`stop` stops everything by pid.
 ``drc-embedded`` (:mod:`drc.embedded.main`), ``make demo``, the tests and the benchmarks all
 start drc through here, so they run the same code paths as a cluster, with another config.
+The files they run with are written by :mod:`drc.embedded.config`; here is their lifecycle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import socket
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,15 +25,15 @@ from typing import Any
 
 from drc.core.errors import DrcError
 from drc.core.tokens import generate_key
+from drc.embedded.config import policy_files, write_config
 from drc.embedded.dbusd import PrivateBus, bus_argument, start_private_bus, stop_private_bus
 from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
 from drc.embedded.polling import WaitTimeout, free_port, wait_for
 from drc.embedded.private import check_private, private_dir, read_private, write_private
 from drc.embedded.processes import alive, ours, spawn, stop_daemon
 from drc.embedded.processes import terminate as terminate  # tests and benchmarks kill by it
-from drc.identity import user_name
+from drc.export import ExportedMethod, Stub
 
-POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "org.drc.conf"
 STATE_FILE = "embedded.json"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -206,101 +207,6 @@ def _prepend(path: str, current: str | None) -> str:
     return f"{path}:{current}" if current else path
 
 
-def write_config(
-    state_dir: Path,
-    emb: Embedded,
-    wlm: str = "none",
-    *,
-    path: Path | None = None,
-    bus_address: str | None = None,
-    listen: str | None = None,
-    node_name: str = "",
-    boot_id_file: str = "/proc/sys/kernel/random/boot_id",
-    servers: list[str] | None = None,
-) -> Path:
-    """The embedded drc.conf: SQLite in the state dir, a small cookie pool, a loopback link.
-
-    ``wlm``: "none" (no jobs), or "slurm" when a Slurm runs on this machine. A multi-host
-    instance writes one per host: ``path``, the host's bus, a server's ``listen`` address, a
-    node's name and boot id file; every host lists every server (``emb.servers``, a node
-    in its own order: ``servers``).
-    Metrics are served where ``emb.drcs_metrics`` / ``emb.drcc_metrics`` say (loopback),
-    if set, by host 1 only (DRCS 1 and node 1).
-    """
-    listen = listen or (emb.servers[0] if emb.servers else f"127.0.0.1:{free_port()}")
-    servers = servers or emb.servers or [listen]
-    bus_address = bus_address or emb.bus.address
-    database = emb.database or f"sqlite:///{state_dir}/drcs.db"
-    admin = "" if os.getuid() == 0 else f"admin_groups = [{os.getgid()}]\n"
-    munge_socket = emb.munged.socket if emb.munged else ""
-    q = json.dumps
-    path = path or emb.config
-    write_private(
-        path,
-        "# Written by drc-embedded; see drc.conf(5) for every key.\n"
-        "[server]\n"
-        f"bus_address = {q(bus_address)}\n"
-        f"database = {q(database)}\n"
-        'provider = "pool"\n'
-        "# a fair share: no user (root aside) owns or pins more than this of the pool\n"
-        'user_limit = "10%"\n'
-        f"{admin}\n"
-        "[pool]\n"
-        "cookie_min = 0x10000\n"
-        "cookie_max = 0x103FF\n"
-        "cookies_per_credential = 1\n"
-        "ptag = 42\n\n"
-        "[link]\n"
-        f"listen = {q(listen)}\n"
-        f"server = {q(servers[0])}\n"
-        f"servers = {q(servers)}\n"
-        f"munge_socket = {q(munge_socket)}\n"
-        f"server_uid = {os.getuid()}\n"
-        f"node_uids = [{os.getuid()}]\n\n"
-        "[node]\n"
-        f"bus_address = {q(bus_address)}\n"
-        f"name = {q(node_name)}\n"
-        f"wlm = {q(wlm)}\n"
-        f"boot_id_file = {q(boot_id_file)}\n\n"
-        "[tokens]\n"
-        f"key_file = {q(str(state_dir / 'token.key'))}\n"
-        + (_metrics_config(emb) if path == emb.config else ""),
-    )
-    return path
-
-
-def _metrics_config(emb: Embedded) -> str:
-    if not (emb.drcs_metrics or emb.drcc_metrics):
-        return ""
-    # One DRCS owns this store: nothing changes it behind its back, so the state gauges
-    # need no periodic re-read (a cluster sharing PostgreSQL keeps the default).
-    return (
-        "\n[metrics]\n"
-        f"drcs_listen = {json.dumps(emb.drcs_metrics)}\n"
-        f"drcc_listen = {json.dumps(emb.drcc_metrics)}\n"
-        "state_min_interval = 1\n"
-        "state_max_age = 3600\n"
-    )
-
-
-def _policy_files(state_dir: Path) -> list[Path]:
-    """drc's policy; as a plain user, also let that user own the daemons' names."""
-    files = [POLICY_FILE]
-    if os.getuid() != 0:
-        local = state_dir / "local-policy.conf"
-        user = user_name(os.getuid())
-        write_private(
-            local,
-            '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"\n'
-            ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
-            f'<busconfig><policy user="{user}"><allow own="org.drc.Server"/>'
-            '<allow own="org.drc.Node"/><allow send_destination="org.drc.Server"/>'
-            '<allow send_destination="org.drc.Node"/></policy></busconfig>\n',
-        )
-        files.append(local)
-    return files
-
-
 def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float = 15.0) -> None:
     from drc.bus import SyncBusClient
 
@@ -361,7 +267,7 @@ def _add_host(emb: Embedded, name: str, wlm: str, **config: Any) -> Host:
     """A directory, a private bus and a config for one more host (its daemon not started)."""
     state_dir = Path(emb.state_dir)
     home = state_dir / name
-    bus = start_private_bus(home, policy_files=_policy_files(state_dir))
+    bus = start_private_bus(home, policy_files=policy_files(state_dir))
     host = Host(name, bus, str(home / "drc.conf"), address=config.get("listen", ""))
     if config.get("listen"):
         emb.extra_servers.append(host)
@@ -414,7 +320,7 @@ def start(
     for name in ("drcs.db", "drcs.db-wal", "drcs.db-shm"):  # made 0644 by an older drc
         with contextlib.suppress(FileNotFoundError):
             (state_dir / name).chmod(0o600)
-    bus = start_private_bus(state_dir, policy_files=_policy_files(state_dir))
+    bus = start_private_bus(state_dir, policy_files=policy_files(state_dir))
     emb = Embedded(str(state_dir), bus, database=database)
     if metrics:
         emb.drcs_metrics = f"127.0.0.1:{free_port()}"
@@ -514,9 +420,6 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
     """
     import pwd
 
-    from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the task: wait until registered, then drop privileges and exec
@@ -535,12 +438,11 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
         finally:
             os._exit(127)
     os.close(read_fd)
-    bus = SyncBusClient(bus_address)
     try:
-        bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "RegisterJobPid", "uu", [pid, job])
+        with _node(bus_address) as drcc:
+            drcc.register_job_pid(pid, job)
         os.write(write_fd, b"x")
     finally:
-        bus.close()
         os.close(write_fd)  # unregistered, the task exits without running the command
         _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
@@ -548,16 +450,24 @@ def run_in_job(job: int, user: str | None, argv: list[str], bus_address: str) ->
 
 def end_job(job: int, bus_address: str) -> list[int]:
     """Tell DRCC that ``job`` ended, as the job epilog does."""
-    from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-
-    with SyncBusClient(bus_address) as bus:
-        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "JobEnded", "u", [job])[0]
+    with _node(bus_address) as drcc:
+        return drcc.job_ended(job)
 
 
 def node_counters(bus_address: str) -> dict[str, int]:
+    with _node(bus_address) as drcc:
+        return drcc.counters()
+
+
+@contextlib.contextmanager
+def _node(bus_address: str) -> Iterator[Any]:
+    """DRCC's verbs on one node's bus (a :class:`Stub` of its table), as root hooks call them."""
     from drc.bus import SyncBusClient
-    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
+    from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
 
     with SyncBusClient(bus_address) as bus:
-        return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Counters", "", [])[0]
+
+        def send(m: ExportedMethod, args: list[Any]) -> list[Any]:
+            return bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, m.name, m.in_signature, args)
+
+        yield Stub(NodeExports, send)

@@ -7,6 +7,7 @@ the key, seed and logs stay the owner's only (0600), as on a cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,10 +67,26 @@ def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunge
 
     try:
         wait_for(listening, timeout, what="munged's socket", interval=0.01)
-    except RuntimeError:
+    except RuntimeError as e:
         terminate(proc.pid)
-        raise RuntimeError(f"munged did not start; see {state_dir / 'munged.log'}") from None
+        raise RuntimeError(f"munged did not start ({e}){_what_it_said(state_dir)}") from None
     return PrivateMunged(str(socket), proc.pid, str(key))
+
+
+def _what_it_said(state_dir: Path, lines: int = 5) -> str:
+    """The end of the log munged wrote last: its own log file, or what it printed before
+    opening it (a bad key is refused before). Only a file that exists is named."""
+    written = []
+    for name in ("munged.log", "munged.out"):
+        with contextlib.suppress(FileNotFoundError):
+            path = state_dir / name
+            if path.stat().st_size:
+                written.append((path.stat().st_mtime_ns, path))
+    if not written:
+        return f"; it wrote nothing (no {state_dir}/munged.log, munged.out empty)"
+    path = max(written)[1]
+    tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return f"; {path} ends:\n  " + "\n  ".join(tail)
 
 
 def stop_private_munged(munged: PrivateMunged) -> bool:

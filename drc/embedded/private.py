@@ -25,7 +25,7 @@ def _trusted_owner(st: os.stat_result) -> bool:
 
 
 def _who(uid: int) -> str:
-    from drc.identity import user_name
+    from drc.procfs import user_name
 
     return f"{user_name(uid)} (uid {uid})"
 

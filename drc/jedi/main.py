@@ -20,11 +20,10 @@ from pathlib import Path
 
 from drc import config as drc_config
 from drc.cli.common import add_version
-from drc.cli.exits import EXIT_UNAVAILABLE, documented, run
-from drc.server.proxy import ServerProxy
+from drc.cli.exits import documented, run
+from drc.serverclient import ServerProxy
 from drc.wlm import WlmAdapter, WlmError, wlm_from_config
 
-EXIT_WLM_ERROR = EXIT_UNAVAILABLE
 #: Jobs per ExpireJobs call (DRCS accepts more; one transaction each stays short).
 BATCH = 10_000
 

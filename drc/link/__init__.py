@@ -3,9 +3,8 @@
 Modelled on Slurm's daemons: a TCP stream of length-prefixed frames where every request and
 every response is a MUNGE credential whose payload is the JSON message. Each side learns the
 other's uid from the decoded credential, frames can't be altered, and a replayed frame is refused
-by the decoding side's munged, which remembers every credential it decoded. For the embedded
-default the same framing runs on a unix socket, where the kernel (SO_PEERCRED) names the peer and
-payloads travel without MUNGE. :mod:`drc.link.munge` is the libmunge binding,
+by the decoding side's munged, which remembers every credential it decoded (the embedded default
+runs a private munged on loopback). :mod:`drc.link.munge` is the libmunge binding,
 :mod:`drc.link.protocol` the framing, :class:`LinkServer` the DRCS end, :class:`LinkClient` the
 DRCC end.
 """

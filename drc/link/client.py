@@ -21,7 +21,6 @@ from typing import Any
 from drc.core.errors import Code, DrcError
 from drc.link.munge import UNREACHABLE, Munge, MungeError
 from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, read_frame
-from drc.link.server import peer_credentials
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ def _os_reason(err: OSError) -> str:
 
 
 class LinkClient:
-    """Call DRCS methods over TCP+MUNGE (``host``, ``port``) or a unix socket (``unix_path``).
+    """Call DRCS methods over TCP (``host``, ``port``), every frame sealed with MUNGE.
 
     ``server_uid`` is the uid DRCS runs as; anything else answering is refused with EPERM.
     Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
@@ -113,25 +112,20 @@ class LinkClient:
 
     def __init__(
         self,
-        host: str | None = None,
-        port: int | None = None,
+        host: str,
+        port: int,
         *,
-        unix_path: str | None = None,
-        munge: Munge | None = None,
+        munge: Munge,
         server_uid: int,
         timeout: float = 5.0,
         max_frame: int = MAX_FRAME,
     ) -> None:
-        if unix_path is None and (host is None or port is None):
-            raise ValueError("LinkClient needs host and port, or unix_path")
-        if unix_path is None and munge is None:
-            raise ValueError("a TCP DRC link needs a Munge context")
-        self.host, self.port, self.unix_path = host, port, unix_path
+        self.host, self.port = host, port
         self.munge = munge
         self.server_uid = server_uid
         self.timeout = timeout
         self.max_frame = max_frame
-        self.target = f"DRC link to {unix_path or f'{host}:{port}'}"
+        self.target = f"DRC link to {host}:{port}"
         self._ids = itertools.count(1)
         self._conn: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
@@ -195,28 +189,14 @@ class LinkClient:
         async with self._connecting:
             if self._conn is not None and self._conn.alive:
                 return self._conn
-            if self.unix_path is not None:
-                reader, writer = await asyncio.open_unix_connection(self.unix_path)
-                _pid, uid, _gid = peer_credentials(writer.get_extra_info("socket"))
-                if uid != self.server_uid:
-                    writer.close()
-                    raise DrcError(
-                        Code.EPERM,
-                        f"DRC link: {self.unix_path} served by uid {uid}, "
-                        f"expected DRCS uid {self.server_uid}",
-                    )
-            else:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-                sock = writer.get_extra_info("socket")
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conn = _Connection(self, reader, writer)
             return self._conn
 
     def _seal(self, request: Request) -> bytes:
         payload = request.to_payload()
-        if self.unix_path is not None:
-            return payload
-        assert self.munge is not None
         try:
             return self.munge.encode(payload, uid_restriction=self.server_uid)
         except MungeError as err:
@@ -229,9 +209,6 @@ class LinkClient:
 
     def _open_response(self, body: bytes) -> bytes:
         """The payload of a response frame, if it truly comes from ``server_uid``."""
-        if self.unix_path is not None:
-            return body  # the server's uid was checked with SO_PEERCRED at connect
-        assert self.munge is not None
         try:
             decoded = self.munge.decode(body)
         except MungeError as err:

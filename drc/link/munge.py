@@ -2,7 +2,7 @@
 
 Why our own: the only Python binding (pymunge) is unmaintained, the ``munge``/``unmunge``
 commands cost a process per frame (~1 ms), and the DRC link needs three calls. libmunge is
-loaded lazily, so importing this module (and using the unix-socket link) works without it.
+loaded lazily, so importing this module works without it.
 
 ``munge_decode`` overwrites the context it is given, and contexts are not thread-safe, so each
 :class:`Munge` keeps one encode and one decode context, each behind its own lock.

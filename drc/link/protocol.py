@@ -1,8 +1,7 @@
 """DRC link framing and messages.
 
-A frame is a 4-byte big-endian length, then the body. Over TCP the body is an ASCII MUNGE
-credential whose payload is the message; over the embedded unix socket it is the message itself
-(the kernel vouches for the peer). Messages are compact JSON::
+A frame is a 4-byte big-endian length, then the body: an ASCII MUNGE credential whose payload
+is the message. Messages are compact JSON::
 
     request   {"id": 7, "method": "Access", "args": [...]}
               {"id": 8, "method": "NodeAcquire", "args": [...], "rid": "4f1c…-12"}

@@ -3,8 +3,7 @@
 Over TCP each request frame is decoded by *this* host's munged, so its replay cache sees every
 credential the server accepts: a captured frame sent again is refused before the method runs.
 Each response is encoded by the server (it carries the DRCS uid) and restricted to the
-requester's uid, so only that uid can read it. On a unix socket the kernel's SO_PEERCRED
-names the peer and payloads travel without MUNGE (embedded default).
+requester's uid, so only that uid can read it.
 
 Before a connection's first frame from a node daemon's uid it is *unauthenticated*, and
 anyone who can reach the port can open one. So such connections are bounded (see
@@ -19,20 +18,17 @@ its id can be read from a fixed prefix) and the connection closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import logging
-import os
 import re
 import socket
-import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.link.munge import Munge, MungeError
@@ -48,7 +44,6 @@ from drc.link.protocol import (
 
 log = logging.getLogger(__name__)
 
-_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 #: The ``rid`` of the request a handler is running for (None without one); handlers that
 #: make requests exactly-once read it here, so the handler signature stays the same.
@@ -57,11 +52,10 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("drc_link_request_id", default=N
 
 @dataclass(frozen=True)
 class LinkPeer:
-    """Who sent a request, as MUNGE or the kernel vouches for it (never as the peer claims)."""
+    """Who sent a request, as MUNGE vouches for it (never as the peer claims)."""
 
     uid: int
     gid: int
-    transport: Literal["munge", "unix"]
     address: str = ""
 
 
@@ -90,22 +84,8 @@ MAX_UNAUTHENTICATED_BYTES_PER_HOST = 8 << 20
 _REQUEST_ID_PREFIX = re.compile(rb'\{"id":(\d{1,18})[,}]')
 
 
-def split_host_port(value: str, what: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) of a DRC link address; ValueError naming ``what``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"{what} must be host:port, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of a connected unix socket's peer, from the kernel."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(raw)
-
-
 class LinkServer:
-    """Serve ``handler`` on TCP ``host:port`` (MUNGE) and/or a unix socket (SO_PEERCRED).
+    """Serve ``handler`` on TCP ``host:port``, every frame sealed with MUNGE.
 
     Requests are read in order per connection (so authentication and replay checks happen
     before anything runs) and then handled concurrently, at most ``max_in_flight`` per
@@ -122,11 +102,9 @@ class LinkServer:
         self,
         handler: Handler,
         *,
-        host: str | None = None,
+        host: str,
         port: int = 0,
-        munge: Munge | None = None,
-        unix_path: str | None = None,
-        unix_mode: int = 0o600,
+        munge: Munge,
         allowed_uids: Iterable[int] = (0,),
         max_frame: int = MAX_FRAME,
         max_in_flight: int = 64,
@@ -138,14 +116,9 @@ class LinkServer:
         max_unauthenticated_bytes_per_host: int = MAX_UNAUTHENTICATED_BYTES_PER_HOST,
         observer: Observer | None = None,
     ) -> None:
-        if host is None and unix_path is None:
-            raise ValueError("LinkServer needs host or unix_path")
-        if host is not None and munge is None:
-            raise ValueError("a TCP DRC link needs a Munge context")
         self.handler = handler
         self.host, self.port = host, port
         self.munge = munge
-        self.unix_path, self.unix_mode = unix_path, unix_mode
         self.allowed_uids = frozenset(allowed_uids)
         self.max_frame = max_frame
         self.max_in_flight = max_in_flight
@@ -178,20 +151,11 @@ class LinkServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.host is not None:
-            self._servers.append(
-                await loop.create_server(
-                    lambda: _Connection(self, unix=False), self.host, self.port, reuse_address=True
-                )
+        self._servers.append(
+            await loop.create_server(
+                lambda: _Connection(self), self.host, self.port, reuse_address=True
             )
-        if self.unix_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.unix_path)
-            server = await loop.create_unix_server(
-                lambda: _Connection(self, unix=True), self.unix_path
-            )
-            os.chmod(self.unix_path, self.unix_mode)
-            self._servers.append(server)
+        )
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop listening, drop connections, let running handlers finish for ``grace`` s."""
@@ -207,9 +171,6 @@ class LinkServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        if self.unix_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.unix_path)
 
     async def __aenter__(self) -> LinkServer:
         await self.start()
@@ -234,9 +195,6 @@ class LinkServer:
         return pack_frame(body, self.max_frame)
 
     def _seal(self, peer: LinkPeer, payload: bytes) -> bytes:
-        if peer.transport != "munge":
-            return payload
-        assert self.munge is not None
         return self.munge.encode(payload, uid_restriction=peer.uid)
 
 
@@ -388,15 +346,12 @@ class _Connection(asyncio.Protocol):
         "server",
         "stall",
         "transport",
-        "unix",
         "waiting",
     )
 
-    def __init__(self, server: LinkServer, *, unix: bool) -> None:
+    def __init__(self, server: LinkServer) -> None:
         self.server = server
-        self.unix = unix
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
-        self.peer: LinkPeer | None = None  # unix sockets: the kernel's word, once
         self.last_peer: LinkPeer | None = None  # MUNGE: the last frame's sender, reused
         self.address = ""
         self.host = ""  # the peer's address without the port: what per-address caps count
@@ -413,19 +368,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        if self.unix:
-            pid, uid, gid = peer_credentials(transport.get_extra_info("socket"))
-            self.peer = LinkPeer(uid, gid, "unix", f"unix pid {pid}")
-            self.address = self.peer.address
-            self.host = "unix"
-            trusted = uid in server.allowed_uids
-        else:
-            host, port = transport.get_extra_info("peername")[:2]
-            self.address = f"{host}:{port}"
-            self.host = host
-            trusted = False
-        if not trusted:
-            server.doorway.admit(self)
+        host, port = transport.get_extra_info("peername")[:2]
+        self.address = f"{host}:{port}"
+        self.host = host
+        server.doorway.admit(self)
         server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -513,29 +459,21 @@ class _Connection(asyncio.Protocol):
 
     def _request(self, body: bytes) -> None:
         server = self.server
-        if self.peer is not None:
-            peer, payload = self.peer, body
-            if peer.uid not in server.allowed_uids:
-                self._refuse(peer, payload)
+        try:
+            decoded = server.munge.decode(body)
+        except MungeError as err:
+            # replayed, altered, expired, or meant for someone else: never run it
+            self._close(f"a frame refused by MUNGE ({err})", f"frame refused: {err}")
+            return
+        peer = self.last_peer
+        if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
+            if decoded.uid not in server.allowed_uids:
+                # before its payload is parsed: only node daemons' payloads ever are
+                self._refuse(LinkPeer(decoded.uid, decoded.gid, self.address), decoded.payload)
                 return
-        else:
-            assert server.munge is not None
-            try:
-                decoded = server.munge.decode(body)
-            except MungeError as err:
-                # replayed, altered, expired, or meant for someone else: never run it
-                self._close(f"a frame refused by MUNGE ({err})", f"frame refused: {err}")
-                return
-            peer = self.last_peer
-            if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
-                if decoded.uid not in server.allowed_uids:
-                    # before its payload is parsed: only node daemons' payloads ever are
-                    who = LinkPeer(decoded.uid, decoded.gid, "munge", self.address)
-                    self._refuse(who, decoded.payload)
-                    return
-                peer = self.last_peer = LinkPeer(decoded.uid, decoded.gid, "munge", self.address)
-                server.doorway.leave(self)
-            payload = decoded.payload
+            peer = self.last_peer = LinkPeer(decoded.uid, decoded.gid, self.address)
+            server.doorway.leave(self)
+        payload = decoded.payload
         try:
             request = Request.from_payload(payload)
         except BadRequest as err:

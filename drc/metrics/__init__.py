@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 
 #: Request latencies, in seconds: a cache hit is tens of microseconds, a DRCS round trip a
@@ -51,18 +52,8 @@ def limit_scope(error: BaseException) -> str | None:
 
 
 def parse_listen(value: str, where: str) -> tuple[str, int]:
-    """``PORT`` (localhost), ``HOST:PORT`` or ``[V6]:PORT`` → (host, port)."""
-    text = value.strip()
-    if text.isdigit():
-        host, port = "127.0.0.1", text
-    else:
-        host, sep, port = text.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{where} must be PORT or HOST:PORT, got {value!r}")
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"{where}: port {port} is not in 1..65535")
-    return host, int(port)
+    """A metrics address: ``PORT`` (loopback), ``HOST:PORT`` or ``[V6]:PORT``."""
+    return split_host_port(value, where, bare_port="127.0.0.1")
 
 
 def listen_from_config(cfg: drc_config.Config, key: str) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from drc.core.model import AccessInfo, Holder, HolderKind
-
-FREED = 0xFFFF_FFFF
+from drc.core.model import FREED, AccessInfo, Holder, HolderKind
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from drc.refusals import RefusalAudit, credential_of
 from drc.wire import access_to_tuple
 
 if TYPE_CHECKING:
-    from drc.node.identity import Identifier
+    from drc.node.caller import Identifier
     from drc.node.service import NodeService
 
 BUS_NAME = "org.drc.Node"

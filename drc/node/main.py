@@ -15,22 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
-from drc.identity import boot_id, node_name
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
-from drc.link.server import split_host_port
 from drc.metrics import node_metrics
+from drc.node.caller import Identifier
 from drc.node.cxi import CxiError, CxiUnavailable
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH, NodeExports
-from drc.node.identity import Identifier
 from drc.node.service import NodeService
 from drc.node.slingshot import CxiServices, Settings
 from drc.nodeverbs import WATCH_MARGIN, WATCH_TIMEOUT_MAX, NodeVerbs
+from drc.procfs import boot_id, node_name
 from drc.wlm import wlm_from_config
 
 log = logging.getLogger("drc.node")

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from drc.core.errors import Code, DrcError, eperm
-from drc.core.model import AccessInfo, Caller, Flags, Holder, HolderKind
+from drc.core.model import FREED, AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
 from drc.export import Stub
 from drc.link.failover import request_budget
-from drc.node.cache import FREED, Entry, NodeCache
+from drc.node.cache import Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
 from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
@@ -36,10 +36,6 @@ class Upstream(Protocol):
     """How DRCC reaches DRCS: ``call(method, args) -> out args`` (the DRC link client)."""
 
     async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]: ...
-
-
-#: The caller's wire form, under the name older code imports it by.
-wire = caller_to_wire
 
 
 def _entry(info: dict[str, Any]) -> Entry:

@@ -20,7 +20,7 @@ import os
 import select
 from collections.abc import Callable
 
-from drc.identity import process_start_time
+from drc.procfs import process_start_time
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import math
 import os
 from collections import deque
 
-log = logging.getLogger(__name__)
+from drc.core.model import FREED
 
-FREED = 0xFFFF_FFFF  # the epoch a freed credential "has": newer than any token's
+log = logging.getLogger(__name__)
 
 
 #: A long poll with changes to answer gathers more this long before answering: every answer

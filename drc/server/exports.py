@@ -19,15 +19,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from drc.core.errors import DrcError, eflags, einval, eperm
-from drc.core.model import Caller, Holder, LimitScope, Target, check_uint32
+from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
-from drc.export import PeerCredentials, method
-from drc.identity import connecting_process
+from drc.export import PeerCredentials
 from drc.nodeverbs import WATCH_TIMEOUT_MAX, NodeVerbs
+from drc.procfs import connecting_process
 from drc.refusals import RefusalAudit, credential_of
-from drc.server.changes import FREED, Answer, ChangeLog
+from drc.server.changes import Answer, ChangeLog
 from drc.server.group import GroupCommit
 from drc.server.slingshot import SlingshotNodeVerbs
+from drc.serververbs import BUS_NAME as BUS_NAME  # the bus address BUS_OBJECTS are served on
+from drc.serververbs import INTERFACE as INTERFACE
+from drc.serververbs import OBJECT_PATH as OBJECT_PATH
+from drc.serververbs import ServerVerbs
 from drc.wire import (
     access_to_tuple,
     caller_from_wire,
@@ -36,9 +40,6 @@ from drc.wire import (
     node_name,
 )
 
-BUS_NAME = "org.drc.Server"
-OBJECT_PATH = "/org/drc/Server"
-INTERFACE = "org.drc.Server"
 T = TypeVar("T")
 MAX_JOBS_PER_CALL = 100_000
 MAX_BATCH = 10_000
@@ -51,7 +52,7 @@ ROOT = Caller(uid=0, gid=0)
 
 
 #: The primary gid of each bus connection, read on its first call from the process that opened
-#: it (:func:`drc.identity.connecting_process`: a reused pid is refused). Weak keys: an
+#: it (:func:`drc.procfs.connecting_process`: a reused pid is refused). Weak keys: an
 #: entry lives as long as the bus exporter's peer-credential cache holds that connection's
 #: credentials (dropped when its unique name loses its owner), so it can never pass to
 #: another process. Why caching is safe: the uid and supplementary gids the bus reports are
@@ -244,8 +245,9 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         }
 
 
-class ServerExports:
-    """The verbs of users and admins on DRCS's bus; ``nodes`` is served beside them."""
+class ServerExports(ServerVerbs):
+    """The verbs of users and admins on DRCS's bus (declared in :mod:`drc.serververbs`);
+    ``nodes`` is served beside them."""
 
     probe_servers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
@@ -307,26 +309,22 @@ class ServerExports:
 
     # -- user verbs ----------------------------------------------------------------------
 
-    @method("u", "u")
     def acquire(self, peer: PeerCredentials, flags: int) -> int | Awaitable[int]:
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.acquire(caller, flags).id)
 
-    @method("uuu", "")
     def grant(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
         return self._grouped(lambda: self.service.grant(caller, credential, what))
 
-    @method("uuu", "")
     def revoke(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
         return self._stored(lambda: self.service.revoke(caller, credential, what))
 
-    @method("uu", "uuuu")
     def access(
         self, peer: PeerCredentials, credential: int, flags: int
     ) -> tuple[int, ...] | Awaitable[tuple[int, ...]]:
@@ -335,14 +333,12 @@ class ServerExports:
         caller = direct_caller(peer)
         return self._stored(lambda: access_to_tuple(self.service.access(caller, credential)))
 
-    @method("uu", "b")
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
             raise eflags(f"release takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.release(caller, credential), frees=True)
 
-    @method("", "aa{sv}")
     def list(self, peer: PeerCredentials) -> Listed | Awaitable[Listed]:
         caller = direct_caller(peer)
 
@@ -353,7 +349,6 @@ class ServerExports:
 
         return self._stored(listed)
 
-    @method("u", "a{sv}")
     def show(
         self, peer: PeerCredentials, credential: int
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
@@ -365,7 +360,6 @@ class ServerExports:
 
         return self._stored(shown)
 
-    @method("", "a(sut)")
     def limits(self, peer: PeerCredentials) -> Any:
         return self._stored(
             lambda: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()]
@@ -373,17 +367,14 @@ class ServerExports:
 
     # -- admin verbs ---------------------------------------------------------------------
 
-    @method("sut", "")
     def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
         return self._stored(lambda: self.service.set_limit(caller, where, id, value))
 
-    @method("su", "")
     def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
         return self._stored(lambda: self.service.set_limit(caller, where, id, None))
 
-    @method("au", "au")
     def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> Any:
         self._admin(peer, "expiring jobs")
         if len(jobs) > MAX_JOBS_PER_CALL:
@@ -391,7 +382,6 @@ class ServerExports:
         ended = [check_uint32("job", j) for j in jobs]
         return self._stored(lambda: self.service.expire_jobs(ended))
 
-    @method("", "a(uuus)")
     def pins(self, peer: PeerCredentials) -> Any:
         """(pinning uid, credential, owner uid, state) of every pin: credentials held with no
         process or job behind them, which count against the pinning user's limits. Admins."""
@@ -400,33 +390,37 @@ class ServerExports:
             lambda: [(uid, c.id, c.uid, c.state.value) for uid, c in self.service.pins(caller)]
         )
 
-    @method("u", "au")
     def expire_pins(self, peer: PeerCredentials, uid: int) -> Any:
         """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
         caller = direct_caller(peer)
         return self._grouped(lambda: self.service.expire_pins(caller, uid), frees=True)
 
-    @method("", "au")
     def outstanding_jobs(self, peer: PeerCredentials) -> Any:
         self._admin(peer, "listing outstanding jobs")
         return self._stored(lambda: sorted(self.service.outstanding_jobs()))
 
-    @method("s", "au")
     def node_rebooted(self, peer: PeerCredentials, node: str) -> Any:
         self._admin(peer, "dropping a node's references")
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
         return self._stored(lambda: self.service.node_rebooted(node))
 
-    @method("", "aa{sv}")
     async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         """Every DRCS of ``[link] servers``: reachable or not, and who answered (admins)."""
         self._admin(peer, "listing the DRCS of the cluster")
         if self.probe_servers is None:
-            return [{"server": self.name, "reachable": True, "this": True, "detail": "this DRCS"}]
+            here = self.changes.followers
+            return [
+                {
+                    "server": self.name,
+                    "reachable": True,
+                    "this": True,
+                    "nodes_connected": here,
+                    "detail": "this DRCS",
+                }
+            ]
         return await self.probe_servers()
 
-    @method("", "a{sv}")
     async def status(self, peer: PeerCredentials) -> dict[str, Any]:
         """Answers within :data:`STATUS_STORE_WAIT` whatever the store does: from the store
         when it answers in time, else from the last answer it gave, saying so."""

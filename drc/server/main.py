@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.bus import BusExporter
 from drc.core.errors import DrcError
 from drc.core.policy import Policy
@@ -25,17 +26,17 @@ from drc.core.tokens import load_key
 from drc.daemon import daemon_parser, ready, run_daemon, until_stopped
 from drc.export import exported
 from drc.link import LinkClient, Munge
-from drc.link.server import split_host_port
 from drc.metrics import server_metrics
 from drc.nodeverbs import NodeVerbs
 from drc.providers import make_provider
 from drc.server.changes import SharedFeed
 from drc.server.cleanup import retry_cleanups_forever, wants_cleanup_task
-from drc.server.exports import BUS_NAME, INTERFACE, OBJECT_PATH, ServerExports
+from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.health import StoreHealth
 from drc.server.heap import FreezeSurvivors
-from drc.server.link import link_server
+from drc.server.link_exporter import link_server
+from drc.serververbs import BUS_NAME, INTERFACE, OBJECT_PATH
 from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, StoreTimeouts, claim_sqlite_store
 
 log = logging.getLogger("drc.server")
@@ -249,6 +250,7 @@ def server_prober(
         return {
             **entry,
             "reachable": True,
+            "nodes_connected": info["nodes_connected"],
             "detail": f"pid {info['pid']}, {info['nodes_connected']} node(s) following",
         }
 

@@ -22,3 +22,15 @@ def four_nodes(
         yield c
     finally:
         stop_multinode(c)
+
+
+@pytest.fixture
+def three_nodes(
+    runtime: Runtime, users: dict[str, User], postgresql_url: str
+) -> Iterator[MultiNode]:
+    """Three nodes, two DRCS: nodes 1 and 3 follow DRCS 1, node 2 follows DRCS 2."""
+    c = start_multinode(runtime, postgresql_url, nodes=3, servers=2)
+    try:
+        yield c
+    finally:
+        stop_multinode(c)

@@ -4,19 +4,20 @@ or doubled. Real dbus-daemons, munged, PostgreSQL, TCP+MUNGE link, users alice a
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 
 import pytest
 from multinode import MultiNode, last_json
 
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
 from drc.embedded.polling import wait_for
 from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
-from drc.server.link import split_host_port
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 from drc.store.sql import consistency_problems
 
 from cluster import User
@@ -364,6 +365,23 @@ def test_drccli_status_lists_every_drcs_and_which_one_each_node_follows(two_node
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{c.emb.servers[0]}  reachable" in out.stdout, out.stdout
     assert f"{c.emb.servers[1]}  UNREACHABLE" in out.stdout, out.stdout
+
+
+def test_drccli_status_counts_the_nodes_of_every_drcs_not_only_its_own(three_nodes: MultiNode):
+    """Three nodes on two DRCS: asked on DRCS 2 (one follower), status says 3 connected and
+    how many follow this one, not "1 connected"; JSON has every server's count."""
+    c = three_nodes
+
+    def counts() -> list[int]:
+        return [e.get("nodes_connected") for e in c.server(2).servers()]
+
+    wait_for(lambda: sorted(counts()) == [1, 2], 10, what="nodes 1..3 following", interval=0.1)
+    drccli = [str(c.runtime.bin / "drccli"), "--bus", c.server_bus(2), "status"]
+    out = c.run(drccli, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Nodes:       3 connected to 2 of 2 DRCS (1 following this one), 3 known" in out.stdout
+    shown = json.loads(c.run([*drccli, "--json"], timeout=60).stdout)
+    assert sorted(e["nodes_connected"] for e in shown["servers"]) == [1, 2]
 
 
 def test_a_node_whose_drcs_stops_answering_moves_on_within_the_client_timeout(

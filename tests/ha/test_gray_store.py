@@ -24,7 +24,7 @@ from drc import config
 from drc.core.errors import Code, DrcError
 from drc.embedded.polling import wait_for
 from drc.nodeverbs import WATCH_HEARTBEAT, WATCH_MARGIN
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 from cluster import Cluster, start_cluster, stop_cluster
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 from cluster import Cluster, start_cluster, stop_cluster
 from scale import fuzzed, size

@@ -13,7 +13,7 @@ import time
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
 from drc.embedded.polling import WaitTimeout, wait_for
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 from drc.store.sql import PeeweeStore, consistency_problems, open_database
 
 from cluster import Cluster

@@ -13,7 +13,7 @@ import pytest
 
 import drc
 from drc.cli.drccli import EXIT_STATUS
-from drc.cli.exits import EXIT_UNREACHABLE, EXIT_USAGE
+from drc.cli.exits import EXIT_UNAVAILABLE, EXIT_USAGE
 from drc.embedded.processes import terminate
 
 from cluster import Cluster
@@ -92,7 +92,7 @@ def test_stopped_daemons_name_the_unit_to_start(cluster: Cluster, users):
     terminate(cluster.drcs_pid)
     for argv in (("list",), ("status", "--json"), ("acquire",)):
         r = cluster.drccli(None, *argv)
-        assert r.returncode == EXIT_UNREACHABLE, (argv, r.stderr)
+        assert r.returncode == EXIT_UNAVAILABLE, (argv, r.stderr)
         assert r.stderr.startswith("drccli: DRC_ECONNREFUSED: the DRC server (drcs) is not")
         assert "systemctl start drcs.service" in r.stderr
         assert r.stdout == ""

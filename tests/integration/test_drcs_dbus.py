@@ -12,11 +12,11 @@ from cluster import STAFF_GROUP, Cluster, User
 from helpers import LATEST_MIGRATION
 
 ACCESS = (
-    "import sys; from drc.server.proxy import ServerProxy; "
+    "import sys; from drc.serverclient import ServerProxy; "
     "print(*ServerProxy().access(int(sys.argv[1])))"
 )
 RELEASE = (
-    "import sys; from drc.server.proxy import ServerProxy; "
+    "import sys; from drc.serverclient import ServerProxy; "
     "print(ServerProxy().release(int(sys.argv[1])))"
 )
 

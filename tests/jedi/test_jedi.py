@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from drc.cli.exits import EXIT_UNAVAILABLE
 from drc.jedi import main as jedi
 from drc.wlm import WlmError
 
@@ -105,7 +106,7 @@ def test_wlm_error_expires_nothing_and_exits_non_zero(
     mocker.patch.dict("os.environ", {"DBUS_SYSTEM_BUS_ADDRESS": cluster.address})
     rc = jedi.main(["reconcile", "-c", str(cluster.emb.config)])
     out, err = capsys.readouterr()
-    assert rc == jedi.EXIT_WLM_ERROR
+    assert rc == EXIT_UNAVAILABLE
     assert "nothing expired" in err and "timeout" in err and out == ""
     assert creds <= _ids(cluster)
 

@@ -1,4 +1,5 @@
-"""Fixtures for the DRC link tests: a private munged, and running code as ``nobody``.
+"""Fixtures for the DRC link tests: a private munged, servers and clients on loopback, and
+running code as ``nobody``.
 
 The munged is real (its replay cache is what refuses replayed frames) and private: its own key
 and socket in a fresh 0755 directory under /tmp (munged clients must traverse every parent,
@@ -13,11 +14,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
+from drc.embedded.polling import free_port
 from drc.embedded.runtime import install_runtime
+from drc.link import LinkClient, LinkServer, Munge
 
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 NOBODY_UID = 65534
@@ -99,3 +103,31 @@ def nobody(public_dir: Path) -> Nobody:
     if os.geteuid() != 0:
         pytest.skip("needs root to run code as nobody")
     return Nobody(public_dir)
+
+
+class Loopback:
+    """Link servers and clients on 127.0.0.1, named ``a``, ``b`` …: each name a fixed free
+    port (a server closed and started again listens where its clients look), every frame
+    sealed by the private munged."""
+
+    def __init__(self, munged: PrivateMunged) -> None:
+        self.munge = Munge(munged.socket)
+        self.ports: dict[str, int] = {}
+
+    def address(self, name: str = "a") -> tuple[str, int]:
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        return "127.0.0.1", self.ports[name]
+
+    def server(self, handler: Any, name: str = "a", **kw: Any) -> LinkServer:
+        host, port = self.address(name)
+        return LinkServer(handler, host=host, port=port, munge=self.munge, **kw)
+
+    def client(self, name: str = "a", **kw: Any) -> LinkClient:
+        kw.setdefault("server_uid", 0)
+        return LinkClient(*self.address(name), munge=self.munge, **kw)
+
+
+@pytest.fixture
+def loopback(munged: PrivateMunged) -> Loopback:
+    return Loopback(munged)

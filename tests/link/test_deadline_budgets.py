@@ -1,12 +1,11 @@
 """Deadlines nest: every client of DRCC waits longer than DRCC's whole budget for DRCS, and a
-request that asks DRCS twice still fits that one budget (real link servers on unix sockets)."""
+request that asks DRCS twice still fits that one budget (real link servers on loopback)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from drc import client, config
 from drc.core.errors import Code, DrcError
 from drc.embedded.polling import free_port
-from drc.link import LinkClient, LinkServer, Munge
+from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice, request_budget
 from drc.link.server import LinkPeer
 
@@ -47,21 +46,15 @@ class Slow:
         return ["done"]
 
 
-@pytest.fixture
-def sockdir() -> Any:
-    with tempfile.TemporaryDirectory(prefix="drc-budget-", dir="/tmp") as d:
-        yield Path(d)
-
-
-def test_calls_made_for_one_request_share_its_budget(sockdir: Path) -> None:
+def test_calls_made_for_one_request_share_its_budget(loopback: Any) -> None:
     """Each call alone fits the link's 1 s; two in one request_budget(1) do not: the second
     ends when the request's budget does, with the reason."""
 
     async def body() -> tuple[float, DrcError]:
         def make(server: str) -> LinkClient:
-            return LinkClient(unix_path=str(sockdir / server), server_uid=0, timeout=1.0)
+            return loopback.client(server, timeout=1.0)
 
-        async with LinkServer(Slow(0.6), unix_path=str(sockdir / "a")):
+        async with loopback.server(Slow(0.6), "a"):
             link = FailoverLink(ServerChoice(["a"]), make, timeout=1.0, rid_prefix="n1-x")
             assert await link.call("NodeRelease", [{}, 1]) == ["done"]  # alone: fits
             start = time.monotonic()

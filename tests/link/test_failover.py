@@ -1,10 +1,9 @@
 """DRCC's fail-over link (drc.link.failover) and the request id of the link protocol, over
-real link servers on unix sockets (the TCP+MUNGE cases run in tests/ha)."""
+real link servers on loopback (whole clusters fail over in tests/ha)."""
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 from drc import config
 from drc.core.errors import Code, DrcError
-from drc.link import LinkClient, LinkServer
+from drc.link import LinkClient
 from drc.link.failover import FailoverLink, ServerChoice
 from drc.link.protocol import BadRequest, Request
 from drc.link.server import REQUEST_ID, LinkPeer
@@ -36,25 +35,19 @@ class Served:
         return [self.name]
 
 
-@pytest.fixture
-def sockdir() -> Any:
-    with tempfile.TemporaryDirectory(prefix="drc-failover-", dir="/tmp") as d:
-        yield Path(d)
-
-
-def failover(sockdir: Path, names: list[str], timeout: float = 3.0) -> FailoverLink:
+def failover(loopback: Any, names: list[str], timeout: float = 3.0) -> FailoverLink:
     def make(server: str) -> LinkClient:
-        return LinkClient(unix_path=str(sockdir / server), server_uid=0, timeout=timeout / 2)
+        return loopback.client(server, timeout=timeout / 2)
 
     return FailoverLink(ServerChoice(names), make, timeout=timeout, rid_prefix="node1-x")
 
 
-def test_a_dead_first_server_is_skipped_and_the_rid_is_kept(sockdir: Path) -> None:
+def test_a_dead_first_server_is_skipped_and_the_rid_is_kept(loopback: Any) -> None:
     second = Served("b")
 
     async def body() -> None:
-        async with LinkServer(second, unix_path=str(sockdir / "b")):
-            link = failover(sockdir, ["a", "b"])  # nothing listens on "a"
+        async with loopback.server(second, "b"):
+            link = failover(loopback, ["a", "b"])  # nothing listens on "a"
             assert await link.call("NodeAcquire", [{}, 0]) == ["b"]
             assert link.choice.current == "b"
             assert await link.call("NodeWatch", ["", 0, 1]) == ["b"]
@@ -68,14 +61,14 @@ def test_a_dead_first_server_is_skipped_and_the_rid_is_kept(sockdir: Path) -> No
     assert second.seen[1] == ("NodeWatch", None)  # reads do not
 
 
-def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(sockdir: Path) -> None:
+def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(loopback: Any) -> None:
     a, b = Served("a"), Served("b")
 
     async def body() -> None:
-        link = failover(sockdir, ["a", "b"])
-        server_a = LinkServer(a, unix_path=str(sockdir / "a"))
+        link = failover(loopback, ["a", "b"])
+        server_a = loopback.server(a, "a")
         await server_a.start()
-        async with LinkServer(b, unix_path=str(sockdir / "b")):
+        async with loopback.server(b, "b"):
             assert await link.call("NodeRelease", [{}, 1]) == ["a"]
             await server_a.close()
             assert await link.call("NodeRelease", [{}, 2]) == ["b"]
@@ -89,17 +82,16 @@ def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(sockdir: Pa
     run_bounded(body())
 
 
-def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(sockdir: Path) -> None:
+def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(loopback: Any) -> None:
     async def body() -> float:
-        link = failover(sockdir, ["a", "b"], timeout=1.0)
+        link = failover(loopback, ["a", "b"], timeout=1.0)
         t0 = time.monotonic()
         with pytest.raises(DrcError) as e:
             await link.call("NodeAcquire", [{}, 0])
         assert e.value.code is Code.ECONNREFUSED
         assert e.value.message == (  # how each server failed, and where to look
-            "drcc could not reach DRCS: no DRCS answered within 1 s (a: no such file or "
-            "directory; b: no such file or directory); check drcs.service on a, b and the "
-            "network from this node"
+            "drcc could not reach DRCS: no DRCS answered within 1 s (a: connection refused; "
+            "b: connection refused); check drcs.service on a, b and the network from this node"
         )
         await link.close()
         return time.monotonic() - t0
@@ -108,12 +100,12 @@ def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(sockdi
     assert 0.8 <= waited <= 2.0  # waited for a server to come back, bounded by the timeout
 
 
-def test_a_server_coming_up_during_the_wait_answers_the_waiting_call(sockdir: Path) -> None:
+def test_a_server_coming_up_during_the_wait_answers_the_waiting_call(loopback: Any) -> None:
     a = Served("a")
 
     async def body() -> None:
-        link = failover(sockdir, ["a"], timeout=3.0)
-        server = LinkServer(a, unix_path=str(sockdir / "a"))
+        link = failover(loopback, ["a"], timeout=3.0)
+        server = loopback.server(a, "a")
         call = asyncio.create_task(link.call("NodeGrant", [{}, 1, 2, 3]))
         await asyncio.sleep(0.5)
         await server.start()

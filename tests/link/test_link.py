@@ -1,13 +1,10 @@
-"""The DRC link end to end: real munged, real TCP on 127.0.0.1, real unix sockets, real users."""
+"""The DRC link end to end: real munged, real TCP on 127.0.0.1, real users."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +23,8 @@ from drc.link.client import LinkClient
 from drc.link.munge import Munge
 
 async def main():
-    if sys.argv[1] == "tcp":
-        client = LinkClient("127.0.0.1", int(sys.argv[3]), munge=Munge(sys.argv[2]),
-                            server_uid=0, timeout=10)
-    else:
-        client = LinkClient(unix_path=sys.argv[2], server_uid=0, timeout=10)
+    client = LinkClient("127.0.0.1", int(sys.argv[3]), munge=Munge(sys.argv[2]),
+                        server_uid=0, timeout=10)
     try:
         print(json.dumps({"ok": await client.call("Access", [1])}))
     except DrcError as err:
@@ -107,14 +101,6 @@ async def assert_alive(server: LinkServer, munged: Any) -> None:
         assert await client.call("Ping", []) == ["Ping"]
 
 
-@pytest.fixture
-def sockdir() -> Any:
-    """A 0755 directory for unix sockets that nobody may reach (tmp_path is 0700)."""
-    with tempfile.TemporaryDirectory(prefix="drc-link-", dir="/tmp") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
-
-
 def test_round_trip_over_tcp_carries_munge_uid(munged) -> None:
     handler = Recorder()
 
@@ -130,7 +116,7 @@ def test_round_trip_over_tcp_carries_munge_uid(munged) -> None:
 
     run_bounded(body(), timeout=60)
     peer, method, args = handler.calls[0]
-    assert (peer.uid, peer.gid, peer.transport, method) == (0, 0, "munge", "Access")
+    assert (peer.uid, peer.gid, method) == (0, 0, "Access")
     assert args == [7, "x", {"k": [1]}]
     assert peer.address.startswith("127.0.0.1:")
 
@@ -381,48 +367,13 @@ def test_unreachable_or_silent_server_is_econnrefused_then_reconnects(munged) ->
     run_bounded(body(), timeout=60)
 
 
-def test_unix_socket_peer_is_the_kernel_uid(sockdir) -> None:
+def test_allowed_uids_admits_other_daemon_users(munged, nobody) -> None:
     handler = Recorder()
-    path = str(sockdir / "link.sock")
-
-    async def body() -> None:
-        async with LinkServer(handler, unix_path=path):
-            assert os.stat(path).st_mode & 0o777 == 0o600
-            async with LinkClient(unix_path=path, server_uid=0) as client:
-                assert await client.call("Access", [1]) == ["Access", 1]
-            # the client checks who serves the socket, too
-            async with LinkClient(unix_path=path, server_uid=65534) as wrong:
-                with pytest.raises(DrcError) as err:
-                    await wrong.call("Access", [1])
-                assert err.value.code == Code.EPERM
-                assert "served by uid 0, expected DRCS uid 65534" in err.value.message
-
-    run_bounded(body(), timeout=60)
-    peer = handler.calls[0][0]
-    assert (peer.uid, peer.gid, peer.transport) == (0, 0, "unix")
-    assert len(handler.calls) == 1
-
-
-def test_unix_socket_non_root_peer_is_eperm(sockdir, nobody) -> None:
-    handler = Recorder()
-    path = str(sockdir / "link.sock")
 
     async def body() -> str:
-        async with LinkServer(handler, unix_path=path, unix_mode=0o666):
-            return await nobody.run(NOBODY_CLIENT, "unix", path)
-
-    out = json.loads(run_bounded(body(), timeout=60))
-    assert out == {"code": "EPERM", "message": "DRC link: uid 65534 is not a node daemon"}
-    assert handler.calls == []
-
-
-def test_allowed_uids_admits_other_daemon_users(sockdir, nobody) -> None:
-    handler = Recorder()
-    path = str(sockdir / "link.sock")
-
-    async def body() -> str:
-        async with LinkServer(handler, unix_path=path, unix_mode=0o666, allowed_uids={0, 65534}):
-            return await nobody.run(NOBODY_CLIENT, "unix", path)
+        async with tcp_server(handler, munged, allowed_uids={0, 65534}) as server:
+            port = str(server.tcp_address[1])
+            return await nobody.run(NOBODY_CLIENT, "tcp", munged.socket, port)
 
     assert json.loads(run_bounded(body(), timeout=60)) == {"ok": ["Access", 1]}
     assert handler.calls[0][0].uid == 65534

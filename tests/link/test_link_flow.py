@@ -1,30 +1,21 @@
 """The link server's flow: requests answered by futures, parked polls, limits and stalls.
 
-Over a real unix socket (the kernel names the peer), with the real LinkClient."""
+Over TCP on loopback with a real munged, with the real LinkClient."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drc.core.errors import Code, DrcError
-from drc.link import LinkClient, LinkPeer, LinkServer
+from drc.link import LinkPeer
 from drc.link.protocol import HEADER
 from drc.link.server import REQUEST_ID
 
 from helpers import run_bounded
-
-
-@pytest.fixture
-def path() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="drc-flow-", dir="/tmp") as d:
-        yield str(Path(d) / "link.sock")
 
 
 class Parking:
@@ -46,13 +37,13 @@ class Parking:
             await self.arrived.wait()
 
 
-def test_a_future_is_answered_when_set_and_needs_no_task(path: str) -> None:
+def test_a_future_is_answered_when_set_and_needs_no_task(loopback: Any) -> None:
     handler = Parking()
 
     async def body() -> None:
         async with (
-            LinkServer(handler, unix_path=path) as server,
-            LinkClient(unix_path=path, server_uid=0) as client,
+            loopback.server(handler) as server,
+            loopback.client() as client,
         ):
             call = asyncio.create_task(client.call("NodeWatch", ["g", 0, 60]))
             await handler.wait_for(1)
@@ -71,12 +62,12 @@ def test_a_future_is_answered_when_set_and_needs_no_task(path: str) -> None:
     run_bounded(body())
 
 
-def test_a_closed_connection_cancels_its_parked_futures(path: str) -> None:
+def test_a_closed_connection_cancels_its_parked_futures(loopback: Any) -> None:
     handler = Parking()
 
     async def body() -> None:
-        async with LinkServer(handler, unix_path=path) as server:
-            client = LinkClient(unix_path=path, server_uid=0)
+        async with loopback.server(handler) as server:
+            client = loopback.client()
             call = asyncio.create_task(client.call("NodeWatch", ["g", 0, 60]))
             await handler.wait_for(1)
             assert server.connections == 1
@@ -94,13 +85,13 @@ def test_a_closed_connection_cancels_its_parked_futures(path: str) -> None:
     run_bounded(body())
 
 
-def test_at_most_max_in_flight_requests_run_per_connection(path: str) -> None:
+def test_at_most_max_in_flight_requests_run_per_connection(loopback: Any) -> None:
     handler = Parking()
 
     async def body() -> None:
         async with (
-            LinkServer(handler, unix_path=path, max_in_flight=2),
-            LinkClient(unix_path=path, server_uid=0) as client,
+            loopback.server(handler, max_in_flight=2),
+            loopback.client() as client,
         ):
             calls = [asyncio.create_task(client.call("M", [i])) for i in range(4)]
             await handler.wait_for(2)
@@ -118,13 +109,13 @@ def test_at_most_max_in_flight_requests_run_per_connection(path: str) -> None:
     run_bounded(body())
 
 
-def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: str) -> None:
+def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(loopback: Any) -> None:
     async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
         return [method]
 
     async def body() -> float:
-        async with LinkServer(handler, unix_path=path, body_timeout=0.3) as server:
-            reader, writer = await asyncio.open_unix_connection(path)
+        async with loopback.server(handler, body_timeout=0.3) as server:
+            reader, writer = await asyncio.open_connection(*loopback.address())
             writer.write(HEADER.pack(100) + b'{"id": 1')  # 8 of 100 bytes, then silence
             await writer.drain()
             started = asyncio.get_running_loop().time()
@@ -133,8 +124,7 @@ def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: 
             writer.close()
             assert server.connections == 0
             # an idle connection (no frame begun) is never timed out
-            idle = socket.socket(socket.AF_UNIX)
-            idle.connect(path)
+            idle = socket.create_connection(loopback.address())
             await asyncio.sleep(0.6)
             assert server.connections == 1
             idle.close()
@@ -143,7 +133,7 @@ def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(path: 
     assert 0.25 <= run_bounded(body()) < 5
 
 
-def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(path: str) -> None:
+def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(loopback: Any) -> None:
     seen: list[str | None] = []
 
     async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
@@ -155,8 +145,8 @@ def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(path: str
 
     async def body() -> None:
         async with (
-            LinkServer(handler, unix_path=path),
-            LinkClient(unix_path=path, server_uid=0) as client,
+            loopback.server(handler),
+            loopback.client() as client,
         ):
             await client.call("NodeRelease", [], rid="boot-1-7")
             await client.call("NodeWatch", [])

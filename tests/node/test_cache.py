@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from drc.core.model import AccessInfo, Holder
-from drc.node.cache import FREED, Entry, NodeCache
+from drc.core.model import FREED, AccessInfo, Holder
+from drc.node.cache import Entry, NodeCache
 
 NODE = "n1"
 JOB_A, JOB_B = Holder.for_job(NODE, 10), Holder.for_job(NODE, 11)

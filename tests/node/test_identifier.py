@@ -1,7 +1,7 @@
 """The Identifier alone, over a fake process table: who is calling, and in which job.
 
 No daemon, no bus, no root. Processes are files in a /proc-like directory (``<pid>/stat``
-and ``<pid>/status``, laid out as the kernel writes them) put in place of ``drc.identity.PROC``;
+and ``<pid>/status``, laid out as the kernel writes them) put in place of ``drc.procfs.PROC``;
 the workload manager is a small fake answering from dicts. The real process trees are in
 ``test_identity.py``.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import drc.identity
+import drc.node.caller
+import drc.procfs
 from drc.core.errors import DrcError
 from drc.core.model import Holder
 from drc.export import PeerCredentials
-from drc.node import identity
-from drc.node.identity import Identifier
+from drc.node.caller import Identifier
 
 NODE = "n1"
 UID, GID = 2001, 2001
@@ -82,7 +82,7 @@ class FakeWlm:
 
 @pytest.fixture
 def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeProc:
-    monkeypatch.setattr(drc.identity, "PROC", tmp_path)
+    monkeypatch.setattr(drc.procfs, "PROC", tmp_path)
     fake = FakeProc(tmp_path)
     fake.add(1, 0, 1)  # init
     return fake
@@ -194,7 +194,7 @@ def test_a_root_process_acting_as_the_user_is_accepted(ident, proc):
 
 
 def test_a_same_user_process_started_after_the_connection_appeared_is_refused(ident, proc):
-    ticks = drc.identity.CLOCK_TICKS
+    ticks = drc.procfs.CLOCK_TICKS
     proc.add(500, 1, start=10 * ticks + 1)  # one tick after the connection appeared (t=10 s)
     with pytest.raises(DrcError, match="started after bus connection"):
         ident.caller(peer(500, since=10.0))
@@ -206,7 +206,7 @@ def test_a_connections_caller_is_reused_within_the_ttl_then_looked_up_again(
     ident, proc, wlm, monkeypatch
 ):
     now = [1000.0]
-    monkeypatch.setattr(identity.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(drc.node.caller.time, "monotonic", lambda: now[0])
     proc.add(500, 1, start=10)
     first = ident.caller(peer(500))
     wlm.asked.clear()
@@ -214,7 +214,7 @@ def test_a_connections_caller_is_reused_within_the_ttl_then_looked_up_again(
     assert wlm.asked == []  # the hot path: nothing read again
     # Another connection of the same process is another key.
     ident.caller(peer(500, sender=":1.6"))
-    now[0] += identity.CALLER_TTL
+    now[0] += drc.node.caller.CALLER_TTL
     wlm.cgroup[500] = 42  # e.g. adopted into a job meanwhile (the job lookup is remembered)
     again = ident.caller(peer(500))
     assert again is not first
@@ -227,7 +227,7 @@ def test_a_registration_invalidates_what_was_remembered_as_outside_any_job(
     """The registered task's own connections at once; its descendants' within CALLER_TTL
     (their job lookups are dropped, their connections' callers expire)."""
     now = [1000.0]
-    monkeypatch.setattr(identity.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(drc.node.caller.time, "monotonic", lambda: now[0])
     proc.add(100, 1, start=50)
     proc.add(300, 100, start=70)
     assert ident.caller(peer(100, sender=":1.7")).job == 0
@@ -235,7 +235,7 @@ def test_a_registration_invalidates_what_was_remembered_as_outside_any_job(
     ident.register(100, 5)  # the plugin's hook ran after the first calls
     assert ident.caller(peer(100, sender=":1.7")).job == 5
     assert ident.job_of(300, 70) == 5
-    now[0] += identity.CALLER_TTL
+    now[0] += drc.node.caller.CALLER_TTL
     assert ident.caller(peer(300)).job == 5
 
 
@@ -258,7 +258,7 @@ def test_forget_process_drops_its_registration_and_lookup(ident, proc):
 
 
 def test_remembered_lookups_and_callers_are_bounded(ident, proc, monkeypatch):
-    monkeypatch.setattr(identity, "MAX_REMEMBERED", 3)
+    monkeypatch.setattr(drc.node.caller, "MAX_REMEMBERED", 3)
     for pid in range(500, 506):
         proc.add(pid, 1, start=pid)
         ident.caller(peer(pid, sender=f":1.{pid}"))

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from drc.embedded.polling import wait_for
-from drc.identity import process_parent, process_start_time
-from drc.node.identity import Identifier
+from drc.node.caller import Identifier
+from drc.procfs import process_parent, process_start_time
 from drc.wlm.alps import AlpsAdapter
 from drc.wlm.base import NoWlm
 
@@ -85,6 +85,6 @@ def test_an_ancestor_younger_than_its_child_stops_the_walk(tree, monkeypatch):
         parent, start = real(pid)
         return (parent, start + 10**9) if pid == wrapper else (parent, start)
 
-    monkeypatch.setattr("drc.node.identity.process_parent", reused)
+    monkeypatch.setattr("drc.node.caller.process_parent", reused)
     ident.registered = {(wrapper, process_start_time(wrapper) + 10**9): JOB}
     assert ident.registered_ancestor(leaf, process_start_time(leaf)) == 0

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from drc.core.errors import Code, DrcError
-from drc.core.model import Caller, Credential, Flags, Holder, Resources, State
+from drc.core.model import FREED, Caller, Credential, Flags, Holder, Resources, State
 from drc.core.tokens import issue_token
 from drc.export import check_args, check_result, exported_methods
-from drc.node.cache import FREED
 from drc.node.service import NodeService
 from drc.server.exports import ServerNodeVerbs
 

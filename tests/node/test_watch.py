@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from drc.identity import process_start_time
 from drc.node.watch import ProcessWatcher
+from drc.procfs import process_start_time
 
 BOUND = 5.0  # seconds an exit may take to be reported (it is milliseconds in practice)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drc.node.exports import BUS_NAME as NODE_BUS
-from drc.server.exports import BUS_NAME as SERVER_BUS
+from drc.serververbs import BUS_NAME as SERVER_BUS
 
 from pkgtools import REPO
 

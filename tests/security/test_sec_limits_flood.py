@@ -20,7 +20,7 @@ from workers import pool_free
 FLOOD = """
 import json, time
 from drc.core.errors import DrcError
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 server, got, refused, deadline = ServerProxy(), [], [], time.monotonic() + 60
 for _ in range(2000):
     if len(refused) > 50 or time.monotonic() > deadline:
@@ -89,7 +89,7 @@ def test_the_admin_sees_carol_s_pins_and_expires_them(cluster: Cluster, users) -
 def pin_as_carol(cluster: Cluster, credential: int):
     """carol's Access straight on DRCS's bus: a pin of her uid, no process behind it."""
     return cluster.python(
-        "carol", f"from drc.server.proxy import ServerProxy; ServerProxy().access({credential})"
+        "carol", f"from drc.serverclient import ServerProxy; ServerProxy().access({credential})"
     )
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.link import LinkClient, Munge
 from drc.link.protocol import HEADER, FrameError, Request, pack_frame
 from drc.link.server import (
     AUTH_TIMEOUT,
     MAX_UNAUTHENTICATED_BYTES_PER_HOST,
     MAX_UNAUTHENTICATED_PER_HOST,
-    split_host_port,
 )
 
 from cluster import Cluster

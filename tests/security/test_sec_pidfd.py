@@ -21,9 +21,9 @@ from pidreuse import SCENARIOS, PidTaken
 from drc.bus.exporter import BusExporter, peer_credentials
 from drc.core.errors import Code, DrcError
 from drc.export import PeerCredentials
-from drc.identity import PidFd, connecting_process
+from drc.node.caller import Identifier
 from drc.node.exports import BUS_NAME, INTERFACE, OBJECT_PATH
-from drc.node.identity import Identifier
+from drc.procfs import PidFd, connecting_process
 from drc.wlm.base import NoWlm
 
 from cluster import Cluster, User

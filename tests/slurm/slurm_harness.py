@@ -29,7 +29,7 @@ from drc.embedded import cluster as embedded
 from drc.embedded.polling import WaitTimeout, free_port, wait_for
 from drc.embedded.processes import alive, terminate
 from drc.embedded.runtime import Runtime
-from drc.server.proxy import ServerProxy
+from drc.serverclient import ServerProxy
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugins" / "spank"

@@ -14,7 +14,7 @@ from drc.core.service import CredentialService
 from drc.link import LinkPeer
 from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
-from drc.server.link import link_server
+from drc.server.link_exporter import link_server
 from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job
@@ -115,7 +115,7 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(
     server = link_server(
         exports.nodes, "127.0.0.1:0", munge_socket=None, node_uids={0}, group=exports.group
     )
-    node = LinkPeer(uid=0, gid=0, transport="unix", address="test")
+    node = LinkPeer(uid=0, gid=0, address="test")
     caller = {"uid": ALICE, "gid": ALICE, "job": 1, "node": "n1"}
 
     async def together():

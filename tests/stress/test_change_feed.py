@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from drc.server.changes import COALESCE, FREED, TICK, ChangeLog
+from drc.core.model import FREED
+from drc.server.changes import COALESCE, TICK, ChangeLog
 
 
 def test_since_answers_only_newer_changes_in_order_even_from_a_full_log():

@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drc import config as drc_config
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.link import SyncLinkClient
 from drc.node.exports import BUS_NAME as NODE_BUS
 from drc.node.exports import INTERFACE as NODE_INTERFACE
 from drc.node.exports import OBJECT_PATH as NODE_PATH
-from drc.server.link import split_host_port
 
 from cluster import Cluster, start_cluster, stop_cluster
 from scale import fuzzed, size

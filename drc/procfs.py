@@ -232,7 +232,3 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def is_root() -> bool:
-    return os.geteuid() == 0

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.export import (
     ExportedMethod,
@@ -32,7 +33,7 @@ from drc.export import (
     out_list,
 )
 from drc.link import LinkPeer, LinkServer, Munge
-from drc.link.server import REQUEST_ID, Reply, split_host_port
+from drc.link.server import REQUEST_ID, Reply
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
 from drc.store import requests
@@ -40,12 +41,7 @@ from drc.wire import credential_to_wire
 
 log = logging.getLogger("drc.server.link")
 
-__all__ = ["GROUPED", "check_link_args", "link_server", "replay", "split_host_port"]
-
-
-def check_link_args(name: str, in_signature: str, arg_names: tuple[str, ...], args: list) -> None:
-    """:func:`drc.export.check_args` for a method given by its parts (older callers)."""
-    check_args(ExportedMethod(name, in_signature, "", lambda: None, arg_names), args)
+__all__ = ["GROUPED", "link_server", "replay"]
 
 
 #: Node verbs that never free a credential: these may share one transaction (a verb that
@@ -134,7 +130,7 @@ def link_server(
         finally:
             requests.CURRENT.reset(token)
 
-    host, port = split_host_port(listen, "[link] listen")
+    host, port = split_host_port(listen, "[link] listen", any_port=True)
     return LinkServer(
         handle,
         host=host,

@@ -7,7 +7,7 @@ the holder is the process itself (pid and start time, since pids are reused).
 Environment variables such as ``SLURM_JOB_ID`` are never read.
 
 The process is the one that opened the caller's bus connection
-(:func:`drc.identity.connecting_process`), checked again after the job was looked up by its
+(:func:`drc.procfs.connecting_process`), checked again after the job was looked up by its
 pid: a connection whose process exited never inherits the job of the pid's next owner.
 """
 
@@ -19,7 +19,7 @@ from collections import OrderedDict
 from drc.core.errors import einval, eperm
 from drc.core.model import Caller, Holder
 from drc.export import PeerCredentials
-from drc.identity import (
+from drc.procfs import (
     connecting_process,
     process_parent,
     process_start_time,

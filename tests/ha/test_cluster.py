@@ -148,6 +148,8 @@ def test_sigkill_of_the_followed_drcs_mid_stream_loses_and_doubles_nothing(
     there, no credential was created twice, the pool count is exact."""
     c = two_nodes
     seconds = size(4, 12)
+    # a load test, not a fairness test: alice keeps more than drc.conf's 10% user share
+    c.server(1).set_limit("user-default", 0, 100_000)
     seeds = {
         node: int(c.task(node, 300 + node, "alice", "print(client.acquire(0))")) for node in (1, 2)
     }

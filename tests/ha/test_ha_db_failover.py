@@ -79,6 +79,8 @@ def test_primary_crash_and_promotion_lose_nothing_and_writes_resume_without_rest
     before, after_promotion, outage = size(2, 6), size(2, 10), 1.0
     drcs_pids = [c.emb.server_pid(k) for k in (1, 2)]
     grantee = users["bob"].uid
+    # a load test, not a fairness test: alice keeps more than drc.conf's 10% user share
+    c.server(1).set_limit("user-default", 0, 100_000)
     tasks = {
         node: c.spawn_task(node, JOB + node, "alice", LOAD.format(grantee=grantee))
         for node in (1, 2)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import summary
@@ -86,20 +86,39 @@ class Stream(threading.Thread):
             self.calls.append((t0, time.monotonic()))
 
 
-def streaming() -> tuple[threading.Event, list[Stream]]:
+@contextlib.contextmanager
+def streaming() -> Iterator[list[Stream]]:
+    """THREADS client threads calling until the block ends (then joined)."""
     client.set_timeout(30)
     stop = threading.Event()
     streams = [Stream(stop) for _ in range(THREADS)]
     for s in streams:
         s.start()
-    return stop, streams
+    try:
+        yield streams
+    finally:
+        stop.set()
+        for s in streams:
+            s.join(60)
+
+
+def latencies(
+    streams: list[Stream], during: Callable[[float, float], bool]
+) -> tuple[list[float], list[float]]:
+    """Call latencies in us: those of calls ``during`` the fault (from their start and end
+    times), and the others."""
+    spanning: list[float] = []
+    normal: list[float] = []
+    for s in streams:
+        for t0, t1 in s.calls:
+            (spanning if during(t0, t1) else normal).append((t1 - t0) * 1e6)
+    return spanning, normal
 
 
 def pauses(emb: embedded.Embedded) -> dict[str, object]:
-    stop, streams = streaming()
     kills: list[float] = []
     followed = 1
-    try:
+    with streaming() as streams:
         for _ in range(KILLS):
             time.sleep(1.0)
             kills.append(time.monotonic())
@@ -110,14 +129,7 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
             emb.start_server(followed)  # back, but the node now follows the other
             followed = 3 - followed
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for s in streams:
-            s.join(60)
-    spanning, normal = [], []
-    for s in streams:
-        for t0, t1 in s.calls:
-            (spanning if any(t0 <= k <= t1 for k in kills) else normal).append((t1 - t0) * 1e6)
+    spanning, normal = latencies(streams, lambda t0, t1: any(t0 <= k <= t1 for k in kills))
     return {
         "kills": KILLS,
         "client_threads": THREADS,
@@ -207,8 +219,7 @@ def status_latency(emb: embedded.Embedded, pair: ReplicatedPostgresql) -> dict[s
 
 def database_pause(pair: ReplicatedPostgresql) -> dict[str, object]:
     """Client threads stream while the primary crashes and the standby is promoted."""
-    stop, streams = streaming()
-    try:
+    with streaming() as streams:
         time.sleep(2.0)
         crashed = time.monotonic()
         pair.crash(0)
@@ -216,14 +227,7 @@ def database_pause(pair: ReplicatedPostgresql) -> dict[str, object]:
         pair.promote(1)
         promoted = time.monotonic()
         time.sleep(2.0)
-    finally:
-        stop.set()
-        for s in streams:
-            s.join(60)
-    spanning, normal = [], []
-    for s in streams:
-        for t0, t1 in s.calls:
-            (spanning if t0 < promoted and t1 > crashed else normal).append((t1 - t0) * 1e6)
+    spanning, normal = latencies(streams, lambda t0, t1: t0 < promoted and t1 > crashed)
     return {
         "without_primary_s": round(promoted - crashed, 3),
         "client_threads": THREADS,

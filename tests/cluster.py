@@ -90,6 +90,19 @@ class Cluster:
             cwd="/",
         )
 
+    def spawn(self, argv: list[str]) -> subprocess.Popen[str]:
+        """``argv`` left running with this cluster's environment and text pipes on all three
+        streams, for a test that talks to it; the test stops it by pid."""
+        return subprocess.Popen(
+            argv,
+            env=self.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+        )
+
     def drccli(self, user: str | None, *args: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.run_as(user, [str(self.runtime.bin / "drccli"), *args], **kw)
 

@@ -4,11 +4,12 @@ code), driven from tests.
 Each node has its own private bus, DRCC, node name (node1..nodeN) and boot id; each DRCS its
 own bus and link address on 127.0.0.k; all DRCS share one real PostgreSQL, and every frame of
 the DRC link is a real MUNGE credential. Node k follows server k first (round robin). Every
-daemon is stopped by pid in :func:`stop_multinode`, even when a test failed.
+daemon is stopped by pid on leaving :func:`multinode`, even when a test failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -116,22 +117,20 @@ class MultiNode:
         return PeeweeStore(open_database(self.database))
 
 
-def start_multinode(runtime: Runtime, database: str, *, nodes: int, servers: int) -> MultiNode:
+@contextlib.contextmanager
+def multinode(runtime: Runtime, database: str, *, nodes: int, servers: int) -> Iterator[MultiNode]:
+    """``nodes`` nodes and ``servers`` DRCS on ``database``, stopped (by pid) and their state
+    removed on the way out, even when the test fails."""
     state_dir = Path(tempfile.mkdtemp(prefix="drc-multinode-", dir="/tmp"))
     state_dir.chmod(0o755)
     try:
         emb = embedded.start(state_dir, nodes=nodes, servers=servers, database=database)
-    except BaseException:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        raise
-    return MultiNode(state_dir, emb, runtime, database)
-
-
-def stop_multinode(cluster: MultiNode) -> None:
-    try:
-        embedded.stop(cluster.state_dir)
+        try:
+            yield MultiNode(state_dir, emb, runtime, database)
+        finally:
+            embedded.stop(state_dir)
     finally:
-        shutil.rmtree(cluster.state_dir, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def last_json(text: str) -> Any:
@@ -142,8 +141,5 @@ def last_json(text: str) -> Any:
 def two_nodes(runtime: Runtime, users: Any, postgresql_url: str) -> Iterator[MultiNode]:
     """Two nodes on one PostgreSQL store: node1 follows DRCS 1 (127.0.0.1), node2 follows
     DRCS 2 (127.0.0.2). ``users`` makes sure the test users exist."""
-    c = start_multinode(runtime, postgresql_url, nodes=2, servers=2)
-    try:
+    with multinode(runtime, postgresql_url, nodes=2, servers=2) as c:
         yield c
-    finally:
-        stop_multinode(c)

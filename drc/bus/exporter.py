@@ -71,6 +71,18 @@ _INTROSPECT_DOCTYPE = (
 )
 
 
+def _to_bus_driver(member: str, name: str) -> Message:
+    """A call of the bus driver's ``member`` taking one string (a match rule, a unique name)."""
+    return Message(
+        destination=DBUS_NAME,
+        path=DBUS_PATH,
+        interface=DBUS_NAME,
+        member=member,
+        signature="s",
+        body=[name],
+    )
+
+
 class BusExporter:
     """Serves service objects' ``@method`` tables on one bus name / object path / interface.
 
@@ -143,16 +155,7 @@ class BusExporter:
         try:
             bus.add_message_handler(self._on_message)
             for rule in (_NAME_LOST_RULE, _NAME_NEW_RULE):
-                reply = await bus.call(
-                    Message(
-                        destination=DBUS_NAME,
-                        path=DBUS_PATH,
-                        interface=DBUS_NAME,
-                        member="AddMatch",
-                        signature="s",
-                        body=[rule],
-                    )
-                )
+                reply = await bus.call(_to_bus_driver("AddMatch", rule))
                 if reply.message_type is MessageType.ERROR:
                     raise RuntimeError(f"AddMatch refused by the bus: {reply.body}")
             self._subscribed = connection_seen_at()
@@ -275,14 +278,7 @@ class BusExporter:
         # itself, before dbus-fast processes the next message (maybe that sender's
         # NameOwnerChanged); an awaited future would resume too late.
         self._bus._call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_NAME,
-                member="GetConnectionCredentials",
-                signature="s",
-                body=[sender],
-            ),
+            _to_bus_driver("GetConnectionCredentials", sender),
             functools.partial(self._on_credentials, sender),
         )
 

@@ -56,6 +56,24 @@ def gid_of(group: str) -> int:
         raise UsageError(f"no such group: {group!r}") from None
 
 
+def add_target(parser: argparse.ArgumentParser, job: str, metavar: tuple[str, str, str]) -> None:
+    """grant/revoke's one target: ``-u USER``, ``-g GROUP`` or ``-j`` with the job option
+    ``job`` names (``--job`` for drc, ``--wlmid`` for drccli); read back by :func:`target_of`."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-u", "--uid", metavar=metavar[0], help="user name or uid")
+    target.add_argument("-g", "--gid", metavar=metavar[1], help="group name or gid")
+    target.add_argument("-j", job, dest="job", metavar=metavar[2], type=int, help="job (WLM) id")
+
+
+def target_of(args: argparse.Namespace) -> tuple[str, int]:
+    """("uid" | "gid" | "wlm", id) of the target :func:`add_target` parsed."""
+    if args.uid is not None:
+        return "uid", uid_of(args.uid)
+    if args.gid is not None:
+        return "gid", gid_of(args.gid)
+    return "wlm", args.job
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Right-aligned columns, as ``drccli list`` has always printed them."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

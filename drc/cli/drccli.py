@@ -13,7 +13,15 @@ import sys
 import time
 
 from drc.bus import default_bus_address
-from drc.cli.common import add_version, document_exit_status, gid_of, table, uid_of
+from drc.cli.common import (
+    add_target,
+    add_version,
+    document_exit_status,
+    gid_of,
+    table,
+    target_of,
+    uid_of,
+)
 from drc.cli.exits import UsageError, documented, run
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope, State
@@ -83,10 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(verb, help=doc, description=doc[0].upper() + doc[1:] + ".")
         p.add_argument("credential", type=int, help="credential id")
-        target = p.add_mutually_exclusive_group(required=True)
-        target.add_argument("-u", "--uid", metavar="UID", help="user name or uid")
-        target.add_argument("-g", "--gid", metavar="GID", help="group name or gid")
-        target.add_argument("-j", "--wlmid", metavar="WLMID", type=int, help="job (WLM) id")
+        add_target(p, "--wlmid", ("UID", "GID", "WLMID"))
 
     p = sub.add_parser(
         "list",
@@ -197,12 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TARGET_FLAGS = {"uid": Flags.TARGET_UID, "gid": Flags.TARGET_GID, "wlm": Flags.TARGET_WLM}
+
+
 def _target(args: argparse.Namespace) -> tuple[int, int]:
-    if args.uid is not None:
-        return uid_of(args.uid), int(Flags.TARGET_UID)
-    if args.gid is not None:
-        return gid_of(args.gid), int(Flags.TARGET_GID)
-    return args.wlmid, int(Flags.TARGET_WLM)
+    kind, target = target_of(args)
+    return target, int(_TARGET_FLAGS[kind])
 
 
 def _list(server: ServerProxy, args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from drc import client
-from drc.cli.common import add_version, document_exit_status, gid_of, man_section, uid_of
+from drc.cli.common import add_target, add_version, document_exit_status, man_section, target_of
 from drc.cli.exits import NotInJob, UsageError, run
 
 PROG = "drc"
@@ -97,10 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(verb, parents=[json_flag], help=doc, description=doc + ".")
         p.add_argument("credential", type=int, metavar="ID", help="credential id")
-        target = p.add_mutually_exclusive_group(required=True)
-        target.add_argument("-u", "--uid", metavar="USER", help="user name or uid")
-        target.add_argument("-g", "--gid", metavar="GROUP", help="group name or gid")
-        target.add_argument("-j", "--job", metavar="JOB", type=int, help="job (WLM) id")
+        add_target(p, "--job", ("USER", "GROUP", "JOB"))
 
     p = sub.add_parser(
         "access",
@@ -182,15 +179,6 @@ def _in_job(me: client.Whoami, what: str) -> None:
         )
 
 
-def _target(args: argparse.Namespace) -> tuple[str, int]:
-    """("uid" | "gid" | "wlm", id) of grant/revoke's target."""
-    if args.uid is not None:
-        return "uid", uid_of(args.uid)
-    if args.gid is not None:
-        return "gid", gid_of(args.gid)
-    return "wlm", args.job
-
-
 def _acquire(args: argparse.Namespace) -> None:
     if not args.persistent:
         _in_job(client.whoami(), "the credential")
@@ -203,7 +191,7 @@ def _acquire(args: argparse.Namespace) -> None:
 
 
 def _grant_or_revoke(args: argparse.Namespace) -> None:
-    kind, target = _target(args)
+    kind, target = target_of(args)
     getattr(client, args.command)(args.credential, **{kind: target})
     if args.json:
         done = "granted" if args.command == "grant" else "revoked"

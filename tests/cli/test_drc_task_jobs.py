@@ -184,15 +184,7 @@ def test_drcc_stopped_exits_3_naming_drcc_and_its_unit(cluster: Cluster, users) 
     argv = cluster.task_argv(
         ALICE_JOB, "alice", ["/bin/sh", "-c", "echo ready; read go; drc whoami"]
     )
-    task = subprocess.Popen(
-        argv,
-        env=cluster.env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd="/",
-    )
+    task = cluster.spawn(argv)
     try:
         assert task.stdout is not None
         assert task.stdout.readline() == "ready\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from multinode import MultiNode, start_multinode, stop_multinode
+from multinode import MultiNode, multinode
 
 from drc.embedded.runtime import Runtime
 
@@ -17,11 +17,8 @@ def four_nodes(
     runtime: Runtime, users: dict[str, User], postgresql_url: str
 ) -> Iterator[MultiNode]:
     """Four nodes (node1..node4), two DRCS: nodes 1 and 3 follow DRCS 1, 2 and 4 DRCS 2."""
-    c = start_multinode(runtime, postgresql_url, nodes=4, servers=2)
-    try:
+    with multinode(runtime, postgresql_url, nodes=4, servers=2) as c:
         yield c
-    finally:
-        stop_multinode(c)
 
 
 @pytest.fixture
@@ -29,8 +26,5 @@ def three_nodes(
     runtime: Runtime, users: dict[str, User], postgresql_url: str
 ) -> Iterator[MultiNode]:
     """Three nodes, two DRCS: nodes 1 and 3 follow DRCS 1, node 2 follows DRCS 2."""
-    c = start_multinode(runtime, postgresql_url, nodes=3, servers=2)
-    try:
+    with multinode(runtime, postgresql_url, nodes=3, servers=2) as c:
         yield c
-    finally:
-        stop_multinode(c)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from multinode import MultiNode, last_json, start_multinode, stop_multinode
+from multinode import MultiNode, last_json, multinode
 
 from drc.embedded.postgres import ReplicatedPostgresql
 from drc.embedded.runtime import Runtime
@@ -65,11 +65,8 @@ def replicated_cluster(
     runtime: Runtime, users: dict[str, User], postgresql_pair: ReplicatedPostgresql
 ) -> Iterator[MultiNode]:
     """Two nodes, two DRCS, both DRCS on the pair's multi-host URL."""
-    c = start_multinode(runtime, postgresql_pair.url("drc"), nodes=2, servers=2)
-    try:
+    with multinode(runtime, postgresql_pair.url("drc"), nodes=2, servers=2) as c:
         yield c
-    finally:
-        stop_multinode(c)
 
 
 def test_primary_crash_and_promotion_lose_nothing_and_writes_resume_without_restarts(

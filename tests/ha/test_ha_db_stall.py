@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from multinode import MultiNode, start_multinode, stop_multinode
+from multinode import MultiNode, multinode
 from tcp_proxy import PausableProxy
 
 from drc.core.errors import Code, DrcError
@@ -122,12 +122,11 @@ def stalled(
             url = pair.url("drc")
             stall, resume = (lambda: pair.stall(0)), (lambda: pair.resume(0))
             where = f"{pair.hosts[0][0]}:{pair.hosts[0][1]}"
-        c = start_multinode(runtime, url, nodes=1, servers=1)
+        c = stack.enter_context(multinode(runtime, url, nodes=1, servers=1))
         try:
             yield c, stall, resume, where
         finally:
             resume()
-            stop_multinode(c)
 
 
 def test_a_stalled_database_gets_status_and_refusals_in_time_and_recovers_by_itself(
@@ -163,11 +162,8 @@ def test_a_stalled_database_gets_status_and_refusals_in_time_and_recovers_by_its
 def replicated_one(
     runtime: Runtime, users: dict[str, User], postgresql_pair: ReplicatedPostgresql
 ) -> Iterator[MultiNode]:
-    c = start_multinode(runtime, postgresql_pair.url("drc"), nodes=1, servers=1)
-    try:
+    with multinode(runtime, postgresql_pair.url("drc"), nodes=1, servers=1) as c:
         yield c
-    finally:
-        stop_multinode(c)
 
 
 @pytest.mark.parametrize("how", ["standby lost", "promoted without clearing"])

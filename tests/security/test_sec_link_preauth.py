@@ -143,15 +143,7 @@ def test_a_flood_from_one_address_cannot_lock_node_daemons_out(cluster: Cluster,
     host, port, _ = link_of(cluster)
     before = cluster.server().list()
     flood = MAX_UNAUTHENTICATED_PER_HOST + 88
-    carol = subprocess.Popen(
-        as_carol(SILENT, host, str(port), str(flood), "wait", "1"),
-        env=cluster.env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd="/",
-    )
+    carol = cluster.spawn(as_carol(SILENT, host, str(port), str(flood), "wait", "1"))
     try:
         assert carol.stdout.readline().strip() == "ready", carol.stderr.read()
         # from the same address as carol's 600, a node daemon still gets in and is served

@@ -13,7 +13,6 @@ process at the pid runs as another user, and it started after the connection app
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -74,15 +73,9 @@ class Attacker:
     """carol's attacker process (see ATTACKER), stopped by pid whatever happens."""
 
     def __init__(self, cluster: Cluster, service: str, calls: list) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = cluster.spawn(
             ["runuser", "-u", "carol", "--", "/usr/bin/python3", "-c", ATTACKER, service,
-             json.dumps(calls)],
-            env=cluster.env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd="/",
+             json.dumps(calls)]
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

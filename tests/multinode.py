@@ -28,7 +28,8 @@ from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
-from drc.store.sql import PeeweeStore, open_database
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
 
 
 @dataclass

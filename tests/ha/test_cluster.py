@@ -9,6 +9,7 @@ import time
 
 import pytest
 from multinode import MultiNode, last_json
+from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import LimitScope
@@ -17,7 +18,6 @@ from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
 from drc.server.link import split_host_port
 from drc.server.proxy import ServerProxy
-from drc.store.sql import consistency_problems
 
 from cluster import User
 from scale import size

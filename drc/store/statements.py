@@ -50,7 +50,7 @@ _HOLDER_MATCH = " AND ".join(f'"{column}" = ?' for column in HOLDER_COLUMNS)
 #: reserved word. No ``%`` anywhere: psycopg would read it as a placeholder. RETURNING needs
 #: SQLite 3.35 (checked by :mod:`drc.store.database`); PostgreSQL has had it all along.
 HOT_SQL: dict[str, str] = {
-    # PostgreSQL: serializes write transactions across DRCS instances (see the module doc).
+    # PostgreSQL: serializes write transactions across DRCS instances (see drc.store.sql).
     "lock": """SELECT "value" FROM "counter" WHERE "name" = 'credential' FOR UPDATE""",
     # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
     "next_credential_id": f"""

@@ -7,7 +7,8 @@ credentials and skipping ids after the counter wrapped are Peewee queries.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
+from operator import itemgetter
 
 from peewee import Database, fn
 
@@ -26,45 +27,67 @@ from drc.core.model import (
 from drc.store.models import Models
 from drc.store.statements import CREDENTIAL_COLUMNS, Statements, chunks, padded
 
+#: The credential's columns in the order this module names them; their order in the
+#: statements comes from the model (:data:`CREDENTIAL_COLUMNS`), and the two getters map one
+#: onto the other, so no position is written by hand.
+_NAMED = (
+    "id",
+    "uid",
+    "gid",
+    "wlm",
+    "flags",
+    "state",
+    "provider",
+    "cookie1",
+    "cookie2",
+    "ptag",
+    "provider_data",
+    "created",
+    "epoch",
+)
+assert sorted(_NAMED) == sorted(CREDENTIAL_COLUMNS), "a credential column is not named here"
+_FROM_ROW = itemgetter(*(CREDENTIAL_COLUMNS.index(name) for name in _NAMED))
+_TO_ROW = itemgetter(*(_NAMED.index(name) for name in CREDENTIAL_COLUMNS))
+
 
 def credential_values(c: Credential) -> tuple:
-    """The credential's row in :data:`CREDENTIAL_COLUMNS` order (named here, ordered there)."""
+    """The credential's row in :data:`CREDENTIAL_COLUMNS` order."""
     r = c.resources
-    by_column = {
-        "id": c.id,
-        "uid": c.uid,
-        "gid": c.gid,
-        "wlm": c.wlm,
-        "flags": int(c.flags),
-        "state": c.state.value,
-        "provider": r.provider,
-        "cookie1": r.cookie1,
-        "cookie2": r.cookie2,
-        "ptag": r.ptag,
-        "provider_data": r.data,
-        "created": c.created,
-        "epoch": c.epoch,
-    }
-    return tuple(by_column[name] for name in CREDENTIAL_COLUMNS)
+    return _TO_ROW(
+        (
+            c.id,
+            c.uid,
+            c.gid,
+            c.wlm,
+            int(c.flags),
+            c.state.value,
+            r.provider,
+            r.cookie1,
+            r.cookie2,
+            r.ptag,
+            r.data,
+            c.created,
+            c.epoch,
+        )
+    )
 
 
-def credential_from_row(row: Iterable, acl: dict, counts: dict) -> Credential:
+def credential_from_row(row: Sequence, acl: dict, counts: dict) -> Credential:
     """A :class:`Credential` from a row in :data:`CREDENTIAL_COLUMNS` order, its grants and
     reference counts by credential id."""
-    v = dict(zip(CREDENTIAL_COLUMNS, row, strict=True))
-    cid = v["id"]
+    (cid, uid, gid, wlm, flags, state, provider, c1, c2, ptag, data, created, epoch) = _FROM_ROW(
+        row
+    )
     return Credential(
         id=cid,
-        uid=v["uid"],
-        gid=v["gid"],
-        wlm=v["wlm"],
-        flags=Flags(v["flags"]),
-        state=State(v["state"]),
-        resources=Resources(
-            v["provider"], v["cookie1"], v["cookie2"], v["ptag"], v["provider_data"]
-        ),
-        created=v["created"],
-        epoch=v["epoch"],
+        uid=uid,
+        gid=gid,
+        wlm=wlm,
+        flags=Flags(flags),
+        state=State(state),
+        resources=Resources(provider, c1, c2, ptag, data),
+        created=created,
+        epoch=epoch,
         refs=counts.get(cid, 0),
         grants=tuple(sorted(acl.get(cid, ()))),
     )

@@ -9,6 +9,7 @@ queries (a daemon's cleanup, not a verb's path).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 
 from peewee import fn
 
@@ -16,19 +17,17 @@ from drc.core.model import Holder, HolderKind
 from drc.store.models import Models
 from drc.store.statements import HOLDER_KEY, Statements, chunks, padded
 
+#: A reference's unique key in the order this module names it; its order in the statements
+#: is the model's (:data:`HOLDER_KEY`), mapped by the getter.
+_NAMED = ("credential", "kind", "node", "job", "pid", "start", "uid")
+assert sorted(_NAMED) == sorted(HOLDER_KEY), "a field of the holder key is not named here"
+_TO_KEY = itemgetter(*(_NAMED.index(name) for name in HOLDER_KEY))
+
 
 def holder_values(credential: int, holder: Holder) -> tuple:
-    """A reference's unique key in :data:`HOLDER_KEY` order (named here, ordered there)."""
-    by_field = {
-        "credential": credential,
-        "kind": holder.kind.value,
-        "node": holder.node,
-        "job": holder.job,
-        "pid": holder.pid,
-        "start": holder.start,
-        "uid": holder.uid,
-    }
-    return tuple(by_field[name] for name in HOLDER_KEY)
+    """A reference's unique key in :data:`HOLDER_KEY` order."""
+    h = holder
+    return _TO_KEY((credential, h.kind.value, h.node, h.job, h.pid, h.start, h.uid))
 
 
 class ReferenceRows:

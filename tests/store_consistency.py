@@ -1,4 +1,4 @@
-"""The store's invariants after a crash, checked by the tests (crash, HA, fuzz, workers).
+"""The store's invariants after a crash, checked by the tests (crash, HA, group commit, workers).
 
 Not part of drc: DRCS keeps these by running each change in one transaction; this reads a
 store back and says what a crash would have broken.

@@ -27,7 +27,8 @@ from drc.core.model import UINT32_MAX, Caller, Holder, LimitScope, Target, Targe
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.providers.pool import PoolProvider
-from drc.store.sql import PeeweeStore, open_database
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
 
 N = int(os.environ.get("DRC_BENCH_N", "1000"))
 OWNER, PEER = 2001, 2002

@@ -32,7 +32,8 @@ from drc.core.model import Caller, Holder, HolderKind
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.providers.pool import PoolProvider
-from drc.store.sql import PeeweeStore, Statements
+from drc.store.sql import PeeweeStore
+from drc.store.statements import Statements
 
 REFS = int(os.environ.get("DRC_BENCH_REFS", "10000"))
 CALLS = int(os.environ.get("DRC_BENCH_CALLS", "2000"))

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from drc.core.model import Caller, Holder
-from drc.store.sql import MIGRATIONS
+from drc.store.database import MIGRATIONS
 
 T = TypeVar("T")
 

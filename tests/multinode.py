@@ -29,7 +29,8 @@ from drc.embedded.main import command_line, python_task, task
 from drc.embedded.runtime import Runtime
 from drc.link import Munge, SyncLinkClient
 from drc.serverclient import ServerProxy
-from drc.store.sql import PeeweeStore, open_database
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
 
 
 @dataclass

@@ -14,7 +14,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drc.store.sql import PeeweeStore, consistency_problems, open_database
+from store_consistency import consistency_problems
+
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
 
 from cluster import Cluster
 

@@ -37,7 +37,9 @@ from drc.server.health import StoreHealth
 from drc.server.heap import FreezeSurvivors
 from drc.server.link_exporter import link_server
 from drc.serververbs import BUS_NAME, INTERFACE, OBJECT_PATH
-from drc.store.sql import CHANGE_CHANNEL, PeeweeStore, StoreTimeouts, claim_sqlite_store
+from drc.store.database import StoreTimeouts, claim_sqlite_store
+from drc.store.sql import PeeweeStore
+from drc.store.statements import CHANGE_CHANNEL
 
 log = logging.getLogger("drc.server")
 

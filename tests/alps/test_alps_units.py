@@ -244,7 +244,7 @@ def test_migration_0003_applies_over_a_0002_database(tmp_path: Path):
     from playhouse.migrations import Runner
 
     from drc.providers.pool import PoolProvider
-    from drc.store.sql import MIGRATIONS, open_database
+    from drc.store.database import MIGRATIONS, open_database
 
     db = open_database(f"sqlite:///{tmp_path}/drcs.db")
     Runner(db, str(MIGRATIONS)).up(target="0002_owner_indexes")

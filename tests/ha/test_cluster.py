@@ -10,6 +10,7 @@ import time
 
 import pytest
 from multinode import MultiNode, last_json
+from store_consistency import consistency_problems
 
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
@@ -18,7 +19,6 @@ from drc.embedded.polling import wait_for
 from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
 from drc.serverclient import ServerProxy
-from drc.store.sql import consistency_problems
 
 from cluster import User
 from scale import size

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 from multinode import MultiNode, last_json, multinode
+from store_consistency import consistency_problems
 
 from drc.embedded.postgres import ReplicatedPostgresql
 from drc.embedded.runtime import Runtime
-from drc.store.sql import consistency_problems
 
 from cluster import User
 from scale import record, size

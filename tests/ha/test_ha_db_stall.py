@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from multinode import MultiNode, multinode
+from store_consistency import consistency_problems
 from tcp_proxy import PausableProxy
 
 from drc.core.errors import Code, DrcError
 from drc.embedded.polling import wait_for
 from drc.embedded.postgres import ReplicatedPostgresql
 from drc.embedded.runtime import Runtime
-from drc.store.sql import consistency_problems
 
 from cluster import User
 

@@ -10,11 +10,14 @@ import signal
 import threading
 import time
 
+from store_consistency import consistency_problems
+
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags
 from drc.embedded.polling import WaitTimeout, wait_for
 from drc.serverclient import ServerProxy
-from drc.store.sql import PeeweeStore, consistency_problems, open_database
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
 
 from cluster import Cluster
 from scale import record, size

@@ -51,7 +51,7 @@ def test_the_ha_example_has_two_servers_on_a_multi_host_postgresql() -> None:
     from peewee import PostgresqlDatabase
 
     from drc.node.main import link_servers
-    from drc.store.sql import open_database
+    from drc.store.database import open_database
 
     cfg = config.load(REPO / "packaging" / "drc.conf.ha-example")
     assert link_servers(cfg) == ["svc1.cluster:6820", "svc2.cluster:6820"]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
 from drc.core.service import CredentialService
@@ -15,7 +16,6 @@ from drc.link import LinkPeer
 from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.link_exporter import link_server
-from drc.store.sql import consistency_problems
 
 from helpers import ALICE, BOB, in_job
 

@@ -15,7 +15,9 @@ import pytest
 from peewee import OperationalError, PostgresqlDatabase
 from test_store import race_acquire_under_limit
 
-from drc.store.sql import HOT_SQL, PeeweeStore, open_database
+from drc.store.database import open_database
+from drc.store.sql import PeeweeStore
+from drc.store.statements import HOT_SQL
 
 from helpers import LATEST_MIGRATION
 

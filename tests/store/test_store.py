@@ -7,13 +7,14 @@ import sqlite3
 from pathlib import Path
 
 from playhouse.test_utils import count_queries
+from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Flags, LimitScope
 from drc.core.policy import Policy
 from drc.core.service import CredentialService
 from drc.providers.pool import PoolProvider
-from drc.store.sql import PeeweeStore, consistency_problems
+from drc.store.sql import PeeweeStore
 
 from helpers import ALICE, BOB, LATEST_MIGRATION, ROOT, in_job, migrations_after
 from scale import record, size
@@ -127,7 +128,7 @@ def test_eight_processes_racing_acquire_never_exceed_the_limit(tmp_path: Path):
 def test_upgrading_an_older_schema_keeps_the_data(tmp_path: Path):
     from playhouse.migrations import Runner
 
-    from drc.store.sql import MIGRATIONS, open_database
+    from drc.store.database import MIGRATIONS, open_database
 
     db = open_database(f"sqlite:///{tmp_path}/drcs.db")
     Runner(db, str(MIGRATIONS)).up(target="0001_initial")

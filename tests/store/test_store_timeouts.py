@@ -7,7 +7,8 @@ import asyncio
 import logging
 import time
 
-from drc.store.sql import PeeweeStore, StoreTimeouts, database_label, open_database
+from drc.store.database import StoreTimeouts, database_label, open_database
+from drc.store.sql import PeeweeStore
 
 
 def test_the_label_drops_users_passwords_and_options() -> None:

@@ -1,0 +1,202 @@
+"""The hand-written SQL of the store, and its compiler: one style for every statement it runs.
+
+The statements every verb runs are written here, in :data:`HOT_SQL`, and compiled once per
+database by :class:`Statements`: on a slow core Peewee spends longer building a query's text
+than SQLite spends running it. Their column lists come from the models (:data:`DECLARED`), so
+no column order is kept by hand; tests check every name against the models and compile each
+statement against a freshly migrated database. The rarer, set-based operations are Peewee
+queries in the row modules; no third style.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from peewee import Database
+
+from drc.core.model import UINT32_MAX
+from drc.store.models import DECLARED
+
+CHUNK = 500  # ids per IN (...) list: far below every engine's bound-parameter limit
+
+#: The credential table's columns in model order: what "insert_credential" takes and
+#: "load_credentials" returns first.
+CREDENTIAL_COLUMNS: tuple[str, ...] = tuple(
+    f.column_name for f in DECLARED.credential._meta.sorted_fields
+)
+#: A reference's holder: the fields of its unique index, in the model's order (credential
+#: first); what "add_reference", "drop_reference" and "has_reference" take.
+HOLDER_KEY: tuple[str, ...] = next(
+    names for names, unique in DECLARED.reference._meta.indexes if unique
+)
+HOLDER_COLUMNS = tuple(DECLARED.reference._meta.fields[name].column_name for name in HOLDER_KEY)
+#: The PostgreSQL channel of the shared change feed ("notify_revoked", "notify_freed").
+CHANGE_CHANNEL = "drc_changes"
+
+
+def _columns(names: Iterable[str], prefix: str = "") -> str:
+    return ", ".join(f'{prefix}"{name}"' for name in names)
+
+
+def _marks(names: Sequence[str]) -> str:
+    return ", ".join("?" * len(names))
+
+
+_HOLDER_MATCH = " AND ".join(f'"{column}" = ?' for column in HOLDER_COLUMNS)
+
+#: The statements the verbs run, by name: ``?`` is one parameter, ``{ids}`` an IN list
+#: (whitespace is collapsed when compiled). Identifiers are quoted because ``grant`` is a
+#: reserved word. No ``%`` anywhere: psycopg would read it as a placeholder. RETURNING needs
+#: SQLite 3.35 (checked by :mod:`drc.store.database`); PostgreSQL has had it all along.
+HOT_SQL: dict[str, str] = {
+    # PostgreSQL: serializes write transactions across DRCS instances (see drc.store.sql).
+    "lock": """SELECT "value" FROM "counter" WHERE "name" = 'credential' FOR UPDATE""",
+    # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
+    "next_credential_id": f"""
+        UPDATE "counter"
+        SET "value" = CASE WHEN "value" >= {UINT32_MAX} THEN 1 ELSE "value" + 1 END
+        WHERE "name" = 'credential'
+        RETURNING "value", EXISTS (SELECT 1 FROM "credential" WHERE "id" = "counter"."value")""",
+    "insert_credential": f"""
+        INSERT INTO "credential" ({_columns(CREDENTIAL_COLUMNS)})
+        VALUES ({_marks(CREDENTIAL_COLUMNS)})""",
+    # Credentials with their reference counts and grants: one row per grant (or one with NULL
+    # grant columns); references are counted once per credential, not once per grant row.
+    "load_credentials": f"""
+        SELECT {_columns(CREDENTIAL_COLUMNS, "c.")},
+               COALESCE(rc."n", 0), g."kind", g."target"
+        FROM "credential" AS c
+        LEFT JOIN (SELECT "credential_id", COUNT(*) AS "n" FROM "reference"
+                   WHERE "credential_id" IN {{ids}} GROUP BY "credential_id") AS rc
+               ON rc."credential_id" = c."id"
+        LEFT JOIN "grant" AS g ON g."credential_id" = c."id"
+        WHERE c."id" IN {{ids}}
+        ORDER BY c."id"
+    """,
+    # The same without the reference count, for the access path: counting a credential's
+    # references is an index scan as long as they are (566 us per miss at 10,000 references),
+    # which made an access storm slow down as the credential gained nodes.
+    "load_credentials_uncounted": f"""
+        SELECT {_columns(CREDENTIAL_COLUMNS, "c.")},
+               0, g."kind", g."target"
+        FROM "credential" AS c
+        LEFT JOIN "grant" AS g ON g."credential_id" = c."id"
+        WHERE c."id" IN {{ids}}
+        ORDER BY c."id"
+    """,
+    "set_state": """UPDATE "credential" SET "state" = ? WHERE "id" = ?""",
+    "bump_epoch": """UPDATE "credential" SET "epoch" = "epoch" + 1 WHERE "id" = ?""",
+    "delete_grants": """DELETE FROM "grant" WHERE "credential_id" IN {ids}""",
+    "delete_references": """DELETE FROM "reference" WHERE "credential_id" IN {ids}""",
+    "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
+    # One indexed count per scope a limit needs, each computed only when asked for (CASE),
+    # not a scan of every credential (10 ms at 20,000 live credentials, paid by every acquire
+    # once a per-user default is in force; PostgreSQL has no fast COUNT of a whole table). A
+    # user's count is what it owns and what its pins hold of others' (index 0007; a uid pins a
+    # credential at most once).
+    "usage": """
+        SELECT CASE WHEN ? THEN (SELECT COUNT(*) FROM "credential") END,
+               CASE WHEN ? THEN (SELECT COUNT(*) FROM "credential" WHERE "uid" = ?)
+                   + (SELECT COUNT(*) FROM "reference" AS r
+                      JOIN "credential" AS c ON c."id" = r."credential_id"
+                      WHERE r."uid" = ? AND r."kind" = 'pin' AND c."uid" <> ?) END,
+               CASE WHEN ? THEN (SELECT COUNT(*) FROM "credential" WHERE "gid" = ?) END,
+               CASE WHEN ? THEN
+                   (SELECT COUNT(*) FROM "credential" WHERE "wlm" = ? AND "wlm" <> 0) END
+    """,
+    "limits": 'SELECT "scope", "target", "value" FROM "credential_limit"',
+    # Inserts nothing (rather than failing) when the grant exists or the credential does not.
+    "add_grant": """
+        INSERT INTO "grant" ("credential_id", "kind", "target")
+        SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM "credential" WHERE "id" = ?)
+        ON CONFLICT ("credential_id", "kind", "target") DO NOTHING""",
+    "remove_grant": """
+        DELETE FROM "grant" WHERE "credential_id" = ? AND "kind" = ? AND "target" = ?""",
+    "add_reference": f"""
+        INSERT INTO "reference" ({_columns(HOLDER_COLUMNS)}, "owner")
+        VALUES ({_marks(HOLDER_COLUMNS)}, ?)
+        ON CONFLICT ({_columns(HOLDER_COLUMNS)}) DO NOTHING""",
+    "drop_reference": f"""DELETE FROM "reference" WHERE {_HOLDER_MATCH}""",
+    "has_reference": f"""SELECT 1 FROM "reference" WHERE {_HOLDER_MATCH} LIMIT 1""",
+    "tenants_on_node": """
+        SELECT "kind", "job", "pid" FROM "reference"
+        WHERE "credential_id" = ? AND "node" = ? AND "kind" <> 'pin'""",
+    "reference_counts": """
+        SELECT "credential_id", COUNT(*), SUM(CAST("owner" AS INTEGER)) FROM "reference"
+        WHERE "credential_id" IN {ids} GROUP BY "credential_id"
+    """,
+    # Take the lowest returned slot below the capacity.
+    "claim_free_slot": """
+        DELETE FROM "free_slot"
+        WHERE "pool" = ? AND "slot" = (SELECT MIN("slot") FROM "free_slot"
+                                       WHERE "pool" = ? AND "slot" < ?)
+        RETURNING "slot"
+    """,
+    # Extend the pool's high-water mark (creating it on first use) unless that reaches the
+    # capacity; returns the slot taken, or no row when the pool is full.
+    "extend_pool": """
+        INSERT INTO "counter" ("name", "value") VALUES (?, 1)
+        ON CONFLICT ("name") DO UPDATE SET "value" = "counter"."value" + 1
+            WHERE "counter"."value" < ?
+        RETURNING "value" - 1""",
+    "return_slot": """INSERT INTO "free_slot" ("pool", "slot") VALUES (?, ?)""",
+    # The shared change feed on PostgreSQL: NOTIFY is transactional (sent at commit, dropped
+    # on rollback), so every DRCS listening on CHANGE_CHANNEL hears each committed revoke
+    # ("r <credential> <epoch>") and free ("f <credential>") exactly when it becomes true.
+    "notify_revoked": f"""
+        SELECT pg_notify('{CHANGE_CHANNEL}', 'r ' || "id" || ' ' || "epoch")
+        FROM "credential" WHERE "id" = ?""",
+    "notify_freed": f"""
+        SELECT pg_notify('{CHANGE_CHANNEL}', 'f ' || x) FROM unnest(?::bigint[]) AS x""",
+}
+
+#: The statements only PostgreSQL runs: SQLite's BEGIN IMMEDIATE is its lock, and a SQLite
+#: store has one DRCS, so no change feed to tell.
+POSTGRESQL_ONLY = frozenset({"lock", "notify_revoked", "notify_freed"})
+
+
+class Statements:
+    """:data:`HOT_SQL` compiled for one database: its placeholder style, IN lists expanded.
+
+    Compiling is done once per (statement, IN-list size) and the text is reused, so Python's
+    sqlite3 statement cache (and psycopg's prepared statements) see the same text every time.
+    IN lists are padded to a power of two by repeating their last id, which changes no result
+    and keeps the variants of a statement to a handful.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._compiled: dict[tuple[str, int], str] = {}
+
+    def sql(self, name: str, in_size: int = 0) -> str:
+        key = (name, in_size)
+        text = self._compiled.get(key)
+        if text is None:
+            template = HOT_SQL[name]
+            assert "%" not in template, f"{name}: a literal % breaks the %s placeholder style"
+            text = template.replace("{ids}", "(" + ", ".join(["?"] * in_size) + ")")
+            text = " ".join(text.split()).replace("?", self.db.param)
+            self._compiled[key] = text
+        return text
+
+    def execute(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> Any:
+        """The cursor of one run of statement ``name`` (counted by Peewee's query log)."""
+        return self.db.execute_sql(self.sql(name, in_size), params)
+
+    def rows(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> list[tuple]:
+        """All rows; always drain RETURNING statements so SQLite finishes them at once."""
+        return self.execute(name, params, in_size).fetchall()
+
+
+def padded(ids: Sequence[int]) -> list[int]:
+    """``ids`` grown to the next power of two with its last id (see :class:`Statements`)."""
+    size = 1 << (len(ids) - 1).bit_length()
+    return [*ids, *[ids[-1]] * (size - len(ids))]
+
+
+def chunks(values: Iterable, size: int = CHUNK) -> Iterator[list]:
+    """``values`` in lists of at most ``size``: one IN list each."""
+    values = list(values)
+    for i in range(0, len(values), size):
+        yield values[i : i + size]

@@ -169,6 +169,32 @@ class ExportedMethod:
     out_count: int = 0
     #: The Python attribute it is declared as (clients call it by this name).
     attr: str = ""
+    # -- traits, declared on ``@method`` and read by every list that needs one ---------------
+    #: Changes state: metrics refresh their state gauges after it.
+    mutating: bool = False
+    #: May share one group-commit transaction with other verbs (its whole effect is in the
+    #: database). A verb that frees runs external cleanups after its commit: not grouped.
+    grouped: bool = False
+    #: Frees a credential (external cleanups may follow its commit).
+    frees: bool = False
+    #: Exactly-once: a node daemon sends it with a request id, and this is what a retry
+    #: answers when the first run under that id committed (results are not stored): the out
+    #: args, or ``CREDENTIAL`` (the credential it made or accessed). None: not exactly-once
+    #: (it changes nothing, or doing it twice is doing it once).
+    replay: Any = None
+    #: Never touches the store: served on the event loop, not on the store thread.
+    on_loop: bool = False
+    #: Its duration says something about load (long polls wait by design: not timed).
+    timed: bool = True
+
+    @property
+    def credential_index(self) -> int | None:
+        """Which argument names a credential id (the refusal audit logs it), if one does."""
+        return self.arg_names.index("credential") if "credential" in self.arg_names else None
+
+
+#: ``replay=CREDENTIAL``: a retried request answers the credential its first run made or read.
+CREDENTIAL = "credential"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -180,8 +206,23 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
-def method(in_signature: str, out_signature: str, *, name: str | None = None) -> Callable[[F], F]:
+def method(
+    in_signature: str,
+    out_signature: str,
+    *,
+    name: str | None = None,
+    mutating: bool = False,
+    grouped: bool = False,
+    frees: bool = False,
+    replay: Any = None,
+    on_loop: bool = False,
+    timed: bool = True,
+) -> Callable[[F], F]:
     """Mark ``fn(self, peer, *args)`` as a remote method with these D-Bus signatures.
+
+    The keyword traits say what the verb is (:class:`ExportedMethod` documents each); every
+    list of verbs with a trait (fail-over's retried verbs, group commit, replay answers,
+    metrics) is derived from them with :func:`verbs`, never kept by hand.
 
     The function is left unchanged (the core calls it directly in tests). A subclass that
     overrides a marked method without marking it again serves it under the base's name and
@@ -189,6 +230,8 @@ def method(in_signature: str, out_signature: str, *, name: str | None = None) ->
     """
     in_types = parse_signature(in_signature)
     out_count = len(parse_signature(out_signature))
+    if grouped and frees:
+        raise TypeError("a verb that frees runs cleanups after its own commit: not grouped")
 
     def mark(fn: F) -> F:
         params = list(inspect.signature(fn).parameters.values())
@@ -209,6 +252,12 @@ def method(in_signature: str, out_signature: str, *, name: str | None = None) ->
             is_coroutine=inspect.iscoroutinefunction(fn),
             out_count=out_count,
             attr=fn.__name__,
+            mutating=mutating,
+            grouped=grouped,
+            frees=frees,
+            replay=replay,
+            on_loop=on_loop,
+            timed=timed,
         )
         setattr(fn, _MARK, exported)
         return fn
@@ -259,6 +308,12 @@ def exported(fn: Callable[..., Any]) -> ExportedMethod:
     if not isinstance(mark, ExportedMethod):
         raise TypeError(f"{getattr(fn, '__qualname__', fn)!r} is not an exported @method")
     return mark
+
+
+def verbs(*services: object, where: Callable[[ExportedMethod], bool]) -> frozenset[str]:
+    """The remote names of the verbs of ``services`` (objects or classes) that fit ``where``:
+    ``verbs(NodeVerbs, where=lambda m: m.mutating)``."""
+    return frozenset(name for s in services for name, m in exported_methods(s).items() if where(m))
 
 
 def merged_table(*services: object) -> dict[str, tuple[object, ExportedMethod]]:
@@ -397,6 +452,7 @@ def _attr_table(cls: type) -> Mapping[str, ExportedMethod]:
 
 
 __all__ = [
+    "CREDENTIAL",
     "ExportedMethod",
     "PeerCredentials",
     "SigType",
@@ -413,4 +469,5 @@ __all__ = [
     "out_list",
     "parse_signature",
     "unpack",
+    "verbs",
 ]

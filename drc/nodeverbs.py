@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drc.export import PeerCredentials, method
+from drc.export import CREDENTIAL, PeerCredentials, method
 
 #: A node's ``NodeWatch`` asks DRCS to answer within this many seconds ([link] heartbeat),
 #: empty when nothing changed: a heartbeat. A node that hears nothing for the heartbeat +
@@ -34,73 +34,73 @@ class NodeVerbs:
     def _declared(self) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} does not implement this node verb")
 
-    @method("ss", "b")
+    @method("ss", "b", mutating=True, frees=True, replay=[False])
     def node_hello(self, peer: PeerCredentials, node: str, boot_id: str) -> bool:
         """A DRCC started: True (and its references are gone) when the node rebooted."""
         return self._declared()
 
-    @method("a{sv}u", "a{sv}")
+    @method("a{sv}u", "a{sv}", mutating=True, grouped=True, replay=CREDENTIAL)
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         return self._declared()
 
-    @method("a{sv}u", "a{sv}")
+    @method("a{sv}u", "a{sv}", mutating=True, grouped=True, replay=CREDENTIAL)
     def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
         return self._declared()
 
-    @method("a{sv}", "u")
+    @method("a{sv}", "u", grouped=True)
     def node_job_credential(self, peer: PeerCredentials, caller: dict) -> int:
         """The credential the caller's job holds on any node (lowest id), or 0."""
         return self._declared()
 
-    @method("a{sv}uuu", "")
+    @method("a{sv}uuu", "", mutating=True, grouped=True, replay=[])
     def node_grant(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
     ) -> None:
         return self._declared()
 
-    @method("a{sv}uuu", "")
+    @method("a{sv}uuu", "", mutating=True, grouped=True, replay=[])
     def node_revoke(
         self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
     ) -> None:
         return self._declared()
 
-    @method("a{sv}u", "b")
+    @method("a{sv}u", "b", mutating=True, frees=True, replay=[True])
     def node_release(self, peer: PeerCredentials, caller: dict, credential: int) -> bool:
         return self._declared()
 
-    @method("a{sv}u", "s")
+    @method("a{sv}u", "s", grouped=True)
     def node_token(self, peer: PeerCredentials, caller: dict, credential: int) -> str:
         return self._declared()
 
-    @method("saa{sv}", "au")
+    @method("saa{sv}", "au", mutating=True, grouped=True, replay=[[]])
     def node_token_references(
         self, peer: PeerCredentials, node: str, refs: list[dict]
     ) -> list[int]:
         return self._declared()
 
-    @method("sau", "au")
+    @method("sau", "au", mutating=True, frees=True, replay=[[]])
     def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
         return self._declared()
 
-    @method("sau", "au")
+    @method("sau", "au", mutating=True, frees=True, replay=[[]])
     def node_jobs_ended_here(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
         return self._declared()
 
-    @method("sa(ut)", "au")
+    @method("sa(ut)", "au", mutating=True, frees=True, replay=[[]])
     def node_processes_exited(self, peer: PeerCredentials, node: str, processes: list) -> list[int]:
         return self._declared()
 
-    @method("s", "a(ut)")
+    @method("s", "a(ut)", grouped=True)
     def node_processes(self, peer: PeerCredentials, node: str) -> list[tuple[int, int]]:
         return self._declared()
 
-    @method("sau", "a(uu)")
+    @method("sau", "a(uu)", grouped=True)
     def node_epochs(
         self, peer: PeerCredentials, node: str, credentials: list[int]
     ) -> list[tuple[int, int]]:
         return self._declared()
 
-    @method("suu", "(sbua(uu))")
+    @method("suu", "(sbua(uu))", on_loop=True, timed=False)
     async def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int
     ) -> tuple[str, bool, int, list[tuple[int, int]]]:
@@ -108,11 +108,11 @@ class NodeVerbs:
         node's heartbeat), empty when nothing changed."""
         return self._declared()
 
-    @method("ss", "")
+    @method("ss", "", mutating=True)
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         return self._declared()
 
-    @method("", "a{sv}")
+    @method("", "a{sv}", on_loop=True)
     def server_info(self, peer: PeerCredentials) -> dict[str, Any]:
         return self._declared()
 
@@ -122,7 +122,7 @@ class NodeVerbs:
     ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         return self._declared()
 
-    @method("sau", "au")
+    @method("sau", "au", mutating=True)
     def node_slingshot_cleaned(
         self, peer: PeerCredentials, node: str, credentials: list[int]
     ) -> list[int]:

@@ -2,8 +2,9 @@
 per code, rate-limited so a client looping on a refusal cannot flood the journal.
 
 State changes are audited by the core service; refusals change nothing, so they are audited
-where a DrcError becomes a D-Bus error (``BusExporter``), which the daemons wire to
-:meth:`RefusalAudit.record` through their exporter's ``refused`` method. Every line reads::
+by the one dispatch path of every transport (:class:`drc.dispatch.Dispatcher`), which the
+daemons wire to :meth:`RefusalAudit.record` through their exports' ``refused`` method.
+Every line reads::
 
     refused verb=Access uid=1002 job=0 node=n1 credential=4 code=DRC_EPERM reason="..."
 
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from drc.core.errors import Code, DrcError
+from drc.export import ExportedMethod
 
 audit = logging.getLogger("drc.audit")
 
@@ -87,12 +89,9 @@ class RefusalAudit:
         return out
 
 
-#: Verbs whose first argument is a credential id (the rest name none, or carry a token).
-CREDENTIAL_VERBS = frozenset(
-    {"Access", "Grant", "Revoke", "Release", "ReleaseLocal", "GetCredentialToken", "Show"}
-)
-
-
-def credential_of(verb: str, args: list[object]) -> int | None:
-    first = args[0] if args else None
-    return first if verb in CREDENTIAL_VERBS and isinstance(first, int) else None
+def credential_of(verb: ExportedMethod, args: list[object]) -> int | None:
+    """The credential id a call names, read where its declaration names a ``credential``
+    argument (no list of verbs to keep: a new verb is audited with its credential)."""
+    at = verb.credential_index
+    value = args[at] if at is not None and at < len(args) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -27,25 +27,25 @@ class ServerVerbs:
 
     # -- user verbs ----------------------------------------------------------------------
 
-    @method("u", "u")
+    @method("u", "u", mutating=True, grouped=True)
     def acquire(self, peer: PeerCredentials, flags: int) -> Any:
         """A new credential, pinned by the caller's uid: its id."""
         return self._declared()
 
-    @method("uuu", "")
+    @method("uuu", "", mutating=True, grouped=True)
     def grant(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> Any:
         return self._declared()
 
-    @method("uuu", "")
+    @method("uuu", "", mutating=True, grouped=True)
     def revoke(self, peer: PeerCredentials, credential: int, target: int, flags: int) -> Any:
         return self._declared()
 
-    @method("uu", "uuuu")
+    @method("uu", "uuuu", mutating=True, grouped=True)
     def access(self, peer: PeerCredentials, credential: int, flags: int) -> Any:
         """(credential, cookie1, cookie2, ptag); the caller's uid pins the credential."""
         return self._declared()
 
-    @method("uu", "b")
+    @method("uu", "b", mutating=True, frees=True)
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> Any:
         """Drop the caller's pin: True when the credential was freed by it."""
         return self._declared()
@@ -65,15 +65,15 @@ class ServerVerbs:
 
     # -- admin verbs ---------------------------------------------------------------------
 
-    @method("sut", "")
+    @method("sut", "", mutating=True)
     def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> Any:
         return self._declared()
 
-    @method("su", "")
+    @method("su", "", mutating=True)
     def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> Any:
         return self._declared()
 
-    @method("au", "au")
+    @method("au", "au", mutating=True, frees=True)
     def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> Any:
         """The jobs ended: drop their references everywhere; the credentials freed."""
         return self._declared()
@@ -83,7 +83,7 @@ class ServerVerbs:
         """(pinning uid, credential, owner uid, state) of every pin."""
         return self._declared()
 
-    @method("u", "au")
+    @method("u", "au", mutating=True, frees=True)
     def expire_pins(self, peer: PeerCredentials, uid: int) -> Any:
         """Drop every pin of ``uid``: the credentials freed."""
         return self._declared()
@@ -92,16 +92,16 @@ class ServerVerbs:
     def outstanding_jobs(self, peer: PeerCredentials) -> Any:
         return self._declared()
 
-    @method("s", "au")
+    @method("s", "au", mutating=True, frees=True)
     def node_rebooted(self, peer: PeerCredentials, node: str) -> Any:
         """Drop every reference held on ``node``: the credentials freed."""
         return self._declared()
 
-    @method("", "aa{sv}")
+    @method("", "aa{sv}", on_loop=True)
     def servers(self, peer: PeerCredentials) -> Any:
         """Every DRCS of ``[link] servers``: reachable or not, who answered, its followers."""
         return self._declared()
 
-    @method("", "a{sv}")
+    @method("", "a{sv}", on_loop=True)
     def status(self, peer: PeerCredentials) -> Any:
         return self._declared()

@@ -231,12 +231,12 @@ def test_drc_error_reaches_the_client_with_its_code_and_message(served, client) 
 def test_unexpected_exception_is_external_failure_logged_and_survived(
     served, client, caplog
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="drc.bus"), pytest.raises(DrcError) as err:
+    with caplog.at_level(logging.ERROR, logger="drc.dispatch"), pytest.raises(DrcError) as err:
         call(client, "Crash")
     assert err.value.code == Code.CRED_EXTERNAL_FAILURE
     assert err.value.message.startswith("internal error in Crash: ")
     assert "boom" in err.value.message
-    assert any(r.name == "drc.bus" and r.exc_info for r in caplog.records)
+    assert any(r.name == "drc.dispatch" and r.exc_info for r in caplog.records)
     assert call(client, "Add", "uu", 4, 4) == [8]
 
 

@@ -249,8 +249,9 @@ def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
 
     async def main() -> None:
         assert await call("NodeProcesses", ["n1"]) == [[(1, 2)]]
-        with pytest.raises(TypeError, match="does not fit"):
-            await call("NodeHello", ["n1", "boot"])
+        with pytest.raises(DrcError, match="does not fit") as err:
+            await call("NodeHello", ["n1", "boot"])  # a bug: the internal error of the bus
+        assert err.value.code is Code.CRED_EXTERNAL_FAILURE
         with pytest.raises(DrcError) as err:
             await call("NodeProcesses", [None])
         assert err.value.code is Code.EINVAL and "'node'" in err.value.message
@@ -261,12 +262,27 @@ def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
     asyncio.run(main())
 
 
-def test_every_verb_named_by_hand_elsewhere_is_in_a_table() -> None:
-    """Lists of verbs kept outside the tables (retry, metrics) name only verbs that exist."""
+def test_every_list_of_verbs_is_derived_from_the_declarations() -> None:
+    """Fail-over's exactly-once verbs, the link's grouping, metrics' untimed and changing verbs
+    come from the @method traits; a verb's grouping is the same on the bus and on the link."""
+    from drc.dispatch import shares_commit
     from drc.link.failover import MUTATING
     from drc.metrics import UNTIMED
-    from drc.metrics.server import READ_ONLY
+    from drc.server.link_exporter import GROUPED, ON_LOOP
 
-    every = {*exported_methods(NodeVerbs), *exported_methods(ServerExports)}
-    assert set(exported_methods(NodeVerbs)) >= MUTATING
-    assert every >= UNTIMED | READ_ONLY
+    node = exported_methods(NodeVerbs)
+    assert {n for n, m in node.items() if m.replay is not None} == MUTATING
+    assert {"NodeAcquire", "NodeAccess", "NodeRelease", "NodeHello"} <= MUTATING
+    assert "NodeWatch" not in MUTATING and "NodeWatch" in UNTIMED and "NodeWatch" in ON_LOOP
+    assert {n for n, m in node.items() if m.grouped} == GROUPED
+    for m in node.values():
+        assert not (m.grouped and m.frees), m.name  # cleanups follow a free's own commit
+        assert m.replay is None or m.mutating, m.name  # exactly-once only what changes state
+    server = exported_methods(ServerExports)
+    for name, m in server.items():
+        twin = node.get(f"Node{name}")
+        if twin is not None:
+            for frees_may_share in (False, True):
+                assert shares_commit(m, frees_may_share) == shares_commit(twin, frees_may_share), (
+                    name
+                )

@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import os
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -43,13 +41,8 @@ from drc.bus.connection import (
 )
 from drc.bus.values import body_converter, unwrap
 from drc.core.errors import Code, DrcError
-from drc.export import (
-    ExportedMethod,
-    PeerCredentials,
-    merged_table,
-    out_list,
-    parse_signature,
-)
+from drc.dispatch import Dispatcher
+from drc.export import ExportedMethod, PeerCredentials, parse_signature
 from drc.procfs import PidFd, connection_seen_at
 
 log = logging.getLogger("drc.bus")
@@ -87,9 +80,9 @@ class BusExporter:
     """Serves service objects' ``@method`` tables on one bus name / object path / interface.
 
     ``service`` comes first (its optional ``refused`` hook audits every refusal); ``also``
-    are more objects on the same interface (DRCS: the node verbs). Dispatch goes through a
-    low-level message handler because dbus-fast's ServiceInterface never tells a method who
-    sent the call.
+    are more objects on the same interface (DRCS: the node verbs). Messages come through a
+    low-level handler because dbus-fast's ServiceInterface never tells a method who sent the
+    call; what happens to a call is :class:`drc.dispatch.Dispatcher`'s, as on the DRC link.
     """
 
     def __init__(
@@ -107,13 +100,17 @@ class BusExporter:
         self.bus_name = bus_name
         self.object_path = object_path
         self.interface = interface
-        routes = merged_table(service, *also)
-        self.methods: Mapping[str, ExportedMethod] = MappingProxyType(
-            {name: m for name, (_, m) in routes.items()}
+        # Checks, invocation, the error mapping, the refusal audit (``service``'s optional
+        # ``refused``) and metrics: the one dispatch path every transport shares.
+        self.dispatcher = Dispatcher(
+            service,
+            *also,
+            transport="dbus",
+            audit=getattr(service, "refused", None),
+            observer=observer,
         )
-        # Per remote name: the object serving it, and its out-args converter (which also
-        # checks the values fit the out-signature), built once.
-        self._owners = {name: owner for name, (owner, _) in routes.items()}
+        self.methods: Mapping[str, ExportedMethod] = self.dispatcher.methods
+        # Per remote name: its out-args converter to D-Bus values, built once.
         self._to_dbus = {name: body_converter(m.out_signature) for name, m in self.methods.items()}
         self.address: str | None = None
         self.credential_lookups = 0  # GetConnectionCredentials round trips, for tests and stats
@@ -124,7 +121,6 @@ class BusExporter:
         self._subscribed = 0.0
         self._told_binding = False  # the log said once how callers are bound to processes
         self._pending: dict[str, list[tuple[Message, ExportedMethod]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._xml = self._build_introspection()
 
     @property
@@ -183,8 +179,7 @@ class BusExporter:
             bus.disconnect()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(bus.wait_for_disconnect(), 5)
-        for task in list(self._tasks):
-            task.cancel()
+        self.dispatcher.cancel()
         for peer in self._peers.values():
             _close(peer)
         self._peers.clear()
@@ -330,6 +325,8 @@ class BusExporter:
     def _dispatch(
         self, msg: Message, exported: ExportedMethod, peer: PeerCredentials
     ) -> Message | bool:
+        """Frame to dispatch and back: the message's declared signature is the bus's framing
+        (EPROTO when it is not the method's); the rest is :class:`drc.dispatch.Dispatcher`'s."""
         if msg.signature != exported.in_signature:
             return _error(
                 msg,
@@ -337,95 +334,44 @@ class BusExporter:
                 f"Method {exported.name} expects signature {exported.in_signature!r}, "
                 f"got {msg.signature!r}",
             )
-        started = time.perf_counter()
         try:
-            result = exported.func(self._owners[exported.name], peer, *_args(msg, exported))
-        except Exception as exc:
-            return self._answer(msg, exported, started, functools.partial(_reraise, exc))
-        if isinstance(result, asyncio.Future):
-            # A future (a verb waiting for its group commit): answered from its done
-            # callback, no task and no extra loop turn per call.
-            result.add_done_callback(functools.partial(self._future_done, msg, exported, started))
-            return True
-        if inspect.isawaitable(result):
-            # A coroutine method, or a plain method that may answer at once (a cache hit)
-            # or hand back an awaitable (a miss that needs I/O): only these pay for a task.
-            task = asyncio.get_running_loop().create_task(
-                self._await_reply(msg, exported, result, started)
+            out = self.dispatcher.dispatch(
+                peer,
+                exported.name,
+                _args(msg, exported),
+                then=functools.partial(self._answer_later, msg, exported),
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        except DrcError as exc:
+            return self._failure(msg, exc)
+        if out is None:
+            # A verb waiting (for its group commit, or for DRCS): answered from its future's
+            # done callback, no task and no extra loop turn per call.
             return True
-        return self._answer(msg, exported, started, lambda: result)
+        assert not isinstance(out, asyncio.Future)  # with ``then``, the dispatcher calls back
+        return self._reply(msg, exported, out)
 
-    def _answer(
-        self, msg: Message, exported: ExportedMethod, started: float, outcome: Callable[[], Any]
-    ) -> Message | bool:
-        """The reply to one call (``outcome()`` gives its result or raises), or its error
-        reply; the observer counts the call once, either way."""
-        try:
-            reply = self._reply(msg, exported, out_list(exported, outcome()))
-        except Exception as exc:
-            self._observe(exported, started, exc)
-            return self._failure(msg, exported, exc)
-        self._observe(exported, started, None)
-        return reply
-
-    def _send(self, reply: Message | bool) -> None:
-        """Send a reply made after the handler returned (the bus is gone once stopped)."""
-        if isinstance(reply, Message) and self._bus is not None:
+    def _answer_later(
+        self, msg: Message, exported: ExportedMethod, out: list[Any] | None, error: Any
+    ) -> None:
+        if self._bus is None:
+            return  # the exporter stopped: nobody to answer
+        if error is None:
+            reply = self._reply(msg, exported, out or [])
+        else:
+            reply = self._failure(msg, error)
+        if isinstance(reply, Message):
             self._bus.send(reply)
 
-    def _observe(self, exported: ExportedMethod, started: float, exc: Exception | None) -> None:
-        if self.observer is not None:
-            self.observer("dbus", exported.name, time.perf_counter() - started, exc)
-
-    def _future_done(
-        self, msg: Message, exported: ExportedMethod, started: float, done: asyncio.Future[Any]
-    ) -> None:
-        if done.cancelled():
-            return  # the exporter stopped: nobody to answer
-        self._send(self._answer(msg, exported, started, done.result))
-
-    async def _await_reply(
-        self, msg: Message, exported: ExportedMethod, pending: Any, started: float
-    ) -> None:
-        try:
-            result = await pending
-        except Exception as exc:
-            self._send(self._answer(msg, exported, started, functools.partial(_reraise, exc)))
-            return
-        self._send(self._answer(msg, exported, started, lambda: result))
-
     def _reply(self, msg: Message, exported: ExportedMethod, out: list[Any]) -> Message | bool:
-        body = self._to_dbus[exported.name](out)  # also checks the values fit the signature
+        body = self._to_dbus[exported.name](out)
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return Message.new_method_return(msg, exported.out_signature, body)
 
-    def _refused(self, msg: Message, exported: ExportedMethod, exc: DrcError) -> None:
-        """Tell the service (its optional ``refused(peer, verb, args, error)``) of a refusal:
-        the one place refusals are audited and counted."""
-        hook = getattr(self.service, "refused", None)
-        peer = self._peers.get(msg.sender)
-        if hook is None or peer is None:
-            return
-        try:
-            hook(peer, exported.name, list(msg.body), exc)
-        except Exception:
-            log.exception("auditing a refused %s failed", exported.name)
-
-    def _failure(self, msg: Message, exported: ExportedMethod, exc: Exception) -> Message | bool:
-        if isinstance(exc, DrcError):
-            name, text = exc.code.dbus_name, exc.message
-            self._refused(msg, exported, exc)
-        else:
-            log.exception("internal error in %s (caller %s)", exported.name, msg.sender)
-            name = Code.CRED_EXTERNAL_FAILURE.dbus_name
-            text = f"internal error in {exported.name}: {exc}"
+    def _failure(self, msg: Message, exc: DrcError) -> Message | bool:
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
-        return _error(msg, name, text)
+        return _error(msg, exc.code.dbus_name, exc.message)
 
 
 def peer_credentials(
@@ -466,11 +412,6 @@ def _close_fds(fds: list[int]) -> None:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _reraise(exc: Exception) -> Any:
-    """An outcome that is a failure: :meth:`BusExporter._answer` turns it into the error reply."""
-    raise exc
 
 
 def _args(msg: Message, exported: ExportedMethod) -> list[Any]:

@@ -31,25 +31,15 @@ from contextvars import ContextVar
 from typing import Any
 
 from drc.core.errors import Code, DrcError
+from drc.export import verbs
 from drc.link.client import LOCAL_MUNGE, LinkClient
+from drc.nodeverbs import NodeVerbs
 
 log = logging.getLogger(__name__)
 
-#: Node verbs that change state: retried with the same rid so they act at most once.
-MUTATING = frozenset(
-    {
-        "NodeHello",
-        "NodeAcquire",
-        "NodeAccess",
-        "NodeGrant",
-        "NodeRevoke",
-        "NodeRelease",
-        "NodeTokenReferences",
-        "NodeJobsEnded",
-        "NodeJobsEndedHere",
-        "NodeProcessesExited",
-    }
-)
+#: Node verbs that are exactly-once (declared with a ``replay`` answer): every attempt of one
+#: request carries the same rid, so a retry after a lost answer acts at most once.
+MUTATING = verbs(NodeVerbs, where=lambda m: m.replay is not None)
 RETRY_PAUSE = 0.1  # seconds between two rounds over every server
 
 #: When the request being served must be answered (time.monotonic()); every upstream call made

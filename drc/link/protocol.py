@@ -26,11 +26,11 @@ digest of (method, args) and the outcome in the same store transaction as the ch
 
 Requests without ``rid`` behave as before (reads, and peers that predate it). Other fields are
 refused, so a typo in a field name never silently drops the guarantee. Node daemons put a
-``rid`` on NodeHello, NodeAcquire, NodeAccess, NodeGrant, NodeRevoke, NodeRelease,
-NodeTokenReferences, NodeJobsEnded, NodeJobsEndedHere and NodeProcessesExited
-(:data:`drc.link.failover.MUTATING`). A replayed request answers what its first run made
-(the same credential for NodeAcquire/NodeAccess) or an empty result for the verbs whose
-results are not kept (lists of freed or refused credentials).
+``rid`` on every node verb declared with a ``replay`` answer (:mod:`drc.nodeverbs`;
+:data:`drc.link.failover.MUTATING` is derived from it). A replayed request answers what its
+declaration says: what its first run made (the same credential for NodeAcquire/NodeAccess),
+or an empty result for the verbs whose results are not kept (lists of freed or refused
+credentials).
 
 Verbs added for clusters (existing verbs keep their names, arguments and meaning):
 NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJobsEnded

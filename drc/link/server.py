@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drc.core.errors import Code, DrcError
+from drc.dispatch import as_drc_error
 from drc.link.munge import Munge, MungeError
 from drc.link.protocol import (
     MAX_FRAME,
@@ -610,10 +611,5 @@ def _response(pending: _Pending, result: Any, error: BaseException | None) -> Re
             return Response(pending.id, ok=list(result))
         except TypeError:
             error = TypeError(f"handler answered {type(result).__name__}, not a list")
-    if isinstance(error, DrcError):
-        return Response(pending.id, error=error.code.dbus_name, message=error.message)
-    return Response(
-        pending.id,
-        error=Code.EINVAL.dbus_name,
-        message=f"DRC link: internal error in {pending.method}",
-    )
+    refused = as_drc_error(pending.method, error)  # the one mapping, as every transport's
+    return Response(pending.id, error=refused.code.dbus_name, message=refused.message)

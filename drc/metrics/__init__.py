@@ -19,6 +19,8 @@ from typing import Any
 from drc import config as drc_config
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
+from drc.export import verbs
+from drc.nodeverbs import NodeVerbs
 
 #: Request latencies, in seconds: a cache hit is tens of microseconds, a DRCS round trip a
 #: few milliseconds, a stuck store or link seconds.
@@ -29,7 +31,7 @@ LATENCY_BUCKETS = (
 
 #: Long polls wait by design (the change feed): their duration says nothing about load, so
 #: they are counted but kept out of the latency histograms.
-UNTIMED = frozenset({"NodeWatch"})
+UNTIMED = verbs(NodeVerbs, where=lambda m: not m.timed)
 
 #: ``observer(transport, verb, seconds, error)``: one call per request an exporter answered.
 CallObserver = Callable[[str, str, float, BaseException | None], None]
@@ -87,6 +89,7 @@ def server_metrics(cfg: drc_config.Config, service: Any, exports: Any) -> Any:
         service, min_interval=m["state_min_interval"], max_age=m["state_max_age"]
     )
     metrics.exports = exports
+    metrics.changing = verbs(exports, exports.nodes, where=lambda m: m.mutating)
     return metrics
 
 

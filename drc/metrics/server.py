@@ -25,29 +25,15 @@ from prometheus_client.registry import Collector
 
 from drc.core.model import State
 from drc.core.service import CredentialService
+from drc.export import verbs
 from drc.metrics import LATENCY_BUCKETS, limit_scope
 from drc.metrics.common import CallMetrics, MetricsServer
+from drc.nodeverbs import NodeVerbs
 
 log = logging.getLogger("drc.metrics")
 
 #: What a provider hands out, for the ``resource`` label of the pool gauges.
 RESOURCE_OF = {"pool": "cookies", "alps": "pdomains", "slingshot": "vnis"}
-
-#: Verbs that change nothing: answering them leaves the state gauges as they are.
-READ_ONLY = frozenset(
-    {
-        "List",
-        "Show",
-        "Limits",
-        "Status",
-        "OutstandingJobs",
-        "NodeWatch",
-        "NodeEpochs",
-        "NodeJobCredential",
-        "NodeProcesses",
-        "NodeToken",
-    }
-)
 
 
 @dataclass
@@ -184,6 +170,8 @@ class ServerMetrics:
         self.service = service
         self.exports: Any = None
         self.link: Any = None
+        #: Verbs after which the state gauges refresh: those declared ``mutating``.
+        self.changing: frozenset[str] = verbs(NodeVerbs, where=lambda m: m.mutating)
         self.min_interval, self.max_age = min_interval, max_age
         self.registry = CollectorRegistry()
         self.calls = CallMetrics(self.registry, "drcs")
@@ -231,7 +219,7 @@ class ServerMetrics:
             scope = limit_scope(error)
             if scope is not None:
                 self.refusals.labels(scope).inc()
-        elif verb not in READ_ONLY:
+        elif verb in self.changing:
             self._dirty.set()
 
     def _on_change(self, kind: str, credential: int, value: int) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import AccessInfo, Caller, check_uint32
 from drc.core.tokens import MAX_TOKEN_LEN
-from drc.export import PeerCredentials, method
+from drc.export import ExportedMethod, PeerCredentials, method
 from drc.refusals import RefusalAudit, credential_of
 from drc.wire import access_to_tuple
 
@@ -41,14 +41,16 @@ class NodeExports:
         self.identifier = identifier
         self.refusals = RefusalAudit()
 
-    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
-        """BusExporter's hook: audit and count a refused call, with the caller's job."""
+    def refused(
+        self, peer: PeerCredentials, verb: ExportedMethod, args: list, error: DrcError
+    ) -> None:
+        """The dispatcher's hook: audit and count a refused call, with the caller's job."""
         try:
             job = self.identify(peer).job
         except DrcError:
             job = 0  # the caller is gone
         node = self.identifier.node
-        self.refusals.record(verb, peer.uid, job, node, credential_of(verb, args), error)
+        self.refusals.record(verb.name, peer.uid, job, node, credential_of(verb, args), error)
 
     @staticmethod
     def _root(peer: PeerCredentials, what: str) -> None:

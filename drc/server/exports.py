@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 from drc.core.errors import DrcError, eflags, einval, eperm
 from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.service import CredentialService
-from drc.export import PeerCredentials
+from drc.dispatch import shares_commit
+from drc.export import ExportedMethod, PeerCredentials, exported
 from drc.nodeverbs import WATCH_TIMEOUT_MAX, NodeVerbs
 from drc.procfs import connecting_process
 from drc.refusals import RefusalAudit, credential_of
@@ -275,9 +276,18 @@ class ServerExports(ServerVerbs):
     def name(self, value: str) -> None:
         self.nodes.name = value
 
-    def refused(self, peer: PeerCredentials, verb: str, args: list, error: DrcError) -> None:
-        """BusExporter's hook: audit and count a call refused on DRCS's own bus (drccli)."""
-        self.refusals.record(verb, peer.uid, 0, "-", credential_of(verb, args), error)
+    def refused(
+        self, peer: PeerCredentials, verb: ExportedMethod, args: list, error: DrcError
+    ) -> None:
+        """The dispatcher's hook: audit and count a call refused on DRCS's bus (drccli) or on
+        the DRC link (a node daemon's request: the caller is its wire dictionary)."""
+        uid, job, node = peer.uid, 0, "-"
+        caller = args[0] if args and isinstance(args[0], dict) else None
+        if caller is not None and peer.sender.startswith("link:"):
+            said = {k: v for k, v in caller.items() if type(v) is int}  # as the node said
+            uid, job = said.get("uid", uid), said.get("job", 0)
+            node = str(caller.get("node", peer.sender))[:64]
+        self.refusals.record(verb.name, uid, job, node, credential_of(verb, args), error)
 
     #: Set by drcs: D-Bus verbs waiting together share one commit (see drc.server.group).
     group: GroupCommit | None = None
@@ -286,19 +296,14 @@ class ServerExports(ServerVerbs):
     #: Whether release may join a group: not when freeing runs external cleanups (ALPS).
     group_frees: bool = False
 
-    def _grouped(self, call: Callable[[], T], frees: bool = False) -> T | Awaitable[T]:
-        """``call()`` now, or (grouping on) an awaitable of it that the bus exporter awaits."""
+    def _in_store(self, verb: Callable[..., Any], call: Callable[[], T]) -> T | Awaitable[T]:
+        """``call()`` for ``verb`` (its declaration in :class:`ServerVerbs`): now when there is
+        no group, else on the store thread, sharing a commit as the declaration says (the one
+        policy of both transports, :func:`drc.dispatch.shares_commit`)."""
         if self.group is None:
             return call()
-        if frees and not self.group_frees:
-            return self.group.alone(call)
-        return self.group.submit(call)
-
-    def _stored(self, call: Callable[[], T]) -> T | Awaitable[T]:
-        """``call()`` in a transaction of its own, on the store thread when there is one:
-        the store never runs on the event loop (see drc.server.group)."""
-        if self.group is None:
-            return call()
+        if shares_commit(exported(verb), self.group_frees):
+            return self.group.submit(call)
         return self.group.alone(call)
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
@@ -311,19 +316,23 @@ class ServerExports(ServerVerbs):
 
     def acquire(self, peer: PeerCredentials, flags: int) -> int | Awaitable[int]:
         caller = direct_caller(peer)
-        return self._grouped(lambda: self.service.acquire(caller, flags).id)
+        return self._in_store(ServerVerbs.acquire, lambda: self.service.acquire(caller, flags).id)
 
     def grant(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
-        return self._grouped(lambda: self.service.grant(caller, credential, what))
+        return self._in_store(
+            ServerVerbs.grant, lambda: self.service.grant(caller, credential, what)
+        )
 
     def revoke(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
-        return self._stored(lambda: self.service.revoke(caller, credential, what))
+        return self._in_store(
+            ServerVerbs.revoke, lambda: self.service.revoke(caller, credential, what)
+        )
 
     def access(
         self, peer: PeerCredentials, credential: int, flags: int
@@ -331,13 +340,15 @@ class ServerExports(ServerVerbs):
         if flags:
             raise eflags(f"access takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
-        return self._stored(lambda: access_to_tuple(self.service.access(caller, credential)))
+        return self._in_store(
+            ServerVerbs.access, lambda: access_to_tuple(self.service.access(caller, credential))
+        )
 
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
             raise eflags(f"release takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
-        return self._grouped(lambda: self.service.release(caller, credential), frees=True)
+        return self._in_store(ServerVerbs.release, lambda: self.service.release(caller, credential))
 
     def list(self, peer: PeerCredentials) -> Listed | Awaitable[Listed]:
         caller = direct_caller(peer)
@@ -347,7 +358,7 @@ class ServerExports(ServerVerbs):
             holders = self.service.holders(creds)
             return [listed_to_wire(c, holders[c.id]) for c in creds]
 
-        return self._stored(listed)
+        return self._in_store(ServerVerbs.list, listed)
 
     def show(
         self, peer: PeerCredentials, credential: int
@@ -358,52 +369,62 @@ class ServerExports(ServerVerbs):
             cred = self.service.get(caller, credential)
             return listed_to_wire(cred, self.service.holders([cred])[cred.id])
 
-        return self._stored(shown)
+        return self._in_store(ServerVerbs.show, shown)
 
     def limits(self, peer: PeerCredentials) -> Any:
-        return self._stored(
-            lambda: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()]
+        return self._in_store(
+            ServerVerbs.limits,
+            lambda: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()],
         )
 
     # -- admin verbs ---------------------------------------------------------------------
 
     def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
-        return self._stored(lambda: self.service.set_limit(caller, where, id, value))
+        return self._in_store(
+            ServerVerbs.set_limit, lambda: self.service.set_limit(caller, where, id, value)
+        )
 
     def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
-        return self._stored(lambda: self.service.set_limit(caller, where, id, None))
+        return self._in_store(
+            ServerVerbs.clear_limit, lambda: self.service.set_limit(caller, where, id, None)
+        )
 
     def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> Any:
         self._admin(peer, "expiring jobs")
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call, got {len(jobs)}")
         ended = [check_uint32("job", j) for j in jobs]
-        return self._stored(lambda: self.service.expire_jobs(ended))
+        return self._in_store(ServerVerbs.expire_jobs, lambda: self.service.expire_jobs(ended))
 
     def pins(self, peer: PeerCredentials) -> Any:
         """(pinning uid, credential, owner uid, state) of every pin: credentials held with no
         process or job behind them, which count against the pinning user's limits. Admins."""
         caller = direct_caller(peer)
-        return self._stored(
-            lambda: [(uid, c.id, c.uid, c.state.value) for uid, c in self.service.pins(caller)]
+        return self._in_store(
+            ServerVerbs.pins,
+            lambda: [(uid, c.id, c.uid, c.state.value) for uid, c in self.service.pins(caller)],
         )
 
     def expire_pins(self, peer: PeerCredentials, uid: int) -> Any:
         """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
         caller = direct_caller(peer)
-        return self._grouped(lambda: self.service.expire_pins(caller, uid), frees=True)
+        return self._in_store(
+            ServerVerbs.expire_pins, lambda: self.service.expire_pins(caller, uid)
+        )
 
     def outstanding_jobs(self, peer: PeerCredentials) -> Any:
         self._admin(peer, "listing outstanding jobs")
-        return self._stored(lambda: sorted(self.service.outstanding_jobs()))
+        return self._in_store(
+            ServerVerbs.outstanding_jobs, lambda: sorted(self.service.outstanding_jobs())
+        )
 
     def node_rebooted(self, peer: PeerCredentials, node: str) -> Any:
         self._admin(peer, "dropping a node's references")
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
-        return self._stored(lambda: self.service.node_rebooted(node))
+        return self._in_store(ServerVerbs.node_rebooted, lambda: self.service.node_rebooted(node))
 
     async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         """Every DRCS of ``[link] servers``: reachable or not, and who answered (admins)."""

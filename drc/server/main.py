@@ -172,6 +172,8 @@ async def serve(cfg: drc_config.Config) -> None:
             node_uids=set(cfg["link"]["node_uids"]),
             observer=observe,
             group=exports.group,
+            audit=exports.refused,
+            frees_may_share=exports.group_frees,
         )
         await link.start()
         if metrics:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 
 from drc.core.errors import Code, DrcError
+from drc.export import exported
+from drc.node.exports import NodeExports
+from drc.nodeverbs import NodeVerbs
 from drc.refusals import RefusalAudit, credential_of
 
 
@@ -40,7 +43,11 @@ def test_burst_then_rate_then_suppressed_count(caplog):
 
 
 def test_credential_only_for_verbs_that_take_one():
-    assert credential_of("Access", [4, 0]) == 4
-    assert credential_of("AccessWithToken", ["tok", 0]) is None
-    assert credential_of("Acquire", [1]) is None
-    assert credential_of("Grant", []) is None
+    """Read from the declarations: AccessSlingshot (once missing from a hand-kept list) and
+    the node verbs (caller first) name theirs too."""
+    assert credential_of(exported(NodeExports.access), [4, 0]) == 4
+    assert credential_of(exported(NodeExports.access_slingshot), [5, 0]) == 5
+    assert credential_of(exported(NodeVerbs.node_access), [{"uid": 1}, 6]) == 6
+    assert credential_of(exported(NodeExports.access_with_token), ["tok", 0]) is None
+    assert credential_of(exported(NodeExports.acquire), [1]) is None
+    assert credential_of(exported(NodeExports.grant), []) is None

@@ -135,7 +135,7 @@ def test_drc_errors_cross_the_link(munged) -> None:
     run_bounded(body(), timeout=60)
 
 
-def test_handler_crash_is_einval_and_the_server_lives_on(munged, caplog) -> None:
+def test_handler_crash_is_an_internal_error_and_the_server_lives_on(munged, caplog) -> None:
     async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
         if method == "Boom":
             raise RuntimeError("bug")
@@ -145,7 +145,7 @@ def test_handler_crash_is_einval_and_the_server_lives_on(munged, caplog) -> None
         async with tcp_server(handler, munged) as server, tcp_client(server, munged) as client:
             with pytest.raises(DrcError) as err:
                 await client.call("Boom", [])
-            assert err.value.code == Code.EINVAL
+            assert err.value.code == Code.CRED_EXTERNAL_FAILURE  # as on the bus; not EINVAL
             assert await client.call("Other", []) == ["fine"]  # same connection
 
     run_bounded(body(), timeout=60)

@@ -1,0 +1,292 @@
+"""One dispatch path for every transport: what happens to a call between its frame and its answer.
+
+The bus exporter (:mod:`drc.bus.exporter`) and the DRC link (:mod:`drc.server.link`) only frame
+messages, say who is calling (from their transport) and encode the :class:`DrcError` they are
+handed. Everything else happens here, the same way for both, so a verb behaves the same
+whichever transport carried it:
+
+1. the arguments are checked against the declared signature (:func:`drc.export.check_args`);
+2. the verb runs: on the group commit's store thread when one is given and the verb is not
+   declared ``on_loop`` (``grouped`` verbs share a transaction, others run alone), else at once;
+3. a retried request (the link's request id) whose first run committed is answered from the
+   store's record (:func:`replay` in :mod:`drc.server.link` is handed in as ``replay``);
+4. the answer is checked against the declared out-signature;
+5. a failure becomes a :class:`DrcError` through :func:`as_drc_error`: a refusal as it is, any
+   other exception (a bug) as ``CRED_EXTERNAL_FAILURE`` naming the verb (never EINVAL, which
+   callers would retry forever);
+6. refusals are audited (``audit``) and every call that ran is told to ``observer`` (metrics).
+
+Transport-free: no D-Bus library, no SQL. The answer is a list, or a future of one (a verb
+waiting for its group commit, or a parked long poll): no task per waiting call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from drc.core.errors import Code, DrcError
+from drc.export import ExportedMethod, PeerCredentials, check_args, check_result, merged_table
+from drc.export import out_list as _out_list
+
+log = logging.getLogger("drc.dispatch")
+
+#: ``observer(transport, verb, seconds, error)``: one call per request that ran.
+Observer = Callable[[str, str, float, "BaseException | None"], None]
+#: ``audit(peer, verb, args, error)``: one call per refusal.
+Audit = Callable[[PeerCredentials, ExportedMethod, list[Any], DrcError], None]
+#: ``then(out, error)``: how a waiting call is answered when the transport asks for a callback.
+Then = Callable[["list[Any] | None", "DrcError | None"], None]
+#: ``run(call)`` of a group commit: a future of ``call()``'s result.
+Submit = Callable[[Callable[[], Any]], "asyncio.Future[Any]"]
+
+
+def as_drc_error(verb: str, exc: BaseException) -> DrcError:
+    """The one error mapping: a refusal stays itself, anything else is an internal error."""
+    if isinstance(exc, DrcError):
+        return exc
+    return DrcError(Code.CRED_EXTERNAL_FAILURE, f"internal error in {verb}: {exc}")
+
+
+def shares_commit(exported: ExportedMethod, frees_may_share: bool) -> bool:
+    """The one grouping policy, for every transport: a verb declared ``grouped`` shares its
+    group's transaction; one that ``frees`` does too when freeing runs no external cleanup
+    after the commit (``frees_may_share``: the cookie pool, not ALPS); any other runs alone."""
+    return exported.grouped or (exported.frees and frees_may_share)
+
+
+class Dispatcher:
+    """Serves the ``@method`` tables of ``services`` for one transport (``transport`` names it
+    for the metrics: ``dbus``, ``link``).
+
+    ``group`` (a :class:`drc.server.group.GroupCommit`) takes the verbs that touch the store
+    off the event loop; ``recorded(request, verb, run)`` runs ``run`` with the request's record
+    for the store and answers a committed retry (the link's exactly-once requests).
+    """
+
+    def __init__(
+        self,
+        *services: object,
+        transport: str,
+        group: Any = None,
+        audit: Audit | None = None,
+        observer: Observer | None = None,
+        recorded: Callable[[Any, ExportedMethod, list[Any], Callable[[], Any]], Any] | None = None,
+        frees_may_share: bool = False,
+    ) -> None:
+        routes = merged_table(*services)
+        self.methods: Mapping[str, ExportedMethod] = MappingProxyType(
+            {name: m for name, (_, m) in routes.items()}
+        )
+        self._owners = {name: owner for name, (owner, _) in routes.items()}
+        self.transport = transport
+        self.group = group
+        self.audit = audit
+        self.observer = observer
+        self.recorded = recorded
+        self.frees_may_share = frees_may_share
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def dispatch(
+        self,
+        peer: PeerCredentials,
+        name: str,
+        args: list[Any],
+        request: Any = None,
+        *,
+        then: Then | None = None,
+    ) -> list[Any] | asyncio.Future[list[Any]] | None:
+        """The checked answer of verb ``name``, or a future of it; raises (or fails the future
+        with) a :class:`DrcError` only.
+
+        With ``then``, a verb that must wait is answered by ``then(out, None)`` or
+        ``then(None, error)`` from its own future's callback, and None is returned: no second
+        future, so no extra event-loop turn per call (the bus's hot path)."""
+        exported = self.methods.get(name)
+        if exported is None:
+            raise DrcError(Code.EPROTO, f"no method {name[:64]!r} is served here")
+        try:
+            check_args(exported, args)
+        except DrcError as refused:
+            self._audit(peer, exported, args, refused)
+            raise
+        started = time.perf_counter()
+        owner = self._owners[name]
+        func = exported.func
+        recorded = self.recorded if request is not None else None
+
+        def call() -> Any:
+            if recorded is None:
+                return func(owner, peer, *args)
+            return recorded(request, exported, args, lambda: func(owner, peer, *args))
+
+        group = self.group
+        try:
+            if group is not None and not exported.on_loop and not exported.is_coroutine:
+                grouped = shares_commit(exported, self.frees_may_share)
+                run = group.submit if grouped else group.alone
+                result: Any = run(lambda: _out_list(exported, call()))
+                return self._later(peer, exported, args, started, result, True, then)
+            result = call()
+            if isinstance(result, asyncio.Future) or inspect.isawaitable(result):
+                return self._later(peer, exported, args, started, result, False, then)
+            return self._settle(peer, exported, args, started, result, None, listed=False)
+        except Exception as exc:
+            return self._settle(peer, exported, args, started, None, exc, listed=False)
+
+    def cancel(self) -> None:
+        """Cancel the tasks of coroutine verbs still running (the transport stopped)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- answering -------------------------------------------------------------------------
+
+    def _later(
+        self,
+        peer: PeerCredentials,
+        exported: ExportedMethod,
+        args: list[Any],
+        started: float,
+        pending: Any,
+        listed: bool,
+        then: Then | None,
+    ) -> asyncio.Future[list[Any]] | None:
+        """A future of the checked answer, or None when ``then`` hears it (:class:`_Answer`)."""
+        if not isinstance(pending, asyncio.Future):
+            pending = asyncio.ensure_future(pending)
+            self._tasks.add(pending)
+            pending.add_done_callback(self._tasks.discard)
+        return _Answer(self, peer, exported, args, started, pending, listed, then).answer
+
+    def _settle(
+        self,
+        peer: PeerCredentials,
+        exported: ExportedMethod,
+        args: list[Any],
+        started: float,
+        result: Any,
+        error: BaseException | None,
+        *,
+        listed: bool,
+    ) -> list[Any]:
+        """The checked answer, or raise its DrcError; the observer and the audit hear of it."""
+        if error is None:
+            try:
+                out = result if listed else _out_list(exported, result)
+                out = check_result(exported, out)
+            except Exception as exc:
+                error = exc
+        if error is None:
+            self._observe(exported, started, None)
+            return out
+        refused = as_drc_error(exported.name, error)
+        if refused is not error:
+            log.error(
+                "internal error in %s (caller uid %d, %s)",
+                exported.name,
+                peer.uid,
+                peer.sender,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+        else:
+            self._audit(peer, exported, args, refused)
+        self._observe(exported, started, error)  # metrics tell refusals from internal errors
+        raise refused
+
+    def _observe(
+        self, exported: ExportedMethod, started: float, error: BaseException | None
+    ) -> None:
+        if self.observer is not None:
+            self.observer(self.transport, exported.name, time.perf_counter() - started, error)
+
+    def _audit(
+        self, peer: PeerCredentials, exported: ExportedMethod, args: list[Any], error: DrcError
+    ) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit(peer, exported, list(args), error)
+        except Exception:
+            log.exception("auditing a refused %s failed", exported.name)
+
+
+class _Answer:
+    """The checked answer to a verb's future, which it cancels if the answer is cancelled (the
+    node went: its parked poll goes too). One small object per waiting call (10,000 parked
+    polls on a large cluster); its callbacks need no context of their own."""
+
+    __slots__ = (
+        "answer",
+        "args",
+        "dispatcher",
+        "exported",
+        "listed",
+        "peer",
+        "started",
+        "then",
+        "verb",
+    )
+    _context = contextvars.Context()
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        peer: PeerCredentials,
+        exported: ExportedMethod,
+        args: list[Any],
+        started: float,
+        verb: asyncio.Future[Any],
+        listed: bool,
+        then: Then | None,
+    ) -> None:
+        self.dispatcher, self.peer, self.exported, self.args = dispatcher, peer, exported, args
+        self.started, self.verb, self.listed, self.then = started, verb, listed, then
+        self.answer: asyncio.Future[list[Any]] | None = None
+        if then is None:
+            self.answer = verb.get_loop().create_future()
+            self.answer.add_done_callback(self.cancelled, context=self._context)
+        verb.add_done_callback(self.settle, context=self._context)
+
+    def settle(self, verb: asyncio.Future[Any]) -> None:
+        answer = self.answer
+        if verb.cancelled():
+            if answer is not None:
+                answer.cancel()
+            return  # the transport stopped: nobody to answer
+        if answer is not None and answer.done():
+            return
+        error = verb.exception()
+        result = None if error is not None else verb.result()
+        try:
+            out = self.dispatcher._settle(
+                self.peer,
+                self.exported,
+                self.args,
+                self.started,
+                result,
+                error,
+                listed=self.listed,
+            )
+        except DrcError as refused:
+            if answer is None:
+                self.then(None, refused)  # type: ignore[misc]
+            else:
+                answer.set_exception(refused)
+            return
+        if answer is None:
+            self.then(out, None)  # type: ignore[misc]
+        else:
+            answer.set_result(out)
+
+    def cancelled(self, answer: asyncio.Future[list[Any]]) -> None:
+        if answer.cancelled():
+            self.verb.cancel()
+
+
+__all__ = ["Dispatcher", "as_drc_error", "shares_commit"]

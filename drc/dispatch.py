@@ -7,9 +7,12 @@ whichever transport carried it:
 
 1. the arguments are checked against the declared signature (:func:`drc.export.check_args`);
 2. the verb runs: on the group commit's store thread when one is given and the verb is not
-   declared ``on_loop`` (``grouped`` verbs share a transaction, others run alone), else at once;
-3. a retried request (the link's request id) whose first run committed is answered from the
-   store's record (:func:`replay` in :mod:`drc.server.link` is handed in as ``replay``);
+   declared ``on_loop`` (``grouped`` verbs share a transaction, others run alone), else at once.
+   A verb that writes the store (``takes_unit``) is handed its :class:`drc.core.ports.Unit`:
+   the request to record (the link's request id, made a record by ``recorded``) and the batch
+   the group commit runs it in, which it passes on to the core's transaction;
+3. a retried request whose first run committed is answered from the store's record (the link
+   exporter's ``recorded`` hook answers it with :func:`drc.server.link_exporter.replay`);
 4. the answer is checked against the declared out-signature;
 5. a failure becomes a :class:`DrcError` through :func:`as_drc_error`: a refusal as it is, any
    other exception (a bug) as ``CRED_EXTERNAL_FAILURE`` naming the verb (never EINVAL, which
@@ -32,6 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drc.core.errors import Code, DrcError
+from drc.core.ports import Request, Unit
 from drc.export import ExportedMethod, PeerCredentials, check_args, check_result, merged_table
 from drc.export import out_list as _out_list
 
@@ -43,8 +47,11 @@ Observer = Callable[[str, str, float, "BaseException | None"], None]
 Audit = Callable[[PeerCredentials, ExportedMethod, list[Any], DrcError], None]
 #: ``then(out, error)``: how a waiting call is answered when the transport asks for a callback.
 Then = Callable[["list[Any] | None", "DrcError | None"], None]
-#: ``run(call)`` of a group commit: a future of ``call()``'s result.
-Submit = Callable[[Callable[[], Any]], "asyncio.Future[Any]"]
+#: ``run(call)`` of a group commit: a future of ``call(batch)``'s result.
+Submit = Callable[[Callable[[Any], Any]], "asyncio.Future[Any]"]
+#: ``recorded(request, verb, args, run)``: ``run(record)`` with the store's record of the
+#: transport's request id, answering a retry of a committed request (the link's hook).
+Recorded = Callable[[Any, ExportedMethod, list[Any], Callable[[Request], Any]], Any]
 
 
 def as_drc_error(verb: str, exc: BaseException) -> DrcError:
@@ -66,8 +73,8 @@ class Dispatcher:
     for the metrics: ``dbus``, ``link``).
 
     ``group`` (a :class:`drc.server.group.GroupCommit`) takes the verbs that touch the store
-    off the event loop; ``recorded(request, verb, run)`` runs ``run`` with the request's record
-    for the store and answers a committed retry (the link's exactly-once requests).
+    off the event loop; ``recorded`` (:data:`Recorded`) makes a call's request id the record a
+    verb's unit carries and answers a committed retry (the link's exactly-once requests).
     """
 
     def __init__(
@@ -77,7 +84,7 @@ class Dispatcher:
         group: Any = None,
         audit: Audit | None = None,
         observer: Observer | None = None,
-        recorded: Callable[[Any, ExportedMethod, list[Any], Callable[[], Any]], Any] | None = None,
+        recorded: Recorded | None = None,
         frees_may_share: bool = False,
     ) -> None:
         routes = merged_table(*services)
@@ -98,12 +105,13 @@ class Dispatcher:
         peer: PeerCredentials,
         name: str,
         args: list[Any],
-        request: Any = None,
+        request: str | None = None,
         *,
         then: Then | None = None,
     ) -> list[Any] | asyncio.Future[list[Any]] | None:
         """The checked answer of verb ``name``, or a future of it; raises (or fails the future
-        with) a :class:`DrcError` only.
+        with) a :class:`DrcError` only. ``request`` is the transport's id of an exactly-once
+        request (the link's ``rid``), recorded with the verb's change.
 
         With ``then``, a verb that must wait is answered by ``then(out, None)`` or
         ``then(None, error)`` from its own future's callback, and None is returned: no second
@@ -119,19 +127,27 @@ class Dispatcher:
         started = time.perf_counter()
         owner = self._owners[name]
         func = exported.func
-        recorded = self.recorded if request is not None else None
+        recorded = self.recorded if request is not None and exported.takes_unit else None
 
-        def call() -> Any:
-            if recorded is None:
+        def call(batch: Any = None) -> Any:
+            """Run the verb, handing a store-writing one its unit (request record, batch)."""
+            if not exported.takes_unit:
                 return func(owner, peer, *args)
-            return recorded(request, exported, args, lambda: func(owner, peer, *args))
+            if recorded is None:
+                return func(owner, peer, *args, unit=Unit(None, batch))
+            return recorded(
+                request,
+                exported,
+                args,
+                lambda record: func(owner, peer, *args, unit=Unit(record, batch)),
+            )
 
         group = self.group
         try:
             if group is not None and not exported.on_loop and not exported.is_coroutine:
                 grouped = shares_commit(exported, self.frees_may_share)
                 run = group.submit if grouped else group.alone
-                result: Any = run(lambda: _out_list(exported, call()))
+                result: Any = run(lambda batch: _out_list(exported, call(batch)))
                 return self._later(peer, exported, args, started, result, True, then)
             result = call()
             if isinstance(result, asyncio.Future) or inspect.isawaitable(result):

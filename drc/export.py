@@ -186,6 +186,10 @@ class ExportedMethod:
     on_loop: bool = False
     #: Its duration says something about load (long polls wait by design: not timed).
     timed: bool = True
+    #: Its implementation takes the :class:`drc.core.ports.Unit` it runs in as the keyword
+    #: ``unit`` (a verb that writes the store: the dispatcher hands it the request to record
+    #: and the batch). Read from the implementation's signature, which must say so.
+    takes_unit: bool = False
 
     @property
     def credential_index(self) -> int | None:
@@ -218,7 +222,8 @@ def method(
     on_loop: bool = False,
     timed: bool = True,
 ) -> Callable[[F], F]:
-    """Mark ``fn(self, peer, *args)`` as a remote method with these D-Bus signatures.
+    """Mark ``fn(self, peer, *args)`` as a remote method with these D-Bus signatures (an
+    implementation that writes the store also takes ``*, unit``: see ``takes_unit``).
 
     The keyword traits say what the verb is (:class:`ExportedMethod` documents each); every
     list of verbs with a trait (fail-over's retried verbs, group commit, replay answers,
@@ -234,10 +239,10 @@ def method(
         raise TypeError("a verb that frees runs cleanups after its own commit: not grouped")
 
     def mark(fn: F) -> F:
-        params = list(inspect.signature(fn).parameters.values())
+        params = _positional(fn)
         if len(params) < 2:
             raise TypeError(f"@method {fn.__qualname__} must take (self, peer, ...)")
-        arg_names = tuple(p.name for p in params[2:])
+        arg_names = tuple(params[2:])
         if len(arg_names) != len(in_types):
             raise TypeError(
                 f"@method {fn.__qualname__}: in_signature {in_signature!r} has "
@@ -258,11 +263,24 @@ def method(
             replay=replay,
             on_loop=on_loop,
             timed=timed,
+            takes_unit=_takes_unit(fn),
         )
         setattr(fn, _MARK, exported)
         return fn
 
     return mark
+
+
+def _positional(fn: Callable[..., Any]) -> list[str]:
+    """The names of ``fn``'s positional parameters: the remote arguments after self and peer."""
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+
+
+def _takes_unit(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes the keyword-only ``unit`` (see :attr:`ExportedMethod.takes_unit`)."""
+    unit = inspect.signature(fn).parameters.get("unit")
+    return unit is not None and unit.kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def _declared(cls: type, attr: str) -> ExportedMethod | None:
@@ -283,14 +301,19 @@ def _class_methods(cls: type) -> Mapping[str, ExportedMethod]:
             continue
         fn = getattr(cls, attr)
         if fn is not declared.func:  # implemented below the class that declared it
-            params = list(inspect.signature(fn).parameters)[2:]
+            params = _positional(fn)[2:]
             if len(params) != len(declared.arg_names):
                 raise TypeError(
                     f"{cls.__qualname__}.{attr} takes {len(params)} arguments, "
                     f"its declaration {declared.name}({declared.in_signature}) "
                     f"{len(declared.arg_names)}"
                 )
-            declared = replace(declared, func=fn, is_coroutine=inspect.iscoroutinefunction(fn))
+            declared = replace(
+                declared,
+                func=fn,
+                is_coroutine=inspect.iscoroutinefunction(fn),
+                takes_unit=_takes_unit(fn),
+            )
         if declared.name in table:
             raise TypeError(f"{cls.__qualname__} exports two methods named {declared.name}")
         table[declared.name] = declared

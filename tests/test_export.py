@@ -244,7 +244,7 @@ def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
     node = LinkPeer(0, 0, "test")
 
     async def call(method: str, args: list[Any]) -> Any:
-        reply = server.handler(node, method, args)  # a plain verb answers at once or in a
+        reply = server.handler(node, method, args, None)  # a plain verb answers at once or in a
         return await reply if inspect.isawaitable(reply) else reply  # (failed) future
 
     async def main() -> None:

@@ -23,6 +23,7 @@ from drc.core.ports import (
     PendingCleanup,
     Store,
     Transaction,
+    Unit,
 )
 
 audit = logging.getLogger("drc.audit")
@@ -126,8 +127,9 @@ class ExternalCleanup:
             return str(e) or type(e).__name__, None
         return None, None
 
-    def compensate(self, resources: Resources, credential: int) -> None:
-        """An acquire failed after its external object was created: remove it, else record it."""
+    def compensate(self, resources: Resources, credential: int, unit: Unit | None = None) -> None:
+        """An acquire failed after its external object was created: remove it, else record it
+        (in the failed verb's batch, if it ran in one: ``unit`` carries no request)."""
         if not self.enabled:
             return
         error = self._try(resources)
@@ -145,7 +147,7 @@ class ExternalCleanup:
             error,
         )
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction(unit) as tx:
                 row = tx.add_pending_cleanup(credential, resources, self.clock())
                 tx.cleanup_failed(row, error, self.clock() + self._backoff(1))
         except Exception:

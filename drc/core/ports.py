@@ -4,6 +4,10 @@ and the optional features a provider declares (checked once by :func:`provider_f
 The core is written against these protocols only; ``drc.store`` implements the first with
 Peewee, ``drc.providers`` the second. Each DRC verb runs inside one :class:`Transaction`, so a
 state change is all-or-nothing and a daemon killed mid-verb leaves the store consistent.
+
+What a verb's transaction carries beyond its change travels as an argument, never in ambient
+state: the :class:`Unit` the dispatcher hands the verb (the :class:`Request` to record, the
+group commit's batch) goes down the verb's call chain to :meth:`Store.transaction`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from drc.core.errors import Code, DrcError
 from drc.core.model import Credential, Holder, Limit, LimitScope, Resources, State, Target, Usage
@@ -41,6 +45,41 @@ class PendingCleanup:
     attempts: int = 0
     next_try: float = 0.0
     last_error: str = ""
+
+
+@dataclass(slots=True)
+class Request:
+    """An exactly-once request (the DRC link's ``rid``) that the store records in the
+    transaction of its change: a retry is then answered from the record, never run again.
+
+    Only the transaction handed it (in a :class:`Unit`) records it, and only once: a second
+    transaction of the same call does not claim it again.
+    """
+
+    rid: str
+    method: str
+    digest: str  #: what the request asks, canonically: a retry must match it
+    credential: int = 0  #: set by the store when the change created a credential
+    recorded: bool = False  #: set by the store once a transaction claimed the request
+
+
+class Unit:
+    """What one verb's write transaction is part of, handed to it explicitly: the
+    :class:`Request` to record with the change (or None) and the store's open batch (the group
+    commit's shared transaction, of which the verb's transaction is then a savepoint; or None:
+    a transaction of its own). The dispatcher makes one per call; a verb forwards it to the
+    core, which passes it to :meth:`Store.transaction`."""
+
+    __slots__ = ("batch", "request")
+
+    def __init__(self, request: Request | None = None, batch: Any = None) -> None:
+        self.request = request
+        self.batch = batch
+
+    def without_request(self) -> Unit:
+        """The same batch, no request: a further transaction of the same call (a compensation)
+        that must not claim the request."""
+        return Unit(None, self.batch)
 
 
 class SlotAllocator(Protocol):
@@ -146,8 +185,12 @@ class Transaction(SlotAllocator, Protocol):
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractContextManager[Transaction]:
-        """An exclusive write transaction: committed on normal exit, rolled back on error."""
+    def transaction(self, unit: Unit | None = None) -> AbstractContextManager[Transaction]:
+        """An exclusive write transaction: committed on normal exit, rolled back on error.
+
+        With a ``unit``: its request is recorded in it (raising the store's replay error when
+        the request was committed before), and inside its batch it is a savepoint of the
+        batch's transaction, so a failing verb undoes only itself."""
 
     def snapshot(self) -> AbstractContextManager[Transaction]:
         """A consistent read-only view."""

@@ -4,7 +4,9 @@ This is the semantic contract of DESIGN section 3 in code. It talks to a :class:
 :class:`Provider` through their protocols only, and to the provider's optional features only
 as it declares them; transports (D-Bus, the DRC link) call it with a :class:`Caller` they
 established from the kernel. Every verb is one store transaction; who may do what is decided
-by :mod:`drc.core.policy`.
+by :mod:`drc.core.policy`. A verb that writes takes the :class:`Unit` it runs in (the request
+to record, the group commit's batch) as its last argument and hands it to that transaction;
+None: a transaction of its own that records nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from drc.core.ports import (
     Store,
     StoreBound,
     Transaction,
+    Unit,
     provider_features,
 )
 from drc.core.tokens import issue_token
@@ -113,7 +116,7 @@ class CredentialService:
 
     # -- verbs ---------------------------------------------------------------------------
 
-    def acquire(self, caller: Caller, flags: int) -> Credential:
+    def acquire(self, caller: Caller, flags: int, unit: Unit | None = None) -> Credential:
         """Create a credential owned by the caller and take the owner's reference.
 
         PERSISTENT adds a pin of the owner's uid, so the credential outlives the job.
@@ -132,7 +135,7 @@ class CredentialService:
         allocated: Resources | None = None
         cred_id = 0
         try:
-            with self.store.transaction() as tx:
+            with self.store.transaction(unit) as tx:
                 self._check_limits(tx, caller)
                 cred_id = tx.next_credential_id()
                 resources = allocated = self.provider.allocate(cred_id, tx)
@@ -155,7 +158,8 @@ class CredentialService:
             # The transaction rolled back: an external object created for it must not outlive it.
             leftover = allocated or leftover_of(e)
             if leftover is not None:
-                self.cleanup.compensate(leftover, cred_id)
+                again = unit.without_request() if unit is not None else None  # same batch
+                self.cleanup.compensate(leftover, cred_id, again)
             raise
         audit.info(
             "acquire credential=%d uid=%d gid=%d job=%d holder=%s flags=%s cookie1=%d",
@@ -188,9 +192,11 @@ class CredentialService:
             self.limit_hits.record(caller, refused)
             raise
 
-    def grant(self, caller: Caller, credential: int, target: Target) -> None:
+    def grant(
+        self, caller: Caller, credential: int, target: Target, unit: Unit | None = None
+    ) -> None:
         check_uint32("credential", credential)
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             cred = self._managed(tx, caller, credential, "grant access to")
             if not tx.add_grant(credential, target):
                 raise DrcError(
@@ -204,10 +210,12 @@ class CredentialService:
             caller.job,
         )
 
-    def revoke(self, caller: Caller, credential: int, target: Target) -> None:
+    def revoke(
+        self, caller: Caller, credential: int, target: Target, unit: Unit | None = None
+    ) -> None:
         """Block new access by ``target``; references already taken stay."""
         check_uint32("credential", credential)
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             self._managed(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
                 raise DrcError(
@@ -224,11 +232,13 @@ class CredentialService:
             caller.job,
         )
 
-    def access(self, caller: Caller, credential: int) -> AccessInfo:
+    def access(self, caller: Caller, credential: int, unit: Unit | None = None) -> AccessInfo:
         """Check the ACL, take the caller's reference (idempotently), answer the resources."""
-        return access_info(self.access_credential(caller, credential))
+        return access_info(self.access_credential(caller, credential, unit))
 
-    def access_credential(self, caller: Caller, credential: int) -> Credential:
+    def access_credential(
+        self, caller: Caller, credential: int, unit: Unit | None = None
+    ) -> Credential:
         """:meth:`access`, answering the whole credential (for node daemons' caches).
 
         Its ``refs`` is 0, not counted: nothing here needs the count, and counting took time
@@ -236,7 +246,7 @@ class CredentialService:
         it went. ``get``/``list`` count exactly.
         """
         check_uint32("credential", credential)
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             cred = tx.get_credential(credential, count_refs=False)
             if cred is None:
                 raise not_found(credential)
@@ -260,7 +270,7 @@ class CredentialService:
                 self.node_objects.node_reference(tx, cred, holder.node)
         return cred
 
-    def release(self, caller: Caller, credential: int) -> bool:
+    def release(self, caller: Caller, credential: int, unit: Unit | None = None) -> bool:
         """Drop the caller's reference; the owner's release also drops the pin and ends the
         credential for newcomers. An admin holding no reference of its own releases it as the
         owner would (``drccli release ID`` as root); one that holds a reference drops just that.
@@ -268,7 +278,7 @@ class CredentialService:
         Returns True when this freed the credential's resources.
         """
         check_uint32("credential", credential)
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             cred = tx.get_credential(credential)
             if cred is None:
                 raise not_found(credential)
@@ -300,14 +310,16 @@ class CredentialService:
 
     # -- expiration and reconciliation ---------------------------------------------------
 
-    def expire_jobs(self, jobs: Iterable[int], *, node: str | None = None) -> list[int]:
+    def expire_jobs(
+        self, jobs: Iterable[int], *, node: str | None = None, unit: Unit | None = None
+    ) -> list[int]:
         """Job(s) ended: drop their references on every node, or on ``node`` only (each
         node's epilog reports its own part of a multi-node job; the credential is freed
         when the last node's references go). Idempotent. Returns freed ids."""
         jobs = {check_uint32("job", j) for j in jobs} - {0}
         if not jobs:
             return []
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             if node is None:
                 dropped = tx.drop_job_references(jobs)
             else:
@@ -318,33 +330,37 @@ class CredentialService:
         audit.info("expire jobs=%s%s freed=%s", sorted(jobs), where, ids)
         return ids
 
-    def node_rebooted(self, node: str) -> list[int]:
+    def node_rebooted(self, node: str, unit: Unit | None = None) -> list[int]:
         """A node came back with a new boot id: none of its references survived."""
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             freed = self._settle(tx, tx.drop_node_references(node))
         ids = self._freed(freed)
         audit.info("node-reboot node=%s freed=%s", node, ids)
         return ids
 
-    def processes_exited(self, node: str, processes: Iterable[tuple[int, int]]) -> list[int]:
+    def processes_exited(
+        self, node: str, processes: Iterable[tuple[int, int]], unit: Unit | None = None
+    ) -> list[int]:
         """Processes (pid, start time) outside any job ended on ``node``."""
         processes = list(processes)
         if not processes:
             return []
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             freed = self._settle(tx, tx.drop_process_references(node, processes))
         ids = self._freed(freed)
         audit.info("process-exit node=%s processes=%s freed=%s", node, processes, ids)
         return ids
 
-    def node_hello(self, node: str, boot_id: str) -> tuple[bool, list[int]]:
+    def node_hello(
+        self, node: str, boot_id: str, unit: Unit | None = None
+    ) -> tuple[bool, list[int]]:
         """A node daemon started with this boot id: (whether the node rebooted since DRCS
         last heard of it, the credentials that freed). A reboot ends every process and job
         step of the node, so its references go; a first hello or the same boot keeps them.
         One transaction: two DRCC of one node racing cannot both miss the reboot."""
         if not 0 < len(boot_id) <= 64 or not boot_id.isprintable():
             raise einval("boot_id must be a printable id of 1..64 characters")
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             known = tx.node_boot_id(node)
             tx.set_node_boot_id(node, boot_id, self.clock())
             if known is None or known == boot_id:
@@ -354,11 +370,11 @@ class CredentialService:
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, ids)
         return True, ids
 
-    def node_follows(self, node: str, server: str) -> None:
+    def node_follows(self, node: str, server: str, unit: Unit | None = None) -> None:
         """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
         if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
             raise einval("server must be a printable host:port of 1..255 characters")
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
 
     def node_servers(self) -> list[tuple[str, str, float]]:
@@ -380,14 +396,16 @@ class CredentialService:
         with self.store.snapshot() as tx:
             return self.node_objects.node_state(tx, node)
 
-    def node_objects_removed(self, node: str, credentials: list[int]) -> list[int]:
+    def node_objects_removed(
+        self, node: str, credentials: list[int], unit: Unit | None = None
+    ) -> list[int]:
         """``node`` removed its objects of these freed credentials: those confirmed. Their
         external cleanup is tried at once (a VNI returns to the pool once no node owes it
         and its quarantine passed)."""
         ids = [check_uint32("credential", c) for c in credentials]
         if self.node_objects is None:
             return []
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             done = self.node_objects.node_cleaned(tx, node, ids, self.clock())
         if done:
             self.cleanup.release(credentials=done)
@@ -408,14 +426,16 @@ class CredentialService:
         # The wall clock, not self.clock: node daemons check expiry against theirs.
         return issue_token(key, cred, now=time.time(), ttl=ttl)
 
-    def add_token_references(self, references: Iterable[tuple[Caller, int, int]]) -> list[int]:
+    def add_token_references(
+        self, references: Iterable[tuple[Caller, int, int]], unit: Unit | None = None
+    ) -> list[int]:
         """References taken on a node with a token: (caller, credential, token epoch).
 
         The node checked the token; here each is admitted only while the credential is still
         ACTIVE and the token's epoch is current. Returns the credentials refused.
         """
         refused = []
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             for caller, credential, epoch in references:
                 cred = tx.get_credential(credential)
                 if cred is None or cred.state is not State.ACTIVE or cred.epoch != epoch:
@@ -486,13 +506,20 @@ class CredentialService:
         with self.store.snapshot() as tx:
             return sorted(tx.limits())
 
-    def set_limit(self, caller: Caller, scope: LimitScope, id: int, value: int | None) -> None:
+    def set_limit(
+        self,
+        caller: Caller,
+        scope: LimitScope,
+        id: int,
+        value: int | None,
+        unit: Unit | None = None,
+    ) -> None:
         """Set (or with ``value=None`` remove) one limit. Admins only."""
         self.policy.check_admin(caller, "change limits")
         check_uint32("limit id", id)
         if not scope.takes_id and id != 0:
             raise DrcError(Code.EINVAL, f"the {scope} limit takes no id")
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             if value is None:
                 tx.clear_limit(scope, id)
             else:
@@ -508,13 +535,13 @@ class CredentialService:
             creds = {c.id: c for c in tx.list_credentials(sorted({c for _, c in pins}))}
         return [(uid, creds[cred]) for uid, cred in pins if cred in creds]
 
-    def expire_pins(self, caller: Caller, uid: int) -> list[int]:
+    def expire_pins(self, caller: Caller, uid: int, unit: Unit | None = None) -> list[int]:
         """Drop every pin of ``uid`` (``drccli unpin USER``): credentials nothing else holds
         are freed, and those left without an owner's reference go to RELEASED (no new access
         or grant), as after a release. Admins only. Returns the freed ids."""
         self.policy.check_admin(caller, "expire pins")
         check_uint32("uid", uid)
-        with self.store.transaction() as tx:
+        with self.store.transaction(unit) as tx:
             dropped = tx.drop_pins(uid)
             freed = self._settle(tx, dropped)
         ids = self._freed(freed)

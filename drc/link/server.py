@@ -26,7 +26,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +45,6 @@ from drc.link.protocol import (
 log = logging.getLogger(__name__)
 
 
-#: The ``rid`` of the request a handler is running for (None without one); handlers that
-#: make requests exactly-once read it here, so the handler signature stays the same.
-REQUEST_ID: ContextVar[str | None] = ContextVar("drc_link_request_id", default=None)
-
-
 @dataclass(frozen=True)
 class LinkPeer:
     """Who sent a request, as MUNGE vouches for it (never as the peer claims)."""
@@ -64,7 +58,9 @@ class LinkPeer:
 #: for its group commit, a long poll) is answered from its done callback with no task at all;
 #: a coroutine runs in a task.
 Reply = list[Any] | Awaitable[list[Any]]
-Handler = Callable[[LinkPeer, str, list[Any]], Reply]
+#: ``handler(peer, method, args, rid)``: ``rid`` is the request's id when the node daemon made
+#: it exactly-once (see :mod:`drc.link.protocol`), else None.
+Handler = Callable[[LinkPeer, str, list[Any], "str | None"], Reply]
 #: Told of every request a handler took on (method, seconds, error or None).
 Observer = Callable[[str, float, BaseException | None], None]
 
@@ -519,29 +515,22 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self, peer: LinkPeer, request: Request) -> None:
         """Run the handler; answer now, or when its future or task is done."""
         pending = _Pending(self, peer, request.id, request.method)
-        # A task made here copies the request id into its context (set only when there is
-        # one: each set makes the connection's context a new mapping).
-        token = REQUEST_ID.set(request.rid) if request.rid is not None else None
         try:
-            try:
-                result = self.server.handler(peer, request.method, request.args)
-            except Exception as exc:  # refused before it ran (unknown verb, bad arguments)
-                pending.started = None
-                self._answer(pending, None, exc)
-                return
-            if isinstance(result, asyncio.Future):
-                future: asyncio.Future[Any] = result
-                self.waiting.add(future)
-            elif inspect.isawaitable(result):
-                future = asyncio.ensure_future(result)
-                self.server._tasks.add(future)  # type: ignore[arg-type]
-                future.add_done_callback(self.server._tasks.discard)
-            else:
-                self._answer(pending, result, None)
-                return
-        finally:
-            if token is not None:
-                REQUEST_ID.reset(token)
+            result = self.server.handler(peer, request.method, request.args, request.rid)
+        except Exception as exc:  # refused before it ran (unknown verb, bad arguments)
+            pending.started = None
+            self._answer(pending, None, exc)
+            return
+        if isinstance(result, asyncio.Future):
+            future: asyncio.Future[Any] = result
+            self.waiting.add(future)
+        elif inspect.isawaitable(result):
+            future = asyncio.ensure_future(result)
+            self.server._tasks.add(future)  # type: ignore[arg-type]
+            future.add_done_callback(self.server._tasks.discard)
+        else:
+            self._answer(pending, result, None)
+            return
         self.in_flight += 1
         future.add_done_callback(pending, context=_CALLBACK_CONTEXT)
 

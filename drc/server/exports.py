@@ -4,7 +4,10 @@
 :class:`ServerNodeVerbs` implements the node verbs declared in :mod:`drc.nodeverbs` (on the
 DRC link, and on the bus for a DRCC on the service node). Each method turns the transport's
 kernel-verified peer into a :class:`Caller`, validates its arguments and calls the core; the
-wire forms of callers and credentials are :mod:`drc.wire`'s. Direct callers (drccli, scripts
+wire forms of callers and credentials are :mod:`drc.wire`'s. A verb that writes the store
+passes its :class:`~drc.core.ports.Unit` (the request to record, the batch it runs in) on to
+the core: node verbs take it from the dispatcher (keyword ``unit``), user verbs from
+:meth:`ServerExports._in_store`. Direct callers (drccli, scripts
 on the service node) act outside any job: their references are *pins* of their uid that last
 until they release them — the paper's "acquire, then grant, list, release in separate commands".
 """
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 
 from drc.core.errors import DrcError, eflags, einval, eperm
 from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
+from drc.core.ports import Unit
 from drc.core.service import CredentialService
 from drc.dispatch import shares_commit
 from drc.export import ExportedMethod, PeerCredentials, exported
@@ -107,21 +111,27 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         if peer.uid != 0:
             raise eperm(f"uid {peer.uid} is not a DRC node daemon (they run as root)")
 
-    def node_hello(self, peer: PeerCredentials, node: str, boot_id: str) -> bool:
+    def node_hello(
+        self, peer: PeerCredentials, node: str, boot_id: str, *, unit: Unit | None = None
+    ) -> bool:
         """A DRCC started: True (and its references are gone) when the node rebooted."""
         self._node(peer)
-        return self.service.node_hello(node_name(node), boot_id)[0]
+        return self.service.node_hello(node_name(node), boot_id, unit)[0]
 
-    def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
+    def node_acquire(
+        self, peer: PeerCredentials, caller: dict, flags: int, *, unit: Unit | None = None
+    ) -> dict[str, Any]:
         self._node(peer)
-        return credential_to_wire(self.service.acquire(caller_from_wire(caller), flags))
+        return credential_to_wire(self.service.acquire(caller_from_wire(caller), flags, unit))
 
-    def node_access(self, peer: PeerCredentials, caller: dict, credential: int) -> dict[str, Any]:
+    def node_access(
+        self, peer: PeerCredentials, caller: dict, credential: int, *, unit: Unit | None = None
+    ) -> dict[str, Any]:
         self._node(peer)
         who = caller_from_wire(caller)
         # member_uid: the uid DRCS admitted, signed with the answer (DRCC builds services for it)
         return {
-            **credential_to_wire(self.service.access_credential(who, credential)),
+            **credential_to_wire(self.service.access_credential(who, credential, unit)),
             "member_uid": who.uid,
         }
 
@@ -131,20 +141,38 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         return self.service.job_credential(caller_from_wire(caller))
 
     def node_grant(
-        self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
+        self,
+        peer: PeerCredentials,
+        caller: dict,
+        credential: int,
+        target: int,
+        flags: int,
+        *,
+        unit: Unit | None = None,
     ) -> None:
         self._node(peer)
-        self.service.grant(caller_from_wire(caller), credential, Target.from_flags(target, flags))
+        what = Target.from_flags(target, flags)
+        self.service.grant(caller_from_wire(caller), credential, what, unit)
 
     def node_revoke(
-        self, peer: PeerCredentials, caller: dict, credential: int, target: int, flags: int
+        self,
+        peer: PeerCredentials,
+        caller: dict,
+        credential: int,
+        target: int,
+        flags: int,
+        *,
+        unit: Unit | None = None,
     ) -> None:
         self._node(peer)
-        self.service.revoke(caller_from_wire(caller), credential, Target.from_flags(target, flags))
+        what = Target.from_flags(target, flags)
+        self.service.revoke(caller_from_wire(caller), credential, what, unit)
 
-    def node_release(self, peer: PeerCredentials, caller: dict, credential: int) -> bool:
+    def node_release(
+        self, peer: PeerCredentials, caller: dict, credential: int, *, unit: Unit | None = None
+    ) -> bool:
         self._node(peer)
-        return self.service.release(caller_from_wire(caller), credential)
+        return self.service.release(caller_from_wire(caller), credential, unit)
 
     def node_token(self, peer: PeerCredentials, caller: dict, credential: int) -> str:
         """A signed token for a credential the caller may access."""
@@ -154,7 +182,7 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         )
 
     def node_token_references(
-        self, peer: PeerCredentials, node: str, refs: list[dict]
+        self, peer: PeerCredentials, node: str, refs: list[dict], *, unit: Unit | None = None
     ) -> list[int]:
         """Batched report of accesses a DRCC admitted with tokens; returns those refused."""
         self._node(peer)
@@ -173,18 +201,22 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
                     check_uint32("epoch", ref.get("epoch")),
                 )
             )
-        return self.service.add_token_references(batch)
+        return self.service.add_token_references(batch, unit)
 
-    def node_jobs_ended(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
+    def node_jobs_ended(
+        self, peer: PeerCredentials, node: str, jobs: list[int], *, unit: Unit | None = None
+    ) -> list[int]:
         """The jobs ended everywhere (an ALPS reservation's epilog runs once, on its login
         node): drop their references on every node."""
         self._node(peer)
         node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
-        return self.service.expire_jobs(check_uint32("job", j) for j in jobs)
+        return self.service.expire_jobs((check_uint32("job", j) for j in jobs), unit=unit)
 
-    def node_jobs_ended_here(self, peer: PeerCredentials, node: str, jobs: list[int]) -> list[int]:
+    def node_jobs_ended_here(
+        self, peer: PeerCredentials, node: str, jobs: list[int], *, unit: Unit | None = None
+    ) -> list[int]:
         """The jobs' epilog ran on ``node`` (Slurm's job_epilog runs on every node of a job):
         drop their references there only; a credential is freed when the last node's go.
         ``drc-jedi reconcile`` catches nodes whose epilog never reported."""
@@ -192,9 +224,12 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         node_name(node)
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call")
-        return self.service.expire_jobs((check_uint32("job", j) for j in jobs), node=node)
+        ended = (check_uint32("job", j) for j in jobs)
+        return self.service.expire_jobs(ended, node=node, unit=unit)
 
-    def node_processes_exited(self, peer: PeerCredentials, node: str, processes: list) -> list[int]:
+    def node_processes_exited(
+        self, peer: PeerCredentials, node: str, processes: list, *, unit: Unit | None = None
+    ) -> list[int]:
         self._node(peer)
         if len(processes) > MAX_BATCH:
             raise einval(f"at most {MAX_BATCH} processes per report")
@@ -203,7 +238,7 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
             if not isinstance(p, (list, tuple)) or len(p) != 2:
                 raise einval("each process must be (pid, start time)")
             procs.append((check_uint32("pid", p[0]), int(p[1])))
-        return self.service.processes_exited(node_name(node), procs)
+        return self.service.processes_exited(node_name(node), procs, unit)
 
     def node_processes(self, peer: PeerCredentials, node: str) -> list[tuple[int, int]]:
         """Processes holding references on ``node``: a restarted DRCC re-checks them."""
@@ -230,10 +265,12 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         self._node(peer)
         return self.changes.poll(generation, since, min(timeout, WATCH_TIMEOUT_MAX))
 
-    def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
+    def node_follow(
+        self, peer: PeerCredentials, node: str, server: str, *, unit: Unit | None = None
+    ) -> None:
         """A DRCC says which DRCS it follows now (after start-up or a fail-over)."""
         self._node(peer)
-        self.service.node_follows(node_name(node), server)
+        self.service.node_follows(node_name(node), server, unit)
 
     def server_info(self, peer: PeerCredentials) -> dict[str, Any]:
         """Who answers: ``drccli status`` asks every DRCS of the cluster this over the link."""
@@ -296,15 +333,19 @@ class ServerExports(ServerVerbs):
     #: Whether release may join a group: not when freeing runs external cleanups (ALPS).
     group_frees: bool = False
 
-    def _in_store(self, verb: Callable[..., Any], call: Callable[[], T]) -> T | Awaitable[T]:
-        """``call()`` for ``verb`` (its declaration in :class:`ServerVerbs`): now when there is
-        no group, else on the store thread, sharing a commit as the declaration says (the one
-        policy of both transports, :func:`drc.dispatch.shares_commit`)."""
+    def _in_store(self, verb: Callable[..., Any], call: Callable[[Unit], T]) -> T | Awaitable[T]:
+        """``call(unit)`` for ``verb`` (its declaration in :class:`ServerVerbs`): now when there
+        is no group, else on the store thread, sharing a commit as the declaration says (the
+        one policy of both transports, :func:`drc.dispatch.shares_commit`); ``unit`` carries
+        the batch it runs in, for the core's transaction."""
         if self.group is None:
-            return call()
-        if shares_commit(exported(verb), self.group_frees):
-            return self.group.submit(call)
-        return self.group.alone(call)
+            return call(Unit())
+        run = (
+            self.group.submit
+            if shares_commit(exported(verb), self.group_frees)
+            else self.group.alone
+        )
+        return run(lambda batch: call(Unit(None, batch)))
 
     def _admin(self, peer: PeerCredentials, what: str) -> Caller:
         caller = direct_caller(peer)
@@ -316,14 +357,16 @@ class ServerExports(ServerVerbs):
 
     def acquire(self, peer: PeerCredentials, flags: int) -> int | Awaitable[int]:
         caller = direct_caller(peer)
-        return self._in_store(ServerVerbs.acquire, lambda: self.service.acquire(caller, flags).id)
+        return self._in_store(
+            ServerVerbs.acquire, lambda unit: self.service.acquire(caller, flags, unit).id
+        )
 
     def grant(
         self, peer: PeerCredentials, credential: int, target: int, flags: int
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
         return self._in_store(
-            ServerVerbs.grant, lambda: self.service.grant(caller, credential, what)
+            ServerVerbs.grant, lambda unit: self.service.grant(caller, credential, what, unit)
         )
 
     def revoke(
@@ -331,7 +374,7 @@ class ServerExports(ServerVerbs):
     ) -> Awaitable[None] | None:
         caller, what = direct_caller(peer), Target.from_flags(target, flags)
         return self._in_store(
-            ServerVerbs.revoke, lambda: self.service.revoke(caller, credential, what)
+            ServerVerbs.revoke, lambda unit: self.service.revoke(caller, credential, what, unit)
         )
 
     def access(
@@ -341,19 +384,22 @@ class ServerExports(ServerVerbs):
             raise eflags(f"access takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
         return self._in_store(
-            ServerVerbs.access, lambda: access_to_tuple(self.service.access(caller, credential))
+            ServerVerbs.access,
+            lambda unit: access_to_tuple(self.service.access(caller, credential, unit)),
         )
 
     def release(self, peer: PeerCredentials, credential: int, flags: int) -> bool | Awaitable[bool]:
         if flags:
             raise eflags(f"release takes no flags (got 0x{flags:x})")
         caller = direct_caller(peer)
-        return self._in_store(ServerVerbs.release, lambda: self.service.release(caller, credential))
+        return self._in_store(
+            ServerVerbs.release, lambda unit: self.service.release(caller, credential, unit)
+        )
 
     def list(self, peer: PeerCredentials) -> Listed | Awaitable[Listed]:
         caller = direct_caller(peer)
 
-        def listed() -> Listed:
+        def listed(_: Unit) -> Listed:
             creds = self.service.list(caller)
             holders = self.service.holders(creds)
             return [listed_to_wire(c, holders[c.id]) for c in creds]
@@ -365,7 +411,7 @@ class ServerExports(ServerVerbs):
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         caller = direct_caller(peer)
 
-        def shown() -> dict[str, Any]:
+        def shown(_: Unit) -> dict[str, Any]:
             cred = self.service.get(caller, credential)
             return listed_to_wire(cred, self.service.holders([cred])[cred.id])
 
@@ -374,7 +420,7 @@ class ServerExports(ServerVerbs):
     def limits(self, peer: PeerCredentials) -> Any:
         return self._in_store(
             ServerVerbs.limits,
-            lambda: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()],
+            lambda _: [(lim.scope.value, lim.id, lim.value) for lim in self.service.limits()],
         )
 
     # -- admin verbs ---------------------------------------------------------------------
@@ -382,13 +428,15 @@ class ServerExports(ServerVerbs):
     def set_limit(self, peer: PeerCredentials, scope: str, id: int, value: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
         return self._in_store(
-            ServerVerbs.set_limit, lambda: self.service.set_limit(caller, where, id, value)
+            ServerVerbs.set_limit,
+            lambda unit: self.service.set_limit(caller, where, id, value, unit),
         )
 
     def clear_limit(self, peer: PeerCredentials, scope: str, id: int) -> Any:
         caller, where = direct_caller(peer), _scope(scope)
         return self._in_store(
-            ServerVerbs.clear_limit, lambda: self.service.set_limit(caller, where, id, None)
+            ServerVerbs.clear_limit,
+            lambda unit: self.service.set_limit(caller, where, id, None, unit),
         )
 
     def expire_jobs(self, peer: PeerCredentials, jobs: list[int]) -> Any:
@@ -396,7 +444,9 @@ class ServerExports(ServerVerbs):
         if len(jobs) > MAX_JOBS_PER_CALL:
             raise einval(f"at most {MAX_JOBS_PER_CALL} jobs per call, got {len(jobs)}")
         ended = [check_uint32("job", j) for j in jobs]
-        return self._in_store(ServerVerbs.expire_jobs, lambda: self.service.expire_jobs(ended))
+        return self._in_store(
+            ServerVerbs.expire_jobs, lambda unit: self.service.expire_jobs(ended, unit=unit)
+        )
 
     def pins(self, peer: PeerCredentials) -> Any:
         """(pinning uid, credential, owner uid, state) of every pin: credentials held with no
@@ -404,27 +454,29 @@ class ServerExports(ServerVerbs):
         caller = direct_caller(peer)
         return self._in_store(
             ServerVerbs.pins,
-            lambda: [(uid, c.id, c.uid, c.state.value) for uid, c in self.service.pins(caller)],
+            lambda _: [(uid, c.id, c.uid, c.state.value) for uid, c in self.service.pins(caller)],
         )
 
     def expire_pins(self, peer: PeerCredentials, uid: int) -> Any:
         """Drop every pin of ``uid``; the credentials freed (see the core's ``expire_pins``)."""
         caller = direct_caller(peer)
         return self._in_store(
-            ServerVerbs.expire_pins, lambda: self.service.expire_pins(caller, uid)
+            ServerVerbs.expire_pins, lambda unit: self.service.expire_pins(caller, uid, unit)
         )
 
     def outstanding_jobs(self, peer: PeerCredentials) -> Any:
         self._admin(peer, "listing outstanding jobs")
         return self._in_store(
-            ServerVerbs.outstanding_jobs, lambda: sorted(self.service.outstanding_jobs())
+            ServerVerbs.outstanding_jobs, lambda _: sorted(self.service.outstanding_jobs())
         )
 
     def node_rebooted(self, peer: PeerCredentials, node: str) -> Any:
         self._admin(peer, "dropping a node's references")
         if not node or len(node) > 255 or not node.isprintable():
             raise einval("node must be a printable name of 1..255 characters")
-        return self._in_store(ServerVerbs.node_rebooted, lambda: self.service.node_rebooted(node))
+        return self._in_store(
+            ServerVerbs.node_rebooted, lambda unit: self.service.node_rebooted(node, unit)
+        )
 
     async def servers(self, peer: PeerCredentials) -> list[dict[str, Any]]:
         """Every DRCS of ``[link] servers``: reachable or not, and who answered (admins)."""
@@ -451,7 +503,7 @@ class ServerExports(ServerVerbs):
         elif self.group.health.answering:
             try:
                 async with asyncio.timeout(STATUS_STORE_WAIT):
-                    self.described = await self.group.alone(self.store_status)
+                    self.described = await self.group.alone(lambda _: self.store_status())
             except (TimeoutError, DrcError):
                 pass  # the group's health says why
         described = self.described or {"store": {}, "provider": {}}

@@ -5,7 +5,9 @@ is a storm of tiny transactions, each paying its own commit (on SQLite an fsync:
 of a small verb's store time). :class:`GroupCommit` runs the verbs that are waiting together
 inside one ``store.batch()`` transaction, each in its own savepoint (a refused verb undoes
 only itself), and answers them all after the one commit: nothing is acknowledged before it
-is durable. A lone verb runs as it would alone.
+is durable. A lone verb runs as it would alone. Each call is handed the batch it runs in
+(``call(batch)``; None when it runs alone), which a verb passes to its transaction in its
+:class:`~drc.core.ports.Unit`: the batch is an argument, not a mode of the thread.
 
 Callers that each wait for their answer before sending the next request (D-Bus clients, node
 daemons) come back spread over a few event-loop turns, not in one. When the last batch had
@@ -59,7 +61,9 @@ T = TypeVar("T")
 #: acquire+release ~4% lower.
 GATHER_TURNS = 2
 
-Pending = tuple[Callable[[], Any], "asyncio.Future[Any]", bool, float]
+#: What a group runs: ``call(batch)``, with the store's open batch or None (alone).
+Call = Callable[[Any], T]
+Pending = tuple[Callable[[Any], Any], "asyncio.Future[Any]", bool, float]
 Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
@@ -113,18 +117,18 @@ class GroupCommit:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
-    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
-        """A future of ``call()``'s result, set after its batch commits. A future, not a
+    def submit(self, call: Call[T]) -> asyncio.Future[T]:
+        """A future of ``call(batch)``'s result, set after its batch commits. A future, not a
         coroutine: the bus exporter and the link answer from its done callback, without a
         task per call."""
         return self._enqueue(call, alone=False)
 
-    def alone(self, call: Callable[[], T]) -> asyncio.Future[T]:
+    def alone(self, call: Call[T]) -> asyncio.Future[T]:
         """As :meth:`submit`, for a call that runs in a transaction of its own (it frees with
-        external cleanups, or only reads), in its turn on the store thread."""
+        external cleanups, or only reads), in its turn on the store thread: ``call(None)``."""
         return self._enqueue(call, alone=True)
 
-    def _enqueue(self, call: Callable[[], T], alone: bool) -> asyncio.Future[T]:
+    def _enqueue(self, call: Call[T], alone: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
@@ -213,15 +217,15 @@ class GroupCommit:
                 # Alone: its own transaction, as without grouping (no batch, no savepoint).
                 call, future = calls[0]
                 try:
-                    return [(future, call(), None)]
+                    return [(future, call(None), None)]
                 except Exception as err:
                     return [(future, None, err)]
             outcomes: list[Outcome] = []
             try:
-                with self.store.batch():
+                with self.store.batch() as batch:
                     for call, future in calls:
                         try:
-                            outcomes.append((future, call(), None))
+                            outcomes.append((future, call(batch), None))
                         except Exception as err:  # this verb only: its savepoint is undone
                             outcomes.append((future, None, err))
             except Exception as err:  # the commit failed: none of the batch happened

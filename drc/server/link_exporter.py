@@ -6,9 +6,11 @@ uid comes from munged, and ``node_uids`` decides who is a node daemon. Everythin
 frame and the answer is :class:`drc.dispatch.Dispatcher`'s, as on the bus: argument and
 answer checks, group commit, the error mapping, the refusal audit, metrics.
 
-A request with a ``rid`` (see :mod:`drc.link.protocol`) is exactly-once: the store records it
-in the transaction of its change, and a retry is answered from that record (:func:`replay`,
-with the answer each verb declares as its ``replay`` trait).
+A request with a ``rid`` (see :mod:`drc.link.protocol`) is exactly-once: the link server hands
+the ``rid`` to :func:`link_server`'s handler, the dispatcher's ``recorded`` hook makes it a
+:class:`~drc.core.ports.Request`, and the verb's :class:`~drc.core.ports.Unit` carries that to
+the store, which records it in the transaction of the change; a retry is answered from that
+record (:func:`replay`, with the answer each verb declares as its ``replay`` trait).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
+from drc.core.ports import Request
 from drc.dispatch import Audit, Dispatcher
 from drc.export import CREDENTIAL, ExportedMethod, PeerCredentials, verbs
 from drc.link import LinkPeer, LinkServer, Munge
-from drc.link.server import REQUEST_ID, Reply
+from drc.link.server import Reply
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
 from drc.store import requests
@@ -61,18 +64,15 @@ def link_server(
         group = GroupCommit(store)
 
     def recorded(
-        rid: str, exported: ExportedMethod, args: list[Any], run: Callable[[], Any]
+        rid: str, exported: ExportedMethod, args: list[Any], run: Callable[[Request], Any]
     ) -> Any:
-        """``run()`` with the request as the one its first write transaction records; a
-        retry of a committed request is answered from the record."""
-        record = requests.RequestRecord(rid, exported.name, requests.digest(exported.name, args))
-        token = requests.CURRENT.set(record)
+        """``run(record)``: the verb hands the record to its write transaction, which
+        records it; a retry of a committed request is answered from the record."""
+        name = exported.name
         try:
-            return run()
+            return run(Request(rid, name, requests.digest(name, args)))
         except requests.Replayed as done:
             return replay(nodes, done, exported, args)
-        finally:
-            requests.CURRENT.reset(token)
 
     dispatcher = Dispatcher(
         nodes,
@@ -84,12 +84,12 @@ def link_server(
         frees_may_share=frees_may_share,
     )
 
-    def handle(peer: LinkPeer, name: str, args: list[Any]) -> Reply:
+    def handle(peer: LinkPeer, name: str, args: list[Any], rid: str | None) -> Reply:
         """Frame to dispatch: the peer as the link authenticated it, the request's id."""
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
-        return dispatcher.dispatch(who, name, args, REQUEST_ID.get())
+        return dispatcher.dispatch(who, name, args, rid)
 
     host, port = split_host_port(listen, "[link] listen", any_port=True)
     server = LinkServer(

@@ -186,7 +186,7 @@ async def serve(cfg: drc_config.Config) -> None:
         if room < 10_000:
             log.info("for more nodes raise LimitNOFILE= in drcs.service (see drcs(8))")
 
-    exports.described = info = await exports.group.alone(exports.store_status)
+    exports.described = info = await exports.group.alone(lambda _: exports.store_status())
     store, pool = info["store"], info["provider"]
     log.info(
         "DRCS serving %s: store %s %s (schema %s), provider %s with %s of %s free",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from drc.core.errors import einval
+from drc.core.ports import Unit
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
 from drc.wire import node_name
@@ -32,7 +33,7 @@ class SlingshotNodeVerbs:
         return self.service.node_objects_state(node)
 
     def node_slingshot_cleaned(
-        self, peer: PeerCredentials, node: str, credentials: list[int]
+        self, peer: PeerCredentials, node: str, credentials: list[int], *, unit: Unit | None = None
     ) -> list[int]:
         """``node`` destroyed every CXI service of these freed credentials; those confirmed.
         A confirmed VNI returns to the pool once no node owes it and its quarantine passed."""
@@ -40,4 +41,4 @@ class SlingshotNodeVerbs:
         node = node_name(node)
         if len(credentials) > MAX_CONFIRM:
             raise einval(f"at most {MAX_CONFIRM} credentials per confirmation")
-        return self.service.node_objects_removed(node, credentials)
+        return self.service.node_objects_removed(node, credentials, unit)

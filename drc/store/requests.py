@@ -1,7 +1,8 @@
 """Exactly-once link requests in the store (table ``link_request``, migration 0004).
 
-The link exporter names the request it is serving in :data:`CURRENT`; the store's next write
-transaction then claims the ``rid`` right after taking the write lock (one INSERT that does
+The link exporter makes a :class:`~drc.core.ports.Request` of the request it is serving, and
+the verb hands it (in its :class:`~drc.core.ports.Unit`) to the write transaction of its
+change, which claims the ``rid`` right after taking the write lock (one INSERT that does
 nothing when the id exists: then :class:`Replayed` is raised and the transaction rolls back)
 and, for an acquire, notes the credential it created before committing. So "the change
 happened" and "the request is recorded" are one fact: a DRCS killed at any instant leaves both
@@ -14,23 +15,14 @@ import hashlib
 import json
 import random
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from peewee import Database
 
+from drc.core.ports import Request
+
 #: How long a request id is remembered: far beyond any client's retry window.
 KEEP_SECONDS = 24 * 3600
-
-
-@dataclass
-class RequestRecord:
-    rid: str
-    method: str
-    digest: str
-    credential: int = 0  # set by the transaction when the request created one
-    recorded: bool = field(default=False)
 
 
 class Replayed(Exception):
@@ -44,9 +36,6 @@ class Replayed(Exception):
         self.rid, self.same, self.method, self.credential = rid, same, method, credential
 
 
-CURRENT: ContextVar[RequestRecord | None] = ContextVar("drc_store_request", default=None)
-
-
 def digest(method: str, args: list[Any]) -> str:
     """What a request asks, canonically: a retry must match it exactly."""
     text = json.dumps([method, args], separators=(",", ":"), sort_keys=True, default=str)
@@ -57,7 +46,7 @@ def _sql(db: Database, text: str) -> str:
     return text.replace("?", db.param)
 
 
-def claim(db: Database, record: RequestRecord, now: float | None = None) -> None:
+def claim(db: Database, record: Request, now: float | None = None) -> None:
     """Record the request in the transaction about to make its change (under the write lock);
     :class:`Replayed` when ``record.rid`` was committed before. Now and then forget old ids."""
     now = time.time() if now is None else now
@@ -83,7 +72,7 @@ def claim(db: Database, record: RequestRecord, now: float | None = None) -> None
         )
 
 
-def created(db: Database, record: RequestRecord, credential: int) -> None:
+def created(db: Database, record: Request, credential: int) -> None:
     """The request created ``credential`` (what a retried acquire answers)."""
     record.credential = credential
     db.execute_sql(

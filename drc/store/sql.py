@@ -17,8 +17,14 @@ The store has two modes, both explicit here:
 - **the backend** (:attr:`PeeweeStore.postgresql`): PostgreSQL takes the counter row lock in
   every write transaction and announces revokes and frees on the shared change feed
   (``NOTIFY``); SQLite needs neither (one DRCS per file, ``BEGIN IMMEDIATE``).
-- **the batch** (:meth:`PeeweeStore.batch`): while the store thread runs a group commit, every
-  :meth:`PeeweeStore.transaction` it opens is a savepoint of the batch's one transaction.
+- **the batch** (:meth:`PeeweeStore.batch`): a group commit's one transaction, yielded as a
+  :class:`Batch` handle. A :meth:`PeeweeStore.transaction` handed that batch (in its
+  :class:`~drc.core.ports.Unit`) is a savepoint of it; one opened without it while the batch
+  is open on the same connection is refused (it could neither be a transaction of its own nor
+  silently join the batch).
+
+What a write transaction records besides its change is handed to it too: the unit's
+:class:`~drc.core.ports.Request`, claimed once (:mod:`drc.store.requests`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from peewee import (
 )
 from playhouse.migrations import Runner
 
-from drc.core.ports import StoreUnavailable
+from drc.core.ports import StoreUnavailable, Unit
 from drc.store import requests
 from drc.store.cleanups import CleanupRows
 from drc.store.credentials import CredentialRows
@@ -64,7 +70,7 @@ class PeeweeStore:
         self._guard = threading.local()  # the commit guard of the thread's work, if any
         self.models = create_models(database)  # this store's own (see drc.store.models)
         self._write_lock = threading.Lock()
-        self._batch_thread: int | None = None  # the thread inside batch(), if any
+        self._batch: Batch | None = None  # the open batch(), if any
         self._savepoints = itertools.count()  # names of batch() verbs' savepoints
         self._statements = Statements(database)
 
@@ -136,52 +142,59 @@ class PeeweeStore:
             raise StoreUnavailable(message) from None
 
     @contextmanager
-    def transaction(self) -> Iterator[PeeweeTransaction]:
-        """One write transaction; it also records the link request being served, if any
+    def transaction(self, unit: Unit | None = None) -> Iterator[PeeweeTransaction]:
+        """One write transaction, or with ``unit.batch`` a savepoint of that batch (a failing
+        verb undoes only itself). It records ``unit.request``, if any and not yet recorded
         (:mod:`drc.store.requests`), so a retried request is recognised, never rerun."""
-        if self._batch_thread == threading.get_ident():
-            # inside batch(): a savepoint, so a failing verb undoes only itself; named by a
-            # counter, as peewee's atomic() names each by a fresh uuid4 (Database.savepoint()
-            # takes no name), a measurable part of a small verb
+        request = batch = None
+        if unit is not None:
+            request, batch = unit.request, unit.batch
+            if request is not None and request.recorded:
+                request = None  # the call's first write transaction recorded it
+        if batch is not None:
+            if batch is not self._batch:
+                raise RuntimeError("a transaction was handed a batch that is not open")
+            # named by a counter, as peewee's atomic() names each by a fresh uuid4
+            # (Database.savepoint() takes no name), a measurable part of a small verb
             with _savepoint(self.db, f"v{next(self._savepoints)}"):
                 tx = self._tx()
-                with self._recording(tx):
-                    yield tx
+                if request is not None:
+                    requests.claim(self.db, request)
+                yield tx
+                if request is not None and tx.created:
+                    requests.created(self.db, request, tx.created)
             return
+        if self._batch is not None and self.db.in_transaction():
+            raise RuntimeError(
+                "a write transaction opened inside a batch without its handle: pass the "
+                "batch (drc.core.ports.Unit) to make it a savepoint of the batch"
+            )
         with self._reachable(), self._write_lock, self.db.atomic():
             tx = self._tx()
             tx.lock()
-            with self._recording(tx):
-                yield tx
+            if request is not None:
+                requests.claim(self.db, request)
+            yield tx
+            if request is not None and tx.created:
+                requests.created(self.db, request, tx.created)
             self._before_commit()
 
     @contextmanager
-    def _recording(self, tx: PeeweeTransaction) -> Iterator[None]:
-        """Claim the request being served (if any) before the change, note what it created."""
-        record = requests.CURRENT.get()
-        if record is not None:
-            requests.CURRENT.set(None)  # the request's first write transaction records it
-            requests.claim(self.db, record)
-        yield
-        if record is not None and tx.created:
-            requests.created(self.db, record, tx.created)
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Iterator[Batch]:
         """Group commit: one write transaction around several verbs, so they share one
         commit (on SQLite one fsync, most of a small verb's cost) instead of one each.
 
-        Every :meth:`transaction` the calling thread opens inside becomes a savepoint of
-        this one. Nothing is durable before the batch commits: callers answer the verbs'
-        requests only after this block exits without error.
+        A :meth:`transaction` handed the yielded :class:`Batch` is a savepoint of this one.
+        Nothing is durable before the batch commits: callers answer the verbs' requests only
+        after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
             self._tx().lock()
-            self._batch_thread = threading.get_ident()
+            self._batch = batch = Batch()
             try:
-                yield
+                yield batch
             finally:
-                self._batch_thread = None
+                self._batch = None
             self._before_commit()
 
     @contextmanager
@@ -204,6 +217,13 @@ class PeeweeStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+class Batch:
+    """The handle of an open :meth:`PeeweeStore.batch`: what a verb's
+    :class:`~drc.core.ports.Unit` carries to make its transaction a savepoint of it."""
+
+    __slots__ = ()
 
 
 class PeeweeTransaction(

@@ -41,7 +41,9 @@ class Slow:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
-    async def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def __call__(
+        self, peer: LinkPeer, method: str, args: list[Any], rid: str | None
+    ) -> list[Any]:
         await asyncio.sleep(self.delay)
         return ["done"]
 

@@ -15,7 +15,7 @@ from drc.core.errors import Code, DrcError
 from drc.link import LinkClient
 from drc.link.failover import FailoverLink, ServerChoice
 from drc.link.protocol import BadRequest, Request
-from drc.link.server import REQUEST_ID, LinkPeer
+from drc.link.server import LinkPeer
 from drc.node.main import link_servers
 
 from helpers import run_bounded
@@ -28,8 +28,10 @@ class Served:
         self.name = name
         self.seen: list[tuple[str, str | None]] = []
 
-    async def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
-        self.seen.append((method, REQUEST_ID.get()))
+    async def __call__(
+        self, peer: LinkPeer, method: str, args: list[Any], rid: str | None
+    ) -> list[Any]:
+        self.seen.append((method, rid))
         if method == "Refuse":
             raise DrcError(Code.EPERM, "no")
         return [self.name]

@@ -74,7 +74,9 @@ class Recorder:
         self.calls: list[tuple[LinkPeer, str, list[Any]]] = []
         self.result = result
 
-    async def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def __call__(
+        self, peer: LinkPeer, method: str, args: list[Any], rid: str | None
+    ) -> list[Any]:
         self.calls.append((peer, method, args))
         if self.result is not None:
             return self.result(method, args)
@@ -122,7 +124,7 @@ def test_round_trip_over_tcp_carries_munge_uid(munged) -> None:
 
 
 def test_drc_errors_cross_the_link(munged) -> None:
-    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def handler(peer: LinkPeer, method: str, args: list[Any], rid: str | None) -> list[Any]:
         raise DrcError(Code.CRED_NOT_FOUND, f"credential {args[0]} not found")
 
     async def body() -> None:
@@ -136,7 +138,7 @@ def test_drc_errors_cross_the_link(munged) -> None:
 
 
 def test_handler_crash_is_an_internal_error_and_the_server_lives_on(munged, caplog) -> None:
-    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def handler(peer: LinkPeer, method: str, args: list[Any], rid: str | None) -> list[Any]:
         if method == "Boom":
             raise RuntimeError("bug")
         return ["fine"]
@@ -153,7 +155,7 @@ def test_handler_crash_is_an_internal_error_and_the_server_lives_on(munged, capl
 
 
 def test_concurrent_calls_are_pipelined_and_matched_by_id(munged) -> None:
-    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def handler(peer: LinkPeer, method: str, args: list[Any], rid: str | None) -> list[Any]:
         await asyncio.sleep(0.002 * (20 - args[0]))  # later calls finish first
         return [args[0] * 10]
 

@@ -13,7 +13,6 @@ import pytest
 from drc.core.errors import Code, DrcError
 from drc.link import LinkPeer
 from drc.link.protocol import HEADER
-from drc.link.server import REQUEST_ID
 
 from helpers import run_bounded
 
@@ -25,7 +24,9 @@ class Parking:
         self.parked: list[tuple[str, asyncio.Future[list[Any]]]] = []
         self.arrived = asyncio.Event()
 
-    def __call__(self, peer: LinkPeer, method: str, args: list[Any]) -> asyncio.Future[list[Any]]:
+    def __call__(
+        self, peer: LinkPeer, method: str, args: list[Any], rid: str | None
+    ) -> asyncio.Future[list[Any]]:
         future = asyncio.get_running_loop().create_future()
         self.parked.append((method, future))
         self.arrived.set()
@@ -110,7 +111,7 @@ def test_at_most_max_in_flight_requests_run_per_connection(loopback: Any) -> Non
 
 
 def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(loopback: Any) -> None:
-    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def handler(peer: LinkPeer, method: str, args: list[Any], rid: str | None) -> list[Any]:
         return [method]
 
     async def body() -> float:
@@ -136,9 +137,9 @@ def test_a_frame_left_unfinished_closes_the_connection_after_body_timeout(loopba
 def test_a_coroutine_handler_sees_its_request_id_and_a_crash_is_einval(loopback: Any) -> None:
     seen: list[str | None] = []
 
-    async def handler(peer: LinkPeer, method: str, args: list[Any]) -> list[Any]:
+    async def handler(peer: LinkPeer, method: str, args: list[Any], rid: str | None) -> list[Any]:
         await asyncio.sleep(0)
-        seen.append(REQUEST_ID.get())
+        seen.append(rid)
         if method == "Crash":
             raise RuntimeError("bug")
         return []

@@ -11,6 +11,7 @@ import pytest
 from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
+from drc.core.ports import Unit
 from drc.core.service import CredentialService
 from drc.link import LinkPeer
 from drc.server.exports import ServerExports
@@ -44,11 +45,16 @@ def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
     commits = []
 
     async def storm():
+        def access(uid: int, job: int, node: str) -> Callable[[object], list[int]]:
+            return lambda batch: [
+                service.access_credential(in_job(uid, job, node), cred, Unit(batch=batch)).refs
+            ]
+
         calls = [
-            lambda: [service.access_credential(in_job(ALICE, 1, "n1"), cred).refs],
-            lambda: [service.access_credential(in_job(BOB, 2, "n2"), cred).refs],  # EPERM
-            lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id],
-            lambda: [service.access_credential(in_job(ALICE, 1, "n3"), cred).refs],
+            access(ALICE, 1, "n1"),
+            access(BOB, 2, "n2"),  # EPERM
+            lambda batch: [service.acquire(in_job(BOB, 2, "n2"), 0, Unit(batch=batch)).id],
+            access(ALICE, 1, "n3"),
         ]
         return await asyncio.gather(*(group.submit(c) for c in calls), return_exceptions=True)
 
@@ -68,8 +74,8 @@ def test_verbs_of_one_turn_commit_together_and_a_refused_one_undoes_only_itself(
     assert consistency_problems(service.store) == []
 
 
-def alone(group: GroupCommit, call: Callable[[], T]) -> T:
-    """``call()`` submitted to the group by a lone caller: its result after the commit."""
+def alone(group: GroupCommit, call: Callable[[object], T]) -> T:
+    """``call(batch)`` submitted to the group by a lone caller: its result after the commit."""
 
     async def one() -> T:
         return await group.submit(call)
@@ -80,16 +86,16 @@ def alone(group: GroupCommit, call: Callable[[], T]) -> T:
 def test_a_lone_verb_runs_and_raises_as_without_grouping(service: CredentialService):
     group = GroupCommit(service.store)
     with pytest.raises(DrcError) as err:
-        alone(group, lambda: [service.access_credential(in_job(BOB, 2, "n2"), 404)])
+        alone(group, lambda _: [service.access_credential(in_job(BOB, 2, "n2"), 404)])
     assert err.value.code is Code.CRED_NOT_FOUND
-    cred = alone(group, lambda: [service.acquire(in_job(BOB, 2, "n2"), 0).id])[0]
+    cred = alone(group, lambda _: [service.acquire(in_job(BOB, 2, "n2"), 0).id])[0]
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
 
 
 def test_transactions_outside_a_batch_still_commit_on_their_own(service: CredentialService):
-    with service.store.batch():
-        cred = service.acquire(in_job(ALICE, 1, "n0"), 0).id
-    assert service.store._batch_thread is None
+    with service.store.batch() as batch:
+        cred = service.acquire(in_job(ALICE, 1, "n0"), 0, Unit(batch=batch)).id
+    assert service.store._batch is None
     assert service.get(in_job(ALICE, 1, "n0"), cred).refs == 1
     service.release(in_job(ALICE, 1, "n0"), cred)
     assert consistency_problems(service.store) == []
@@ -100,7 +106,9 @@ def test_a_lone_verb_commits_alone_without_batch_or_savepoint(
 ):
     """Half the batches of a few sequential clients hold one verb: it pays for no batch."""
     group = GroupCommit(service.store)
-    cred = alone(group, lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id)
+    cred = alone(
+        group, lambda batch: service.acquire(in_job(BOB, 2, "n2"), 0, Unit(None, batch)).id
+    )
     assert batches == []
     assert service.get(in_job(BOB, 2, "n2"), cred).refs == 1
     assert consistency_problems(service.store) == []
@@ -120,8 +128,10 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(
 
     async def together():
         # the link hands back the group's future: submitted as the request is read
-        linked = server.handler(node, "NodeAcquire", [caller, 0])
-        dbus = exports.group.submit(lambda: service.acquire(in_job(BOB, 2, "n2"), 0).id)
+        linked = server.handler(node, "NodeAcquire", [caller, 0], None)
+        dbus = exports.group.submit(
+            lambda batch: service.acquire(in_job(BOB, 2, "n2"), 0, Unit(None, batch)).id
+        )
         return await asyncio.gather(linked, dbus)
 
     (linked,), dbus = asyncio.run(together())
@@ -138,8 +148,8 @@ def test_after_a_shared_batch_a_caller_one_turn_behind_joins_the_next(
     one waits those turns, so the straggler shares its commit instead of paying its own."""
     group = GroupCommit(service.store)
 
-    def acquire(uid: int, job: int) -> Callable[[], int]:
-        return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
+    def acquire(uid: int, job: int) -> Callable[[object], int]:
+        return lambda batch: service.acquire(in_job(uid, job, "n1"), 0, Unit(None, batch)).id
 
     async def callers():
         await asyncio.gather(group.submit(acquire(ALICE, 1)), group.submit(acquire(BOB, 2)))
@@ -168,17 +178,19 @@ def test_on_its_store_thread_a_stuck_batch_is_answered_in_time_and_never_commits
     service.listeners.append(lambda *event: events.append((threading.get_ident(), *event)))
     group.hold_events(service.listeners)
 
-    def acquire(uid: int, job: int) -> Callable[[], int]:
-        return lambda: service.acquire(in_job(uid, job, "n1"), 0).id
+    def acquire(uid: int, job: int) -> Callable[[object], int]:
+        return lambda batch: service.acquire(in_job(uid, job, "n1"), 0, Unit(None, batch)).id
 
-    def stuck() -> int:
-        cred = service.acquire(in_job(BOB, 2, "n1"), 0).id
+    def stuck(batch: object) -> int:
+        cred = service.acquire(in_job(BOB, 2, "n1"), 0, Unit(None, batch)).id
         wake.wait(10)
         return cred
 
     async def stall() -> tuple[list, float, float, int]:
         started = asyncio.get_running_loop().time()
-        release = lambda: service.release(in_job(ALICE, 9, "n1"), kept)  # noqa: E731
+        release = lambda batch: service.release(  # noqa: E731
+            in_job(ALICE, 9, "n1"), kept, Unit(None, batch)
+        )
         batch = [group.submit(release), group.submit(stuck)]  # one transaction
         await asyncio.sleep(0.05)
         queued = group.submit(acquire(ALICE, 3))

@@ -57,18 +57,19 @@ def test_a_commit_no_synchronous_standby_confirms_is_answered_outcome_unknown(
     import psycopg
 
     from drc.core.errors import Code, DrcError
+    from drc.core.ports import Unit
     from drc.server.group import GroupCommit
 
     store = PeeweeStore.from_url(postgresql_url)
     group = GroupCommit(store, threaded=True, timeout=0.5)
 
-    def write() -> int:
-        with store.transaction() as tx:
+    def write(batch: object) -> int:
+        with store.transaction(Unit(batch=batch)) as tx:
             return tx.next_credential_id()
 
     async def scenario(admin: psycopg.Connection) -> tuple[list, float, int]:
         # durable as in production (the test server is not), on the store thread's session
-        await group.alone(lambda: store.db.execute_sql("SET synchronous_commit = on"))
+        await group.alone(lambda _: store.db.execute_sql("SET synchronous_commit = on"))
         before = await group.alone(write)
         admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'gone_standby'")
         admin.execute("SELECT pg_reload_conf()")

@@ -232,7 +232,7 @@ class BadNodes(ServerNodeVerbs):
     def __init__(self) -> None:
         pass
 
-    def node_hello(self, peer: PeerCredentials, node: str, boot_id: str) -> Any:
+    def node_hello(self, peer: PeerCredentials, node: str, boot_id: str, *, unit: Any) -> Any:
         return "yes"
 
     def node_processes(self, peer: PeerCredentials, node: str) -> Any:

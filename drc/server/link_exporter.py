@@ -58,7 +58,15 @@ def link_server(
 
     drcs passes its D-Bus verbs' ``group``: verbs arriving together on either transport then
     share one commit, not one each, by the same policy (``frees_may_share``: see
-    :func:`drc.dispatch.shares_commit`). Without one, the link makes its own."""
+    :func:`drc.dispatch.shares_commit`). Without one, the link makes its own. Every
+    exactly-once verb (``replay``) must take the unit that carries its request to the store:
+    one that does not is refused here, not left to run twice when retried."""
+    unrecorded = verbs(nodes, where=lambda m: m.replay is not None and not m.takes_unit)
+    if unrecorded:  # their request ids would never be recorded: retries would run again
+        raise TypeError(
+            f"exactly-once verbs {', '.join(sorted(unrecorded))} must take the keyword-only "
+            "unit and hand it to the core"
+        )
     store = getattr(getattr(nodes, "service", None), "store", None)
     if group is None and hasattr(store, "batch"):
         group = GroupCommit(store)

@@ -11,10 +11,12 @@ import pytest
 from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
-from drc.core.ports import Request, Unit
+from drc.core.model import Resources
+from drc.core.ports import ExternalFailure, ExternalObjects, Request, SlotAllocator, Unit
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials, exported_methods, verbs
 from drc.link import LinkPeer
+from drc.providers.pool import PoolProvider
 from drc.server.exports import ServerExports, ServerNodeVerbs
 from drc.server.group import GroupCommit
 from drc.server.link_exporter import link_server
@@ -169,3 +171,34 @@ def test_in_a_link_batch_each_request_is_recorded_with_its_own_verb_only(
     assert again[0]["credential"] == first[0]["credential"]  # answered, not run again
     assert credential_ids(service.store) == {first[0]["credential"], second[0]["credential"]}
     assert consistency_problems(service.store) == []
+
+
+class Leaky(PoolProvider):
+    """Cookies of the pool plus a (pretend) external object that cannot be removed now, and
+    allocation fails after creating it: the core must record a pending cleanup."""
+
+    features = (ExternalObjects,)
+    cleanup_retry_interval = 5.0
+
+    def allocate(self, credential: int, slots: SlotAllocator) -> Resources:
+        made = super().allocate(credential, slots)
+        raise ExternalFailure("the tool timed out", leftover=made)
+
+    def release_external(self, resources: Resources) -> None:
+        raise RuntimeError("still busy")
+
+    def describe_external(self, resources: Resources) -> str:
+        return f"object {resources.cookie1}"
+
+
+def test_a_failed_acquire_in_a_batch_records_its_cleanup_in_the_batch_not_its_request(
+    store: PeeweeStore,
+):
+    """The compensation is a second transaction of the same call: handed the batch (so it is a
+    savepoint of it, committed with it) but not the request (a retry must run again)."""
+    service = CredentialService(store, Leaky(cookie_min=100, cookie_max=199))
+    with store.batch() as batch, pytest.raises(ExternalFailure):
+        service.acquire(in_job(ALICE, 1), 0, Unit(Request("n1-c-1", "NodeAcquire", "d"), batch))
+    [pending] = service.pending_cleanups()
+    assert pending.attempts == 1 and "still busy" in pending.last_error
+    assert recorded_rids(store) == [] and credential_ids(store) == set()

@@ -1,8 +1,8 @@
 """Fail-over: the pause clients see when the DRCS they follow dies, beside the same clients'
-normal latency in the same run, and the acquire rate with 1 vs 2 DRCS on one PostgreSQL; then
-the same for the database itself: the pause when the PostgreSQL primary dies and its standby is
-promoted, and how long ``drccli status`` takes while the database is stalled, beside normal.
-Prints JSON.
+normal latency in the same run, and the acquire+release rate with 1 vs 2 DRCS on one
+PostgreSQL; then the same for the database itself: the pause when the PostgreSQL primary dies
+and its standby is promoted, and how long ``drccli status`` takes while the database is
+stalled, beside normal. Prints JSON.
 
 Both parts run on ``drc-embedded start --nodes 1 --servers 2`` (real munged, TCP+MUNGE link,
 one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs CREATE DATABASE).
@@ -10,8 +10,10 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
 - pause: client threads on the node stream acquire+release through DRCC while the DRCS the
   node follows is SIGKILLed (``DRC_BENCH_KILLS`` times, restarted in between). A "pause" is
   the latency of a call that was in flight across a kill; "normal" is every other call.
-- rate: concurrent NodeAcquire calls over the link, all to DRCS 1 or spread over DRCS 1 and 2,
-  measured in alternating rounds so drift and load hit both alike.
+- rate: concurrent NodeAcquire + NodeRelease pairs over the link (each release on the DRCS
+  that acquired), all to DRCS 1 or spread over DRCS 1 and 2, measured in alternating rounds so
+  drift and load hit both alike. ``--rate`` measures only this (what ``make stress`` runs);
+  ``--rounds`` and ``--pairs`` size it.
 - database (root only: a private primary and synchronous standby on 127.0.0.21/22, both DRCS
   on the multi-host URL): Status calls to DRCS 1, normal, then while the primary is SIGSTOPped
   (``DRC_BENCH_STALL`` seconds); then the client threads stream while the primary crashes
@@ -21,6 +23,7 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -142,7 +145,11 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
     }
 
 
-async def acquire_rate(emb: embedded.Embedded) -> dict[str, object]:
+async def acquire_release_rate(
+    emb: embedded.Embedded, rounds: int = ROUNDS, pairs: int = PER_ROUND
+) -> dict[str, object]:
+    """Acquire+release pairs per second, all on DRCS 1 or spread over both: the best of
+    ``rounds`` alternating rounds each, and their ratio (what several DRCS add)."""
     assert emb.munged is not None
     munge = Munge(emb.munged.socket)
     clients = []
@@ -150,33 +157,45 @@ async def acquire_rate(emb: embedded.Embedded) -> dict[str, object]:
         host, port = split_host_port(address, "server")
         clients.append(LinkClient(host, port, munge=munge, server_uid=0, timeout=60))
     rates: dict[str, list[float]] = {"1 server": [], "2 servers": []}
+    errors = 0
     job = 1000
     try:
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for label, spread in (("1 server", 1), ("2 servers", 2)):
                 job += 1
                 caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
-                left = iter(range(PER_ROUND))
+                left = iter(range(pairs))
 
-                async def worker(i: int, left=left, spread=spread, caller=caller) -> None:
+                async def worker(i: int, left=left, spread=spread, caller=caller) -> int:
+                    failed = 0
                     for n in left:
-                        await clients[(i + n) % spread].call("NodeAcquire", [caller, 0])
+                        server = clients[(i + n) % spread]
+                        try:
+                            (cred,) = await server.call("NodeAcquire", [caller, 0])
+                            await server.call("NodeRelease", [caller, cred["credential"]])
+                        except DrcError:
+                            failed += 1
+                    return failed
 
                 t0 = time.perf_counter()
-                await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
-                rates[label].append(PER_ROUND / (time.perf_counter() - t0))
-                await clients[0].call("NodeJobsEnded", ["bench", [job]])  # back to the pool
+                failed = await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
+                rates[label].append(pairs / (time.perf_counter() - t0))
+                errors += sum(failed)
+                await clients[0].call("NodeJobsEnded", ["bench", [job]])  # anything left
     finally:
         for c in clients:
             await c.close()
     best = {label: round(max(r), 1) for label, r in rates.items()}
+    ratios = [round(two / one, 2) for one, two in zip(*rates.values(), strict=True)]
     return {
-        "acquires_per_round": PER_ROUND,
+        "pairs_per_round": pairs,
         "concurrency": CONCURRENCY,
-        "rounds": ROUNDS,
+        "rounds": rounds,
+        "errors": errors,
         "per_second_best": best,
         "per_second_all": {label: [round(x, 1) for x in r] for label, r in rates.items()},
         "two_vs_one": round(best["2 servers"] / best["1 server"], 2),
+        "two_vs_one_by_round": ratios,
     }
 
 
@@ -258,25 +277,33 @@ def database_failover() -> dict[str, object]:
     return {"status_latency_stalled_database": status, "client_latency_database_failover": pause}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rate", action="store_true", help="measure only the 1 vs 2 DRCS acquire+release rate"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds each")
+    parser.add_argument("--pairs", type=int, default=PER_ROUND, help="pairs per round")
+    args = parser.parse_args(argv)
     with database() as url:
         state = Path(tempfile.mkdtemp(prefix="drc-bench-failover-", dir="/tmp"))
         try:
             emb = embedded.start(state, nodes=1, servers=2, database=url)
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
-            rate = asyncio.run(acquire_rate(emb))
-            pause = pauses(emb)
+            rate = asyncio.run(acquire_release_rate(emb, args.rounds, args.pairs))
+            pause = None if args.rate else pauses(emb)
         finally:
             embedded.stop(state)
             shutil.rmtree(state, ignore_errors=True)
-    result = {
+    result: dict[str, object] = {
         "benchmark": "failover",
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "acquire_rate_postgresql": rate,
-        "client_latency": pause,
-        **database_failover(),
+        "acquire_release_rate_postgresql": rate,
     }
+    if not args.rate:
+        result["client_latency"] = pause
+        result.update(database_failover())
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

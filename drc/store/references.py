@@ -8,7 +8,7 @@ queries (a daemon's cleanup, not a verb's path).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from peewee import fn
@@ -33,6 +33,7 @@ def holder_values(credential: int, holder: Holder) -> tuple:
 class ReferenceRows:
     models: Models
     _sql: Statements
+    lock_credentials: Callable[..., None]  # the transaction's (drc.store.sql)
 
     def add_reference(self, credential: int, holder: Holder, owner: bool) -> bool:
         """One INSERT; the unique holder index turns a second one into a no-op (rowcount 0)."""
@@ -66,10 +67,16 @@ class ReferenceRows:
         return counts
 
     def _drop_where(self, condition) -> set[int]:
+        """Drop the references matching ``condition``; the credentials touched, held
+        exclusive first (they are settled next: no access may add a reference to one being
+        freed). Only references of those are dropped: one taken on another credential
+        between the two statements stays, as if taken after this transaction."""
         r = self.models.reference
         touched = {cid for (cid,) in r.select(r.credential).where(condition).distinct().tuples()}
         if touched:
-            r.delete().where(condition).execute()
+            self.lock_credentials(touched, exclusive=True)
+            for chunk in chunks(sorted(touched)):
+                r.delete().where(condition & r.credential.in_(chunk)).execute()
         return touched
 
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 
 from peewee import (
@@ -38,7 +38,8 @@ from peewee import (
 )
 from playhouse.migrations import Runner
 
-from drc.core.ports import StoreUnavailable
+from drc.core.model import COUNTED_BY, LimitScope
+from drc.core.ports import Contended, StoreUnavailable
 from drc.store import requests
 from drc.store.cleanups import CleanupRows
 from drc.store.credentials import CredentialRows
@@ -48,7 +49,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements
+from drc.store.statements import Statements, chunks, padded
 from drc.store.vni import VniRows
 
 
@@ -143,17 +144,27 @@ class PeeweeStore:
             # inside batch(): a savepoint, so a failing verb undoes only itself; named by a
             # counter, as peewee's atomic() names each by a fresh uuid4 (Database.savepoint()
             # takes no name), a measurable part of a small verb
-            with _savepoint(self.db, f"v{next(self._savepoints)}"):
+            with self._uncontended(), _savepoint(self.db, f"v{next(self._savepoints)}"):
                 tx = self._tx()
                 with self._recording(tx):
                     yield tx
             return
         with self._reachable(), self._write_lock, self.db.atomic():
             tx = self._tx()
-            tx.lock()
             with self._recording(tx):
                 yield tx
             self._before_commit()
+
+    @contextmanager
+    def _uncontended(self) -> Iterator[None]:
+        """A verb of a group whose lock another transaction holds (its savepoint undone):
+        :class:`Contended`, so the group commit runs it alone after the group."""
+        try:
+            yield
+        except OperationalError as err:
+            if self.postgresql and _sqlstate(err) in _CONTENDED:
+                raise Contended(str(err).strip().splitlines()[0]) from None
+            raise
 
     @contextmanager
     def _recording(self, tx: PeeweeTransaction) -> Iterator[None]:
@@ -176,7 +187,7 @@ class PeeweeStore:
         requests only after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            self._tx().lock()
+            self._tx().lock_for_batch()
             self._batch_thread = threading.get_ident()
             try:
                 yield
@@ -222,13 +233,73 @@ class PeeweeTransaction(
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
 
-    def lock(self) -> None:
-        """Make this write transaction the only one, before it reads anything.
-
-        SQLite: already so (BEGIN IMMEDIATE under the store's lock). PostgreSQL: the credential
-        counter row, locked FOR UPDATE, is the one lock every write transaction of every DRCS
-        takes first; so a credential read after it cannot change before commit, and no
-        per-row ``SELECT ... FOR UPDATE`` is needed (nor offered: ``get_credential`` has none).
-        """
+    def lock_for_batch(self) -> None:
+        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc).
+        SQLite: nothing to do (BEGIN IMMEDIATE under the store's lock: the only writer)."""
         if self.postgresql:
-            self._sql.rows("lock")
+            self._sql.execute("batch_lock_timeout")
+
+    def lock_credentials(self, ids: Iterable[int], *, exclusive: bool) -> None:
+        """PostgreSQL: hold these credentials' rows until commit, in id order: shared (an
+        access: nobody releases, revokes or frees them meanwhile) or exclusive (a release, a
+        grant or revoke, a free: nobody adds a reference meanwhile). Missing ids are
+        skipped. Every verb locks its credentials before anything else it locks."""
+        if not self.postgresql:
+            return
+        name = "lock_credentials" if exclusive else "lock_credentials_shared"
+        for chunk in chunks(sorted(set(ids))):
+            some = padded(chunk)
+            self._sql.execute(name, some, in_size=len(some))
+
+    def hold_limits(self) -> None:
+        """PostgreSQL: no limit is set or cleared until commit (those take this lock
+        exclusive, :meth:`lock_limit_changes`); read the limits after this."""
+        if self.postgresql:
+            self._sql.execute("lock_keys_shared", ([_LIMITS_KEY],))
+
+    def hold_usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> None:
+        """PostgreSQL: until commit, nobody else counts against these limits' scopes for
+        this caller (one lock per counted scope and id: two acquires by one user wait for
+        each other, two users' do not); count after this."""
+        if not self.postgresql:
+            return
+        ids = {"total": 0, "uid": uid, "gid": gid, "job": job}
+        keys = sorted(
+            {_usage_key(kind, ids[kind]) for kind in {COUNTED_BY[scope] for scope in scopes}}
+        )
+        self._sql.execute("lock_keys", (keys,))
+
+    def lock_limit_changes(self) -> None:
+        """PostgreSQL: the limits' lock, exclusive (setting or clearing one)."""
+        if self.postgresql:
+            self._sql.execute("lock_keys", ([_LIMITS_KEY],))
+
+    def lock_vni_pool(self) -> None:
+        """PostgreSQL: one VNI claim at a time (claims read the pool, then write a row)."""
+        if self.postgresql:
+            self._sql.execute("lock_keys", ([_VNI_POOL_KEY],))
+
+
+#: PostgreSQL's "lock not available" (lock_timeout) and "deadlock detected".
+_CONTENDED = frozenset({"55P03", "40P01"})
+
+
+def _sqlstate(err: BaseException) -> str | None:
+    """The SQLSTATE of the driver's error behind Peewee's wrapper, if any."""
+    for inner in (err.__cause__, err.__context__, *err.args):
+        code = getattr(inner, "sqlstate", None)
+        if code:
+            return code
+    return None
+
+
+#: Advisory lock keys (bigint, one space per database: a prefix of drc's own keeps other
+#: users of the database out of it): the limits, the VNI pool, and one per counted scope.
+_KEY_PREFIX = 0x647263 << 36  # "drc"
+_LIMITS_KEY = _KEY_PREFIX
+_VNI_POOL_KEY = _KEY_PREFIX + 1
+_SCOPES = {"total": 1, "uid": 2, "gid": 3, "job": 4}
+
+
+def _usage_key(kind: str, id: int) -> int:
+    return _KEY_PREFIX + (_SCOPES[kind] << 32) + id

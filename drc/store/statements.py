@@ -62,8 +62,8 @@ HOT_SQL: dict[str, str] = {
         SELECT pg_advisory_xact_lock_shared(k) FROM unnest(?::bigint[]) AS k""",
     # A group commit's transaction never waits for a lock: one another DRCS holds fails its
     # verb at once, which then runs alone after the group (drc.server.group), so two groups
-    # can never wait for each other. SET takes no parameter: the value is written here.
-    "batch_lock_timeout": """SET LOCAL lock_timeout = 1""",
+    # can never wait for each other. For this transaction only; 1 is one millisecond.
+    "batch_lock_timeout": """SELECT set_config('lock_timeout', '1', true)""",
     # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
     "next_credential_id": f"""
         UPDATE "counter"

@@ -8,15 +8,62 @@ module per table group (:mod:`~drc.store.credentials`, :mod:`~drc.store.referenc
 :mod:`~drc.store.statements` (what every verb runs) or Peewee queries (the rest). Opening a
 database by URL is :mod:`~drc.store.database`.
 
-Write transactions are exclusive: SQLite takes its write lock at BEGIN (``IMMEDIATE``) under an
-in-process lock; PostgreSQL locks the credential counter row ``FOR UPDATE`` first, so several
-DRCS sharing a database never over-allocate a limit or a cookie.
+Write transactions on SQLite are exclusive: SQLite takes its write lock at BEGIN
+(``IMMEDIATE``) under an in-process lock (one DRCS per file). On PostgreSQL, which several
+DRCS share, a write transaction takes only the locks its verb declares
+(:class:`~drc.core.ports.Transaction`), always in this order, so two verbs of two DRCS wait
+for each other only when they touch the same thing:
+
+========================================  =================================================
+verb                                      locks, held until commit
+========================================  =================================================
+access (a miss or a hit), token refs      the credential's row ``FOR SHARE``: other accesses
+                                          go on together; a release, revoke or free waits
+release (freeing or not), grant, revoke   the credential's row ``FOR UPDATE``
+job end, node reboot, process exit,       the rows of the credentials whose references they
+unpin                                     drop, ``FOR UPDATE``, in id order, before dropping
+acquire                                   the limits' advisory lock shared (a limit change
+                                          waits), then, for each scope a limit counts
+                                          (total, uid, gid, job), that scope's advisory lock
+                                          exclusive: acquires of one user under a per-user
+                                          limit wait for each other, others' do not
+an access pinning another user's          as an access, then as an acquire, for the user's
+credential under a limit                  limits
+set or clear a limit                      the limits' advisory lock exclusive
+Slingshot VNI claim                       the VNI pool's advisory lock
+========================================  =================================================
+
+Why that keeps everything exact across DRCS:
+
+- **References.** A release counts the references left while holding the credential
+  exclusive, and frees it only at 0; an access adds its reference while holding it shared. So
+  an access either commits first (the release then counts it and frees nothing) or waits and
+  reads the credential after the release committed (gone, or RELEASED: refused). No access is
+  ever answered whose reference went with a freed credential.
+- **Limits.** An acquire counts usage only while holding the scope's lock, so the next
+  acquire under that limit counts after the first committed; a limit changes only while no
+  acquire that read the limits is open.
+- **The pool.** A returned slot is one ``free_slot`` row, claimed by deleting it: a claim
+  skips rows another transaction is claiming (``FOR UPDATE SKIP LOCKED``), so it never waits
+  and never takes a slot twice. Growing the pool past its high-water mark updates the pool's
+  counter row, which that transaction holds until commit (a per-pool lock, only taken when no
+  returned slot is free). Credential ids come from a sequence (migration 0008), which no
+  transaction holds.
+
+Statements read after a lock see everything committed before it (READ COMMITTED takes a
+snapshot per statement), which is why the locks are statements of their own, before the
+reads. A transaction on its own waits for its locks (up to ``db_lock_timeout``). A group
+commit's transaction never waits: it sets ``lock_timeout`` to 1 ms, a verb of it whose lock
+another transaction holds is undone (its savepoint) as :class:`~drc.core.ports.Contended`,
+and the group commit runs it again alone after the group committed. A group holds several
+verbs' locks in no particular order, and groups never wait, so no two transactions ever wait
+for each other in a cycle: several DRCS never deadlock.
 
 The store has two modes, both explicit here:
 
-- **the backend** (:attr:`PeeweeStore.postgresql`): PostgreSQL takes the counter row lock in
-  every write transaction and announces revokes and frees on the shared change feed
-  (``NOTIFY``); SQLite needs neither (one DRCS per file, ``BEGIN IMMEDIATE``).
+- **the backend** (:attr:`PeeweeStore.postgresql`): PostgreSQL takes the locks above and
+  announces revokes and frees on the shared change feed (``NOTIFY``); SQLite needs neither
+  (one DRCS per file, ``BEGIN IMMEDIATE``).
 - **the batch** (:meth:`PeeweeStore.batch`): while the store thread runs a group commit, every
   :meth:`PeeweeStore.transaction` it opens is a savepoint of the batch's one transaction.
 """
@@ -58,7 +105,7 @@ class PeeweeStore:
 
     def __init__(self, database: Database, label: str = "") -> None:
         self.db = database
-        #: The backend mode: PostgreSQL (row lock, change feed) or SQLite.
+        #: The backend mode: PostgreSQL (per-verb locks, change feed) or SQLite.
         self.postgresql = isinstance(database, PostgresqlDatabase)
         sqlite = not self.postgresql
         self.label = label or (f"sqlite:///{database.database}" if sqlite else "the store")

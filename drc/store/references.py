@@ -66,34 +66,41 @@ class ReferenceRows:
                 counts[cred_id] = (refs, int(owners or 0))
         return counts
 
-    def _drop_where(self, condition) -> set[int]:
-        """Drop the references matching ``condition``; the credentials touched, held
-        exclusive first (they are settled next: no access may add a reference to one being
-        freed). Only references of those are dropped: one taken on another credential
-        between the two statements stays, as if taken after this transaction."""
+    def _drop_where(self, *conditions) -> set[int]:
+        """Drop the references matching any of ``conditions``; the credentials touched, held
+        exclusive first, all at once in id order (they are settled next: no access may add a
+        reference to one being freed). Only references of those are dropped: one taken on
+        another credential between the two statements stays, as if taken after this
+        transaction."""
         r = self.models.reference
-        touched = {cid for (cid,) in r.select(r.credential).where(condition).distinct().tuples()}
+        touched: set[int] = set()
+        for condition in conditions:
+            rows = r.select(r.credential).where(condition).distinct().tuples()
+            touched |= {cid for (cid,) in rows}
         if touched:
             self.lock_credentials(touched, exclusive=True)
             for chunk in chunks(sorted(touched)):
-                r.delete().where(condition & r.credential.in_(chunk)).execute()
+                for condition in conditions:
+                    r.delete().where(condition & r.credential.in_(chunk)).execute()
         return touched
 
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for chunk in chunks(sorted(set(jobs))):
-            touched |= self._drop_where((r.kind == HolderKind.JOB.value) & r.job.in_(chunk))
-        return touched
+        return self._drop_where(
+            *(
+                (r.kind == HolderKind.JOB.value) & r.job.in_(chunk)
+                for chunk in chunks(sorted(set(jobs)))
+            )
+        )
 
     def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for chunk in chunks(sorted(set(jobs))):
-            touched |= self._drop_where(
+        return self._drop_where(
+            *(
                 (r.kind == HolderKind.JOB.value) & (r.node == node) & r.job.in_(chunk)
+                for chunk in chunks(sorted(set(jobs)))
             )
-        return touched
+        )
 
     def drop_node_references(self, node: str) -> set[int]:
         r = self.models.reference
@@ -101,15 +108,15 @@ class ReferenceRows:
 
     def drop_process_references(self, node: str, processes: Iterable[tuple[int, int]]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for pid, start in processes:
-            touched |= self._drop_where(
+        return self._drop_where(
+            *(
                 (r.kind == HolderKind.PROCESS.value)
                 & (r.node == node)
                 & (r.pid == pid)
                 & (r.start == start)
+                for pid, start in processes
             )
-        return touched
+        )
 
     def pins(self) -> list[tuple[int, int]]:
         r = self.models.reference

@@ -17,8 +17,9 @@ for each other only when they touch the same thing:
 ========================================  =================================================
 verb                                      locks, held until commit
 ========================================  =================================================
-access (a miss or a hit), token refs      the credential's row ``FOR SHARE``: other accesses
-                                          go on together; a release, revoke or free waits
+access (a miss or a hit), token refs      the credential's row ``FOR KEY SHARE``: other
+                                          accesses go on together; a release, grant, revoke
+                                          or free waits
 release (freeing or not), grant, revoke   the credential's row ``FOR UPDATE``
 job end, node reboot, process exit,       the rows of the credentials whose references they
 unpin                                     drop, ``FOR UPDATE``, in id order, before dropping

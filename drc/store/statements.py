@@ -51,10 +51,11 @@ _HOLDER_MATCH = " AND ".join(f'"{column}" = ?' for column in HOLDER_COLUMNS)
 #: SQLite 3.35 (checked by :mod:`drc.store.database`); PostgreSQL has had it all along.
 HOT_SQL: dict[str, str] = {
     # PostgreSQL's locks (see drc.store.sql): credentials held shared (no release, revoke or
-    # free meanwhile) or exclusive (no reference added meanwhile), in id order; advisory
-    # locks (the limits, a limit's scope, the VNI pool) taken in the order given.
+    # free meanwhile: KEY SHARE, the mode a reference's foreign key takes anyway, conflicts
+    # only with FOR UPDATE) or exclusive (no reference added meanwhile), in id order;
+    # advisory locks (the limits, a limit's scope, the VNI pool) taken in the order given.
     "lock_credentials_shared": """
-        SELECT "id" FROM "credential" WHERE "id" IN {ids} ORDER BY "id" FOR SHARE""",
+        SELECT "id" FROM "credential" WHERE "id" IN {ids} ORDER BY "id" FOR KEY SHARE""",
     "lock_credentials": """
         SELECT "id" FROM "credential" WHERE "id" IN {ids} ORDER BY "id" FOR UPDATE""",
     "lock_keys": """SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k""",

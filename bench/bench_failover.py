@@ -10,10 +10,10 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
 - pause: client threads on the node stream acquire+release through DRCC while the DRCS the
   node follows is SIGKILLed (``DRC_BENCH_KILLS`` times, restarted in between). A "pause" is
   the latency of a call that was in flight across a kill; "normal" is every other call.
-- rate: concurrent NodeAcquire + NodeRelease pairs over the link (each release on the DRCS
-  that acquired), all to DRCS 1 or spread over DRCS 1 and 2, measured in alternating rounds so
-  drift and load hit both alike. ``--rate`` measures only this (what ``make stress`` runs);
-  ``--rounds`` and ``--pairs`` size it.
+- rate: 16 concurrent callers (in 4 client processes) of NodeAcquire + NodeRelease pairs over
+  the link (each release on the DRCS that acquired), all to DRCS 1 or spread over DRCS 1 and 2,
+  measured in alternating rounds so drift and load hit both alike. ``--rate`` measures only
+  this (what ``make stress`` runs); ``--rounds`` and ``--pairs`` size it.
 - database (root only: a private primary and synchronous standby on 127.0.0.21/22, both DRCS
   on the multi-host URL): Status calls to DRCS 1, normal, then while the primary is SIGSTOPped
   (``DRC_BENCH_STALL`` seconds); then the client threads stream while the primary crashes
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from common import summary
 
@@ -57,6 +59,7 @@ THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))
 ROUNDS = int(os.environ.get("DRC_BENCH_ROUNDS", "4"))
 PER_ROUND = int(os.environ.get("DRC_BENCH_ACQUIRES", "300"))
 CONCURRENCY = 16
+CLIENT_PROCESSES = 4  # the rate's callers, CONCURRENCY // CLIENT_PROCESSES in each
 STALL = float(os.environ.get("DRC_BENCH_STALL", "3"))
 OUTAGE = float(os.environ.get("DRC_BENCH_OUTAGE", "1"))
 STATUS_TIMEOUT = 10.0  # a Status that takes longer counts as unanswered
@@ -145,17 +148,65 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
     }
 
 
-async def acquire_release_rate(
+async def _pairs(
+    servers: list[str], socket: str, spread: int, job: int, pairs: int, callers: int
+) -> int:
+    """``pairs`` acquire+release pairs by ``callers`` concurrent callers, each pair on one of
+    the first ``spread`` servers (round robin); the calls that failed."""
+    munge = Munge(socket)
+    clients = []
+    for address in servers[:spread]:
+        host, port = split_host_port(address, "server")
+        clients.append(LinkClient(host, port, munge=munge, server_uid=0, timeout=60))
+    caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
+    left = iter(range(pairs))
+
+    async def worker(i: int) -> int:
+        failed = 0
+        for n in left:
+            server = clients[(i + n) % spread]
+            try:
+                (cred,) = await server.call("NodeAcquire", [caller, 0])
+                await server.call("NodeRelease", [caller, cred["credential"]])
+            except DrcError:
+                failed += 1
+        return failed
+
+    try:
+        return sum(await asyncio.gather(*(worker(i) for i in range(callers))))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def _caller_process(servers: list[str], socket: str, callers: int, conn: Any) -> None:
+    """One of the bench's client processes: runs each round it is sent, answers its errors."""
+    while (order := conn.recv()) is not None:
+        spread, job, pairs = order
+        conn.send(asyncio.run(_pairs(servers, socket, spread, job, pairs, callers)))
+
+
+def acquire_release_rate(
     emb: embedded.Embedded, rounds: int = ROUNDS, pairs: int = PER_ROUND
 ) -> dict[str, object]:
     """Acquire+release pairs per second, all on DRCS 1 or spread over both: the best of
-    ``rounds`` alternating rounds each, and their ratio (what several DRCS add)."""
+    ``rounds`` alternating rounds each, and their ratio (what several DRCS add).
+
+    The same CONCURRENCY callers every round, run by CLIENT_PROCESSES processes: a client
+    seals and unseals every call with MUNGE on its event loop (a round trip to munged each),
+    so one client process would be the ceiling of both rates, whatever the servers do."""
     assert emb.munged is not None
-    munge = Munge(emb.munged.socket)
-    clients = []
-    for address in emb.servers:
-        host, port = split_host_port(address, "server")
-        clients.append(LinkClient(host, port, munge=munge, server_uid=0, timeout=60))
+    ctx = multiprocessing.get_context("fork")
+    each = CONCURRENCY // CLIENT_PROCESSES
+    pipes, procs = [], []
+    for _ in range(CLIENT_PROCESSES):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(
+            target=_caller_process, args=(emb.servers, emb.munged.socket, each, theirs)
+        )
+        proc.start()
+        pipes.append(mine)
+        procs.append(proc)
     rates: dict[str, list[float]] = {"1 server": [], "2 servers": []}
     errors = 0
     job = 1000
@@ -163,33 +214,23 @@ async def acquire_release_rate(
         for _ in range(rounds):
             for label, spread in (("1 server", 1), ("2 servers", 2)):
                 job += 1
-                caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
-                left = iter(range(pairs))
-
-                async def worker(i: int, left=left, spread=spread, caller=caller) -> int:
-                    failed = 0
-                    for n in left:
-                        server = clients[(i + n) % spread]
-                        try:
-                            (cred,) = await server.call("NodeAcquire", [caller, 0])
-                            await server.call("NodeRelease", [caller, cred["credential"]])
-                        except DrcError:
-                            failed += 1
-                    return failed
-
                 t0 = time.perf_counter()
-                failed = await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
+                for pipe in pipes:
+                    pipe.send((spread, job, pairs // CLIENT_PROCESSES))
+                errors += sum(pipe.recv() for pipe in pipes)
                 rates[label].append(pairs / (time.perf_counter() - t0))
-                errors += sum(failed)
-                await clients[0].call("NodeJobsEnded", ["bench", [job]])  # anything left
+                asyncio.run(_jobs_ended(emb, job))  # anything left back to the pool
     finally:
-        for c in clients:
-            await c.close()
+        for pipe in pipes:
+            pipe.send(None)
+        for proc in procs:
+            proc.join(30)
     best = {label: round(max(r), 1) for label, r in rates.items()}
     ratios = [round(two / one, 2) for one, two in zip(*rates.values(), strict=True)]
     return {
         "pairs_per_round": pairs,
         "concurrency": CONCURRENCY,
+        "client_processes": CLIENT_PROCESSES,
         "rounds": rounds,
         "errors": errors,
         "per_second_best": best,
@@ -197,6 +238,16 @@ async def acquire_release_rate(
         "two_vs_one": round(best["2 servers"] / best["1 server"], 2),
         "two_vs_one_by_round": ratios,
     }
+
+
+async def _jobs_ended(emb: embedded.Embedded, job: int) -> None:
+    assert emb.munged is not None
+    host, port = split_host_port(emb.servers[0], "server")
+    client = LinkClient(host, port, munge=Munge(emb.munged.socket), server_uid=0, timeout=60)
+    try:
+        await client.call("NodeJobsEnded", ["bench", [job]])
+    finally:
+        await client.close()
 
 
 def status_latency(emb: embedded.Embedded, pair: ReplicatedPostgresql) -> dict[str, object]:
@@ -290,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             emb = embedded.start(state, nodes=1, servers=2, database=url)
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
-            rate = asyncio.run(acquire_release_rate(emb, args.rounds, args.pairs))
+            rate = acquire_release_rate(emb, args.rounds, args.pairs)
             pause = None if args.rate else pauses(emb)
         finally:
             embedded.stop(state)

@@ -105,8 +105,6 @@ HOT_SQL: dict[str, str] = {
     """,
     "set_state": """UPDATE "credential" SET "state" = ? WHERE "id" = ?""",
     "bump_epoch": """UPDATE "credential" SET "epoch" = "epoch" + 1 WHERE "id" = ?""",
-    "delete_grants": """DELETE FROM "grant" WHERE "credential_id" IN {ids}""",
-    "delete_references": """DELETE FROM "reference" WHERE "credential_id" IN {ids}""",
     "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
     # One indexed count per scope a limit needs, each computed only when asked for (CASE),
     # not a scan of every credential (10 ms at 20,000 live credentials, paid by every acquire

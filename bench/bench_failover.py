@@ -151,8 +151,10 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
 async def _pairs(
     servers: list[str], socket: str, spread: int, job: int, pairs: int, callers: int
 ) -> int:
-    """``pairs`` acquire+release pairs by ``callers`` concurrent callers, each pair on one of
-    the first ``spread`` servers (round robin); the calls that failed."""
+    """``pairs`` acquire+release pairs by ``callers`` concurrent callers, caller ``i`` on
+    server ``i % spread`` (as nodes each follow one DRCS); the calls that failed. (Not by the
+    pair's number: callers take numbers in turn, so ``i + n`` was even for every caller and
+    every call went to the first server.)"""
     munge = Munge(socket)
     clients = []
     for address in servers[:spread]:
@@ -163,8 +165,8 @@ async def _pairs(
 
     async def worker(i: int) -> int:
         failed = 0
-        for n in left:
-            server = clients[(i + n) % spread]
+        server = clients[i % spread]
+        for _ in left:
             try:
                 (cred,) = await server.call("NodeAcquire", [caller, 0])
                 await server.call("NodeRelease", [caller, cred["credential"]])

@@ -1,8 +1,8 @@
 """Fail-over: the pause clients see when the DRCS they follow dies, beside the same clients'
-normal latency in the same run, and the acquire rate with 1 vs 2 DRCS on one PostgreSQL; then
-the same for the database itself: the pause when the PostgreSQL primary dies and its standby is
-promoted, and how long ``drccli status`` takes while the database is stalled, beside normal.
-Prints JSON.
+normal latency in the same run, and the acquire+release rate with 1 vs 2 DRCS on one
+PostgreSQL; then the same for the database itself: the pause when the PostgreSQL primary dies
+and its standby is promoted, and how long ``drccli status`` takes while the database is
+stalled, beside normal. Prints JSON.
 
 Both parts run on ``drc-embedded start --nodes 1 --servers 2`` (real munged, TCP+MUNGE link,
 one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs CREATE DATABASE).
@@ -10,8 +10,10 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
 - pause: client threads on the node stream acquire+release through DRCC while the DRCS the
   node follows is SIGKILLed (``DRC_BENCH_KILLS`` times, restarted in between). A "pause" is
   the latency of a call that was in flight across a kill; "normal" is every other call.
-- rate: concurrent NodeAcquire calls over the link, all to DRCS 1 or spread over DRCS 1 and 2,
-  measured in alternating rounds so drift and load hit both alike.
+- rate: 16 concurrent callers (in 4 client processes) of NodeAcquire + NodeRelease pairs over
+  the link (each release on the DRCS that acquired), all to DRCS 1 or spread over DRCS 1 and 2,
+  measured in alternating rounds so drift and load hit both alike. ``--rate`` measures only
+  this (what ``make stress`` runs); ``--rounds`` and ``--pairs`` size it.
 - database (root only: a private primary and synchronous standby on 127.0.0.21/22, both DRCS
   on the multi-host URL): Status calls to DRCS 1, normal, then while the primary is SIGSTOPped
   (``DRC_BENCH_STALL`` seconds); then the client threads stream while the primary crashes
@@ -21,9 +23,11 @@ one PostgreSQL: a private throwaway server, or DRC_BENCH_PG_URL's, which needs C
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -33,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from common import summary
 
@@ -54,6 +59,7 @@ THREADS = int(os.environ.get("DRC_BENCH_THREADS", "4"))
 ROUNDS = int(os.environ.get("DRC_BENCH_ROUNDS", "4"))
 PER_ROUND = int(os.environ.get("DRC_BENCH_ACQUIRES", "300"))
 CONCURRENCY = 16
+CLIENT_PROCESSES = 4  # the rate's callers, CONCURRENCY // CLIENT_PROCESSES in each
 STALL = float(os.environ.get("DRC_BENCH_STALL", "3"))
 OUTAGE = float(os.environ.get("DRC_BENCH_OUTAGE", "1"))
 STATUS_TIMEOUT = 10.0  # a Status that takes longer counts as unanswered
@@ -142,42 +148,108 @@ def pauses(emb: embedded.Embedded) -> dict[str, object]:
     }
 
 
-async def acquire_rate(emb: embedded.Embedded) -> dict[str, object]:
-    assert emb.munged is not None
-    munge = Munge(emb.munged.socket)
+async def _pairs(
+    servers: list[str], socket: str, spread: int, job: int, pairs: int, callers: int
+) -> int:
+    """``pairs`` acquire+release pairs by ``callers`` concurrent callers, caller ``i`` on
+    server ``i % spread`` (as nodes each follow one DRCS); the calls that failed. (Not by the
+    pair's number: callers take numbers in turn, so ``i + n`` was even for every caller and
+    every call went to the first server.)"""
+    munge = Munge(socket)
     clients = []
-    for address in emb.servers:
+    for address in servers[:spread]:
         host, port = split_host_port(address, "server")
         clients.append(LinkClient(host, port, munge=munge, server_uid=0, timeout=60))
-    rates: dict[str, list[float]] = {"1 server": [], "2 servers": []}
-    job = 1000
+    caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
+    left = iter(range(pairs))
+
+    async def worker(i: int) -> int:
+        failed = 0
+        server = clients[i % spread]
+        for _ in left:
+            try:
+                (cred,) = await server.call("NodeAcquire", [caller, 0])
+                await server.call("NodeRelease", [caller, cred["credential"]])
+            except DrcError:
+                failed += 1
+        return failed
+
     try:
-        for _ in range(ROUNDS):
-            for label, spread in (("1 server", 1), ("2 servers", 2)):
-                job += 1
-                caller = {"uid": 0, "gid": 0, "gids": [], "pid": 0, "job": job, "node": "bench"}
-                left = iter(range(PER_ROUND))
-
-                async def worker(i: int, left=left, spread=spread, caller=caller) -> None:
-                    for n in left:
-                        await clients[(i + n) % spread].call("NodeAcquire", [caller, 0])
-
-                t0 = time.perf_counter()
-                await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
-                rates[label].append(PER_ROUND / (time.perf_counter() - t0))
-                await clients[0].call("NodeJobsEnded", ["bench", [job]])  # back to the pool
+        return sum(await asyncio.gather(*(worker(i) for i in range(callers))))
     finally:
         for c in clients:
             await c.close()
+
+
+def _caller_process(servers: list[str], socket: str, callers: int, conn: Any) -> None:
+    """One of the bench's client processes: runs each round it is sent, answers its errors."""
+    while (order := conn.recv()) is not None:
+        spread, job, pairs = order
+        conn.send(asyncio.run(_pairs(servers, socket, spread, job, pairs, callers)))
+
+
+def acquire_release_rate(
+    emb: embedded.Embedded, rounds: int = ROUNDS, pairs: int = PER_ROUND
+) -> dict[str, object]:
+    """Acquire+release pairs per second, all on DRCS 1 or spread over both: the best of
+    ``rounds`` alternating rounds each, and their ratio (what several DRCS add).
+
+    The same CONCURRENCY callers every round, run by CLIENT_PROCESSES processes: a client
+    seals and unseals every call with MUNGE on its event loop (a round trip to munged each),
+    so one client process would be the ceiling of both rates, whatever the servers do."""
+    assert emb.munged is not None
+    ctx = multiprocessing.get_context("fork")
+    each = CONCURRENCY // CLIENT_PROCESSES
+    pipes, procs = [], []
+    for _ in range(CLIENT_PROCESSES):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(
+            target=_caller_process, args=(emb.servers, emb.munged.socket, each, theirs)
+        )
+        proc.start()
+        pipes.append(mine)
+        procs.append(proc)
+    rates: dict[str, list[float]] = {"1 server": [], "2 servers": []}
+    errors = 0
+    job = 1000
+    try:
+        for _ in range(rounds):
+            for label, spread in (("1 server", 1), ("2 servers", 2)):
+                job += 1
+                t0 = time.perf_counter()
+                for pipe in pipes:
+                    pipe.send((spread, job, pairs // CLIENT_PROCESSES))
+                errors += sum(pipe.recv() for pipe in pipes)
+                rates[label].append(pairs / (time.perf_counter() - t0))
+                asyncio.run(_jobs_ended(emb, job))  # anything left back to the pool
+    finally:
+        for pipe in pipes:
+            pipe.send(None)
+        for proc in procs:
+            proc.join(30)
     best = {label: round(max(r), 1) for label, r in rates.items()}
+    ratios = [round(two / one, 2) for one, two in zip(*rates.values(), strict=True)]
     return {
-        "acquires_per_round": PER_ROUND,
+        "pairs_per_round": pairs,
         "concurrency": CONCURRENCY,
-        "rounds": ROUNDS,
+        "client_processes": CLIENT_PROCESSES,
+        "rounds": rounds,
+        "errors": errors,
         "per_second_best": best,
         "per_second_all": {label: [round(x, 1) for x in r] for label, r in rates.items()},
         "two_vs_one": round(best["2 servers"] / best["1 server"], 2),
+        "two_vs_one_by_round": ratios,
     }
+
+
+async def _jobs_ended(emb: embedded.Embedded, job: int) -> None:
+    assert emb.munged is not None
+    host, port = split_host_port(emb.servers[0], "server")
+    client = LinkClient(host, port, munge=Munge(emb.munged.socket), server_uid=0, timeout=60)
+    try:
+        await client.call("NodeJobsEnded", ["bench", [job]])
+    finally:
+        await client.close()
 
 
 def status_latency(emb: embedded.Embedded, pair: ReplicatedPostgresql) -> dict[str, object]:
@@ -258,25 +330,33 @@ def database_failover() -> dict[str, object]:
     return {"status_latency_stalled_database": status, "client_latency_database_failover": pause}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rate", action="store_true", help="measure only the 1 vs 2 DRCS acquire+release rate"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds each")
+    parser.add_argument("--pairs", type=int, default=PER_ROUND, help="pairs per round")
+    args = parser.parse_args(argv)
     with database() as url:
         state = Path(tempfile.mkdtemp(prefix="drc-bench-failover-", dir="/tmp"))
         try:
             emb = embedded.start(state, nodes=1, servers=2, database=url)
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
-            rate = asyncio.run(acquire_rate(emb))
-            pause = pauses(emb)
+            rate = acquire_release_rate(emb, args.rounds, args.pairs)
+            pause = None if args.rate else pauses(emb)
         finally:
             embedded.stop(state)
             shutil.rmtree(state, ignore_errors=True)
-    result = {
+    result: dict[str, object] = {
         "benchmark": "failover",
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "acquire_rate_postgresql": rate,
-        "client_latency": pause,
-        **database_failover(),
+        "acquire_release_rate_postgresql": rate,
     }
+    if not args.rate:
+        result["client_latency"] = pause
+        result.update(database_failover())
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -74,7 +74,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "for a synchronous standby is bounded by store_timeout only)",
         ),
         "db_lock_timeout": Key(
-            (int, float), 1, "seconds a PostgreSQL statement may wait for a lock (lock_timeout)"
+            (int, float),
+            1,
+            "seconds a PostgreSQL statement may wait for a lock (lock_timeout): a change waits "
+            "only for one touching the same credential, limit or pool; verbs committed "
+            "together wait for none (one whose lock another drcs holds runs alone after them)",
         ),
         "db_idle_in_transaction_timeout": Key(
             (int, float),

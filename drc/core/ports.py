@@ -93,13 +93,39 @@ class SlotAllocator(Protocol):
     def slots_in_use(self, pool: str) -> int: ...
 
 
+class Contended(Exception):
+    """A verb run inside a group commit (``store.batch()``) met a lock that another
+    transaction holds: its savepoint was undone, nothing of it happened. The group commit
+    runs it again alone once the group committed (alone, a verb waits for its locks)."""
+
+
 class Transaction(SlotAllocator, Protocol):
+    """One verb's view of the store. What it reads stays true until commit when the verb
+    first declared it with the ``lock_*``/``hold_*`` methods below, in this order: its
+    credentials, then the limits, then the scopes it counts against (a store whose write
+    transactions are exclusive as a whole, as SQLite's, does nothing for them). Verbs that
+    take no such lock (an acquire without limits) wait for nobody."""
+
+    # what the transaction will rely on
+    def lock_credentials(self, ids: Iterable[int], *, exclusive: bool) -> None:
+        """Hold these credentials until commit: shared (an access, token references: no
+        release, revoke or free meanwhile) or exclusive (release, grant, revoke: no new
+        reference meanwhile). Before reading them. The ``drop_*`` methods hold what they
+        touch exclusive themselves."""
+
+    def hold_limits(self) -> None:
+        """No limit is set or cleared until commit; before :meth:`limits`."""
+
+    def hold_usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> None:
+        """Nobody else counts against these scopes for this uid, gid and job until commit
+        (before :meth:`usage`): two acquires under one limit never both see room."""
+
     # credentials
     def next_credential_id(self) -> int: ...
     def insert_credential(self, credential: Credential) -> None: ...
     def get_credential(self, credential: int, *, count_refs: bool = True) -> Credential | None:
         """``count_refs=False`` leaves ``refs`` at 0: counting costs O(references) per call.
-        No row lock: a :meth:`Store.transaction` is exclusive as a whole."""
+        No row lock of its own: lock the credential first (:meth:`lock_credentials`)."""
 
     def list_credentials(self, ids: Iterable[int] | None = None) -> list[Credential]: ...
     def set_state(self, credential: int, state: State) -> None: ...
@@ -127,7 +153,8 @@ class Transaction(SlotAllocator, Protocol):
         """credential -> (references, owner references), for every id given."""
 
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:
-        """Drop every reference of these jobs on every node; the credentials touched."""
+        """Drop every reference of these jobs on every node; the credentials touched, held
+        exclusive until commit (as by every ``drop_*``: they are settled next)."""
 
     def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
         """Drop the jobs' references held on ``node`` only; credential ids touched."""
@@ -186,7 +213,8 @@ class Transaction(SlotAllocator, Protocol):
 
 class Store(Protocol):
     def transaction(self, unit: Unit | None = None) -> AbstractContextManager[Transaction]:
-        """An exclusive write transaction: committed on normal exit, rolled back on error.
+        """A write transaction: committed on normal exit, rolled back on error. Isolated from
+        others by the locks its verb declares (:class:`Transaction`).
 
         With a ``unit``: its request is recorded in it (raising the store's replay error when
         the request was committed before), and inside its batch it is a savepoint of the

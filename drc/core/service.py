@@ -177,14 +177,19 @@ class CredentialService:
         self, tx: Transaction, caller: Caller, scopes: frozenset[LimitScope] | None = None
     ) -> None:
         """Refuse (ENOSPC, audited) if one more credential counted for the caller breaks a
-        limit: every limit for an acquire, those of ``scopes`` for a new pin."""
+        limit: every limit for an acquire, those of ``scopes`` for a new pin. The count
+        and the limits are held until commit (another DRCS counting against the same
+        scopes waits), so two acquires never both take the last place."""
+        tx.hold_limits()
         stored = tx.limits()
         limits = self.policy.limits_for(caller, stored)
         if scopes is not None:
             limits = [lim for lim in limits if lim.scope in scopes]
         if not limits:
             return
-        usage = tx.usage(caller.uid, caller.gid, caller.job, {lim.scope for lim in limits})
+        counted = {lim.scope for lim in limits}
+        tx.hold_usage(caller.uid, caller.gid, caller.job, counted)
+        usage = tx.usage(caller.uid, caller.gid, caller.job, counted)
         notes = {lim: CONFIGURED_NOTE for lim in limits if lim not in stored}
         try:
             check_limits(limits, usage, caller.uid, caller.gid, caller.job, notes)
@@ -247,6 +252,8 @@ class CredentialService:
         """
         check_uint32("credential", credential)
         with self.store.transaction(unit) as tx:
+            # shared: other accesses go on; a release, revoke or free waits (or is waited for)
+            tx.lock_credentials([credential], exclusive=False)
             cred = tx.get_credential(credential, count_refs=False)
             if cred is None:
                 raise not_found(credential)
@@ -279,6 +286,8 @@ class CredentialService:
         """
         check_uint32("credential", credential)
         with self.store.transaction(unit) as tx:
+            # exclusive: no access adds a reference between counting and freeing
+            tx.lock_credentials([credential], exclusive=True)
             cred = tx.get_credential(credential)
             if cred is None:
                 raise not_found(credential)
@@ -435,7 +444,9 @@ class CredentialService:
         ACTIVE and the token's epoch is current. Returns the credentials refused.
         """
         refused = []
+        references = list(references)
         with self.store.transaction(unit) as tx:
+            tx.lock_credentials([c for _, c, _ in references], exclusive=False)
             for caller, credential, epoch in references:
                 cred = tx.get_credential(credential)
                 if cred is None or cred.state is not State.ACTIVE or cred.epoch != epoch:
@@ -582,6 +593,7 @@ class CredentialService:
 
     def _managed(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
         """The credential, if the caller may change its ACL (``verb`` names the change)."""
+        tx.lock_credentials([credential], exclusive=True)
         cred = tx.get_credential(credential)
         if cred is None:
             raise not_found(credential)

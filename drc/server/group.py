@@ -30,6 +30,10 @@ stay what they were. Every call is answered within ``timeout`` seconds of its su
   sent may still complete; a node daemon's retry carries the same request id and is then
   answered from the store's record (:mod:`drc.store.requests`), never run twice.
 
+A verb of a group that meets a lock another DRCS holds (PostgreSQL: the group waits for no
+lock) is undone and runs again alone right after the group's commit, before its callers are
+answered: no group ever waits for another, so several DRCS never deadlock.
+
 Change events (the core's listeners: the change feed, metrics) that the store thread's
 transactions emit are held until the batch is over and delivered on the loop, before its
 callers are answered; a batch that failed to commit delivers none.
@@ -48,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from drc.core.errors import Code, DrcError
-from drc.core.ports import StoreUnavailable
+from drc.core.ports import Contended, StoreUnavailable
 from drc.server.health import StoreHealth
 
 log = logging.getLogger("drc.server")
@@ -221,17 +225,27 @@ class GroupCommit:
                 except Exception as err:
                     return [(future, None, err)]
             outcomes: list[Outcome] = []
+            contended: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
             try:
                 with self.store.batch() as batch:
                     for call, future in calls:
                         try:
                             outcomes.append((future, call(batch), None))
+                        except Contended:  # another DRCS holds its lock: alone, below
+                            contended.append((call, future))
                         except Exception as err:  # this verb only: its savepoint is undone
                             outcomes.append((future, None, err))
             except Exception as err:  # the commit failed: none of the batch happened
                 log.error("a group of %d verbs failed to commit: %s", len(calls), err)
                 job.events.clear()
                 return [(future, None, err) for _call, future in calls]
+            # After the commit, holding nothing: each waits for its locks in its own
+            # transaction, so two groups never wait for each other (drc.store.sql).
+            for call, future in contended:
+                try:
+                    outcomes.append((future, call(None), None))
+                except Exception as err:
+                    outcomes.append((future, None, err))
             return outcomes
 
     def _done(self, job: _Job, outcomes: list[Outcome]) -> None:

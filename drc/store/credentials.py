@@ -100,13 +100,21 @@ class CredentialRows:
     created: int  # the credential this transaction inserted (request records)
     #: PostgreSQL: tell every DRCS of each revoke and free at commit (the shared change feed).
     notify_changes: bool
+    postgresql: bool
 
     def next_credential_id(self) -> int:
         """Monotonic uint32 ids; after wrapping, ids still alive are skipped.
 
         One statement moves the counter and says whether the new id is taken; the skipping
-        loop only runs once the counter has wrapped past 4294967295.
+        loop only runs once the counter has wrapped past 4294967295. PostgreSQL draws from a
+        sequence instead, which no transaction holds until commit (migration 0008).
         """
+        if self.postgresql:
+            for _ in range(UINT32_MAX):
+                ((candidate, taken),) = self._sql.rows("next_credential_id_sequence")
+                if not taken:
+                    return candidate
+            raise RuntimeError("every credential id is alive")
         ((candidate, taken),) = self._sql.rows("next_credential_id")
         if not taken:
             return candidate
@@ -123,10 +131,9 @@ class CredentialRows:
         self._sql.execute("insert_credential", credential_values(c))
 
     def get_credential(self, credential: int, *, count_refs: bool = True) -> Credential | None:
-        """One statement, no row lock of its own: inside a write transaction the whole
-        transaction is exclusive already (see :meth:`PeeweeTransaction.lock`).
-        ``count_refs=False`` skips counting references (``refs`` is 0), which costs time in
-        proportion to them."""
+        """One statement, no row lock of its own: a verb locks its credential first
+        (:meth:`PeeweeTransaction.lock_credentials`). ``count_refs=False`` skips counting
+        references (``refs`` is 0), which costs time in proportion to them."""
         found = self._load([credential], count_refs=count_refs)
         return found[0] if found else None
 
@@ -180,10 +187,11 @@ class CredentialRows:
             self._sql.execute("notify_revoked", (credential,))
 
     def delete_credentials(self, ids: Iterable[int]) -> None:
+        """One statement per chunk: their grants (and references: a freed credential has
+        none left) go by the foreign keys' ON DELETE CASCADE, on both backends."""
         for chunk in chunks(ids):
             some = padded(chunk)
-            for name in ("delete_grants", "delete_references", "delete_credentials"):
-                self._sql.execute(name, some, in_size=len(some))
+            self._sql.execute("delete_credentials", some, in_size=len(some))
             if self.notify_changes:
                 self._sql.execute("notify_freed", (chunk,))
 

@@ -127,10 +127,9 @@ def create_models(db: Database | None) -> Models:
             primary_key = CompositeKey("scope", "target")
 
     class CounterRow(BaseModel):
-        """Monotonic counters: the next credential id, each pool's high-water slot.
-
-        Write transactions lock the credential counter row first (FOR UPDATE on PostgreSQL),
-        which serializes allocation across DRCS instances sharing one database.
+        """Monotonic counters: the last credential id (SQLite; PostgreSQL's is the sequence
+        ``credential_id`` of migration 0008), each pool's high-water slot (a transaction
+        growing a pool holds its row until commit: see drc.store.sql).
         """
 
         name = CharField(max_length=64, primary_key=True)

@@ -8,7 +8,7 @@ queries (a daemon's cleanup, not a verb's path).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from peewee import fn
@@ -33,6 +33,7 @@ def holder_values(credential: int, holder: Holder) -> tuple:
 class ReferenceRows:
     models: Models
     _sql: Statements
+    lock_credentials: Callable[..., None]  # the transaction's (drc.store.sql)
 
     def add_reference(self, credential: int, holder: Holder, owner: bool) -> bool:
         """One INSERT; the unique holder index turns a second one into a no-op (rowcount 0)."""
@@ -65,28 +66,41 @@ class ReferenceRows:
                 counts[cred_id] = (refs, int(owners or 0))
         return counts
 
-    def _drop_where(self, condition) -> set[int]:
+    def _drop_where(self, *conditions) -> set[int]:
+        """Drop the references matching any of ``conditions``; the credentials touched, held
+        exclusive first, all at once in id order (they are settled next: no access may add a
+        reference to one being freed). Only references of those are dropped: one taken on
+        another credential between the two statements stays, as if taken after this
+        transaction."""
         r = self.models.reference
-        touched = {cid for (cid,) in r.select(r.credential).where(condition).distinct().tuples()}
+        touched: set[int] = set()
+        for condition in conditions:
+            rows = r.select(r.credential).where(condition).distinct().tuples()
+            touched |= {cid for (cid,) in rows}
         if touched:
-            r.delete().where(condition).execute()
+            self.lock_credentials(touched, exclusive=True)
+            for chunk in chunks(sorted(touched)):
+                for condition in conditions:
+                    r.delete().where(condition & r.credential.in_(chunk)).execute()
         return touched
 
     def drop_job_references(self, jobs: Iterable[int]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for chunk in chunks(sorted(set(jobs))):
-            touched |= self._drop_where((r.kind == HolderKind.JOB.value) & r.job.in_(chunk))
-        return touched
+        return self._drop_where(
+            *(
+                (r.kind == HolderKind.JOB.value) & r.job.in_(chunk)
+                for chunk in chunks(sorted(set(jobs)))
+            )
+        )
 
     def drop_job_references_on_node(self, node: str, jobs: Iterable[int]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for chunk in chunks(sorted(set(jobs))):
-            touched |= self._drop_where(
+        return self._drop_where(
+            *(
                 (r.kind == HolderKind.JOB.value) & (r.node == node) & r.job.in_(chunk)
+                for chunk in chunks(sorted(set(jobs)))
             )
-        return touched
+        )
 
     def drop_node_references(self, node: str) -> set[int]:
         r = self.models.reference
@@ -94,15 +108,15 @@ class ReferenceRows:
 
     def drop_process_references(self, node: str, processes: Iterable[tuple[int, int]]) -> set[int]:
         r = self.models.reference
-        touched: set[int] = set()
-        for pid, start in processes:
-            touched |= self._drop_where(
+        return self._drop_where(
+            *(
                 (r.kind == HolderKind.PROCESS.value)
                 & (r.node == node)
                 & (r.pid == pid)
                 & (r.start == start)
+                for pid, start in processes
             )
-        return touched
+        )
 
     def pins(self) -> list[tuple[int, int]]:
         r = self.models.reference

@@ -15,10 +15,15 @@ from drc.store.statements import Statements
 class SlotRows:
     models: Models
     _sql: Statements
+    postgresql: bool
 
     def claim_slot(self, pool: str, capacity: int) -> int | None:
-        """Reuse the lowest returned slot, else extend the high-water mark (one statement each)."""
-        free = self._sql.rows("claim_free_slot", (pool, pool, capacity))
+        """Reuse the lowest returned slot, else extend the high-water mark (one statement
+        each). Exact across DRCS: a returned slot is one row, claimed by deleting it
+        (PostgreSQL skips rows another transaction is claiming); the mark is one counter row,
+        locked by its update until commit."""
+        claim = "claim_free_slot_skip_locked" if self.postgresql else "claim_free_slot"
+        free = self._sql.rows(claim, (pool, pool, capacity))
         if free:
             return free[0][0]
         if capacity < 1:

@@ -8,15 +8,63 @@ module per table group (:mod:`~drc.store.credentials`, :mod:`~drc.store.referenc
 :mod:`~drc.store.statements` (what every verb runs) or Peewee queries (the rest). Opening a
 database by URL is :mod:`~drc.store.database`.
 
-Write transactions are exclusive: SQLite takes its write lock at BEGIN (``IMMEDIATE``) under an
-in-process lock; PostgreSQL locks the credential counter row ``FOR UPDATE`` first, so several
-DRCS sharing a database never over-allocate a limit or a cookie.
+Write transactions on SQLite are exclusive: SQLite takes its write lock at BEGIN
+(``IMMEDIATE``) under an in-process lock (one DRCS per file). On PostgreSQL, which several
+DRCS share, a write transaction takes only the locks its verb declares
+(:class:`~drc.core.ports.Transaction`), always in this order, so two verbs of two DRCS wait
+for each other only when they touch the same thing:
+
+========================================  =================================================
+verb                                      locks, held until commit
+========================================  =================================================
+access (a miss or a hit), token refs      the credential's row ``FOR KEY SHARE``: other
+                                          accesses go on together; a release, grant, revoke
+                                          or free waits
+release (freeing or not), grant, revoke   the credential's row ``FOR UPDATE``
+job end, node reboot, process exit,       the rows of the credentials whose references they
+unpin                                     drop, ``FOR UPDATE``, in id order, before dropping
+acquire                                   the limits' advisory lock shared (a limit change
+                                          waits), then, for each scope a limit counts
+                                          (total, uid, gid, job), that scope's advisory lock
+                                          exclusive: acquires of one user under a per-user
+                                          limit wait for each other, others' do not
+an access pinning another user's          as an access, then as an acquire, for the user's
+credential under a limit                  limits
+set or clear a limit                      the limits' advisory lock exclusive
+Slingshot VNI claim                       the VNI pool's advisory lock
+========================================  =================================================
+
+Why that keeps everything exact across DRCS:
+
+- **References.** A release counts the references left while holding the credential
+  exclusive, and frees it only at 0; an access adds its reference while holding it shared. So
+  an access either commits first (the release then counts it and frees nothing) or waits and
+  reads the credential after the release committed (gone, or RELEASED: refused). No access is
+  ever answered whose reference went with a freed credential.
+- **Limits.** An acquire counts usage only while holding the scope's lock, so the next
+  acquire under that limit counts after the first committed; a limit changes only while no
+  acquire that read the limits is open.
+- **The pool.** A returned slot is one ``free_slot`` row, claimed by deleting it: a claim
+  skips rows another transaction is claiming (``FOR UPDATE SKIP LOCKED``), so it never waits
+  and never takes a slot twice. Growing the pool past its high-water mark updates the pool's
+  counter row, which that transaction holds until commit (a per-pool lock, only taken when no
+  returned slot is free). Credential ids come from a sequence (migration 0008), which no
+  transaction holds.
+
+Statements read after a lock see everything committed before it (READ COMMITTED takes a
+snapshot per statement), which is why the locks are statements of their own, before the
+reads. A transaction on its own waits for its locks (up to ``db_lock_timeout``). A group
+commit's transaction never waits: it sets ``lock_timeout`` to 1 ms, a verb of it whose lock
+another transaction holds is undone (its savepoint) as :class:`~drc.core.ports.Contended`,
+and the group commit runs it again alone after the group committed. A group holds several
+verbs' locks in no particular order, and groups never wait, so no two transactions ever wait
+for each other in a cycle: several DRCS never deadlock.
 
 The store has two modes, both explicit here:
 
-- **the backend** (:attr:`PeeweeStore.postgresql`): PostgreSQL takes the counter row lock in
-  every write transaction and announces revokes and frees on the shared change feed
-  (``NOTIFY``); SQLite needs neither (one DRCS per file, ``BEGIN IMMEDIATE``).
+- **the backend** (:attr:`PeeweeStore.postgresql`): PostgreSQL takes the locks above and
+  announces revokes and frees on the shared change feed (``NOTIFY``); SQLite needs neither
+  (one DRCS per file, ``BEGIN IMMEDIATE``).
 - **the batch** (:meth:`PeeweeStore.batch`): a group commit's one transaction, yielded as a
   :class:`Batch` handle. A :meth:`PeeweeStore.transaction` handed that batch (in its
   :class:`~drc.core.ports.Unit`) is a savepoint of it; one opened without it while the batch
@@ -32,7 +80,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 
 from peewee import (
@@ -44,7 +92,8 @@ from peewee import (
 )
 from playhouse.migrations import Runner
 
-from drc.core.ports import StoreUnavailable, Unit
+from drc.core.model import COUNTED_BY, LimitScope
+from drc.core.ports import Contended, Request, StoreUnavailable, Unit
 from drc.store import requests
 from drc.store.cleanups import CleanupRows
 from drc.store.credentials import CredentialRows
@@ -54,7 +103,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements
+from drc.store.statements import Statements, chunks, padded
 from drc.store.vni import VniRows
 
 
@@ -63,7 +112,7 @@ class PeeweeStore:
 
     def __init__(self, database: Database, label: str = "") -> None:
         self.db = database
-        #: The backend mode: PostgreSQL (row lock, change feed) or SQLite.
+        #: The backend mode: PostgreSQL (per-verb locks, change feed) or SQLite.
         self.postgresql = isinstance(database, PostgresqlDatabase)
         sqlite = not self.postgresql
         self.label = label or (f"sqlite:///{database.database}" if sqlite else "the store")
@@ -156,7 +205,11 @@ class PeeweeStore:
                 raise RuntimeError("a transaction was handed a batch that is not open")
             # named by a counter, as peewee's atomic() names each by a fresh uuid4
             # (Database.savepoint() takes no name), a measurable part of a small verb
-            with _savepoint(self.db, f"v{next(self._savepoints)}"):
+            with (
+                _unclaimed_on_error(request),
+                self._uncontended(),
+                _savepoint(self.db, f"v{next(self._savepoints)}"),
+            ):
                 tx = self._tx()
                 if request is not None:
                     requests.claim(self.db, request)
@@ -169,15 +222,25 @@ class PeeweeStore:
                 "a write transaction opened inside a batch without its handle: pass the "
                 "batch (drc.core.ports.Unit) to make it a savepoint of the batch"
             )
-        with self._reachable(), self._write_lock, self.db.atomic():
+        with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
             tx = self._tx()
-            tx.lock()
             if request is not None:
                 requests.claim(self.db, request)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
             self._before_commit()
+
+    @contextmanager
+    def _uncontended(self) -> Iterator[None]:
+        """A verb of a group whose lock another transaction holds (its savepoint undone):
+        :class:`Contended`, so the group commit runs it alone after the group."""
+        try:
+            yield
+        except OperationalError as err:
+            if self.postgresql and _sqlstate(err) in _CONTENDED:
+                raise Contended(str(err).strip().splitlines()[0]) from None
+            raise
 
     @contextmanager
     def batch(self) -> Iterator[Batch]:
@@ -189,7 +252,7 @@ class PeeweeStore:
         after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            self._tx().lock()
+            self._tx().lock_for_batch()
             self._batch = batch = Batch()
             try:
                 yield batch
@@ -242,13 +305,86 @@ class PeeweeTransaction(
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
 
-    def lock(self) -> None:
-        """Make this write transaction the only one, before it reads anything.
-
-        SQLite: already so (BEGIN IMMEDIATE under the store's lock). PostgreSQL: the credential
-        counter row, locked FOR UPDATE, is the one lock every write transaction of every DRCS
-        takes first; so a credential read after it cannot change before commit, and no
-        per-row ``SELECT ... FOR UPDATE`` is needed (nor offered: ``get_credential`` has none).
-        """
+    def lock_for_batch(self) -> None:
+        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc).
+        SQLite: nothing to do (BEGIN IMMEDIATE under the store's lock: the only writer)."""
         if self.postgresql:
-            self._sql.rows("lock")
+            self._sql.execute("batch_lock_timeout")
+
+    def lock_credentials(self, ids: Iterable[int], *, exclusive: bool) -> None:
+        """PostgreSQL: hold these credentials' rows until commit, in id order: shared (an
+        access: nobody releases, revokes or frees them meanwhile) or exclusive (a release, a
+        grant or revoke, a free: nobody adds a reference meanwhile). Missing ids are
+        skipped. Every verb locks its credentials before anything else it locks."""
+        if not self.postgresql:
+            return
+        name = "lock_credentials" if exclusive else "lock_credentials_shared"
+        for chunk in chunks(sorted(set(ids))):
+            some = padded(chunk)
+            self._sql.execute(name, some, in_size=len(some))
+
+    def hold_limits(self) -> None:
+        """PostgreSQL: no limit is set or cleared until commit (those take this lock
+        exclusive, :meth:`lock_limit_changes`); read the limits after this."""
+        if self.postgresql:
+            self._sql.execute("lock_keys_shared", ([_LIMITS_KEY],))
+
+    def hold_usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> None:
+        """PostgreSQL: until commit, nobody else counts against these limits' scopes for
+        this caller (one lock per counted scope and id: two acquires by one user wait for
+        each other, two users' do not); count after this."""
+        if not self.postgresql:
+            return
+        ids = {"total": 0, "uid": uid, "gid": gid, "job": job}
+        keys = sorted(
+            {_usage_key(kind, ids[kind]) for kind in {COUNTED_BY[scope] for scope in scopes}}
+        )
+        self._sql.execute("lock_keys", (keys,))
+
+    def lock_limit_changes(self) -> None:
+        """PostgreSQL: the limits' lock, exclusive (setting or clearing one)."""
+        if self.postgresql:
+            self._sql.execute("lock_keys", ([_LIMITS_KEY],))
+
+    def lock_vni_pool(self) -> None:
+        """PostgreSQL: one VNI claim at a time (claims read the pool, then write a row)."""
+        if self.postgresql:
+            self._sql.execute("lock_keys", ([_VNI_POOL_KEY],))
+
+
+#: PostgreSQL's "lock not available" (lock_timeout) and "deadlock detected".
+_CONTENDED = frozenset({"55P03", "40P01"})
+
+
+@contextmanager
+def _unclaimed_on_error(request: Request | None) -> Iterator[None]:
+    """A transaction or savepoint that rolls back takes its request record with it: the
+    request is unclaimed again, so the call's next transaction (a contended verb rerun alone
+    after its group) records it."""
+    try:
+        yield
+    except BaseException:
+        if request is not None:
+            request.recorded = False
+        raise
+
+
+def _sqlstate(err: BaseException) -> str | None:
+    """The SQLSTATE of the driver's error behind Peewee's wrapper, if any."""
+    for inner in (err.__cause__, err.__context__, *err.args):
+        code = getattr(inner, "sqlstate", None)
+        if code:
+            return code
+    return None
+
+
+#: Advisory lock keys (bigint, one space per database: a prefix of drc's own keeps other
+#: users of the database out of it): the limits, the VNI pool, and one per counted scope.
+_KEY_PREFIX = 0x647263 << 36  # "drc"
+_LIMITS_KEY = _KEY_PREFIX
+_VNI_POOL_KEY = _KEY_PREFIX + 1
+_SCOPES = {"total": 1, "uid": 2, "gid": 3, "job": 4}
+
+
+def _usage_key(kind: str, id: int) -> int:
+    return _KEY_PREFIX + (_SCOPES[kind] << 32) + id

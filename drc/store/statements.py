@@ -50,14 +50,32 @@ _HOLDER_MATCH = " AND ".join(f'"{column}" = ?' for column in HOLDER_COLUMNS)
 #: reserved word. No ``%`` anywhere: psycopg would read it as a placeholder. RETURNING needs
 #: SQLite 3.35 (checked by :mod:`drc.store.database`); PostgreSQL has had it all along.
 HOT_SQL: dict[str, str] = {
-    # PostgreSQL: serializes write transactions across DRCS instances (see drc.store.sql).
-    "lock": """SELECT "value" FROM "counter" WHERE "name" = 'credential' FOR UPDATE""",
+    # PostgreSQL's locks (see drc.store.sql): credentials held shared (no release, revoke or
+    # free meanwhile: KEY SHARE, the mode a reference's foreign key takes anyway, conflicts
+    # only with FOR UPDATE) or exclusive (no reference added meanwhile), in id order;
+    # advisory locks (the limits, a limit's scope, the VNI pool) taken in the order given.
+    "lock_credentials_shared": """
+        SELECT "id" FROM "credential" WHERE "id" IN {ids} ORDER BY "id" FOR KEY SHARE""",
+    "lock_credentials": """
+        SELECT "id" FROM "credential" WHERE "id" IN {ids} ORDER BY "id" FOR UPDATE""",
+    "lock_keys": """SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k""",
+    "lock_keys_shared": """
+        SELECT pg_advisory_xact_lock_shared(k) FROM unnest(?::bigint[]) AS k""",
+    # A group commit's transaction never waits for a lock: one another DRCS holds fails its
+    # verb at once, which then runs alone after the group (drc.server.group), so two groups
+    # can never wait for each other. For this transaction only; 1 is one millisecond.
+    "batch_lock_timeout": """SELECT set_config('lock_timeout', '1', true)""",
     # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
     "next_credential_id": f"""
         UPDATE "counter"
         SET "value" = CASE WHEN "value" >= {UINT32_MAX} THEN 1 ELSE "value" + 1 END
         WHERE "name" = 'credential'
         RETURNING "value", EXISTS (SELECT 1 FROM "credential" WHERE "id" = "counter"."value")""",
+    # PostgreSQL: ids from a sequence (migration 0008), which no transaction holds; the same
+    # wrap-around as the counter's (CYCLE at 4294967295) and the same check after it.
+    "next_credential_id_sequence": """
+        SELECT v, EXISTS (SELECT 1 FROM "credential" WHERE "id" = v)
+        FROM nextval('credential_id') AS v""",
     "insert_credential": f"""
         INSERT INTO "credential" ({_columns(CREDENTIAL_COLUMNS)})
         VALUES ({_marks(CREDENTIAL_COLUMNS)})""",
@@ -87,8 +105,6 @@ HOT_SQL: dict[str, str] = {
     """,
     "set_state": """UPDATE "credential" SET "state" = ? WHERE "id" = ?""",
     "bump_epoch": """UPDATE "credential" SET "epoch" = "epoch" + 1 WHERE "id" = ?""",
-    "delete_grants": """DELETE FROM "grant" WHERE "credential_id" IN {ids}""",
-    "delete_references": """DELETE FROM "reference" WHERE "credential_id" IN {ids}""",
     "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
     # One indexed count per scope a limit needs, each computed only when asked for (CASE),
     # not a scan of every credential (10 ms at 20,000 live credentials, paid by every acquire
@@ -133,6 +149,15 @@ HOT_SQL: dict[str, str] = {
                                        WHERE "pool" = ? AND "slot" < ?)
         RETURNING "slot"
     """,
+    # PostgreSQL: the same, skipping slots another transaction is claiming (it would wait for
+    # that one's commit, then find its slot gone and extend the pool instead).
+    "claim_free_slot_skip_locked": """
+        DELETE FROM "free_slot"
+        WHERE "pool" = ? AND "slot" = (SELECT "slot" FROM "free_slot"
+                                       WHERE "pool" = ? AND "slot" < ?
+                                       ORDER BY "slot" LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING "slot"
+    """,
     # Extend the pool's high-water mark (creating it on first use) unless that reaches the
     # capacity; returns the slot taken, or no row when the pool is full.
     "extend_pool": """
@@ -151,9 +176,22 @@ HOT_SQL: dict[str, str] = {
         SELECT pg_notify('{CHANGE_CHANNEL}', 'f ' || x) FROM unnest(?::bigint[]) AS x""",
 }
 
-#: The statements only PostgreSQL runs: SQLite's BEGIN IMMEDIATE is its lock, and a SQLite
-#: store has one DRCS, so no change feed to tell.
-POSTGRESQL_ONLY = frozenset({"lock", "notify_revoked", "notify_freed"})
+#: The statements only PostgreSQL runs: SQLite's BEGIN IMMEDIATE is its lock (one writer, so
+#: no row locks, no sequence, no skipping), and a SQLite store has one DRCS, so no change
+#: feed to tell.
+POSTGRESQL_ONLY = frozenset(
+    {
+        "lock_credentials",
+        "lock_credentials_shared",
+        "lock_keys",
+        "lock_keys_shared",
+        "batch_lock_timeout",
+        "next_credential_id_sequence",
+        "claim_free_slot_skip_locked",
+        "notify_revoked",
+        "notify_freed",
+    }
+)
 
 
 class Statements:

@@ -6,7 +6,7 @@ transaction like the pool's slots; only the ``slingshot`` provider calls them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from peewee import fn
 
@@ -17,9 +17,12 @@ LIVE, CLEANUP, FREE = "live", "cleanup", "free"
 
 class VniRows:
     models: Models  # the store's own model classes (set by the transaction)
+    lock_vni_pool: Callable[[], None]  # the transaction's (drc.store.sql)
 
     def vni_claim(self, vni_min: int, vni_max: int, credential: int, now: float) -> int | None:
-        """A never-used VNI of the range (ascending), else the one free longest; None if full."""
+        """A never-used VNI of the range (ascending), else the one free longest; None if full.
+        One claim at a time across DRCS (it reads the pool, then writes the row it chose)."""
+        self.lock_vni_pool()
         VniRow = self.models.vni
         in_range = (VniRow.vni >= vni_min) & (VniRow.vni <= vni_max)
         known = VniRow.select().where(in_range).count()

@@ -1,4 +1,5 @@
-"""The store over PostgreSQL: the core's semantics, the hot paths, and racing DRCS processes.
+"""The store over PostgreSQL: the core's semantics, the hot paths, and racing DRCS processes
+(the locks several DRCS take, and their races through group commit: ``test_pg_locking.py``).
 
 The tests of ``tests/core/test_semantics.py`` and ``test_hot_paths.py`` run here again with
 the ``store`` fixture overridden by a fresh PostgreSQL database, so both backends pass the same
@@ -12,12 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peewee import OperationalError, PostgresqlDatabase
+from peewee import PostgresqlDatabase
 from test_store import race_acquire_under_limit
 
-from drc.store.database import open_database
 from drc.store.sql import PeeweeStore
-from drc.store.statements import HOT_SQL
 
 from helpers import LATEST_MIGRATION
 
@@ -58,23 +57,3 @@ def test_the_store_runs_on_postgresql(store: PeeweeStore):
 
 def test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql(postgresql_url):
     race_acquire_under_limit(postgresql_url, backend="postgresql")
-
-
-def test_a_write_transaction_holds_the_lock_every_writer_takes_first(
-    store: PeeweeStore, postgresql_url: str
-):
-    """Why reading a credential needs no ``SELECT ... FOR UPDATE`` of its own: from its first
-    statement a write transaction holds the credential counter row, which every write
-    transaction of every DRCS locks before reading anything, so what it read stays true
-    until it commits."""
-    other = open_database(postgresql_url)
-    try_lock = HOT_SQL["lock"] + " NOWAIT"
-    try:
-        with store.transaction() as tx:
-            assert tx.get_credential(1) is None
-            with pytest.raises(OperationalError, match="lock"):
-                other.execute_sql(try_lock)
-        other.rollback()
-        assert other.execute_sql(try_lock).fetchall() == [(0,)]  # free again after commit
-    finally:
-        other.close()

@@ -56,7 +56,7 @@ def test_expiring_one_job_over_1000_nodes_takes_a_handful_of_statements(service)
     with count_queries() as counter:
         freed = service.expire_jobs([10])
     assert sorted(freed) == creds
-    # drop (2), count (1), load (3), one slot return each, delete (3), commit bookkeeping
+    # drop (2), count (1), load (3), one slot return each, delete (1), commit bookkeeping
     assert counter.count <= 12 + len(creds), counter.count
     assert consistency_problems(service.store) == []
 

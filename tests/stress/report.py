@@ -31,6 +31,7 @@ SELECTION = [
     "tests/store/test_store.py::test_eight_processes_racing_acquire_never_exceed_the_limit",
     "tests/store/test_postgresql.py::"
     "test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql",
+    "tests/store/test_pg_locking.py",
 ]
 EXPECTED = [
     "link connections held open by one DRCS",
@@ -46,6 +47,8 @@ EXPECTED = [
     "SIGKILL of DRCC",
     "sustained load",
     "PostgreSQL fail-over",
+    "acquire+release rate, 2 DRCS / 1 DRCS on PostgreSQL",
+    "two DRCS racing on PostgreSQL",
 ]
 
 

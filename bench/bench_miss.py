@@ -6,32 +6,41 @@ transaction and back. Its floor is what no implementation of that path can avoid
 measured for real on the same daemons, interleaved with the misses (``common.interleaved``):
 
 - **one bus hop**: a raw ``Peer.Ping`` round trip to DRCC on the same bus;
-- **one link round trip**: ``ServerInfo`` over a link client to the same DRCS, a node verb
+- **one link round trip**: ``ServerInfo`` over a link client to the same DRCS: a node verb
   that touches no store, with MUNGE both ways as every frame;
 - **one store transaction**: one reference row inserted in its own write transaction through
   the store API, in this process, on a copy of DRCS's database (same file system, the
   production pragmas: WAL, ``synchronous=FULL``).
 
-The target is miss ÷ (hop + round trip + transaction) ≤ 1.5 (issue 22), on the medians. With
-the C library built (``make -C lib``) the same is measured from libdrc: ``drc_access`` misses
-beside a raw sd-bus ``Peer.Ping``, the link and store parts being the Python ones of the same
-run. Prints JSON; exits 0 (the stress test judges the target).
+The target is miss ÷ (hop + round trip + transaction) ≤ 1.5 (issue 22), on the medians.
 
-    DRC_BENCH_N=2000 .venv/bin/python bench/bench_miss.py
+The same is measured from libdrc when ``--clib`` is given (it builds lib/ and
+bench/bench_clib.c): ``drc_access`` misses alternating with raw sd-bus ``Peer.Ping``\\ s in one
+C process per round, between the rounds of the Python series, whose link and store parts
+complete its floor.
+
+The embedded pool holds 1024 credentials, so the misses run in rounds: each on credentials
+acquired at DRCS before it (DRCC has never seen them) and released after it, both untimed.
+Prints JSON; exits 0 (``tests/stress/test_miss_ratio.py`` judges the target).
+
+    DRC_BENCH_N=2000 .venv/bin/python bench/bench_miss.py [--clib]
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+from bench_clib import LIB_BUILD, build
 from common import embedded_drc, interleaved, summary
 
 from drc import client
@@ -48,14 +57,14 @@ N = int(os.environ.get("DRC_BENCH_N", "1000"))
 TARGET = 1.5
 #: common.interleaved's warm-up calls per kind, each of which is a miss too.
 WARMUP = 50
-#: Misses per round (see measure) and per interleaved chunk.
+#: Misses per round (the pool's size bounds it) and per interleaved chunk.
 ROUND, CHUNK = 400, 100
-REPO = Path(__file__).resolve().parent.parent
+PARTS = ("bus_hop", "link_round_trip", "store_transaction")
 
 
 def fresh_credentials(bus_address: str, n: int) -> list[int]:
-    """``n`` credentials acquired at DRCS directly: DRCC has never seen them, so this
-    process's first access of each is a miss."""
+    """``n`` credentials acquired at DRCS directly: DRCC has never seen them, so a process's
+    first access of each is a miss."""
     server = ServerProxy(bus_address)
     try:
         return [server.acquire(int(client.FLEX)) for _ in range(n)]
@@ -63,17 +72,38 @@ def fresh_credentials(bus_address: str, n: int) -> list[int]:
         server.close()
 
 
+def release_at_drcs(bus_address: str, credentials: list[int]) -> None:
+    """The owner's release of credentials whose accessing process has exited: freed once
+    DRCC has reported the exit."""
+    server = ServerProxy(bus_address)
+    try:
+        for credential in credentials:
+            server.release(credential)
+    finally:
+        server.close()
+
+
+def first_accesses(bus: SyncBusClient, credentials: list[int]) -> Callable[[], object]:
+    """DRCC's Access on the next of ``credentials`` at each call: a miss each."""
+    fresh = iter(credentials)
+    return lambda: bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Access", "uu", [next(fresh), 0])
+
+
 def store_copy(database: str, workdir: Path) -> PeeweeStore:
     """A store on a copy of DRCS's live SQLite database (its backup API: consistent under
-    WAL), in ``workdir``, which is on the same file system as the original."""
-    source = database.removeprefix("sqlite:///")
+    WAL), in ``workdir``, on the same file system as the original."""
     copy = workdir / "floor.db"
-    with sqlite3.connect(source) as src, sqlite3.connect(copy) as dst:
+    src = sqlite3.connect(database.removeprefix("sqlite:///"))
+    dst = sqlite3.connect(copy)
+    try:
         src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
     return PeeweeStore.from_url(f"sqlite:///{copy}")
 
 
-def reference_insert(store: PeeweeStore, credential: int) -> Callable[[], object]:
+def reference_insert(store: PeeweeStore, credential: int) -> Callable[[], None]:
     """One write transaction adding one reference row (a new process holder each call), as
     a miss adds its caller's."""
     pids = itertools.count(1_000_000)
@@ -82,37 +112,54 @@ def reference_insert(store: PeeweeStore, credential: int) -> Callable[[], object
         with store.transaction() as tx:
             holder = Holder.for_process("floor", next(pids), 1)
             if not tx.add_reference(credential, holder, owner=False):
-                raise RuntimeError("the floor's insert wrote nothing")  # it would measure no write
+                raise RuntimeError("the floor's insert wrote nothing")  # it would time no write
 
     return insert
 
 
-def ratio(miss: dict[str, float], parts: list[dict[str, float]], key: str) -> float:
-    return round(miss[key] / sum(p[key] for p in parts), 2)
+def clib_misses(binary: Path, env: dict[str, str], credentials: list[int]) -> dict[str, list]:
+    """libdrc: one C process's misses on ``credentials`` (the first a warm-up) and its pings."""
+    argv = [str(binary), "misses", *map(str, credentials)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    series: dict[str, list[float]] = {"miss": [], "bus_hop": []}
+    for line in out.splitlines():
+        kind, usec = line.split()
+        series["miss" if kind == "miss" else "bus_hop"].append(float(usec))
+    return series
 
 
-def measure(emb, workdir: Path, n: int) -> dict[str, object]:
+def figures(series: dict[str, list[float]], floor: dict[str, list[float]]) -> dict[str, object]:
+    """Each series' summary, the floor (its bus hop, the shared link and store parts) and the
+    ratio of the medians (and of the means)."""
+    stats = {name: summary(samples) for name, samples in {**floor, **series}.items()}
+    parts = [stats[name] for name in PARTS]
+    return {
+        **{name: stats[name] for name in ("miss", *PARTS)},
+        "floor_p50_us": round(sum(p["p50_us"] for p in parts), 1),
+        "miss_vs_floor_p50": round(stats["miss"]["p50_us"] / sum(p["p50_us"] for p in parts), 2),
+        "miss_vs_floor_mean": round(stats["miss"]["mean_us"] / sum(p["mean_us"] for p in parts), 2),
+    }
+
+
+def measure(emb, workdir: Path, n: int, binary: Path | None) -> dict[str, object]:
+    address = emb.bus.address
     cfg = drc_config.load(emb.config)
     host, port = split_host_port(cfg["link"]["listen"], "[link] listen")
-    bus = SyncBusClient(emb.bus.address)
-    link = SyncLinkClient(
-        host, port, munge=Munge(cfg["link"]["munge_socket"] or None), server_uid=0
-    )
-    floor_cred = fresh_credentials(emb.bus.address, 1)[0]
-    store = store_copy(cfg["server"]["database"], workdir)  # floor_cred in it
-    insert = reference_insert(store, floor_cred)  # once: each call a new holder
-    series: dict[str, list[float]] = {}
+    munge = Munge(cfg["link"]["munge_socket"] or None)
+    bus = SyncBusClient(address)
+    link = SyncLinkClient(host, port, munge=munge, server_uid=0)
+    floor_credential = fresh_credentials(address, 1)[0]
+    store = store_copy(cfg["server"]["database"], workdir)  # the credential is in the copy
+    insert = reference_insert(store, floor_credential)  # once: each call a new holder
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address, "LD_LIBRARY_PATH": str(LIB_BUILD)}
+    py: dict[str, list[float]] = {name: [] for name in ("miss", *PARTS)}
+    c: dict[str, list[float]] = {"miss": [], "bus_hop": []}
     try:
-        # The pool is small (embedded: 1024 cookies): the misses run in rounds, each on
-        # credentials acquired before it and freed after it, both outside the timings.
-        while (done := min(map(len, series.values()), default=0)) < n:
+        while (done := len(py["miss"])) < n:
             k = min(ROUND, n - done)
-            acquired = fresh_credentials(emb.bus.address, k + WARMUP)
-            creds = iter(acquired)
+            credentials = fresh_credentials(address, k + WARMUP)
             fns: dict[str, Callable[[], object]] = {
-                "miss": lambda: bus.call(
-                    BUS_NAME, OBJECT_PATH, INTERFACE, "Access", "uu", [next(creds), 0]
-                ),
+                "miss": first_accesses(bus, credentials),
                 "bus_hop": lambda: bus.call(
                     BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Peer", "Ping", "", []
                 ),
@@ -120,39 +167,39 @@ def measure(emb, workdir: Path, n: int) -> dict[str, object]:
                 "store_transaction": insert,
             }
             for name, samples in interleaved(fns, k, chunk=CHUNK).items():
-                series.setdefault(name, []).extend(samples)
-            for credential in acquired:
+                py[name] += samples
+            for credential in credentials:
                 client.release(credential)  # this process's reference and the owner's pin
+            if binary is not None:
+                credentials = fresh_credentials(address, k + 1)
+                for name, samples in clib_misses(binary, env, credentials).items():
+                    c[name] += samples
+                release_at_drcs(address, credentials)
         counters = bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Counters", "", [])[0]
     finally:
         bus.close()
         link.close()
         store.close()
-    stats = {name: summary(samples) for name, samples in series.items()}
-    parts = [stats["bus_hop"], stats["link_round_trip"], stats["store_transaction"]]
-    floor_p50 = round(sum(p["p50_us"] for p in parts), 1)
-    return {
-        **stats,
-        "floor_p50_us": floor_p50,
-        "miss_vs_floor_p50": ratio(stats["miss"], parts, "p50_us"),
-        "miss_vs_floor_mean": ratio(stats["miss"], parts, "mean_us"),
-        "drcc_counters": counters,
-    }
+    floor = {name: py[name] for name in PARTS[1:]}
+    result = {"python": figures(py, floor), "drcc_counters": counters}
+    if binary is not None:
+        result["libdrc"] = figures(c, floor)
+    return result
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clib", action="store_true", help="also measure libdrc's misses")
+    args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="drc-bench-miss-", dir="/tmp"))
     try:
+        binary = build(workdir) if args.clib else None
         with embedded_drc() as emb:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address
-            python = measure(emb, workdir, N)
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = emb.bus.address  # drc.client's bus
+            measured = measure(emb, workdir, N, binary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = {
-        "benchmark": "access_miss_vs_floor",
-        "target_ratio": TARGET,
-        "python": python,
-    }
+    result = {"benchmark": "access_miss_vs_floor", "target_ratio": TARGET, "n": N, **measured}
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench_clib import LIB_BUILD, build
+from bench_drcs import cpu_seconds
 from common import embedded_drc, interleaved, summary
 
 from drc import client
@@ -59,6 +60,8 @@ TARGET = 1.5
 WARMUP = 50
 #: Misses per round (the pool's size bounds it) and per interleaved chunk.
 ROUND, CHUNK = 400, 100
+#: Calls of each kind whose CPU is counted (after the latency rounds).
+CPU_CALLS = 300
 PARTS = ("bus_hop", "link_round_trip", "store_transaction")
 
 
@@ -128,6 +131,24 @@ def clib_misses(binary: Path, env: dict[str, str], credentials: list[int]) -> di
     return series
 
 
+def cpu_per_call(
+    processes: dict[str, int], calls: dict[str, Callable[[], object]], k: int
+) -> dict[str, dict[str, int]]:
+    """CPU µs per call of each kind by process, ``k`` calls in a row: on a busy machine a
+    call's latency follows the CPU it takes, wherever that is spent, more than its path."""
+    out: dict[str, dict[str, int]] = {}
+    for name, fn in calls.items():
+        before = {who: cpu_seconds(pid) for who, pid in processes.items()}
+        for _ in range(k):
+            fn()
+        used = {who: (cpu_seconds(pid) - before[who]) / k * 1e6 for who, pid in processes.items()}
+        out[name] = {
+            **{who: round(us) for who, us in used.items()},
+            "total": round(sum(used.values())),
+        }
+    return out
+
+
 def figures(series: dict[str, list[float]], floor: dict[str, list[float]]) -> dict[str, object]:
     """Each series' summary, the floor (its bus hop, the shared link and store parts) and the
     ratio of the medians (and of the means)."""
@@ -152,20 +173,20 @@ def measure(emb, workdir: Path, n: int, binary: Path | None) -> dict[str, object
     store = store_copy(cfg["server"]["database"], workdir)  # the credential is in the copy
     insert = reference_insert(store, floor_credential)  # once: each call a new holder
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": address, "LD_LIBRARY_PATH": str(LIB_BUILD)}
+    floor: dict[str, Callable[[], object]] = {
+        "bus_hop": lambda: bus.call(
+            BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Peer", "Ping", "", []
+        ),
+        "link_round_trip": lambda: link.call("ServerInfo", []),
+        "store_transaction": insert,
+    }
     py: dict[str, list[float]] = {name: [] for name in ("miss", *PARTS)}
     c: dict[str, list[float]] = {"miss": [], "bus_hop": []}
     try:
         while (done := len(py["miss"])) < n:
             k = min(ROUND, n - done)
             credentials = fresh_credentials(address, k + WARMUP)
-            fns: dict[str, Callable[[], object]] = {
-                "miss": first_accesses(bus, credentials),
-                "bus_hop": lambda: bus.call(
-                    BUS_NAME, OBJECT_PATH, "org.freedesktop.DBus.Peer", "Ping", "", []
-                ),
-                "link_round_trip": lambda: link.call("ServerInfo", []),
-                "store_transaction": insert,
-            }
+            fns = {"miss": first_accesses(bus, credentials), **floor}
             for name, samples in interleaved(fns, k, chunk=CHUNK).items():
                 py[name] += samples
             for credential in credentials:
@@ -175,15 +196,34 @@ def measure(emb, workdir: Path, n: int, binary: Path | None) -> dict[str, object
                 for name, samples in clib_misses(binary, env, credentials).items():
                     c[name] += samples
                 release_at_drcs(address, credentials)
+        credentials = fresh_credentials(address, CPU_CALLS)
+        processes = {
+            "drcc": emb.drcc_pid,
+            "drcs": emb.drcs_pid,
+            "dbus_daemon": emb.bus.pid,
+            "munged": emb.munged.pid,
+            "client": os.getpid(),
+        }
+        cpu = cpu_per_call(
+            processes, {"miss": first_accesses(bus, credentials), **floor}, CPU_CALLS
+        )
+        for credential in credentials:
+            client.release(credential)
         counters = bus.call(BUS_NAME, OBJECT_PATH, INTERFACE, "Counters", "", [])[0]
     finally:
         bus.close()
         link.close()
         store.close()
-    floor = {name: py[name] for name in PARTS[1:]}
-    result = {"python": figures(py, floor), "drcc_counters": counters}
+    shared = {name: py[name] for name in PARTS[1:]}
+    floor_cpu = sum(cpu[name]["total"] for name in PARTS)
+    result = {
+        "python": figures(py, shared),
+        "cpu_us_per_call": cpu,
+        "cpu_miss_vs_floor": round(cpu["miss"]["total"] / floor_cpu, 2),
+        "drcc_counters": counters,
+    }
     if binary is not None:
-        result["libdrc"] = figures(c, floor)
+        result["libdrc"] = figures(c, shared)
     return result
 
 

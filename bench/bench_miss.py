@@ -15,9 +15,13 @@ measured for real on the same daemons, interleaved with the misses (``common.int
 The target is miss ÷ (hop + round trip + transaction) ≤ 1.5 (issue 22), on the medians.
 
 The same is measured from libdrc when ``--clib`` is given (it builds lib/ and
-bench/bench_clib.c): ``drc_access`` misses alternating with raw sd-bus ``Peer.Ping``\\ s in one
-C process per round, between the rounds of the Python series, whose link and store parts
-complete its floor.
+bench/bench_clib.c): ``drc_access`` misses alternating with raw sd-bus ``Peer.Ping`` calls
+in one C process per round, between the rounds of the Python series, whose link and store
+parts complete its floor.
+
+``cpu_us_per_call`` is the CPU each kind takes, by process, over calls in a row. On a busy
+machine a call's latency follows the CPU it takes more than its path, and a miss takes about
+twice the CPU of its floor's parts: that is what its ratio then shows.
 
 The embedded pool holds 1024 credentials, so the misses run in rounds: each on credentials
 acquired at DRCS before it (DRCC has never seen them) and released after it, both untimed.

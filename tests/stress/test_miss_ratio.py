@@ -22,6 +22,7 @@ def test_a_cache_miss_costs_at_most_half_again_its_floor():
     args = ["--clib"] if clib else []
     result = run_bench("bench_miss.py", *args, env=env, timeout=size(180, 900))
     assert result["target_ratio"] == TARGET
+    ratios = {}
     for client in ("python", "libdrc") if clib else ("python",):
         figures = result[client]
         ratio = figures["miss_vs_floor_p50"]
@@ -42,9 +43,10 @@ def test_a_cache_miss_costs_at_most_half_again_its_floor():
         assert figures["miss"]["n"] >= result["n"], figures
         assert all(figures[name]["p50_us"] > 0 for name in ("bus_hop", "link_round_trip"))
         assert figures["store_transaction"]["p50_us"] > 0 and 0 < ratio < 20
-        if FULL:  # a small run is mostly warm-up: the ratio is judged at full size only
-            assert ratio <= TARGET, figures
+        ratios[client] = ratio
     assert result["cpu_us_per_call"]["miss"]["drcs"] > 0  # the miss reached DRCS
     counters = result["drcc_counters"]
     assert counters.get("access_local", 0) == 0, counters  # no miss was a cache hit
     assert counters["access_forwarded"] >= result["n"] * (2 if clib else 1), counters
+    if FULL:  # a small run is mostly warm-up: the ratios are judged at full size only
+        assert all(ratio <= TARGET for ratio in ratios.values()), result

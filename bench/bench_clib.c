@@ -5,6 +5,10 @@
  *                             drc_access on the cached association, one raw sd-bus
  *                             org.freedesktop.DBus.Peer.Ping to org.drc.Node on the same bus;
  *                             prints "access <usec>" and "ping <usec>" per sample
+ *   bench_clib misses ID...   drc_access on each credential ID (the first a warm-up), each
+ *                             the first of its association (a cache miss, answered by DRCS),
+ *                             alternately with one raw sd-bus Peer.Ping to org.drc.Node;
+ *                             prints "miss <usec>" and "ping <usec>" per sample
  *   bench_clib loop SECONDS   acquire, then drc_access for SECONDS; prints the call count
  *   bench_clib threads T SECONDS [raw]
  *                             T threads call drc_access for SECONDS on one credential,
@@ -62,6 +66,31 @@ static int latency(uint32_t credential, long n)
 		if (access_once(credential))
 			return 1;
 		printf("access %.3f\n", (now() - t0) * 1e6);
+		t0 = now();
+		if (ping(bus) < 0)
+			return 1;
+		printf("ping %.3f\n", (now() - t0) * 1e6);
+	}
+	sd_bus_flush_close_unref(bus);
+	return 0;
+}
+
+static int misses(char **ids, int n)
+{
+	sd_bus *bus = NULL;
+	double t0;
+	int i;
+
+	if (n < 1 || sd_bus_open_system(&bus) < 0 || ping(bus) < 0 ||
+	    access_once(strtoul(ids[0], NULL, 10)))
+		return 1;
+	for (i = 1; i < n; i++) {
+		uint32_t credential = strtoul(ids[i], NULL, 10);
+
+		t0 = now();
+		if (access_once(credential))
+			return 1;
+		printf("miss %.3f\n", (now() - t0) * 1e6);
 		t0 = now();
 		if (ping(bus) < 0)
 			return 1;
@@ -148,6 +177,8 @@ int main(int argc, char **argv)
 	long calls;
 	int rc;
 
+	if (argc >= 3 && strcmp(argv[1], "misses") == 0)
+		return misses(argv + 2, argc - 2); /* credentials acquired by the caller */
 	rc = drc_acquire(&credential, DRC_FLAGS_FLEX_CREDENTIAL);
 	if (rc != DRC_SUCCESS) {
 		fprintf(stderr, "drc_acquire: %s\n", drc_error_message(rc));
@@ -162,6 +193,7 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 4 && strcmp(argv[1], "threads") == 0)
 		return threads(credential, atoi(argv[2]), atof(argv[3]), argc > 4);
-	fprintf(stderr, "usage: %s latency N | loop SECONDS | threads T SECONDS [raw]\n", argv[0]);
+	fprintf(stderr, "usage: %s latency N | misses ID... | loop SECONDS | threads T SECONDS [raw]\n",
+		argv[0]);
 	return 2;
 }

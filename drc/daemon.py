@@ -1,14 +1,23 @@
 """What drcs and drcc share as processes: command line, config loading, logging, signals, and
-telling systemd how they are (``Type=notify``, ``WatchdogSec=``: :mod:`drc.sdnotify`)."""
+telling systemd how they are (``Type=notify``, ``WatchdogSec=``: :mod:`drc.sdnotify`).
+
+``DRC_PROFILE=DIR`` in a daemon's environment profiles it with cProfile, its event loop and
+every thread it starts (DRCS's store thread), and writes ``DIR/PROG-PID.prof`` when it stops
+in order (SIGTERM): how the latency figures of ``bench/`` are explained (``pstats`` reads it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 from drc import config as drc_config
 from drc.cli.common import add_version
@@ -65,10 +74,46 @@ def run_daemon(
     try:
         cfg = drc_config.load(args.config)
         setup_logging(prog, cfg["log"]["level"], syslog=args.syslog)
-        asyncio.run(serve(cfg))
+        with profiled(prog, os.environ.get(PROFILE_ENV, "")):
+            asyncio.run(serve(cfg))
     except (Exception, KeyboardInterrupt) as e:  # start-up failures: say what, once
         logging.getLogger(f"drc.{prog}").debug("start-up failed", exc_info=True)
         if not isinstance(e, KeyboardInterrupt):
             print(message(prog, e), file=sys.stderr)
         return daemon_status(e)
     return EXIT_OK
+
+
+#: The environment variable naming where a daemon writes its profile (module doc).
+PROFILE_ENV = "DRC_PROFILE"
+
+
+@contextlib.contextmanager
+def profiled(prog: str, directory: str) -> Iterator[None]:
+    """Profile this thread and every thread started inside into ``directory`` (if not "")."""
+    if not directory:
+        yield
+        return
+    import cProfile
+    import pstats
+
+    profiles = [cProfile.Profile()]
+
+    def start_in_thread(*_: object) -> None:
+        """A new thread's first event: give it a profiler of its own (which replaces this)."""
+        profile = cProfile.Profile()
+        profiles.append(profile)
+        profile.enable()
+
+    threading.setprofile(start_in_thread)
+    profiles[0].enable()
+    try:
+        yield
+    finally:
+        profiles[0].disable()
+        threading.setprofile(None)
+        stats = pstats.Stats(profiles[0])
+        for profile in profiles[1:]:
+            profile.snapshot_stats()
+            stats.add(profile)
+        stats.dump_stats(str(Path(directory) / f"{prog}-{os.getpid()}.prof"))

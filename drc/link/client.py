@@ -1,7 +1,8 @@
 """The DRCC end of the DRC link.
 
-Calls are pipelined on one connection: each request gets a fresh id, a reader task matches
-responses to waiting calls by id, so a slow method doesn't hold up the others. Requests are
+Calls are pipelined on one connection: each request gets a fresh id, and the connection (an
+asyncio protocol) matches responses to waiting calls by id as it reads them, so a slow method
+doesn't hold up the others. Requests are
 MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them) and a
 response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
 Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
@@ -10,7 +11,6 @@ Any failure drops the connection (failing the calls waiting on it); the next cal
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -20,46 +20,89 @@ from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.link.munge import UNREACHABLE, Munge, MungeError
-from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, read_frame
+from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, split_frame
 
 log = logging.getLogger(__name__)
 
+#: Seconds a response frame may take to arrive whole once its first bytes did.
+BODY_TIMEOUT = 30.0
 
-class _Connection:
-    """One open stream, its pending calls and the task reading its responses."""
 
-    def __init__(
-        self, client: LinkClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+class _Connection(asyncio.Protocol):
+    """One open stream and its pending calls. A protocol, as the server's connections are:
+    each response reaches its call in the event-loop turn that read it, with no reader task
+    (and no stream buffer) in between: on a cache miss, one loop turn fewer."""
+
+    def __init__(self, client: LinkClient) -> None:
         self.client = client
-        self.reader, self.writer = reader, writer
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self.buffer = bytearray()
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.failure: DrcError | None = None
-        self.task = asyncio.create_task(self._read_loop())
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
+        self.writable: asyncio.Future[None] | None = None  # while the peer does not read
+        self.stall: asyncio.TimerHandle | None = None  # while a frame is half received
 
     @property
     def alive(self) -> bool:
-        return self.failure is None and not self.writer.is_closing()
+        return self.failure is None and not self.transport.is_closing()
 
     def fail(self, error: DrcError) -> None:
         """Fail every waiting call with ``error`` and close; idempotent."""
         if self.failure is None:
             self.failure = error
-        self.writer.close()
+        self.transport.close()
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.failure)
         self.pending.clear()
 
-    async def _read_loop(self) -> None:
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self.writable is not None:
+            await asyncio.shield(self.writable)
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
         client = self.client
+        if isinstance(exc, OSError):
+            reason = _os_reason(exc)
+        elif self.buffer:
+            reason = f"bad response: connection closed inside a frame ({len(self.buffer)} bytes in)"
+        else:
+            reason = "connection closed"
+        self.fail(LinkDown(client.target, reason))
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+        self.buffer.clear()
+        self.resume_writing()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def eof_received(self) -> bool:
+        return False  # DRCS closed its end: close ours (connection_lost follows)
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        self.buffer += data
         try:
-            while True:
-                body = await read_frame(self.reader, client.max_frame)
-                if body is None:
-                    raise LinkDown(client.target, "connection closed")
-                payload = client._open_response(body)
-                response = Response.from_payload(payload)
+            while (body := split_frame(self.buffer, client.max_frame)) is not None:
+                response = Response.from_payload(client._open_response(body))
                 future = self.pending.pop(response.id, None)
                 if future is None:
                     log.debug("%s: response for unknown id %d dropped", client.target, response.id)
@@ -69,14 +112,22 @@ class _Connection:
             self.fail(err)
         except FrameError as err:
             self.fail(LinkDown(client.target, f"bad response: {err}"))
-        except OSError as err:
-            self.fail(LinkDown(client.target, _os_reason(err)))
         except Exception as err:  # a bug here must fail the calls, not hang them
             log.exception("%s: response reader failed", client.target)
             self.fail(LinkDown(client.target, str(err)))
-        except asyncio.CancelledError:
-            self.fail(LinkDown(client.target, "connection closed"))
-            raise
+        # A frame begun must be finished within BODY_TIMEOUT (a stalled DRCS must not pin a
+        # half-read buffer, nor the calls waiting behind it, for ever).
+        if self.buffer and self.failure is None:
+            if self.stall is None:
+                self.stall = asyncio.get_running_loop().call_later(BODY_TIMEOUT, self._stalled)
+        elif self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+
+    def _stalled(self) -> None:
+        self.stall = None
+        text = f"frame not complete after {BODY_TIMEOUT:g} s"
+        self.fail(LinkDown(self.client.target, f"bad response: {text}"))
 
 
 # What to do when DRCS does not answer, for the admin reading a node's error.
@@ -145,8 +196,8 @@ class LinkClient:
                 future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
                 conn.pending[request.id] = future
                 try:
-                    conn.writer.write(pack_frame(self._seal(request), self.max_frame))
-                    await conn.writer.drain()
+                    conn.transport.write(pack_frame(self._seal(request), self.max_frame))
+                    await conn.drain()
                     response = await future
                 finally:
                     conn.pending.pop(request.id, None)
@@ -172,10 +223,7 @@ class LinkClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.fail(LinkDown(self.target, reason))
-            conn.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await conn.task
-                await conn.writer.wait_closed()
+            await conn.closed
 
     async def __aenter__(self) -> LinkClient:
         return self
@@ -189,11 +237,14 @@ class LinkClient:
         async with self._connecting:
             if self._conn is not None and self._conn.alive:
                 return self._conn
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            sock = writer.get_extra_info("socket")
+            loop = asyncio.get_running_loop()
+            transport, conn = await loop.create_connection(
+                lambda: _Connection(self), self.host, self.port
+            )
+            sock = transport.get_extra_info("socket")
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = _Connection(self, reader, writer)
-            return self._conn
+            self._conn = conn
+            return conn
 
     def _seal(self, request: Request) -> bytes:
         payload = request.to_payload()

@@ -58,6 +58,10 @@ MAX_DEPTH = 32
 #: still parsed, so that it gets its EINVAL (out of range) answer; a literal past this is no
 #: message of ours, and ``int()`` of thousands of digits costs quadratic time.
 MAX_INT_CHARS = 64
+#: A run of digits as long as that bound. Only a payload holding one can carry a literal over
+#: it, so only such a payload is parsed with the per-integer check (a Python call for every
+#: integer: 17 in a credential); the rest is parsed at C speed, to the same result.
+_LONG_DIGITS = re.compile(rb"\d{%d}" % MAX_INT_CHARS)
 #: A JSON string, or an unterminated one up to the end (possessive, so never rescanned: a
 #: payload of unterminated strings would otherwise cost quadratic time).
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
@@ -178,7 +182,10 @@ def _check_depth(payload: bytes) -> None:
 def _loads(payload: bytes) -> dict[str, Any]:
     _check_depth(payload)
     try:
-        message = json.loads(payload, parse_int=_bounded_int)
+        if _LONG_DIGITS.search(payload) is None:
+            message = json.loads(payload)
+        else:
+            message = json.loads(payload, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise FrameError(f"payload is not JSON: {err}") from None
     if not isinstance(message, dict):

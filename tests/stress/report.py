@@ -40,6 +40,8 @@ EXPECTED = [
     "drccli expire",
     "per-node JobsEnded",
     "DRCS acquire+release over D-Bus",
+    "a cache-miss access end to end (python)",
+    "a cache-miss access end to end (libdrc)",
     "libdrc: 8 threads",
     "racing acquires under a limit (sqlite)",
     "racing acquires under a limit (postgresql)",

@@ -5,6 +5,12 @@ responses to waiting calls by id, so a slow method doesn't hold up the others. R
 MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them) and a
 response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
 Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
+
+A change-feed answer may come as a *shared* response (:mod:`drc.link.protocol`): one
+credential DRCS sealed for every node it answers alike. It counts only if it comes from
+``server_uid`` and answers, fresh, the very request it names (:meth:`SharedAnswer.answers`);
+then, and only then, a credential this host's munged has seen before is accepted too. One that
+does not answer the request is dropped and logged, and the call goes on waiting for its answer.
 """
 
 from __future__ import annotations
@@ -19,8 +25,18 @@ import threading
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.munge import UNREACHABLE, Munge, MungeError
-from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, read_frame
+from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError
+from drc.link.protocol import (
+    MAX_FRAME,
+    SHAREABLE,
+    FrameError,
+    Request,
+    Response,
+    SharedAnswer,
+    pack_frame,
+    read_frame,
+    split_shared,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +50,7 @@ class _Connection:
         self.client = client
         self.reader, self.writer = reader, writer
         self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
         self.failure: DrcError | None = None
         self.task = asyncio.create_task(self._read_loop())
 
@@ -50,6 +67,7 @@ class _Connection:
             if not future.done():
                 future.set_exception(self.failure)
         self.pending.clear()
+        self.asked.clear()
 
     async def _read_loop(self) -> None:
         client = self.client
@@ -58,8 +76,13 @@ class _Connection:
                 body = await read_frame(self.reader, client.max_frame)
                 if body is None:
                     raise LinkDown(client.target, "connection closed")
-                payload = client._open_response(body)
-                response = Response.from_payload(payload)
+                shared = split_shared(body)
+                if shared is None:
+                    response = Response.from_payload(client._open_response(body))
+                else:
+                    response = client._open_shared(self.asked.get(shared[0]), *shared)
+                    if response is None:
+                        continue
                 future = self.pending.pop(response.id, None)
                 if future is None:
                     log.debug("%s: response for unknown id %d dropped", client.target, response.id)
@@ -144,12 +167,15 @@ class LinkClient:
                 conn = await self._connected()
                 future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
                 conn.pending[request.id] = future
+                if method in SHAREABLE:
+                    conn.asked[request.id] = request
                 try:
                     conn.writer.write(pack_frame(self._seal(request), self.max_frame))
                     await conn.writer.drain()
                     response = await future
                 finally:
                     conn.pending.pop(request.id, None)
+                    conn.asked.pop(request.id, None)
         except TimeoutError:
             error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
             if conn is not None:
@@ -209,8 +235,34 @@ class LinkClient:
 
     def _open_response(self, body: bytes) -> bytes:
         """The payload of a response frame, if it truly comes from ``server_uid``."""
+        return self._open(body, allow_replayed=False).payload
+
+    def _open_shared(
+        self, request: Request | None, request_id: int, credential: bytes
+    ) -> Response | None:
+        """The response a shared answer makes for ``request``; None (dropped) when it is no
+        fresh answer to it: an old batch replayed, another generation's, another question's."""
+        if request is None:
+            log.debug("%s: shared answer for unknown id %d dropped", self.target, request_id)
+            return None
+        decoded = self._open(credential, allow_replayed=True)
+        shared = SharedAnswer.from_payload(decoded.payload)
+        if not shared.answers(request):
+            log.warning(
+                "%s: dropped a shared answer that is no fresh answer to %s%s (asked %s)%s",
+                self.target,
+                request.method,
+                request.args[: len(shared.asked)],
+                shared.asked,
+                ", a credential seen before" if decoded.replayed else "",
+            )
+            return None
+        return Response(request_id, ok=shared.ok)
+
+    def _open(self, body: bytes, *, allow_replayed: bool) -> Decoded:
+        """The credential decoded, if it truly comes from ``server_uid``."""
         try:
-            decoded = self.munge.decode(body)
+            decoded = self.munge.decode(body, allow_replayed=allow_replayed)
         except MungeError as err:
             if err.code in UNREACHABLE:
                 reason = f"{LOCAL_MUNGE} could not check the response: {err.message}"
@@ -221,7 +273,7 @@ class LinkClient:
                 Code.EPERM,
                 f"DRC link: response from uid {decoded.uid}, expected DRCS uid {self.server_uid}",
             )
-        return decoded.payload
+        return decoded
 
 
 class SyncLinkClient:

@@ -45,6 +45,12 @@ COALESCE = 0.01
 #: Long polls end on whole-second ticks: one timer for all of them, not one each.
 TICK = 1.0
 
+#: Polls answered per event-loop turn. Each answer then costs its dispatch check and its
+#: write a turn or two later; answering all 10,000 in one turn would check every one before
+#: writing the first (and keep every other request waiting meanwhile), so the writes start
+#: after the first slice instead, and the loop serves other requests between slices.
+FAN_OUT = 500
+
 #: What a long poll answers: (generation, complete, seq, [(credential, epoch), ...]).
 Answer = tuple[str, bool, int, list[tuple[int, int]]]
 
@@ -54,7 +60,8 @@ class ChangeLog:
 
     A following node parks one poll here at all times, so a DRCS of 10,000 nodes holds
     10,000: each is a future in a table (no task, no coroutine, no timer of its own), all
-    answered by one callback when a change comes and expired by one ticking timer.
+    answered when a change comes (:data:`FAN_OUT` a loop turn, the polls from one ``since``
+    with one shared answer) and expired by one ticking timer.
     """
 
     def __init__(self, keep: int = 100_000) -> None:
@@ -65,6 +72,12 @@ class ChangeLog:
         self._ends: dict[int, list[asyncio.Future[Answer]]] = {}  # tick -> polls ending then
         self._ticking: asyncio.TimerHandle | None = None
         self._answering: asyncio.TimerHandle | None = None
+        #: Polls being answered, :data:`FAN_OUT` a turn: (poll, its since, its generation).
+        self._fanout: deque[tuple[asyncio.Future[Answer], int, str]] = deque()
+        self._fanning: asyncio.Handle | None = None
+        #: The answers made since the last change: (asked generation, since) -> its answer.
+        self._answers: dict[tuple[str, int], Shared] = {}
+        self._answers_at = (self.generation, self.seq)
         self._context = contextvars.Context()  # the polls' callbacks need none of their own
 
     def record(self, kind: str, credential: int, value: int) -> None:
@@ -126,15 +139,45 @@ class ChangeLog:
             complete, changes = self.since(since)
             future.set_result((self.generation, complete, self.seq, changes))
 
-    def _shared(self, since: int, asked: str, answers: dict[int, Shared]) -> Shared:
-        """The one answer of every poll from ``since`` answered now (module doc)."""
-        answer = answers.get(since)
+    def _shared(self, since: int, asked: str) -> Shared:
+        """The one answer of every poll from (``asked``, ``since``) answered now, until the
+        next change (module doc). A poll of a replaced generation learns the new one, with
+        no changes: it must resynchronise."""
+        if self._answers_at != (self.generation, self.seq):
+            self._answers.clear()
+            self._answers_at = (self.generation, self.seq)
+        answer = self._answers.get((asked, since))
         if answer is None:
-            complete, changes = self.since(since)
-            answer = answers[since] = Shared(
+            if asked == self.generation:
+                complete, changes = self.since(since)
+            else:
+                complete, changes = False, []
+            answer = self._answers[asked, since] = Shared(
                 (self.generation, complete, self.seq, changes), [asked, since]
             )
         return answer
+
+    def _queue(self, future: asyncio.Future[Answer], since: int, asked: str) -> None:
+        if not future.done():
+            self._fanout.append((future, since, asked))
+
+    def _fan_out(self) -> None:
+        """Answer the next :data:`FAN_OUT` queued polls, and the rest from the next turns."""
+        self._fanning = None
+        fanout = self._fanout
+        for _ in range(min(FAN_OUT, len(fanout))):
+            future, since, asked = fanout.popleft()
+            if not future.done():  # its node may have gone meanwhile
+                future.set_result(self._shared(since, asked))
+        if fanout:
+            self._fanning = asyncio.get_running_loop().call_soon(
+                self._fan_out, context=self._context
+            )
+
+    def _start_fan_out(self) -> None:
+        """The first slice now; the next ones on the following turns."""
+        if self._fanning is None and self._fanout:
+            self._fan_out()
 
     def _answer_soon(self) -> None:
         if self._answering is None:
@@ -150,12 +193,11 @@ class ChangeLog:
             self._answering.cancel()
             self._answering = None
         asked = self.generation if asked is None else asked
-        answers: dict[int, Shared] = {}
         for future, since in list(self._polls.items()):
             if everyone or since < self.seq or future.done():
-                if not future.done():
-                    future.set_result(self._shared(since, asked, answers))
+                self._queue(future, since, asked)
                 del self._polls[future]
+        self._start_fan_out()
         # answered and cancelled polls leave their ticks too (a burst of changes would
         # otherwise keep every node's answered poll until its timeout)
         self._ends = {
@@ -169,12 +211,12 @@ class ChangeLog:
         """End the polls whose time is up; tick again while any are parked."""
         loop = asyncio.get_running_loop()
         now = math.floor(loop.time() / TICK + 1e-6)
-        answers: dict[int, Shared] = {}
         for tick in [t for t in self._ends if t <= now]:
             for future in self._ends.pop(tick):
                 since = self._polls.pop(future, None)
-                if since is not None and not future.done():
-                    future.set_result(self._shared(since, self.generation, answers))
+                if since is not None:
+                    self._queue(future, since, self.generation)
+        self._start_fan_out()
         for future in [f for f in self._polls if f.done()]:
             del self._polls[future]  # cancelled: its node went
         self._ticking = None

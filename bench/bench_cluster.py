@@ -71,6 +71,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used (user + system): what a phase cost each process, whatever
+    else the machine runs meanwhile (wall times on a busy machine are not)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_nofile(wanted: int) -> int:
     """Soft RLIMIT_NOFILE up to the hard limit; the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -281,6 +289,8 @@ class Simulator:
         # would seal 10,000 of them between reading one node's answer and the next one's
         # (~0.1 ms each). So the nodes that heard poll again once every node heard.
         self.polls.clear()
+        drcs, munged = self.emb.drcs_pid, self.emb.munged.pid
+        cpu = cpu_seconds(drcs), cpu_seconds(munged), time.process_time()
         t0 = time.monotonic()
         try:
             await owner.link.call("NodeRevoke", [caller, credential, *target])
@@ -290,6 +300,7 @@ class Simulator:
                 if all(credential in n.heard for n in self.nodes):
                     break
                 await asyncio.sleep(0.05)
+            used = cpu_seconds(drcs), cpu_seconds(munged), time.process_time()
         finally:
             self.polls.set()
         delays = [(n.heard[credential] - t0) * 1000 for n in self.nodes if credential in n.heard]
@@ -309,6 +320,10 @@ class Simulator:
             # the simulator's own cost: one munged decoding for every simulated node
             "simulator_decodes": self.munge.decodes - decodes,
             "simulator_decode_ms": round((self.munge.decode_seconds - decode_seconds) * 1000, 1),
+            # CPU each process spent from the revoke until every node heard it
+            "drcs_cpu_ms": round((used[0] - cpu[0]) * 1000),
+            "munged_cpu_ms": round((used[1] - cpu[1]) * 1000),
+            "simulator_cpu_ms": round((used[2] - cpu[2]) * 1000),
         }
 
     async def close(self) -> None:

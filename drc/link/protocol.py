@@ -22,14 +22,15 @@ the request's id *outside* the sealed part::
 
 ``asked`` is the part of the request the answer is for (its generation and ``since``). The
 node accepts a shared answer only from DRCS's uid, only for a method in :data:`SHAREABLE`,
-only when ``asked`` equals what it asked, and only when the answer moves forward from there
-(:func:`fresh_feed_answer`). Because each answer names the exact question it answers, and a
-node never asks the same question again once it applied an answer that moved it on, the node
-may accept a credential its munged has seen before (MUNGE's "replayed"): it must, since one
-munged serves many nodes in tests and the simulator, and a node may decode a shared credential
-twice after a reconnect. An old batch replayed to a node changes nothing; SECURITY.md ("The
-change feed's shared answers") gives the argument. A frame whose id does not match is dropped
-like any unknown response. Every other frame stays per request and replay-checked.
+only when ``asked`` equals what it asked, and only when the answer moves it forward from there
+(:func:`fresh_feed_answer`; heartbeats, which move nothing, are never shared). Because each
+answer names the exact question it answers, and a node never asks the same question again once
+it applied an answer that moved it on, the node may accept a credential its munged has seen
+before (MUNGE's "replayed"): it must, since one munged serves many nodes in tests and the
+simulator, and a node may decode a shared credential twice after a reconnect. An old batch
+replayed to a node changes nothing; SECURITY.md ("The change feed's shared answers") gives the
+argument. A frame whose id does not match is dropped like any unknown response. Every other
+frame stays per request and replay-checked.
 
 Frame format 2 is understood by DRCC and DRCS of this version only; they ship together (one
 package), and a DRCS sends shared frames only as answers to ``NodeWatch``.
@@ -348,10 +349,11 @@ class SharedAnswer:
 def fresh_feed_answer(asked: list[Any], ok: list[Any]) -> bool:
     """A ``NodeWatch`` answer to (generation, since) that moves the node forward from there.
 
-    In the same generation its ``seq`` is at least ``since``, and an answer that does not move
-    it (a heartbeat) carries no change; in another generation (DRCS restarted or missed
-    changes) it carries no change: the node resynchronises over per-request verbs. So an
-    answer can be applied only at the one point it was made for.
+    In the same generation its ``seq`` is past ``since``; in another generation (DRCS
+    restarted or missed changes) it carries no change: the node resynchronises over
+    per-request verbs. So an answer can be applied only at the one point it was made for, and
+    once applied the node never asks from that point again. A heartbeat (nothing changed)
+    moves nothing: DRCS never shares one, and a shared one is refused.
     """
     if len(asked) != 2 or len(ok) != 1:
         return False
@@ -366,7 +368,7 @@ def fresh_feed_answer(asked: list[Any], ok: list[Any]) -> bool:
         return False
     if new_generation != generation:
         return not changes
-    return seq > since or (seq == since and not changes)
+    return seq > since
 
 
 #: The methods whose answers may be shared, and the check each answer must pass.

@@ -13,11 +13,12 @@ may have been missed: the log starts a new generation, and every node following 
 resynchronises its epochs from the store (as after a fail-over, where the generation differs
 too).
 
-Polls answered together with the same content (the same ``since``, the same tick) get one
+Polls answered together with the same news (the same generation and ``since``) get one
 :class:`~drc.link.protocol.Shared` answer: the link seals it once and sends the same bytes to
 each node, so a change reaching 10,000 nodes costs one MUNGE encode, not 10,000. The answer
 names the question it answers (generation, ``since``), which is what lets each node check it is
-fresh (:mod:`drc.link.protocol`, shared answers).
+fresh (:mod:`drc.link.protocol`, shared answers). A heartbeat (a poll whose time is up with
+nothing new) is answered per request, as a shared one would be refused.
 """
 
 from __future__ import annotations
@@ -167,7 +168,9 @@ class ChangeLog:
         fanout = self._fanout
         for _ in range(min(FAN_OUT, len(fanout))):
             future, since, asked = fanout.popleft()
-            if not future.done():  # its node may have gone meanwhile
+            if asked == self.generation and since >= self.seq:
+                self._answer(future, since)  # a heartbeat: never shared (fresh_feed_answer)
+            elif not future.done():  # its node may have gone meanwhile
                 future.set_result(self._shared(since, asked))
         if fanout:
             self._fanning = asyncio.get_running_loop().call_soon(

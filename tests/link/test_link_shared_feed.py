@@ -297,7 +297,7 @@ def test_a_shared_answer_sealed_by_a_non_drcs_uid_is_refused(munged, nobody) -> 
     ("asked", "answer", "fresh"),
     [
         (["g", 4], ["g", True, 6, [[5, 2]]], True),  # moves forward
-        (["g", 4], ["g", True, 4, []], True),  # a heartbeat: nothing to apply
+        (["g", 4], ["g", True, 4, []], False),  # a heartbeat is never shared
         (["g", 4], ["g", True, 4, [[5, 2]]], False),  # changes without moving
         (["g", 4], ["g", True, 3, [[5, 2]]], False),  # backwards
         (["g", 4], ["h", False, 0, []], True),  # a new generation: resynchronise

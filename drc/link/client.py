@@ -6,6 +6,12 @@ doesn't hold up the others. Requests are
 MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them) and a
 response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
 Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
+
+A change-feed answer may come as a *shared* response (:mod:`drc.link.protocol`): one
+credential DRCS sealed for every node it answers alike. It counts only if it comes from
+``server_uid`` and answers, fresh, the very request it names (:meth:`SharedAnswer.answers`);
+then, and only then, a credential this host's munged has seen before is accepted too. One that
+does not answer the request is dropped and logged, and the call goes on waiting for its answer.
 """
 
 from __future__ import annotations
@@ -19,8 +25,18 @@ import threading
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.munge import UNREACHABLE, Munge, MungeError
-from drc.link.protocol import MAX_FRAME, FrameError, Request, Response, pack_frame, split_frame
+from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError
+from drc.link.protocol import (
+    MAX_FRAME,
+    SHAREABLE,
+    FrameError,
+    Request,
+    Response,
+    SharedAnswer,
+    pack_frame,
+    split_frame,
+    split_shared,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.buffer = bytearray()
         self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
@@ -57,6 +74,7 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(self.failure)
         self.pending.clear()
+        self.asked.clear()
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is over its high-water mark."""
@@ -102,7 +120,13 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         try:
             while (body := split_frame(self.buffer, client.max_frame)) is not None:
-                response = Response.from_payload(client._open_response(body))
+                shared = split_shared(body)
+                if shared is None:
+                    response = Response.from_payload(client._open_response(body))
+                else:
+                    response = client._open_shared(self.asked.get(shared[0]), *shared)
+                    if response is None:
+                        continue
                 future = self.pending.pop(response.id, None)
                 if future is None:
                     log.debug("%s: response for unknown id %d dropped", client.target, response.id)
@@ -195,12 +219,15 @@ class LinkClient:
                 conn = await self._connected()
                 future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
                 conn.pending[request.id] = future
+                if method in SHAREABLE:
+                    conn.asked[request.id] = request
                 try:
                     conn.transport.write(pack_frame(self._seal(request), self.max_frame))
                     await conn.drain()
                     response = await future
                 finally:
                     conn.pending.pop(request.id, None)
+                    conn.asked.pop(request.id, None)
         except TimeoutError:
             error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
             if conn is not None:
@@ -260,8 +287,34 @@ class LinkClient:
 
     def _open_response(self, body: bytes) -> bytes:
         """The payload of a response frame, if it truly comes from ``server_uid``."""
+        return self._open(body, allow_replayed=False).payload
+
+    def _open_shared(
+        self, request: Request | None, request_id: int, credential: bytes
+    ) -> Response | None:
+        """The response a shared answer makes for ``request``; None (dropped) when it is no
+        fresh answer to it: an old batch replayed, another generation's, another question's."""
+        if request is None:
+            log.debug("%s: shared answer for unknown id %d dropped", self.target, request_id)
+            return None
+        decoded = self._open(credential, allow_replayed=True)
+        shared = SharedAnswer.from_payload(decoded.payload)
+        if not shared.answers(request):
+            log.warning(
+                "%s: dropped a shared answer that is no fresh answer to %s%s (asked %s)%s",
+                self.target,
+                request.method,
+                request.args[: len(shared.asked)],
+                shared.asked,
+                ", a credential seen before" if decoded.replayed else "",
+            )
+            return None
+        return Response(request_id, ok=shared.ok)
+
+    def _open(self, body: bytes, *, allow_replayed: bool) -> Decoded:
+        """The credential decoded, if it truly comes from ``server_uid``."""
         try:
-            decoded = self.munge.decode(body)
+            decoded = self.munge.decode(body, allow_replayed=allow_replayed)
         except MungeError as err:
             if err.code in UNREACHABLE:
                 reason = f"{LOCAL_MUNGE} could not check the response: {err.message}"
@@ -272,7 +325,7 @@ class LinkClient:
                 Code.EPERM,
                 f"DRC link: response from uid {decoded.uid}, expected DRCS uid {self.server_uid}",
             )
-        return decoded.payload
+        return decoded
 
 
 class SyncLinkClient:

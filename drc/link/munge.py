@@ -56,11 +56,16 @@ class MungeError(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
-    """A valid credential's payload and the uid/gid of the process that encoded it."""
+    """A valid credential's payload and the uid/gid of the process that encoded it.
+
+    ``replayed``: this munged had decoded the credential before (only with
+    ``decode(..., allow_replayed=True)``; every other caller gets :class:`MungeError` 17).
+    """
 
     payload: bytes
     uid: int
     gid: int
+    replayed: bool = False
 
 
 _lib: ctypes.CDLL | None = None
@@ -152,8 +157,13 @@ class Munge:
                 if cred.value:
                     _free(cred.value)
 
-    def decode(self, cred: bytes) -> Decoded:
-        """Payload and encoder uid/gid; :class:`MungeError` if invalid, expired or replayed."""
+    def decode(self, cred: bytes, *, allow_replayed: bool = False) -> Decoded:
+        """Payload and encoder uid/gid; :class:`MungeError` if invalid, expired or replayed.
+
+        ``allow_replayed``: a credential this munged decoded before is returned, marked
+        ``replayed``, instead of refused. Only for a message whose content proves its own
+        freshness (the change feed's shared answers, :mod:`drc.link.protocol`): MUNGE still
+        vouches that it is authentic, unaltered and within its time to live."""
         buf = ctypes.c_void_p()
         length = ctypes.c_int()
         uid = ctypes.c_uint()
@@ -170,10 +180,11 @@ class Munge:
                 ctypes.byref(gid),
             )
             try:  # libmunge hands out the payload even for some errors (expired, replayed)
-                if rc != EMUNGE_SUCCESS:
+                replayed = rc == EMUNGE_CRED_REPLAYED and allow_replayed
+                if rc != EMUNGE_SUCCESS and not replayed:
                     raise self._error(rc, self._dec)
                 payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
-                return Decoded(payload, uid.value, gid.value)
+                return Decoded(payload, uid.value, gid.value, replayed)
             finally:
                 if buf.value:
                     _free(buf.value)

@@ -11,6 +11,30 @@ is the message. Messages are compact JSON::
 The size limit is checked on the length prefix, before any body is read, so a hostile peer can
 make us allocate at most ``max_frame`` bytes.
 
+Shared answers (frame format 2). One change reaches every node following DRCS: sealing each
+node's answer with its own MUNGE credential cost one round trip to munged per node per change
+(seconds at 10,000 nodes). So DRCS seals a change-feed answer once per batch and sends the
+same bytes to every node whose poll it answers alike (same generation and ``since``), with
+the request's id *outside* the sealed part::
+
+    shared response   @7:MUNGE:AwQ…       (the id, a colon, the shared credential)
+    its sealed payload {"shared": "NodeWatch", "asked": ["9f3c…", 41], "ok": [[…]]}
+
+``asked`` is the part of the request the answer is for (its generation and ``since``). The
+node accepts a shared answer only from DRCS's uid, only for a method in :data:`SHAREABLE`,
+only when ``asked`` equals what it asked, and only when the answer moves it forward from there
+(:func:`fresh_feed_answer`; heartbeats, which move nothing, are never shared). Because each
+answer names the exact question it answers, and a node never asks the same question again once
+it applied an answer that moved it on, the node may accept a credential its munged has seen
+before (MUNGE's "replayed"): it must, since one munged serves many nodes in tests and the
+simulator, and a node may decode a shared credential twice after a reconnect. An old batch
+replayed to a node changes nothing; SECURITY.md ("The change feed's shared answers") gives the
+argument. A frame whose id does not match is dropped like any unknown response. Every other
+frame stays per request and replay-checked.
+
+Frame format 2 is understood by DRCC and DRCS of this version only; they ship together (one
+package), and a DRCS sends shared frames only as answers to ``NodeWatch``.
+
 Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
 connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
 every mutating request a ``rid`` (1..64 printable ASCII characters, unique cluster-wide: the
@@ -44,6 +68,7 @@ import asyncio
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,3 +278,105 @@ class Response:
         if set(message) == {"id", "error", "message"} and isinstance(error, str):
             return cls(request_id, error=error, message=str(text))
         raise FrameError("response is neither ok nor error")
+
+
+#: The first byte of a shared response's body (a MUNGE credential starts with ``M``).
+SHARED_TAG = b"@"
+_SHARED_HEAD = re.compile(rb"@(\d{1,19}):")
+
+
+def pack_shared(request_id: int, credential: bytes) -> bytes:
+    """The body of a shared response: the id outside, then the credential sealed once."""
+    return b"@%d:%s" % (request_id, credential)
+
+
+def split_shared(body: bytes) -> tuple[int, bytes] | None:
+    """(id, credential) of a shared response's body; None for a per-request one."""
+    if not body.startswith(SHARED_TAG):
+        return None
+    head = _SHARED_HEAD.match(body)
+    if head is None or not _valid_id(request_id := int(head.group(1))):
+        raise FrameError("shared response without a valid id")
+    return request_id, body[head.end() :]
+
+
+class Shared(tuple):
+    """A result that many parked requests get alike (module doc: shared answers).
+
+    The verb returns it instead of a plain tuple; the link server seals it once (``sealed``
+    caches the credential) and sends the same bytes to every request it answers. ``asked``:
+    the leading arguments of the requests it answers, which each node checks against its own.
+    """
+
+    asked: list[Any]
+    sealed: bytes | None
+
+    def __new__(cls, values: tuple[Any, ...] | list[Any], asked: list[Any]) -> Shared:
+        shared = super().__new__(cls, values)
+        shared.asked = asked
+        shared.sealed = None
+        return shared
+
+
+@dataclass(frozen=True)
+class SharedAnswer:
+    """The sealed part of a shared response: which method, what was asked, the result."""
+
+    method: str
+    asked: list[Any]
+    ok: list[Any]
+
+    def to_payload(self) -> bytes:
+        return dumps({"shared": self.method, "asked": self.asked, "ok": self.ok})
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> SharedAnswer:
+        message = _loads(payload)
+        method, asked, ok = message.get("shared"), message.get("asked"), message.get("ok")
+        if (
+            set(message) != {"shared", "asked", "ok"}
+            or not isinstance(method, str)
+            or not isinstance(asked, list)
+            or not isinstance(ok, list)
+        ):
+            raise FrameError("shared response is not one")
+        return cls(method, asked, ok)
+
+    def answers(self, request: Request) -> bool:
+        """Whether this is a fresh answer to ``request`` (module doc: shared answers)."""
+        fresh = SHAREABLE.get(request.method)
+        return (
+            fresh is not None
+            and self.method == request.method
+            and self.asked == request.args[: len(self.asked)]
+            and fresh(self.asked, self.ok)
+        )
+
+
+def fresh_feed_answer(asked: list[Any], ok: list[Any]) -> bool:
+    """A ``NodeWatch`` answer to (generation, since) that moves the node forward from there.
+
+    In the same generation its ``seq`` is past ``since``; in another generation (DRCS
+    restarted or missed changes) it carries no change: the node resynchronises over
+    per-request verbs. So an answer can be applied only at the one point it was made for, and
+    once applied the node never asks from that point again. A heartbeat (nothing changed)
+    moves nothing: DRCS never shares one, and a shared one is refused.
+    """
+    if len(asked) != 2 or len(ok) != 1:
+        return False
+    generation, since = asked
+    answer = ok[0]
+    if not isinstance(answer, list) or len(answer) != 4:
+        return False
+    new_generation, complete, seq, changes = answer
+    if not isinstance(seq, int) or not isinstance(since, int) or not isinstance(changes, list):
+        return False
+    if type(complete) is not bool:
+        return False
+    if new_generation != generation:
+        return not changes
+    return seq > since
+
+
+#: The methods whose answers may be shared, and the check each answer must pass.
+SHAREABLE: dict[str, Callable[[list[Any], list[Any]], bool]] = {"NodeWatch": fresh_feed_answer}

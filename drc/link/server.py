@@ -3,7 +3,12 @@
 Over TCP each request frame is decoded by *this* host's munged, so its replay cache sees every
 credential the server accepts: a captured frame sent again is refused before the method runs.
 Each response is encoded by the server (it carries the DRCS uid) and restricted to the
-requester's uid, so only that uid can read it.
+requester's uid, so only that uid can read it. A change-feed answer that many nodes get alike
+(a :class:`~drc.link.protocol.Shared` result) is sealed once and the same bytes go to each,
+the request id outside (:mod:`drc.link.protocol`, shared answers): one MUNGE encode per batch,
+not per node. It is restricted to the node daemons' uid when they all run as one (the default,
+root); otherwise to nobody in particular: it carries credential ids and epochs, which are no
+secret (any user may probe ids, and a token is signed with a key the feed never carries).
 
 Before a connection's first frame from a node daemon's uid it is *unauthenticated*, and
 anyone who can reach the port can open one. So such connections are bounded (see
@@ -38,7 +43,10 @@ from drc.link.protocol import (
     FrameError,
     Request,
     Response,
+    Shared,
+    SharedAnswer,
     pack_frame,
+    pack_shared,
     split_frame,
 )
 
@@ -117,6 +125,8 @@ class LinkServer:
         self.host, self.port = host, port
         self.munge = munge
         self.allowed_uids = frozenset(allowed_uids)
+        #: Who may read a shared answer: the node daemons' uid when there is one (module doc).
+        self.shared_uid = next(iter(self.allowed_uids)) if len(self.allowed_uids) == 1 else None
         self.max_frame = max_frame
         self.max_in_flight = max_in_flight
         self.body_timeout = body_timeout
@@ -193,6 +203,21 @@ class LinkServer:
 
     def _seal(self, peer: LinkPeer, payload: bytes) -> bytes:
         return self.munge.encode(payload, uid_restriction=peer.uid)
+
+    def _encode_shared(self, request_id: int, method: str, shared: Shared) -> bytes | None:
+        """The frame of a shared answer: its credential sealed on first use, then reused for
+        every request it answers; None when it cannot be sent so (too large, not JSON: the
+        per-request path then answers and says why)."""
+        if shared.sealed is None:
+            try:
+                payload = SharedAnswer(method, shared.asked, [list(shared)]).to_payload()
+            except (TypeError, ValueError):
+                return None
+            shared.sealed = self.munge.encode(payload, uid_restriction=self.shared_uid)
+        body = pack_shared(request_id, shared.sealed)
+        if len(body) > self.max_frame:
+            return None
+        return pack_frame(body, self.max_frame)
 
 
 class _Doorway:
@@ -559,6 +584,14 @@ class _Connection(asyncio.Protocol):
                 pending.peer.uid,
                 exc_info=(type(error), error, error.__traceback__),
             )
+        if (
+            error is None
+            and type(result) is list
+            and len(result) == 1
+            and type(result[0]) is Shared
+        ):
+            self._send_shared(pending, result[0])
+            return
         self._send(pending.peer, _response(pending, result, error))
 
     def _send(self, peer: LinkPeer, response: Response) -> None:
@@ -569,6 +602,21 @@ class _Connection(asyncio.Protocol):
         except MungeError as err:
             log.error("DRC link %s: cannot encode response: %s; closing", self.address, err)
             self.transport.close()
+
+    def _send_shared(self, pending: _Pending, shared: Shared) -> None:
+        """The same sealed bytes as every other request this answer answers (module doc)."""
+        if self.transport.is_closing():
+            return
+        try:
+            frame = self.server._encode_shared(pending.id, pending.method, shared)
+        except MungeError as err:
+            log.error("DRC link %s: cannot encode response: %s; closing", self.address, err)
+            self.transport.close()
+            return
+        if frame is None:
+            self._send(pending.peer, _response(pending, [tuple(shared)], None))
+            return
+        self.transport.write(frame)
 
 
 class _Pending:

@@ -12,6 +12,13 @@ every other one at once. No polling. When the listening connection is lost, noti
 may have been missed: the log starts a new generation, and every node following this DRCS
 resynchronises its epochs from the store (as after a fail-over, where the generation differs
 too).
+
+Polls answered together with the same news (the same generation and ``since``) get one
+:class:`~drc.link.protocol.Shared` answer: the link seals it once and sends the same bytes to
+each node, so a change reaching 10,000 nodes costs one MUNGE encode, not 10,000. The answer
+names the question it answers (generation, ``since``), which is what lets each node check it is
+fresh (:mod:`drc.link.protocol`, shared answers). A heartbeat (a poll whose time is up with
+nothing new) is answered per request, as a shared one would be refused.
 """
 
 from __future__ import annotations
@@ -25,17 +32,25 @@ import os
 from collections import deque
 
 from drc.core.model import FREED
+from drc.link.protocol import Shared
 
 log = logging.getLogger(__name__)
 
 
 #: A long poll with changes to answer gathers more this long before answering: every answer
-#: costs each following node a MUNGE-signed round trip, so a burst of frees (hundreds a second)
-#: otherwise woke every node once per free. Small beside revocation's budget.
+#: wakes each following node (a write, a decode on its munged, a parse), so a burst of frees
+#: (hundreds a second) otherwise woke every node once per free. Small beside revocation's
+#: budget.
 COALESCE = 0.01
 
 #: Long polls end on whole-second ticks: one timer for all of them, not one each.
 TICK = 1.0
+
+#: Polls answered per event-loop turn. Each answer then costs its dispatch check and its
+#: write a turn or two later; answering all 10,000 in one turn would check every one before
+#: writing the first (and keep every other request waiting meanwhile), so the writes start
+#: after the first slice instead, and the loop serves other requests between slices.
+FAN_OUT = 500
 
 #: What a long poll answers: (generation, complete, seq, [(credential, epoch), ...]).
 Answer = tuple[str, bool, int, list[tuple[int, int]]]
@@ -46,7 +61,8 @@ class ChangeLog:
 
     A following node parks one poll here at all times, so a DRCS of 10,000 nodes holds
     10,000: each is a future in a table (no task, no coroutine, no timer of its own), all
-    answered by one callback when a change comes and expired by one ticking timer.
+    answered when a change comes (:data:`FAN_OUT` a loop turn, the polls from one ``since``
+    with one shared answer) and expired by one ticking timer.
     """
 
     def __init__(self, keep: int = 100_000) -> None:
@@ -57,6 +73,12 @@ class ChangeLog:
         self._ends: dict[int, list[asyncio.Future[Answer]]] = {}  # tick -> polls ending then
         self._ticking: asyncio.TimerHandle | None = None
         self._answering: asyncio.TimerHandle | None = None
+        #: Polls being answered, :data:`FAN_OUT` a turn: (poll, its since, its generation).
+        self._fanout: deque[tuple[asyncio.Future[Answer], int, str]] = deque()
+        self._fanning: asyncio.Handle | None = None
+        #: The answers made since the last change: (asked generation, since) -> its answer.
+        self._answers: dict[tuple[str, int], Shared] = {}
+        self._answers_at = (self.generation, self.seq)
         self._context = contextvars.Context()  # the polls' callbacks need none of their own
 
     def record(self, kind: str, credential: int, value: int) -> None:
@@ -68,9 +90,9 @@ class ChangeLog:
 
     def new_generation(self) -> None:
         """Changes may have been missed: followers must resynchronise (see module doc)."""
-        self.generation = os.urandom(8).hex()
+        asked, self.generation = self.generation, os.urandom(8).hex()
         self._log.clear()
-        self._answer_all(everyone=True)
+        self._answer_all(everyone=True, asked=asked)
 
     def since(self, seq: int) -> tuple[bool, list[tuple[int, int]]]:
         """(complete, [(credential, epoch)…]) after ``seq``; incomplete when it aged out."""
@@ -118,22 +140,67 @@ class ChangeLog:
             complete, changes = self.since(since)
             future.set_result((self.generation, complete, self.seq, changes))
 
+    def _shared(self, since: int, asked: str) -> Shared:
+        """The one answer of every poll from (``asked``, ``since``) answered now, until the
+        next change (module doc). A poll of a replaced generation learns the new one, with
+        no changes: it must resynchronise."""
+        if self._answers_at != (self.generation, self.seq):
+            self._answers.clear()
+            self._answers_at = (self.generation, self.seq)
+        answer = self._answers.get((asked, since))
+        if answer is None:
+            if asked == self.generation:
+                complete, changes = self.since(since)
+            else:
+                complete, changes = False, []
+            answer = self._answers[asked, since] = Shared(
+                (self.generation, complete, self.seq, changes), [asked, since]
+            )
+        return answer
+
+    def _queue(self, future: asyncio.Future[Answer], since: int, asked: str) -> None:
+        if not future.done():
+            self._fanout.append((future, since, asked))
+
+    def _fan_out(self) -> None:
+        """Answer the next :data:`FAN_OUT` queued polls, and the rest from the next turns."""
+        self._fanning = None
+        fanout = self._fanout
+        for _ in range(min(FAN_OUT, len(fanout))):
+            future, since, asked = fanout.popleft()
+            if asked == self.generation and since >= self.seq:
+                self._answer(future, since)  # a heartbeat: never shared (fresh_feed_answer)
+            elif not future.done():  # its node may have gone meanwhile
+                future.set_result(self._shared(since, asked))
+        if fanout:
+            self._fanning = asyncio.get_running_loop().call_soon(
+                self._fan_out, context=self._context
+            )
+
+    def _start_fan_out(self) -> None:
+        """The first slice now; the next ones on the following turns."""
+        if self._fanning is None and self._fanout:
+            self._fan_out()
+
     def _answer_soon(self) -> None:
         if self._answering is None:
             self._answering = asyncio.get_running_loop().call_later(
                 COALESCE, self._answer_all, False, context=self._context
             )
 
-    def _answer_all(self, everyone: bool) -> None:
+    def _answer_all(self, everyone: bool, asked: str | None = None) -> None:
         """Answer the parked polls that have news (every one, for a new generation): a node
-        that asked with an old ``since`` must not wake the nodes that are up to date."""
+        that asked with an old ``since`` must not wake the nodes that are up to date. Every
+        parked poll asked in the current generation (``asked``: the one just replaced)."""
         if self._answering is not None:
             self._answering.cancel()
             self._answering = None
+        asked = self.generation if asked is None else asked
         for future, since in list(self._polls.items()):
             if everyone or since < self.seq or future.done():
-                self._answer(future, since)
+                self._queue(future, since, asked)
                 del self._polls[future]
+        self._start_fan_out()
         # answered and cancelled polls leave their ticks too (a burst of changes would
         # otherwise keep every node's answered poll until its timeout)
         self._ends = {
@@ -151,7 +218,8 @@ class ChangeLog:
             for future in self._ends.pop(tick):
                 since = self._polls.pop(future, None)
                 if since is not None:
-                    self._answer(future, since)
+                    self._queue(future, since, self.generation)
+        self._start_fan_out()
         for future in [f for f in self._polls if f.done()]:
             del self._polls[future]  # cancelled: its node went
         self._ticking = None

@@ -1,20 +1,33 @@
-"""A cluster of simulated nodes against ONE real DRCS over the real DRC link.
+"""A cluster of simulated nodes against real DRCS over the real DRC link.
 
 Each simulated node has its own node name, boot id and DRC link connection (TCP on loopback,
-every frame a MUNGE credential, as a DRCC sends it), made with the same ``LinkClient`` DRCC
-uses, and speaks DRCC's protocol: ``NodeHello``, a ``NodeWatch`` long poll following the
-change feed, ``NodeAccess`` on a cache miss, ``NodeJobsEnded`` at job end. DRCS, munged and
+every frame a MUNGE credential, as a DRCC sends it), made with the same ``FailoverLink``,
+``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeHello``, a
+``NodeWatch`` long poll following the change feed (resynchronising its epochs with
+``NodeEpochs`` when the feed's generation changes), ``NodeAccess`` on a cache miss,
+``NodeJobsEnded`` at job end, ``NodeFollow`` when it moves to another DRCS. DRCS, munged and
 the bus are the embedded ones (``drc-embedded``), so every layer is the production code.
+
+``--servers 1 --database sqlite`` (the default): one DRCS on SQLite. ``--servers N --database
+postgresql``: N DRCS on one PostgreSQL (a private throwaway server, or the one
+``DRC_BENCH_PG_URL`` names); node k follows DRCS k mod N first, so the nodes and the storms
+spread over every DRCS, and a fail-over phase runs last.
 
 Phases, in one run (every figure is measured here, side by side):
 
 1. connect: every node says hello and opens its long poll; DRCS's resident memory before and
-   after gives the memory per held connection, and ``Status`` must count every follower;
+   after gives the memory per held connection, and ``Status`` must count every follower; with
+   several DRCS, the rate each DRCS took its own nodes at is reported too;
 2. access storm: every node misses its cache once for one credential of job J1 (misses/s);
 3. revoke: the owner revokes a grant; the delay until each following node's long poll
    returns carrying it (p50/p99/max, and how many were notified);
 4. ``drccli expire`` form: ``ExpireJobs([J1])`` over D-Bus drops the references on all nodes;
-5. per-node form: a second storm for job J2, then every node reports ``NodeJobsEnded``.
+5. per-node form: a second storm for job J2, then every node reports ``NodeJobsEnded``;
+6. fail-over (several DRCS only): a third storm for job J3 runs, and once a quarter of it is
+   answered the DRCS the last of the servers' nodes follow is SIGKILLed. The time until every
+   one of its nodes follows a live DRCS (its long poll answered there and its ``NodeFollow``
+   recorded), the client errors (0: an access in flight is retried on the live DRCS with its
+   request id, so it acts exactly once) and the accesses served meanwhile.
 
 Prints JSON with each figure, its target and whether it was met; exits 1 when a target was
 missed or anything was lost. Every loop is bounded in count and time; the embedded daemons are
@@ -29,27 +42,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
+import signal
 import statistics
 import sys
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import embedded_drc
+from common import embedded_drc, postgresql_database
 
 from drc import config as drc_config
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
-from drc.core.model import Flags
+from drc.core.model import FREED, Flags
+from drc.embedded import cluster as embedded
 from drc.link import LinkClient, Munge
+from drc.link.failover import FailoverLink, ServerChoice
 from drc.metrics.common import scrape
+from drc.node.main import say_following
 from drc.serverclient import ServerProxy
 
 OWNER_UID, GRANTEE_UID = 2001, 2002
-JOB1, JOB2 = 7001, 7002
+JOB1, JOB2, JOB3 = 7001, 7002, 7003
 WATCH_SECONDS = 120  # long enough that no long poll times out inside a phase
 PHASE_SECONDS = 600.0  # every phase gives up (and reports the loss) after this long
 
@@ -79,62 +98,120 @@ def raise_nofile(wanted: int) -> int:
 
 @dataclass
 class Node:
-    """One simulated node daemon: a name, a boot id, one DRC link connection."""
+    """One simulated node daemon: a name, a boot id, DRCC's upstream link (one connection, to
+    the DRCS it follows; it moves to the next one on a failure, as DRCC's does)."""
 
     name: str
-    link: LinkClient
+    link: FailoverLink
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     generation: str = ""
     seq: int = 0
     heard: dict[int, float] = field(default_factory=dict)  # credential -> when it heard
+    known: set[int] = field(default_factory=set)  # credentials its cache would hold
+    fed_by: str = ""  # the DRCS whose long poll answered last
+    fed_at: float = 0.0  # when a DRCS other than the one before first answered its long poll
+    follow_said_at: float = 0.0  # when its NodeFollow to the DRCS it moved to was answered
+    feed_errors: int = 0  # long polls that failed on every DRCS (DRCC logs and retries)
+    reports: set[asyncio.Future[None]] = field(default_factory=set)
 
     def caller(self, uid: int, job: int) -> dict[str, Any]:
         return {"uid": uid, "gid": uid, "gids": [], "pid": 0, "job": job, "node": self.name}
 
+    def moved(self, _server: str) -> None:
+        """DRCC's ``ServerChoice`` listener: tell the DRCS moved to that it is followed."""
+        task = asyncio.ensure_future(self._say_following())
+        self.reports.add(task)
+        task.add_done_callback(self.reports.discard)
+
+    async def _say_following(self) -> None:
+        await say_following(self.link, self.name)
+        self.follow_said_at = time.monotonic()
+
     async def follow(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
-        """DRCC's change-feed loop: one long poll at a time, noting when each change arrives."""
+        """DRCC's change-feed loop: one long poll at a time, noting when each change arrives;
+        a new generation (a first poll, another DRCS) resynchronises the epochs it knows."""
         while not stop.is_set():
-            gen, _complete, seq, changes = (
-                await self.link.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
-            )[0]
+            try:
+                gen, complete, seq, changes = (
+                    await self.link.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
+                )[0]
+                if (gen != self.generation or not complete) and self.known:
+                    await self.link.call("NodeEpochs", [self.name, sorted(self.known)])
+            except DrcError:
+                self.feed_errors += 1
+                await asyncio.sleep(1)  # as DRCC's feed does
+                continue
             now = time.monotonic()
-            for credential, _epoch in changes:
+            for credential, epoch in changes:
                 self.heard.setdefault(credential, now)
+                if epoch == FREED:
+                    self.known.discard(credential)
             self.generation, self.seq = gen, seq
+            server = self.link.choice.current
+            if server != self.fed_by:
+                self.fed_by, self.fed_at = server, now
             ready.set()  # the next NodeWatch (sent right away) waits at DRCS
 
 
 class Simulator:
     def __init__(self, emb: Any, nodes: int, concurrency: int) -> None:
         cfg = drc_config.load(emb.config)
-        host, port = split_host_port(cfg["link"]["listen"], "[link] listen")
         munge = Munge(cfg["link"]["munge_socket"] or None)
         self.emb = emb
-        self.nodes = [
-            Node(
-                f"sim{i:05d}",
-                LinkClient(
-                    host, port, munge=munge, server_uid=os.getuid(), timeout=WATCH_SECONDS + 60
-                ),
+        self.servers: list[str] = list(emb.servers)
+
+        def client(server: str) -> LinkClient:
+            host, port = split_host_port(server, "[link] servers")
+            return LinkClient(
+                host, port, munge=munge, server_uid=os.getuid(), timeout=WATCH_SECONDS + 60
             )
-            for i in range(nodes)
-        ]
+
+        self.nodes = []
+        for i in range(nodes):
+            first = i % len(self.servers)  # node i follows DRCS i mod N first, as drc-embedded's
+            choice = ServerChoice(self.servers[first:] + self.servers[:first])
+            name = f"sim{i:05d}"
+            node = Node(name, FailoverLink(choice, client, timeout=WATCH_SECONDS + 60))
+            choice.listeners.append(node.moved)
+            self.nodes.append(node)
         self.slots = asyncio.Semaphore(concurrency)
         self.errors: list[str] = []
         self.stop = asyncio.Event()
         self.followers: list[asyncio.Task[None]] = []
         self.base_followers = 0  # DRCS's followers before the simulator came (the DRCC's)
 
-    async def settle(self, server: ServerProxy, seconds: float = 60) -> int:
-        """Wait until every node's long poll is parked at DRCS again (a quiet DRCS), so the
-        next phase is timed alone; how many nodes DRCS counts as following."""
+    def proxies(self, timeout: float = 30) -> list[ServerProxy]:
+        """A D-Bus client of each DRCS (drccli's view)."""
+        return [
+            ServerProxy(self.emb.server_bus(k), timeout=timeout)
+            for k in range(1, len(self.servers) + 1)
+        ]
+
+    def following(self, proxies: list[ServerProxy]) -> int:
+        """Long polls parked at the DRCS that answer, the embedded DRCC's apart."""
+        total = 0
+        for proxy in proxies:
+            try:
+                total += proxy.status()["nodes_connected"]
+            except DrcError:
+                continue  # a DRCS killed on purpose
+        return total - self.base_followers
+
+    async def settle(self, seconds: float = 60) -> int:
+        """Wait until every node's long poll is parked at a DRCS again (quiet DRCS), so the
+        next phase is timed alone; how many nodes the DRCS count as following."""
+        proxies = self.proxies()
         deadline = time.monotonic() + seconds
         following = 0
-        while time.monotonic() < deadline:
-            following = server.status()["nodes_connected"] - self.base_followers
-            if following >= len(self.nodes):
-                break
-            await asyncio.sleep(0.1)
+        try:
+            while time.monotonic() < deadline:
+                following = self.following(proxies)
+                if following >= len(self.nodes):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            for proxy in proxies:
+                proxy.close()
         await asyncio.sleep(0.2)
         return following
 
@@ -154,10 +231,12 @@ class Simulator:
         return time.perf_counter() - t0
 
     async def connect(self) -> dict[str, Any]:
-        server = ServerProxy(self.emb.bus.address, timeout=30)
+        proxies = self.proxies()
         drcs = self.emb.drcs_pid
         before = rss_kib(drcs)
-        self.base_followers = server.status()["nodes_connected"]  # the embedded DRCC's own
+        self.base_followers = self.following(proxies)  # the embedded DRCC's own
+        t0 = time.perf_counter()
+        ready_at: dict[str, list[float]] = {server: [] for server in self.servers}
 
         async def hello(node: Node) -> None:
             await node.link.call("NodeHello", [node.name, node.boot_id])
@@ -169,19 +248,27 @@ class Simulator:
             )
             if task in done:
                 task.result()  # the feed failed: raise its error
+            ready_at[node.link.choice.current].append(time.perf_counter() - t0)
 
         seconds = await self._each(hello)
-        following = await self.settle(server)  # the last long polls reach DRCS after ready
+        following = await self.settle()  # the last long polls reach DRCS after ready
         await asyncio.sleep(1)  # let allocations settle before reading memory
         after = rss_kib(drcs)
-        server.close()
+        for proxy in proxies:
+            proxy.close()
+        on_first = len(ready_at[self.servers[0]]) or 1
         return {
             "nodes": len(self.nodes),
             "hello_and_follow_per_s": round(len(self.nodes) / seconds),
+            # each DRCS took its own nodes at this rate, side by side with the others
+            "per_drcs_per_s": {
+                server: round(len(times) / max(times)) if times else 0
+                for server, times in ready_at.items()
+            },
             "following_at_drcs": following,
             "drcs_rss_before_kib": before,
             "drcs_rss_after_kib": after,
-            "drcs_kib_per_connection": round((after - before) / len(self.nodes), 2),
+            "drcs_kib_per_connection": round((after - before) / on_first, 2),
         }
 
     async def storm(self, credential: int, job: int) -> dict[str, Any]:
@@ -194,6 +281,7 @@ class Simulator:
             ]
             if info["credential"] != credential:
                 self.errors.append(f"{node.name}: access answered {info['credential']}")
+            node.known.add(credential)
 
         seconds = await self._each(access)
         return {
@@ -230,11 +318,66 @@ class Simulator:
             "mean_ms": round(statistics.fmean(delays), 1) if delays else None,
         }
 
+    async def failover(self, credential: int, job: int) -> dict[str, Any]:
+        """SIGKILL the DRCS the last share of the nodes follow, a quarter into a storm."""
+        index = len(self.servers)
+        killed = self.servers[index - 1]
+        moving = [n for n in self.nodes if n.link.choice.current == killed]
+        errors_before = len(self.errors)
+        answered: list[float] = []
+        quarter = asyncio.Event()
+
+        async def access(node: Node) -> None:
+            info = (await node.link.call("NodeAccess", [node.caller(OWNER_UID, job), credential]))[
+                0
+            ]
+            answered.append(time.monotonic())
+            if info["credential"] != credential:
+                self.errors.append(f"{node.name}: access answered {info['credential']}")
+            node.known.add(credential)
+            if len(answered) >= len(self.nodes) // 4:
+                quarter.set()
+
+        storm = asyncio.ensure_future(self._each(access))
+        async with asyncio.timeout(PHASE_SECONDS):
+            await asyncio.wait(
+                [storm, asyncio.ensure_future(quarter.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+        pid = self.emb.server_pid(index)
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+
+        def followed(node: Node) -> bool:
+            return node.fed_by != killed and node.fed_at > t0 and node.follow_said_at > t0
+
+        deadline = t0 + PHASE_SECONDS
+        while time.monotonic() < deadline and not all(followed(n) for n in moving):
+            await asyncio.sleep(0.05)
+        delays = [max(n.fed_at, n.follow_said_at) - t0 for n in moving if followed(n)]
+        everyone = t0 + max(delays) if delays else deadline
+        await storm
+        embedded.terminate(pid)  # reap it
+        meanwhile = sum(1 for t in answered if t0 <= t <= everyone)
+        return {
+            "killed": killed,
+            "nodes_moving": len(moving),
+            "nodes_followed_live": len(delays),
+            "all_following_s": round(everyone - t0, 3),
+            "p50_s": round(_percentile(delays, 0.5), 3),
+            "p99_s": round(_percentile(delays, 0.99), 3),
+            "accesses": len(answered),
+            "accesses_after_kill": sum(1 for t in answered if t >= t0),
+            "accesses_served_meanwhile": meanwhile,
+            "errors": len(self.errors) - errors_before,
+            "feed_errors": sum(n.feed_errors for n in self.nodes),
+        }
+
     async def close(self) -> None:
         self.stop.set()
         for task in self.followers:
             task.cancel()
         await asyncio.gather(*self.followers, return_exceptions=True)
+        await asyncio.gather(*(t for n in self.nodes for t in n.reports), return_exceptions=True)
         await asyncio.gather(*(n.link.close() for n in self.nodes), return_exceptions=True)
 
 
@@ -247,24 +390,26 @@ def _refs(server: ServerProxy, credential: int) -> int:
         raise
 
 
-async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
+async def run(emb: Any, nodes: int, concurrency: int, connect_only: bool) -> dict[str, Any]:
     sim = Simulator(emb, nodes, concurrency)
     server = ServerProxy(emb.bus.address, timeout=60)
     out: dict[str, Any] = {}
     try:
         out["connections"] = await sim.connect()
+        if connect_only:
+            return out
         owner = sim.nodes[0]
         cred = (
             await owner.link.call(
                 "NodeAcquire", [owner.caller(OWNER_UID, JOB1), int(Flags.FLEX_CREDENTIAL)]
             )
         )[0]["credential"]
-        await sim.settle(server)
+        await sim.settle()
         out["access_storm"] = await sim.storm(cred, JOB1)
         out["access_storm"]["refs_after"] = _refs(server, cred)
         out["revoke"] = await sim.revoke_reach(owner, cred)
 
-        await sim.settle(server)  # the re-polls after the revoke must not be in the timing
+        await sim.settle()  # the re-polls after the revoke must not be in the timing
         t0 = time.perf_counter()
         server.expire_jobs([JOB1])  # what `drccli expire JOB` sends
         expire_ms = (time.perf_counter() - t0) * 1000
@@ -280,7 +425,7 @@ async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
             )
         )[0]["credential"]
         out["access_storm_2"] = await sim.storm(cred2, JOB2)
-        await sim.settle(server)
+        await sim.settle()
         first: list[float] = []
         t0 = time.perf_counter()
 
@@ -296,6 +441,21 @@ async def run(emb: Any, nodes: int, concurrency: int) -> dict[str, Any]:
             "all_reports_ms": round(seconds * 1000, 1),
             "refs_after": _refs(server, cred2),
         }
+        if len(sim.servers) > 1:
+            cred3 = (
+                await owner.link.call(
+                    "NodeAcquire", [owner.caller(OWNER_UID, JOB3), int(Flags.FLEX_CREDENTIAL)]
+                )
+            )[0]["credential"]
+            await sim.settle()
+            out["failover"] = fail = await sim.failover(cred3, JOB3)
+            fail["refs_after"] = _refs(server, cred3)
+            fail["following_live_drcs"] = await sim.settle()
+            moved = {n.name for n in sim.nodes if n.follow_said_at}
+            recorded = server.status()["nodes_following"]  # the NodeFollow of every node
+            fail["recorded_following_live"] = sum(
+                1 for row in recorded if row["node"] in moved and row["server"] != fail["killed"]
+            )
     finally:
         out["errors"] = len(sim.errors)
         out["error_samples"] = sim.errors[:5]
@@ -318,12 +478,23 @@ def gc_pauses(metrics: str) -> dict[str, Any]:
     }
 
 
-def figures(result: dict[str, Any], nodes: int) -> list[dict[str, Any]]:
-    """The issue's figures as (figure, target, measured, ok) rows."""
+def figures(
+    result: dict[str, Any], nodes: int, servers: int = 1, database: str = "sqlite"
+) -> list[dict[str, Any]]:
+    """The issue's figures as (figure, target, measured, ok) rows. One DRCS on SQLite keeps
+    the figures' names of the first issue; several on PostgreSQL name themselves so."""
     c, s, r = result["connections"], result["access_storm"], result["revoke"]
     e, p = result["expire_drccli"], result["expire_per_node"]
     g = result.get("drcs_gc", {"over_100ms": "?", "full_collections": "?"})
+    if servers > 1:
+        return _spread_figures(result, nodes, servers, database)
     return [
+        {
+            "figure": f"connect storm: {nodes} nodes to one DRCS ({database})",
+            "target": f">= {CONNECT_TARGET} hello+follow/s",
+            "measured": f"{c['hello_and_follow_per_s']} /s",
+            "ok": c["hello_and_follow_per_s"] >= CONNECT_TARGET,
+        },
         {
             "figure": f"link connections held open by one DRCS ({nodes} followers)",
             "target": f"{nodes} following; memory per connection reported",
@@ -361,6 +532,55 @@ def figures(result: dict[str, Any], nodes: int) -> list[dict[str, Any]]:
     ]
 
 
+#: The connect storm's target: hello + follow per second at one DRCS (issue 22).
+CONNECT_TARGET = 2000
+#: The access storm's target spread over several DRCS on PostgreSQL, and fail-over's bound.
+SPREAD_STORM_TARGET = 1500
+FAILOVER_SECONDS = 5.0
+
+
+def _spread_figures(
+    result: dict[str, Any], nodes: int, servers: int, database: str
+) -> list[dict[str, Any]]:
+    c, s, f = result["connections"], result["access_storm"], result["failover"]
+    slowest = min(c["per_drcs_per_s"].values())
+    return [
+        {
+            "figure": f"connect storm: {nodes} nodes over {servers} DRCS ({database})",
+            "target": f">= {CONNECT_TARGET} hello+follow/s at each DRCS; all following",
+            "measured": f"{slowest} /s at the slowest DRCS "
+            f"({', '.join(map(str, c['per_drcs_per_s'].values()))}), "
+            f"{c['following_at_drcs']} following",
+            "ok": slowest >= CONNECT_TARGET and c["following_at_drcs"] >= nodes,
+        },
+        {
+            "figure": f"PostgreSQL access storm: {nodes} nodes miss once over {servers} DRCS",
+            "target": f">= {SPREAD_STORM_TARGET} misses/s, 0 errors",
+            "measured": f"{s['misses_per_s']} misses/s, {s['errors']} errors",
+            "ok": s["misses_per_s"] >= SPREAD_STORM_TARGET
+            and s["errors"] == 0
+            and s["refs_after"] >= nodes,
+        },
+        {
+            "figure": f"fail-over of {f['nodes_moving']} nodes: SIGKILL of the DRCS they follow "
+            f"({nodes} nodes, {database})",
+            "target": f"all follow a live DRCS within {FAILOVER_SECONDS:g} s; "
+            "0 client errors; accesses served meanwhile",
+            "measured": f"{f['nodes_followed_live']}/{f['nodes_moving']} within "
+            f"{f['all_following_s']} s (p50 {f['p50_s']} s), {f['errors']} errors, "
+            f"{f['accesses_served_meanwhile']} accesses served meanwhile, "
+            f"{f['refs_after']}/{nodes} references",
+            "ok": f["nodes_followed_live"] == f["nodes_moving"]
+            and f["all_following_s"] <= FAILOVER_SECONDS
+            and f["errors"] == 0
+            and f["accesses_served_meanwhile"] > 0
+            and f["refs_after"] >= nodes
+            and f["following_live_drcs"] >= nodes
+            and f["recorded_following_live"] >= f["nodes_moving"],
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -369,24 +589,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", type=int, default=256, help="calls in flight at once (all nodes)"
     )
+    parser.add_argument("--servers", type=int, default=1, help="DRCS sharing the database")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        help="sqlite (one DRCS), postgresql (a private throwaway server, or the one "
+        "DRC_BENCH_PG_URL names) or a postgresql:// URL",
+    )
+    parser.add_argument(
+        "--connect-only",
+        action="store_true",
+        help="the connect phase alone (to profile it: DRC_PROFILE, see drcs(8))",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.nodes <= 100_000:
         parser.error("--nodes must be 1..100000")
+    if not 1 <= args.servers <= 8:
+        parser.error("--servers must be 1..8")
+    postgresql = args.database == "postgresql" or args.database.startswith("postgres")
+    if args.servers > 1 and not postgresql:
+        parser.error("several DRCS share one PostgreSQL: give --database postgresql")
     limit = raise_nofile(args.nodes + 1024)
     if limit < args.nodes + 256:
         parser.error(
             f"RLIMIT_NOFILE hard limit {limit} is too low for {args.nodes} connections "
             "(raise it: ulimit -Hn, or LimitNOFILE= for a service)"
         )
+    # DRCC logs each move; 5,000 simulated nodes moving at once would flood the output
+    logging.getLogger("drc.link.failover").setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    with embedded_drc(metrics=True) as emb:
-        result = asyncio.run(run(emb, args.nodes, args.concurrency))
+    given = args.database if "://" in args.database else ""
+    database: AbstractContextManager[str] = (
+        postgresql_database() if postgresql and not given else nullcontext(given)
+    )
+    kind = "postgresql" if postgresql else "sqlite"
+    with database as url, embedded_drc(metrics=True, servers=args.servers, database=url) as emb:
+        result = asyncio.run(run(emb, args.nodes, args.concurrency, args.connect_only))
         result["drcs_gc"] = gc_pauses(emb.drcs_metrics)
-    rows = figures(result, args.nodes) if "expire_per_node" in result else []
+    done = "failover" in result if args.servers > 1 else "expire_per_node" in result
+    rows = figures(result, args.nodes, args.servers, kind) if done else []
     ok = bool(rows) and all(row["ok"] for row in rows) and result["errors"] == 0
     out = {
         "benchmark": "cluster_simulator",
         "nodes": args.nodes,
+        "servers": args.servers,
+        "database": kind,
         "nofile_soft_limit": limit,
         "load_average": os.getloadavg(),
         "seconds": round(time.perf_counter() - t0, 1),

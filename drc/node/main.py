@@ -85,7 +85,7 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
     return calls, feed
 
 
-async def _say_following(calls: FailoverLink, node: str) -> None:
+async def say_following(calls: FailoverLink, node: str) -> None:
     """Tell DRCS which server this node follows (``drccli status``); best effort."""
     try:
         await calls.call(exported(NodeVerbs.node_follow).name, [node, calls.choice.current])
@@ -140,11 +140,11 @@ async def serve(cfg: drc_config.Config) -> None:
         metrics.choice = calls.choice
         metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
     await service.start()
-    await _say_following(calls, node)
+    await say_following(calls, node)
     reports: set[asyncio.Future[None]] = set()
 
     def moved(_server: str) -> None:
-        task = asyncio.ensure_future(_say_following(calls, node))
+        task = asyncio.ensure_future(say_following(calls, node))
         reports.add(task)
         task.add_done_callback(reports.discard)
 

@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import resource
 import signal
@@ -87,6 +88,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` used so far (threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raise_nofile(wanted: int) -> int:
     """Soft RLIMIT_NOFILE up to the hard limit; the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -127,7 +135,7 @@ class Node:
         await say_following(self.link, self.name)
         self.follow_said_at = time.monotonic()
 
-    async def follow(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    async def follow(self, stop: asyncio.Event) -> None:
         """DRCC's change-feed loop: one long poll at a time, noting when each change arrives;
         a new generation (a first poll, another DRCS) resynchronises the epochs it knows."""
         while not stop.is_set():
@@ -150,7 +158,6 @@ class Node:
             server = self.link.choice.current
             if server != self.fed_by:
                 self.fed_by, self.fed_at = server, now
-            ready.set()  # the next NodeWatch (sent right away) waits at DRCS
 
 
 class Simulator:
@@ -158,13 +165,9 @@ class Simulator:
         cfg = drc_config.load(emb.config)
         munge = Munge(cfg["link"]["munge_socket"] or None)
         self.emb = emb
+        self.munge = munge
         self.servers: list[str] = list(emb.servers)
-
-        def client(server: str) -> LinkClient:
-            host, port = split_host_port(server, "[link] servers")
-            return LinkClient(
-                host, port, munge=munge, server_uid=os.getuid(), timeout=WATCH_SECONDS + 60
-            )
+        client = self.client
 
         self.nodes = []
         for i in range(nodes):
@@ -179,6 +182,13 @@ class Simulator:
         self.stop = asyncio.Event()
         self.followers: list[asyncio.Task[None]] = []
         self.base_followers = 0  # DRCS's followers before the simulator came (the DRCC's)
+
+    def client(self, server: str) -> LinkClient:
+        """A DRC link client of DRCS ``server``, as DRCC makes them."""
+        host, port = split_host_port(server, "[link] servers")
+        return LinkClient(
+            host, port, munge=self.munge, server_uid=os.getuid(), timeout=WATCH_SECONDS + 60
+        )
 
     def proxies(self, timeout: float = 30) -> list[ServerProxy]:
         """A D-Bus client of each DRCS (drccli's view)."""
@@ -231,44 +241,67 @@ class Simulator:
         return time.perf_counter() - t0
 
     async def connect(self) -> dict[str, Any]:
+        """What DRCC does at start: NodeConnect (hello, the DRCS followed, where the feed
+        stands), then its long poll parks. Done when every DRCS counts its nodes as following
+        (asked over the link with ServerInfo, which costs DRCS no store work)."""
         proxies = self.proxies()
         drcs = self.emb.drcs_pid
         before = rss_kib(drcs)
-        self.base_followers = self.following(proxies)  # the embedded DRCC's own
+        counters = [self.client(server) for server in self.servers]
+        base = [(await c.call("ServerInfo"))[0]["nodes_connected"] for c in counters]
+        self.base_followers = sum(base)  # the embedded DRCC's own
+        wanted = [
+            b + sum(1 for n in self.nodes if n.link.choice.current == server)
+            for b, server in zip(base, self.servers, strict=True)
+        ]
+        # Where the connect storm's CPU goes: this DRCS, the one munged every process asks,
+        # and the simulator itself (its MUNGE calls and the nodes' Python).
+        pids = {"drcs": drcs, "munged": self.emb.munged.pid, "simulator": os.getpid()}
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
-        ready_at: dict[str, list[float]] = {server: [] for server in self.servers}
 
         async def hello(node: Node) -> None:
-            await node.link.call("NodeHello", [node.name, node.boot_id])
-            ready = asyncio.Event()
-            task = asyncio.create_task(node.follow(self.stop, ready))
-            self.followers.append(task)
-            done, _ = await asyncio.wait(
-                [task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
-            if task in done:
-                task.result()  # the feed failed: raise its error
-            ready_at[node.link.choice.current].append(time.perf_counter() - t0)
+            server = node.link.choice.current
+            _rebooted, node.generation, node.seq = (
+                await node.link.call("NodeConnect", [node.name, node.boot_id, server])
+            )[0]
+            node.fed_by = server
+            self.followers.append(asyncio.create_task(node.follow(self.stop)))
 
-        seconds = await self._each(hello)
-        following = await self.settle()  # the last long polls reach DRCS after ready
+        sent = asyncio.ensure_future(self._each(hello))
+        took: list[float | None] = [None] * len(counters)
+        deadline = time.monotonic() + PHASE_SECONDS
+        while None in took and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for k, counter in enumerate(counters):
+                if took[k] is None:
+                    info = (await counter.call("ServerInfo"))[0]
+                    if info["nodes_connected"] >= wanted[k]:
+                        took[k] = time.perf_counter() - t0
+        await sent
+        seconds = max(t if t is not None else math.inf for t in took)
+        cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+        for counter in counters:
+            await counter.close()
+        following = await self.settle()
         await asyncio.sleep(1)  # let allocations settle before reading memory
         after = rss_kib(drcs)
         for proxy in proxies:
             proxy.close()
-        on_first = len(ready_at[self.servers[0]]) or 1
         return {
             "nodes": len(self.nodes),
+            "seconds": round(seconds, 3),
             "hello_and_follow_per_s": round(len(self.nodes) / seconds),
             # each DRCS took its own nodes at this rate, side by side with the others
             "per_drcs_per_s": {
-                server: round(len(times) / max(times)) if times else 0
-                for server, times in ready_at.items()
+                server: round((w - b) / t) if t else 0
+                for server, w, b, t in zip(self.servers, wanted, base, took, strict=True)
             },
             "following_at_drcs": following,
+            "cpu_ms_per_node": {k: round(v * 1000 / len(self.nodes), 3) for k, v in cpu.items()},
             "drcs_rss_before_kib": before,
             "drcs_rss_after_kib": after,
-            "drcs_kib_per_connection": round((after - before) / on_first, 2),
+            "drcs_kib_per_connection": round((after - before) / (wanted[0] - base[0] or 1), 2),
         }
 
     async def storm(self, credential: int, job: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 
 from drc import config as drc_config
@@ -57,8 +58,9 @@ async def until_stopped() -> None:
     notify("STOPPING=1")
 
 
-#: Set to a file name, a daemon runs under cProfile and writes its profile there (with its pid
-#: appended) when it stops by SIGTERM or SIGINT: how benchmarks find where a daemon's time goes.
+#: Set to a file name, a daemon runs under cProfile and writes its profile there when it stops
+#: by SIGTERM or SIGINT: ``NAME.PID`` for the event loop's thread, ``NAME.PID.THREAD`` for each
+#: other thread that ended (DRCS's store thread): how benchmarks find where a daemon's time goes.
 PROFILE_ENV = "DRC_PROFILE"
 
 
@@ -69,6 +71,18 @@ def _profiled() -> Iterator[None]:
     if not path:
         yield
         return
+    run = threading.Thread.run
+
+    def profiled_run(thread: threading.Thread) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            run(thread)
+        finally:
+            profile.disable()
+            profile.dump_stats(f"{path}.{os.getpid()}.{thread.name}")
+
+    threading.Thread.run = profiled_run  # type: ignore[method-assign]
     profile = cProfile.Profile()
     profile.enable()
     try:

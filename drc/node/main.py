@@ -139,8 +139,8 @@ async def serve(cfg: drc_config.Config) -> None:
         metrics.service = service
         metrics.choice = calls.choice
         metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
-    await service.start()
-    await say_following(calls, node)
+    if not await service.start(lambda: calls.choice.current):
+        await say_following(calls, node)
     reports: set[asyncio.Future[None]] = set()
 
     def moved(_server: str) -> None:

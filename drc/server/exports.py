@@ -112,6 +112,17 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         self._node(peer)
         return self.service.node_hello(node_name(node), boot_id)[0]
 
+    def node_connect(
+        self, peer: PeerCredentials, node: str, boot_id: str, server: str
+    ) -> tuple[bool, str, int]:
+        """NodeHello and NodeFollow at once, with the change feed's position. Read before the
+        transaction: a change it commits, or any committed after, comes after ``seq`` and
+        reaches the node's first poll."""
+        self._node(peer)
+        generation, seq = self.changes.generation, self.changes.seq
+        rebooted = self.service.node_hello(node_name(node), boot_id, server=server)[0]
+        return rebooted, generation, seq
+
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         self._node(peer)
         return credential_to_wire(self.service.acquire(caller_from_wire(caller), flags))

@@ -78,6 +78,11 @@ AUTH_TIMEOUT = 5.0
 #: holds ~one descriptor per connection and 10,000 nodes' worth of room.
 MAX_UNAUTHENTICATED = 4096
 MAX_UNAUTHENTICATED_PER_HOST = 512
+#: Connections the kernel may hold before DRCS accepts them. When a DRCS fails, every node
+#: that followed it connects to another at once (5,000 of a 10,000-node cluster): asyncio's
+#: default of 100 overflows, and each SYN dropped stalls its node a full retransmission (1 s,
+#: then 3 s). The kernel caps it at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 4096
 #: Bytes unauthenticated connections may buffer (partial frames), in all and per address.
 MAX_UNAUTHENTICATED_BYTES = 64 << 20
 MAX_UNAUTHENTICATED_BYTES_PER_HOST = 8 << 20
@@ -154,7 +159,11 @@ class LinkServer:
         loop = asyncio.get_running_loop()
         self._servers.append(
             await loop.create_server(
-                lambda: _Connection(self), self.host, self.port, reuse_address=True
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
         )
 

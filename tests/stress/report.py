@@ -33,6 +33,10 @@ SELECTION = [
     "test_eight_processes_racing_acquire_never_exceed_the_limit_on_postgresql",
 ]
 EXPECTED = [
+    "connect storm: 10000 nodes to one DRCS",
+    "connect storm: 10000 nodes over 2 DRCS",
+    "PostgreSQL access storm",
+    "fail-over of 5000 nodes",
     "link connections held open by one DRCS",
     "access storm",
     "revoke reaching",

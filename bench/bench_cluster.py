@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -174,7 +175,12 @@ class Simulator:
             first = i % len(self.servers)  # node i follows DRCS i mod N first, as drc-embedded's
             choice = ServerChoice(self.servers[first:] + self.servers[:first])
             name = f"sim{i:05d}"
-            node = Node(name, FailoverLink(choice, client, timeout=WATCH_SECONDS + 60))
+            # each node connects from a loopback address of its own, as from its own host
+            source = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+            link = FailoverLink(
+                choice, functools.partial(client, source=source), timeout=WATCH_SECONDS + 60
+            )
+            node = Node(name, link)
             choice.listeners.append(node.moved)
             self.nodes.append(node)
         self.slots = asyncio.Semaphore(concurrency)
@@ -183,11 +189,16 @@ class Simulator:
         self.followers: list[asyncio.Task[None]] = []
         self.base_followers = 0  # DRCS's followers before the simulator came (the DRCC's)
 
-    def client(self, server: str) -> LinkClient:
-        """A DRC link client of DRCS ``server``, as DRCC makes them."""
+    def client(self, server: str, source: str | None = None) -> LinkClient:
+        """A DRC link client of DRCS ``server``, as DRCC makes them, from ``source``."""
         host, port = split_host_port(server, "[link] servers")
         return LinkClient(
-            host, port, munge=self.munge, server_uid=os.getuid(), timeout=WATCH_SECONDS + 60
+            host,
+            port,
+            munge=self.munge,
+            server_uid=os.getuid(),
+            timeout=WATCH_SECONDS + 60,
+            source=source,
         )
 
     def proxies(self, timeout: float = 30) -> list[ServerProxy]:

@@ -107,7 +107,9 @@ class LinkClient:
 
     ``server_uid`` is the uid DRCS runs as; anything else answering is refused with EPERM.
     Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
-    timed out may still have run on the server.
+    timed out may still have run on the server. ``source``: the local address to connect from
+    (a multi-homed node's; the cluster simulator gives each node its own loopback address, as
+    DRCS counts unauthenticated connections per address).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class LinkClient:
         server_uid: int,
         timeout: float = 5.0,
         max_frame: int = MAX_FRAME,
+        source: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.source = source  # the local address to connect from (None: the kernel's choice)
         self.munge = munge
         self.server_uid = server_uid
         self.timeout = timeout
@@ -189,7 +193,8 @@ class LinkClient:
         async with self._connecting:
             if self._conn is not None and self._conn.alive:
                 return self._conn
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+            local = (self.source, 0) if self.source else None
+            reader, writer = await asyncio.open_connection(self.host, self.port, local_addr=local)
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conn = _Connection(self, reader, writer)

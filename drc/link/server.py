@@ -74,9 +74,12 @@ _CALLBACK_CONTEXT = contextvars.Context()
 #: Seconds a connection may take to send its first frame from a node daemon's uid.
 AUTH_TIMEOUT = 5.0
 #: Unauthenticated connections at once, in all and from one address. A node daemon is
-#: unauthenticated only between its connect and its first frame (milliseconds); a DRCS
-#: holds ~one descriptor per connection and 10,000 nodes' worth of room.
-MAX_UNAUTHENTICATED = 4096
+#: unauthenticated only between its connect and its first frame (milliseconds, but longer
+#: while DRCS works through a burst); a DRCS holds ~one descriptor per connection and 10,000
+#: nodes' worth of room. When a DRCS fails, the nodes that followed it (all of a 10,000-node
+#: cluster, if one DRCS is left) connect here at once: under this cap none of them pushes
+#: another out (which sent it back to the failed DRCS and round again).
+MAX_UNAUTHENTICATED = 16384
 MAX_UNAUTHENTICATED_PER_HOST = 512
 #: Connections the kernel may hold before DRCS accepts them. When a DRCS fails, every node
 #: that followed it connects to another at once (5,000 of a 10,000-node cluster): asyncio's

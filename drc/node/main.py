@@ -86,9 +86,14 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
 
 
 async def say_following(calls: FailoverLink, node: str) -> None:
-    """Tell DRCS which server this node follows (``drccli status``); best effort."""
+    """Tell DRCS which server this node follows (``drccli status``); best effort. Said again
+    when the node moved while saying it: the call was answered by another DRCS than named."""
     try:
-        await calls.call(exported(NodeVerbs.node_follow).name, [node, calls.choice.current])
+        for _ in calls.choice.servers:
+            server = calls.choice.current
+            await calls.call(exported(NodeVerbs.node_follow).name, [node, server])
+            if calls.choice.current == server:
+                return
     except DrcError as e:
         log.debug("could not record the DRCS followed: %s", e)
 

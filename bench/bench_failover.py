@@ -39,18 +39,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import summary
+from common import postgresql_database, summary
 
 from drc import client
 from drc.address import split_host_port
 from drc.core.errors import DrcError
 from drc.embedded import cluster as embedded
-from drc.embedded.postgres import (
-    ReplicatedPostgresql,
-    fresh_database,
-    private_postgresql,
-    replicated_postgresql,
-)
+from drc.embedded.postgres import ReplicatedPostgresql, replicated_postgresql
 from drc.link import LinkClient, Munge
 from drc.serverclient import ServerProxy
 
@@ -63,14 +58,6 @@ CLIENT_PROCESSES = 4  # the rate's callers, CONCURRENCY // CLIENT_PROCESSES in e
 STALL = float(os.environ.get("DRC_BENCH_STALL", "3"))
 OUTAGE = float(os.environ.get("DRC_BENCH_OUTAGE", "1"))
 STATUS_TIMEOUT = 10.0  # a Status that takes longer counts as unanswered
-
-
-@contextlib.contextmanager
-def database() -> Iterator[str]:
-    given = os.environ.get("DRC_BENCH_PG_URL")
-    with contextlib.ExitStack() as stack:
-        server = given.rsplit("/", 1)[0] if given else stack.enter_context(private_postgresql())
-        yield stack.enter_context(fresh_database(server))
 
 
 class Stream(threading.Thread):
@@ -338,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds each")
     parser.add_argument("--pairs", type=int, default=PER_ROUND, help="pairs per round")
     args = parser.parse_args(argv)
-    with database() as url:
+    with postgresql_database() as url:
         state = Path(tempfile.mkdtemp(prefix="drc-bench-failover-", dir="/tmp"))
         try:
             emb = embedded.start(state, nodes=1, servers=2, database=url)

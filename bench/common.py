@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -11,16 +12,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from drc.embedded import cluster as embedded
+from drc.embedded.postgres import fresh_database, private_postgresql
 
 
 @contextlib.contextmanager
-def embedded_drc(*, metrics: bool = False) -> Iterator[embedded.Embedded]:
+def embedded_drc(
+    *, metrics: bool = False, servers: int = 1, database: str = ""
+) -> Iterator[embedded.Embedded]:
+    """The embedded drc; ``servers`` DRCS on ``database`` (a PostgreSQL URL) when > 1."""
     state = Path(tempfile.mkdtemp(prefix="drc-bench-", dir="/tmp"))
     try:
-        yield embedded.start(state, metrics=metrics)
+        yield embedded.start(state, metrics=metrics, servers=servers, database=database)
     finally:
         embedded.stop(state)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgresql_database() -> Iterator[str]:
+    """A fresh database's URL: on the server ``DRC_BENCH_PG_URL`` names, else on a private
+    throwaway PostgreSQL; dropped afterwards."""
+    given = os.environ.get("DRC_BENCH_PG_URL")
+    with contextlib.ExitStack() as stack:
+        server = given.rsplit("/", 1)[0] if given else stack.enter_context(private_postgresql())
+        yield stack.enter_context(fresh_database(server))
 
 
 def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> list[float]:

@@ -39,6 +39,17 @@ class NodeVerbs:
         """A DRCC started: True (and its references are gone) when the node rebooted."""
         return self._declared()
 
+    @method("sss", "(bsu)", mutating=True, frees=True, replay=[(False, "", 0)])
+    def node_connect(
+        self, peer: PeerCredentials, node: str, boot_id: str, server: str
+    ) -> tuple[bool, str, int]:
+        """A DRCC started and follows ``server``: NodeHello and NodeFollow in one round trip
+        and one transaction. Answers (rebooted, generation, seq): where the change feed stood
+        before the hello, so the node's first NodeWatch parks at once instead of being
+        answered empty to learn them (a replayed request answers generation "": the node then
+        learns them from that first poll, as after NodeHello)."""
+        return self._declared()
+
     @method("a{sv}u", "a{sv}", mutating=True, grouped=True, replay=CREDENTIAL)
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         return self._declared()
@@ -108,7 +119,7 @@ class NodeVerbs:
         node's heartbeat), empty when nothing changed."""
         return self._declared()
 
-    @method("ss", "", mutating=True)
+    @method("ss", "", mutating=True, grouped=True)
     def node_follow(self, peer: PeerCredentials, node: str, server: str) -> None:
         return self._declared()
 

@@ -361,17 +361,22 @@ class CredentialService:
         return ids
 
     def node_hello(
-        self, node: str, boot_id: str, unit: Unit | None = None
+        self, node: str, boot_id: str, unit: Unit | None = None, *, server: str | None = None
     ) -> tuple[bool, list[int]]:
         """A node daemon started with this boot id: (whether the node rebooted since DRCS
         last heard of it, the credentials that freed). A reboot ends every process and job
         step of the node, so its references go; a first hello or the same boot keeps them.
-        One transaction: two DRCC of one node racing cannot both miss the reboot."""
+        One transaction: two DRCC of one node racing cannot both miss the reboot. With
+        ``server``, the same transaction records that the node follows it (NodeConnect)."""
         if not 0 < len(boot_id) <= 64 or not boot_id.isprintable():
             raise einval("boot_id must be a printable id of 1..64 characters")
+        if server is not None:
+            _check_server(server)
         with self.store.transaction(unit) as tx:
             known = tx.node_boot_id(node)
             tx.set_node_boot_id(node, boot_id, self.clock())
+            if server is not None:
+                tx.set_node_server(node, server, time.time())
             if known is None or known == boot_id:
                 return False, []
             freed = self._settle(tx, tx.drop_node_references(node))
@@ -381,8 +386,7 @@ class CredentialService:
 
     def node_follows(self, node: str, server: str, unit: Unit | None = None) -> None:
         """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
-        if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
-            raise einval("server must be a printable host:port of 1..255 characters")
+        _check_server(server)
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
 
@@ -631,3 +635,9 @@ def access_info(cred: Credential) -> AccessInfo:
 
 def _flag_names(flags: Flags) -> str:
     return "|".join(f.name for f in Flags if f and flags & f) or "0"
+
+
+def _check_server(server: str) -> None:
+    """The DRCS a node says it follows: its ``host:port``, as drccli status prints it."""
+    if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
+        raise einval("server must be a printable host:port of 1..255 characters")

@@ -182,7 +182,9 @@ class LinkClient:
 
     ``server_uid`` is the uid DRCS runs as; anything else answering is refused with EPERM.
     Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
-    timed out may still have run on the server.
+    timed out may still have run on the server. ``source``: the local address to connect from
+    (a multi-homed node's; the cluster simulator gives each node its own loopback address, as
+    DRCS counts unauthenticated connections per address).
     """
 
     def __init__(
@@ -194,8 +196,10 @@ class LinkClient:
         server_uid: int,
         timeout: float = 5.0,
         max_frame: int = MAX_FRAME,
+        source: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.source = source  # the local address to connect from (None: the kernel's choice)
         self.munge = munge
         self.server_uid = server_uid
         self.timeout = timeout
@@ -265,8 +269,9 @@ class LinkClient:
             if self._conn is not None and self._conn.alive:
                 return self._conn
             loop = asyncio.get_running_loop()
+            local = (self.source, 0) if self.source else None
             transport, conn = await loop.create_connection(
-                lambda: _Connection(self), self.host, self.port
+                lambda: _Connection(self), self.host, self.port, local_addr=local
             )
             sock = transport.get_extra_info("socket")
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -79,9 +79,16 @@ _CALLBACK_CONTEXT = contextvars.Context()
 AUTH_TIMEOUT = 5.0
 #: Unauthenticated connections at once, in all and from one address. A node daemon is
 #: unauthenticated only between its connect and its first frame (milliseconds); a DRCS
-#: holds ~one descriptor per connection and 10,000 nodes' worth of room.
+#: holds ~one descriptor per connection and 10,000 nodes' worth of room. (Raised to 16,384,
+#: 5,000 nodes failing over at once fared worse: more of them waited past the doorway's
+#: 5 s while DRCS worked through the burst, and were closed and came round again.)
 MAX_UNAUTHENTICATED = 4096
 MAX_UNAUTHENTICATED_PER_HOST = 512
+#: Connections the kernel may hold before DRCS accepts them. When a DRCS fails, every node
+#: that followed it connects to another at once (5,000 of a 10,000-node cluster): asyncio's
+#: default of 100 overflows, and each SYN dropped stalls its node a full retransmission (1 s,
+#: then 3 s). The kernel caps it at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 4096
 #: Bytes unauthenticated connections may buffer (partial frames), in all and per address.
 MAX_UNAUTHENTICATED_BYTES = 64 << 20
 MAX_UNAUTHENTICATED_BYTES_PER_HOST = 8 << 20
@@ -160,7 +167,11 @@ class LinkServer:
         loop = asyncio.get_running_loop()
         self._servers.append(
             await loop.create_server(
-                lambda: _Connection(self), self.host, self.port, reuse_address=True
+                lambda: _Connection(self),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
         )
 

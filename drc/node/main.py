@@ -85,10 +85,15 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
     return calls, feed
 
 
-async def _say_following(calls: FailoverLink, node: str) -> None:
-    """Tell DRCS which server this node follows (``drccli status``); best effort."""
+async def say_following(calls: FailoverLink, node: str) -> None:
+    """Tell DRCS which server this node follows (``drccli status``); best effort. Said again
+    when the node moved while saying it: the call was answered by another DRCS than named."""
     try:
-        await calls.call(exported(NodeVerbs.node_follow).name, [node, calls.choice.current])
+        for _ in calls.choice.servers:
+            server = calls.choice.current
+            await calls.call(exported(NodeVerbs.node_follow).name, [node, server])
+            if calls.choice.current == server:
+                return
     except DrcError as e:
         log.debug("could not record the DRCS followed: %s", e)
 
@@ -139,12 +144,12 @@ async def serve(cfg: drc_config.Config) -> None:
         metrics.service = service
         metrics.choice = calls.choice
         metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
-    await service.start()
-    await _say_following(calls, node)
+    if not await service.start(lambda: calls.choice.current):
+        await say_following(calls, node)
     reports: set[asyncio.Future[None]] = set()
 
     def moved(_server: str) -> None:
-        task = asyncio.ensure_future(_say_following(calls, node))
+        task = asyncio.ensure_future(say_following(calls, node))
         reports.add(task)
         task.add_done_callback(reports.discard)
 

@@ -88,18 +88,37 @@ class NodeService:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Tell DRCS we are up (a new boot id drops what this node held), re-check holders."""
-        rebooted = await self.drcs.node_hello(self.node, self.boot_id)
+    async def start(self, following: Callable[[], str] | None = None) -> bool:
+        """Tell DRCS we are up (a new boot id drops what this node held), re-check holders.
+
+        ``following()`` names the DRCS the node follows: then one NodeConnect says hello,
+        records it and tells where the change feed stands, so the first long poll parks at
+        once (a DRCS without NodeConnect gets NodeHello). True when DRCS recorded the DRCS
+        followed (the node still follows the one it named)."""
+        generation, seq, recorded = "", 0, False
+        if following is None:
+            rebooted = await self.drcs.node_hello(self.node, self.boot_id)
+        else:
+            server = following()
+            try:
+                rebooted, generation, seq = await self.drcs.node_connect(
+                    self.node, self.boot_id, server
+                )
+                recorded = following() == server  # not when it failed over meanwhile
+            except DrcError as e:
+                if e.code is not Code.EPROTO:  # "no method": a DRCS older than NodeConnect
+                    raise
+                rebooted = await self.drcs.node_hello(self.node, self.boot_id)
         if rebooted:
             log.warning("node %s rebooted: DRCS dropped its references", self.node)
         else:
             await self._recheck_processes()
-        self._spawn(self._watch_changes())
+        self._spawn(self._watch_changes(generation, seq))
         self._spawn(self._flush_loop())
         if self.slingshot is not None:
             await self.slingshot.reconcile()  # leftovers of a crash, a restart, a reboot
             self._spawn(self.slingshot.run(lambda: self._stopping))
+        return recorded
 
     async def stop(self) -> None:
         self._stopping = True
@@ -379,9 +398,9 @@ class NodeService:
                 log.warning("cannot report to DRCS yet: %s", e)
                 await asyncio.sleep(1)
 
-    async def _watch_changes(self) -> None:
-        """Follow DRCS's revocations and frees with one long poll at a time."""
-        generation, seq = "", 0
+    async def _watch_changes(self, generation: str = "", seq: int = 0) -> None:
+        """Follow DRCS's revocations and frees with one long poll at a time, from where the
+        feed stood at NodeConnect (or from nothing: the first poll then answers at once)."""
         while not self._stopping:
             try:
                 gen, complete, new_seq, changes = await self.feed.node_watch(

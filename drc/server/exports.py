@@ -118,6 +118,23 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         self._node(peer)
         return self.service.node_hello(node_name(node), boot_id, unit)[0]
 
+    def node_connect(
+        self,
+        peer: PeerCredentials,
+        node: str,
+        boot_id: str,
+        server: str,
+        *,
+        unit: Unit | None = None,
+    ) -> tuple[bool, str, int]:
+        """NodeHello and NodeFollow at once, with the change feed's position. Read before the
+        transaction: a change it commits, or any committed after, comes after ``seq`` and
+        reaches the node's first poll."""
+        self._node(peer)
+        generation, seq = self.changes.generation, self.changes.seq
+        rebooted = self.service.node_hello(node_name(node), boot_id, unit, server=server)[0]
+        return rebooted, generation, seq
+
     def node_acquire(
         self, peer: PeerCredentials, caller: dict, flags: int, *, unit: Unit | None = None
     ) -> dict[str, Any]:

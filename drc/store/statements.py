@@ -166,6 +166,21 @@ HOT_SQL: dict[str, str] = {
             WHERE "counter"."value" < ?
         RETURNING "value" - 1""",
     "return_slot": """INSERT INTO "free_slot" ("pool", "slot") VALUES (?, ?)""",
+    # A node daemon's hello (NodeHello, NodeConnect): 10,000 of them when a cluster
+    # reconnects, so compiled once like the verbs'.
+    "node_boot_id": """SELECT "boot_id" FROM "node" WHERE "name" = ?""",
+    "set_node_boot_id": """
+        INSERT INTO "node" ("name", "boot_id", "seen") VALUES (?, ?, ?)
+        ON CONFLICT ("name") DO UPDATE SET "boot_id" = excluded."boot_id",
+            "seen" = excluded."seen"
+    """,
+    # Which DRCS a node follows: written only when that changed (RETURNING says whether).
+    "set_node_server": """
+        INSERT INTO "node_follow" ("node", "server", "since") VALUES (?, ?, ?)
+        ON CONFLICT ("node") DO UPDATE SET "server" = excluded."server",
+            "since" = excluded."since"
+            WHERE "node_follow"."server" <> excluded."server"
+        RETURNING 1""",
     # The shared change feed on PostgreSQL: NOTIFY is transactional (sent at commit, dropped
     # on rollback), so every DRCS listening on CHANGE_CHANNEL hears each committed revoke
     # ("r <credential> <epoch>") and free ("f <credential>") exactly when it becomes true.

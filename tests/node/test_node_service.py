@@ -368,6 +368,51 @@ def test_start_says_hello_and_rechecks_the_holders_of_the_same_boot():
     assert drcs.calls[1] == ("NodeProcesses", [NODE])
 
 
+def test_start_with_node_connect_parks_the_first_poll_where_the_feed_stood():
+    """One round trip says hello, records the DRCS followed and tells the feed's position:
+    the first long poll waits from there instead of being answered empty to learn it."""
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        feed = Feed()
+        drcs.verbs["NodeWatch"] = feed
+        node = service(drcs)
+        assert await node.start(lambda: "10.0.0.1:7000")  # DRCS recorded the follow
+        await feed.answer(("g7", True, 43, [(3, 2)]))
+        assert feed.asked == [("g7", 42), ("g7", 43)]
+        assert drcs.calls_of("NodeEpochs") == []  # the same generation: nothing to resync
+        await node.stop()
+
+    drcs = run(
+        test,
+        NodeConnect=lambda node, boot, server: (False, "g7", 42),
+        NodeProcesses=lambda node: [],
+    )
+    assert drcs.calls[0] == ("NodeConnect", [NODE, "boot-1", "10.0.0.1:7000"])
+    assert drcs.calls_of("NodeHello") == []
+
+
+def test_start_on_a_drcs_without_node_connect_says_hello_and_learns_the_feed_from_it():
+    def older_drcs(node: str, boot: str, server: str) -> None:
+        raise DrcError(Code.EPROTO, "no method 'NodeConnect' is served here")
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        feed = Feed()
+        drcs.verbs["NodeWatch"] = feed
+        node = service(drcs)
+        assert not await node.start(lambda: "10.0.0.1:7000")  # DRCC says NodeFollow itself
+        await feed.answer(("g1", True, 0, []))
+        assert feed.asked == [("", 0), ("g1", 0)]
+        await node.stop()
+
+    drcs = run(
+        test,
+        NodeConnect=older_drcs,
+        NodeHello=lambda node, boot: False,
+        NodeProcesses=lambda node: [],
+    )
+    assert drcs.calls_of("NodeHello") == [[NODE, "boot-1"]]
+
+
 def test_a_freed_credential_on_the_feed_ends_its_associations():
     async def test(drcs: ScriptedDrcs) -> None:
         feed = Feed()

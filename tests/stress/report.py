@@ -34,6 +34,10 @@ SELECTION = [
     "tests/store/test_pg_locking.py",
 ]
 EXPECTED = [
+    "connect storm: 10000 nodes to one DRCS",
+    "connect storm: 10000 nodes over 2 DRCS",
+    "PostgreSQL access storm",
+    "fail-over of 5000 nodes",
     "link connections held open by one DRCS",
     "access storm",
     "revoke reaching",

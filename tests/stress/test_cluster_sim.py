@@ -32,6 +32,7 @@ def simulated() -> dict:
 def test_every_simulated_node_connects_accesses_and_hears_the_revoke(simulated: dict):
     assert simulated["errors"] == 0, simulated["error_samples"]
     assert simulated["connections"]["following_at_drcs"] == NODES
+    assert simulated["connections"]["hello_and_follow_per_s"] > 0
     assert simulated["connections"]["drcs_kib_per_connection"] > 0
     assert simulated["access_storm"]["refs_after"] == NODES  # one reference per node
     assert simulated["revoke"]["notified"] == NODES
@@ -45,7 +46,7 @@ def test_both_expire_forms_drop_the_job_on_every_node(simulated: dict):
 
 def test_the_figures_are_reported_and_at_full_size_met(simulated: dict):
     rows = simulated["figures"]
-    assert len(rows) == 5 and all(row["measured"] and row["target"] for row in rows)
+    assert len(rows) == 6 and all(row["measured"] and row["target"] for row in rows)
     if FULL:  # rates are judged at the size only: a small run is all start-up
         missed = [row for row in rows if not row["ok"]]
         assert not missed, missed

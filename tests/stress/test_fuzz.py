@@ -36,6 +36,7 @@ SETTINGS = {
 #: The node verbs the DRC link serves, and the JSON types their arguments must have.
 LINK_VERBS = {
     "NodeHello": ("s", "s"),
+    "NodeConnect": ("s", "s", "s"),
     "NodeAcquire": ("a{sv}", "u"),
     "NodeAccess": ("a{sv}", "u"),
     "NodeGrant": ("a{sv}", "u", "u", "u"),

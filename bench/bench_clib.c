@@ -53,7 +53,10 @@ static int ping(sd_bus *bus)
 	return r;
 }
 
-static int latency(uint32_t credential, long n)
+/* Alternate n accesses with n raw pings to DRCC, printing each latency: the same credential
+ * every time ("access": DRCC's cache answers), or each of ids once ("miss": DRCS answers). The
+ * first access of credential warms the path up, untimed. */
+static int alternate(const char *label, uint32_t credential, char **ids, long n)
 {
 	sd_bus *bus = NULL;
 	double t0;
@@ -62,35 +65,12 @@ static int latency(uint32_t credential, long n)
 	if (sd_bus_open_system(&bus) < 0 || ping(bus) < 0 || access_once(credential))
 		return 1;
 	for (i = 0; i < n; i++) {
+		if (ids)
+			credential = strtoul(ids[i], NULL, 10);
 		t0 = now();
 		if (access_once(credential))
 			return 1;
-		printf("access %.3f\n", (now() - t0) * 1e6);
-		t0 = now();
-		if (ping(bus) < 0)
-			return 1;
-		printf("ping %.3f\n", (now() - t0) * 1e6);
-	}
-	sd_bus_flush_close_unref(bus);
-	return 0;
-}
-
-static int misses(char **ids, int n)
-{
-	sd_bus *bus = NULL;
-	double t0;
-	int i;
-
-	if (n < 1 || sd_bus_open_system(&bus) < 0 || ping(bus) < 0 ||
-	    access_once(strtoul(ids[0], NULL, 10)))
-		return 1;
-	for (i = 1; i < n; i++) {
-		uint32_t credential = strtoul(ids[i], NULL, 10);
-
-		t0 = now();
-		if (access_once(credential))
-			return 1;
-		printf("miss %.3f\n", (now() - t0) * 1e6);
+		printf("%s %.3f\n", label, (now() - t0) * 1e6);
 		t0 = now();
 		if (ping(bus) < 0)
 			return 1;
@@ -178,14 +158,15 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc >= 3 && strcmp(argv[1], "misses") == 0)
-		return misses(argv + 2, argc - 2); /* credentials acquired by the caller */
+		/* credentials acquired by the caller; the first warms up */
+		return alternate("miss", strtoul(argv[2], NULL, 10), argv + 3, argc - 3);
 	rc = drc_acquire(&credential, DRC_FLAGS_FLEX_CREDENTIAL);
 	if (rc != DRC_SUCCESS) {
 		fprintf(stderr, "drc_acquire: %s\n", drc_error_message(rc));
 		return 1;
 	}
 	if (argc == 3 && strcmp(argv[1], "latency") == 0)
-		return latency(credential, atol(argv[2]));
+		return alternate("access", credential, NULL, atol(argv[2]));
 	if (argc == 3 && strcmp(argv[1], "loop") == 0) {
 		calls = loop(credential, atof(argv[2]));
 		printf("%ld\n", calls);

@@ -601,15 +601,15 @@ def figures(
         },
         {
             "figure": f"access storm: {nodes} nodes miss once",
-            "target": ">= 1000 misses/s, 0 errors",
+            "target": ">= 2000 misses/s, 0 errors",
             "measured": f"{s['misses_per_s']} misses/s, {s['errors']} errors",
-            "ok": s["misses_per_s"] >= 1000 and s["errors"] == 0 and s["refs_after"] >= nodes,
+            "ok": s["misses_per_s"] >= 2000 and s["errors"] == 0 and s["refs_after"] >= nodes,
         },
         {
             "figure": f"revoke reaching {nodes} following nodes",
-            "target": "all notified; p99 reported",
+            "target": "p99 < 1 s, all notified",
             "measured": f"{r['notified']}/{nodes} notified, p99 {r['p99_ms']} ms",
-            "ok": r["notified"] == nodes,
+            "ok": r["notified"] == nodes and r["p99_ms"] < 1000,
         },
         {
             "figure": f"drccli expire: one job on {nodes} nodes",

@@ -66,3 +66,12 @@ def run_bench(
     )
     assert run.returncode == 0 if check else run.stdout, run.stderr[-3000:]
     return json.loads(run.stdout)
+
+
+def check_figures(rows: list[dict[str, Any]], count: int) -> None:
+    """A benchmark's figure rows: ``count`` of them, each with its target and what was
+    measured; met, at full size only (a small run is all start-up, its rates mean nothing)."""
+    assert len(rows) == count and all(row["measured"] and row["target"] for row in rows)
+    if FULL:
+        missed = [row for row in rows if not row["ok"]]
+        assert not missed, missed

@@ -202,3 +202,24 @@ def test_a_failed_acquire_in_a_batch_records_its_cleanup_in_the_batch_not_its_re
     [pending] = service.pending_cleanups()
     assert pending.attempts == 1 and "still busy" in pending.last_error
     assert recorded_rids(store) == [] and credential_ids(store) == set()
+
+
+def test_a_verb_undone_in_its_batch_leaves_its_request_unclaimed_for_its_rerun(
+    service: CredentialService,
+):
+    """What the group commit does with a verb another DRCS's lock undid: the savepoint that
+    claimed the request rolled back, so running the verb again alone must record it (a retry
+    would otherwise run twice)."""
+    store = service.store
+    request = Request("r-rerun", "NodeAcquire", requests.digest("NodeAcquire", [0]))
+    with store.batch() as batch:
+        with pytest.raises(LookupError), store.transaction(Unit(request, batch)):
+            raise LookupError("undone after the claim")
+        assert not request.recorded
+    assert recorded_rids(store) == []
+    made = service.acquire(in_job(ALICE, 1), 0, Unit(request)).id
+    assert request.recorded
+    assert recorded_rids(store) == ["r-rerun"]
+    with pytest.raises(requests.Replayed):  # the retry is recognised, never run again
+        service.acquire(in_job(ALICE, 1), 0, Unit(Request("r-rerun", "NodeAcquire", "x")))
+    assert credential_ids(store) == {made}

@@ -4,15 +4,26 @@ Why our own: the only Python binding (pymunge) is unmaintained, the ``munge``/``
 commands cost a process per frame (~1 ms), and the DRC link needs three calls. libmunge is
 loaded lazily, so importing this module works without it.
 
-``munge_decode`` overwrites the context it is given, and contexts are not thread-safe, so each
-:class:`Munge` keeps one encode and one decode context, each behind its own lock.
+``munge_decode`` overwrites the context it is given, and contexts are not thread-safe, so a
+call takes a context of its own from :class:`Munge`'s free list (made on first need) and gives
+it back: threads calling at once each use their own and none waits for another. ctypes releases
+the GIL for the call, so munged's work overlaps the caller's Python work when the calls are made
+on other threads: :class:`MungeWorkers` makes them there for an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import logging
+import queue
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 # munge_err_t (munge.h)
 EMUNGE_SUCCESS = 0
@@ -111,25 +122,49 @@ def _libmunge() -> ctypes.CDLL:
 
 
 class Munge:
-    """Encode and decode MUNGE credentials through one munged (``socket``; None = default)."""
+    """Encode and decode MUNGE credentials through one munged (``socket``; None = default).
+
+    Safe to share between threads: each call holds a libmunge context of its own."""
 
     def __init__(self, socket: str | None = None, *, ttl: int | None = None) -> None:
         self._lib = _libmunge()
         self.socket = socket
-        self._enc_lock = threading.Lock()
-        self._dec_lock = threading.Lock()
-        self._enc = self._new_ctx(socket, ttl)
-        self._dec = self._new_ctx(socket, None)
+        self.ttl = ttl
+        self._lock = threading.Lock()  # guards the free lists and ``_closed``, never a call
+        self._closed = False
+        # One of each made now, so a bad option is refused here rather than at the first call.
+        self._free_enc: list[int] = [self._new_ctx(socket, ttl)]
+        self._free_dec: list[int] = [self._new_ctx(socket, None)]
 
     def _new_ctx(self, socket: str | None, ttl: int | None) -> int:
         ctx = self._lib.munge_ctx_create()
         if not ctx:
             raise MungeError(EMUNGE_NO_MEMORY, "munge_ctx_create failed")
-        if socket is not None:
-            self._set(ctx, _OPT_SOCKET, ctypes.c_char_p(socket.encode()))
-        if ttl is not None:
-            self._set(ctx, _OPT_TTL, ctypes.c_int(ttl))
+        try:
+            if socket is not None:
+                self._set(ctx, _OPT_SOCKET, ctypes.c_char_p(socket.encode()))
+            if ttl is not None:
+                self._set(ctx, _OPT_TTL, ctypes.c_int(ttl))
+        except MungeError:
+            self._lib.munge_ctx_destroy(ctx)
+            raise
         return ctx
+
+    def _take(self, free: list[int], ttl: int | None) -> int:
+        """A context no other call uses until :meth:`_give` returns it."""
+        with self._lock:
+            if self._closed:
+                raise MungeError(EMUNGE_BAD_ARG, "MUNGE context closed")
+            if free:
+                return free.pop()
+        return self._new_ctx(self.socket, ttl)
+
+    def _give(self, free: list[int], ctx: int) -> None:
+        with self._lock:
+            if not self._closed:
+                free.append(ctx)
+                return
+        self._lib.munge_ctx_destroy(ctx)  # closed while this call ran
 
     def _set(self, ctx: int, opt: int, value: ctypes._SimpleCData) -> None:
         rc = self._lib.munge_ctx_set(ctypes.c_void_p(ctx), ctypes.c_int(opt), value)
@@ -143,19 +178,18 @@ class Munge:
     def encode(self, payload: bytes, *, uid_restriction: int | None = None) -> bytes:
         """A credential carrying ``payload``; ``uid_restriction``: the only uid that may decode."""
         cred = ctypes.c_void_p()
-        with self._enc_lock:
-            if self._enc is None:
-                raise MungeError(EMUNGE_BAD_ARG, "MUNGE context closed")
+        ctx = self._take(self._free_enc, self.ttl)
+        try:
             restrict = _UID_ANY if uid_restriction is None else uid_restriction
-            self._set(self._enc, _OPT_UID_RESTRICTION, ctypes.c_uint(restrict))
-            rc = self._lib.munge_encode(ctypes.byref(cred), self._enc, payload, len(payload))
-            try:
-                if rc != EMUNGE_SUCCESS:
-                    raise self._error(rc, self._enc)
-                return ctypes.string_at(cred.value)
-            finally:
-                if cred.value:
-                    _free(cred.value)
+            self._set(ctx, _OPT_UID_RESTRICTION, ctypes.c_uint(restrict))
+            rc = self._lib.munge_encode(ctypes.byref(cred), ctx, payload, len(payload))
+            if rc != EMUNGE_SUCCESS:
+                raise self._error(rc, ctx)
+            return ctypes.string_at(cred.value)
+        finally:
+            if cred.value:
+                _free(cred.value)
+            self._give(self._free_enc, ctx)
 
     def decode(self, cred: bytes, *, allow_replayed: bool = False) -> Decoded:
         """Payload and encoder uid/gid; :class:`MungeError` if invalid, expired or replayed.
@@ -168,35 +202,36 @@ class Munge:
         length = ctypes.c_int()
         uid = ctypes.c_uint()
         gid = ctypes.c_uint()
-        with self._dec_lock:
-            if self._dec is None:
-                raise MungeError(EMUNGE_BAD_ARG, "MUNGE context closed")
+        ctx = self._take(self._free_dec, None)
+        try:
             rc = self._lib.munge_decode(
                 cred,
-                self._dec,
+                ctx,
                 ctypes.byref(buf),
                 ctypes.byref(length),
                 ctypes.byref(uid),
                 ctypes.byref(gid),
             )
-            try:  # libmunge hands out the payload even for some errors (expired, replayed)
-                replayed = rc == EMUNGE_CRED_REPLAYED and allow_replayed
-                if rc != EMUNGE_SUCCESS and not replayed:
-                    raise self._error(rc, self._dec)
-                payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
-                return Decoded(payload, uid.value, gid.value, replayed)
-            finally:
-                if buf.value:
-                    _free(buf.value)
+            # libmunge hands out the payload even for some errors (expired, replayed)
+            replayed = rc == EMUNGE_CRED_REPLAYED and allow_replayed
+            if rc != EMUNGE_SUCCESS and not replayed:
+                raise self._error(rc, ctx)
+            payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
+            return Decoded(payload, uid.value, gid.value, replayed)
+        finally:
+            if buf.value:
+                _free(buf.value)
+            self._give(self._free_dec, ctx)
 
     def close(self) -> None:
-        """Free both contexts; later calls raise :class:`MungeError`."""
-        for lock, attr in ((self._enc_lock, "_enc"), (self._dec_lock, "_dec")):
-            with lock:
-                ctx = getattr(self, attr)
-                if ctx is not None:
-                    self._lib.munge_ctx_destroy(ctx)
-                    setattr(self, attr, None)
+        """Free the contexts; later calls raise :class:`MungeError` (one running finishes)."""
+        with self._lock:
+            self._closed = True
+            idle = self._free_enc + self._free_dec
+            self._free_enc.clear()
+            self._free_dec.clear()
+        for ctx in idle:
+            self._lib.munge_ctx_destroy(ctx)
 
     def __enter__(self) -> Munge:
         return self
@@ -205,5 +240,114 @@ class Munge:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_enc_lock", None) is not None:
+        if getattr(self, "_lock", None) is not None:
             self.close()
+
+
+#: Worker threads of a :class:`MungeWorkers`: munged answers each call in ~0.1 ms of its own
+#: work, so a few calls in flight keep it (and its threads, see drc.embedded.munged) busy.
+WORKERS = 4
+
+
+class MungeJob(Protocol):
+    """What :class:`MungeWorkers` runs: ``run`` on a worker thread (the libmunge calls, no
+    shared state of the loop's), then ``done`` on the event loop."""
+
+    def run(self) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class MungeWorkers:
+    """A few threads making MUNGE calls for an event loop, so the loop works on while munged does.
+
+    Jobs go in through one queue; finished ones come back to the loop in batches: the first job
+    to finish while none waits schedules one loop callback, which runs ``done`` of every job
+    finished by then. A busy loop thus pays one wake-up for many jobs, not one per job (an
+    executor future per call costs a future, its callbacks and a wake-up each). Started on the
+    first job, on the running loop; :meth:`close` stops the threads and drops what was queued
+    or finished: no ``done`` runs after it.
+    """
+
+    def __init__(self, threads: int = WORKERS, name: str = "munge") -> None:
+        self.threads = threads
+        self.name = name
+        self._jobs: queue.SimpleQueue[MungeJob | None] = queue.SimpleQueue()
+        self._finished: deque[MungeJob] = deque()
+        self._woken = False  # a _deliver is scheduled and has not started draining
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, job: MungeJob) -> None:
+        """Run ``job`` on a worker; its ``done`` follows on this loop, unless closed first (a
+        job submitted after :meth:`close` is dropped: whoever it was for is being closed too)."""
+        if self._closed:
+            return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            for n in range(self.threads):
+                worker = threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
+                worker.start()
+                self._workers.append(worker)
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        jobs, finished, loop = self._jobs, self._finished, self._loop
+        assert loop is not None
+        while (job := jobs.get()) is not None:
+            if self._closed:
+                continue
+            try:
+                job.run()
+            except BaseException:  # a job reports its own failures; this is a bug
+                log.exception("MUNGE worker: job failed")
+                continue
+            finished.append(job)
+            if not self._woken:
+                self._woken = True
+                try:
+                    loop.call_soon_threadsafe(self._deliver)
+                except RuntimeError:  # the loop is closed: nobody is left to tell
+                    return
+
+    def _deliver(self) -> None:
+        # Cleared before draining: a job finished after this line schedules the next batch,
+        # one finished before it is drained here.
+        self._woken = False
+        finished = self._finished
+        while finished and not self._closed:
+            job = finished.popleft()
+            try:
+                job.done()
+            except Exception:
+                log.exception("MUNGE worker: completion failed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def alive(self) -> int:
+        """Worker threads still running."""
+        return sum(worker.is_alive() for worker in self._workers)
+
+    def close(self) -> None:
+        """Stop taking jobs and tell the threads to end (after the call each is in)."""
+        if not self._closed:
+            self._closed = True
+            self._finished.clear()
+            for _worker in self._workers:
+                self._jobs.put(None)
+
+    async def wait_closed(self, timeout: float = 30.0) -> None:
+        """Until every thread ended (a call in progress finishes first: munged's own timeout
+        bounds it); the loop runs meanwhile."""
+        self.close()
+        deadline = time.monotonic() + timeout
+        while self.alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.alive:
+            log.warning(
+                "MUNGE workers: %d thread(s) still in a call after %s s", self.alive, timeout
+            )

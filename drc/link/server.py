@@ -29,14 +29,14 @@ import logging
 import re
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.dispatch import as_drc_error
-from drc.link.munge import Munge, MungeError
+from drc.link.munge import EMUNGE_SNAFU, WORKERS, Decoded, Munge, MungeError, MungeWorkers
 from drc.link.protocol import (
     MAX_FRAME,
     BadRequest,
@@ -108,6 +108,11 @@ class LinkServer:
     reader task or coroutine chain, and a request answered by a future costs that future and
     its callback: these objects are what every full garbage collection walks, and the walk
     stops the whole server (see :mod:`drc.server.heap`).
+
+    MUNGE calls run on ``munge_workers`` threads (:class:`~drc.link.munge.MungeWorkers`), so
+    the loop works on while munged checks or seals a frame. A connection's frames are decoded
+    in parallel but taken in arrival order (a frame waits for those before it), and a frame
+    waiting for its decode counts against ``max_in_flight`` like a running request.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class LinkServer:
         max_unauthenticated_bytes: int = MAX_UNAUTHENTICATED_BYTES,
         max_unauthenticated_bytes_per_host: int = MAX_UNAUTHENTICATED_BYTES_PER_HOST,
         observer: Observer | None = None,
+        munge_workers: int = WORKERS,
     ) -> None:
         self.handler = handler
         self.host, self.port = host, port
@@ -141,6 +147,10 @@ class LinkServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.munge_workers = munge_workers
+        self.workers = MungeWorkers(munge_workers, name="link-munge")
+        #: Shared answers being sealed -> the answers waiting for the seal (one seal a batch).
+        self.sealing: dict[int, _Seal] = {}
         self.doorway = _Doorway(
             auth_timeout,
             max_unauthenticated,
@@ -165,6 +175,8 @@ class LinkServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.workers.closed:  # started again after close()
+            self.workers = MungeWorkers(self.munge_workers, name="link-munge")
         self._servers.append(
             await loop.create_server(
                 lambda: _Connection(self),
@@ -186,6 +198,8 @@ class LinkServer:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
+        self.sealing.clear()
+        await self.workers.wait_closed()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -197,34 +211,29 @@ class LinkServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _encode(self, peer: LinkPeer, response: Response) -> bytes:
-        """The frame of ``response`` (for MUNGE: encoded as the server, readable only by the
-        requester); an error response in its place when it cannot be sent as it is."""
+    def _payload(self, response: Response) -> bytes:
+        """The JSON of ``response`` (on the loop: results may be live objects); an error
+        response in its place when it cannot be sent as it is."""
         try:
-            payload = response.to_payload()
+            return response.to_payload()
         except (TypeError, ValueError) as err:
             log.error("DRC link: response %d not serializable: %s", response.id, err)
-            payload = _error(response.id, "DRC link: bad result")
-        body = self._seal(peer, payload)
+            return _error(response.id, "DRC link: bad result")
+
+    def _seal_frame(self, uid: int, request_id: int, payload: bytes) -> bytes:
+        """The frame of a response (for MUNGE: encoded as the server, readable only by the
+        requester ``uid``); an error response in its place when it is too large. Thread-safe."""
+        body = self.munge.encode(payload, uid_restriction=uid)
         if len(body) > self.max_frame:
             text = f"DRC link: response of {len(body)} bytes exceeds the frame limit"
             log.error("%s", text)
-            body = self._seal(peer, _error(response.id, text))
+            body = self.munge.encode(_error(request_id, text), uid_restriction=uid)
         return pack_frame(body, self.max_frame)
 
-    def _seal(self, peer: LinkPeer, payload: bytes) -> bytes:
-        return self.munge.encode(payload, uid_restriction=peer.uid)
-
-    def _encode_shared(self, request_id: int, method: str, shared: Shared) -> bytes | None:
-        """The frame of a shared answer: its credential sealed on first use, then reused for
-        every request it answers; None when it cannot be sent so (too large, not JSON: the
+    def _shared_frame(self, request_id: int, shared: Shared) -> bytes | None:
+        """The frame of a sealed shared answer for one request; None when too large (the
         per-request path then answers and says why)."""
-        if shared.sealed is None:
-            try:
-                payload = SharedAnswer(method, shared.asked, [list(shared)]).to_payload()
-            except (TypeError, ValueError):
-                return None
-            shared.sealed = self.munge.encode(payload, uid_restriction=self.shared_uid)
+        assert shared.sealed is not None
         body = pack_shared(request_id, shared.sealed)
         if len(body) > self.max_frame:
             return None
@@ -362,14 +371,18 @@ class _Doorway:
 class _Connection(asyncio.Protocol):
     """One peer's connection: frames in, requests dispatched, responses out.
 
-    Reading pauses while ``max_in_flight`` requests are unanswered or while the peer does not
-    read its responses, so a peer that floods or stops reading stalls its own connection only.
+    Reading pauses while ``max_in_flight`` requests are unanswered (frames waiting for their
+    decode included) or while the peer does not read its responses, so a peer that floods or
+    stops reading stalls its own connection only. Before it authenticates, one frame at a time
+    is decoded: its sender decides whether any other is.
     """
 
     __slots__ = (
         "address",
         "buffer",
         "counted",
+        "decoding",
+        "decoding_bytes",
         "host",
         "in_flight",
         "last_peer",
@@ -390,6 +403,8 @@ class _Connection(asyncio.Protocol):
         self.host = ""  # the peer's address without the port: what per-address caps count
         self.counted = 0  # bytes of ``buffer`` the doorway counts (while unauthenticated)
         self.buffer = bytearray()
+        self.decoding: deque[_Decode] = deque()  # frames at the workers, in arrival order
+        self.decoding_bytes = 0  # their bytes: still unauthenticated ones for the doorway
         self.in_flight = 0
         self.waiting: set[asyncio.Future[Any]] = set()  # futures to cancel if the peer goes
         self.reading = True
@@ -414,6 +429,8 @@ class _Connection(asyncio.Protocol):
             self.stall.cancel()
             self.stall = None
         self.buffer.clear()
+        self.decoding.clear()  # their decodes finish on the workers and are dropped
+        self.decoding_bytes = 0
         for future in list(self.waiting):
             future.cancel()  # a parked long poll: nobody is left to answer
         self.waiting.clear()
@@ -421,12 +438,13 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         doorway = self.server.doorway
         if self in doorway.waiting:
-            if not doorway.buffer(self, len(self.buffer) + len(data)):
+            held = len(self.buffer) + self.decoding_bytes
+            if not doorway.buffer(self, held + len(data)):
                 return
             self.buffer += data
             self._take_frames()
             if self in doorway.waiting:
-                doorway.buffer(self, len(self.buffer))
+                doorway.buffer(self, len(self.buffer) + self.decoding_bytes)
             return
         self.buffer += data
         self._take_frames()
@@ -449,6 +467,7 @@ class _Connection(asyncio.Protocol):
             self.in_flight < server.max_in_flight
             and self.peer_reads
             and not self.transport.is_closing()
+            and not (self.decoding and self.last_peer is None)
         ):
             try:
                 body = split_frame(self.buffer, server.max_frame)
@@ -458,7 +477,7 @@ class _Connection(asyncio.Protocol):
             if body is None:
                 partial = bool(self.buffer)
                 break
-            self._request(body)
+            self._decode(body)
         self._flow()
         # A frame begun must be finished within body_timeout; frames held back by our own
         # limits are not the peer's fault.
@@ -490,13 +509,34 @@ class _Connection(asyncio.Protocol):
         )
         self.transport.close()
 
-    def _request(self, body: bytes) -> None:
+    def _decode(self, body: bytes) -> None:
+        """Hand a frame to the workers; it is taken when it and those before it are decoded."""
+        job = _Decode(self, body)
+        self.decoding.append(job)
+        self.decoding_bytes += len(body)
+        self.in_flight += 1
+        self.server.workers.submit(job)
+
+    def _decoded(self) -> None:
+        """Some frame's decode finished: take the decoded frames at the head, in order."""
+        decoding = self.decoding
+        while decoding and decoding[0].finished:
+            if self.transport.is_closing():
+                decoding.clear()
+                self.decoding_bytes = 0
+                return
+            job = decoding.popleft()
+            self.decoding_bytes -= len(job.body)
+            self.in_flight -= 1
+            self._request(job.decoded, job.error)
+        if not self.transport.is_closing():
+            self._take_frames()
+
+    def _request(self, decoded: Decoded | None, error: MungeError | None) -> None:
         server = self.server
-        try:
-            decoded = server.munge.decode(body)
-        except MungeError as err:
+        if decoded is None:
             # replayed, altered, expired, or meant for someone else: never run it
-            self._close(f"a frame refused by MUNGE ({err})", f"frame refused: {err}")
+            self._close(f"a frame refused by MUNGE ({error})", f"frame refused: {error}")
             return
         peer = self.last_peer
         if peer is None or (peer.uid, peer.gid) != (decoded.uid, decoded.gid):
@@ -531,9 +571,12 @@ class _Connection(asyncio.Protocol):
         found = _REQUEST_ID_PREFIX.match(payload)
         if found:
             text = f"DRC link: uid {peer.uid} is not a node daemon"
-            self._send(
-                peer, Response(int(found.group(1)), error=Code.EPERM.dbus_name, message=text)
-            )
+            response = Response(int(found.group(1)), error=Code.EPERM.dbus_name, message=text)
+            try:  # here on the loop, rare: the answer must be written before the close
+                frame = self.server._seal_frame(peer.uid, response.id, response.to_payload())
+                self.transport.write(frame)
+            except MungeError as err:
+                log.error("DRC link %s: cannot encode response: %s", self.address, err)
         what = f"uid {peer.uid} is not a node daemon"
         self._close(f"a frame from uid {peer.uid}, not a node daemon's", what)
 
@@ -608,26 +651,131 @@ class _Connection(asyncio.Protocol):
     def _send(self, peer: LinkPeer, response: Response) -> None:
         if self.transport.is_closing():
             return
-        try:
-            self.transport.write(self.server._encode(peer, response))
-        except MungeError as err:
-            log.error("DRC link %s: cannot encode response: %s; closing", self.address, err)
+        payload = self.server._payload(response)
+        self.server.workers.submit(_Encode(self, peer.uid, response.id, payload))
+
+    def _sealed(self, frame: bytes | None, error: MungeError | None) -> None:
+        """A response sealed on a worker: send it, unless the connection went meanwhile."""
+        if self.transport.is_closing():
+            return
+        if frame is None:
+            log.error("DRC link %s: cannot encode response: %s; closing", self.address, error)
             self.transport.close()
+            return
+        self.transport.write(frame)
 
     def _send_shared(self, pending: _Pending, shared: Shared) -> None:
         """The same sealed bytes as every other request this answer answers (module doc)."""
         if self.transport.is_closing():
             return
-        try:
-            frame = self.server._encode_shared(pending.id, pending.method, shared)
-        except MungeError as err:
-            log.error("DRC link %s: cannot encode response: %s; closing", self.address, err)
-            self.transport.close()
+        if shared.sealed is not None:
+            self._send_sealed(pending, shared)
             return
+        server = self.server
+        seal = server.sealing.get(id(shared))
+        if seal is None:
+            try:
+                payload = SharedAnswer(pending.method, shared.asked, [list(shared)]).to_payload()
+            except (TypeError, ValueError):  # not JSON: the per-request path says why
+                self._send(pending.peer, _response(pending, [tuple(shared)], None))
+                return
+            seal = server.sealing[id(shared)] = _Seal(server, shared, payload)
+            server.workers.submit(seal)
+        seal.waiting.append((self, pending))
+
+    def _send_sealed(self, pending: _Pending, shared: Shared) -> None:
+        """Send the sealed shared answer ``shared`` as the answer to ``pending``."""
+        if self.transport.is_closing():
+            return
+        frame = self.server._shared_frame(pending.id, shared)
         if frame is None:
             self._send(pending.peer, _response(pending, [tuple(shared)], None))
             return
         self.transport.write(frame)
+
+
+class _Decode:
+    """A request frame decoded on a worker (a :class:`~drc.link.munge.MungeJob`)."""
+
+    __slots__ = ("body", "connection", "decoded", "error", "finished")
+
+    def __init__(self, connection: _Connection, body: bytes) -> None:
+        self.connection = connection
+        self.body = body
+        self.decoded: Decoded | None = None
+        self.error: MungeError | None = None
+        self.finished = False
+
+    def run(self) -> None:
+        try:
+            self.decoded = self.connection.server.munge.decode(self.body)
+        except MungeError as err:
+            self.error = err
+        except Exception as err:  # refused like a bad credential, never run
+            self.error = MungeError(EMUNGE_SNAFU, f"decode failed: {err}")
+
+    def done(self) -> None:
+        self.finished = True
+        self.connection._decoded()
+
+
+class _Encode:
+    """A response sealed on a worker."""
+
+    __slots__ = ("connection", "error", "frame", "payload", "request_id", "uid")
+
+    def __init__(self, connection: _Connection, uid: int, request_id: int, payload: bytes):
+        self.connection = connection
+        self.uid = uid
+        self.request_id = request_id
+        self.payload = payload
+        self.frame: bytes | None = None
+        self.error: MungeError | None = None
+
+    def run(self) -> None:
+        try:
+            self.frame = self.connection.server._seal_frame(self.uid, self.request_id, self.payload)
+        except MungeError as err:
+            self.error = err
+        except Exception as err:
+            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
+
+    def done(self) -> None:
+        self.connection._sealed(self.frame, self.error)
+
+
+class _Seal:
+    """A shared answer sealed once on a worker, then sent to every request waiting for it."""
+
+    __slots__ = ("error", "payload", "server", "shared", "waiting")
+
+    def __init__(self, server: LinkServer, shared: Shared, payload: bytes) -> None:
+        self.server = server
+        self.shared = shared
+        self.payload = payload
+        self.waiting: list[tuple[_Connection, _Pending]] = []
+        self.error: MungeError | None = None
+
+    def run(self) -> None:
+        server = self.server
+        try:
+            sealed = server.munge.encode(self.payload, uid_restriction=server.shared_uid)
+        except MungeError as err:
+            self.error = err
+            return
+        except Exception as err:
+            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
+            return
+        self.shared.sealed = sealed  # read on the loop only after done()
+
+    def done(self) -> None:
+        self.server.sealing.pop(id(self.shared), None)
+        for connection, pending in self.waiting:
+            if self.error is None:
+                connection._send_sealed(pending, self.shared)
+            else:
+                connection._sealed(None, self.error)
+        self.waiting.clear()
 
 
 class _Pending:

@@ -65,7 +65,7 @@ from drc.core.model import FREED, Flags
 from drc.embedded import cluster as embedded
 from drc.link import LinkClient, Munge
 from drc.link.failover import FailoverLink, ServerChoice
-from drc.link.munge import Decoded
+from drc.link.munge import Decoded, MungeWorkers
 from drc.metrics.common import scrape
 from drc.node.main import say_following
 from drc.serverclient import ServerProxy
@@ -196,6 +196,8 @@ class Simulator:
         munge = SimulatedNodesMunge(cfg["link"]["munge_socket"] or None, cache=decode_cache)
         self.emb = emb
         self.munge = munge
+        _w = int(os.environ.get("DRC_EXP_SIM_WORKERS", "0"))  # EXPERIMENT
+        self.workers = MungeWorkers(_w, name="sim-munge") if _w else None
         self.servers: list[str] = list(emb.servers)
         client = self.client
 
@@ -228,6 +230,7 @@ class Simulator:
             server_uid=os.getuid(),
             timeout=WATCH_SECONDS + 60,
             source=source,
+            workers=self.workers,
         )
 
     def proxies(self, timeout: float = 30) -> list[ServerProxy]:

@@ -12,6 +12,11 @@ credential DRCS sealed for every node it answers alike. It counts only if it com
 ``server_uid`` and answers, fresh, the very request it names (:meth:`SharedAnswer.answers`);
 then, and only then, a credential this host's munged has seen before is accepted too. One that
 does not answer the request is dropped and logged, and the call goes on waiting for its answer.
+
+With ``workers`` (:class:`~drc.link.munge.MungeWorkers`, shared by many clients: the cluster
+simulator runs thousands of nodes in one process), the MUNGE calls run on worker threads and
+responses are still taken in the order they arrived. A node daemon makes few calls at once and
+keeps them on its loop: a thread hop would only add to a cache miss's latency.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ import logging
 import os
 import socket
 import threading
+from collections import deque
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError
+from drc.link.munge import EMUNGE_SNAFU, UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers
 from drc.link.protocol import (
     MAX_FRAME,
     SHAREABLE,
@@ -54,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.buffer = bytearray()
         self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
@@ -75,6 +82,7 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(self.failure)
         self.pending.clear()
         self.asked.clear()
+        self.opening.clear()
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is over its high-water mark."""
@@ -119,26 +127,21 @@ class _Connection(asyncio.Protocol):
         client = self.client
         self.buffer += data
         try:
-            while (body := split_frame(self.buffer, client.max_frame)) is not None:
-                shared = split_shared(body)
-                if shared is None:
-                    response = Response.from_payload(client._open_response(body))
-                else:
-                    response = client._open_shared(self.asked.get(shared[0]), *shared)
-                    if response is None:
-                        continue
-                future = self.pending.pop(response.id, None)
-                if future is None:
-                    log.debug("%s: response for unknown id %d dropped", client.target, response.id)
-                elif not future.done():
-                    future.set_result(response)
-        except DrcError as err:
-            self.fail(err)
+            while (
+                self.failure is None
+                and (body := split_frame(self.buffer, client.max_frame)) is not None
+            ):
+                job = _Open(self, body)
+                if client.workers is None:
+                    job.run()
+                    self._take(job)
+                    continue
+                self.opening.append(job)
+                if client.workers.submit(job):
+                    job.finished = True
+                    self._opened()
         except FrameError as err:
             self.fail(LinkDown(client.target, f"bad response: {err}"))
-        except Exception as err:  # a bug here must fail the calls, not hang them
-            log.exception("%s: response reader failed", client.target)
-            self.fail(LinkDown(client.target, str(err)))
         # A frame begun must be finished within BODY_TIMEOUT (a stalled DRCS must not pin a
         # half-read buffer, nor the calls waiting behind it, for ever).
         if self.buffer and self.failure is None:
@@ -148,10 +151,103 @@ class _Connection(asyncio.Protocol):
             self.stall.cancel()
             self.stall = None
 
+    def _opened(self) -> None:
+        """A frame decoded on a worker: take the decoded ones at the head, in arrival order."""
+        opening = self.opening
+        while opening and opening[0].finished and self.failure is None:
+            self._take(opening.popleft())
+
+    def _take(self, job: _Open) -> None:
+        """A decoded response to its call (or the connection failed, if it is no good one)."""
+        client = self.client
+        try:
+            if job.shared is None:
+                response = Response.from_payload(client._opened(job.decoded, job.error).payload)
+            else:
+                response = client._open_shared(self.asked.get(job.shared[0]), job)
+                if response is None:
+                    return
+            future = self.pending.pop(response.id, None)
+            if future is None:
+                log.debug("%s: response for unknown id %d dropped", client.target, response.id)
+            elif not future.done():
+                future.set_result(response)
+        except DrcError as err:
+            self.fail(err)
+        except FrameError as err:
+            self.fail(LinkDown(client.target, f"bad response: {err}"))
+        except Exception as err:  # a bug here must fail the calls, not hang them
+            log.exception("%s: response reader failed", client.target)
+            self.fail(LinkDown(client.target, str(err)))
+
     def _stalled(self) -> None:
         self.stall = None
         text = f"frame not complete after {BODY_TIMEOUT:g} s"
         self.fail(LinkDown(self.client.target, f"bad response: {text}"))
+
+
+class _Open:
+    """A response frame decoded (on a worker, or at once)."""
+
+    __slots__ = ("body", "connection", "decoded", "error", "finished", "shared", "wanted")
+
+    def __init__(self, connection: _Connection, body: bytes) -> None:
+        self.connection = connection
+        self.body = body
+        self.shared = split_shared(body)  # (request id, credential) of a shared answer
+        # a shared answer to no request waiting is dropped undecoded (module doc)
+        self.wanted = self.shared is None or self.shared[0] in connection.asked
+        self.decoded: Decoded | None = None
+        self.error: MungeError | None = None
+        self.finished = False
+
+    def run(self) -> None:
+        munge = self.connection.client.munge
+        if not self.wanted:
+            return
+        try:
+            if self.shared is None:
+                self.decoded = munge.decode(self.body)
+            else:
+                self.decoded = munge.decode(self.shared[1], allow_replayed=True)
+        except MungeError as err:
+            self.error = err
+        except Exception as err:
+            self.error = MungeError(EMUNGE_SNAFU, f"decode failed: {err}")
+
+    def done(self) -> None:
+        self.finished = True
+        self.connection._opened()
+
+
+class _Seal:
+    """A request sealed on a worker: then ``future`` has the credential or the MungeError."""
+
+    __slots__ = ("cred", "error", "future", "munge", "payload", "uid")
+
+    def __init__(self, munge: Munge, payload: bytes, uid: int) -> None:
+        self.munge = munge
+        self.payload = payload
+        self.uid = uid
+        self.cred = b""
+        self.error: MungeError | None = None
+        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def run(self) -> None:
+        try:
+            self.cred = self.munge.encode(self.payload, uid_restriction=self.uid)
+        except MungeError as err:
+            self.error = err
+        except Exception as err:
+            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
+
+    def done(self) -> None:
+        if self.future.done():  # the call gave up (timed out, cancelled)
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.cred)
 
 
 # What to do when DRCS does not answer, for the admin reading a node's error.
@@ -184,7 +280,8 @@ class LinkClient:
     Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
     timed out may still have run on the server. ``source``: the local address to connect from
     (a multi-homed node's; the cluster simulator gives each node its own loopback address, as
-    DRCS counts unauthenticated connections per address).
+    DRCS counts unauthenticated connections per address). ``workers``: make the MUNGE calls on
+    these threads (module doc).
     """
 
     def __init__(
@@ -197,8 +294,10 @@ class LinkClient:
         timeout: float = 5.0,
         max_frame: int = MAX_FRAME,
         source: str | None = None,
+        workers: MungeWorkers | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.workers = workers
         self.source = source  # the local address to connect from (None: the kernel's choice)
         self.munge = munge
         self.server_uid = server_uid
@@ -226,7 +325,11 @@ class LinkClient:
                 if method in SHAREABLE:
                     conn.asked[request.id] = request
                 try:
-                    conn.transport.write(pack_frame(self._seal(request), self.max_frame))
+                    if self.workers is None:
+                        sealed = self._seal(request)
+                    else:
+                        sealed = await self._seal_on_worker(request)
+                    conn.transport.write(pack_frame(sealed, self.max_frame))
                     await conn.drain()
                     response = await future
                 finally:
@@ -283,26 +386,32 @@ class LinkClient:
         try:
             return self.munge.encode(payload, uid_restriction=self.server_uid)
         except MungeError as err:
-            if err.code in UNREACHABLE:
-                reason = f"{LOCAL_MUNGE}: {err.message}"
-                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
-            raise DrcError(
-                Code.CRED_EXTERNAL_FAILURE, f"{self.target}: local munged: {err.message}"
-            ) from None
+            raise self._seal_error(err) from None
 
-    def _open_response(self, body: bytes) -> bytes:
-        """The payload of a response frame, if it truly comes from ``server_uid``."""
-        return self._open(body, allow_replayed=False).payload
+    async def _seal_on_worker(self, request: Request) -> bytes:
+        assert self.workers is not None
+        job = _Seal(self.munge, request.to_payload(), self.server_uid)
+        if self.workers.submit(job):
+            job.done()
+        try:
+            return await job.future
+        except MungeError as err:
+            raise self._seal_error(err) from None
 
-    def _open_shared(
-        self, request: Request | None, request_id: int, credential: bytes
-    ) -> Response | None:
+    def _seal_error(self, err: MungeError) -> DrcError:
+        if err.code in UNREACHABLE:
+            reason = f"{LOCAL_MUNGE}: {err.message}"
+            return LinkDown(self.target, reason, LOCAL_MUNGE_HINT)
+        return DrcError(Code.CRED_EXTERNAL_FAILURE, f"{self.target}: local munged: {err.message}")
+
+    def _open_shared(self, request: Request | None, job: _Open) -> Response | None:
         """The response a shared answer makes for ``request``; None (dropped) when it is no
         fresh answer to it: an old batch replayed, another generation's, another question's."""
+        assert job.shared is not None
         if request is None:
-            log.debug("%s: shared answer for unknown id %d dropped", self.target, request_id)
+            log.debug("%s: shared answer for unknown id %d dropped", self.target, job.shared[0])
             return None
-        decoded = self._open(credential, allow_replayed=True)
+        decoded = self._opened(job.decoded, job.error)
         shared = SharedAnswer.from_payload(decoded.payload)
         if not shared.answers(request):
             log.warning(
@@ -314,17 +423,16 @@ class LinkClient:
                 ", a credential seen before" if decoded.replayed else "",
             )
             return None
-        return Response(request_id, ok=shared.ok)
+        return Response(job.shared[0], ok=shared.ok)
 
-    def _open(self, body: bytes, *, allow_replayed: bool) -> Decoded:
+    def _opened(self, decoded: Decoded | None, error: MungeError | None) -> Decoded:
         """The credential decoded, if it truly comes from ``server_uid``."""
-        try:
-            decoded = self.munge.decode(body, allow_replayed=allow_replayed)
-        except MungeError as err:
-            if err.code in UNREACHABLE:
-                reason = f"{LOCAL_MUNGE} could not check the response: {err.message}"
-                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT) from None
-            raise DrcError(Code.EPERM, f"{self.target}: response refused: {err.message}") from None
+        if decoded is None:
+            assert error is not None
+            if error.code in UNREACHABLE:
+                reason = f"{LOCAL_MUNGE} could not check the response: {error.message}"
+                raise LinkDown(self.target, reason, LOCAL_MUNGE_HINT)
+            raise DrcError(Code.EPERM, f"{self.target}: response refused: {error.message}")
         if decoded.uid != self.server_uid:
             raise DrcError(
                 Code.EPERM,

@@ -80,7 +80,9 @@ class Decoded:
 
 
 _lib: ctypes.CDLL | None = None
-_free = ctypes.CDLL(None).free
+# Quick calls keep the GIL (a PyDLL's): on a worker thread, each release would be one more
+# wait to take it back from the event loop's thread, a context switch or two, for nothing.
+_free = ctypes.PyDLL(None).free
 _free.argtypes = [ctypes.c_void_p]
 _free.restype = None
 
@@ -89,7 +91,8 @@ def _libmunge() -> ctypes.CDLL:
     global _lib
     if _lib is None:
         try:
-            lib = ctypes.CDLL("libmunge.so.2")
+            lib = ctypes.PyDLL("libmunge.so.2")  # quick calls keep the GIL (see _free)
+            talks = ctypes.CDLL("libmunge.so.2")  # the calls that talk to munged release it
         except OSError as err:
             raise MungeError(EMUNGE_SNAFU, f"libmunge.so.2 not loadable: {err}") from None
         lib.munge_ctx_create.restype = ctypes.c_void_p
@@ -101,6 +104,8 @@ def _libmunge() -> ctypes.CDLL:
         lib.munge_ctx_strerror.argtypes = [ctypes.c_void_p]
         lib.munge_strerror.restype = ctypes.c_char_p
         lib.munge_strerror.argtypes = [ctypes.c_int]
+        lib.munge_encode = talks.munge_encode
+        lib.munge_decode = talks.munge_decode
         lib.munge_encode.restype = ctypes.c_int
         lib.munge_encode.argtypes = [
             ctypes.POINTER(ctypes.c_void_p),
@@ -267,11 +272,20 @@ class MungeWorkers:
     executor future per call costs a future, its callbacks and a wake-up each). Started on the
     first job, on the running loop; :meth:`close` stops the threads and drops what was queued
     or finished: no ``done`` runs after it.
+
+    ``inline_when_idle``: when no job is at the workers, the first job of a loop turn runs at
+    once on the loop instead: a lone request on an idle server pays no thread hop (two, with
+    its answer), while a burst still goes to the workers. ``threads=0``: every job at once.
     """
 
-    def __init__(self, threads: int = WORKERS, name: str = "munge") -> None:
+    def __init__(
+        self, threads: int = WORKERS, name: str = "munge", *, inline_when_idle: bool = False
+    ) -> None:
         self.threads = threads
         self.name = name
+        self.inline_when_idle = inline_when_idle
+        self._pending = 0  # submitted to the workers, done() not run yet (the loop's count)
+        self._inline_turn = False  # a job ran inline in this loop turn
         self._jobs: queue.SimpleQueue[MungeJob | None] = queue.SimpleQueue()
         self._finished: deque[MungeJob] = deque()
         self._woken = False  # a _deliver is scheduled and has not started draining
@@ -279,18 +293,32 @@ class MungeWorkers:
         self._workers: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, job: MungeJob) -> None:
+    def submit(self, job: MungeJob) -> bool:
         """Run ``job`` on a worker; its ``done`` follows on this loop, unless closed first (a
-        job submitted after :meth:`close` is dropped: whoever it was for is being closed too)."""
+        job submitted after :meth:`close` is dropped: whoever it was for is being closed too).
+        True when it ran at once, here (class doc): then ``done`` is the caller's to run."""
         if self._closed:
-            return
+            return False
+        if not self.threads:
+            job.run()
+            return True
+        if self.inline_when_idle and not self._pending and not self._inline_turn:
+            self._inline_turn = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            job.run()
+            return True
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
             for n in range(self.threads):
                 worker = threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
                 worker.start()
                 self._workers.append(worker)
+        self._pending += 1
         self._jobs.put(job)
+        return False
+
+    def _next_turn(self) -> None:
+        self._inline_turn = False
 
     def _work(self) -> None:
         jobs, finished, loop = self._jobs, self._finished, self._loop
@@ -302,7 +330,6 @@ class MungeWorkers:
                 job.run()
             except BaseException:  # a job reports its own failures; this is a bug
                 log.exception("MUNGE worker: job failed")
-                continue
             finished.append(job)
             if not self._woken:
                 self._woken = True
@@ -318,6 +345,7 @@ class MungeWorkers:
         finished = self._finished
         while finished and not self._closed:
             job = finished.popleft()
+            self._pending -= 1
             try:
                 job.done()
             except Exception:

@@ -147,8 +147,12 @@ class LinkServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        import os  # EXPERIMENT ONLY
+
+        munge_workers = int(os.environ.get("DRC_EXP_WORKERS", munge_workers))
+        inline = bool(int(os.environ.get("DRC_EXP_INLINE", "0")))
         self.munge_workers = munge_workers
-        self.workers = MungeWorkers(munge_workers, name="link-munge")
+        self.workers = MungeWorkers(munge_workers, name="link-munge", inline_when_idle=inline)
         #: Shared answers being sealed -> the answers waiting for the seal (one seal a batch).
         self.sealing: dict[int, _Seal] = {}
         self.doorway = _Doorway(
@@ -176,7 +180,11 @@ class LinkServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.workers.closed:  # started again after close()
-            self.workers = MungeWorkers(self.munge_workers, name="link-munge")
+            self.workers = MungeWorkers(
+                self.munge_workers,
+                name="link-munge",
+                inline_when_idle=self.workers.inline_when_idle,
+            )
         self._servers.append(
             await loop.create_server(
                 lambda: _Connection(self),
@@ -477,7 +485,8 @@ class _Connection(asyncio.Protocol):
             if body is None:
                 partial = bool(self.buffer)
                 break
-            self._decode(body)
+            if self._decode(body):
+                self._take_decoded()
         self._flow()
         # A frame begun must be finished within body_timeout; frames held back by our own
         # limits are not the peer's fault.
@@ -509,16 +518,26 @@ class _Connection(asyncio.Protocol):
         )
         self.transport.close()
 
-    def _decode(self, body: bytes) -> None:
-        """Hand a frame to the workers; it is taken when it and those before it are decoded."""
+    def _decode(self, body: bytes) -> bool:
+        """Hand a frame to the workers; it is taken when it and those before it are decoded.
+        True if it was decoded at once, here."""
         job = _Decode(self, body)
         self.decoding.append(job)
         self.decoding_bytes += len(body)
         self.in_flight += 1
-        self.server.workers.submit(job)
+        if self.server.workers.submit(job):
+            job.finished = True
+            return True
+        return False
 
     def _decoded(self) -> None:
-        """Some frame's decode finished: take the decoded frames at the head, in order."""
+        """Some frame's decode finished on a worker: take the decoded frames, read on."""
+        self._take_decoded()
+        if not self.transport.is_closing():
+            self._take_frames()
+
+    def _take_decoded(self) -> None:
+        """Take the decoded frames at the head, in arrival order."""
         decoding = self.decoding
         while decoding and decoding[0].finished:
             if self.transport.is_closing():
@@ -529,8 +548,6 @@ class _Connection(asyncio.Protocol):
             self.decoding_bytes -= len(job.body)
             self.in_flight -= 1
             self._request(job.decoded, job.error)
-        if not self.transport.is_closing():
-            self._take_frames()
 
     def _request(self, decoded: Decoded | None, error: MungeError | None) -> None:
         server = self.server
@@ -651,8 +668,9 @@ class _Connection(asyncio.Protocol):
     def _send(self, peer: LinkPeer, response: Response) -> None:
         if self.transport.is_closing():
             return
-        payload = self.server._payload(response)
-        self.server.workers.submit(_Encode(self, peer.uid, response.id, payload))
+        job = _Encode(self, peer.uid, response.id, self.server._payload(response))
+        if self.server.workers.submit(job):
+            job.done()
 
     def _sealed(self, frame: bytes | None, error: MungeError | None) -> None:
         """A response sealed on a worker: send it, unless the connection went meanwhile."""
@@ -680,7 +698,10 @@ class _Connection(asyncio.Protocol):
                 self._send(pending.peer, _response(pending, [tuple(shared)], None))
                 return
             seal = server.sealing[id(shared)] = _Seal(server, shared, payload)
-            server.workers.submit(seal)
+            seal.waiting.append((self, pending))
+            if server.workers.submit(seal):
+                seal.done()
+            return
         seal.waiting.append((self, pending))
 
     def _send_sealed(self, pending: _Pending, shared: Shared) -> None:

@@ -191,13 +191,25 @@ class SimulatedNodesMunge(Munge):
 
 
 class Simulator:
-    def __init__(self, emb: Any, nodes: int, concurrency: int, decode_cache: bool = True) -> None:
+    def __init__(
+        self,
+        emb: Any,
+        nodes: int,
+        concurrency: int,
+        decode_cache: bool = True,
+        munge_workers: int = 2,
+    ) -> None:
         cfg = drc_config.load(emb.config)
         munge = SimulatedNodesMunge(cfg["link"]["munge_socket"] or None, cache=decode_cache)
         self.emb = emb
         self.munge = munge
-        _w = int(os.environ.get("DRC_EXP_SIM_WORKERS", "0"))  # EXPERIMENT
-        self.workers = MungeWorkers(_w, name="sim-munge") if _w else None
+        # the nodes' MUNGE calls, off the simulator's loop (as each real node's are off every
+        # other node's): LinkClient's workers
+        self.workers = (
+            MungeWorkers(munge_workers, name="sim-munge", inline_when_idle=True)
+            if munge_workers
+            else None
+        )
         self.servers: list[str] = list(emb.servers)
         client = self.client
 
@@ -465,6 +477,8 @@ class Simulator:
         await asyncio.gather(*self.followers, return_exceptions=True)
         await asyncio.gather(*(t for n in self.nodes for t in n.reports), return_exceptions=True)
         await asyncio.gather(*(n.link.close() for n in self.nodes), return_exceptions=True)
+        if self.workers is not None:
+            await self.workers.wait_closed()
 
 
 def _refs(server: ServerProxy, credential: int) -> int:
@@ -477,9 +491,14 @@ def _refs(server: ServerProxy, credential: int) -> int:
 
 
 async def run(
-    emb: Any, nodes: int, concurrency: int, connect_only: bool, decode_cache: bool = True
+    emb: Any,
+    nodes: int,
+    concurrency: int,
+    connect_only: bool,
+    decode_cache: bool = True,
+    munge_workers: int = 2,
 ) -> dict[str, Any]:
-    sim = Simulator(emb, nodes, concurrency, decode_cache)
+    sim = Simulator(emb, nodes, concurrency, decode_cache, munge_workers)
     server = ServerProxy(emb.bus.address, timeout=60)
     out: dict[str, Any] = {}
     try:
@@ -704,6 +723,13 @@ def main(argv: list[str] | None = None) -> int:
         "one munged would spend; real nodes decode on their own munged in parallel)",
     )
     parser.add_argument(
+        "--munge-workers",
+        type=int,
+        default=2,
+        help="threads making the simulated nodes' MUNGE calls (0: on the simulator's loop, as "
+        "one DRCC makes its own)",
+    )
+    parser.add_argument(
         "--connect-only",
         action="store_true",
         help="the connect phase alone (to profile it: DRC_PROFILE, see drcs(8))",
@@ -732,7 +758,14 @@ def main(argv: list[str] | None = None) -> int:
     kind = "postgresql" if postgresql else "sqlite"
     with database as url, embedded_drc(metrics=True, servers=args.servers, database=url) as emb:
         result = asyncio.run(
-            run(emb, args.nodes, args.concurrency, args.connect_only, not args.no_decode_cache)
+            run(
+                emb,
+                args.nodes,
+                args.concurrency,
+                args.connect_only,
+                not args.no_decode_cache,
+                args.munge_workers,
+            )
         )
         result["drcs_gc"] = gc_pauses(emb.drcs_metrics)
     done = "failover" in result if args.servers > 1 else "expire_per_node" in result

@@ -3,6 +3,11 @@
 MUNGE clients must traverse every parent of the socket, so ``state_dir`` is 0711 (others may
 reach the socket by name, not list or change anything) and every parent must be traversable;
 the key, seed and logs stay the owner's only (0600), as on a cluster.
+
+It runs ``THREADS`` threads, not munged's default 2: every daemon of an embedded cluster (and
+the cluster simulator's thousands of nodes) asks this one munged, and DRCS alone has a few
+calls in flight at once (:class:`drc.link.munge.MungeWorkers`); a call finding every thread
+busy waits in munged's queue.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from pathlib import Path
 from drc.embedded.polling import wait_for
 from drc.embedded.private import open_private, private_dir
 from drc.embedded.processes import UMASK, stop_daemon, terminate
+
+#: munged's --num-threads (munged(8); its default is 2).
+THREADS = 4
 
 
 @dataclass
@@ -33,7 +41,9 @@ def _tool(name: str) -> str:
     return path
 
 
-def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunged:
+def start_private_munged(
+    state_dir: Path, timeout: float = 10.0, threads: int = THREADS
+) -> PrivateMunged:
     state_dir = private_dir(state_dir, 0o711)
     key = state_dir / "munge.key"
     if not key.exists():
@@ -52,6 +62,7 @@ def start_private_munged(state_dir: Path, timeout: float = 10.0) -> PrivateMunge
                 f"--log-file={state_dir / 'munged.log'}",
                 f"--pid-file={state_dir / 'munged.pid'}",
                 f"--seed-file={state_dir / 'munged.seed'}",
+                f"--num-threads={threads}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

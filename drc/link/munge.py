@@ -251,7 +251,10 @@ class Munge:
 
 #: Worker threads of a :class:`MungeWorkers`: munged answers each call in ~0.1 ms of its own
 #: work, so a few calls in flight keep it (and its threads, see drc.embedded.munged) busy.
-WORKERS = 4
+WORKERS = 2
+
+#: Jobs a loop turn may run inline when the workers are idle (``inline_when_idle``).
+INLINE_PER_TURN = 2
 
 
 class MungeJob(Protocol):
@@ -273,9 +276,9 @@ class MungeWorkers:
     first job, on the running loop; :meth:`close` stops the threads and drops what was queued
     or finished: no ``done`` runs after it.
 
-    ``inline_when_idle``: when no job is at the workers, the first job of a loop turn runs at
-    once on the loop instead: a lone request on an idle server pays no thread hop (two, with
-    its answer), while a burst still goes to the workers. ``threads=0``: every job at once.
+    ``inline_when_idle``: when no job is at the workers, the first two jobs of a loop turn run
+    at once on the loop instead: a lone request and its answer on an idle server pay no thread
+    hop, while a burst still goes to the workers. ``threads=0``: every job at once.
     """
 
     def __init__(
@@ -285,7 +288,7 @@ class MungeWorkers:
         self.name = name
         self.inline_when_idle = inline_when_idle
         self._pending = 0  # submitted to the workers, done() not run yet (the loop's count)
-        self._inline_turn = False  # a job ran inline in this loop turn
+        self._inline_left = INLINE_PER_TURN  # jobs that may still run inline this loop turn
         self._jobs: queue.SimpleQueue[MungeJob | None] = queue.SimpleQueue()
         self._finished: deque[MungeJob] = deque()
         self._woken = False  # a _deliver is scheduled and has not started draining
@@ -302,9 +305,10 @@ class MungeWorkers:
         if not self.threads:
             job.run()
             return True
-        if self.inline_when_idle and not self._pending and not self._inline_turn:
-            self._inline_turn = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+        if self.inline_when_idle and not self._pending and self._inline_left:
+            if self._inline_left == INLINE_PER_TURN:
+                asyncio.get_running_loop().call_soon(self._next_turn)
+            self._inline_left -= 1
             job.run()
             return True
         if self._loop is None:
@@ -318,7 +322,7 @@ class MungeWorkers:
         return False
 
     def _next_turn(self) -> None:
-        self._inline_turn = False
+        self._inline_left = INLINE_PER_TURN
 
     def _work(self) -> None:
         jobs, finished, loop = self._jobs, self._finished, self._loop

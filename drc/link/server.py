@@ -110,7 +110,9 @@ class LinkServer:
     stops the whole server (see :mod:`drc.server.heap`).
 
     MUNGE calls run on ``munge_workers`` threads (:class:`~drc.link.munge.MungeWorkers`), so
-    the loop works on while munged checks or seals a frame. A connection's frames are decoded
+    the loop works on while munged checks or seals a frame; with ``munge_inline_when_idle``, a
+    lone request and its answer on an idle server are decoded and sealed on the loop (no thread
+    hop: the latency of a cache miss). A connection's frames are decoded
     in parallel but taken in arrival order (a frame waits for those before it), and a frame
     waiting for its decode counts against ``max_in_flight`` like a running request.
     """
@@ -133,6 +135,7 @@ class LinkServer:
         max_unauthenticated_bytes_per_host: int = MAX_UNAUTHENTICATED_BYTES_PER_HOST,
         observer: Observer | None = None,
         munge_workers: int = WORKERS,
+        munge_inline_when_idle: bool = True,
     ) -> None:
         self.handler = handler
         self.host, self.port = host, port
@@ -147,12 +150,10 @@ class LinkServer:
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        import os  # EXPERIMENT ONLY
-
-        munge_workers = int(os.environ.get("DRC_EXP_WORKERS", munge_workers))
-        inline = bool(int(os.environ.get("DRC_EXP_INLINE", "0")))
         self.munge_workers = munge_workers
-        self.workers = MungeWorkers(munge_workers, name="link-munge", inline_when_idle=inline)
+        self.workers = MungeWorkers(
+            munge_workers, name="link-munge", inline_when_idle=munge_inline_when_idle
+        )
         #: Shared answers being sealed -> the answers waiting for the seal (one seal a batch).
         self.sealing: dict[int, _Seal] = {}
         self.doorway = _Doorway(

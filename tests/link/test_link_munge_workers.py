@@ -97,6 +97,8 @@ async def hung_up(reader: asyncio.StreamReader, mu: Munge) -> list[Response]:
 
 
 def server(handler: Any, munge: Munge, **kw: Any) -> LinkServer:
+    """A link server whose every MUNGE call goes to the workers (none inline when idle)."""
+    kw.setdefault("munge_inline_when_idle", False)
     return LinkServer(handler, host="127.0.0.1", port=0, munge=munge, **kw)
 
 
@@ -320,6 +322,32 @@ def test_munge_contexts_are_per_call_so_threads_do_not_wait(munged, threads: int
     assert len(mu._free_enc) <= threads and len(mu._free_dec) <= threads
     mu.close()
     assert mu._free_enc == mu._free_dec == []
+
+
+def test_a_lone_request_on_an_idle_server_pays_no_thread_hop(munged) -> None:
+    handler = Recorder()
+    mu = Munge(munged.socket)
+
+    async def body() -> tuple[list[Response], int, int]:
+        async with server(handler, Munge(munged.socket), munge_inline_when_idle=True) as srv:
+            reader, writer = await asyncio.open_connection(*srv.tcp_address)
+            got = []
+            for i in (1, 2, 3):  # one at a time: decoded and sealed on the loop
+                writer.write(frame(mu, i))
+                got += await answers(reader, mu, 1)
+            idle = srv.workers.alive
+            # a burst: the first frame and its answer inline, the rest on the workers
+            writer.write(b"".join(frame(mu, i) for i in range(4, 12)))
+            got += await answers(reader, mu, 8)
+            busy = srv.workers.alive
+            writer.close()
+            return got, idle, busy
+
+    got, idle, busy = run_bounded(body(), timeout=60)
+    assert sorted(r.id for r in got) == list(range(1, 12))
+    assert handler.ran == list(range(1, 12))
+    assert idle == 0  # no worker thread was even started
+    assert busy == 2
 
 
 def test_client_on_workers_matches_pipelined_answers(munged) -> None:

@@ -112,9 +112,9 @@ class LinkServer:
     MUNGE calls run on ``munge_workers`` threads (:class:`~drc.link.munge.MungeWorkers`), so
     the loop works on while munged checks or seals a frame; with ``munge_inline_when_idle``, a
     lone request and its answer on an idle server are decoded and sealed on the loop (no thread
-    hop: the latency of a cache miss). A connection's frames are decoded
-    in parallel but taken in arrival order (a frame waits for those before it), and a frame
-    waiting for its decode counts against ``max_in_flight`` like a running request.
+    hop: the latency of a cache miss). A connection's frames are decoded in parallel but taken
+    in arrival order (a frame waits for those before it), and a frame waiting for its decode
+    counts against ``max_in_flight`` like a running request.
     """
 
     def __init__(

@@ -400,3 +400,27 @@ def test_client_on_workers_refuses_a_replayed_answer(munged) -> None:
         await workers.wait_closed()
 
     run_bounded(body(), timeout=60)
+
+
+def test_doorway_counts_an_unauthenticated_frame_waiting_for_its_decode(munged) -> None:
+    slow = SlowMunge(munged.socket, lambda payload: 0.5)
+    mu = Munge(munged.socket)
+
+    async def body() -> tuple[int, int, int]:
+        async with server(Recorder(), slow) as srv:
+            first, second = frame(mu, 1), frame(mu, 2)
+            reader, writer = await asyncio.open_connection(*srv.tcp_address)
+            writer.write(first + second[:100])  # a frame, and the start of the next
+            deadline = time.monotonic() + 10
+            while slow.running < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            counted = srv.doorway.bytes
+            await answers(reader, mu, 1)
+            after = srv.doorway.bytes  # authenticated: no longer the doorway's
+            writer.close()
+            return len(first) - 4, counted, after
+
+    body_bytes, counted, after = run_bounded(body(), timeout=60)
+    assert counted == body_bytes + 100  # the frame at the workers and the partial one
+    assert after == 0

@@ -162,7 +162,7 @@ class _Connection(asyncio.Protocol):
         client = self.client
         try:
             if job.shared is None:
-                response = Response.from_payload(client._opened(job.decoded, job.error).payload)
+                response = Response.from_payload(client._checked(job.decoded, job.error).payload)
             else:
                 response = client._open_shared(self.asked.get(job.shared[0]), job)
                 if response is None:
@@ -411,7 +411,7 @@ class LinkClient:
         if request is None:
             log.debug("%s: shared answer for unknown id %d dropped", self.target, job.shared[0])
             return None
-        decoded = self._opened(job.decoded, job.error)
+        decoded = self._checked(job.decoded, job.error)
         shared = SharedAnswer.from_payload(decoded.payload)
         if not shared.answers(request):
             log.warning(
@@ -425,7 +425,7 @@ class LinkClient:
             return None
         return Response(job.shared[0], ok=shared.ok)
 
-    def _opened(self, decoded: Decoded | None, error: MungeError | None) -> Decoded:
+    def _checked(self, decoded: Decoded | None, error: MungeError | None) -> Decoded:
         """The credential decoded, if it truly comes from ``server_uid``."""
         if decoded is None:
             assert error is not None

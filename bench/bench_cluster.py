@@ -776,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes,
         "servers": args.servers,
         "database": kind,
+        "simulator_munge_workers": args.munge_workers,
         "nofile_soft_limit": limit,
         "load_average": os.getloadavg(),
         "seconds": round(time.perf_counter() - t0, 1),

@@ -569,6 +569,7 @@ async def run(
     connect_only: bool,
     decode_cache: bool = True,
     defer_polls: bool = True,
+    until_revoke: bool = False,
 ) -> dict[str, Any]:
     # The simulator holds every node's connection, tasks and pending call: hundreds of
     # thousands of objects that each full collection would walk, stopping every simulated
@@ -577,7 +578,9 @@ async def run(
     heap = FreezeSurvivors()
     heap.install()
     try:
-        return await _run(emb, nodes, concurrency, connect_only, decode_cache, defer_polls)
+        return await _run(
+            emb, nodes, concurrency, connect_only, decode_cache, defer_polls, until_revoke
+        )
     finally:
         heap.uninstall()
 
@@ -589,6 +592,7 @@ async def _run(
     connect_only: bool,
     decode_cache: bool,
     defer_polls: bool,
+    until_revoke: bool,
 ) -> dict[str, Any]:
     sim = Simulator(emb, nodes, concurrency, decode_cache)
     sim.defer_polls = defer_polls
@@ -608,6 +612,8 @@ async def _run(
         out["access_storm"] = await sim.storm(cred, JOB1)
         out["access_storm"]["refs_after"] = _refs(server, cred)
         out["revoke"] = await sim.revoke_reach(owner, cred)
+        if until_revoke:
+            return out
 
         await sim.settle()  # the re-polls after the revoke must not be in the timing
         t0 = time.perf_counter()
@@ -822,6 +828,11 @@ def main(argv: list[str] | None = None) -> int:
         "process then seals every node's next poll while others still wait for the answer)",
     )
     parser.add_argument(
+        "--until-revoke",
+        action="store_true",
+        help="stop after the revoke phase (to profile it: DRC_PROFILE, see drcs(8))",
+    )
+    parser.add_argument(
         "--connect-only",
         action="store_true",
         help="the connect phase alone (to profile it: DRC_PROFILE, see drcs(8))",
@@ -857,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.connect_only,
                 not args.no_decode_cache,
                 not args.repoll_at_once,
+                args.until_revoke,
             )
         )
         result["drcs_gc"] = gc_pauses(emb.drcs_metrics)

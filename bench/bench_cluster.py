@@ -142,19 +142,23 @@ class SimulatedLink(LinkClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ids = _Ids()  # type: ignore[assignment]
-        self.presealed: dict[bytes, bytes] = {}  # payload -> its credential
+        self.presealed: tuple[Request, bytes] | None = None  # the next request, sealed
         self.presealed_used = 0
 
     def preseal(self, method: str, args: list[Any]) -> None:
         """Seal now the next request, if it is ``method(*args)``."""
         request = Request(self._ids.next, method, args)  # type: ignore[attr-defined]
-        self.presealed = {request.to_payload(): super()._seal(request)}
+        self.presealed = request, super()._seal(request)
 
     def _seal(self, request: Request) -> bytes:
-        if self.presealed:
-            credential = self.presealed.pop(request.to_payload(), None)
-            self.presealed.clear()  # one request's: stale once any request went
-            if credential is not None:
+        if self.presealed is not None:
+            (sealed, credential), self.presealed = self.presealed, None  # stale once one went
+            if (request.id, request.method, request.args, request.rid) == (
+                sealed.id,
+                sealed.method,
+                sealed.args,
+                sealed.rid,
+            ):
                 self.presealed_used += 1
                 return credential
         return super()._seal(request)

@@ -35,7 +35,16 @@ def test_every_simulated_node_connects_accesses_and_hears_the_revoke(simulated: 
     assert simulated["connections"]["hello_and_follow_per_s"] > 0
     assert simulated["connections"]["drcs_kib_per_connection"] > 0
     assert simulated["access_storm"]["refs_after"] == NODES  # one reference per node
-    assert simulated["revoke"]["notified"] == NODES
+    revoke = simulated["revoke"]
+    assert revoke["notified"] == NODES
+    # the figure is when each node's link accepted the answer; its loop saw it no earlier
+    assert revoke["first_ms"] <= revoke["p99_ms"] <= revoke["loop_p99_ms"]
+    assert revoke["repolls"] == "deferred"
+    # beside it, every node polled again at once with the poll sealed before (the owner made
+    # other calls meanwhile, so its own was sealed when sent)
+    at_once = simulated["revoke_next_polls_at_once"]
+    assert at_once["notified"] == NODES and at_once["repolls"] == "presealed"
+    assert at_once["repolls_presealed_used"] >= NODES - 1
 
 
 def test_both_expire_forms_drop_the_job_on_every_node(simulated: dict):

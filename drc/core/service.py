@@ -384,11 +384,22 @@ class CredentialService:
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, ids)
         return True, ids
 
-    def node_follows(self, node: str, server: str, unit: Unit | None = None) -> None:
-        """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
+    def node_follows(
+        self,
+        node: str,
+        server: str,
+        unit: Unit | None = None,
+        *,
+        epochs_of: Iterable[int] = (),
+    ) -> dict[int, int]:
+        """A node daemon follows this DRCS now (``drccli status`` lists who follows whom).
+        With ``epochs_of`` (a node that moved here, NodeMoved), the same transaction reads
+        :meth:`epochs` of those credentials, so one round trip resynchronises the node."""
         _check_server(server)
+        ids = [check_uint32("credential", c) for c in epochs_of]
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
+            return {c.id: c.epoch for c in tx.list_credentials(ids)} if ids else {}
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) of every node that said."""

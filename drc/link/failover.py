@@ -123,6 +123,12 @@ class FailoverLink:
 
     ``make_client(server)`` builds the :class:`LinkClient` of one ``host:port``; its own
     timeout bounds one attempt, ``timeout`` bounds the whole call.
+
+    ``follow_moves=False`` (the change feed): a call that finds the node moved to another
+    server fails with the error that moved it instead of being retried there, because what
+    it asks (a long poll from a position in one DRCS's feed) means nothing to another DRCS;
+    its caller starts afresh on the new one (NodeMoved). It is still retried on the same
+    server while the node stays (one server, or another link moved first and back).
     """
 
     def __init__(
@@ -132,8 +138,10 @@ class FailoverLink:
         *,
         timeout: float,
         rid_prefix: str | None = None,
+        follow_moves: bool = True,
     ) -> None:
         self.choice = choice
+        self.follow_moves = follow_moves
         self.clients = [make_client(server) for server in choice.servers]
         self.timeout = timeout
         self._prefix = rid_prefix or os.urandom(6).hex()
@@ -191,6 +199,8 @@ class FailoverLink:
                 reason, error = getattr(err, "reason", err.message), err
                 failures[server] = reason
             self.choice.failed(index, error)
+            if not self.follow_moves and self.choice.index != index:
+                raise error
             if time.monotonic() + RETRY_PAUSE >= deadline:
                 raise no_server_answered(failures, deadline - start)
             if self.choice.index == index or len(self.choice.servers) == 1:

@@ -84,6 +84,38 @@ def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(loopback: A
     run_bounded(body())
 
 
+def test_the_feed_link_does_not_retry_a_poll_on_the_server_moved_to(loopback: Any) -> None:
+    """``follow_moves=False`` (DRCC's change feed): the poll whose server died fails with the
+    reason, the node now follows the next server, and the next call goes there; the calls'
+    link (sharing the choice) is not affected."""
+    a, b = Served("a"), Served("b")
+
+    async def body() -> None:
+        calls = failover(loopback, ["a", "b"])
+        feed = FailoverLink(
+            calls.choice,
+            lambda server: loopback.client(server, timeout=1.5),
+            timeout=3.0,
+            follow_moves=False,
+        )
+        server_a = loopback.server(a, "a")
+        await server_a.start()
+        async with loopback.server(b, "b"):
+            assert await feed.call("NodeWatch", ["g", 0, 1]) == ["a"]
+            await server_a.close()
+            with pytest.raises(DrcError) as e:
+                await feed.call("NodeWatch", ["g", 0, 1])
+            assert e.value.code is Code.ECONNREFUSED and calls.choice.current == "b"
+            assert await feed.call("NodeMoved", ["n1", "b", []]) == ["b"]
+            assert await calls.call("NodeRelease", [{}, 1]) == ["b"]
+        await feed.close()
+        await calls.close()
+
+    run_bounded(body())
+    assert [m for m, _ in a.seen] == ["NodeWatch"]  # the failed poll was not asked of b
+    assert [m for m, _ in b.seen] == ["NodeMoved", "NodeRelease"]
+
+
 def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(loopback: Any) -> None:
     async def body() -> float:
         link = failover(loopback, ["a", "b"], timeout=1.0)

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from drc.core.errors import DrcError
+from drc.core.errors import Code, DrcError
 from drc.core.model import FREED, Target, TargetKind
 from drc.core.service import CredentialService
 from drc.export import PeerCredentials
@@ -73,3 +73,17 @@ def test_node_moved_is_for_node_daemons_and_bounded(service: CredentialService):
     with pytest.raises(DrcError, match="at most 10000 credentials"):
         nodes.node_moved(NODE_DAEMON, "n1", MOVED_TO, list(range(1, 10_002)))
     assert service.node_servers() == []  # neither recorded a follow
+
+
+def test_node_moved_refuses_bad_input_and_records_nothing(service: CredentialService):
+    nodes = ServerExports(service).nodes
+    for node, server, creds in (
+        ("n1", "", []),
+        ("", MOVED_TO, []),
+        ("n1", MOVED_TO, [-1]),
+        ("n1", MOVED_TO, [1 << 32]),
+    ):
+        with pytest.raises(DrcError) as e:
+            nodes.node_moved(NODE_DAEMON, node, server, creds)
+        assert e.value.code is Code.EINVAL, (node, server, creds)
+    assert service.node_servers() == []

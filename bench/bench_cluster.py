@@ -66,7 +66,7 @@ from drc.core.errors import Code, DrcError
 from drc.core.model import FREED, Flags
 from drc.embedded import cluster as embedded
 from drc.link import LinkClient, Munge
-from drc.link.failover import FailoverLink, ServerChoice
+from drc.link.failover import RETRY_PAUSE, FailoverLink, ServerChoice
 from drc.link.munge import Decoded
 from drc.metrics.common import scrape
 from drc.serverclient import ServerProxy
@@ -133,7 +133,7 @@ class Node:
         """DRCC's fail-over (drc.node.service): one NodeMoved records the DRCS followed,
         resynchronises the epochs it knows and answers where that DRCS's feed stands."""
         self.generation, self.seq, _epochs = (
-            await self.link.call("NodeMoved", [self.name, server, sorted(self.known)])
+            await self.feed.call("NodeMoved", [self.name, server, sorted(self.known)])
         )[0]
         self.fed_by, self.fed_at = server, time.monotonic()
         self.follow_said_at = self.fed_at
@@ -142,19 +142,20 @@ class Node:
         """DRCC's change-feed loop: one long poll at a time, noting when each change arrives;
         a new generation (a first poll) resynchronises the epochs it knows, a move NodeMoved."""
         while not stop.is_set():
-            polling = False
+            asked = self.fed_by  # the DRCS this turn asks
             try:
                 if self.link.choice.current != self.fed_by:
-                    await self.moved(self.link.choice.current)
-                polling = True
+                    asked = self.link.choice.current
+                    await self.moved(asked)
                 gen, complete, seq, changes = (
                     await self.feed.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
                 )[0]
                 if (gen != self.generation or not complete) and self.known:
                     await self.link.call("NodeEpochs", [self.name, sorted(self.known)])
             except DrcError:
-                if polling and self.link.choice.current != self.fed_by:
-                    continue  # its DRCS failed and it moved: NodeMoved at once, as DRCC
+                if self.link.choice.current != asked:  # it moved on: as DRCC's feed
+                    await asyncio.sleep(0 if asked == self.fed_by else RETRY_PAUSE)
+                    continue
                 self.feed_errors += 1
                 await asyncio.sleep(1)  # as DRCC's feed does
                 continue

@@ -19,7 +19,7 @@ from drc.core.model import FREED, AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
 from drc.export import Stub
-from drc.link.failover import request_budget
+from drc.link.failover import RETRY_PAUSE, request_budget
 from drc.node.cache import Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
@@ -415,17 +415,18 @@ class NodeService:
 
         A position means nothing to another DRCS's feed: when the node moved, a NodeMoved to
         the new DRCS records the follow, resyncs the epochs and gives its feed's position,
-        so the next poll parks there at once (two round trips; the feed link does not retry
-        a poll on the DRCS moved to, see FailoverLink's ``follow_moves``)."""
+        so the next poll parks there at once (two round trips). Both go over the feed link,
+        which does not retry a call on another DRCS (FailoverLink's ``follow_moves``): the
+        position and the follow recorded are always the named DRCS's."""
         fed = self._followed()  # the DRCS whose feed ``generation, seq`` are a position in
         while not self._stopping:
-            polling = False
+            asked = fed  # the DRCS this turn asks
             try:
                 here = self._followed()
                 if here != fed:
+                    asked = here
                     generation, seq = await self._moved(here)
                     fed = here
-                polling = True
                 gen, complete, new_seq, changes = await self.feed.node_watch(
                     generation, seq, round(self.heartbeat)
                 )
@@ -438,8 +439,12 @@ class NodeService:
                 generation, seq = gen, new_seq
                 self.synced.set()
             except DrcError as e:
-                if polling and self._followed() != fed:
-                    continue  # the poll's DRCS failed and the node moved: start afresh there
+                if self._followed() != asked:
+                    # The DRCS asked failed and the node moved on: ask the next one now (its
+                    # poll's DRCS died), or after a pause as between rounds over the servers
+                    # (a NodeMoved failed: the next DRCS may be down too).
+                    await asyncio.sleep(0 if asked == fed else RETRY_PAUSE)
+                    continue
                 log.warning("change feed from DRCS interrupted: %s", e)
                 await asyncio.sleep(1)
 
@@ -451,7 +456,7 @@ class NodeService:
         known = sorted(self.cache.known_credentials())
         if server not in self._without_moved:
             try:
-                generation, seq, epochs = await self.drcs.node_moved(
+                generation, seq, epochs = await self.feed.node_moved(
                     self.node, server, known[:EPOCHS_BATCH]
                 )
             except DrcError as e:

@@ -399,7 +399,10 @@ class CredentialService:
         ids = [check_uint32("credential", c) for c in epochs_of]
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
-            return {c.id: c.epoch for c in tx.list_credentials(ids)} if ids else {}
+            if not ids:
+                return {}
+            # no reference counts: a storm's credential has one reference per node
+            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) of every node that said."""
@@ -440,7 +443,7 @@ class CredentialService:
         (what a node daemon resynchronising its token checks asks)."""
         ids = [check_uint32("credential", c) for c in credentials]
         with self.store.snapshot() as tx:
-            return {c.id: c.epoch for c in tx.list_credentials(ids)}
+            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
 
     def token(self, caller: Caller, credential: int, key: bytes | None, ttl: float) -> str:
         """A signed token for a credential the caller may access (not found otherwise)."""

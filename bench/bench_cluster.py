@@ -116,6 +116,10 @@ class Node:
     name: str
     link: FailoverLink
     feed: FailoverLink
+    #: The simulator's NodeMoved calls in flight at once (see Simulator): a real node sends
+    #: its first frame right after connecting; one process for 5,000 moving nodes cannot, and
+    #: DRCS's doorway would close the connections it opened but could not write to in time.
+    moving: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(256))
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     generation: str = ""
     seq: int = 0
@@ -132,9 +136,10 @@ class Node:
     async def moved(self, server: str) -> None:
         """DRCC's fail-over (drc.node.service): one NodeMoved records the DRCS followed,
         resynchronises the epochs it knows and answers where that DRCS's feed stands."""
-        self.generation, self.seq, _epochs = (
-            await self.feed.call("NodeMoved", [self.name, server, sorted(self.known)])
-        )[0]
+        async with self.moving:
+            self.generation, self.seq, _epochs = (
+                await self.feed.call("NodeMoved", [self.name, server, sorted(self.known)])
+            )[0]
         self.fed_by, self.fed_at = server, time.monotonic()
         self.follow_said_at = self.fed_at
 
@@ -205,6 +210,7 @@ class Simulator:
         client = self.client
 
         self.nodes = []
+        moving = asyncio.Semaphore(concurrency)  # NodeMoved in flight at once (Node.moving)
         for i in range(nodes):
             first = i % len(self.servers)  # node i follows DRCS i mod N first, as drc-embedded's
             choice = ServerChoice(self.servers[first:] + self.servers[:first])
@@ -219,7 +225,7 @@ class Simulator:
             feed = FailoverLink(
                 choice, clients.__getitem__, timeout=WATCH_SECONDS + 60, follow_moves=False
             )
-            self.nodes.append(Node(name, link, feed))
+            self.nodes.append(Node(name, link, feed, moving=moving))
         self.slots = asyncio.Semaphore(concurrency)
         self.errors: list[str] = []
         self.stop = asyncio.Event()

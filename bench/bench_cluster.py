@@ -5,7 +5,7 @@ every frame a MUNGE credential, as a DRCC sends it), made with the same ``Failov
 ``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeHello``, a
 ``NodeWatch`` long poll following the change feed (resynchronising its epochs with
 ``NodeEpochs`` when the feed's generation changes), ``NodeAccess`` on a cache miss,
-``NodeJobsEnded`` at job end, ``NodeFollow`` when it moves to another DRCS. DRCS, munged and
+``NodeJobsEnded`` at job end, ``NodeMoved`` when it moves to another DRCS. DRCS, munged and
 the bus are the embedded ones (``drc-embedded``), so every layer is the production code.
 
 ``--servers 1 --database sqlite`` (the default): one DRCS on SQLite. ``--servers N --database
@@ -29,9 +29,11 @@ Phases, in one run (every figure is measured here, side by side):
 5. per-node form: a second storm for job J2, then every node reports ``NodeJobsEnded``;
 6. fail-over (several DRCS only): a third storm for job J3 runs, and once a quarter of it is
    answered the DRCS the last of the servers' nodes follow is SIGKILLed. The time until every
-   one of its nodes follows a live DRCS (its long poll answered there and its ``NodeFollow``
-   recorded), the client errors (0: an access in flight is retried on the live DRCS with its
-   request id, so it acts exactly once) and the accesses served meanwhile.
+   one of its nodes follows a live DRCS (its ``NodeMoved`` answered there: the follow recorded,
+   its epochs resynchronised, its long poll parking from the position answered), the time
+   until the live DRCS count every node's poll parked, the client errors (0: an access in
+   flight is retried on the live DRCS with its request id, so it acts exactly once) and the
+   accesses served meanwhile.
 
 Prints JSON with each figure, its target and whether it was met; exits 1 when a target was
 missed or anything was lost. Every loop is bounded in count and time; the embedded daemons are
@@ -68,11 +70,10 @@ from drc.core.errors import Code, DrcError
 from drc.core.model import FREED, Flags
 from drc.embedded import cluster as embedded
 from drc.link import LinkClient, Munge
-from drc.link.failover import FailoverLink, ServerChoice
+from drc.link.failover import RETRY_PAUSE, FailoverLink, ServerChoice
 from drc.link.munge import Decoded, MungeWorkers
 from drc.link.protocol import Request
 from drc.metrics.common import scrape
-from drc.node.main import say_following
 from drc.server.heap import FreezeSurvivors
 from drc.serverclient import ServerProxy
 
@@ -193,62 +194,71 @@ def accepted_at(link: FailoverLink) -> float:
 @dataclass
 class Node:
     """One simulated node daemon: a name, a boot id, DRCC's upstream link (one connection, to
-    the DRCS it follows; it moves to the next one on a failure, as DRCC's does)."""
+    the DRCS it follows; it moves to the next one on a failure, as DRCC's does) and DRCC's
+    change-feed link over the same connection (a poll is not retried on the DRCS moved to)."""
 
     name: str
     link: FailoverLink
+    feed: FailoverLink
+    #: The simulator's NodeMoved calls in flight at once (see Simulator): a real node sends
+    #: its first frame right after connecting; one process for 5,000 moving nodes cannot, and
+    #: DRCS's doorway would close the connections it opened but could not write to in time.
+    moving: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(256))
     boot_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     generation: str = ""
     seq: int = 0
     heard: dict[int, float] = field(default_factory=dict)  # credential -> when it heard
     seen: dict[int, float] = field(default_factory=dict)  # credential -> when its loop saw it
     known: set[int] = field(default_factory=set)  # credentials its cache would hold
-    fed_by: str = ""  # the DRCS whose long poll answered last
-    fed_at: float = 0.0  # when a DRCS other than the one before first answered its long poll
-    follow_said_at: float = 0.0  # when its NodeFollow to the DRCS it moved to was answered
+    fed_by: str = ""  # the DRCS whose feed it follows (its position is one there)
+    fed_at: float = 0.0  # when it followed the DRCS it moved to (NodeMoved answered)
+    follow_said_at: float = 0.0  # when its NodeMoved to the DRCS it moved to was answered
     feed_errors: int = 0  # long polls that failed on every DRCS (DRCC logs and retries)
-    reports: set[asyncio.Future[None]] = field(default_factory=set)
 
     def caller(self, uid: int, job: int) -> dict[str, Any]:
         return {"uid": uid, "gid": uid, "gids": [], "pid": 0, "job": job, "node": self.name}
 
-    def moved(self, _server: str) -> None:
-        """DRCC's ``ServerChoice`` listener: tell the DRCS moved to that it is followed."""
-        task = asyncio.ensure_future(self._say_following())
-        self.reports.add(task)
-        task.add_done_callback(self.reports.discard)
-
-    async def _say_following(self) -> None:
-        await say_following(self.link, self.name)
-        self.follow_said_at = time.monotonic()
+    async def moved(self, server: str) -> None:
+        """DRCC's fail-over (drc.node.service): one NodeMoved records the DRCS followed,
+        resynchronises the epochs it knows and answers where that DRCS's feed stands."""
+        async with self.moving:
+            self.generation, self.seq, _epochs = (
+                await self.feed.call("NodeMoved", [self.name, server, sorted(self.known)])
+            )[0]
+        self.fed_by, self.fed_at = server, time.monotonic()
+        self.follow_said_at = self.fed_at
 
     async def follow(self, stop: asyncio.Event, polls: asyncio.Event) -> None:
         """DRCC's change-feed loop: one long poll at a time, noting when each change arrives;
-        a new generation (a first poll, another DRCS) resynchronises the epochs it knows.
+        a new generation (a first poll) resynchronises the epochs it knows, a move NodeMoved.
         After a change the next poll waits for ``polls`` (see :meth:`Simulator.revoke_reach`)."""
         while not stop.is_set():
+            asked = self.fed_by  # the DRCS this turn asks
             try:
-                accepted_at(self.link)  # an earlier answer's, dropped
+                accepted_at(self.feed)  # an earlier answer's, dropped
+                if self.link.choice.current != self.fed_by:
+                    asked = self.link.choice.current
+                    await self.moved(asked)
                 gen, complete, seq, changes = (
-                    await self.link.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
+                    await self.feed.call("NodeWatch", [self.generation, self.seq, WATCH_SECONDS])
                 )[0]
                 if (gen != self.generation or not complete) and self.known:
                     await self.link.call("NodeEpochs", [self.name, sorted(self.known)])
             except DrcError:
+                if self.link.choice.current != asked:  # it moved on: as DRCC's feed
+                    await asyncio.sleep(0 if asked == self.fed_by else RETRY_PAUSE)
+                    continue
                 self.feed_errors += 1
                 await asyncio.sleep(1)  # as DRCC's feed does
                 continue
             now = time.monotonic()
-            heard = accepted_at(self.link) or now  # a shared answer: when the link accepted it
+            heard = accepted_at(self.feed) or now  # a shared answer: when the link accepted it
             for credential, epoch in changes:
                 self.heard.setdefault(credential, heard)
                 self.seen.setdefault(credential, now)
                 if epoch == FREED:
                     self.known.discard(credential)
             self.generation, self.seq = gen, seq
-            server = self.link.choice.current
-            if server != self.fed_by:
-                self.fed_by, self.fed_at = server, now
             if changes:
                 await polls.wait()
 
@@ -310,6 +320,7 @@ class Simulator:
         client = self.client
 
         self.nodes = []
+        moving = asyncio.Semaphore(concurrency)  # NodeMoved in flight at once (Node.moving)
         for i in range(nodes):
             first = i % len(self.servers)  # node i follows DRCS i mod N first, as drc-embedded's
             choice = ServerChoice(self.servers[first:] + self.servers[:first])
@@ -319,9 +330,12 @@ class Simulator:
             link = FailoverLink(
                 choice, functools.partial(client, source=source), timeout=WATCH_SECONDS + 60
             )
-            node = Node(name, link)
-            choice.listeners.append(node.moved)
-            self.nodes.append(node)
+            # DRCC's feed link, over the same connection (one per node here)
+            clients = dict(zip(choice.servers, link.clients, strict=True))
+            feed = FailoverLink(
+                choice, clients.__getitem__, timeout=WATCH_SECONDS + 60, follow_moves=False
+            )
+            self.nodes.append(Node(name, link, feed, moving=moving))
         self.slots = asyncio.Semaphore(concurrency)
         self.errors: list[str] = []
         self.stop = asyncio.Event()
@@ -588,24 +602,49 @@ class Simulator:
                 [storm, asyncio.ensure_future(quarter.wait())], return_when=asyncio.FIRST_COMPLETED
             )
         pid = self.emb.server_pid(index)
+        # The live DRCS count the polls parked there (ServerInfo, no store work): every node
+        # follows a live DRCS once they count them all, besides the node daemons they had.
+        live = [self.client(server) for server in self.servers[: index - 1]]
+        staying = sum(1 for n in self.nodes if n.link.choice.current != killed)
+        parked = sum([(await c.call("ServerInfo"))[0]["nodes_connected"] for c in live])
+        wanted = parked - staying + len(self.nodes)
+        # Where the fail-over's CPU goes: the DRCS that live on, munged, the simulator.
+        pids = {
+            **{f"drcs{k}": self.emb.server_pid(k) for k in range(1, index)},
+            "munged": self.emb.munged.pid,
+            "simulator": os.getpid(),
+        }
+        cpu = {name: cpu_seconds(p) for name, p in pids.items()}
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
         def followed(node: Node) -> bool:
-            """Its long poll answered by a live DRCS: the node follows it (what DRCS counts)."""
+            """Its NodeMoved answered by a live DRCS: the node follows it (recorded there,
+            its epochs resynchronised, its long poll parking from that DRCS's position)."""
             return node.fed_by != killed and node.fed_at > t0
 
         def said(node: Node) -> bool:
-            return node.follow_said_at > t0  # its NodeFollow (drccli status) answered
+            return node.follow_said_at > t0  # the DRCS it follows recorded (drccli status)
+
+        async def all_parked() -> float:
+            """Seconds until the live DRCS count every node's long poll parked."""
+            while sum([(await c.call("ServerInfo"))[0]["nodes_connected"] for c in live]) < wanted:
+                await asyncio.sleep(0.05)
+            return time.monotonic() - t0
 
         deadline = t0 + PHASE_SECONDS
+        parking = asyncio.ensure_future(asyncio.wait_for(all_parked(), PHASE_SECONDS))
         while time.monotonic() < deadline and not all(followed(n) for n in moving):
             await asyncio.sleep(0.05)
         delays = [n.fed_at - t0 for n in moving if followed(n)]
         everyone = t0 + max(delays) if delays else deadline
+        cpu = {name: cpu_seconds(p) - cpu[name] for name, p in pids.items()}
         while time.monotonic() < deadline and not all(said(n) for n in moving):
             await asyncio.sleep(0.05)
         recorded = [n.follow_said_at - t0 for n in moving if said(n)]
+        parked_s = await parking
+        for c in live:
+            await c.close()
         await storm
         embedded.terminate(pid)  # reap it
         meanwhile = sum(1 for t in answered if t0 <= t <= everyone)
@@ -616,14 +655,19 @@ class Simulator:
             "all_following_s": round(everyone - t0, 3),
             "p50_s": round(_percentile(delays, 0.5), 3),
             "p99_s": round(_percentile(delays, 0.99), 3),
-            # NodeFollow (which DRCS each node follows, for drccli status) queues behind the
-            # storm's accesses on the live DRCS's store thread: reported apart
+            # the follow (which DRCS each node follows, for drccli status) is recorded by the
+            # same NodeMoved: reported apart, as it was while NodeFollow was a call of its own
             "follow_recorded_s": round(max(recorded), 3) if recorded else None,
+            "all_polls_parked_s": round(parked_s, 3),
             "accesses": len(answered),
             "accesses_after_kill": sum(1 for t in answered if t >= t0),
             "accesses_served_meanwhile": meanwhile,
             "errors": len(self.errors) - errors_before,
             "feed_errors": sum(n.feed_errors for n in self.nodes),
+            # until every moving node followed a live DRCS, per moving node
+            "cpu_ms_per_moving_node": {
+                k: round(v * 1000 / max(len(moving), 1), 3) for k, v in cpu.items()
+            },
         }
 
     async def close(self) -> None:
@@ -631,7 +675,6 @@ class Simulator:
         for task in self.followers:
             task.cancel()
         await asyncio.gather(*self.followers, return_exceptions=True)
-        await asyncio.gather(*(t for n in self.nodes for t in n.reports), return_exceptions=True)
         await asyncio.gather(*(n.link.close() for n in self.nodes), return_exceptions=True)
         if self.workers is not None:
             await self.workers.wait_closed()

@@ -111,6 +111,18 @@ class NodeVerbs:
     ) -> list[tuple[int, int]]:
         return self._declared()
 
+    @method("ssau", "(sua(uu))", mutating=True, grouped=True)
+    def node_moved(
+        self, peer: PeerCredentials, node: str, server: str, credentials: list[int]
+    ) -> tuple[str, int, list[tuple[int, int]]]:
+        """A DRCC moved to ``server`` (a fail-over): NodeFollow, the change feed's position
+        and NodeEpochs of the credentials it holds, in one round trip and one transaction.
+        Answers (generation, seq, [(credential, epoch)]): where the feed stood before the
+        epochs were read, so the node's first NodeWatch parks at once instead of being
+        answered "another generation" to learn it. Once per move: the follow write is
+        idempotent and the epochs are a read, so a retry simply runs again."""
+        return self._declared()
+
     @method("suu", "(sbua(uu))", on_loop=True, timed=False)
     async def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int

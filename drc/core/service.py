@@ -384,11 +384,25 @@ class CredentialService:
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, ids)
         return True, ids
 
-    def node_follows(self, node: str, server: str, unit: Unit | None = None) -> None:
-        """A node daemon follows this DRCS now (``drccli status`` lists who follows whom)."""
+    def node_follows(
+        self,
+        node: str,
+        server: str,
+        unit: Unit | None = None,
+        *,
+        epochs_of: Iterable[int] = (),
+    ) -> dict[int, int]:
+        """A node daemon follows this DRCS now (``drccli status`` lists who follows whom).
+        With ``epochs_of`` (a node that moved here, NodeMoved), the same transaction reads
+        :meth:`epochs` of those credentials, so one round trip resynchronises the node."""
         _check_server(server)
+        ids = [check_uint32("credential", c) for c in epochs_of]
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
+            if not ids:
+                return {}
+            # no reference counts: a storm's credential has one reference per node
+            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) of every node that said."""
@@ -429,7 +443,7 @@ class CredentialService:
         (what a node daemon resynchronising its token checks asks)."""
         ids = [check_uint32("credential", c) for c in credentials]
         with self.store.snapshot() as tx:
-            return {c.id: c.epoch for c in tx.list_credentials(ids)}
+            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
 
     def token(self, caller: Caller, credential: int, key: bytes | None, ttl: float) -> str:
         """A signed token for a credential the caller may access (not found otherwise)."""

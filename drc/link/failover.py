@@ -32,7 +32,7 @@ from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.export import verbs
-from drc.link.client import LOCAL_MUNGE, LinkClient
+from drc.link.client import LOCAL_MUNGE, LinkClient, LinkDown
 from drc.nodeverbs import NodeVerbs
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class ServerChoice:
         self.index = 0
         self.changed = time.monotonic()
         self.answering = True  # whether the server followed answered the last call made to it
+        #: Whether the server the node last moved away from was alive: it answered an error
+        #: (ECONNREFUSED: its store did not answer in time) rather than its link failing.
+        self.left_alive = False
         self.listeners: list[Callable[[str], None]] = []
 
     @property
@@ -109,6 +112,7 @@ class ServerChoice:
         self.answering = False
         if len(self.servers) == 1:
             return
+        self.left_alive = not isinstance(error, LinkDown)
         self.index = (index + 1) % len(self.servers)
         self.changed = time.monotonic()
         log.warning(
@@ -123,6 +127,12 @@ class FailoverLink:
 
     ``make_client(server)`` builds the :class:`LinkClient` of one ``host:port``; its own
     timeout bounds one attempt, ``timeout`` bounds the whole call.
+
+    ``follow_moves=False`` (the change feed): a call that finds the node moved to another
+    server fails with the error that moved it instead of being retried there, because what
+    it asks (a long poll from a position in one DRCS's feed) means nothing to another DRCS;
+    its caller starts afresh on the new one (NodeMoved). It is still retried on the same
+    server while the node stays (one server, or another link moved first and back).
     """
 
     def __init__(
@@ -132,8 +142,10 @@ class FailoverLink:
         *,
         timeout: float,
         rid_prefix: str | None = None,
+        follow_moves: bool = True,
     ) -> None:
         self.choice = choice
+        self.follow_moves = follow_moves
         self.clients = [make_client(server) for server in choice.servers]
         self.timeout = timeout
         self._prefix = rid_prefix or os.urandom(6).hex()
@@ -143,7 +155,13 @@ class FailoverLink:
 
     def _moved(self, server: str) -> None:
         """Another link of this node moved: drop ours to the old servers (a long poll waiting
-        on a silent DRCS fails at once and is retried on the new one)."""
+        on a silent DRCS fails at once and is retried on the new one). Not when the server
+        left answered (its store was slow): its connection is sound, and a node that comes
+        back (after a fail-over burst, to the only live DRCS) needs no new connection, with
+        its authentication and its place at the doorway; its poll there ends within the
+        heartbeat, and the feed then moves."""
+        if self.choice.left_alive:
+            return
         for index, client in enumerate(self.clients):
             if index != self.choice.index:
                 task = asyncio.ensure_future(client.close(f"this node moved to {server}"))
@@ -191,6 +209,8 @@ class FailoverLink:
                 reason, error = getattr(err, "reason", err.message), err
                 failures[server] = reason
             self.choice.failed(index, error)
+            if not self.follow_moves and self.choice.index != index:
+                raise error
             if time.monotonic() + RETRY_PAUSE >= deadline:
                 raise no_server_answered(failures, deadline - start)
             if self.choice.index == index or len(self.choice.servers) == 1:

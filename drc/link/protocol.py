@@ -61,7 +61,10 @@ NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJ
 drops them everywhere); NodeFollow(node, server) records which DRCS a node follows;
 ServerInfo() says which DRCS answers (``drccli status``); NodeConnect(node, boot_id, server)
 is NodeHello and NodeFollow in one round trip, answering where the change feed stands (a
-cluster reconnecting at once costs each DRCS a third of the frames).
+cluster reconnecting at once costs each DRCS a third of the frames); NodeMoved(node, server,
+credentials) is a fail-over's NodeFollow and NodeEpochs in one round trip, answering where the
+change feed of the DRCS moved to stands (two requests per moved node instead of four: no
+NodeWatch answered "another generation", no separate NodeEpochs).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ secret (any user may probe ids, and a token is signed with a key the feed never 
 
 Before a connection's first frame from a node daemon's uid it is *unauthenticated*, and
 anyone who can reach the port can open one. So such connections are bounded (see
-:class:`_Doorway`): each must authenticate within ``auth_timeout`` seconds; there are at most
+:class:`_Doorway`): each must authenticate within ``auth_timeout`` seconds (longer, bounded,
+while its first bytes wait unread because DRCS is behind); there are at most
 ``max_unauthenticated`` of them and ``max_unauthenticated_per_host`` from one address (over
 either, a new one pushes out the oldest); and the bytes they buffer are capped in total and per
 address (over either, the oldest that buffer go first). A frame's sender is checked before its
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import fcntl
 import inspect
 import logging
 import re
 import socket
+import sys
+import termios
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -255,7 +259,18 @@ class _Doorway:
     No timer per connection: they wait in arrival order, which is deadline order, and one
     timer (running only while some wait) closes those whose deadline passed. What it closed
     or turned away is logged as one line per sweep, so a flood cannot flood the journal.
+
+    The deadline counts from accept, but DRCS reads a frame only when its event loop comes
+    to it: in a burst (a fail-over moves thousands of nodes at once) it may be seconds behind,
+    with node daemons' first frames already waiting in the kernel. A connection whose time is
+    up with bytes waiting unread (``FIONREAD``) is given ``timeout`` more, up to
+    :attr:`SENT_WAIT` times ``timeout`` since accept; closing it would only make the node
+    connect and wait again. One that sent nothing (or whose bytes DRCS read: a partial frame
+    is the peer's delay, not ours) is closed at its deadline as before.
     """
+
+    #: How many ``timeout`` periods in all a connection with unread bytes may wait.
+    SENT_WAIT = 6
 
     def __init__(
         self,
@@ -271,6 +286,8 @@ class _Doorway:
         self.max_bytes = max_bytes
         self.max_bytes_per_host = max_bytes_per_host
         self.waiting: dict[_Connection, float] = {}  # -> deadline; insertion = deadline order
+        self.latest: dict[_Connection, float] = {}  # -> the last moment it may be given more
+        self.given_time = 0  # connections given more time since the last line
         self.hosts: Counter[str] = Counter()
         self.bytes = 0
         self.host_bytes: Counter[str] = Counter()
@@ -286,7 +303,9 @@ class _Doorway:
         if len(self.waiting) >= self.max_connections:
             self._drop(next(iter(self.waiting)), "pushed out by newer ones")
         loop = asyncio.get_running_loop()
-        self.waiting[conn] = loop.time() + self.timeout
+        now = loop.time()
+        self.waiting[conn] = now + self.timeout
+        self.latest[conn] = now + (self.SENT_WAIT - 1) * self.timeout
         self.hosts[conn.host] += 1
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._sweep)
@@ -323,6 +342,7 @@ class _Doorway:
         """``conn`` authenticated or went."""
         if self.waiting.pop(conn, None) is None:
             return
+        del self.latest[conn]
         conn.counted, counted = 0, conn.counted
         self.bytes -= counted
         self.host_bytes[conn.host] -= counted
@@ -350,7 +370,16 @@ class _Doorway:
         conn.transport.close()
 
     def _report(self) -> None:
-        """One line: how many were closed for each reason (the 10 commonest)."""
+        """One line: how many were closed for each reason (the 10 commonest), and how many
+        were given more time because their first bytes were waiting unread."""
+        if self.given_time:
+            log.info(
+                "DRC link: %d connections not read within %s s had their first bytes waiting: "
+                "given more time",
+                self.given_time,
+                self.timeout,
+            )
+            self.given_time = 0
         if self.dropped:
             top = self.dropped.most_common(10)
             reasons = [f"{n} {why}" for why, n in top]
@@ -360,6 +389,18 @@ class _Doorway:
             log.warning("DRC link: closed unauthenticated connections: %s", ", ".join(reasons))
             self.dropped.clear()
 
+    @staticmethod
+    def _unread(conn: _Connection) -> int:
+        """Bytes the peer sent that DRCS has not read yet (0 if the socket cannot say)."""
+        sock = conn.transport.get_extra_info("socket")
+        if sock is None:
+            return 0
+        try:
+            answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4)
+        except (OSError, ValueError):
+            return 0
+        return int.from_bytes(answer, sys.byteorder, signed=True)
+
     def _sweep(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
@@ -368,6 +409,13 @@ class _Doorway:
             conn, deadline = next(iter(self.waiting.items()))
             if deadline > now:
                 break
+            if now < self.latest[conn] and self._unread(conn) > 0:
+                # DRCS is behind, not the peer: wait on, at the end (now + timeout is the
+                # latest deadline of all, so arrival order stays deadline order)
+                del self.waiting[conn]
+                self.waiting[conn] = now + self.timeout
+                self.given_time += 1
+                continue
             self.dropped[f"not authenticated within {self.timeout} s"] += 1
             self.leave(conn)
             conn.transport.close()

@@ -7,7 +7,6 @@ and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -81,7 +80,9 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
             f"got {link['heartbeat']}"
         )
     silent = link["heartbeat"] + WATCH_MARGIN
-    feed = FailoverLink(choice, client(silent), timeout=2 * silent)
+    # A poll is not retried on the DRCS the node moves to: the feed starts afresh there with
+    # a NodeMoved (drc.node.service), which also records the move.
+    feed = FailoverLink(choice, client(silent), timeout=2 * silent, follow_moves=False)
     return calls, feed
 
 
@@ -144,16 +145,9 @@ async def serve(cfg: drc_config.Config) -> None:
         metrics.service = service
         metrics.choice = calls.choice
         metrics.start(cfg["metrics"]["drcc_listen"], f"{cfg.path}: [metrics] drcc_listen")
+    # The change feed records every later move (NodeMoved, or NodeFollow on an older DRCS).
     if not await service.start(lambda: calls.choice.current):
         await say_following(calls, node)
-    reports: set[asyncio.Future[None]] = set()
-
-    def moved(_server: str) -> None:
-        task = asyncio.ensure_future(say_following(calls, node))
-        reports.add(task)
-        task.add_done_callback(reports.discard)
-
-    calls.choice.listeners.append(moved)
     exporter = BusExporter(
         NodeExports(service, identifier),
         bus_name=BUS_NAME,

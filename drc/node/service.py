@@ -19,7 +19,7 @@ from drc.core.model import FREED, AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
 from drc.export import Stub
-from drc.link.failover import request_budget
+from drc.link.failover import RETRY_PAUSE, request_budget
 from drc.node.cache import Entry, NodeCache
 from drc.node.slingshot import CxiServices
 from drc.node.watch import ProcessWatcher
@@ -30,6 +30,8 @@ log = logging.getLogger("drc.node")
 
 FLUSH_SECONDS = 0.2
 FLUSH_BATCH = 200
+#: Credentials per NodeEpochs (and in a NodeMoved): DRCS takes at most 10,000 a call.
+EPOCHS_BATCH = 5000
 
 
 class Upstream(Protocol):
@@ -76,6 +78,9 @@ class NodeService:
         self._in_flight: dict[tuple[int, Holder], asyncio.Future[None]] = {}
 
         self._stopping = False
+        #: The DRCS the node follows now (``start``'s ``following``): the feed moves with it.
+        self._following: Callable[[], str] | None = None
+        self._without_moved: set[str] = set()  # DRCS older than NodeMoved (EPROTO)
         self.slingshot = slingshot  # the CXI service manager when the provider is slingshot
         self.synced = asyncio.Event()  # set once the change feed from DRCS is live
         #: Seconds one request may spend on DRCS in all ([link] timeout): verbs that ask DRCS
@@ -94,8 +99,10 @@ class NodeService:
         ``following()`` names the DRCS the node follows: then one NodeConnect says hello,
         records it and tells where the change feed stands, so the first long poll parks at
         once (a DRCS without NodeConnect gets NodeHello). True when DRCS recorded the DRCS
-        followed (the node still follows the one it named)."""
+        followed (the node still follows the one it named). From then on, when the node
+        moves to another DRCS the change feed tells it so (NodeMoved, :meth:`_watch_changes`)."""
         generation, seq, recorded = "", 0, False
+        self._following = following
         if following is None:
             rebooted = await self.drcs.node_hello(self.node, self.boot_id)
         else:
@@ -398,16 +405,33 @@ class NodeService:
                 log.warning("cannot report to DRCS yet: %s", e)
                 await asyncio.sleep(1)
 
+    def _followed(self) -> str:
+        """The DRCS the node follows now ("" when start was not told)."""
+        return self._following() if self._following is not None else ""
+
     async def _watch_changes(self, generation: str = "", seq: int = 0) -> None:
         """Follow DRCS's revocations and frees with one long poll at a time, from where the
-        feed stood at NodeConnect (or from nothing: the first poll then answers at once)."""
+        feed stood at NodeConnect (or from nothing: the first poll then answers at once).
+
+        A position means nothing to another DRCS's feed: when the node moved, a NodeMoved to
+        the new DRCS records the follow, resyncs the epochs and gives its feed's position,
+        so the next poll parks there at once (two round trips). Both go over the feed link,
+        which does not retry a call on another DRCS (FailoverLink's ``follow_moves``): the
+        position and the follow recorded are always the named DRCS's."""
+        fed = self._followed()  # the DRCS whose feed ``generation, seq`` are a position in
         while not self._stopping:
+            asked = fed  # the DRCS this turn asks
             try:
+                here = self._followed()
+                if here != fed:
+                    asked = here
+                    generation, seq = await self._moved(here)
+                    fed = here
                 gen, complete, new_seq, changes = await self.feed.node_watch(
                     generation, seq, round(self.heartbeat)
                 )
-                if gen != generation or not complete:
-                    await self._resync()
+                if (gen != generation or not complete) and self._followed() == fed:
+                    await self._resync()  # (moved meanwhile: NodeMoved resyncs, next turn)
                 for credential, epoch in changes:
                     self.cache.learn_epoch(credential, epoch)
                 if self.slingshot is not None and any(e == FREED for _, e in changes):
@@ -415,11 +439,43 @@ class NodeService:
                 generation, seq = gen, new_seq
                 self.synced.set()
             except DrcError as e:
+                if self._followed() != asked:
+                    # The DRCS asked failed and the node moved on: ask the next one now (its
+                    # poll's DRCS died), or after a pause as between rounds over the servers
+                    # (a NodeMoved failed: the next DRCS may be down too).
+                    await asyncio.sleep(0 if asked == fed else RETRY_PAUSE)
+                    continue
                 log.warning("change feed from DRCS interrupted: %s", e)
                 await asyncio.sleep(1)
 
-    async def _resync(self) -> None:
+    async def _moved(self, server: str) -> tuple[str, int]:
+        """The node follows ``server`` now: one NodeMoved records it, resyncs the epochs of
+        the credentials the node relies on and answers where that DRCS's feed stands. A DRCS
+        older than NodeMoved (EPROTO "no method") gets NodeFollow, and the position is
+        learnt from the first poll, answered at once, then NodeEpochs (the path before it)."""
         known = sorted(self.cache.known_credentials())
-        for i in range(0, len(known), 5000):
-            for credential, epoch in await self.drcs.node_epochs(self.node, known[i : i + 5000]):
+        if server not in self._without_moved:
+            try:
+                generation, seq, epochs = await self.feed.node_moved(
+                    self.node, server, known[:EPOCHS_BATCH]
+                )
+            except DrcError as e:
+                if e.code is not Code.EPROTO:
+                    raise
+                self._without_moved.add(server)
+            else:
+                for credential, epoch in epochs:
+                    self.cache.learn_epoch(credential, epoch)
+                await self._resync(known[EPOCHS_BATCH:])  # read after the position: fine
+                return generation, seq
+        await self.drcs.node_follow(self.node, server)
+        return "", 0
+
+    async def _resync(self, known: list[int] | None = None) -> None:
+        """Learn the epoch of every credential the node relies on (or of ``known``)."""
+        if known is None:
+            known = sorted(self.cache.known_credentials())
+        for i in range(0, len(known), EPOCHS_BATCH):
+            batch = known[i : i + EPOCHS_BATCH]
+            for credential, epoch in await self.drcs.node_epochs(self.node, batch):
                 self.cache.learn_epoch(credential, epoch)

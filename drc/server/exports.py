@@ -272,6 +272,26 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         live = self.service.epochs(credentials)
         return [(c, live.get(c, FREED)) for c in credentials]
 
+    def node_moved(
+        self,
+        peer: PeerCredentials,
+        node: str,
+        server: str,
+        credentials: list[int],
+        *,
+        unit: Unit | None = None,
+    ) -> tuple[str, int, list[tuple[int, int]]]:
+        """NodeFollow, the change feed's position and NodeEpochs at once. The position is
+        read before the transaction, as NodeConnect's: a change it missed was committed
+        after, so it comes after ``seq`` and reaches the node's first poll, while every
+        change committed before is in the epochs read."""
+        self._node(peer)
+        if len(credentials) > MAX_BATCH:
+            raise einval(f"at most {MAX_BATCH} credentials per call")
+        generation, seq = self.changes.generation, self.changes.seq
+        live = self.service.node_follows(node_name(node), server, unit, epochs_of=credentials)
+        return generation, seq, [(c, live.get(c, FREED)) for c in credentials]
+
     def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int
     ) -> asyncio.Future[Answer]:

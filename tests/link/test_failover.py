@@ -84,6 +84,68 @@ def test_the_node_moves_on_when_its_server_dies_and_comes_back_later(loopback: A
     run_bounded(body())
 
 
+def test_the_feed_link_does_not_retry_a_poll_on_the_server_moved_to(loopback: Any) -> None:
+    """``follow_moves=False`` (DRCC's change feed): the poll whose server died fails with the
+    reason, the node now follows the next server, and the next call goes there; the calls'
+    link (sharing the choice) is not affected."""
+    a, b = Served("a"), Served("b")
+
+    async def body() -> None:
+        calls = failover(loopback, ["a", "b"])
+        feed = FailoverLink(
+            calls.choice,
+            lambda server: loopback.client(server, timeout=1.5),
+            timeout=3.0,
+            follow_moves=False,
+        )
+        server_a = loopback.server(a, "a")
+        await server_a.start()
+        async with loopback.server(b, "b"):
+            assert await feed.call("NodeWatch", ["g", 0, 1]) == ["a"]
+            await server_a.close()
+            with pytest.raises(DrcError) as e:
+                await feed.call("NodeWatch", ["g", 0, 1])
+            assert e.value.code is Code.ECONNREFUSED and calls.choice.current == "b"
+            assert await feed.call("NodeMoved", ["n1", "b", []]) == ["b"]
+            assert await calls.call("NodeRelease", [{}, 1]) == ["b"]
+        await feed.close()
+        await calls.close()
+
+    run_bounded(body())
+    assert [m for m, _ in a.seen] == ["NodeWatch"]  # the failed poll was not asked of b
+    assert [m for m, _ in b.seen] == ["NodeMoved", "NodeRelease"]
+
+
+def test_a_server_that_answered_econnrefused_keeps_its_connection_when_the_node_moves(
+    loopback: Any,
+) -> None:
+    """DRCS a answers ECONNREFUSED (its store did not answer in time): the node moves to b,
+    but its connection to a (sound, authenticated) stays open for when it comes back."""
+
+    class Busy(Served):
+        async def __call__(self, peer, method, args, rid):  # type: ignore[no-untyped-def]
+            if method == "Busy":
+                self.seen.append((method, rid))
+                raise DrcError(Code.ECONNREFUSED, "the database has not answered for 2 s")
+            return await super().__call__(peer, method, args, rid)
+
+    a, b = Busy("a"), Served("b")
+
+    async def body() -> None:
+        link = failover(loopback, ["a", "b"])
+        async with loopback.server(a, "a"), loopback.server(b, "b"):
+            assert await link.call("NodeRelease", [{}, 1]) == ["a"]
+            kept = link.clients[0]._conn
+            assert await link.call("Busy", []) == ["b"]
+            assert link.choice.current == "b" and link.choice.left_alive
+            await asyncio.sleep(0.1)  # a close would have run by now
+            assert link.clients[0]._conn is kept and kept is not None and kept.alive
+            await link.close()
+
+    run_bounded(body())
+    assert [m for m, _ in a.seen] == ["NodeRelease", "Busy"]
+
+
 def test_no_server_at_all_fails_econnrefused_after_the_timeout_not_before(loopback: Any) -> None:
     async def body() -> float:
         link = failover(loopback, ["a", "b"], timeout=1.0)

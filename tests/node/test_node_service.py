@@ -619,3 +619,84 @@ def test_after_the_feed_broke_drcc_asks_again_and_resyncs_a_new_server():
         NodeProcesses=lambda node: [],
         NodeEpochs=lambda node, creds: [],
     )
+
+
+def test_a_node_that_moved_says_node_moved_and_its_next_poll_parks_there(caplog):
+    """A fail-over costs two requests on the DRCS moved to: one NodeMoved (the follow
+    recorded, the epochs of what the node relies on, where that DRCS's feed stands), then
+    the poll from that position. No poll answered "another generation", no NodeEpochs, no
+    NodeFollow, and no pause: the failed poll's DRCS is gone, the node asks the new one now."""
+    following = ["10.0.0.1:7000"]
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        feed = Feed()
+        drcs.verbs["NodeWatch"] = feed
+        node = service(drcs)
+        assert await node.start(lambda: following[0])
+        await feed.answer(("g7", True, 42, []))
+        await node.access(job_caller(5), 3)
+        await node.access(job_caller(5), 4)
+        following[0] = "10.0.0.2:7000"  # the poll's DRCS died: the node moved
+        await feed.answer(DrcError(Code.ECONNREFUSED, "connection closed"))
+        assert drcs.calls_of("NodeMoved") == [[NODE, "10.0.0.2:7000", [3, 4]]]
+        assert feed.asked == [("g7", 42), ("g7", 42), ("h1", 9)]  # parks where h1 stood
+        assert node.cached(job_caller(5), 3) is None  # freed while the node moved
+        assert node.cached(job_caller(5), 4) is not None
+        await node.stop()
+
+    caplog.set_level("WARNING", logger="drc.node")
+    drcs = run(
+        test,
+        NodeConnect=lambda node, boot, server: (False, "g7", 42),
+        NodeProcesses=lambda node: [],
+        NodeAccess=lambda caller, cred: cred_dict(cred),
+        NodeMoved=lambda node, server, creds: ("h1", 9, [(3, FREED), (4, 1)]),
+    )
+    assert [name for name, _ in drcs.calls[-2:]] == ["NodeMoved", "NodeWatch"]
+    for verb in ("NodeEpochs", "NodeFollow", "NodeHello"):
+        assert drcs.calls_of(verb) == []
+    assert "interrupted" not in caplog.text  # no pause of a second before NodeMoved
+
+
+def test_a_node_that_moved_to_a_drcs_without_node_moved_follows_and_resyncs_as_before():
+    """A DRCS older than NodeMoved answers EPROTO: the node says NodeFollow, learns that
+    DRCS's feed from a first poll answered at once, and resyncs with NodeEpochs; it does not
+    ask that DRCS for NodeMoved again."""
+    following = ["10.0.0.1:7000"]
+
+    def moved(node: str, server: str, creds: list[int]) -> tuple:
+        if server == "10.0.0.2:7000":  # the older one
+            raise DrcError(Code.EPROTO, "no method 'NodeMoved' is served here")
+        return ("g8", 1, [])
+
+    async def test(drcs: ScriptedDrcs) -> None:
+        feed = Feed()
+        drcs.verbs["NodeWatch"] = feed
+        node = service(drcs)
+        assert await node.start(lambda: following[0])
+        await feed.answer(("g7", True, 42, []))
+        await node.access(job_caller(5), 3)
+        following[0] = "10.0.0.2:7000"
+        await feed.answer(DrcError(Code.ECONNREFUSED, "connection closed"), ("old", True, 5, []))
+        assert drcs.calls_of("NodeFollow") == [[NODE, "10.0.0.2:7000"]]
+        assert feed.asked[-2:] == [("", 0), ("old", 5)]
+        assert drcs.calls_of("NodeEpochs") == [[NODE, [3]]]
+        assert node.cached(job_caller(5), 3) is None
+        following[0] = "10.0.0.1:7000"  # back, then over to the old one again
+        await feed.answer(DrcError(Code.ECONNREFUSED, "connection closed"), ("g8", True, 1, []))
+        assert feed.asked[-2:] == [("g8", 1), ("g8", 1)]  # NodeMoved there, parked from it
+        following[0] = "10.0.0.2:7000"
+        await feed.answer(DrcError(Code.ECONNREFUSED, "connection closed"), ("old", True, 6, []))
+        await node.stop()
+
+    drcs = run(
+        test,
+        NodeConnect=lambda node, boot, server: (False, "g7", 42),
+        NodeProcesses=lambda node: [],
+        NodeAccess=lambda caller, cred: cred_dict(cred),
+        NodeMoved=moved,
+        NodeFollow=lambda node, server: None,
+        NodeEpochs=lambda node, creds: [(c, FREED) for c in creds],
+    )
+    assert [args[1] for args in drcs.calls_of("NodeMoved")] == ["10.0.0.2:7000", "10.0.0.1:7000"]
+    assert [args[1] for args in drcs.calls_of("NodeFollow")] == ["10.0.0.2:7000"] * 2

@@ -72,20 +72,27 @@ def test_a_frame_waiting_unread_when_drcs_is_behind_is_served_not_closed(loopbac
     assert len(answer) > HEADER.size  # a response frame, not the close (b"")
 
 
-def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(loopback: Any) -> None:
+def closed_after_silence(loopback: Any, name: str, wait: float) -> float | None:
+    """Seconds until a server closes a connection that never sends a byte (None: open
+    after ``wait``)."""
+
     async def body() -> float | None:
-        server = loopback.server(answered, "silent", auth_timeout=DEADLINE)
+        server = loopback.server(answered, name, auth_timeout=DEADLINE)
         await server.start()
-        sock = socket.create_connection(loopback.address("silent"))
+        sock = socket.create_connection(loopback.address(name))
         sock.setblocking(False)
         try:
             await admitted(server)
-            return await eof_after(sock, 5)
+            return await eof_after(sock, wait)
         finally:
             sock.close()
             await server.close()
 
-    closed = run_bounded(body())
+    return run_bounded(body())
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_deadline(loopback: Any) -> None:
+    closed = closed_after_silence(loopback, "silent", 5)
     assert closed is not None and DEADLINE - 0.2 <= closed <= DEADLINE + 1.0, closed
 
 
@@ -93,19 +100,6 @@ def test_bytes_that_stay_unread_buy_a_bounded_wait(loopback: Any, monkeypatch: A
     """Even if its bytes looked unread at every sweep, a connection is closed after
     SENT_WAIT deadlines: a peer cannot hold a doorway place for long this way."""
     monkeypatch.setattr(_Doorway, "_unread", staticmethod(lambda conn: 1))
-
-    async def body() -> float | None:
-        server = loopback.server(answered, "stuck", auth_timeout=DEADLINE)
-        await server.start()
-        sock = socket.create_connection(loopback.address("stuck"))
-        sock.setblocking(False)
-        try:
-            await admitted(server)
-            return await eof_after(sock, 10)
-        finally:
-            sock.close()
-            await server.close()
-
-    closed = run_bounded(body())
+    closed = closed_after_silence(loopback, "stuck", 10)
     bound = _Doorway.SENT_WAIT * DEADLINE
     assert closed is not None and bound - 0.7 <= closed <= bound + 1.5, closed

@@ -31,7 +31,7 @@ from collections import deque
 from typing import Any
 
 from drc.core.errors import Code, DrcError
-from drc.link.munge import EMUNGE_SNAFU, UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers
+from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers, attempt
 from drc.link.protocol import (
     MAX_FRAME,
     SHAREABLE,
@@ -202,18 +202,15 @@ class _Open:
         self.finished = False
 
     def run(self) -> None:
-        munge = self.connection.client.munge
         if not self.wanted:
             return
-        try:
-            if self.shared is None:
-                self.decoded = munge.decode(self.body)
-            else:
-                self.decoded = munge.decode(self.shared[1], allow_replayed=True)
-        except MungeError as err:
-            self.error = err
-        except Exception as err:
-            self.error = MungeError(EMUNGE_SNAFU, f"decode failed: {err}")
+        munge, shared = self.connection.client.munge, self.shared
+        if shared is None:
+            self.decoded, self.error = attempt(lambda: munge.decode(self.body), "decode")
+        else:
+            self.decoded, self.error = attempt(
+                lambda: munge.decode(shared[1], allow_replayed=True), "decode"
+            )
 
     def done(self) -> None:
         self.finished = True
@@ -234,12 +231,10 @@ class _Seal:
         self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     def run(self) -> None:
-        try:
-            self.cred = self.munge.encode(self.payload, uid_restriction=self.uid)
-        except MungeError as err:
-            self.error = err
-        except Exception as err:
-            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
+        cred, self.error = attempt(
+            lambda: self.munge.encode(self.payload, uid_restriction=self.uid), "encode"
+        )
+        self.cred = cred or b""
 
     def done(self) -> None:
         if self.future.done():  # the call gave up (timed out, cancelled)

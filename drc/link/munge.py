@@ -20,8 +20,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,21 @@ class MungeJob(Protocol):
     def run(self) -> None: ...
 
     def done(self) -> None: ...
+
+
+_T = TypeVar("_T")
+
+
+def attempt(call: Callable[[], _T], what: str) -> tuple[_T | None, MungeError | None]:
+    """(``call()``, None), or (None, the :class:`MungeError` it raised): a job keeps the
+    outcome of its call on a worker thread for its ``done`` on the loop. Any other exception
+    (a bug) comes back as a MungeError too, so its frame is refused, never run nor lost."""
+    try:
+        return call(), None
+    except MungeError as err:
+        return None, err
+    except Exception as err:
+        return None, MungeError(EMUNGE_SNAFU, f"{what} failed: {err}")
 
 
 class MungeWorkers:

@@ -40,7 +40,7 @@ from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.dispatch import as_drc_error
-from drc.link.munge import EMUNGE_SNAFU, WORKERS, Decoded, Munge, MungeError, MungeWorkers
+from drc.link.munge import WORKERS, Decoded, Munge, MungeError, MungeWorkers, attempt
 from drc.link.protocol import (
     MAX_FRAME,
     BadRequest,
@@ -777,12 +777,8 @@ class _Decode:
         self.finished = False
 
     def run(self) -> None:
-        try:
-            self.decoded = self.connection.server.munge.decode(self.body)
-        except MungeError as err:
-            self.error = err
-        except Exception as err:  # refused like a bad credential, never run
-            self.error = MungeError(EMUNGE_SNAFU, f"decode failed: {err}")
+        munge = self.connection.server.munge
+        self.decoded, self.error = attempt(lambda: munge.decode(self.body), "decode")
 
     def done(self) -> None:
         self.finished = True
@@ -803,12 +799,10 @@ class _Encode:
         self.error: MungeError | None = None
 
     def run(self) -> None:
-        try:
-            self.frame = self.connection.server._seal_frame(self.uid, self.request_id, self.payload)
-        except MungeError as err:
-            self.error = err
-        except Exception as err:
-            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
+        server = self.connection.server
+        self.frame, self.error = attempt(
+            lambda: server._seal_frame(self.uid, self.request_id, self.payload), "encode"
+        )
 
     def done(self) -> None:
         self.connection._sealed(self.frame, self.error)
@@ -828,15 +822,11 @@ class _Seal:
 
     def run(self) -> None:
         server = self.server
-        try:
-            sealed = server.munge.encode(self.payload, uid_restriction=server.shared_uid)
-        except MungeError as err:
-            self.error = err
-            return
-        except Exception as err:
-            self.error = MungeError(EMUNGE_SNAFU, f"encode failed: {err}")
-            return
-        self.shared.sealed = sealed  # read on the loop only after done()
+        sealed, self.error = attempt(
+            lambda: server.munge.encode(self.payload, uid_restriction=server.shared_uid), "encode"
+        )
+        if sealed is not None:
+            self.shared.sealed = sealed  # read on the loop only after done()
 
     def done(self) -> None:
         self.server.sealing.pop(id(self.shared), None)

@@ -20,7 +20,14 @@ import pytest
 
 from drc.core.errors import Code, DrcError
 from drc.link import LinkClient, LinkPeer, LinkServer, Munge
-from drc.link.munge import EMUNGE_CRED_UNAUTHORIZED, Decoded, MungeError, MungeWorkers
+from drc.link.munge import (
+    EMUNGE_CRED_UNAUTHORIZED,
+    EMUNGE_SNAFU,
+    Decoded,
+    MungeError,
+    MungeWorkers,
+    attempt,
+)
 from drc.link.protocol import Request, Response, pack_frame, read_frame
 
 from helpers import run_bounded
@@ -424,3 +431,18 @@ def test_doorway_counts_an_unauthenticated_frame_waiting_for_its_decode(munged) 
     body_bytes, counted, after = run_bounded(body(), timeout=60)
     assert counted == body_bytes + 100  # the frame at the workers and the partial one
     assert after == 0
+
+
+def test_a_job_keeps_its_calls_outcome_and_a_bug_comes_back_as_a_munge_error() -> None:
+    """What every worker job relies on: a refusal stays the MungeError munged gave, and any
+    other exception becomes one (its frame is refused), never a value nor a lost job."""
+    assert attempt(lambda: b"ok", "decode") == (b"ok", None)
+    refused = MungeError(EMUNGE_CRED_UNAUTHORIZED, "unauthorized")
+
+    def refuse() -> bytes:
+        raise refused
+
+    assert attempt(refuse, "decode") == (None, refused)
+    value, error = attempt(lambda: 1 // 0, "encode")
+    assert value is None and error is not None
+    assert error.code == EMUNGE_SNAFU and error.message.startswith("encode failed: ")

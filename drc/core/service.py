@@ -399,10 +399,7 @@ class CredentialService:
         ids = [check_uint32("credential", c) for c in epochs_of]
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
-            if not ids:
-                return {}
-            # no reference counts: a storm's credential has one reference per node
-            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
+            return _epochs(tx, ids) if ids else {}
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) of every node that said."""
@@ -443,7 +440,7 @@ class CredentialService:
         (what a node daemon resynchronising its token checks asks)."""
         ids = [check_uint32("credential", c) for c in credentials]
         with self.store.snapshot() as tx:
-            return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
+            return _epochs(tx, ids)
 
     def token(self, caller: Caller, credential: int, key: bytes | None, ttl: float) -> str:
         """A signed token for a credential the caller may access (not found otherwise)."""
@@ -655,3 +652,9 @@ def _check_server(server: str) -> None:
     """The DRCS a node says it follows: its ``host:port``, as drccli status prints it."""
     if not isinstance(server, str) or not 0 < len(server) <= 255 or not server.isprintable():
         raise einval("server must be a printable host:port of 1..255 characters")
+
+
+def _epochs(tx: Transaction, ids: list[int]) -> dict[int, int]:
+    """The epoch of each of these credentials that still exists. No reference counts: a
+    storm's credential has one reference per node."""
+    return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}

@@ -68,6 +68,16 @@ ROOT = Caller(uid=0, gid=0)
 _connection_gids: weakref.WeakKeyDictionary[PeerCredentials, int] = weakref.WeakKeyDictionary()
 
 
+def _check_credential_batch(credentials: list[int]) -> None:
+    if len(credentials) > MAX_BATCH:
+        raise einval(f"at most {MAX_BATCH} credentials per call")
+
+
+def _epochs_answer(credentials: list[int], live: dict[int, int]) -> list[tuple[int, int]]:
+    """(credential, epoch) of each one asked, FREED for those gone (NodeEpochs, NodeMoved)."""
+    return [(c, live.get(c, FREED)) for c in credentials]
+
+
 def _connection_gid(peer: PeerCredentials) -> int:
     gid = _connection_gids.get(peer)
     if gid is None:
@@ -267,10 +277,8 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
     ) -> list[tuple[int, int]]:
         """Current epochs (FREED for gone credentials): a DRCC resynchronising its tokens."""
         self._node(peer)
-        if len(credentials) > MAX_BATCH:
-            raise einval(f"at most {MAX_BATCH} credentials per call")
-        live = self.service.epochs(credentials)
-        return [(c, live.get(c, FREED)) for c in credentials]
+        _check_credential_batch(credentials)
+        return _epochs_answer(credentials, self.service.epochs(credentials))
 
     def node_moved(
         self,
@@ -286,11 +294,10 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         after, so it comes after ``seq`` and reaches the node's first poll, while every
         change committed before is in the epochs read."""
         self._node(peer)
-        if len(credentials) > MAX_BATCH:
-            raise einval(f"at most {MAX_BATCH} credentials per call")
+        _check_credential_batch(credentials)
         generation, seq = self.changes.generation, self.changes.seq
         live = self.service.node_follows(node_name(node), server, unit, epochs_of=credentials)
-        return generation, seq, [(c, live.get(c, FREED)) for c in credentials]
+        return generation, seq, _epochs_answer(credentials, live)
 
     def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int

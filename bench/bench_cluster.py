@@ -104,6 +104,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CpuMeter:
+    """The CPU each named process spends from now on (``used``: seconds by name)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def used(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+
+
 def raise_nofile(wanted: int) -> int:
     """Soft RLIMIT_NOFILE up to the hard limit; the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -423,8 +434,7 @@ class Simulator:
         ]
         # Where the connect storm's CPU goes: this DRCS, the one munged every process asks,
         # and the simulator itself (its MUNGE calls and the nodes' Python).
-        pids = {"drcs": drcs, "munged": self.emb.munged.pid, "simulator": os.getpid()}
-        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        meter = CpuMeter({"drcs": drcs, "munged": self.emb.munged.pid, "simulator": os.getpid()})
         t0 = time.perf_counter()
 
         async def hello(node: Node) -> None:
@@ -447,7 +457,7 @@ class Simulator:
                         took[k] = time.perf_counter() - t0
         await sent
         seconds = max(t if t is not None else math.inf for t in took)
-        cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+        cpu = meter.used()
         for counter in counters:
             await counter.close()
         following = await self.settle()
@@ -522,9 +532,8 @@ class Simulator:
                 client.preseal("NodeWatch", [node.generation, node.seq + 1, WATCH_SECONDS])
         presealed = sum(c.presealed_used for n in self.nodes for c in n.link.clients)
         pids = {f"drcs{k}": self.emb.server_pid(k) for k in range(1, len(self.servers) + 1)}
-        pids["munged"] = self.emb.munged.pid
-        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        simulator_cpu = time.process_time()
+        pids.update(munged=self.emb.munged.pid, simulator=os.getpid())
+        meter = CpuMeter(pids)
         t0 = time.monotonic()
         try:
             await owner.link.call("NodeRevoke", [caller, credential, *target])
@@ -534,8 +543,7 @@ class Simulator:
                 if all(credential in n.heard for n in self.nodes):
                     break
                 await asyncio.sleep(0.05)
-            used = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
-            used["simulator"] = time.process_time() - simulator_cpu
+            used = meter.used()
         finally:
             self.polls.set()
         delays = [(n.heard[credential] - t0) * 1000 for n in self.nodes if credential in n.heard]
@@ -614,7 +622,7 @@ class Simulator:
             "munged": self.emb.munged.pid,
             "simulator": os.getpid(),
         }
-        cpu = {name: cpu_seconds(p) for name, p in pids.items()}
+        meter = CpuMeter(pids)
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
 
@@ -638,7 +646,7 @@ class Simulator:
             await asyncio.sleep(0.05)
         delays = [n.fed_at - t0 for n in moving if followed(n)]
         everyone = t0 + max(delays) if delays else deadline
-        cpu = {name: cpu_seconds(p) - cpu[name] for name, p in pids.items()}
+        cpu = meter.used()
         while time.monotonic() < deadline and not all(said(n) for n in moving):
             await asyncio.sleep(0.05)
         recorded = [n.follow_said_at - t0 for n in moving if said(n)]

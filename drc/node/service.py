@@ -167,7 +167,7 @@ class NodeService:
         if caller.holder.kind is not HolderKind.JOB:
             return 0
         # the lowest id among those it holds here, as DRCS picks the lowest on any node
-        cached = min((c for c, holder in self.cache.entries if holder == caller.holder), default=0)
+        cached = self.cache.lowest_credential(caller.holder)
         if cached:
             self.cache.counters["job_credential_local"] += 1
             return cached

@@ -122,3 +122,48 @@ def test_known_credentials_are_cached_or_announced_but_not_freed(cache: NodeCach
     cache.put(3, JOB_A, entry(3))
     cache.learn_epoch(3, FREED)
     assert cache.known_credentials() == {1, 2}
+
+
+def test_a_jobs_lowest_credential_is_of_that_holder_only(cache: NodeCache):
+    """JobCredential answered from the cache: the job's lowest id here, none of another's."""
+    assert cache.lowest_credential(JOB_A) == 0
+    cache.put(5, JOB_A, entry(5))
+    cache.put(3, JOB_A, entry(3))
+    cache.put(1, JOB_B, entry(1))
+    assert cache.lowest_credential(JOB_A) == 3
+    cache.drop(3, JOB_A)
+    assert cache.lowest_credential(JOB_A) == 5
+    cache.drop_job(10)
+    assert cache.lowest_credential(JOB_A) == 0
+    assert cache.lowest_credential(JOB_B) == 1
+
+
+def test_every_way_out_leaves_no_trace_of_the_association(cache: NodeCache):
+    """The indexes follow the associations: a holder or credential that is gone by any path
+    (release, job end, process exit, free, a sweep) is neither another tenant nor known."""
+    cache.put(1, JOB_A, entry(1))
+    cache.put(1, PROC, entry(1))
+    cache.drop_process(4242, 777)
+    assert cache.other_tenant(1, JOB_B) == JOB_A
+    cache.drop(1, JOB_A)
+    assert cache.other_tenant(1, JOB_B) is None
+    assert cache.lowest_credential(PROC) == 0
+    cache.put(2, JOB_B, entry(2))
+    cache.drop_where(lambda _credential, holder: holder != JOB_B)
+    assert cache.entries == {}
+    assert cache.other_tenant(2, JOB_A) is None
+    assert cache.lowest_credential(JOB_B) == 0
+    cache.put(4, JOB_A, entry(4))
+    cache.put(4, JOB_B, entry(4))
+    cache.learn_epoch(4, FREED)
+    assert cache.other_tenant(4, PROC) is None
+    assert cache.lowest_credential(JOB_A) == cache.lowest_credential(JOB_B) == 0
+    assert cache.known_credentials() == {1, 2}  # epochs learnt, none freed
+
+
+def test_the_first_tenant_stays_the_one_named_while_it_holds(cache: NodeCache):
+    cache.put(1, JOB_A, entry(1))
+    cache.put(1, JOB_B, entry(1))
+    assert cache.other_tenant(1, PROC) == JOB_A
+    cache.drop(1, JOB_A)
+    assert cache.other_tenant(1, PROC) == JOB_B

@@ -13,6 +13,12 @@ credential DRCS sealed for every node it answers alike. It counts only if it com
 then, and only then, a credential this host's munged has seen before is accepted too. One that
 does not answer the request is dropped and logged, and the call goes on waiting for its answer.
 
+A *continued* request (:data:`~drc.link.protocol.CONTINUED`: ``NodeConnectFeed``) leaves a
+second request parked at DRCS under its id once answered (its first long poll). The connection
+notes that question as it takes the first answer, so a second answer read right behind it finds
+its call; the next :meth:`LinkClient.call` asking exactly that question on that connection
+waits for that answer instead of sending a frame.
+
 With ``workers`` (:class:`~drc.link.munge.MungeWorkers`, shared by many clients: the cluster
 simulator runs thousands of nodes in one process), the MUNGE calls run on worker threads and
 responses are still taken in the order they arrived. A node daemon makes few calls at once and
@@ -33,6 +39,7 @@ from typing import Any
 from drc.core.errors import Code, DrcError
 from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers, attempt
 from drc.link.protocol import (
+    CONTINUED,
     MAX_FRAME,
     SHAREABLE,
     FrameError,
@@ -62,6 +69,8 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
+        #: Requests DRCS parked under a continued request's id, no call waiting for them yet.
+        self.parked: dict[int, Request] = {}
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
@@ -82,6 +91,7 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(self.failure)
         self.pending.clear()
         self.asked.clear()
+        self.parked.clear()
         self.opening.clear()
 
     async def drain(self) -> None:
@@ -172,6 +182,9 @@ class _Connection(asyncio.Protocol):
                 log.debug("%s: response for unknown id %d dropped", client.target, response.id)
             elif not future.done():
                 future.set_result(response)
+                request = self.asked.get(response.id)
+                if request is not None and request.method in CONTINUED and response.ok:
+                    self._continued(request, response.ok)
         except DrcError as err:
             self.fail(err)
         except FrameError as err:
@@ -179,6 +192,23 @@ class _Connection(asyncio.Protocol):
         except Exception as err:  # a bug here must fail the calls, not hang them
             log.exception("%s: response reader failed", client.target)
             self.fail(LinkDown(client.target, str(err)))
+
+    def _continued(self, request: Request, ok: list[Any]) -> None:
+        """``request`` was answered ``ok``: wait for the request DRCS parked under its id."""
+        follow = CONTINUED[request.method](request, ok)
+        del self.asked[request.id]
+        if follow is not None:
+            self.pending[follow.id] = asyncio.get_running_loop().create_future()
+            self.asked[follow.id] = follow
+            self.parked[follow.id] = follow
+
+    def adopt(self, method: str, args: list[Any]) -> Request | None:
+        """The parked request asking exactly ``method(*args)``, taken (None: there is none)."""
+        for request_id, follow in self.parked.items():
+            if follow.method == method and follow.args == args:
+                del self.parked[request_id]
+                return follow
+        return None
 
     def _stalled(self) -> None:
         self.stall = None
@@ -310,26 +340,36 @@ class LinkClient:
 
         ``rid`` makes the request exactly-once across retries (see :mod:`drc.link.protocol`).
         """
-        request = Request(next(self._ids), method, list(args), rid)
+        listed = list(args)
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._connected()
-                future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-                conn.pending[request.id] = future
-                if method in SHAREABLE:
-                    conn.asked[request.id] = request
+                parked = conn.adopt(method, listed) if conn.parked and not rid else None
+                if parked is not None:  # asked already: its answer comes under that id
+                    request = parked
+                    future = conn.pending[parked.id]
+                else:
+                    request = Request(next(self._ids), method, listed, rid)
+                    future = asyncio.get_running_loop().create_future()
+                    conn.pending[request.id] = future
+                    if method in SHAREABLE or method in CONTINUED:
+                        conn.asked[request.id] = request
                 try:
-                    if self.workers is None:
-                        sealed = self._seal(request)
-                    else:
-                        sealed = await self._seal_on_worker(request)
-                    conn.transport.write(pack_frame(sealed, self.max_frame))
-                    await conn.drain()
+                    if parked is None:
+                        if self.workers is None:
+                            sealed = self._seal(request)
+                        else:
+                            sealed = await self._seal_on_worker(request)
+                        conn.transport.write(pack_frame(sealed, self.max_frame))
+                        await conn.drain()
                     response = await future
                 finally:
-                    conn.pending.pop(request.id, None)
-                    conn.asked.pop(request.id, None)
+                    # (a continued request's entries are its parked request's by now)
+                    if conn.pending.get(request.id) is future:
+                        del conn.pending[request.id]
+                    if conn.asked.get(request.id) is request:
+                        del conn.asked[request.id]
         except TimeoutError:
             error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
             if conn is not None:

@@ -35,6 +35,17 @@ frame stays per request and replay-checked.
 Frame format 2 is understood by DRCC and DRCS of this version only; they ship together (one
 package), and a DRCS sends shared frames only as answers to ``NodeWatch``.
 
+Continued requests. A request of a method in :data:`CONTINUED` gets a second answer under its
+id after the first: ``NodeConnectFeed`` is answered like ``NodeConnect``, (rebooted,
+generation, seq), and DRCS then parks ``NodeWatch(generation, seq, timeout)`` for it, whose
+answer (per request, or shared as any ``NodeWatch`` answer, checked against that question)
+comes later under the same id. DRCS writes the first answer before it parks the poll, so the
+node always reads them in that order. The node's next call of exactly that ``NodeWatch`` on
+that connection waits for that answer instead of sending a frame: a connecting node sends one
+frame and reads one before its poll is parked, where it sent two (four MUNGE operations,
+not six). Nothing is parked when the first answer has no position (generation "": a replayed
+request).
+
 Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
 connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
 every mutating request a ``rid`` (1..64 printable ASCII characters, unique cluster-wide: the
@@ -61,10 +72,11 @@ NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJ
 drops them everywhere); NodeFollow(node, server) records which DRCS a node follows;
 ServerInfo() says which DRCS answers (``drccli status``); NodeConnect(node, boot_id, server)
 is NodeHello and NodeFollow in one round trip, answering where the change feed stands (a
-cluster reconnecting at once costs each DRCS a third of the frames); NodeMoved(node, server,
-credentials) is a fail-over's NodeFollow and NodeEpochs in one round trip, answering where the
-change feed of the DRCS moved to stands (two requests per moved node instead of four: no
-NodeWatch answered "another generation", no separate NodeEpochs).
+cluster reconnecting at once costs each DRCS a third of the frames); NodeConnectFeed(node,
+boot_id, server, timeout) is NodeConnect and the first NodeWatch (continued requests, above);
+NodeMoved(node, server, credentials) is a fail-over's NodeFollow and NodeEpochs in one round
+trip, answering where the change feed of the DRCS moved to stands (two requests per moved node
+instead of four: no NodeWatch answered "another generation", no separate NodeEpochs).
 """
 
 from __future__ import annotations
@@ -385,3 +397,33 @@ def fresh_feed_answer(asked: list[Any], ok: list[Any]) -> bool:
 
 #: The methods whose answers may be shared, and the check each answer must pass.
 SHAREABLE: dict[str, Callable[[list[Any], list[Any]], bool]] = {"NodeWatch": fresh_feed_answer}
+
+
+class Continued:
+    """A first answer, then a second under the same request id (module doc: continued
+    requests): the link server sends ``first``, and once it is written calls ``then()`` for the
+    reply of the request the node will adopt (``method``), answered like any request of it."""
+
+    __slots__ = ("first", "method", "then")
+
+    def __init__(self, first: list[Any], method: str, then: Callable[[], Any] | None) -> None:
+        self.first = first
+        self.method = method
+        self.then = then
+
+
+def feed_follow_up(request: Request, ok: list[Any]) -> Request | None:
+    """The ``NodeWatch`` a ``NodeConnectFeed`` answer ``ok`` left parked under the request's
+    id, as the question the node will ask; None when the answer has no position."""
+    if len(ok) != 1 or not isinstance(ok[0], list) or len(ok[0]) != 3:
+        return None
+    _rebooted, generation, seq = ok[0]
+    if not generation or not isinstance(generation, str) or type(seq) is not int:
+        return None
+    return Request(request.id, "NodeWatch", [generation, seq, request.args[3]])
+
+
+#: The methods whose requests are continued, and the question their second answer answers.
+CONTINUED: dict[str, Callable[[Request, list[Any]], Request | None]] = {
+    "NodeConnectFeed": feed_follow_up
+}

@@ -69,8 +69,9 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
-        #: Requests DRCS parked under a continued request's id, no call waiting for them yet.
-        self.parked: dict[int, Request] = {}
+        #: Requests DRCS parked under a continued request's id, no call waiting for them yet,
+        #: and the future of their answer (set when it came: none was waiting yet).
+        self.parked: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
@@ -86,6 +87,8 @@ class _Connection(asyncio.Protocol):
         if self.failure is None:
             self.failure = error
         self.transport.close()
+        for _follow, future in self.parked.values():
+            future.cancel()  # no call took it: nobody to tell
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.failure)
@@ -198,16 +201,19 @@ class _Connection(asyncio.Protocol):
         follow = CONTINUED[request.method](request, ok)
         del self.asked[request.id]
         if follow is not None:
-            self.pending[follow.id] = asyncio.get_running_loop().create_future()
+            future = self.pending[follow.id] = asyncio.get_running_loop().create_future()
             self.asked[follow.id] = follow
-            self.parked[follow.id] = follow
+            self.parked[follow.id] = follow, future
 
-    def adopt(self, method: str, args: list[Any]) -> Request | None:
-        """The parked request asking exactly ``method(*args)``, taken (None: there is none)."""
-        for request_id, follow in self.parked.items():
+    def adopt(
+        self, method: str, args: list[Any]
+    ) -> tuple[Request, asyncio.Future[Response]] | None:
+        """The parked request asking exactly ``method(*args)`` and the future of its answer,
+        taken (None: there is none)."""
+        for request_id, (follow, future) in self.parked.items():
             if follow.method == method and follow.args == args:
                 del self.parked[request_id]
-                return follow
+                return follow, future
         return None
 
     def _stalled(self) -> None:
@@ -347,8 +353,7 @@ class LinkClient:
                 conn = await self._connected()
                 parked = conn.adopt(method, listed) if conn.parked and not rid else None
                 if parked is not None:  # asked already: its answer comes under that id
-                    request = parked
-                    future = conn.pending[parked.id]
+                    request, future = parked
                 else:
                     request = Request(next(self._ids), method, listed, rid)
                     future = asyncio.get_running_loop().create_future()

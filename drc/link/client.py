@@ -406,6 +406,9 @@ class LinkClient:
         await self.close()
 
     async def _connected(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.alive:  # the common case: no lock to take
+            return conn
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:

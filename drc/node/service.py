@@ -125,14 +125,16 @@ class NodeService:
         NodeConnectFeed goes over the feed link: DRCS parks the node's first NodeWatch(
         generation, seq, heartbeat) on that connection, and :meth:`_watch_changes`' first poll,
         asking exactly that, waits for its answer without sending a frame (drc.link.protocol,
-        continued requests). A DRCS without it (EPROTO), or one that failed (the feed link does
-        not retry on the next DRCS), gets NodeConnect over the calls link; a DRCS without
-        that, NodeHello (the first poll then learns the feed's position)."""
+        continued requests). A DRCS without it (EPROTO), or one that failed or did not answer
+        within [link] timeout (the feed link does not retry on the next DRCS), gets NodeConnect
+        over the calls link; a DRCS without that, NodeHello (the first poll then learns the
+        feed's position)."""
         server = following()
         try:
-            rebooted, generation, seq = await self.feed.node_connect_feed(
-                self.node, self.boot_id, server, round(self.heartbeat)
-            )
+            with request_budget(self.budget):  # as a call's, not the feed's longer wait
+                rebooted, generation, seq = await self.feed.node_connect_feed(
+                    self.node, self.boot_id, server, round(self.heartbeat)
+                )
             return rebooted, generation, seq, following() == server
         except DrcError as e:
             if e.code not in (Code.EPROTO, Code.ECONNREFUSED):

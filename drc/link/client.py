@@ -7,9 +7,10 @@ MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't rea
 response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
 Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
 
-A change-feed answer may come as a *shared* response (:mod:`drc.link.protocol`): one
-credential DRCS sealed for every node it answers alike. It counts only if it comes from
-``server_uid`` and answers, fresh, the very request it names (:meth:`SharedAnswer.answers`);
+A change-feed answer, or a connect's, may come as a *shared* response (:mod:`drc.link.protocol`):
+one credential DRCS sealed for every node it answers alike, or for a batch of connects. It
+counts only if it comes from ``server_uid`` and answers, fresh, the very request it names
+(:meth:`SharedAnswer.answer_for`: the question asked, or the request's ``rid`` in a batch);
 then, and only then, a credential this host's munged has seen before is accepted too. One that
 does not answer the request is dropped and logged, and the call goes on waiting for its answer.
 
@@ -39,6 +40,7 @@ from typing import Any
 from drc.core.errors import Code, DrcError
 from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers, attempt
 from drc.link.protocol import (
+    ANSWER_SHAPES,
     CONTINUED,
     MAX_FRAME,
     SHAREABLE,
@@ -180,12 +182,16 @@ class _Connection(asyncio.Protocol):
                 response = client._open_shared(self.asked.get(job.shared[0]), job)
                 if response is None:
                     return
+            request = self.asked.get(response.id)
+            if request is not None and response.ok is not None:
+                shape = ANSWER_SHAPES.get(request.method)
+                if shape is not None and not shape(response.ok):
+                    raise FrameError(f"answer to {request.method} {response.id} is no answer of it")
             future = self.pending.pop(response.id, None)
             if future is None:
                 log.debug("%s: response for unknown id %d dropped", client.target, response.id)
             elif not future.done():
                 future.set_result(response)
-                request = self.asked.get(response.id)
                 if request is not None and request.method in CONTINUED and response.ok:
                     self._continued(request, response.ok)
         except DrcError as err:
@@ -456,7 +462,8 @@ class LinkClient:
             return None
         decoded = self._checked(job.decoded, job.error)
         shared = SharedAnswer.from_payload(decoded.payload)
-        if not shared.answers(request):
+        answer = shared.answer_for(request)
+        if answer is None:
             log.warning(
                 "%s: dropped a shared answer that is no fresh answer to %s%s (asked %s)%s",
                 self.target,
@@ -466,7 +473,7 @@ class LinkClient:
                 ", a credential seen before" if decoded.replayed else "",
             )
             return None
-        return Response(job.shared[0], ok=shared.ok)
+        return Response(job.shared[0], ok=answer)
 
     def _checked(self, decoded: Decoded | None, error: MungeError | None) -> Decoded:
         """The credential decoded, if it truly comes from ``server_uid``."""

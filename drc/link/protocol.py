@@ -46,6 +46,18 @@ frame and reads one before its poll is parked, where it sent two (four MUNGE ope
 not six). Nothing is parked when the first answer has no position (generation "": a replayed
 request).
 
+Batched answers. A connect storm (every node of a cluster starting, or following a DRCS that
+restarted) would cost DRCS one MUNGE encode per node for answers that differ in a few bytes.
+So the answers of ``NodeConnectFeed`` requests DRCS makes together (one group commit's) are
+sealed once, as one shared response to each, whose sealed payload lists every request's
+answer by its ``rid``: ``{"shared": "NodeConnectFeed", "asked": [], "ok": [[[rid, rebooted,
+generation, seq], …]]}`` (at most :data:`CONNECT_BATCH` of them). The node takes the entry of
+its request's ``rid`` and nothing else; a batch without one is dropped like any shared answer
+that answers nothing asked. A ``rid`` names one request cluster-wide and is never used for
+another (DRCC: its boot id, a per-start random part and a counter), so an old batch replayed
+answers no request a node is making, except a retry of the very request it answered, with
+what DRCS answered it. SECURITY.md ("The change feed's shared answers") gives the argument.
+
 Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
 connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
 every mutating request a ``rid`` (1..64 printable ASCII characters, unique cluster-wide: the
@@ -359,6 +371,16 @@ class SharedAnswer:
             raise FrameError("shared response is not one")
         return cls(method, asked, ok)
 
+    def answer_for(self, request: Request) -> list[Any] | None:
+        """The answer this gives ``request`` (module doc: shared answers, batched answers);
+        None when it is no fresh answer to it."""
+        if self.method != request.method:
+            return None
+        if request.method in SHAREABLE:
+            return self.ok if self.answers(request) else None
+        pick = BATCHED.get(request.method)
+        return None if pick is None else pick(request, self.asked, self.ok)
+
     def answers(self, request: Request) -> bool:
         """Whether this is a fresh answer to ``request`` (module doc: shared answers)."""
         fresh = SHAREABLE.get(request.method)
@@ -402,14 +424,23 @@ SHAREABLE: dict[str, Callable[[list[Any], list[Any]], bool]] = {"NodeWatch": fre
 class Continued:
     """A first answer, then a second under the same request id (module doc: continued
     requests): the link server sends ``first``, and once it is written calls ``then()`` for the
-    reply of the request the node will adopt (``method``), answered like any request of it."""
+    reply of the request the node will adopt (``method``), answered like any request of it.
+    ``shared()``: the batch ``first`` is sent in, sealed once for every request of it (module
+    doc: batched answers); None to seal it for this request alone."""
 
-    __slots__ = ("first", "method", "then")
+    __slots__ = ("first", "method", "shared", "then")
 
-    def __init__(self, first: list[Any], method: str, then: Callable[[], Any] | None) -> None:
+    def __init__(
+        self,
+        first: list[Any],
+        method: str,
+        then: Callable[[], Any] | None,
+        shared: Callable[[], Shared] | None = None,
+    ) -> None:
         self.first = first
         self.method = method
         self.then = then
+        self.shared = shared
 
 
 def feed_follow_up(request: Request, ok: list[Any]) -> Request | None:
@@ -427,3 +458,45 @@ def feed_follow_up(request: Request, ok: list[Any]) -> Request | None:
 CONTINUED: dict[str, Callable[[Request, list[Any]], Request | None]] = {
     "NodeConnectFeed": feed_follow_up
 }
+
+#: Answers of NodeConnectFeed sealed together at most (module doc: batched answers): every
+#: node parses the whole batch, so a batch is kept small; ~100 bytes each.
+CONNECT_BATCH = 32
+
+
+def connect_answer_in_batch(request: Request, asked: list[Any], ok: list[Any]) -> list[Any] | None:
+    """This ``NodeConnectFeed``'s answer in a batch ``ok``: [[rid, rebooted, generation, seq],
+    ...] (module doc: batched answers); None when the batch has no entry for its ``rid``."""
+    if request.rid is None or asked or len(ok) != 1 or not isinstance(ok[0], list):
+        return None
+    for entry in ok[0]:
+        if isinstance(entry, list) and len(entry) == 4 and entry[0] == request.rid:
+            _rid, rebooted, generation, seq = entry
+            if type(rebooted) is bool and isinstance(generation, str) and type(seq) is int:
+                return [[rebooted, generation, seq]]
+            return None
+    return None
+
+
+#: The methods answered in batches, and how a request finds its own answer in one.
+BATCHED: dict[str, Callable[[Request, list[Any], list[Any]], list[Any] | None]] = {
+    "NodeConnectFeed": connect_answer_in_batch
+}
+
+
+def feed_answer_shape(ok: list[Any]) -> bool:
+    """Whether ``ok`` is shaped as a ``NodeWatch`` answer (generation, complete, seq, changes)."""
+    if len(ok) != 1 or not isinstance(ok[0], list) or len(ok[0]) != 4:
+        return False
+    generation, complete, seq, changes = ok[0]
+    return (
+        isinstance(generation, str)
+        and type(complete) is bool
+        and type(seq) is int
+        and isinstance(changes, list)
+    )
+
+
+#: The methods whose answers a node checks the shape of before it takes them: an answer
+#: parked for it (continued requests) comes under the id of another request.
+ANSWER_SHAPES: dict[str, Callable[[list[Any]], bool]] = {"NodeWatch": feed_answer_shape}

@@ -721,6 +721,9 @@ class _Connection(asyncio.Protocol):
             return
         if error is None and type(result) is Continued:
             follow = (pending, result) if result.then is not None else None
+            if result.shared is not None:  # its answer is sealed with others' (a batch)
+                self._send_shared(pending, result.shared(), follow, result.first)
+                return
             self._send(pending.peer, _response(pending, result.first, None), follow)
             return
         self._send(pending.peer, _response(pending, result, error))
@@ -769,12 +772,20 @@ class _Connection(asyncio.Protocol):
             return
         self._wait(pending, result)
 
-    def _send_shared(self, pending: _Pending, shared: Shared) -> None:
-        """The same sealed bytes as every other request this answer answers (module doc)."""
+    def _send_shared(
+        self,
+        pending: _Pending,
+        shared: Shared,
+        follow: tuple[_Pending, Continued] | None = None,
+        alone: list[Any] | None = None,
+    ) -> None:
+        """The same sealed bytes as every other request this answer answers (module doc);
+        then ``follow``'s second answer is parked. ``alone``: this request's own answer, for
+        the per-request path (an answer of a batch names every request of it)."""
         if self.transport.is_closing():
             return
         if shared.sealed is not None:
-            self._send_sealed(pending, shared)
+            self._send_sealed(pending, shared, follow, alone)
             return
         server = self.server
         seal = server.sealing.get(id(shared))
@@ -782,24 +793,34 @@ class _Connection(asyncio.Protocol):
             try:
                 payload = SharedAnswer(pending.method, shared.asked, [list(shared)]).to_payload()
             except (TypeError, ValueError):  # not JSON: the per-request path says why
-                self._send(pending.peer, _response(pending, [tuple(shared)], None))
+                own = [tuple(shared)] if alone is None else alone
+                self._send(pending.peer, _response(pending, own, None), follow)
                 return
             seal = server.sealing[id(shared)] = _Seal(server, shared, payload)
-            seal.waiting.append((self, pending))
+            seal.waiting.append((self, pending, follow, alone))
             if server.workers.submit(seal):
                 seal.done()
             return
-        seal.waiting.append((self, pending))
+        seal.waiting.append((self, pending, follow, alone))
 
-    def _send_sealed(self, pending: _Pending, shared: Shared) -> None:
+    def _send_sealed(
+        self,
+        pending: _Pending,
+        shared: Shared,
+        follow: tuple[_Pending, Continued] | None = None,
+        alone: list[Any] | None = None,
+    ) -> None:
         """Send the sealed shared answer ``shared`` as the answer to ``pending``."""
         if self.transport.is_closing():
             return
         frame = self.server._shared_frame(pending.id, shared)
         if frame is None:
-            self._send(pending.peer, _response(pending, [tuple(shared)], None))
+            own = [tuple(shared)] if alone is None else alone
+            self._send(pending.peer, _response(pending, own, None), follow)
             return
         self.transport.write(frame)
+        if follow is not None:
+            self._continue(*follow)
 
 
 class _Decode:
@@ -863,7 +884,10 @@ class _Seal:
         self.server = server
         self.shared = shared
         self.payload = payload
-        self.waiting: list[tuple[_Connection, _Pending]] = []
+        #: (connection, request, what it continues with, its own answer) for each waiting
+        self.waiting: list[
+            tuple[_Connection, _Pending, tuple[_Pending, Continued] | None, list[Any] | None]
+        ] = []
         self.error: MungeError | None = None
 
     def run(self) -> None:
@@ -876,9 +900,9 @@ class _Seal:
 
     def done(self) -> None:
         self.server.sealing.pop(id(self.shared), None)
-        for connection, pending in self.waiting:
+        for connection, pending, follow, alone in self.waiting:
             if self.error is None:
-                connection._send_sealed(pending, self.shared)
+                connection._send_sealed(pending, self.shared, follow, alone)
             else:
                 connection._sealed(None, self.error)
         self.waiting.clear()

@@ -26,7 +26,7 @@ from drc.core.ports import Request
 from drc.dispatch import Audit, Dispatcher
 from drc.export import CREDENTIAL, ExportedMethod, PeerCredentials, exported, verbs
 from drc.link import LinkPeer, LinkServer, Munge
-from drc.link.protocol import Continued
+from drc.link.protocol import CONNECT_BATCH, Continued, Shared
 from drc.link.server import Reply
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
@@ -106,9 +106,12 @@ def link_server(
             return connect_feed(who, args, rid)
         return dispatcher.dispatch(who, name, args, rid)
 
+    batches: list[_ConnectBatch] = []  # the open batch of connect answers, if any
+
     def connect_feed(who: PeerCredentials, args: list[Any], rid: str | None) -> Reply:
-        """NodeConnectFeed: its answer, continued by the node's first long poll parked from
-        the position answered (:mod:`drc.link.protocol`, continued requests)."""
+        """NodeConnectFeed: its answer, sealed in a batch with the others answered meanwhile,
+        continued by the node's first long poll parked from the position answered
+        (:mod:`drc.link.protocol`, batched answers and continued requests)."""
         answered: asyncio.Future[Continued] = asyncio.get_running_loop().create_future()
 
         def then(out: list[Any] | None, error: DrcError | None) -> None:
@@ -118,13 +121,24 @@ def link_server(
                 answered.set_exception(error)
                 return
             assert out is not None
-            _rebooted, generation, seq = out[0]
+            rebooted, generation, seq = out[0]
             timeout = args[3]  # checked with the others by the dispatch
+            if not generation:  # replayed from its record: no position, nothing parked
+                answered.set_result(Continued(out, WATCH, None))
+                return
 
             def watch() -> Reply:
                 return dispatcher.dispatch(who, WATCH, [generation, seq, timeout])
 
-            answered.set_result(Continued(out, WATCH, watch if generation else None))
+            batch = batches[-1] if batches else None
+            if rid is None:
+                shared = None
+            else:
+                if batch is None or not batch.open():
+                    batches[:] = [batch := _ConnectBatch()]
+                batch.entries.append([rid, rebooted, generation, seq])
+                shared = batch.seal
+            answered.set_result(Continued(out, WATCH, watch, shared))
 
         out = dispatcher.dispatch(who, CONNECT_FEED, args, rid, then=then)
         if out is not None:  # answered at once (no group commit)
@@ -137,6 +151,26 @@ def link_server(
     )
     server.dispatcher = dispatcher  # type: ignore[attr-defined]
     return server
+
+
+class _ConnectBatch:
+    """NodeConnectFeed answers sealed together (:mod:`drc.link.protocol`, batched answers):
+    open to more until the first of them is sent, or it holds :data:`CONNECT_BATCH`."""
+
+    __slots__ = ("entries", "shared")
+
+    def __init__(self) -> None:
+        self.entries: list[list[Any]] = []
+        self.shared: Shared | None = None
+
+    def open(self) -> bool:
+        return self.shared is None and len(self.entries) < CONNECT_BATCH
+
+    def seal(self) -> Shared:
+        """The batch's one answer; it takes no more from now."""
+        if self.shared is None:
+            self.shared = Shared(self.entries, [])
+        return self.shared
 
 
 def replay(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from drc.core.errors import Code, DrcError
 from drc.core.model import FREED
 from drc.core.service import CredentialService
 from drc.link import LinkClient, LinkServer, Munge
@@ -42,13 +43,18 @@ NODE, BOOT, FOLLOWED = "n1", "boot-1", "127.0.0.1:7000"
 
 
 class CountingMunge(Munge):
-    """DRCS's munged client, counting the request frames it decodes."""
+    """DRCS's munged client, counting the request frames it decodes and the answers it seals."""
 
     decodes = 0
+    encodes = 0
 
     def decode(self, cred: bytes, *, allow_replayed: bool = False) -> Decoded:
         self.decodes += 1
         return super().decode(cred, allow_replayed=allow_replayed)
+
+    def encode(self, payload: bytes, *, uid_restriction: int | None = None) -> bytes:
+        self.encodes += 1
+        return super().encode(payload, uid_restriction=uid_restriction)
 
 
 class Drcs:
@@ -59,7 +65,11 @@ class Drcs:
         self.changes = self.exports.changes
         self.munge_socket = munge_socket
         self.server: LinkServer = link_server(
-            self.exports.nodes, "127.0.0.1:0", munge_socket=munge_socket, node_uids={0}
+            self.exports.nodes,
+            "127.0.0.1:0",
+            munge_socket=munge_socket,
+            node_uids={0},
+            frees_may_share=True,  # as drcs serves the cookie pool: hellos share a commit
         )
         self.munge = self.server.munge = CountingMunge(munge_socket)
 
@@ -115,6 +125,62 @@ def test_a_connecting_node_sends_one_frame_and_hears_what_changed_after_the_posi
             assert drcs.munge.decodes == 2
 
     run(service, munged, body)
+
+
+def test_nodes_connecting_together_get_their_own_answers_sealed_once(
+    service: CredentialService, munged: Any
+):
+    """The answers DRCS makes together are sealed in one credential (a batch); each node
+    takes its own from it, by its request's rid: n3 alone rebooted."""
+
+    async def body(drcs: Drcs) -> None:
+        async with drcs.client() as before:
+            await before.call("NodeConnectFeed", ["n3", "boot-a", FOLLOWED, 30], rid="n3-a-1")
+        encodes = drcs.munge.encodes
+        nodes = [drcs.client() for _ in range(8)]
+        try:
+            answers = await asyncio.gather(
+                *(
+                    node.call("NodeConnectFeed", [f"n{k}", "boot-b", FOLLOWED, 30], rid=f"n{k}-b-1")
+                    for k, node in enumerate(nodes)
+                )
+            )
+            generation = drcs.changes.generation
+            assert [a[0] for a in answers] == [[k == 3, generation, 0] for k in range(8)]
+            assert drcs.munge.encodes - encodes < len(nodes)  # batches, not one seal each
+            await drcs.parked(len(nodes))  # (the first n3 went)
+            drcs.changes.record("revoked", 5, 1)
+            polls = await asyncio.gather(
+                *(node.call("NodeWatch", [generation, 0, 30]) for node in nodes)
+            )
+            assert all(p == [[generation, True, 1, [[5, 1]]]] for p in polls)
+        finally:
+            for node in nodes:
+                await node.close()
+
+    run(service, munged, body)
+
+
+def test_a_node_takes_from_a_batch_only_the_answer_of_its_own_request():
+    """A batch answers the requests its entries name by rid: a batch replayed to a node that
+    is making another request (a new rid) answers nothing, and an entry must have its shape."""
+    request = Request(4, "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], "n1-x-2")
+    batch = [["n1-x-1", False, "g1", 3], ["n2-y-1", True, "g1", 3]]
+    shared = SharedAnswer("NodeConnectFeed", [], [batch])
+    assert shared.answer_for(request) is None  # its old request's answer, not this one's
+    mine = SharedAnswer("NodeConnectFeed", [], [[*batch, ["n1-x-2", True, "g1", 4]]])
+    assert mine.answer_for(request) == [[True, "g1", 4]]
+    for bad in (["n1-x-2", 1, "g1", 4], ["n1-x-2", True, 7, 4], ["n1-x-2", True, "g1"]):
+        assert SharedAnswer("NodeConnectFeed", [], [[bad]]).answer_for(request) is None
+    asked = SharedAnswer("NodeConnectFeed", ["g1"], [[["n1-x-2", True, "g1", 4]]])
+    assert asked.answer_for(request) is None
+    assert SharedAnswer("NodeWatch", [], [[["n1-x-2", True, "g1", 4]]]).answer_for(request) is None
+    assert (
+        SharedAnswer("NodeConnectFeed", [], [batch]).answer_for(
+            Request(5, "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30])  # no rid: in no batch
+        )
+        is None
+    )
 
 
 def test_the_parked_first_poll_is_the_heartbeat_as_a_poll_sent_would_be(
@@ -199,6 +265,38 @@ def test_a_second_answer_read_right_behind_the_first_reaches_the_first_poll(mung
         finally:
             server.close()
         assert [r.method for r in frames] == ["NodeConnectFeed", "NodeWatch"]
+
+    run_bounded(test(), 30)
+
+
+def test_an_answer_under_the_parked_polls_id_that_is_no_poll_answer_drops_the_link(
+    munged: Any,
+):
+    """The parked poll's answer comes under the connect's id: one shaped as another verb's
+    (a connect answer sent twice) is refused, and the link dropped, not handed to the node."""
+    munge = Munge(munged.socket)
+
+    async def fake_drcs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = await read_frame(reader)
+        assert body is not None
+        request = Request.from_payload(munge.decode(body).payload)
+        first = Response(request.id, ok=[[False, "g1", 5]]).to_payload()
+        writer.write(pack_frame(munge.encode(first)) + pack_frame(munge.encode(first)))
+        await reader.read()
+        writer.close()
+
+    async def test() -> None:
+        server = await asyncio.start_server(fake_drcs, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with LinkClient("127.0.0.1", port, munge=munge, server_uid=0) as node:
+                await node.call("NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], rid="n1-c-1")
+                with pytest.raises(DrcError) as refused:
+                    await node.call("NodeWatch", ["g1", 5, 30])
+                assert refused.value.code is Code.ECONNREFUSED
+                assert "no answer of it" in refused.value.message
+        finally:
+            server.close()
 
     run_bounded(test(), 30)
 

@@ -33,7 +33,8 @@ argument. A frame whose id does not match is dropped like any unknown response. 
 frame stays per request and replay-checked.
 
 Frame format 2 is understood by DRCC and DRCS of this version only; they ship together (one
-package), and a DRCS sends shared frames only as answers to ``NodeWatch``.
+package), and a DRCS sends shared frames only as answers to ``NodeWatch`` and (batched
+answers, below) ``NodeConnectFeed``.
 
 Continued requests. A request of a method in :data:`CONTINUED` gets a second answer under its
 id after the first: ``NodeConnectFeed`` is answered like ``NodeConnect``, (rebooted,

@@ -74,6 +74,7 @@ class _Connection(asyncio.Protocol):
         #: Requests DRCS parked under a continued request's id, no call waiting for them yet,
         #: and the future of their answer (set when it came: none was waiting yet).
         self.parked: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
+        self.follow_ups: set[int] = set()  # ids of parked requests not answered yet
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
@@ -97,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.pending.clear()
         self.asked.clear()
         self.parked.clear()
+        self.follow_ups.clear()
         self.opening.clear()
 
     async def drain(self) -> None:
@@ -183,7 +185,8 @@ class _Connection(asyncio.Protocol):
                 if response is None:
                     return
             request = self.asked.get(response.id)
-            if request is not None and response.ok is not None:
+            if request is not None and response.ok is not None and request.id in self.follow_ups:
+                self.follow_ups.discard(request.id)  # a parked request's: check it is one
                 shape = ANSWER_SHAPES.get(request.method)
                 if shape is not None and not shape(response.ok):
                     raise FrameError(f"answer to {request.method} {response.id} is no answer of it")
@@ -210,6 +213,7 @@ class _Connection(asyncio.Protocol):
             future = self.pending[follow.id] = asyncio.get_running_loop().create_future()
             self.asked[follow.id] = follow
             self.parked[follow.id] = follow, future
+            self.follow_ups.add(follow.id)
 
     def adopt(
         self, method: str, args: list[Any]

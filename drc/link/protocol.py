@@ -51,13 +51,14 @@ Batched answers. A connect storm (every node of a cluster starting, or following
 restarted) would cost DRCS one MUNGE encode per node for answers that differ in a few bytes.
 So the answers of ``NodeConnectFeed`` requests DRCS makes together (one group commit's) are
 sealed once, as one shared response to each, whose sealed payload lists every request's
-answer by its ``rid``: ``{"shared": "NodeConnectFeed", "asked": [], "ok": [[[rid, rebooted,
-generation, seq], …]]}`` (at most :data:`CONNECT_BATCH` of them). The node takes the entry of
-its request's ``rid`` and nothing else; a batch without one is dropped like any shared answer
-that answers nothing asked. A ``rid`` names one request cluster-wide and is never used for
-another (DRCC: its boot id, a per-start random part and a counter), so an old batch replayed
-answers no request a node is making, except a retry of the very request it answered, with
-what DRCS answered it. SECURITY.md ("The change feed's shared answers") gives the argument.
+answer by its ``rid``: ``{"shared": "NodeConnectFeed", "asked": [], "ok": [[rid, rebooted,
+generation, seq, rid, …]]}`` (four items each, at most :data:`CONNECT_BATCH` answers). The
+node takes the entry of its request's ``rid`` and nothing else; a batch without one is
+dropped like any shared answer that answers nothing asked. A ``rid`` names one request
+cluster-wide and is never used for another (DRCC: its node name, a per-start random part and
+a counter), so an old batch replayed answers no request a node is making, except a retry of
+the very request it answered, with what DRCS answered it. SECURITY.md ("The change feed's
+shared answers") gives the argument.
 
 Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
 connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
@@ -466,13 +467,17 @@ CONNECT_BATCH = 32
 
 
 def connect_answer_in_batch(request: Request, asked: list[Any], ok: list[Any]) -> list[Any] | None:
-    """This ``NodeConnectFeed``'s answer in a batch ``ok``: [[rid, rebooted, generation, seq],
-    ...] (module doc: batched answers); None when the batch has no entry for its ``rid``."""
+    """This ``NodeConnectFeed``'s answer in a batch ``ok``: [[rid, rebooted, generation, seq,
+    rid, ...]], four items an answer, flat so that a batch parses on the fast path (no nesting
+    to check, see :func:`_check_depth`); None when the batch has no entry for its ``rid``."""
     if request.rid is None or asked or len(ok) != 1 or not isinstance(ok[0], list):
         return None
-    for entry in ok[0]:
-        if isinstance(entry, list) and len(entry) == 4 and entry[0] == request.rid:
-            _rid, rebooted, generation, seq = entry
+    entries = ok[0]
+    if len(entries) % 4:
+        return None
+    for at in range(0, len(entries), 4):
+        if entries[at] == request.rid:
+            rebooted, generation, seq = entries[at + 1 : at + 4]
             if type(rebooted) is bool and isinstance(generation, str) and type(seq) is int:
                 return [[rebooted, generation, seq]]
             return None

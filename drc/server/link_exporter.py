@@ -136,7 +136,7 @@ def link_server(
             else:
                 if batch is None or not batch.open():
                     batches[:] = [batch := _ConnectBatch()]
-                batch.entries.append([rid, rebooted, generation, seq])
+                batch.entries += (rid, rebooted, generation, seq)
                 shared = batch.seal
             answered.set_result(Continued(out, WATCH, watch, shared))
 
@@ -160,11 +160,11 @@ class _ConnectBatch:
     __slots__ = ("entries", "shared")
 
     def __init__(self) -> None:
-        self.entries: list[list[Any]] = []
+        self.entries: list[Any] = []  # rid, rebooted, generation, seq, rid, …
         self.shared: Shared | None = None
 
     def open(self) -> bool:
-        return self.shared is None and len(self.entries) < CONNECT_BATCH
+        return self.shared is None and len(self.entries) < 4 * CONNECT_BATCH
 
     def seal(self) -> Shared:
         """The batch's one answer; it takes no more from now."""

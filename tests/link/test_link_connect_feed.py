@@ -164,16 +164,16 @@ def test_a_node_takes_from_a_batch_only_the_answer_of_its_own_request():
     """A batch answers the requests its entries name by rid: a batch replayed to a node that
     is making another request (a new rid) answers nothing, and an entry must have its shape."""
     request = Request(4, "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], "n1-x-2")
-    batch = [["n1-x-1", False, "g1", 3], ["n2-y-1", True, "g1", 3]]
+    batch = ["n1-x-1", False, "g1", 3, "n2-y-1", True, "g1", 3]
     shared = SharedAnswer("NodeConnectFeed", [], [batch])
     assert shared.answer_for(request) is None  # its old request's answer, not this one's
-    mine = SharedAnswer("NodeConnectFeed", [], [[*batch, ["n1-x-2", True, "g1", 4]]])
+    mine = SharedAnswer("NodeConnectFeed", [], [[*batch, "n1-x-2", True, "g1", 4]])
     assert mine.answer_for(request) == [[True, "g1", 4]]
     for bad in (["n1-x-2", 1, "g1", 4], ["n1-x-2", True, 7, 4], ["n1-x-2", True, "g1"]):
-        assert SharedAnswer("NodeConnectFeed", [], [[bad]]).answer_for(request) is None
-    asked = SharedAnswer("NodeConnectFeed", ["g1"], [[["n1-x-2", True, "g1", 4]]])
+        assert SharedAnswer("NodeConnectFeed", [], [bad]).answer_for(request) is None
+    asked = SharedAnswer("NodeConnectFeed", ["g1"], [["n1-x-2", True, "g1", 4]])
     assert asked.answer_for(request) is None
-    assert SharedAnswer("NodeWatch", [], [[["n1-x-2", True, "g1", 4]]]).answer_for(request) is None
+    assert SharedAnswer("NodeWatch", [], [["n1-x-2", True, "g1", 4]]).answer_for(request) is None
     assert (
         SharedAnswer("NodeConnectFeed", [], [batch]).answer_for(
             Request(5, "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30])  # no rid: in no batch

@@ -279,9 +279,10 @@ class Node:
 class SimulatedNodesMunge(Munge):
     """The simulator's own munged client, shared by every simulated node (not DRCC's).
 
-    DRCS sends one shared credential to every node a change-feed answer reaches. A real node
-    decodes it on its own munged, in parallel with every other node; here one process and one
-    munged would decode it 10,000 times in a row (~0.1 ms each: a second no node spends). So a
+    DRCS sends one shared credential to every node a change-feed answer reaches (and to every
+    node of a batch of connects). A real node decodes it on its own munged, in parallel with
+    every other node; here one process and one munged would decode it 10,000 times in a row
+    (~0.1 ms each: a second no node spends). So a
     shared credential (decoded with ``allow_replayed``; ``LinkClient`` still checks DRCS's uid
     and the answer's freshness on every use) is decoded once and the result reused; every
     other frame is decoded as DRCC decodes it. ``cache=False`` decodes every time."""

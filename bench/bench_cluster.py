@@ -2,9 +2,10 @@
 
 Each simulated node has its own node name, boot id and DRC link connection (TCP on loopback,
 every frame a MUNGE credential, as a DRCC sends it), made with the same ``FailoverLink``,
-``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeHello``, a
-``NodeWatch`` long poll following the change feed (resynchronising its epochs with
-``NodeEpochs`` when the feed's generation changes), ``NodeAccess`` on a cache miss,
+``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeConnectFeed``
+(hello, follow, and its first long poll parked by DRCS), a ``NodeWatch`` long poll following
+the change feed (resynchronising its epochs with ``NodeEpochs`` when the feed's generation
+changes), ``NodeAccess`` on a cache miss,
 ``NodeJobsEnded`` at job end, ``NodeMoved`` when it moves to another DRCS. DRCS, munged and
 the bus are the embedded ones (``drc-embedded``), so every layer is the production code.
 
@@ -15,9 +16,10 @@ spread over every DRCS, and a fail-over phase runs last.
 
 Phases, in one run (every figure is measured here, side by side):
 
-1. connect: every node says hello and opens its long poll; DRCS's resident memory before and
-   after gives the memory per held connection, and ``Status`` must count every follower; with
-   several DRCS, the rate each DRCS took its own nodes at is reported too;
+1. connect: every node says hello and its first long poll parks (one NodeConnectFeed); DRCS's
+   resident memory before and after gives the memory per held connection, and ``Status`` must
+   count every follower; with several DRCS, the rate each DRCS took its own nodes at is
+   reported too;
 2. access storm: every node misses its cache once for one credential of job J1 (misses/s);
 3. revoke: the owner revokes a grant; the delay until each following node's link accepted
    the answer carrying it (p50/p99/max, and how many were notified), with the delay until the
@@ -277,9 +279,10 @@ class Node:
 class SimulatedNodesMunge(Munge):
     """The simulator's own munged client, shared by every simulated node (not DRCC's).
 
-    DRCS sends one shared credential to every node a change-feed answer reaches. A real node
-    decodes it on its own munged, in parallel with every other node; here one process and one
-    munged would decode it 10,000 times in a row (~0.1 ms each: a second no node spends). So a
+    DRCS sends one shared credential to every node a change-feed answer reaches (and to every
+    node of a batch of connects). A real node decodes it on its own munged, in parallel with
+    every other node; here one process and one munged would decode it 10,000 times in a row
+    (~0.1 ms each: a second no node spends). So a
     shared credential (decoded with ``allow_replayed``; ``LinkClient`` still checks DRCS's uid
     and the answer's freshness on every use) is decoded once and the result reused; every
     other frame is decoded as DRCC decodes it. ``cache=False`` decodes every time."""
@@ -419,8 +422,9 @@ class Simulator:
         return time.perf_counter() - t0
 
     async def connect(self) -> dict[str, Any]:
-        """What DRCC does at start: NodeConnect (hello, the DRCS followed, where the feed
-        stands), then its long poll parks. Done when every DRCS counts its nodes as following
+        """What DRCC does at start: NodeConnectFeed on its feed link (hello, the DRCS followed,
+        where the feed stands, and its first long poll parked there by DRCS; its feed loop's
+        first poll waits for that one). Done when every DRCS counts its nodes as following
         (asked over the link with ServerInfo, which costs DRCS no store work)."""
         proxies = self.proxies()
         drcs = self.emb.drcs_pid
@@ -440,7 +444,9 @@ class Simulator:
         async def hello(node: Node) -> None:
             server = node.link.choice.current
             _rebooted, node.generation, node.seq = (
-                await node.link.call("NodeConnect", [node.name, node.boot_id, server])
+                await node.feed.call(
+                    "NodeConnectFeed", [node.name, node.boot_id, server, WATCH_SECONDS]
+                )
             )[0]
             node.fed_by = server
             self.followers.append(asyncio.create_task(node.follow(self.stop, self.polls)))

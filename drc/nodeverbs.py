@@ -50,6 +50,17 @@ class NodeVerbs:
         learns them from that first poll, as after NodeHello)."""
         return self._declared()
 
+    @method("sssu", "(bsu)", mutating=True, frees=True, replay=[(False, "", 0)])
+    def node_connect_feed(
+        self, peer: PeerCredentials, node: str, boot_id: str, server: str, timeout: int
+    ) -> tuple[bool, str, int]:
+        """NodeConnect and the node's first NodeWatch in one request. Answers as NodeConnect;
+        over the DRC link the request then stays open: DRCS parks NodeWatch(generation, seq,
+        ``timeout``) for it, and that poll's answer comes under the same request id, so the
+        node sends no first poll (:mod:`drc.link.protocol`, continued requests). None is
+        parked when generation is "" (a replayed request): the node then polls from nothing."""
+        return self._declared()
+
     @method("a{sv}u", "a{sv}", mutating=True, grouped=True, replay=CREDENTIAL)
     def node_acquire(self, peer: PeerCredentials, caller: dict, flags: int) -> dict[str, Any]:
         return self._declared()

@@ -7,11 +7,18 @@ MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't rea
 response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
 Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
 
-A change-feed answer may come as a *shared* response (:mod:`drc.link.protocol`): one
-credential DRCS sealed for every node it answers alike. It counts only if it comes from
-``server_uid`` and answers, fresh, the very request it names (:meth:`SharedAnswer.answers`);
+A change-feed answer, or a connect's, may come as a *shared* response (:mod:`drc.link.protocol`):
+one credential DRCS sealed for every node it answers alike, or for a batch of connects. It
+counts only if it comes from ``server_uid`` and answers, fresh, the very request it names
+(:meth:`SharedAnswer.answer_for`: the question asked, or the request's ``rid`` in a batch);
 then, and only then, a credential this host's munged has seen before is accepted too. One that
 does not answer the request is dropped and logged, and the call goes on waiting for its answer.
+
+A *continued* request (:data:`~drc.link.protocol.CONTINUED`: ``NodeConnectFeed``) leaves a
+second request parked at DRCS under its id once answered (its first long poll). The connection
+notes that question as it takes the first answer, so a second answer read right behind it finds
+its call; the next :meth:`LinkClient.call` asking exactly that question on that connection
+waits for that answer instead of sending a frame.
 
 With ``workers`` (:class:`~drc.link.munge.MungeWorkers`, shared by many clients: the cluster
 simulator runs thousands of nodes in one process), the MUNGE calls run on worker threads and
@@ -33,6 +40,8 @@ from typing import Any
 from drc.core.errors import Code, DrcError
 from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers, attempt
 from drc.link.protocol import (
+    ANSWER_SHAPES,
+    CONTINUED,
     MAX_FRAME,
     SHAREABLE,
     FrameError,
@@ -62,6 +71,10 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
+        #: Requests DRCS parked under a continued request's id, no call waiting for them yet,
+        #: and the future of their answer (set when it came: none was waiting yet).
+        self.parked: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
+        self.follow_ups: set[int] = set()  # ids of parked requests not answered yet
         self.failure: DrcError | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = loop.create_future()  # set by connection_lost
@@ -77,11 +90,15 @@ class _Connection(asyncio.Protocol):
         if self.failure is None:
             self.failure = error
         self.transport.close()
+        for _follow, future in self.parked.values():
+            future.cancel()  # no call took it: nobody to tell
         for future in self.pending.values():
             if not future.done():
                 future.set_exception(self.failure)
         self.pending.clear()
         self.asked.clear()
+        self.parked.clear()
+        self.follow_ups.clear()
         self.opening.clear()
 
     async def drain(self) -> None:
@@ -167,11 +184,19 @@ class _Connection(asyncio.Protocol):
                 response = client._open_shared(self.asked.get(job.shared[0]), job)
                 if response is None:
                     return
+            request = self.asked.get(response.id)
+            if request is not None and response.ok is not None and request.id in self.follow_ups:
+                self.follow_ups.discard(request.id)  # a parked request's: check it is one
+                shape = ANSWER_SHAPES.get(request.method)
+                if shape is not None and not shape(response.ok):
+                    raise FrameError(f"answer to {request.method} {response.id} is no answer of it")
             future = self.pending.pop(response.id, None)
             if future is None:
                 log.debug("%s: response for unknown id %d dropped", client.target, response.id)
             elif not future.done():
                 future.set_result(response)
+                if request is not None and request.method in CONTINUED and response.ok:
+                    self._continued(request, response.ok)
         except DrcError as err:
             self.fail(err)
         except FrameError as err:
@@ -179,6 +204,27 @@ class _Connection(asyncio.Protocol):
         except Exception as err:  # a bug here must fail the calls, not hang them
             log.exception("%s: response reader failed", client.target)
             self.fail(LinkDown(client.target, str(err)))
+
+    def _continued(self, request: Request, ok: list[Any]) -> None:
+        """``request`` was answered ``ok``: wait for the request DRCS parked under its id."""
+        follow = CONTINUED[request.method](request, ok)
+        del self.asked[request.id]
+        if follow is not None:
+            future = self.pending[follow.id] = asyncio.get_running_loop().create_future()
+            self.asked[follow.id] = follow
+            self.parked[follow.id] = follow, future
+            self.follow_ups.add(follow.id)
+
+    def adopt(
+        self, method: str, args: list[Any]
+    ) -> tuple[Request, asyncio.Future[Response]] | None:
+        """The parked request asking exactly ``method(*args)`` and the future of its answer,
+        taken (None: there is none)."""
+        for request_id, (follow, future) in self.parked.items():
+            if follow.method == method and follow.args == args:
+                del self.parked[request_id]
+                return follow, future
+        return None
 
     def _stalled(self) -> None:
         self.stall = None
@@ -310,26 +356,35 @@ class LinkClient:
 
         ``rid`` makes the request exactly-once across retries (see :mod:`drc.link.protocol`).
         """
-        request = Request(next(self._ids), method, list(args), rid)
+        listed = list(args)
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
                 conn = await self._connected()
-                future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-                conn.pending[request.id] = future
-                if method in SHAREABLE:
-                    conn.asked[request.id] = request
+                parked = conn.adopt(method, listed) if conn.parked and not rid else None
+                if parked is not None:  # asked already: its answer comes under that id
+                    request, future = parked
+                else:
+                    request = Request(next(self._ids), method, listed, rid)
+                    future = asyncio.get_running_loop().create_future()
+                    conn.pending[request.id] = future
+                    if method in SHAREABLE or method in CONTINUED:
+                        conn.asked[request.id] = request
                 try:
-                    if self.workers is None:
-                        sealed = self._seal(request)
-                    else:
-                        sealed = await self._seal_on_worker(request)
-                    conn.transport.write(pack_frame(sealed, self.max_frame))
-                    await conn.drain()
+                    if parked is None:
+                        if self.workers is None:
+                            sealed = self._seal(request)
+                        else:
+                            sealed = await self._seal_on_worker(request)
+                        conn.transport.write(pack_frame(sealed, self.max_frame))
+                        await conn.drain()
                     response = await future
                 finally:
-                    conn.pending.pop(request.id, None)
-                    conn.asked.pop(request.id, None)
+                    # (a continued request's entries are its parked request's by now)
+                    if conn.pending.get(request.id) is future:
+                        del conn.pending[request.id]
+                    if conn.asked.get(request.id) is request:
+                        del conn.asked[request.id]
         except TimeoutError:
             error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
             if conn is not None:
@@ -361,6 +416,9 @@ class LinkClient:
         await self.close()
 
     async def _connected(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.alive:  # the common case: no lock to take
+            return conn
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
@@ -408,7 +466,8 @@ class LinkClient:
             return None
         decoded = self._checked(job.decoded, job.error)
         shared = SharedAnswer.from_payload(decoded.payload)
-        if not shared.answers(request):
+        answer = shared.answer_for(request)
+        if answer is None:
             log.warning(
                 "%s: dropped a shared answer that is no fresh answer to %s%s (asked %s)%s",
                 self.target,
@@ -418,7 +477,7 @@ class LinkClient:
                 ", a credential seen before" if decoded.replayed else "",
             )
             return None
-        return Response(job.shared[0], ok=shared.ok)
+        return Response(job.shared[0], ok=answer)
 
     def _checked(self, decoded: Decoded | None, error: MungeError | None) -> Decoded:
         """The credential decoded, if it truly comes from ``server_uid``."""

@@ -33,7 +33,32 @@ argument. A frame whose id does not match is dropped like any unknown response. 
 frame stays per request and replay-checked.
 
 Frame format 2 is understood by DRCC and DRCS of this version only; they ship together (one
-package), and a DRCS sends shared frames only as answers to ``NodeWatch``.
+package), and a DRCS sends shared frames only as answers to ``NodeWatch`` and (batched
+answers, below) ``NodeConnectFeed``.
+
+Continued requests. A request of a method in :data:`CONTINUED` gets a second answer under its
+id after the first: ``NodeConnectFeed`` is answered like ``NodeConnect``, (rebooted,
+generation, seq), and DRCS then parks ``NodeWatch(generation, seq, timeout)`` for it, whose
+answer (per request, or shared as any ``NodeWatch`` answer, checked against that question)
+comes later under the same id. DRCS writes the first answer before it parks the poll, so the
+node always reads them in that order. The node's next call of exactly that ``NodeWatch`` on
+that connection waits for that answer instead of sending a frame: a connecting node sends one
+frame and reads one before its poll is parked, where it sent two (four MUNGE operations,
+not six). Nothing is parked when the first answer has no position (generation "": a replayed
+request).
+
+Batched answers. A connect storm (every node of a cluster starting, or following a DRCS that
+restarted) would cost DRCS one MUNGE encode per node for answers that differ in a few bytes.
+So the answers of ``NodeConnectFeed`` requests DRCS makes together (one group commit's) are
+sealed once, as one shared response to each, whose sealed payload lists every request's
+answer by its ``rid``: ``{"shared": "NodeConnectFeed", "asked": [], "ok": [[rid, rebooted,
+generation, seq, rid, …]]}`` (four items each, at most :data:`CONNECT_BATCH` answers). The
+node takes the entry of its request's ``rid`` and nothing else; a batch without one is
+dropped like any shared answer that answers nothing asked. A ``rid`` names one request
+cluster-wide and is never used for another (DRCC: its node name, a per-start random part and
+a counter), so an old batch replayed answers no request a node is making, except a retry of
+the very request it answered, with what DRCS answered it. SECURITY.md ("The change feed's
+shared answers") gives the argument.
 
 Exactly-once requests (``rid``). ``id`` only matches a response to its request on one
 connection; ``rid`` names the *operation* across connections and servers. A node daemon gives
@@ -61,10 +86,11 @@ NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJ
 drops them everywhere); NodeFollow(node, server) records which DRCS a node follows;
 ServerInfo() says which DRCS answers (``drccli status``); NodeConnect(node, boot_id, server)
 is NodeHello and NodeFollow in one round trip, answering where the change feed stands (a
-cluster reconnecting at once costs each DRCS a third of the frames); NodeMoved(node, server,
-credentials) is a fail-over's NodeFollow and NodeEpochs in one round trip, answering where the
-change feed of the DRCS moved to stands (two requests per moved node instead of four: no
-NodeWatch answered "another generation", no separate NodeEpochs).
+cluster reconnecting at once costs each DRCS a third of the frames); NodeConnectFeed(node,
+boot_id, server, timeout) is NodeConnect and the first NodeWatch (continued requests, above);
+NodeMoved(node, server, credentials) is a fail-over's NodeFollow and NodeEpochs in one round
+trip, answering where the change feed of the DRCS moved to stands (two requests per moved node
+instead of four: no NodeWatch answered "another generation", no separate NodeEpochs).
 """
 
 from __future__ import annotations
@@ -347,6 +373,16 @@ class SharedAnswer:
             raise FrameError("shared response is not one")
         return cls(method, asked, ok)
 
+    def answer_for(self, request: Request) -> list[Any] | None:
+        """The answer this gives ``request`` (module doc: shared answers, batched answers);
+        None when it is no fresh answer to it."""
+        if self.method != request.method:
+            return None
+        if request.method in SHAREABLE:
+            return self.ok if self.answers(request) else None
+        pick = BATCHED.get(request.method)
+        return None if pick is None else pick(request, self.asked, self.ok)
+
     def answers(self, request: Request) -> bool:
         """Whether this is a fresh answer to ``request`` (module doc: shared answers)."""
         fresh = SHAREABLE.get(request.method)
@@ -385,3 +421,88 @@ def fresh_feed_answer(asked: list[Any], ok: list[Any]) -> bool:
 
 #: The methods whose answers may be shared, and the check each answer must pass.
 SHAREABLE: dict[str, Callable[[list[Any], list[Any]], bool]] = {"NodeWatch": fresh_feed_answer}
+
+
+class Continued:
+    """A first answer, then a second under the same request id (module doc: continued
+    requests): the link server sends ``first``, and once it is written calls ``then()`` for the
+    reply of the request the node will adopt (``method``), answered like any request of it.
+    ``shared()``: the batch ``first`` is sent in, sealed once for every request of it (module
+    doc: batched answers); None to seal it for this request alone."""
+
+    __slots__ = ("first", "method", "shared", "then")
+
+    def __init__(
+        self,
+        first: list[Any],
+        method: str,
+        then: Callable[[], Any] | None,
+        shared: Callable[[], Shared] | None = None,
+    ) -> None:
+        self.first = first
+        self.method = method
+        self.then = then
+        self.shared = shared
+
+
+def feed_follow_up(request: Request, ok: list[Any]) -> Request | None:
+    """The ``NodeWatch`` a ``NodeConnectFeed`` answer ``ok`` left parked under the request's
+    id, as the question the node will ask; None when the answer has no position."""
+    if len(ok) != 1 or not isinstance(ok[0], list) or len(ok[0]) != 3:
+        return None
+    _rebooted, generation, seq = ok[0]
+    if not generation or not isinstance(generation, str) or type(seq) is not int:
+        return None
+    return Request(request.id, "NodeWatch", [generation, seq, request.args[3]])
+
+
+#: The methods whose requests are continued, and the question their second answer answers.
+CONTINUED: dict[str, Callable[[Request, list[Any]], Request | None]] = {
+    "NodeConnectFeed": feed_follow_up
+}
+
+#: Answers of NodeConnectFeed sealed together at most (module doc: batched answers): every
+#: node parses the whole batch, so a batch is kept small; ~100 bytes each.
+CONNECT_BATCH = 32
+
+
+def connect_answer_in_batch(request: Request, asked: list[Any], ok: list[Any]) -> list[Any] | None:
+    """This ``NodeConnectFeed``'s answer in a batch ``ok``: [[rid, rebooted, generation, seq,
+    rid, ...]], four items an answer, flat so that a batch parses on the fast path (no nesting
+    to check, see :func:`_check_depth`); None when the batch has no entry for its ``rid``."""
+    if request.rid is None or asked or len(ok) != 1 or not isinstance(ok[0], list):
+        return None
+    entries = ok[0]
+    if len(entries) % 4:
+        return None
+    for at in range(0, len(entries), 4):
+        if entries[at] == request.rid:
+            rebooted, generation, seq = entries[at + 1 : at + 4]
+            if type(rebooted) is bool and isinstance(generation, str) and type(seq) is int:
+                return [[rebooted, generation, seq]]
+            return None
+    return None
+
+
+#: The methods answered in batches, and how a request finds its own answer in one.
+BATCHED: dict[str, Callable[[Request, list[Any], list[Any]], list[Any] | None]] = {
+    "NodeConnectFeed": connect_answer_in_batch
+}
+
+
+def feed_answer_shape(ok: list[Any]) -> bool:
+    """Whether ``ok`` is shaped as a ``NodeWatch`` answer (generation, complete, seq, changes)."""
+    if len(ok) != 1 or not isinstance(ok[0], list) or len(ok[0]) != 4:
+        return False
+    generation, complete, seq, changes = ok[0]
+    return (
+        isinstance(generation, str)
+        and type(complete) is bool
+        and type(seq) is int
+        and isinstance(changes, list)
+    )
+
+
+#: The methods whose answers a node checks the shape of before it takes them: an answer
+#: parked for it (continued requests) comes under the id of another request.
+ANSWER_SHAPES: dict[str, Callable[[list[Any]], bool]] = {"NodeWatch": feed_answer_shape}

@@ -6,7 +6,9 @@ Each response is encoded by the server (it carries the DRCS uid) and restricted 
 requester's uid, so only that uid can read it. A change-feed answer that many nodes get alike
 (a :class:`~drc.link.protocol.Shared` result) is sealed once and the same bytes go to each,
 the request id outside (:mod:`drc.link.protocol`, shared answers): one MUNGE encode per batch,
-not per node. It is restricted to the node daemons' uid when they all run as one (the default,
+not per node. A :class:`~drc.link.protocol.Continued` result is a first answer and, once that is
+written, a second request's reply under the same id (:mod:`drc.link.protocol`, continued
+requests). It is restricted to the node daemons' uid when they all run as one (the default,
 root); otherwise to nobody in particular: it carries credential ids and epochs, which are no
 secret (any user may probe ids, and a token is signed with a key the feed never carries).
 
@@ -44,6 +46,7 @@ from drc.link.munge import WORKERS, Decoded, Munge, MungeError, MungeWorkers, at
 from drc.link.protocol import (
     MAX_FRAME,
     BadRequest,
+    Continued,
     FrameError,
     Request,
     Response,
@@ -666,6 +669,10 @@ class _Connection(asyncio.Protocol):
             pending.started = None
             self._answer(pending, None, exc)
             return
+        self._wait(pending, result)
+
+    def _wait(self, pending: _Pending, result: Reply) -> None:
+        """Answer ``result`` now, or when its future or task is done."""
         if isinstance(result, asyncio.Future):
             future: asyncio.Future[Any] = result
             self.waiting.add(future)
@@ -712,17 +719,37 @@ class _Connection(asyncio.Protocol):
         ):
             self._send_shared(pending, result[0])
             return
+        if error is None and type(result) is Continued:
+            follow = (pending, result) if result.then is not None else None
+            if result.shared is not None:  # its answer is sealed with others' (a batch)
+                self._send_shared(pending, result.shared(), follow, result.first)
+                return
+            self._send(pending.peer, _response(pending, result.first, None), follow)
+            return
         self._send(pending.peer, _response(pending, result, error))
 
-    def _send(self, peer: LinkPeer, response: Response) -> None:
+    def _send(
+        self,
+        peer: LinkPeer,
+        response: Response,
+        follow: tuple[_Pending, Continued] | None = None,
+    ) -> None:
+        """Seal and send ``response``; then ``follow``'s second answer is parked."""
         if self.transport.is_closing():
             return
-        job = _Encode(self, peer.uid, response.id, self.server._payload(response))
+        job = _Encode(self, peer.uid, response.id, self.server._payload(response), follow)
         if self.server.workers.submit(job):
             job.done()
 
-    def _sealed(self, frame: bytes | None, error: MungeError | None) -> None:
-        """A response sealed on a worker: send it, unless the connection went meanwhile."""
+    def _sealed(
+        self,
+        frame: bytes | None,
+        error: MungeError | None,
+        follow: tuple[_Pending, Continued] | None = None,
+    ) -> None:
+        """A response sealed on a worker: send it, unless the connection went meanwhile; then
+        park the request it continues with, if any (only now, so the node reads the first
+        answer before the second)."""
         if self.transport.is_closing():
             return
         if frame is None:
@@ -730,13 +757,35 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         self.transport.write(frame)
+        if follow is not None:
+            self._continue(*follow)
 
-    def _send_shared(self, pending: _Pending, shared: Shared) -> None:
-        """The same sealed bytes as every other request this answer answers (module doc)."""
+    def _continue(self, first: _Pending, continued: Continued) -> None:
+        """The request ``first`` continues with (``continued.method``), under its id."""
+        pending = _Pending(self, first.peer, first.id, continued.method)
+        assert continued.then is not None
+        try:
+            result = continued.then()
+        except Exception as exc:  # refused before it ran
+            pending.started = None
+            self._answer(pending, None, exc)
+            return
+        self._wait(pending, result)
+
+    def _send_shared(
+        self,
+        pending: _Pending,
+        shared: Shared,
+        follow: tuple[_Pending, Continued] | None = None,
+        alone: list[Any] | None = None,
+    ) -> None:
+        """The same sealed bytes as every other request this answer answers (module doc);
+        then ``follow``'s second answer is parked. ``alone``: this request's own answer, for
+        the per-request path (an answer of a batch names every request of it)."""
         if self.transport.is_closing():
             return
         if shared.sealed is not None:
-            self._send_sealed(pending, shared)
+            self._send_sealed(pending, shared, follow, alone)
             return
         server = self.server
         seal = server.sealing.get(id(shared))
@@ -744,24 +793,34 @@ class _Connection(asyncio.Protocol):
             try:
                 payload = SharedAnswer(pending.method, shared.asked, [list(shared)]).to_payload()
             except (TypeError, ValueError):  # not JSON: the per-request path says why
-                self._send(pending.peer, _response(pending, [tuple(shared)], None))
+                own = [tuple(shared)] if alone is None else alone
+                self._send(pending.peer, _response(pending, own, None), follow)
                 return
             seal = server.sealing[id(shared)] = _Seal(server, shared, payload)
-            seal.waiting.append((self, pending))
+            seal.waiting.append((self, pending, follow, alone))
             if server.workers.submit(seal):
                 seal.done()
             return
-        seal.waiting.append((self, pending))
+        seal.waiting.append((self, pending, follow, alone))
 
-    def _send_sealed(self, pending: _Pending, shared: Shared) -> None:
+    def _send_sealed(
+        self,
+        pending: _Pending,
+        shared: Shared,
+        follow: tuple[_Pending, Continued] | None = None,
+        alone: list[Any] | None = None,
+    ) -> None:
         """Send the sealed shared answer ``shared`` as the answer to ``pending``."""
         if self.transport.is_closing():
             return
         frame = self.server._shared_frame(pending.id, shared)
         if frame is None:
-            self._send(pending.peer, _response(pending, [tuple(shared)], None))
+            own = [tuple(shared)] if alone is None else alone
+            self._send(pending.peer, _response(pending, own, None), follow)
             return
         self.transport.write(frame)
+        if follow is not None:
+            self._continue(*follow)
 
 
 class _Decode:
@@ -786,15 +845,23 @@ class _Decode:
 
 
 class _Encode:
-    """A response sealed on a worker."""
+    """A response sealed on a worker (and the request it continues with, if any)."""
 
-    __slots__ = ("connection", "error", "frame", "payload", "request_id", "uid")
+    __slots__ = ("connection", "error", "follow", "frame", "payload", "request_id", "uid")
 
-    def __init__(self, connection: _Connection, uid: int, request_id: int, payload: bytes):
+    def __init__(
+        self,
+        connection: _Connection,
+        uid: int,
+        request_id: int,
+        payload: bytes,
+        follow: tuple[_Pending, Continued] | None = None,
+    ):
         self.connection = connection
         self.uid = uid
         self.request_id = request_id
         self.payload = payload
+        self.follow = follow
         self.frame: bytes | None = None
         self.error: MungeError | None = None
 
@@ -805,7 +872,7 @@ class _Encode:
         )
 
     def done(self) -> None:
-        self.connection._sealed(self.frame, self.error)
+        self.connection._sealed(self.frame, self.error, self.follow)
 
 
 class _Seal:
@@ -817,7 +884,10 @@ class _Seal:
         self.server = server
         self.shared = shared
         self.payload = payload
-        self.waiting: list[tuple[_Connection, _Pending]] = []
+        #: (connection, request, what it continues with, its own answer) for each waiting
+        self.waiting: list[
+            tuple[_Connection, _Pending, tuple[_Pending, Continued] | None, list[Any] | None]
+        ] = []
         self.error: MungeError | None = None
 
     def run(self) -> None:
@@ -830,9 +900,9 @@ class _Seal:
 
     def done(self) -> None:
         self.server.sealing.pop(id(self.shared), None)
-        for connection, pending in self.waiting:
+        for connection, pending, follow, alone in self.waiting:
             if self.error is None:
-                connection._send_sealed(pending, self.shared)
+                connection._send_sealed(pending, self.shared, follow, alone)
             else:
                 connection._sealed(None, self.error)
         self.waiting.clear()

@@ -96,26 +96,18 @@ class NodeService:
     async def start(self, following: Callable[[], str] | None = None) -> bool:
         """Tell DRCS we are up (a new boot id drops what this node held), re-check holders.
 
-        ``following()`` names the DRCS the node follows: then one NodeConnect says hello,
-        records it and tells where the change feed stands, so the first long poll parks at
-        once (a DRCS without NodeConnect gets NodeHello). True when DRCS recorded the DRCS
-        followed (the node still follows the one it named). From then on, when the node
-        moves to another DRCS the change feed tells it so (NodeMoved, :meth:`_watch_changes`)."""
+        ``following()`` names the DRCS the node follows: then one NodeConnectFeed on the
+        feed link says hello, records it, tells where the change feed stands and parks the
+        first long poll there, so the node sends no poll of its own (:meth:`_connect`). True
+        when DRCS recorded the DRCS followed (the node still follows the one it named). From
+        then on, when the node moves to another DRCS the change feed tells it so (NodeMoved,
+        :meth:`_watch_changes`)."""
         generation, seq, recorded = "", 0, False
         self._following = following
         if following is None:
             rebooted = await self.drcs.node_hello(self.node, self.boot_id)
         else:
-            server = following()
-            try:
-                rebooted, generation, seq = await self.drcs.node_connect(
-                    self.node, self.boot_id, server
-                )
-                recorded = following() == server  # not when it failed over meanwhile
-            except DrcError as e:
-                if e.code is not Code.EPROTO:  # "no method": a DRCS older than NodeConnect
-                    raise
-                rebooted = await self.drcs.node_hello(self.node, self.boot_id)
+            rebooted, generation, seq, recorded = await self._connect(following)
         if rebooted:
             log.warning("node %s rebooted: DRCS dropped its references", self.node)
         else:
@@ -126,6 +118,37 @@ class NodeService:
             await self.slingshot.reconcile()  # leftovers of a crash, a restart, a reboot
             self._spawn(self.slingshot.run(lambda: self._stopping))
         return recorded
+
+    async def _connect(self, following: Callable[[], str]) -> tuple[bool, str, int, bool]:
+        """(rebooted, generation, seq, recorded) of the first request to DRCS that says it.
+
+        NodeConnectFeed goes over the feed link: DRCS parks the node's first NodeWatch(
+        generation, seq, heartbeat) on that connection, and :meth:`_watch_changes`' first poll,
+        asking exactly that, waits for its answer without sending a frame (drc.link.protocol,
+        continued requests). A DRCS without it (EPROTO), or one that failed or did not answer
+        within [link] timeout (the feed link does not retry on the next DRCS), gets NodeConnect
+        over the calls link; a DRCS without that, NodeHello (the first poll then learns the
+        feed's position)."""
+        server = following()
+        try:
+            with request_budget(self.budget):  # as a call's, not the feed's longer wait
+                rebooted, generation, seq = await self.feed.node_connect_feed(
+                    self.node, self.boot_id, server, round(self.heartbeat)
+                )
+            return rebooted, generation, seq, following() == server
+        except DrcError as e:
+            if e.code not in (Code.EPROTO, Code.ECONNREFUSED):
+                raise
+        server = following()
+        try:
+            rebooted, generation, seq = await self.drcs.node_connect(
+                self.node, self.boot_id, server
+            )
+            return rebooted, generation, seq, following() == server  # not if it moved since
+        except DrcError as e:
+            if e.code is not Code.EPROTO:  # "no method": a DRCS older than NodeConnect
+                raise
+        return await self.drcs.node_hello(self.node, self.boot_id), "", 0, False
 
     async def stop(self) -> None:
         self._stopping = True

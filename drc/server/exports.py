@@ -145,6 +145,20 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         rebooted = self.service.node_hello(node_name(node), boot_id, unit, server=server)[0]
         return rebooted, generation, seq
 
+    def node_connect_feed(
+        self,
+        peer: PeerCredentials,
+        node: str,
+        boot_id: str,
+        server: str,
+        timeout: int,
+        *,
+        unit: Unit | None = None,
+    ) -> tuple[bool, str, int]:
+        """NodeConnect; the link parks the node's first poll from the position answered
+        (:func:`drc.server.link_exporter.link_server`)."""
+        return self.node_connect(peer, node, boot_id, server, unit=unit)
+
     def node_acquire(
         self, peer: PeerCredentials, caller: dict, flags: int, *, unit: Unit | None = None
     ) -> dict[str, Any]:

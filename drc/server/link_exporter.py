@@ -15,6 +15,7 @@ record (:func:`replay`, with the answer each verb declares as its ``replay`` tra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +24,9 @@ from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.core.ports import Request
 from drc.dispatch import Audit, Dispatcher
-from drc.export import CREDENTIAL, ExportedMethod, PeerCredentials, verbs
+from drc.export import CREDENTIAL, ExportedMethod, PeerCredentials, exported, verbs
 from drc.link import LinkPeer, LinkServer, Munge
+from drc.link.protocol import CONNECT_BATCH, Continued, Shared
 from drc.link.server import Reply
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
@@ -40,6 +42,9 @@ __all__ = ["GROUPED", "link_server", "replay"]
 GROUPED = verbs(NodeVerbs, where=lambda m: m.grouped)
 #: Node verbs that never touch the store: they run on the event loop.
 ON_LOOP = verbs(NodeVerbs, where=lambda m: m.on_loop)
+#: The connect that parks the node's first long poll, and that poll's verb.
+CONNECT_FEED = exported(NodeVerbs.node_connect_feed).name
+WATCH = exported(NodeVerbs.node_watch).name
 
 
 def link_server(
@@ -97,7 +102,48 @@ def link_server(
         who = PeerCredentials(
             uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
         )
+        if name == CONNECT_FEED:
+            return connect_feed(who, args, rid)
         return dispatcher.dispatch(who, name, args, rid)
+
+    batches: list[_ConnectBatch] = []  # the open batch of connect answers, if any
+
+    def connect_feed(who: PeerCredentials, args: list[Any], rid: str | None) -> Reply:
+        """NodeConnectFeed: its answer, sealed in a batch with the others answered meanwhile,
+        continued by the node's first long poll parked from the position answered
+        (:mod:`drc.link.protocol`, batched answers and continued requests)."""
+        answered: asyncio.Future[Continued] = asyncio.get_running_loop().create_future()
+
+        def then(out: list[Any] | None, error: DrcError | None) -> None:
+            if answered.done():  # the node went meanwhile
+                return
+            if error is not None:
+                answered.set_exception(error)
+                return
+            assert out is not None
+            rebooted, generation, seq = out[0]
+            timeout = args[3]  # checked with the others by the dispatch
+            if not generation:  # replayed from its record: no position, nothing parked
+                answered.set_result(Continued(out, WATCH, None))
+                return
+
+            def watch() -> Reply:
+                return dispatcher.dispatch(who, WATCH, [generation, seq, timeout])
+
+            batch = batches[-1] if batches else None
+            if rid is None:
+                shared = None
+            else:
+                if batch is None or not batch.open():
+                    batches[:] = [batch := _ConnectBatch()]
+                batch.entries += (rid, rebooted, generation, seq)
+                shared = batch.seal
+            answered.set_result(Continued(out, WATCH, watch, shared))
+
+        out = dispatcher.dispatch(who, CONNECT_FEED, args, rid, then=then)
+        if out is not None:  # answered at once (no group commit)
+            then(out, None)  # type: ignore[arg-type]
+        return answered
 
     host, port = split_host_port(listen, "[link] listen", any_port=True)
     server = LinkServer(
@@ -105,6 +151,26 @@ def link_server(
     )
     server.dispatcher = dispatcher  # type: ignore[attr-defined]
     return server
+
+
+class _ConnectBatch:
+    """NodeConnectFeed answers sealed together (:mod:`drc.link.protocol`, batched answers):
+    open to more until the first of them is sent, or it holds :data:`CONNECT_BATCH`."""
+
+    __slots__ = ("entries", "shared")
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []  # rid, rebooted, generation, seq, rid, …
+        self.shared: Shared | None = None
+
+    def open(self) -> bool:
+        return self.shared is None and len(self.entries) < 4 * CONNECT_BATCH
+
+    def seal(self) -> Shared:
+        """The batch's one answer; it takes no more from now."""
+        if self.shared is None:
+            self.shared = Shared(self.entries, [])
+        return self.shared
 
 
 def replay(

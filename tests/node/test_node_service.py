@@ -368,9 +368,10 @@ def test_start_says_hello_and_rechecks_the_holders_of_the_same_boot():
     assert drcs.calls[1] == ("NodeProcesses", [NODE])
 
 
-def test_start_with_node_connect_parks_the_first_poll_where_the_feed_stood():
-    """One round trip says hello, records the DRCS followed and tells the feed's position:
-    the first long poll waits from there instead of being answered empty to learn it."""
+def test_start_with_node_connect_feed_polls_first_where_the_feed_stood():
+    """One request on the feed link says hello, records the DRCS followed, tells the feed's
+    position and (over the link) parks the first long poll there: the node's first poll asks
+    exactly that (the link then waits for the parked one's answer, sending nothing)."""
 
     async def test(drcs: ScriptedDrcs) -> None:
         feed = Feed()
@@ -384,16 +385,53 @@ def test_start_with_node_connect_parks_the_first_poll_where_the_feed_stood():
 
     drcs = run(
         test,
+        NodeConnectFeed=lambda node, boot, server, timeout: (False, "g7", 42),
+        NodeProcesses=lambda node: [],
+    )
+    assert drcs.calls[0] == ("NodeConnectFeed", [NODE, "boot-1", "10.0.0.1:7000", 4])
+    assert drcs.calls_of("NodeWatch")[0] == ["g7", 42, 4]  # the question NodeConnectFeed parked
+    assert drcs.calls_of("NodeHello") == drcs.calls_of("NodeConnect") == []
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        DrcError(Code.EPROTO, "no method 'NodeConnectFeed' is served here"),
+        DrcError(Code.ECONNREFUSED, "connection refused"),  # the feed link does not move on
+    ],
+    ids=["older-drcs", "drcs-down"],
+)
+def test_start_without_node_connect_feed_connects_over_the_calls_link(refusal: DrcError):
+    """A DRCS older than NodeConnectFeed, or one the feed link found down (it does not retry
+    on the next DRCS), gets NodeConnect over the calls link, which does."""
+
+    def refuse(node: str, boot: str, server: str, timeout: int) -> None:
+        raise refusal
+
+    async def test(calls: ScriptedDrcs) -> None:
+        feed = Feed()
+        feed_link = ScriptedDrcs(NodeConnectFeed=refuse, NodeWatch=feed)
+        node = NodeService(NODE, "boot-1", calls, feed_link)
+        assert await node.start(lambda: "10.0.0.1:7000")
+        await feed.answer(("g7", True, 43, []))
+        assert feed.asked == [("g7", 42), ("g7", 43)]
+        assert [name for name, _ in feed_link.calls[:1]] == ["NodeConnectFeed"]
+        await node.stop()
+
+    calls = run(
+        test,
         NodeConnect=lambda node, boot, server: (False, "g7", 42),
         NodeProcesses=lambda node: [],
     )
-    assert drcs.calls[0] == ("NodeConnect", [NODE, "boot-1", "10.0.0.1:7000"])
-    assert drcs.calls_of("NodeHello") == []
+    assert calls.calls[0] == ("NodeConnect", [NODE, "boot-1", "10.0.0.1:7000"])
 
 
 def test_start_on_a_drcs_without_node_connect_says_hello_and_learns_the_feed_from_it():
     def older_drcs(node: str, boot: str, server: str) -> None:
         raise DrcError(Code.EPROTO, "no method 'NodeConnect' is served here")
+
+    def oldest_drcs(node: str, boot: str, server: str, timeout: int) -> None:
+        raise DrcError(Code.EPROTO, "no method 'NodeConnectFeed' is served here")
 
     async def test(drcs: ScriptedDrcs) -> None:
         feed = Feed()
@@ -406,6 +444,7 @@ def test_start_on_a_drcs_without_node_connect_says_hello_and_learns_the_feed_fro
 
     drcs = run(
         test,
+        NodeConnectFeed=oldest_drcs,
         NodeConnect=older_drcs,
         NodeHello=lambda node, boot: False,
         NodeProcesses=lambda node: [],
@@ -647,7 +686,7 @@ def test_a_node_that_moved_says_node_moved_and_its_next_poll_parks_there(caplog)
     caplog.set_level("WARNING", logger="drc.node")
     drcs = run(
         test,
-        NodeConnect=lambda node, boot, server: (False, "g7", 42),
+        NodeConnectFeed=lambda node, boot, server, timeout: (False, "g7", 42),
         NodeProcesses=lambda node: [],
         NodeAccess=lambda caller, cred: cred_dict(cred),
         NodeMoved=lambda node, server, creds: ("h1", 9, [(3, FREED), (4, 1)]),
@@ -691,7 +730,7 @@ def test_a_node_that_moved_to_a_drcs_without_node_moved_follows_and_resyncs_as_b
 
     drcs = run(
         test,
-        NodeConnect=lambda node, boot, server: (False, "g7", 42),
+        NodeConnectFeed=lambda node, boot, server, timeout: (False, "g7", 42),
         NodeProcesses=lambda node: [],
         NodeAccess=lambda caller, cred: cred_dict(cred),
         NodeMoved=moved,

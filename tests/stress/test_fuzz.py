@@ -37,6 +37,7 @@ SETTINGS = {
 LINK_VERBS = {
     "NodeHello": ("s", "s"),
     "NodeConnect": ("s", "s", "s"),
+    "NodeConnectFeed": ("s", "s", "s", "u"),
     "NodeAcquire": ("a{sv}", "u"),
     "NodeAccess": ("a{sv}", "u"),
     "NodeGrant": ("a{sv}", "u", "u", "u"),

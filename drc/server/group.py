@@ -132,14 +132,19 @@ class GroupCommit:
         external cleanups, or only reads), in its turn on the store thread: ``call(None)``."""
         return self._enqueue(call, alone=True)
 
-    def _enqueue(self, call: Call[T], alone: bool) -> asyncio.Future[T]:
+    def first(self, call: Call[T]) -> asyncio.Future[T]:
+        """As :meth:`alone`, ahead of every call waiting: for work that must not queue behind
+        a storm (the nodes that moved here after a DRCS failed, gathered into one call)."""
+        return self._enqueue(call, alone=True, first=True)
+
+    def _enqueue(self, call: Call[T], alone: bool, first: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
         if self._running is not None and self._running.overdue:
             future.set_exception(self.health.error())  # the store is stuck: fail fast
             return future
-        self._pending.append((call, future, alone, loop.time()))
+        self._pending.insert(0 if first else len(self._pending), (call, future, alone, loop.time()))
         if len(self._pending) == 1 and self._running is None:
             self._turns_left = GATHER_TURNS if self._company else 0
             loop.call_soon(self._flush)

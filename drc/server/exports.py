@@ -317,7 +317,8 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         accesses they and the others make: one transaction each (four PostgreSQL round trips)
         queued in arrival order among the accesses made every move wait for the storm. So the
         moves waiting are gathered (checked each on its own first): one call of the group
-        commit, run ahead of the calls waiting (:meth:`GroupCommit.first`), takes every move
+        commit, queued right behind the next batch of the calls waiting
+        (:meth:`GroupCommit.soon`: the storm and the moves take turns), takes every move
         that arrived by the time the store thread comes to it and runs them in one
         transaction (:meth:`CredentialService.nodes_moved`); the next gathers those that
         arrived meanwhile. The position is read on the store thread before that transaction,
@@ -340,7 +341,7 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         """Hand the group commit one call for the moves waiting (on the loop)."""
         assert self.group is not None
         run = _MoveRun()
-        self._moving = self.group.first(lambda batch: self._run_moves(run, batch))
+        self._moving = self.group.soon(lambda batch: self._run_moves(run, batch))
         self._moving.add_done_callback(lambda done: self._moves_done(run, done))
 
     def _run_moves(self, run: _MoveRun, batch: Any) -> list[tuple[_Move, Moved]]:

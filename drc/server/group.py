@@ -132,19 +132,39 @@ class GroupCommit:
         external cleanups, or only reads), in its turn on the store thread: ``call(None)``."""
         return self._enqueue(call, alone=True)
 
-    def first(self, call: Call[T]) -> asyncio.Future[T]:
-        """As :meth:`alone`, ahead of every call waiting: for work that must not queue behind
-        a storm (the nodes that moved here after a DRCS failed, gathered into one call)."""
-        return self._enqueue(call, alone=True, first=True)
+    def soon(self, call: Call[T]) -> asyncio.Future[T]:
+        """As :meth:`alone`, behind one batch of the calls waiting at most: next when a batch
+        runs now, else right behind the calls the next batch takes. For work that must not
+        wait for a storm to drain (the nodes that moved here after a DRCS failed, gathered
+        into one call) yet, when it keeps coming (the next such call made once the last is
+        answered), must not starve the storm either: they take turns."""
+        return self._enqueue(call, alone=True, soon=True)
 
-    def _enqueue(self, call: Call[T], alone: bool, first: bool = False) -> asyncio.Future[T]:
+    def _next_batch(self) -> int:
+        """How many of the calls waiting the next batch takes (a lone call is a batch)."""
+        if not self._pending:
+            return 0
+        if self._pending[0][2]:
+            return 1
+        size = 0
+        for _call, _future, alone, _at in self._pending[: self.max_batch]:
+            if alone:
+                break
+            size += 1
+        return size
+
+    def _enqueue(self, call: Call[T], alone: bool, soon: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
         if self._running is not None and self._running.overdue:
             future.set_exception(self.health.error())  # the store is stuck: fail fast
             return future
-        self._pending.insert(0 if first else len(self._pending), (call, future, alone, loop.time()))
+        if not soon:
+            at = len(self._pending)
+        else:
+            at = 0 if self._running is not None else self._next_batch()
+        self._pending.insert(at, (call, future, alone, loop.time()))
         if len(self._pending) == 1 and self._running is None:
             self._turns_left = GATHER_TURNS if self._company else 0
             loop.call_soon(self._flush)
@@ -171,14 +191,7 @@ class GroupCommit:
             self._turns_left -= 1
             loop.call_soon(self._flush)  # let the loop read once more
             return
-        if self._pending[0][2]:
-            size = 1
-        else:
-            size = 0
-            for _call, _future, alone, _at in self._pending[: self.max_batch]:
-                if alone:
-                    break
-                size += 1
+        size = self._next_batch()
         job = _Job(self._pending[:size])
         self._pending = self._pending[size:]
         self._company = size > 1

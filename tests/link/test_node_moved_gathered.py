@@ -42,10 +42,10 @@ def both(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[CredentialSe
         store.close()
 
 
-def threaded(service: CredentialService) -> ServerExports:
+def threaded(service: CredentialService, max_batch: int = 256) -> ServerExports:
     """DRCS's exports with drcs's group commit: one store thread."""
     exports = ServerExports(service)
-    exports.group = GroupCommit(service.store, threaded=True, timeout=30)
+    exports.group = GroupCommit(service.store, max_batch, threaded=True, timeout=30)
     return exports
 
 
@@ -90,34 +90,42 @@ def test_moves_arriving_together_share_one_transaction_each_answered_its_own(
     assert len(following) == 300 and set(following.values()) == {MOVED_TO}
 
 
-def test_moves_do_not_wait_behind_a_storm_queued_on_the_store_thread(both: CredentialService):
-    """Accesses queued first run after the moves that came behind them (not one per batch
-    of accesses, as in arrival order)."""
+def test_moves_and_a_storm_queued_on_the_store_thread_take_turns(both: CredentialService):
+    """Moves made while 100 accesses wait run right after the batch running, not after all
+    of them; moves that keep coming do not starve the accesses either: each later gathered
+    call of moves waits for the next batch of accesses (16 here)."""
     service = both
-    exports = threaded(service)
+    exports = threaded(service, max_batch=16)
     group = exports.group
     assert group is not None
     order: list[str] = []
 
     def slow_access(_batch: Any) -> None:
-        time.sleep(0.02)  # an access's share of a batch under load, on the store thread
+        time.sleep(0.005)  # an access's share of a batch under load, on the store thread
         order.append("access")
 
-    async def storm_then_moves() -> None:
+    async def storm_and_moves() -> None:
         blocker = group.alone(lambda _b: time.sleep(0.2))  # the batch the thread runs now
         await asyncio.sleep(0.05)
         storm = [group.submit(slow_access) for _ in range(100)]
-        moves = [exports.nodes.node_moved(NODE_DAEMON, f"n{i}", MOVED_TO, []) for i in range(50)]
-        for move in moves:
-            move.add_done_callback(lambda _f: order.append("moved"))
-        await asyncio.wait_for(asyncio.gather(blocker, *storm, *moves), 30)
+        moves: list[asyncio.Future[Any]] = []
+        for wave in range(3):  # moves keep coming while the storm is served
+            for i in range(20):
+                move = exports.nodes.node_moved(NODE_DAEMON, f"n{wave}-{i}", MOVED_TO, [])
+                move.add_done_callback(lambda _f: order.append("moved"))
+                moves.append(move)
+            await asyncio.wait_for(asyncio.gather(*moves), 30)  # the next wave comes after
+        await asyncio.wait_for(asyncio.gather(blocker, *storm), 30)
 
     try:
-        asyncio.run(storm_then_moves())
+        asyncio.run(storm_and_moves())
     finally:
         group.close()
-    assert order[:50] == ["moved"] * 50, order[:60]
-    assert order.count("access") == 100
+    assert order.count("access") == 100 and order.count("moved") == 60
+    # the first wave right behind the batch running (not behind the storm); each later
+    # wave, made once the last is answered, behind the next batch of accesses: turns
+    turns = (["moved"] * 20 + ["access"] * 16) * 2 + ["moved"] * 20
+    assert order == turns + ["access"] * (100 - 32), order
 
 
 def test_a_bad_move_is_refused_alone_and_the_others_recorded(both: CredentialService):

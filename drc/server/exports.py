@@ -309,7 +309,13 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         return _epochs_answer(credentials, self.service.epochs(credentials))
 
     def node_moved(
-        self, peer: PeerCredentials, node: str, server: str, credentials: list[int]
+        self,
+        peer: PeerCredentials,
+        node: str,
+        server: str,
+        credentials: list[int],
+        *,
+        unit: Unit | None = None,
     ) -> Moved | asyncio.Future[Moved]:
         """NodeFollow, the change feed's position and NodeEpochs at once.
 
@@ -324,12 +330,13 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         arrived meanwhile. The position is read on the store thread before that transaction,
         as NodeConnect's: a change it missed was committed after, so it comes after ``seq``
         and reaches the node's first poll, while every change committed before is in the
-        epochs read."""
+        epochs read. ``unit`` (on the loop: no batch; not exactly-once: no request) serves
+        only without a group commit (tests of the verbs alone), where the move runs now."""
         self._node(peer)
         _check_credential_batch(credentials)
         move = _Move(node_name(node), server, check_move(server, credentials))
-        if self.group is None:  # no store thread (tests of the verbs alone): now
-            return self._run_moves(_MoveRun([move]), None)[0][1]
+        if self.group is None:
+            return self._run_moves(_MoveRun([move]), unit.batch if unit else None)[0][1]
         move.answer = asyncio.get_running_loop().create_future()
         with self._moves_lock:
             self._moves.append(move)

@@ -116,6 +116,7 @@ class _MoveRun:
     """The moves one call of the group commit took (set on the store thread)."""
 
     moves: list[_Move] = field(default_factory=list)
+    settled: bool = False  # answered on the loop: the store thread takes no move for it
 
 
 class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
@@ -352,9 +353,11 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         self._moving.add_done_callback(lambda done: self._moves_done(run, done))
 
     def _run_moves(self, run: _MoveRun, batch: Any) -> list[tuple[_Move, Moved]]:
-        """The moves taken (on the store thread): each one's answer, after one transaction."""
-        if not run.moves:
-            with self._moves_lock:
+        """The moves taken (on the store thread): each one's answer, after one transaction.
+        None are taken once the loop has settled the call (the group gave up on it: a store
+        that did not answer in time): nobody would answer them."""
+        with self._moves_lock:
+            if not run.moves and not run.settled:
                 run.moves, self._moves = self._moves, []
         generation, seq = self.changes.generation, self.changes.seq
         live = self.service.nodes_moved(
@@ -363,8 +366,16 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         return [(m, (generation, seq, _epochs_answer(m.credentials, live))) for m in run.moves]
 
     def _moves_done(self, run: _MoveRun, done: asyncio.Future[list[tuple[_Move, Moved]]]) -> None:
-        """Answer the moves the call took (on the loop); start the next call if more wait."""
+        """Answer the moves the call took (on the loop), and start the next call if more wait.
+        A call that failed answers its error to the moves it took and to those waiting (the
+        store did not answer in time, or the batch failed: the nodes retry, as after any
+        ECONNREFUSED), rather than being handed to a store that is stuck again at once."""
         self._moving = None
+        with self._moves_lock:
+            run.settled = True
+            if done.cancelled() or done.exception() is not None:
+                run.moves += self._moves
+                self._moves = []
         if done.cancelled():
             error: BaseException | None = DrcError(Code.ECONNREFUSED, "DRCS is stopping")
         else:

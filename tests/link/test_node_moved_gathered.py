@@ -181,3 +181,45 @@ def test_moves_failing_in_the_store_are_all_answered_the_error(
     assert all(isinstance(e, DrcError) and e.code is Code.ECONNREFUSED for e in failed)
     assert again[0] == exports.changes.generation
     assert [(n, s) for n, s, _ in service.node_servers()] == [("n0", MOVED_TO)]
+
+
+@pytest.mark.parametrize("stuck", ["before", "during"])
+def test_moves_are_all_answered_when_the_store_does_not_answer_in_time(
+    both: CredentialService, monkeypatch: pytest.MonkeyPatch, stuck: str
+):
+    """The group gives up on the call of the moves (its store timeout): queued behind a batch
+    that outlived it, or running past it. Every move is answered (ECONNREFUSED: the node
+    retries), none waits for an answer nobody gives, and later moves run again."""
+    service = both
+    exports = ServerExports(service)
+    group = exports.group = GroupCommit(service.store, threaded=True, timeout=0.3)
+    nodes_moved = service.nodes_moved
+    slow = [0.6] if stuck == "during" else []
+
+    def slowed(moves: Any, unit: Any = None) -> dict[int, int]:
+        if slow:
+            time.sleep(slow.pop())  # past the store timeout while it runs
+        return nodes_moved(moves, unit)
+
+    monkeypatch.setattr(service, "nodes_moved", slowed)
+
+    async def moves() -> tuple[list[Any], Any]:
+        blocker = None
+        if stuck == "before":
+            blocker = group.alone(lambda _b: time.sleep(0.6))  # the store stuck meanwhile
+            await asyncio.sleep(0.05)
+        first = [exports.nodes.node_moved(NODE_DAEMON, f"n{i}", MOVED_TO, []) for i in range(5)]
+        failed = await asyncio.wait_for(asyncio.gather(*first, return_exceptions=True), 5)
+        if blocker is not None:
+            await asyncio.gather(blocker, return_exceptions=True)
+        await asyncio.sleep(0.7)  # the stuck transaction ends
+        again = await asyncio.wait_for(exports.nodes.node_moved(NODE_DAEMON, "n9", MOVED_TO, []), 5)
+        return failed, again
+
+    try:
+        failed, again = asyncio.run(moves())
+    finally:
+        group.close()
+    assert all(isinstance(e, DrcError) and e.code is Code.ECONNREFUSED for e in failed), failed
+    assert again[0] == exports.changes.generation
+    assert "n9" in {n for n, _s, _t in service.node_servers()}

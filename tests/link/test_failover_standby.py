@@ -6,11 +6,16 @@ following its own and opens the standby again later. Over real link servers on l
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from drc import config
 from drc.link import LinkClient
 from drc.link.failover import STANDBY_CALL, FailoverLink, ServerChoice
 from drc.link.server import LinkPeer
+from drc.node.main import _links
 
 from helpers import run_bounded
 
@@ -153,3 +158,19 @@ def test_one_server_has_no_standby(loopback: Any) -> None:
         await link.close()
 
     run_bounded(body())
+
+
+def test_the_standby_setting_is_checked_at_start(tmp_path: Path) -> None:
+    """``[link] standby``: seconds within which DRCC opens its standby link; 0 turns it off;
+    a value out of range stops drcc at start with the setting named."""
+    path = tmp_path / "drc.conf"
+    servers = 'servers = ["svc1:6820", "svc2:6820"]\n'
+    path.write_text(f"[link]\n{servers}")
+    assert config.load(path)["link"]["standby"] == 30
+    calls, feed = _links(config.load(path), "n1")
+    assert feed.standby_index == 1 and calls.choice is feed.choice
+    path.write_text(f"[link]\n{servers}standby = 0\n")
+    _links(config.load(path), "n1")
+    path.write_text(f"[link]\n{servers}standby = 3601\n")
+    with pytest.raises(config.ConfigError, match=r"\[link\] standby must be 0 to 3600 seconds"):
+        _links(config.load(path), "n1")

@@ -359,6 +359,8 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         with self._moves_lock:
             if not run.moves and not run.settled:
                 run.moves, self._moves = self._moves, []
+        if not run.moves:
+            return []
         generation, seq = self.changes.generation, self.changes.seq
         live = self.service.nodes_moved(
             [(m.node, m.server, m.credentials) for m in run.moves], Unit(None, batch)

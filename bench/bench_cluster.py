@@ -602,7 +602,7 @@ class Simulator:
         killed = self.servers[-1]
         moving = [n for n in self.nodes if n.fed_by == killed]
         staying = [n for n in self.nodes if n.fed_by != killed]
-        nodes = moving + staying[: max(spare_descriptors, 0)]
+        nodes = moving + staying[: max(spare_descriptors - len(moving), 0)]
         opened: list[Node] = []
 
         async def one(node: Node) -> None:
@@ -613,6 +613,7 @@ class Simulator:
         return {
             "opened": len(opened),
             "of_moving_nodes": sum(1 for n in opened if n.fed_by == killed),
+            "of_staying_nodes": sum(1 for n in opened if n.fed_by != killed),
             "seconds": round(seconds, 3),
         }
 

@@ -128,6 +128,51 @@ def test_moves_and_a_storm_queued_on_the_store_thread_take_turns(both: Credentia
     assert order == turns + ["access"] * (100 - 32), order
 
 
+def test_moves_that_keep_coming_take_at_most_their_share_of_the_store_thread(
+    both: CredentialService, monkeypatch: pytest.MonkeyPatch
+):
+    """Each gathered call of moves takes 0.15 s and moves keep arriving for 1.5 s: were they
+    always next, no access would run until they stopped. Past their share of the store
+    thread's time (SOON_SHARE), each waits behind a batch of accesses, so the storm ends
+    while the moves still come."""
+    service = both
+    exports = threaded(service, max_batch=16)
+    group = exports.group
+    assert group is not None
+    nodes_moved = service.nodes_moved
+
+    def slow(moves: Any, unit: Any = None) -> dict[int, int]:
+        time.sleep(0.15)
+        return nodes_moved(moves, unit)
+
+    monkeypatch.setattr(service, "nodes_moved", slow)
+    done: dict[str, float] = {}
+
+    def access(_batch: Any) -> None:
+        time.sleep(0.01)
+
+    async def storm_and_moves() -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        moves = [exports.nodes.node_moved(NODE_DAEMON, "n0", MOVED_TO, [])]
+        await asyncio.sleep(0.01)  # the first call of moves runs now
+        storm = [group.submit(access) for _ in range(32)]
+        storm[-1].add_done_callback(lambda _f: done.setdefault("storm", loop.time()))
+        for i in range(1, 150):  # a move every 10 ms for 1.5 s
+            moves.append(exports.nodes.node_moved(NODE_DAEMON, f"n{i}", MOVED_TO, []))
+            await asyncio.sleep(0.01)
+        done["moves_made"] = loop.time()
+        await asyncio.wait_for(asyncio.gather(*storm, *moves), 30)
+        done["started"] = started
+
+    try:
+        asyncio.run(storm_and_moves())
+    finally:
+        group.close()
+    assert done["storm"] < done["moves_made"], done  # not starved while moves kept coming
+    assert len(service.node_servers()) == 150
+
+
 def test_a_bad_move_is_refused_alone_and_the_others_recorded(both: CredentialService):
     service = both
     exports = threaded(service)

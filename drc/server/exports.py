@@ -324,8 +324,8 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         accesses they and the others make: one transaction each (four PostgreSQL round trips)
         queued in arrival order among the accesses made every move wait for the storm. So the
         moves waiting are gathered (checked each on its own first): one call of the group
-        commit, queued right behind the next batch of the calls waiting
-        (:meth:`GroupCommit.soon`: the storm and the moves take turns), takes every move
+        commit, queued ahead of the calls waiting as long as such calls take less than half
+        the store thread's time (:meth:`GroupCommit.soon`), takes every move
         that arrived by the time the store thread comes to it and runs them in one
         transaction (:meth:`CredentialService.nodes_moved`); the next gathers those that
         arrived meanwhile. The position is read on the store thread before that transaction,

@@ -369,10 +369,10 @@ class LinkClient:
         if sock is None:
             return
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval)):
+        options = (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count))
+        for option, value in options:
             if hasattr(socket, option):  # Linux; elsewhere the system's defaults
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 
     async def close(self, reason: str = "connection closed by this node") -> None:
         """Drop the connection; calls still waiting on it fail with ``reason``."""

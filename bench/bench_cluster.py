@@ -29,7 +29,9 @@ Phases, in one run (every figure is measured here, side by side):
    again at once (see :meth:`Simulator.revoke_reach`);
 4. ``drccli expire`` form: ``ExpireJobs([J1])`` over D-Bus drops the references on all nodes;
 5. per-node form: a second storm for job J2, then every node reports ``NodeJobsEnded``;
-6. fail-over (several DRCS only): a third storm for job J3 runs, and once a quarter of it is
+6. fail-over (several DRCS only): every node first opens its standby link to the DRCS it
+   would move to, as DRCC does a while after it connected (:meth:`Simulator.open_standbys`);
+   then a third storm for job J3 runs, and once a quarter of it is
    answered the DRCS the last of the servers' nodes follow is SIGKILLed. The time until every
    one of its nodes follows a live DRCS (its ``NodeMoved`` answered there: the follow recorded,
    its epochs resynchronised, its long poll parking from the position answered), the time
@@ -233,11 +235,16 @@ class Node:
 
     async def moved(self, server: str) -> None:
         """DRCC's fail-over (drc.node.service): one NodeMoved records the DRCS followed,
-        resynchronises the epochs it knows and answers where that DRCS's feed stands."""
-        async with self.moving:
-            self.generation, self.seq, _epochs = (
-                await self.feed.call("NodeMoved", [self.name, server, sorted(self.known)])
-            )[0]
+        resynchronises the epochs it knows and answers where that DRCS's feed stands. Over
+        the standby link when it is open (as DRCC's, drc.link.failover): no connect, so not
+        held back by ``moving``."""
+        args = [self.name, server, sorted(self.known)]
+        if self.feed.clients[self.feed.choice.index].connected:
+            answer = await self.feed.call("NodeMoved", args)
+        else:
+            async with self.moving:
+                answer = await self.feed.call("NodeMoved", args)
+        self.generation, self.seq, _epochs = answer[0]
         self.fed_by, self.fed_at = server, time.monotonic()
         self.follow_said_at = self.fed_at
 
@@ -590,11 +597,41 @@ class Simulator:
             "cpu_ms": {name: round(seconds * 1000) for name, seconds in used.items()},
         }
 
+    async def open_standbys(self, spare_descriptors: int) -> dict[str, Any]:
+        """What every DRCC does at a random moment after it connected (``[link] standby``,
+        drc.link.failover's ``keep_standby``): open and authenticate its feed link to the DRCS
+        it would move to, then leave it idle. Here before the fail-over phase, untimed: the
+        steady state a fail-over meets. First the nodes the phase moves; the others while
+        this process has descriptors for them (``spare_descriptors``: every node holds two
+        connections then, over RLIMIT_NOFILE's hard limit at 10,000 nodes). The others'
+        standby DRCS is the one killed: theirs would only close with it."""
+        killed = self.servers[-1]
+        moving = [n for n in self.nodes if n.fed_by == killed]
+        staying = [n for n in self.nodes if n.fed_by != killed]
+        nodes = moving + staying[: max(spare_descriptors - len(moving), 0)]
+        opened: list[Node] = []
+
+        async def one(node: Node) -> None:
+            if await node.feed.open_standby():
+                opened.append(node)
+
+        seconds = await self._each(one, nodes)
+        return {
+            "opened": len(opened),
+            "of_moving_nodes": sum(1 for n in opened if n.fed_by == killed),
+            "of_staying_nodes": sum(1 for n in opened if n.fed_by != killed),
+            "seconds": round(seconds, 3),
+        }
+
     async def failover(self, credential: int, job: int) -> dict[str, Any]:
         """SIGKILL the DRCS the last share of the nodes follow, a quarter into a storm."""
         index = len(self.servers)
         killed = self.servers[index - 1]
-        moving = [n for n in self.nodes if n.link.choice.current == killed]
+        # The nodes whose change feed the kill ends (their position is one of its feed): each
+        # must move. Not the same as those whose calls go there: a call answered ECONNREFUSED
+        # (a store slower than store_timeout under load) moves a node's calls to the other
+        # DRCS, and its feed follows only once its poll there is answered.
+        moving = [n for n in self.nodes if n.fed_by == killed]
         errors_before = len(self.errors)
         answered: list[float] = []
         quarter = asyncio.Event()
@@ -619,7 +656,7 @@ class Simulator:
         # The live DRCS count the polls parked there (ServerInfo, no store work): every node
         # follows a live DRCS once they count them all, besides the node daemons they had.
         live = [self.client(server) for server in self.servers[: index - 1]]
-        staying = sum(1 for n in self.nodes if n.link.choice.current != killed)
+        staying = len(self.nodes) - len(moving)  # their polls are parked at the live DRCS
         parked = sum([(await c.call("ServerInfo"))[0]["nodes_connected"] for c in live])
         wanted = parked - staying + len(self.nodes)
         # Where the fail-over's CPU goes: the DRCS that live on, munged, the simulator.
@@ -805,6 +842,8 @@ async def _run(
                     "NodeAcquire", [owner.caller(OWNER_UID, JOB3), int(Flags.FLEX_CREDENTIAL)]
                 )
             )[0]["credential"]
+            spare = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - nodes - 1024
+            out["standby_links"] = await sim.open_standbys(spare)
             await sim.settle()
             out["failover"] = fail = await sim.failover(cred3, JOB3)
             fail["refs_after"] = _refs(server, cred3)

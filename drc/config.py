@@ -134,6 +134,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "changed); no answer 2 s after that and DRCC follows the next DRCS. Each heartbeat "
             "costs DRCS ~0.2 ms of CPU per node (1 to 300)",
         ),
+        "standby": Key(
+            int,
+            30,
+            "with several servers, DRCC keeps an idle link open to the DRCS it would fail over "
+            "to, so a fail-over pays no connect there: opened at a random moment within this "
+            "many seconds after start, and again within as many after it closed (that DRCS "
+            "restarted, or the node moved); 0: no standby link (0 to 3600)",
+        ),
     },
     "node": {
         "bus_address": Key(str, "", "D-Bus address DRCC serves on; empty = the system bus"),

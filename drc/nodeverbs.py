@@ -122,7 +122,7 @@ class NodeVerbs:
     ) -> list[tuple[int, int]]:
         return self._declared()
 
-    @method("ssau", "(sua(uu))", mutating=True, grouped=True)
+    @method("ssau", "(sua(uu))", mutating=True, on_loop=True)
     def node_moved(
         self, peer: PeerCredentials, node: str, server: str, credentials: list[int]
     ) -> tuple[str, int, list[tuple[int, int]]]:
@@ -131,7 +131,9 @@ class NodeVerbs:
         Answers (generation, seq, [(credential, epoch)]): where the feed stood before the
         epochs were read, so the node's first NodeWatch parks at once instead of being
         answered "another generation" to learn it. Once per move: the follow write is
-        idempotent and the epochs are a read, so a retry simply runs again."""
+        idempotent and the epochs are a read, so a retry simply runs again. Taken on the
+        event loop, which gathers the moves waiting into one call of the store thread
+        (:meth:`drc.server.exports.ServerNodeVerbs.node_moved`)."""
         return self._declared()
 
     @method("suu", "(sbua(uu))", on_loop=True, timed=False)

@@ -166,6 +166,13 @@ class Transaction(SlotAllocator, Protocol):
     def set_node_server(self, node: str, server: str, now: float) -> bool:
         """Record which DRCS ``node`` follows; True when that changed."""
 
+    def set_nodes_server(self, follows: list[tuple[str, str]], now: float) -> None:
+        """Record which DRCS each of these nodes follows (node, server): nodes that moved
+        together, each named once."""
+
+    def credential_epochs(self, ids: Iterable[int]) -> dict[int, int]:
+        """credential -> its epoch, for those of ``ids`` that exist."""
+
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since) for every node that said so."""
 

@@ -384,22 +384,26 @@ class CredentialService:
         audit.info("node-reboot node=%s boot_id=%s freed=%s", node, boot_id, ids)
         return True, ids
 
-    def node_follows(
-        self,
-        node: str,
-        server: str,
-        unit: Unit | None = None,
-        *,
-        epochs_of: Iterable[int] = (),
-    ) -> dict[int, int]:
+    def node_follows(self, node: str, server: str, unit: Unit | None = None) -> None:
         """A node daemon follows this DRCS now (``drccli status`` lists who follows whom).
-        With ``epochs_of`` (a node that moved here, NodeMoved), the same transaction reads
-        :meth:`epochs` of those credentials, so one round trip resynchronises the node."""
+        A node that moved here says so with NodeMoved instead (:meth:`nodes_moved`)."""
         _check_server(server)
-        ids = [check_uint32("credential", c) for c in epochs_of]
         with self.store.transaction(unit) as tx:
             tx.set_node_server(node, server, time.time())
-            return _epochs(tx, ids) if ids else {}
+
+    def nodes_moved(
+        self, moves: Iterable[tuple[str, str, list[int]]], unit: Unit | None = None
+    ) -> dict[int, int]:
+        """Nodes that moved here together (NodeMoved, gathered by the exporter), each
+        ``(node, server, credentials)`` already checked (:func:`check_move`): every follow
+        and the epochs of every credential they asked about, in one transaction of two
+        statements on PostgreSQL (one multi-row write, one read), where one transaction per
+        node cost four round trips each. A node moving twice counts as its last move."""
+        follows = {node: server for node, server, _ids in moves}
+        ids = sorted({c for _node, _server, credentials in moves for c in credentials})
+        with self.store.transaction(unit) as tx:
+            tx.set_nodes_server(list(follows.items()), time.time())
+            return tx.credential_epochs(ids) if ids else {}
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) of every node that said."""
@@ -654,7 +658,14 @@ def _check_server(server: str) -> None:
         raise einval("server must be a printable host:port of 1..255 characters")
 
 
+def check_move(server: str, credentials: Iterable[int]) -> list[int]:
+    """A NodeMoved's arguments checked before it joins others (:meth:`nodes_moved`), so a
+    bad one is refused alone: the credential ids it asks the epochs of."""
+    _check_server(server)
+    return [check_uint32("credential", c) for c in credentials]
+
+
 def _epochs(tx: Transaction, ids: list[int]) -> dict[int, int]:
-    """The epoch of each of these credentials that still exists. No reference counts: a
-    storm's credential has one reference per node."""
-    return {c.id: c.epoch for c in tx.list_credentials(ids, count_refs=False)}
+    """The epoch of each of these credentials that still exists: their id and epoch alone
+    (no grants, no reference counts: a storm's credential has one reference per node)."""
+    return tx.credential_epochs(ids)

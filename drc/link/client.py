@@ -402,6 +402,33 @@ class LinkClient:
         assert response.ok is not None
         return response.ok
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (a call now would not connect first)."""
+        return self._conn is not None and self._conn.alive
+
+    async def until_closed(self) -> None:
+        """Return when the connection open now closes (at once when none is open)."""
+        conn = self._conn
+        if conn is not None and conn.alive:
+            await asyncio.shield(conn.closed)
+
+    def keepalive(self, idle: int, interval: int = 10, count: int = 3) -> None:
+        """Have the kernel probe the open connection after ``idle`` s of silence: a link that
+        carries no frame for long (a fail-over's standby) learns that its peer's host went,
+        at no CPU cost to DRCS (its kernel answers the probes)."""
+        if not self.connected:
+            return
+        assert self._conn is not None
+        sock = self._conn.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        options = (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count))
+        for option, value in options:
+            if hasattr(socket, option):  # Linux; elsewhere the system's defaults
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
     async def close(self, reason: str = "connection closed by this node") -> None:
         """Drop the connection; calls still waiting on it fail with ``reason``."""
         conn, self._conn = self._conn, None

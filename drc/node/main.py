@@ -7,6 +7,7 @@ and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -83,6 +84,10 @@ def _links(cfg: drc_config.Config, node: str) -> tuple[FailoverLink, FailoverLin
     # A poll is not retried on the DRCS the node moves to: the feed starts afresh there with
     # a NodeMoved (drc.node.service), which also records the move.
     feed = FailoverLink(choice, client(silent), timeout=2 * silent, follow_moves=False)
+    if not 0 <= link["standby"] <= 3600:
+        raise drc_config.ConfigError(
+            f"{cfg.path}: [link] standby must be 0 to 3600 seconds, got {link['standby']}"
+        )
     return calls, feed
 
 
@@ -118,6 +123,7 @@ async def serve(cfg: drc_config.Config) -> None:
     node = node_cfg["name"] or node_name()
     identifier = Identifier(node, wlm_from_config(cfg, node_cfg["wlm"]))
     calls, feed = _links(cfg, node)  # a missing [link] server is a config error: say it first
+    feed_link = feed  # itself, not counted: it keeps the standby link
     metrics = node_metrics(cfg)  # None unless [metrics] drcc_listen
     if metrics:
         calls, feed = metrics.upstream(calls), metrics.upstream(feed)
@@ -148,6 +154,12 @@ async def serve(cfg: drc_config.Config) -> None:
     # The change feed records every later move (NodeMoved, or NodeFollow on an older DRCS).
     if not await service.start(lambda: calls.choice.current):
         await say_following(calls, node)
+    # The feed's standby link: a fail-over's NodeMoved then needs no connect (drc.link.failover).
+    standby = (
+        asyncio.ensure_future(feed_link.keep_standby(cfg["link"]["standby"]))
+        if cfg["link"]["standby"] and len(feed_link.choice.servers) > 1
+        else None
+    )
     exporter = BusExporter(
         NodeExports(service, identifier),
         bus_name=BUS_NAME,
@@ -168,6 +180,9 @@ async def serve(cfg: drc_config.Config) -> None:
     await until_stopped()
     log.info("DRCC stopping")
     await exporter.stop()
+    if standby is not None:
+        standby.cancel()
+        await asyncio.gather(standby, return_exceptions=True)
     await service.stop()
     await calls.close()
     await feed.close()

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from drc.core.errors import DrcError, eflags, einval, eperm
+from drc.core.errors import Code, DrcError, eflags, einval, eperm
 from drc.core.model import FREED, Caller, Holder, LimitScope, Target, check_uint32
 from drc.core.ports import Unit
-from drc.core.service import CredentialService
+from drc.core.service import CredentialService, check_move
 from drc.dispatch import shares_commit
 from drc.export import ExportedMethod, PeerCredentials, exported
 from drc.nodeverbs import WATCH_TIMEOUT_MAX, NodeVerbs
@@ -95,6 +97,28 @@ def direct_caller(peer: PeerCredentials) -> Caller:
     )
 
 
+#: NodeMoved's answer: where the change feed stood, the epochs asked.
+Moved = tuple[str, int, list[tuple[int, int]]]
+
+
+@dataclass(eq=False)
+class _Move:
+    """One NodeMoved waiting to be gathered with others (ServerNodeVerbs.node_moved)."""
+
+    node: str
+    server: str
+    credentials: list[int]
+    answer: asyncio.Future[Moved] | None = None
+
+
+@dataclass(eq=False)
+class _MoveRun:
+    """The moves one call of the group commit took (set on the store thread)."""
+
+    moves: list[_Move] = field(default_factory=list)
+    settled: bool = False  # answered on the loop: the store thread takes no move for it
+
+
 class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
     """The verbs node daemons (DRCC) call, over the DRC link or the bus, for their callers.
 
@@ -115,6 +139,11 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         self.token_key = token_key
         self.token_ttl = token_ttl
         self.name = ""  # this DRCS as nodes name it: its [link] listen address
+        #: drcs's group commit (set with ServerExports.group): NodeMoved runs on its thread.
+        self.group: GroupCommit | None = None
+        self._moves: list[_Move] = []  # NodeMoved calls waiting to be gathered
+        self._moves_lock = threading.Lock()  # the loop appends, the store thread takes
+        self._moving: asyncio.Future[Any] | None = None  # the group's call for them
 
     def _node(self, peer: PeerCredentials) -> None:
         """Node verbs speak for other users: only a root node daemon may call them."""
@@ -302,16 +331,81 @@ class ServerNodeVerbs(SlingshotNodeVerbs, NodeVerbs):
         credentials: list[int],
         *,
         unit: Unit | None = None,
-    ) -> tuple[str, int, list[tuple[int, int]]]:
-        """NodeFollow, the change feed's position and NodeEpochs at once. The position is
-        read before the transaction, as NodeConnect's: a change it missed was committed
-        after, so it comes after ``seq`` and reaches the node's first poll, while every
-        change committed before is in the epochs read."""
+    ) -> Moved | asyncio.Future[Moved]:
+        """NodeFollow, the change feed's position and NodeEpochs at once.
+
+        When a DRCS fails, thousands of its nodes move here at once, into the storm of
+        accesses they and the others make: one transaction each (four PostgreSQL round trips)
+        queued in arrival order among the accesses made every move wait for the storm. So the
+        moves waiting are gathered (checked each on its own first): one call of the group
+        commit, queued ahead of the calls waiting as long as such calls take less than half
+        the store thread's time (:meth:`GroupCommit.soon`), takes every move
+        that arrived by the time the store thread comes to it and runs them in one
+        transaction (:meth:`CredentialService.nodes_moved`); the next gathers those that
+        arrived meanwhile. The position is read on the store thread before that transaction,
+        as NodeConnect's: a change it missed was committed after, so it comes after ``seq``
+        and reaches the node's first poll, while every change committed before is in the
+        epochs read. ``unit`` (on the loop: no batch; not exactly-once: no request) serves
+        only without a group commit (tests of the verbs alone), where the move runs now."""
         self._node(peer)
         _check_credential_batch(credentials)
+        move = _Move(node_name(node), server, check_move(server, credentials))
+        if self.group is None:
+            return self._run_moves(_MoveRun([move]), unit.batch if unit else None)[0][1]
+        move.answer = asyncio.get_running_loop().create_future()
+        with self._moves_lock:
+            self._moves.append(move)
+        if self._moving is None:
+            self._start_moves()
+        return move.answer
+
+    def _start_moves(self) -> None:
+        """Hand the group commit one call for the moves waiting (on the loop)."""
+        assert self.group is not None
+        run = _MoveRun()
+        self._moving = self.group.soon(lambda batch: self._run_moves(run, batch))
+        self._moving.add_done_callback(lambda done: self._moves_done(run, done))
+
+    def _run_moves(self, run: _MoveRun, batch: Any) -> list[tuple[_Move, Moved]]:
+        """The moves taken (on the store thread): each one's answer, after one transaction.
+        None are taken once the loop has settled the call (the group gave up on it: a store
+        that did not answer in time): nobody would answer them."""
+        with self._moves_lock:
+            if not run.moves and not run.settled:
+                run.moves, self._moves = self._moves, []
+        if not run.moves:
+            return []
         generation, seq = self.changes.generation, self.changes.seq
-        live = self.service.node_follows(node_name(node), server, unit, epochs_of=credentials)
-        return generation, seq, _epochs_answer(credentials, live)
+        live = self.service.nodes_moved(
+            [(m.node, m.server, m.credentials) for m in run.moves], Unit(None, batch)
+        )
+        return [(m, (generation, seq, _epochs_answer(m.credentials, live))) for m in run.moves]
+
+    def _moves_done(self, run: _MoveRun, done: asyncio.Future[list[tuple[_Move, Moved]]]) -> None:
+        """Answer the moves the call took (on the loop), and start the next call if more wait.
+        A call that failed answers its error to the moves it took and to those waiting (the
+        store did not answer in time, or the batch failed: the nodes retry, as after any
+        ECONNREFUSED), rather than being handed to a store that is stuck again at once."""
+        self._moving = None
+        with self._moves_lock:
+            run.settled = True
+            if done.cancelled() or done.exception() is not None:
+                run.moves += self._moves
+                self._moves = []
+        if done.cancelled():
+            error: BaseException | None = DrcError(Code.ECONNREFUSED, "DRCS is stopping")
+        else:
+            error = done.exception()
+        answers = done.result() if error is None else [(m, None) for m in run.moves]
+        for move, answer in answers:
+            if move.answer is None or move.answer.done():
+                continue
+            if error is None:
+                move.answer.set_result(answer)
+            else:
+                move.answer.set_exception(error)
+        if self._moves:
+            self._start_moves()
 
     def node_watch(
         self, peer: PeerCredentials, generation: str, since: int, timeout: int
@@ -384,8 +478,16 @@ class ServerExports(ServerVerbs):
             node = str(caller.get("node", peer.sender))[:64]
         self.refusals.record(verb.name, uid, job, node, credential_of(verb, args), error)
 
-    #: Set by drcs: D-Bus verbs waiting together share one commit (see drc.server.group).
-    group: GroupCommit | None = None
+    @property
+    def group(self) -> GroupCommit | None:
+        """Set by drcs: D-Bus verbs waiting together share one commit (see
+        drc.server.group); the node verbs' NodeMoved runs on it too."""
+        return self.nodes.group
+
+    @group.setter
+    def group(self, value: GroupCommit | None) -> None:
+        self.nodes.group = value
+
     #: The last status read from the store (what status answers while the store is silent).
     described: dict[str, Any] | None = None
     #: Whether release may join a group: not when freeing runs external cleanups (ALPS).

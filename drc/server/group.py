@@ -47,6 +47,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -65,6 +66,13 @@ T = TypeVar("T")
 #: acquire+release ~4% lower.
 GATHER_TURNS = 2
 
+#: :meth:`GroupCommit.soon` calls go next while they took less than this share of the store
+#: thread's last :data:`SOON_WINDOW` seconds; past it, each waits behind one batch of the
+#: calls waiting. A fail-over's moves (a few ms per gathered call) then never wait for a
+#: storm's batch (under load, a second or more each), nor starve it when they keep coming.
+SOON_SHARE = 0.5
+SOON_WINDOW = 1.0
+
 #: What a group runs: ``call(batch)``, with the store's open batch or None (alone).
 Call = Callable[[Any], T]
 Pending = tuple[Callable[[Any], Any], "asyncio.Future[Any]", bool, float]
@@ -80,6 +88,8 @@ class _Job:
     overdue: bool = False  # answered "outcome unknown": must not commit (read by the thread)
     timer: asyncio.TimerHandle | None = None
     events: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
+    soon: bool = False  # a call made with GroupCommit.soon
+    began: float = 0.0  # loop time it was handed to the store thread
 
     def guard(self) -> None:
         """Called by the store just before each COMMIT of this batch."""
@@ -120,6 +130,8 @@ class GroupCommit:
         self._worker_thread: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._soon: set[asyncio.Future[Any]] = set()  # pending calls made with soon()
+        self._soon_log: deque[tuple[float, float]] = deque()  # (end, seconds) of those run
 
     def submit(self, call: Call[T]) -> asyncio.Future[T]:
         """A future of ``call(batch)``'s result, set after its batch commits. A future, not a
@@ -132,14 +144,50 @@ class GroupCommit:
         external cleanups, or only reads), in its turn on the store thread: ``call(None)``."""
         return self._enqueue(call, alone=True)
 
-    def _enqueue(self, call: Call[T], alone: bool) -> asyncio.Future[T]:
+    def soon(self, call: Call[T]) -> asyncio.Future[T]:
+        """As :meth:`alone`, ahead of the calls waiting: next, after the batch running if
+        one is; but while such calls took over :data:`SOON_SHARE` of the store thread's time
+        lately, right behind the calls the next batch takes. For work that must not wait
+        for a storm to drain (the nodes that moved here after a DRCS failed, gathered into
+        one call), yet, when it keeps coming, must not starve the storm either."""
+        return self._enqueue(call, alone=True, soon=True)
+
+    def _soon_share_used(self, now: float) -> bool:
+        """Whether calls made :meth:`soon` took their share of the last window."""
+        log = self._soon_log
+        while log and log[0][0] < now - SOON_WINDOW:
+            log.popleft()
+        return sum(seconds for _end, seconds in log) >= SOON_SHARE * SOON_WINDOW
+
+    def _next_batch(self) -> int:
+        """How many of the calls waiting the next batch takes (a lone call is a batch)."""
+        if not self._pending:
+            return 0
+        if self._pending[0][2]:
+            return 1
+        size = 0
+        for _call, _future, alone, _at in self._pending[: self.max_batch]:
+            if alone:
+                break
+            size += 1
+        return size
+
+    def _enqueue(self, call: Call[T], alone: bool, soon: bool = False) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
         if self._running is not None and self._running.overdue:
             future.set_exception(self.health.error())  # the store is stuck: fail fast
             return future
-        self._pending.append((call, future, alone, loop.time()))
+        if not soon:
+            at = len(self._pending)
+        elif self._running is not None or not self._soon_share_used(loop.time()):
+            at = 0
+        else:
+            at = self._next_batch()
+        if soon:
+            self._soon.add(future)
+        self._pending.insert(at, (call, future, alone, loop.time()))
         if len(self._pending) == 1 and self._running is None:
             self._turns_left = GATHER_TURNS if self._company else 0
             loop.call_soon(self._flush)
@@ -166,17 +214,12 @@ class GroupCommit:
             self._turns_left -= 1
             loop.call_soon(self._flush)  # let the loop read once more
             return
-        if self._pending[0][2]:
-            size = 1
-        else:
-            size = 0
-            for _call, _future, alone, _at in self._pending[: self.max_batch]:
-                if alone:
-                    break
-                size += 1
+        size = self._next_batch()
         job = _Job(self._pending[:size])
         self._pending = self._pending[size:]
         self._company = size > 1
+        job.soon, job.began = job.calls[0][1] in self._soon, loop.time()
+        self._soon.discard(job.calls[0][1])
         if self._jobs is None:
             self._settle(job, self._run(job))
             if self._pending:
@@ -253,6 +296,9 @@ class GroupCommit:
         if job.timer is not None:
             job.timer.cancel()
         self._running = None
+        if job.soon:
+            now = asyncio.get_running_loop().time()
+            self._soon_log.append((now, now - job.began))
         if job.overdue and any(error is None for _f, _r, error in outcomes):
             log.error(
                 "a batch answered 'outcome unknown' after %.1f s committed when the database "
@@ -301,6 +347,7 @@ class GroupCommit:
                 future.set_exception(unknown)
         refused = self.health.error()
         pending, self._pending = self._pending, []
+        self._soon.clear()
         for _call, future, _alone, _at in pending:
             if not future.done():
                 future.set_exception(refused)

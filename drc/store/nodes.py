@@ -8,13 +8,16 @@ listings are Peewee queries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from drc.store.models import Models
-from drc.store.statements import Statements
+from drc.store.statements import Statements, chunks, padded
 
 
 class NodeRows:
     models: Models
     _sql: Statements
+    postgresql: bool
 
     def node_count(self) -> int:
         return self.models.node.select().count()
@@ -26,6 +29,25 @@ class NodeRows:
     def set_node_server(self, node: str, server: str, now: float) -> bool:
         """Record that ``node`` follows DRCS ``server``; True when that changed."""
         return bool(self._sql.rows("set_node_server", (node, server, now)))
+
+    def set_nodes_server(self, follows: list[tuple[str, str]], now: float) -> None:
+        """Record the DRCS each of these nodes follows: on PostgreSQL one statement per
+        thousand nodes (a fail-over moves thousands at once); SQLite, local, row by row."""
+        if not self.postgresql:
+            for node, server in follows:
+                self.set_node_server(node, server, now)
+            return
+        for chunk in chunks(follows, 1000):
+            nodes, servers = [n for n, _s in chunk], [s for _n, s in chunk]
+            self._sql.execute("set_nodes_server", (now, nodes, servers))
+
+    def credential_epochs(self, ids: Iterable[int]) -> dict[int, int]:
+        """credential -> epoch of those of ``ids`` that exist; one statement per chunk."""
+        epochs: dict[int, int] = {}
+        for chunk in chunks(ids):
+            chunk = padded(chunk)
+            epochs.update(self._sql.rows("credential_epochs", chunk, in_size=len(chunk)))
+        return epochs
 
     def node_servers(self) -> list[tuple[str, str, float]]:
         """(node, DRCS it follows, since when) for every node that said so."""

@@ -181,6 +181,17 @@ HOT_SQL: dict[str, str] = {
             "since" = excluded."since"
             WHERE "node_follow"."server" <> excluded."server"
         RETURNING 1""",
+    # Nodes that moved here together (NodeMoved, gathered): one statement for all of them,
+    # the nodes and servers as two arrays (each node once: a row is written at most once).
+    "set_nodes_server": """
+        INSERT INTO "node_follow" ("node", "server", "since")
+        SELECT m.node, m.server, ? FROM unnest(?::text[], ?::text[]) AS m(node, server)
+        ON CONFLICT ("node") DO UPDATE SET "server" = excluded."server",
+            "since" = excluded."since"
+            WHERE "node_follow"."server" <> excluded."server"
+    """,
+    # The epochs a moved or resynchronising node asks: id and epoch alone.
+    "credential_epochs": """SELECT "id", "epoch" FROM "credential" WHERE "id" IN {ids}""",
     # The shared change feed on PostgreSQL: NOTIFY is transactional (sent at commit, dropped
     # on rollback), so every DRCS listening on CHANGE_CHANNEL hears each committed revoke
     # ("r <credential> <epoch>") and free ("f <credential>") exactly when it becomes true.
@@ -205,6 +216,7 @@ POSTGRESQL_ONLY = frozenset(
         "claim_free_slot_skip_locked",
         "notify_revoked",
         "notify_freed",
+        "set_nodes_server",
     }
 )
 

@@ -104,6 +104,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_idle() -> float:
+    """Seconds all CPUs of the machine spent idle so far (idle + iowait, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
     """The CPU each named process spends from now on (``used``: seconds by name)."""
 
@@ -493,12 +500,20 @@ class Simulator:
                 self.errors.append(f"{node.name}: access answered {info['credential']}")
             node.known.add(credential)
 
+        # Where the storm's CPU goes (per miss), and how much of the machine stayed idle: a
+        # store that waits on round trips leaves idle time, a saturated machine none.
+        pids = {f"drcs{k}": self.emb.server_pid(k) for k in range(1, len(self.servers) + 1)}
+        pids.update(munged=self.emb.munged.pid, simulator=os.getpid())
+        meter, idle = CpuMeter(pids), machine_idle()
         seconds = await self._each(access)
+        used, idle_s = meter.used(), machine_idle() - idle
         return {
             "misses": len(self.nodes),
             "seconds": round(seconds, 3),
             "misses_per_s": round(len(self.nodes) / seconds),
             "errors": len(self.errors) - errors_before,
+            "cpu_ms_per_miss": {k: round(v * 1000 / len(self.nodes), 3) for k, v in used.items()},
+            "machine_idle": round(idle_s / (seconds * (os.cpu_count() or 1)), 2),
         }
 
     async def revoke_reach(self, owner: Node, credential: int, repolls: str) -> dict[str, Any]:

@@ -254,11 +254,11 @@ class CredentialService:
         with self.store.transaction(unit) as tx:
             # shared: other accesses go on; a release, revoke or free waits (or is waited for)
             tx.lock_credentials([credential], exclusive=False)
-            cred = tx.get_credential(credential, count_refs=False)
+            holder = caller.holder
+            cred, held = tx.get_credential_held(credential, holder)
             if cred is None:
                 raise not_found(credential)
-            holder = caller.holder
-            if not tx.has_reference(credential, holder):
+            if not held:
                 self.policy.check_access(cred, caller)
                 self._check_node_binding(tx, cred, holder)
                 if rules.pins_another_users(cred, caller):

@@ -74,14 +74,15 @@ def test_grant_runs_two_statements(service: CredentialService):
     assert_statements(lambda: service.grant(owner, cred, target), service.store, 2)
 
 
-def test_access_miss_runs_four_statements_and_a_hit_two(service: CredentialService):
-    """Miss: the credential, has-reference, the node's tenants (not FLEX), the insert."""
+def test_access_miss_runs_three_statements_and_a_hit_one(service: CredentialService):
+    """Miss: the credential with whether the holder holds it (one read), the node's tenants
+    (not FLEX), the insert. Hit: the read alone."""
     owner = in_job(ALICE, 10)
     cred = service.acquire(owner, 0).id
     service.grant(owner, cred, Target(TargetKind.UID, BOB))
     peer = in_job(BOB, 20, node="n2")
-    assert_statements(lambda: service.access(peer, cred), service.store, 4)
-    assert_statements(lambda: service.access(peer, cred), service.store, 2)
+    assert_statements(lambda: service.access(peer, cred), service.store, 3)
+    assert_statements(lambda: service.access(peer, cred), service.store, 1)
 
 
 def test_access_miss_does_not_count_references_but_listing_does(service: CredentialService):
@@ -148,11 +149,14 @@ def test_grants_and_references_are_associations(store: PeeweeStore):
         assert tx.add_grant(cid, bob) is False
         assert tx.add_reference(cid, holder, owner=True) is True
         assert tx.add_reference(cid, holder, owner=False) is False
-        assert tx.has_reference(cid, holder)
+        cred, held = tx.get_credential_held(cid, holder)
+        assert held and cred is not None and cred.grants == (bob,)
+        assert tx.get_credential_held(cid, Holder.for_job("n2", 10))[1] is False
+        assert tx.get_credential_held(cid + 1, holder) == (None, False)
         assert tx.reference_counts([cid, cid + 1]) == {cid: (1, 1), cid + 1: (0, 0)}
         assert tx.drop_reference(cid, holder) is True
         assert tx.drop_reference(cid, holder) is False
-        assert not tx.has_reference(cid, holder)
+        assert tx.get_credential_held(cid, holder)[1] is False
         assert tx.remove_grant(cid, bob) is True
         assert tx.remove_grant(cid, bob) is False
 

@@ -111,6 +111,22 @@ def machine_idle() -> float:
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_backend_pids(url: str) -> dict[str, int]:
+    """The PostgreSQL backends serving ``url``'s database (their titles name it), by name."""
+    database = url.rsplit("/", 1)[-1].split("?")[0] if url.startswith("postgres") else ""
+    found = {}
+    for entry in os.scandir("/proc") if database else ():
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    title = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found[f"postgres {entry.name}"] = int(entry.name)
+    return found
+
+
 class CpuMeter:
     """The CPU each named process spends from now on (``used``: seconds by name)."""
 
@@ -504,9 +520,13 @@ class Simulator:
         # store that waits on round trips leaves idle time, a saturated machine none.
         pids = {f"drcs{k}": self.emb.server_pid(k) for k in range(1, len(self.servers) + 1)}
         pids.update(munged=self.emb.munged.pid, simulator=os.getpid())
+        pids.update(postgres_backend_pids(self.emb.database))
         meter, idle = CpuMeter(pids), machine_idle()
         seconds = await self._each(access)
         used, idle_s = meter.used(), machine_idle() - idle
+        backends = [name for name in used if name.startswith("postgres ")]
+        if backends:
+            used["postgres"] = sum(used.pop(name) for name in backends)
         return {
             "misses": len(self.nodes),
             "seconds": round(seconds, 3),

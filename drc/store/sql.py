@@ -80,8 +80,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from peewee import (
     Database,
@@ -204,10 +206,21 @@ class PeeweeStore:
         if batch is not None:
             if batch is not self._batch:
                 raise RuntimeError("a transaction was handed a batch that is not open")
-            with _unclaimed_on_error(request), self._uncontended(), self._verb_savepoint():
+            now = time.time()
+            # PostgreSQL: the claim goes in the savepoint's round trip
+            claim = ""
+            if request is not None and self.postgresql:
+                claim = requests.claim_literal(self.db, request, now)
+            with (
+                _unclaimed_on_error(request),
+                self._uncontended(),
+                self._verb_savepoint(claim) as cursor,
+            ):
                 tx = self._tx()
-                if request is not None:
-                    requests.claim(self.db, request)
+                if request is not None and cursor is not None:
+                    requests.claimed(self.db, request, cursor.rowcount > 0, now)
+                elif request is not None:
+                    requests.claim(self.db, request, now)
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
@@ -227,28 +240,32 @@ class PeeweeStore:
             self._before_commit()
 
     @contextmanager
-    def _verb_savepoint(self) -> Iterator[None]:
+    def _verb_savepoint(self, then: str = "") -> Iterator[Any]:
         """A verb of the open batch: its savepoint, rolled back when the verb fails.
 
         Named by a counter, as peewee's atomic() names each by a fresh uuid4
         (Database.savepoint() takes no name), a measurable part of a small verb. On
         PostgreSQL a verb that succeeded keeps its savepoint until the next verb's
-        ``SAVEPOINT``, which releases it in the same round trip (one simple query of two
-        statements), or the batch's COMMIT, which releases every savepoint: one round trip
-        per verb where peewee's savepoint makes two. Python's sqlite3 runs one statement
-        per call, and a SQLite statement costs no round trip: there, peewee's savepoint.
+        ``SAVEPOINT``, which releases it in the same round trip (one simple query of
+        several statements), or the batch's COMMIT, which releases every savepoint; the
+        statement ``then`` (the request's claim, its values quoted in) goes in that round
+        trip too, and the cursor yielded is at its result. So a verb's savepoints and claim
+        cost one round trip where they cost three. Python's sqlite3 runs one statement per
+        call, and a SQLite statement costs no round trip: there, peewee's savepoint, and
+        None is yielded (``then`` is PostgreSQL's only).
         """
         name = f"v{next(self._savepoints)}"
         if not self.postgresql:
             with _savepoint(self.db, name):
-                yield
+                yield None
             return
         prior, self._unreleased = self._unreleased, None
-        self.db.execute_sql(
-            f"RELEASE SAVEPOINT {prior}; SAVEPOINT {name}" if prior else f"SAVEPOINT {name}"
-        )
+        text = f"RELEASE SAVEPOINT {prior}; SAVEPOINT {name}" if prior else f"SAVEPOINT {name}"
+        cursor = self.db.execute_sql(f"{text}; {then}" if then else text)
+        while cursor.nextset():  # to the last statement's result
+            pass
         try:
-            yield
+            yield cursor
         except BaseException:
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
             raise

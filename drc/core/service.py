@@ -201,7 +201,7 @@ class CredentialService:
         self, caller: Caller, credential: int, target: Target, unit: Unit | None = None
     ) -> None:
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
             cred = self._managed(tx, caller, credential, "grant access to")
             if not tx.add_grant(credential, target):
                 raise DrcError(
@@ -220,7 +220,7 @@ class CredentialService:
     ) -> None:
         """Block new access by ``target``; references already taken stay."""
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
             self._managed(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
                 raise DrcError(
@@ -251,9 +251,8 @@ class CredentialService:
         it went. ``get``/``list`` count exactly.
         """
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
-            # shared: other accesses go on; a release, revoke or free waits (or is waited for)
-            tx.lock_credentials([credential], exclusive=False)
+        # held shared: other accesses go on; a release, revoke or free waits (or is waited for)
+        with self.store.transaction(unit, hold=[credential]) as tx:
             holder = caller.holder
             cred, held = tx.get_credential_held(credential, holder)
             if cred is None:
@@ -285,9 +284,8 @@ class CredentialService:
         Returns True when this freed the credential's resources.
         """
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
-            # exclusive: no access adds a reference between counting and freeing
-            tx.lock_credentials([credential], exclusive=True)
+        # held exclusive: no access adds a reference between counting and freeing
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
             cred = tx.get_credential(credential)
             if cred is None:
                 raise not_found(credential)
@@ -607,8 +605,8 @@ class CredentialService:
     # -- rules: the decisions are drc.core.policy's; here, what they read ------------------
 
     def _managed(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
-        """The credential, if the caller may change its ACL (``verb`` names the change)."""
-        tx.lock_credentials([credential], exclusive=True)
+        """The credential, if the caller may change its ACL (``verb`` names the change); the
+        transaction holds it exclusive."""
         cred = tx.get_credential(credential)
         if cred is None:
             raise not_found(credential)

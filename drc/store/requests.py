@@ -20,6 +20,7 @@ from typing import Any
 from peewee import Database
 
 from drc.core.ports import Request
+from drc.store.statements import literal
 
 #: How long a request id is remembered: far beyond any client's retry window.
 KEEP_SECONDS = 24 * 3600
@@ -61,13 +62,9 @@ def claim(db: Database, record: Request, now: float | None = None) -> None:
 
 
 def claim_literal(db: Database, record: Request, now: float) -> str:
-    """PostgreSQL: :func:`claim`'s INSERT with its values quoted in by the driver, to be sent
-    in one round trip with other statements (a simple query of several takes no parameters);
-    :func:`claimed` then reads its outcome."""
-    import psycopg  # PostgreSQL only
-
-    params = (record.rid, record.digest, record.method, now)
-    return psycopg.ClientCursor(db.connection()).mogrify(_sql(db, _CLAIM), params)
+    """PostgreSQL: :func:`claim`'s INSERT with its values quoted in, to be sent in one round
+    trip with other statements; :func:`claimed` then reads its outcome."""
+    return literal(db, _sql(db, _CLAIM), (record.rid, record.digest, record.method, now))
 
 
 def claimed(db: Database, record: Request, inserted: bool, now: float) -> None:

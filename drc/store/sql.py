@@ -83,7 +83,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from peewee import (
     Database,
@@ -105,7 +104,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements, chunks, padded
+from drc.store.statements import Statements, chunks, literal, padded
 from drc.store.vni import VniRows
 
 
@@ -194,10 +193,14 @@ class PeeweeStore:
             raise StoreUnavailable(message) from None
 
     @contextmanager
-    def transaction(self, unit: Unit | None = None) -> Iterator[PeeweeTransaction]:
+    def transaction(
+        self, unit: Unit | None = None, *, hold: Collection[int] = (), exclusive: bool = False
+    ) -> Iterator[PeeweeTransaction]:
         """One write transaction, or with ``unit.batch`` a savepoint of that batch (a failing
         verb undoes only itself). It records ``unit.request``, if any and not yet recorded
-        (:mod:`drc.store.requests`), so a retried request is recognised, never rerun."""
+        (:mod:`drc.store.requests`), so a retried request is recognised, never rerun; then
+        it holds the credentials ``hold`` (:meth:`PeeweeTransaction.lock_credentials`,
+        shared or ``exclusive``) before the verb reads anything."""
         request = batch = None
         if unit is not None:
             request, batch = unit.request, unit.batch
@@ -207,20 +210,24 @@ class PeeweeStore:
             if batch is not self._batch:
                 raise RuntimeError("a transaction was handed a batch that is not open")
             now = time.time()
-            # PostgreSQL: the claim goes in the savepoint's round trip
-            claim = ""
-            if request is not None and self.postgresql:
-                claim = requests.claim_literal(self.db, request, now)
+            # PostgreSQL: the claim and the locks go in the savepoint's round trip
+            then: list[str] = []
+            if self.postgresql:
+                if request is not None:
+                    then.append(requests.claim_literal(self.db, request, now))
+                then += self._tx().lock_literals(hold, exclusive=exclusive)
             with (
                 _unclaimed_on_error(request),
                 self._uncontended(),
-                self._verb_savepoint(claim) as cursor,
+                self._verb_savepoint(then) as counts,
             ):
                 tx = self._tx()
-                if request is not None and cursor is not None:
-                    requests.claimed(self.db, request, cursor.rowcount > 0, now)
+                if request is not None and self.postgresql:
+                    requests.claimed(self.db, request, counts[0] > 0, now)
                 elif request is not None:
                     requests.claim(self.db, request, now)
+                if not self.postgresql:
+                    tx.lock_credentials(hold, exclusive=exclusive)
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
@@ -234,13 +241,14 @@ class PeeweeStore:
             tx = self._tx()
             if request is not None:
                 requests.claim(self.db, request)
+            tx.lock_credentials(hold, exclusive=exclusive)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
             self._before_commit()
 
     @contextmanager
-    def _verb_savepoint(self, then: str = "") -> Iterator[Any]:
+    def _verb_savepoint(self, then: list[str]) -> Iterator[list[int]]:
         """A verb of the open batch: its savepoint, rolled back when the verb fails.
 
         Named by a counter, as peewee's atomic() names each by a fresh uuid4
@@ -248,24 +256,26 @@ class PeeweeStore:
         PostgreSQL a verb that succeeded keeps its savepoint until the next verb's
         ``SAVEPOINT``, which releases it in the same round trip (one simple query of
         several statements), or the batch's COMMIT, which releases every savepoint; the
-        statement ``then`` (the request's claim, its values quoted in) goes in that round
-        trip too, and the cursor yielded is at its result. So a verb's savepoints and claim
-        cost one round trip where they cost three. Python's sqlite3 runs one statement per
-        call, and a SQLite statement costs no round trip: there, peewee's savepoint, and
-        None is yielded (``then`` is PostgreSQL's only).
+        statements ``then`` (the request's claim and the verb's locks, values quoted in) go
+        in that round trip too, and their row counts are yielded. So a verb's savepoints,
+        claim and locks cost one round trip where they cost four. Python's sqlite3 runs one
+        statement per call, and a SQLite statement costs no round trip: there, peewee's
+        savepoint (``then`` is PostgreSQL's only).
         """
         name = f"v{next(self._savepoints)}"
         if not self.postgresql:
             with _savepoint(self.db, name):
-                yield None
+                yield []
             return
         prior, self._unreleased = self._unreleased, None
-        text = f"RELEASE SAVEPOINT {prior}; SAVEPOINT {name}" if prior else f"SAVEPOINT {name}"
-        cursor = self.db.execute_sql(f"{text}; {then}" if then else text)
-        while cursor.nextset():  # to the last statement's result
-            pass
-        try:
-            yield cursor
+        sent = [f"RELEASE SAVEPOINT {prior}"] if prior else []
+        sent += [f"SAVEPOINT {name}", *then]
+        try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
+            cursor = self.db.execute_sql("; ".join(sent))
+            counts = [cursor.rowcount]
+            while cursor.nextset():
+                counts.append(cursor.rowcount)
+            yield counts[len(sent) - len(then) :]
         except BaseException:
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
             raise
@@ -365,6 +375,15 @@ class PeeweeTransaction(
         for chunk in chunks(sorted(set(ids))):
             some = padded(chunk)
             self._sql.execute(name, some, in_size=len(some))
+
+    def lock_literals(self, ids: Iterable[int], *, exclusive: bool) -> list[str]:
+        """PostgreSQL: :meth:`lock_credentials`' statements with their ids quoted in, to be
+        sent with others in one round trip (:meth:`PeeweeStore._verb_savepoint`)."""
+        name = "lock_credentials" if exclusive else "lock_credentials_shared"
+        return [
+            literal(self.db, self._sql.sql(name, len(some)), some)
+            for some in (padded(chunk) for chunk in chunks(sorted(set(ids))))
+        ]
 
     def hold_limits(self) -> None:
         """PostgreSQL: no limit is set or cleared until commit (those take this lock

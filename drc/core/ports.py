@@ -132,12 +132,6 @@ class Transaction(SlotAllocator, Protocol):
     ) -> list[Credential]:
         """``count_refs=False`` leaves ``refs`` at 0, as :meth:`get_credential`'s."""
 
-    def get_credential_held(
-        self, credential: int, holder: Holder
-    ) -> tuple[Credential | None, bool]:
-        """An access's one read after its lock: the credential (``refs`` 0) and whether
-        ``holder`` already holds a reference to it."""
-
     def set_state(self, credential: int, state: State) -> None: ...
     def bump_epoch(self, credential: int) -> None: ...
     def delete_credentials(self, ids: Iterable[int]) -> None: ...
@@ -157,6 +151,7 @@ class Transaction(SlotAllocator, Protocol):
         """False when the holder already held one (a reference is an association)."""
 
     def drop_reference(self, credential: int, holder: Holder) -> bool: ...
+    def has_reference(self, credential: int, holder: Holder) -> bool: ...
     def tenants_on_node(self, credential: int, node: str) -> set[tuple[str, int]]: ...
     def reference_counts(self, ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """credential -> (references, owner references), for every id given."""

@@ -253,16 +253,11 @@ class CredentialService:
         check_uint32("credential", credential)
         # held shared: other accesses go on; a release, revoke or free waits (or is waited for)
         with self.store.transaction(unit, hold=[credential]) as tx:
-            holder = caller.holder
-            cred, held = tx.get_credential_held(credential, holder)
+            cred = tx.get_credential(credential, count_refs=False)
             if cred is None:
                 raise not_found(credential)
-            if not held:
-                self.policy.check_access(cred, caller)
-                self._check_node_binding(tx, cred, holder)
-                if rules.pins_another_users(cred, caller):
-                    self._check_limits(tx, caller, USER_SCOPES)
-                tx.add_reference(credential, holder, owner=rules.owned_by_holder(cred, holder))
+            holder = caller.holder
+            if self._admit(tx, cred, caller):
                 audit.info(
                     "access credential=%d uid=%d job=%d holder=%s",
                     credential,
@@ -612,6 +607,31 @@ class CredentialService:
             raise not_found(credential)
         self.policy.check_manage(cred, caller, verb)
         return cred
+
+    def _admit(self, tx: Transaction, cred: Credential, caller: Caller) -> bool:
+        """An access's reference: whether it is new (False: the holder held one already).
+
+        A holder that holds a reference keeps its access, whatever the rules say now; any
+        other is admitted by the rules (ACL, one job per node, a pin's limits). The rules are
+        asked first and the reference added if absent (one INSERT that says whether it
+        added one: its unique index finds the holder, in time independent of how many
+        references the credential has); whether the holder holds one is asked only when the
+        rules refuse, or before counting a pin against its user's limits (a held pin counts
+        already)."""
+        holder = caller.holder
+        pin = rules.pins_another_users(cred, caller)
+        if pin and tx.has_reference(cred.id, holder):
+            return False
+        try:
+            self.policy.check_access(cred, caller)
+            self._check_node_binding(tx, cred, holder)
+        except DrcError:
+            if tx.has_reference(cred.id, holder):
+                return False
+            raise
+        if pin:
+            self._check_limits(tx, caller, USER_SCOPES)
+        return tx.add_reference(cred.id, holder, owner=rules.owned_by_holder(cred, holder))
 
     @staticmethod
     def _check_node_binding(tx: Transaction, cred: Credential, holder: Holder) -> None:

@@ -17,7 +17,6 @@ from drc.core.model import (
     UINT32_MAX,
     Credential,
     Flags,
-    Holder,
     LimitScope,
     Resources,
     State,
@@ -26,7 +25,6 @@ from drc.core.model import (
     Usage,
 )
 from drc.store.models import Models
-from drc.store.references import holder_values
 from drc.store.statements import CREDENTIAL_COLUMNS, Statements, chunks, padded
 
 #: The credential's columns in the order this module names them; their order in the
@@ -138,25 +136,6 @@ class CredentialRows:
         references (``refs`` is 0), which costs time in proportion to them."""
         found = self._load([credential], count_refs=count_refs)
         return found[0] if found else None
-
-    def get_credential_held(
-        self, credential: int, holder: Holder
-    ) -> tuple[Credential | None, bool]:
-        """An access's read, after its lock: the credential (``refs`` 0, as with
-        ``count_refs=False``) and whether ``holder`` already holds a reference to it, in one
-        statement (a round trip fewer per access than two reads)."""
-        acl: dict[int, list[Target]] = {}
-        found: tuple | None = None
-        held = False
-        for *row, kind, target, holds in self._sql.rows(
-            "load_credential_held", (*holder_values(credential, holder), credential)
-        ):
-            found, held = tuple(row), bool(holds)
-            if kind is not None:
-                acl.setdefault(credential, []).append(Target(TargetKind(kind), target))
-        if found is None:
-            return None, False
-        return credential_from_row(found, acl, {}), held
 
     def list_credentials(
         self, ids: Iterable[int] | None = None, *, count_refs: bool = True

@@ -46,6 +46,9 @@ class ReferenceRows:
         cursor = self._sql.execute("drop_reference", holder_values(credential, holder))
         return cursor.rowcount > 0
 
+    def has_reference(self, credential: int, holder: Holder) -> bool:
+        return bool(self._sql.rows("has_reference", holder_values(credential, holder)))
+
     def tenants_on_node(self, credential: int, node: str) -> set[tuple[str, int]]:
         return {
             ("job", job) if kind == HolderKind.JOB.value else ("process", pid)

@@ -26,7 +26,7 @@ CREDENTIAL_COLUMNS: tuple[str, ...] = tuple(
     f.column_name for f in DECLARED.credential._meta.sorted_fields
 )
 #: A reference's holder: the fields of its unique index, in the model's order (credential
-#: first); what "add_reference", "drop_reference" and "load_credential_held" take.
+#: first); what "add_reference", "drop_reference" and "has_reference" take.
 HOLDER_KEY: tuple[str, ...] = next(
     names for names, unique in DECLARED.reference._meta.indexes if unique
 )
@@ -44,7 +44,6 @@ def _marks(names: Sequence[str]) -> str:
 
 
 _HOLDER_MATCH = " AND ".join(f'"{column}" = ?' for column in HOLDER_COLUMNS)
-_HOLDER_MATCH_R = " AND ".join(f'r."{column}" = ?' for column in HOLDER_COLUMNS)
 
 #: The statements the verbs run, by name: ``?`` is one parameter, ``{ids}`` an IN list
 #: (whitespace is collapsed when compiled). Identifiers are quoted because ``grant`` is a
@@ -104,16 +103,6 @@ HOT_SQL: dict[str, str] = {
         WHERE c."id" IN {{ids}}
         ORDER BY c."id"
     """,
-    # An access's one read, after its lock: the credential as "load_credentials_uncounted"
-    # reads it, and whether the holder already holds a reference (on every grant row).
-    "load_credential_held": f"""
-        SELECT {_columns(CREDENTIAL_COLUMNS, "c.")},
-               g."kind", g."target",
-               EXISTS (SELECT 1 FROM "reference" AS r WHERE {_HOLDER_MATCH_R})
-        FROM "credential" AS c
-        LEFT JOIN "grant" AS g ON g."credential_id" = c."id"
-        WHERE c."id" = ?
-    """,
     "set_state": """UPDATE "credential" SET "state" = ? WHERE "id" = ?""",
     "bump_epoch": """UPDATE "credential" SET "epoch" = "epoch" + 1 WHERE "id" = ?""",
     "delete_credentials": """DELETE FROM "credential" WHERE "id" IN {ids}""",
@@ -145,6 +134,7 @@ HOT_SQL: dict[str, str] = {
         VALUES ({_marks(HOLDER_COLUMNS)}, ?)
         ON CONFLICT ({_columns(HOLDER_COLUMNS)}) DO NOTHING""",
     "drop_reference": f"""DELETE FROM "reference" WHERE {_HOLDER_MATCH}""",
+    "has_reference": f"""SELECT 1 FROM "reference" WHERE {_HOLDER_MATCH} LIMIT 1""",
     "tenants_on_node": """
         SELECT "kind", "job", "pid" FROM "reference"
         WHERE "credential_id" = ? AND "node" = ? AND "kind" <> 'pin'""",

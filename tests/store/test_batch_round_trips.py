@@ -79,7 +79,7 @@ def test_a_batched_access_makes_three_round_trips_on_postgresql(
     batch_service: CredentialService,
 ):
     """The savepoint with the previous verb's release, the claim and the credential's lock;
-    the credential read with whether the holder holds it; the reference's insert. SQLite: no
+    the credential read; the reference's insert (which says whether it is new). SQLite: no
     lock, and savepoint, claim and release one statement each (no round trips there)."""
     service = batch_service
     owner = in_job(ALICE, 10)

@@ -53,12 +53,21 @@ Why that keeps everything exact across DRCS:
 
 Statements read after a lock see everything committed before it (READ COMMITTED takes a
 snapshot per statement), which is why the locks are statements of their own, before the
-reads. A transaction on its own waits for its locks (up to ``db_lock_timeout``). A group
-commit's transaction never waits: it sets ``lock_timeout`` to 1 ms, a verb of it whose lock
-another transaction holds is undone (its savepoint) as :class:`~drc.core.ports.Contended`,
-and the group commit runs it again alone after the group committed. A group holds several
-verbs' locks in no particular order, and groups never wait, so no two transactions ever wait
-for each other in a cycle: several DRCS never deadlock.
+reads. A verb names the credentials it locks when it opens its transaction
+(:meth:`PeeweeStore.transaction` ``hold``), which takes them right after recording the
+request, before the verb runs. A transaction on its own waits for its locks (up to
+``db_lock_timeout``). A group commit's transaction never waits: it sets ``lock_timeout`` to
+1 ms, a verb of it whose lock another transaction holds is undone (its savepoint) as
+:class:`~drc.core.ports.Contended`, and the group commit runs it again alone after the group
+committed. A group holds several verbs' locks in no particular order, and groups never wait,
+so no two transactions ever wait for each other in a cycle: several DRCS never deadlock.
+
+Round trips are what a PostgreSQL verb costs (a statement's is ~0.1-0.3 ms on a loaded
+machine, and the store thread runs one at a time), so in a group commit a verb's savepoint,
+the release of the previous verb's, its request record and its credential locks go to the
+server as one simple query of several statements, their values quoted in by the driver
+(:meth:`PeeweeStore._verb_savepoint`): a batched access makes three round trips (that one,
+the credential read, the reference's INSERT), where it made seven.
 
 The store has two modes, both explicit here:
 
@@ -72,7 +81,7 @@ The store has two modes, both explicit here:
   silently join the batch).
 
 What a write transaction records besides its change is handed to it too: the unit's
-:class:`~drc.core.ports.Request`, claimed once (:mod:`drc.store.requests`).
+:class:`~drc.core.ports.Request`, claimed once (:mod:`drc.store.requests`), first thing.
 """
 
 from __future__ import annotations

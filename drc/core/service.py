@@ -281,7 +281,7 @@ class CredentialService:
         check_uint32("credential", credential)
         # held exclusive: no access adds a reference between counting and freeing
         with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
-            cred = tx.get_credential(credential)
+            cred = tx.get_credential(credential, count_refs=False)  # _settle counts
             if cred is None:
                 raise not_found(credential)
             dropped = tx.drop_reference(credential, caller.holder)

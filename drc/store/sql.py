@@ -67,7 +67,8 @@ machine, and the store thread runs one at a time), so in a group commit a verb's
 the release of the previous verb's, its request record and its credential locks go to the
 server as one simple query of several statements, their values quoted in by the driver
 (:meth:`PeeweeStore._verb_savepoint`): a batched access makes three round trips (that one,
-the credential read, the reference's INSERT), where it made seven.
+the credential read, the reference's INSERT), where it made seven. A transaction on its
+own sends its request record and locks in one round trip the same way.
 
 The store has two modes, both explicit here:
 
@@ -215,28 +216,16 @@ class PeeweeStore:
             request, batch = unit.request, unit.batch
             if request is not None and request.recorded:
                 request = None  # the call's first write transaction recorded it
+        now = time.time()
         if batch is not None:
             if batch is not self._batch:
                 raise RuntimeError("a transaction was handed a batch that is not open")
-            now = time.time()
-            # PostgreSQL: the claim and the locks go in the savepoint's round trip
-            then: list[str] = []
-            if self.postgresql:
-                if request is not None:
-                    then.append(requests.claim_literal(self.db, request, now))
-                then += self._tx().lock_literals(hold, exclusive=exclusive)
             with (
                 _unclaimed_on_error(request),
                 self._uncontended(),
-                self._verb_savepoint(then) as counts,
+                self._verb_savepoint(self._opening(request, hold, exclusive, now)) as counts,
             ):
-                tx = self._tx()
-                if request is not None and self.postgresql:
-                    requests.claimed(self.db, request, counts[0] > 0, now)
-                elif request is not None:
-                    requests.claim(self.db, request, now)
-                if not self.postgresql:
-                    tx.lock_credentials(hold, exclusive=exclusive)
+                tx = self._opened(request, hold, exclusive, counts, now)
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
@@ -247,14 +236,53 @@ class PeeweeStore:
                 "batch (drc.core.ports.Unit) to make it a savepoint of the batch"
             )
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
-            tx = self._tx()
-            if request is not None:
-                requests.claim(self.db, request)
-            tx.lock_credentials(hold, exclusive=exclusive)
+            opening = self._send(self._opening(request, hold, exclusive, now))
+            tx = self._opened(request, hold, exclusive, opening, now)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
             self._before_commit()
+
+    def _opening(
+        self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
+    ) -> list[str]:
+        """PostgreSQL: what opens a verb's transaction, to send in one round trip: the
+        request's claim, then the credentials' locks (values quoted in). SQLite: nothing."""
+        if not self.postgresql:
+            return []
+        claim = [requests.claim_literal(self.db, request, now)] if request is not None else []
+        return claim + self._tx().lock_literals(hold, exclusive=exclusive)
+
+    def _opened(
+        self,
+        request: Request | None,
+        hold: Collection[int],
+        exclusive: bool,
+        counts: list[int],
+        now: float,
+    ) -> PeeweeTransaction:
+        """The transaction of a verb, its request claimed and its credentials held: on
+        PostgreSQL by the statements already sent (``counts``: their row counts, the claim's
+        first), on SQLite now (its write lock is the only lock)."""
+        tx = self._tx()
+        if request is not None and self.postgresql:
+            requests.claimed(self.db, request, counts[0] > 0, now)
+        elif request is not None:
+            requests.claim(self.db, request, now)
+        if not self.postgresql:
+            tx.lock_credentials(hold, exclusive=exclusive)
+        return tx
+
+    def _send(self, statements: list[str]) -> list[int]:
+        """PostgreSQL: run these statements (no parameters: values quoted in) as one simple
+        query, one round trip; the row count of each."""
+        if not statements:
+            return []
+        cursor = self.db.execute_sql("; ".join(statements))
+        counts = [cursor.rowcount]
+        while cursor.nextset():
+            counts.append(cursor.rowcount)
+        return counts
 
     @contextmanager
     def _verb_savepoint(self, then: list[str]) -> Iterator[list[int]]:
@@ -280,11 +308,7 @@ class PeeweeStore:
         sent = [f"RELEASE SAVEPOINT {prior}"] if prior else []
         sent += [f"SAVEPOINT {name}", *then]
         try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
-            cursor = self.db.execute_sql("; ".join(sent))
-            counts = [cursor.rowcount]
-            while cursor.nextset():
-                counts.append(cursor.rowcount)
-            yield counts[len(sent) - len(then) :]
+            yield self._send(sent)[len(sent) - len(then) :]
         except BaseException:
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
             raise

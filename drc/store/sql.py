@@ -132,7 +132,9 @@ class PeeweeStore:
         self._write_lock = threading.Lock()
         self._batch: Batch | None = None  # the open batch(), if any
         self._savepoints = itertools.count()  # names of batch() verbs' savepoints
-        self._unreleased: str | None = None  # the batch's last verb's savepoint (PostgreSQL)
+        #: PostgreSQL: what the open batch sends with its next verb's SAVEPOINT (its lock
+        #: timeout, the release of the previous verb's savepoint)
+        self._unsent: list[str] = []
         self._statements = Statements(database)
 
     def _tx(self) -> PeeweeTransaction:
@@ -294,8 +296,9 @@ class PeeweeStore:
         ``SAVEPOINT``, which releases it in the same round trip (one simple query of
         several statements), or the batch's COMMIT, which releases every savepoint; the
         statements ``then`` (the request's claim and the verb's locks, values quoted in) go
-        in that round trip too, and their row counts are yielded. So a verb's savepoints,
-        claim and locks cost one round trip where they cost four. Python's sqlite3 runs one
+        in that round trip too, and their row counts are yielded; the batch's first verb
+        also sends the batch's lock timeout. So a verb's savepoints, claim and locks cost
+        one round trip where they cost four. Python's sqlite3 runs one
         statement per call, and a SQLite statement costs no round trip: there, peewee's
         savepoint (``then`` is PostgreSQL's only).
         """
@@ -304,16 +307,15 @@ class PeeweeStore:
             with _savepoint(self.db, name):
                 yield []
             return
-        prior, self._unreleased = self._unreleased, None
-        sent = [f"RELEASE SAVEPOINT {prior}"] if prior else []
-        sent += [f"SAVEPOINT {name}", *then]
+        sent = [*self._unsent, f"SAVEPOINT {name}", *then]
+        self._unsent = []
         try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
             yield self._send(sent)[len(sent) - len(then) :]
         except BaseException:
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
             raise
         finally:
-            self._unreleased = name
+            self._unsent = [f"RELEASE SAVEPOINT {name}"]
 
     @contextmanager
     def _uncontended(self) -> Iterator[None]:
@@ -336,14 +338,13 @@ class PeeweeStore:
         after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            self._tx().lock_for_batch()
             self._batch = batch = Batch()
-            self._unreleased = None
+            self._unsent = self._tx().batch_opening()  # sent with its first verb
             try:
                 yield batch
             finally:
                 self._batch = None
-                self._unreleased = None
+                self._unsent = []
             self._before_commit()
 
     @contextmanager
@@ -391,11 +392,11 @@ class PeeweeTransaction(
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
 
-    def lock_for_batch(self) -> None:
-        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc).
-        SQLite: nothing to do (BEGIN IMMEDIATE under the store's lock: the only writer)."""
-        if self.postgresql:
-            self._sql.execute("batch_lock_timeout")
+    def batch_opening(self) -> list[str]:
+        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc):
+        the statement saying so, sent before the batch's first verb. SQLite: nothing to do
+        (BEGIN IMMEDIATE under the store's lock: the only writer)."""
+        return [self._sql.sql("batch_lock_timeout")] if self.postgresql else []
 
     def lock_credentials(self, ids: Iterable[int], *, exclusive: bool) -> None:
         """PostgreSQL: hold these credentials' rows until commit, in id order: shared (an

@@ -9,6 +9,7 @@ after either.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -78,7 +79,8 @@ def test_claims_in_a_batch_replay_refuse_and_commit_as_alone(batch_service: Cred
 def test_a_batched_access_makes_three_round_trips_on_postgresql(
     batch_service: CredentialService,
 ):
-    """The savepoint with the previous verb's release, the claim and the credential's lock;
+    """The savepoint with the previous verb's release (or the batch's lock timeout), the
+    claim and the credential's lock;
     the credential read; the reference's insert (which says whether it is new). SQLite: no
     lock, and savepoint, claim and release one statement each (no round trips there)."""
     service = batch_service
@@ -94,10 +96,12 @@ def test_a_batched_access_makes_three_round_trips_on_postgresql(
             sent.append([record.msg[0] for record in counter.get_queries()])
     if service.store.postgresql:
         assert [len(s) for s in sent] == [3, 3], sent
-        first = sent[0][0]
-        assert first.startswith("SAVEPOINT v") and "link_request" in first, first
+        first, second = sent[0][0], sent[1][0]
+        # the batch's lock timeout goes with its first verb, before any lock
+        assert first.startswith("SELECT set_config('lock_timeout'"), first
+        assert "SAVEPOINT v" in first and "link_request" in first, first
         assert first.endswith("FOR KEY SHARE"), first
-        assert sent[1][0].startswith("RELEASE SAVEPOINT v")
+        assert second.startswith("RELEASE SAVEPOINT v") and "lock_timeout" not in second
     else:
         # savepoint, claim, read, insert, release
         assert [len(s) for s in sent] == [5, 5], sent
@@ -124,8 +128,11 @@ def test_a_claim_another_transaction_holds_is_contended_and_the_batch_goes_on(
             requests.claim(_PsycopgDb(other), claim)
             with store.batch() as batch:
                 held = _serving(batch, "n1-1", "NodeAccess", args)
+                started = time.monotonic()
                 with pytest.raises(Contended):
                     service.access_credential(in_job(ALICE, 10, node="n1"), cred, held)
+                # the batch's 1 ms lock timeout was in force (a lone one waits 1 s)
+                assert time.monotonic() - started < 0.5
                 assert not held.request.recorded
                 service.access_credential(
                     in_job(ALICE, 10, node="n2"), cred, _serving(batch, "n2-1", "NodeAccess", args)

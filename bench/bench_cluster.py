@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -111,10 +112,10 @@ def machine_idle() -> float:
     return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_backend_pids(url: str) -> dict[str, int]:
-    """The PostgreSQL backends serving ``url``'s database (their titles name it), by name."""
+def postgres_backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving ``url``'s database (their titles name it)."""
     database = url.rsplit("/", 1)[-1].split("?")[0] if url.startswith("postgres") else ""
-    found = {}
+    found = []
     for entry in os.scandir("/proc") if database else ():
         if entry.name.isdigit():
             try:
@@ -123,8 +124,17 @@ def postgres_backend_pids(url: str) -> dict[str, int]:
             except OSError:
                 continue
             if title.startswith("postgres: ") and f" {database} " in title:
-                found[f"postgres {entry.name}"] = int(entry.name)
+                found.append(int(entry.name))
     return found
+
+
+def backends_cpu(pids: list[int]) -> float:
+    """CPU seconds these PostgreSQL backends used so far; one that ended counts no more."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 class CpuMeter:
@@ -520,13 +530,12 @@ class Simulator:
         # store that waits on round trips leaves idle time, a saturated machine none.
         pids = {f"drcs{k}": self.emb.server_pid(k) for k in range(1, len(self.servers) + 1)}
         pids.update(munged=self.emb.munged.pid, simulator=os.getpid())
-        pids.update(postgres_backend_pids(self.emb.database))
-        meter, idle = CpuMeter(pids), machine_idle()
+        backends = postgres_backend_pids(self.emb.database)
+        meter, idle, pg = CpuMeter(pids), machine_idle(), backends_cpu(backends)
         seconds = await self._each(access)
         used, idle_s = meter.used(), machine_idle() - idle
-        backends = [name for name in used if name.startswith("postgres ")]
         if backends:
-            used["postgres"] = sum(used.pop(name) for name in backends)
+            used["postgres"] = backends_cpu(backends) - pg
         return {
             "misses": len(self.nodes),
             "seconds": round(seconds, 3),

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -106,6 +107,38 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_idle() -> float:
+    """Seconds all CPUs of the machine spent idle so far (idle + iowait, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving ``url``'s database (their titles name it)."""
+    database = url.rsplit("/", 1)[-1].split("?")[0] if url.startswith("postgres") else ""
+    found = []
+    for entry in os.scandir("/proc") if database else ():
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    title = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
+    return found
+
+
+def backends_cpu(pids: list[int]) -> float:
+    """CPU seconds these PostgreSQL backends used so far; one that ended counts no more."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 class CpuMeter:
@@ -506,12 +539,23 @@ class Simulator:
                 self.errors.append(f"{node.name}: access answered {info['credential']}")
             node.known.add(credential)
 
+        # Where the storm's CPU goes (per miss), and how much of the machine stayed idle: a
+        # store that waits on round trips leaves idle time, a saturated machine none.
+        pids = {f"drcs{k}": self.emb.server_pid(k) for k in range(1, len(self.servers) + 1)}
+        pids.update(munged=self.emb.munged.pid, simulator=os.getpid())
+        backends = postgres_backend_pids(self.emb.database)
+        meter, idle, pg = CpuMeter(pids), machine_idle(), backends_cpu(backends)
         seconds = await self._each(access)
+        used, idle_s = meter.used(), machine_idle() - idle
+        if backends:
+            used["postgres"] = backends_cpu(backends) - pg
         return {
             "misses": len(self.nodes),
             "seconds": round(seconds, 3),
             "misses_per_s": round(len(self.nodes) / seconds),
             "errors": len(self.errors) - errors_before,
+            "cpu_ms_per_miss": {k: round(v * 1000 / len(self.nodes), 3) for k, v in used.items()},
+            "machine_idle": round(idle_s / (seconds * (os.cpu_count() or 1)), 2),
         }
 
     async def revoke_reach(self, owner: Node, credential: int, repolls: str) -> dict[str, Any]:

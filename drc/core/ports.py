@@ -223,9 +223,14 @@ class Transaction(SlotAllocator, Protocol):
 
 
 class Store(Protocol):
-    def transaction(self, unit: Unit | None = None) -> AbstractContextManager[Transaction]:
+    def transaction(
+        self, unit: Unit | None = None, *, hold: Collection[int] = (), exclusive: bool = False
+    ) -> AbstractContextManager[Transaction]:
         """A write transaction: committed on normal exit, rolled back on error. Isolated from
-        others by the locks its verb declares (:class:`Transaction`).
+        others by the locks its verb declares (:class:`Transaction`): the credentials
+        ``hold`` are held from its start, shared or ``exclusive``
+        (:meth:`Transaction.lock_credentials`; a store may take them in the round trip that
+        opens it).
 
         With a ``unit``: its request is recorded in it (raising the store's replay error when
         the request was committed before), and inside its batch it is a savepoint of the

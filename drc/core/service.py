@@ -201,7 +201,7 @@ class CredentialService:
         self, caller: Caller, credential: int, target: Target, unit: Unit | None = None
     ) -> None:
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
             cred = self._managed(tx, caller, credential, "grant access to")
             if not tx.add_grant(credential, target):
                 raise DrcError(
@@ -220,7 +220,7 @@ class CredentialService:
     ) -> None:
         """Block new access by ``target``; references already taken stay."""
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
             self._managed(tx, caller, credential, "revoke access to")
             if not tx.remove_grant(credential, target):
                 raise DrcError(
@@ -251,19 +251,13 @@ class CredentialService:
         it went. ``get``/``list`` count exactly.
         """
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
-            # shared: other accesses go on; a release, revoke or free waits (or is waited for)
-            tx.lock_credentials([credential], exclusive=False)
+        # held shared: other accesses go on; a release, revoke or free waits (or is waited for)
+        with self.store.transaction(unit, hold=[credential]) as tx:
             cred = tx.get_credential(credential, count_refs=False)
             if cred is None:
                 raise not_found(credential)
             holder = caller.holder
-            if not tx.has_reference(credential, holder):
-                self.policy.check_access(cred, caller)
-                self._check_node_binding(tx, cred, holder)
-                if rules.pins_another_users(cred, caller):
-                    self._check_limits(tx, caller, USER_SCOPES)
-                tx.add_reference(credential, holder, owner=rules.owned_by_holder(cred, holder))
+            if self._admit(tx, cred, caller):
                 audit.info(
                     "access credential=%d uid=%d job=%d holder=%s",
                     credential,
@@ -285,10 +279,9 @@ class CredentialService:
         Returns True when this freed the credential's resources.
         """
         check_uint32("credential", credential)
-        with self.store.transaction(unit) as tx:
-            # exclusive: no access adds a reference between counting and freeing
-            tx.lock_credentials([credential], exclusive=True)
-            cred = tx.get_credential(credential)
+        # held exclusive: no access adds a reference between counting and freeing
+        with self.store.transaction(unit, hold=[credential], exclusive=True) as tx:
+            cred = tx.get_credential(credential, count_refs=False)  # _settle counts
             if cred is None:
                 raise not_found(credential)
             dropped = tx.drop_reference(credential, caller.holder)
@@ -611,13 +604,38 @@ class CredentialService:
     # -- rules: the decisions are drc.core.policy's; here, what they read ------------------
 
     def _managed(self, tx: Transaction, caller: Caller, credential: int, verb: str) -> Credential:
-        """The credential, if the caller may change its ACL (``verb`` names the change)."""
-        tx.lock_credentials([credential], exclusive=True)
+        """The credential, if the caller may change its ACL (``verb`` names the change); the
+        transaction holds it exclusive."""
         cred = tx.get_credential(credential)
         if cred is None:
             raise not_found(credential)
         self.policy.check_manage(cred, caller, verb)
         return cred
+
+    def _admit(self, tx: Transaction, cred: Credential, caller: Caller) -> bool:
+        """An access's reference: whether it is new (False: the holder held one already).
+
+        A holder that holds a reference keeps its access, whatever the rules say now; any
+        other is admitted by the rules (ACL, one job per node, a pin's limits). The rules are
+        asked first and the reference added if absent (one INSERT that says whether it
+        added one: its unique index finds the holder, in time independent of how many
+        references the credential has); whether the holder holds one is asked only when the
+        rules refuse, or before counting a pin against its user's limits (a held pin counts
+        already)."""
+        holder = caller.holder
+        pin = rules.pins_another_users(cred, caller)
+        if pin and tx.has_reference(cred.id, holder):
+            return False
+        try:
+            self.policy.check_access(cred, caller)
+            self._check_node_binding(tx, cred, holder)
+        except DrcError:
+            if tx.has_reference(cred.id, holder):
+                return False
+            raise
+        if pin:
+            self._check_limits(tx, caller, USER_SCOPES)
+        return tx.add_reference(cred.id, holder, owner=rules.owned_by_holder(cred, holder))
 
     @staticmethod
     def _check_node_binding(tx: Transaction, cred: Credential, holder: Holder) -> None:

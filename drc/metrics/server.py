@@ -74,8 +74,8 @@ class TimedStore:
         self._write = seconds.labels("write")
         self._read = seconds.labels("read")
 
-    def transaction(self, unit: Any = None) -> AbstractContextManager[Any]:
-        return self._timed(self._store.transaction(unit), self._write)
+    def transaction(self, unit: Any = None, **holds: Any) -> AbstractContextManager[Any]:
+        return self._timed(self._store.transaction(unit, **holds), self._write)
 
     def snapshot(self) -> AbstractContextManager[Any]:
         return self._timed(self._store.snapshot(), self._read)

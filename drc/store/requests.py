@@ -20,6 +20,7 @@ from typing import Any
 from peewee import Database
 
 from drc.core.ports import Request
+from drc.store.statements import literal
 
 #: How long a request id is remembered: far beyond any client's retry window.
 KEEP_SECONDS = 24 * 3600
@@ -46,19 +47,30 @@ def _sql(db: Database, text: str) -> str:
     return text.replace("?", db.param)
 
 
+_CLAIM = (
+    'INSERT INTO "link_request" ("rid", "digest", "method", "credential", "created") '
+    'VALUES (?, ?, ?, 0, ?) ON CONFLICT ("rid") DO NOTHING'
+)
+
+
 def claim(db: Database, record: Request, now: float | None = None) -> None:
     """Record the request in the transaction about to make its change (under the write lock);
     :class:`Replayed` when ``record.rid`` was committed before. Now and then forget old ids."""
     now = time.time() if now is None else now
-    cursor = db.execute_sql(
-        _sql(
-            db,
-            'INSERT INTO "link_request" ("rid", "digest", "method", "credential", "created") '
-            'VALUES (?, ?, ?, 0, ?) ON CONFLICT ("rid") DO NOTHING',
-        ),
-        (record.rid, record.digest, record.method, now),
-    )
-    if cursor.rowcount == 0:
+    cursor = db.execute_sql(_sql(db, _CLAIM), (record.rid, record.digest, record.method, now))
+    claimed(db, record, cursor.rowcount > 0, now)
+
+
+def claim_literal(db: Database, record: Request, now: float) -> str:
+    """PostgreSQL: :func:`claim`'s INSERT with its values quoted in, to be sent in one round
+    trip with other statements; :func:`claimed` then reads its outcome."""
+    return literal(db, _sql(db, _CLAIM), (record.rid, record.digest, record.method, now))
+
+
+def claimed(db: Database, record: Request, inserted: bool, now: float) -> None:
+    """The claim's outcome: ``inserted`` False means the id was recorded before
+    (:class:`Replayed`, after reading what that request was)."""
+    if not inserted:
         rows = db.execute_sql(
             _sql(db, 'SELECT "digest", "method", "credential" FROM "link_request" WHERE "rid" = ?'),
             (record.rid,),

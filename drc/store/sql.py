@@ -53,12 +53,22 @@ Why that keeps everything exact across DRCS:
 
 Statements read after a lock see everything committed before it (READ COMMITTED takes a
 snapshot per statement), which is why the locks are statements of their own, before the
-reads. A transaction on its own waits for its locks (up to ``db_lock_timeout``). A group
-commit's transaction never waits: it sets ``lock_timeout`` to 1 ms, a verb of it whose lock
-another transaction holds is undone (its savepoint) as :class:`~drc.core.ports.Contended`,
-and the group commit runs it again alone after the group committed. A group holds several
-verbs' locks in no particular order, and groups never wait, so no two transactions ever wait
-for each other in a cycle: several DRCS never deadlock.
+reads. A verb names the credentials it locks when it opens its transaction
+(:meth:`PeeweeStore.transaction` ``hold``), which takes them right after recording the
+request, before the verb runs. A transaction on its own waits for its locks (up to
+``db_lock_timeout``). A group commit's transaction never waits: it sets ``lock_timeout`` to
+1 ms, a verb of it whose lock another transaction holds is undone (its savepoint) as
+:class:`~drc.core.ports.Contended`, and the group commit runs it again alone after the group
+committed. A group holds several verbs' locks in no particular order, and groups never wait,
+so no two transactions ever wait for each other in a cycle: several DRCS never deadlock.
+
+Round trips are what a PostgreSQL verb costs (a statement's is ~0.1-0.3 ms on a loaded
+machine, and the store thread runs one at a time), so in a group commit a verb's savepoint,
+the release of the previous verb's, its request record and its credential locks go to the
+server as one simple query of several statements, their values quoted in by the driver
+(:meth:`PeeweeStore._verb_savepoint`): a batched access makes three round trips (that one,
+the credential read, the reference's INSERT), where it made seven. A transaction on its
+own sends its request record and locks in one round trip the same way.
 
 The store has two modes, both explicit here:
 
@@ -72,7 +82,7 @@ The store has two modes, both explicit here:
   silently join the batch).
 
 What a write transaction records besides its change is handed to it too: the unit's
-:class:`~drc.core.ports.Request`, claimed once (:mod:`drc.store.requests`).
+:class:`~drc.core.ports.Request`, claimed once (:mod:`drc.store.requests`), first thing.
 """
 
 from __future__ import annotations
@@ -80,6 +90,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -103,7 +114,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements, chunks, padded
+from drc.store.statements import Statements, chunks, literal, padded
 from drc.store.vni import VniRows
 
 
@@ -121,6 +132,9 @@ class PeeweeStore:
         self._write_lock = threading.Lock()
         self._batch: Batch | None = None  # the open batch(), if any
         self._savepoints = itertools.count()  # names of batch() verbs' savepoints
+        #: PostgreSQL: what the open batch sends with its next verb's SAVEPOINT (its lock
+        #: timeout, the release of the previous verb's savepoint)
+        self._unsent: list[str] = []
         self._statements = Statements(database)
 
     def _tx(self) -> PeeweeTransaction:
@@ -191,28 +205,29 @@ class PeeweeStore:
             raise StoreUnavailable(message) from None
 
     @contextmanager
-    def transaction(self, unit: Unit | None = None) -> Iterator[PeeweeTransaction]:
+    def transaction(
+        self, unit: Unit | None = None, *, hold: Collection[int] = (), exclusive: bool = False
+    ) -> Iterator[PeeweeTransaction]:
         """One write transaction, or with ``unit.batch`` a savepoint of that batch (a failing
         verb undoes only itself). It records ``unit.request``, if any and not yet recorded
-        (:mod:`drc.store.requests`), so a retried request is recognised, never rerun."""
+        (:mod:`drc.store.requests`), so a retried request is recognised, never rerun; then
+        it holds the credentials ``hold`` (:meth:`PeeweeTransaction.lock_credentials`,
+        shared or ``exclusive``) before the verb reads anything."""
         request = batch = None
         if unit is not None:
             request, batch = unit.request, unit.batch
             if request is not None and request.recorded:
                 request = None  # the call's first write transaction recorded it
+        now = time.time()
         if batch is not None:
             if batch is not self._batch:
                 raise RuntimeError("a transaction was handed a batch that is not open")
-            # named by a counter, as peewee's atomic() names each by a fresh uuid4
-            # (Database.savepoint() takes no name), a measurable part of a small verb
             with (
                 _unclaimed_on_error(request),
                 self._uncontended(),
-                _savepoint(self.db, f"v{next(self._savepoints)}"),
+                self._verb_savepoint(self._opening(request, hold, exclusive, now)) as counts,
             ):
-                tx = self._tx()
-                if request is not None:
-                    requests.claim(self.db, request)
+                tx = self._opened(request, hold, exclusive, counts, now)
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
@@ -223,13 +238,84 @@ class PeeweeStore:
                 "batch (drc.core.ports.Unit) to make it a savepoint of the batch"
             )
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
-            tx = self._tx()
-            if request is not None:
-                requests.claim(self.db, request)
+            opening = self._send(self._opening(request, hold, exclusive, now))
+            tx = self._opened(request, hold, exclusive, opening, now)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
             self._before_commit()
+
+    def _opening(
+        self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
+    ) -> list[str]:
+        """PostgreSQL: what opens a verb's transaction, to send in one round trip: the
+        request's claim, then the credentials' locks (values quoted in). SQLite: nothing."""
+        if not self.postgresql:
+            return []
+        claim = [requests.claim_literal(self.db, request, now)] if request is not None else []
+        return claim + self._tx().lock_literals(hold, exclusive=exclusive)
+
+    def _opened(
+        self,
+        request: Request | None,
+        hold: Collection[int],
+        exclusive: bool,
+        counts: list[int],
+        now: float,
+    ) -> PeeweeTransaction:
+        """The transaction of a verb, its request claimed and its credentials held: on
+        PostgreSQL by the statements already sent (``counts``: their row counts, the claim's
+        first), on SQLite now (its write lock is the only lock)."""
+        tx = self._tx()
+        if request is not None and self.postgresql:
+            requests.claimed(self.db, request, counts[0] > 0, now)
+        elif request is not None:
+            requests.claim(self.db, request, now)
+        if not self.postgresql:
+            tx.lock_credentials(hold, exclusive=exclusive)
+        return tx
+
+    def _send(self, statements: list[str]) -> list[int]:
+        """PostgreSQL: run these statements (no parameters: values quoted in) as one simple
+        query, one round trip; the row count of each."""
+        if not statements:
+            return []
+        cursor = self.db.execute_sql("; ".join(statements))
+        counts = [cursor.rowcount]
+        while cursor.nextset():
+            counts.append(cursor.rowcount)
+        return counts
+
+    @contextmanager
+    def _verb_savepoint(self, then: list[str]) -> Iterator[list[int]]:
+        """A verb of the open batch: its savepoint, rolled back when the verb fails.
+
+        Named by a counter, as peewee's atomic() names each by a fresh uuid4
+        (Database.savepoint() takes no name), a measurable part of a small verb. On
+        PostgreSQL a verb that succeeded keeps its savepoint until the next verb's
+        ``SAVEPOINT``, which releases it in the same round trip (one simple query of
+        several statements), or the batch's COMMIT, which releases every savepoint; the
+        statements ``then`` (the request's claim and the verb's locks, values quoted in) go
+        in that round trip too, and their row counts are yielded; the batch's first verb
+        also sends the batch's lock timeout. So a verb's savepoints, claim and locks cost
+        one round trip where they cost four. Python's sqlite3 runs one
+        statement per call, and a SQLite statement costs no round trip: there, peewee's
+        savepoint (``then`` is PostgreSQL's only).
+        """
+        name = f"v{next(self._savepoints)}"
+        if not self.postgresql:
+            with _savepoint(self.db, name):
+                yield []
+            return
+        sent = [*self._unsent, f"SAVEPOINT {name}", *then]
+        self._unsent = []
+        try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
+            yield self._send(sent)[len(sent) - len(then) :]
+        except BaseException:
+            self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
+            raise
+        finally:
+            self._unsent = [f"RELEASE SAVEPOINT {name}"]
 
     @contextmanager
     def _uncontended(self) -> Iterator[None]:
@@ -252,12 +338,13 @@ class PeeweeStore:
         after this block exits without error.
         """
         with self._reachable(), self._write_lock, self.db.atomic():
-            self._tx().lock_for_batch()
             self._batch = batch = Batch()
+            self._unsent = self._tx().batch_opening()  # sent with its first verb
             try:
                 yield batch
             finally:
                 self._batch = None
+                self._unsent = []
             self._before_commit()
 
     @contextmanager
@@ -305,11 +392,11 @@ class PeeweeTransaction(
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
 
-    def lock_for_batch(self) -> None:
-        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc).
-        SQLite: nothing to do (BEGIN IMMEDIATE under the store's lock: the only writer)."""
-        if self.postgresql:
-            self._sql.execute("batch_lock_timeout")
+    def batch_opening(self) -> list[str]:
+        """PostgreSQL: a group commit's transaction waits for no lock (see the module doc):
+        the statement saying so, sent before the batch's first verb. SQLite: nothing to do
+        (BEGIN IMMEDIATE under the store's lock: the only writer)."""
+        return [self._sql.sql("batch_lock_timeout")] if self.postgresql else []
 
     def lock_credentials(self, ids: Iterable[int], *, exclusive: bool) -> None:
         """PostgreSQL: hold these credentials' rows until commit, in id order: shared (an
@@ -322,6 +409,15 @@ class PeeweeTransaction(
         for chunk in chunks(sorted(set(ids))):
             some = padded(chunk)
             self._sql.execute(name, some, in_size=len(some))
+
+    def lock_literals(self, ids: Iterable[int], *, exclusive: bool) -> list[str]:
+        """PostgreSQL: :meth:`lock_credentials`' statements with their ids quoted in, to be
+        sent with others in one round trip (:meth:`PeeweeStore._verb_savepoint`)."""
+        name = "lock_credentials" if exclusive else "lock_credentials_shared"
+        return [
+            literal(self.db, self._sql.sql(name, len(some)), some)
+            for some in (padded(chunk) for chunk in chunks(sorted(set(ids))))
+        ]
 
     def hold_limits(self) -> None:
         """PostgreSQL: no limit is set or cleared until commit (those take this lock

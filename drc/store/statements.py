@@ -254,6 +254,15 @@ class Statements:
         return self.execute(name, params, in_size).fetchall()
 
 
+def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
+    """PostgreSQL: ``sql`` (compiled, ``%s`` placeholders) with ``params`` quoted in by the
+    driver, for a simple query of several statements in one round trip (which takes no
+    parameters)."""
+    import psycopg  # PostgreSQL's driver: SQLite stores never get here
+
+    return psycopg.ClientCursor(db.connection()).mogrify(sql, params)
+
+
 def padded(ids: Sequence[int]) -> list[int]:
     """``ids`` grown to the next power of two with its last id (see :class:`Statements`)."""
     size = 1 << (len(ids) - 1).bit_length()

@@ -1,0 +1,156 @@
+"""A group commit's verbs on both backends: what each verb sends to the database, and that
+the request claims and savepoints sent together keep their meaning.
+
+On PostgreSQL a batch verb's savepoint, the previous verb's release and its request claim go
+in one round trip (:meth:`drc.store.sql.PeeweeStore._verb_savepoint`): a replayed request
+in a batch is still recognised, a refused verb still undoes its claim, and the batch goes on
+after either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from playhouse.test_utils import count_queries
+
+from drc.core.errors import DrcError
+from drc.core.model import Flags, Target, TargetKind
+from drc.core.ports import Contended, Request, Unit
+from drc.core.service import CredentialService
+from drc.providers.pool import PoolProvider
+from drc.store import requests
+from drc.store.sql import PeeweeStore
+
+from helpers import ALICE, BOB, in_job
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def batch_service(request: pytest.FixtureRequest, tmp_path) -> Iterator[CredentialService]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/drcs.db"
+    else:
+        url = request.getfixturevalue("postgresql_url")
+    store = PeeweeStore.from_url(url)
+    yield CredentialService(store, PoolProvider(cookie_min=1000, cookie_max=1099, ptag=7))
+    store.close()
+
+
+def _serving(batch: object, rid: str, method: str, args: list) -> Unit:
+    return Unit(Request(rid, method, requests.digest(method, args)), batch)
+
+
+def _records(service: CredentialService) -> list[str]:
+    with service.store.snapshot() as tx:
+        rows = tx.db.execute_sql('SELECT "rid" FROM "link_request" ORDER BY "rid"').fetchall()
+    return [rid for (rid,) in rows]
+
+
+def test_claims_in_a_batch_replay_refuse_and_commit_as_alone(batch_service: CredentialService):
+    service = batch_service
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    args = [{"job": 20}, cred]
+    with service.store.batch() as batch:
+        first = _serving(batch, "n1-1", "NodeAccess", args)
+        service.access_credential(in_job(BOB, 20, node="n1"), cred, first)
+        assert first.request.recorded
+        again = _serving(batch, "n1-1", "NodeAccess", args)  # a retry inside the same batch
+        with pytest.raises(requests.Replayed) as replayed:
+            service.access_credential(in_job(BOB, 20, node="n1"), cred, again)
+        assert replayed.value.same and not again.request.recorded
+        refused = _serving(batch, "n2-1", "NodeAccess", [{"job": 20}, cred + 1])
+        with pytest.raises(DrcError):  # no such credential: its savepoint and claim undone
+            service.access_credential(in_job(BOB, 20, node="n2"), cred + 1, refused)
+        assert not refused.request.recorded
+        later = _serving(batch, "n3-1", "NodeAccess", args)  # the batch goes on
+        service.access_credential(in_job(BOB, 20, node="n3"), cred, later)
+    assert _records(service) == ["n1-1", "n3-1"]
+    with service.store.snapshot() as tx:
+        assert tx.get_credential(cred).refs == 3  # the owner's job, n1 and n3
+    with pytest.raises(requests.Replayed):  # committed: a retry after the batch too
+        service.access_credential(
+            in_job(BOB, 20, node="n1"), cred, _serving(None, "n1-1", "NodeAccess", args)
+        )
+
+
+def test_a_batched_access_makes_three_round_trips_on_postgresql(
+    batch_service: CredentialService,
+):
+    """The savepoint with the previous verb's release (or the batch's lock timeout), the
+    claim and the credential's lock;
+    the credential read; the reference's insert (which says whether it is new). SQLite: no
+    lock, and savepoint, claim and release one statement each (no round trips there)."""
+    service = batch_service
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    with service.store.batch() as batch:
+        sent = []
+        for node in ("n1", "n2"):
+            unit = _serving(batch, f"{node}-1", "NodeAccess", [{"job": 20}, cred])
+            with count_queries() as counter:
+                service.access_credential(in_job(BOB, 20, node=node), cred, unit)
+            sent.append([record.msg[0] for record in counter.get_queries()])
+    if service.store.postgresql:
+        assert [len(s) for s in sent] == [3, 3], sent
+        first, second = sent[0][0], sent[1][0]
+        # the batch's lock timeout goes with its first verb, before any lock
+        assert first.startswith("SELECT set_config('lock_timeout'"), first
+        assert "SAVEPOINT v" in first and "link_request" in first, first
+        assert first.endswith("FOR KEY SHARE"), first
+        assert second.startswith("RELEASE SAVEPOINT v") and "lock_timeout" not in second
+    else:
+        # savepoint, claim, read, insert, release
+        assert [len(s) for s in sent] == [5, 5], sent
+    assert _records(service) == ["n1-1", "n2-1"]
+
+
+def test_a_claim_another_transaction_holds_is_contended_and_the_batch_goes_on(
+    postgresql_url: str,
+):
+    """The same request id being claimed by another DRCS's open transaction (a node's retry
+    elsewhere): the claim, sent with the savepoint, may not wait in a batch; the verb is
+    undone as :class:`Contended` (run alone after the group), the batch goes on."""
+    import psycopg
+
+    store = PeeweeStore.from_url(postgresql_url)
+    service = CredentialService(store, PoolProvider(cookie_min=1000, cookie_max=1099, ptag=7))
+    try:
+        owner = in_job(ALICE, 10)
+        cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+        args = [{"job": 10}, cred]
+        with psycopg.connect(postgresql_url) as other:  # not committed until the end
+            claim = _serving(None, "n1-1", "NodeAccess", args).request
+            assert claim is not None
+            requests.claim(_PsycopgDb(other), claim)
+            with store.batch() as batch:
+                held = _serving(batch, "n1-1", "NodeAccess", args)
+                started = time.monotonic()
+                with pytest.raises(Contended):
+                    service.access_credential(in_job(ALICE, 10, node="n1"), cred, held)
+                # the batch's 1 ms lock timeout was in force (a lone one waits 1 s)
+                assert time.monotonic() - started < 0.5
+                assert not held.request.recorded
+                service.access_credential(
+                    in_job(ALICE, 10, node="n2"), cred, _serving(batch, "n2-1", "NodeAccess", args)
+                )
+            other.rollback()
+        assert _records(service) == ["n2-1"]
+    finally:
+        store.close()
+
+
+class _PsycopgDb:
+    """Just enough of a Peewee database over a bare psycopg connection for
+    :func:`requests.claim`: another DRCS's transaction."""
+
+    param = "%s"
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def execute_sql(self, sql: str, params=()):
+        return self.conn.execute(sql, params)

@@ -226,6 +226,20 @@ def test_a_retried_connect_answers_from_the_record_and_parks_nothing(
     run(service, munged, body)
 
 
+@asynccontextmanager
+async def node_of(
+    fake_drcs: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any], munge: Munge
+) -> AsyncIterator[LinkClient]:
+    """DRCC's LinkClient connected to ``fake_drcs``, a DRCS written by the test on loopback."""
+    server = await asyncio.start_server(fake_drcs, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with LinkClient("127.0.0.1", port, munge=munge, server_uid=0) as node:
+            yield node
+    finally:
+        server.close()
+
+
 def test_a_second_answer_read_right_behind_the_first_reaches_the_first_poll(munged: Any):
     """DRCS writes the connect's answer, then the parked poll's; both may arrive in one read
     (a change right after the connect). The client notes the parked question as it takes the
@@ -249,20 +263,15 @@ def test_a_second_answer_read_right_behind_the_first_reaches_the_first_poll(mung
         writer.close()
 
     async def test() -> None:
-        server = await asyncio.start_server(fake_drcs, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with LinkClient("127.0.0.1", port, munge=munge, server_uid=0) as node:
-                [(_rebooted, generation, seq)] = await node.call(
-                    "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], rid="n1-connect-1"
-                )
-                [answer] = await node.call("NodeWatch", [generation, seq, 30])
-                assert answer == ["g1", True, 6, [[3, 1]]]
-                # another question is no parked one: it is sent
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(node.call("NodeWatch", ["g1", 6, 30]), 0.5)
-        finally:
-            server.close()
+        async with node_of(fake_drcs, munge) as node:
+            [(_rebooted, generation, seq)] = await node.call(
+                "NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], rid="n1-connect-1"
+            )
+            [answer] = await node.call("NodeWatch", [generation, seq, 30])
+            assert answer == ["g1", True, 6, [[3, 1]]]
+            # another question is no parked one: it is sent
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(node.call("NodeWatch", ["g1", 6, 30]), 0.5)
         assert [r.method for r in frames] == ["NodeConnectFeed", "NodeWatch"]
 
     run_bounded(test(), 30)
@@ -292,14 +301,9 @@ def test_an_answer_under_the_parked_polls_id_that_is_no_poll_answer_drops_the_li
         writer.close()
 
     async def test() -> None:
-        server = await asyncio.start_server(fake_drcs, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with LinkClient("127.0.0.1", port, munge=munge, server_uid=0) as node:
-                await node.call("NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], rid="n1-c-1")
-                assert await node.call("NodeWatch", ["g1", 5, 30]) == [["g1", True, 5, []]]
-        finally:
-            server.close()
+        async with node_of(fake_drcs, munge) as node:
+            await node.call("NodeConnectFeed", [NODE, BOOT, FOLLOWED, 30], rid="n1-c-1")
+            assert await node.call("NodeWatch", ["g1", 5, 30]) == [["g1", True, 5, []]]
         assert connections == ["NodeConnectFeed", "NodeWatch"]  # the first link was dropped
 
     run_bounded(test(), 30)

@@ -437,7 +437,7 @@ class CredentialService:
         (what a node daemon resynchronising its token checks asks)."""
         ids = [check_uint32("credential", c) for c in credentials]
         with self.store.snapshot() as tx:
-            return _epochs(tx, ids)
+            return tx.credential_epochs(ids)
 
     def token(self, caller: Caller, credential: int, key: bytes | None, ttl: float) -> str:
         """A signed token for a credential the caller may access (not found otherwise)."""
@@ -681,9 +681,3 @@ def check_move(server: str, credentials: Iterable[int]) -> list[int]:
     bad one is refused alone: the credential ids it asks the epochs of."""
     _check_server(server)
     return [check_uint32("credential", c) for c in credentials]
-
-
-def _epochs(tx: Transaction, ids: list[int]) -> dict[int, int]:
-    """The epoch of each of these credentials that still exists: their id and epoch alone
-    (no grants, no reference counts: a storm's credential has one reference per node)."""
-    return tx.credential_epochs(ids)

@@ -405,18 +405,15 @@ class PeeweeTransaction(
         skipped. Every verb locks its credentials before anything else it locks."""
         if not self.postgresql:
             return
-        name = "lock_credentials" if exclusive else "lock_credentials_shared"
-        for chunk in chunks(sorted(set(ids))):
-            some = padded(chunk)
+        for name, some in _credential_locks(ids, exclusive):
             self._sql.execute(name, some, in_size=len(some))
 
     def lock_literals(self, ids: Iterable[int], *, exclusive: bool) -> list[str]:
         """PostgreSQL: :meth:`lock_credentials`' statements with their ids quoted in, to be
         sent with others in one round trip (:meth:`PeeweeStore._verb_savepoint`)."""
-        name = "lock_credentials" if exclusive else "lock_credentials_shared"
         return [
             literal(self.db, self._sql.sql(name, len(some)), some)
-            for some in (padded(chunk) for chunk in chunks(sorted(set(ids))))
+            for name, some in _credential_locks(ids, exclusive)
         ]
 
     def hold_limits(self) -> None:
@@ -446,6 +443,13 @@ class PeeweeTransaction(
         """PostgreSQL: one VNI claim at a time (claims read the pool, then write a row)."""
         if self.postgresql:
             self._sql.execute("lock_keys", ([_VNI_POOL_KEY],))
+
+
+def _credential_locks(ids: Iterable[int], exclusive: bool) -> Iterator[tuple[str, list[int]]]:
+    """The statements that lock these credentials, in id order: (name, its padded ids)."""
+    name = "lock_credentials" if exclusive else "lock_credentials_shared"
+    for chunk in chunks(sorted(set(ids))):
+        yield name, padded(chunk)
 
 
 #: PostgreSQL's "lock not available" (lock_timeout) and "deadlock detected".

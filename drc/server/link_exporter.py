@@ -106,7 +106,7 @@ def link_server(
             return connect_feed(who, args, rid)
         return dispatcher.dispatch(who, name, args, rid)
 
-    batches: list[_ConnectBatch] = []  # the open batch of connect answers, if any
+    batch: _ConnectBatch | None = None  # the last batch of connect answers (maybe sent)
 
     def connect_feed(who: PeerCredentials, args: list[Any], rid: str | None) -> Reply:
         """NodeConnectFeed: its answer, sealed in a batch with the others answered meanwhile,
@@ -115,6 +115,7 @@ def link_server(
         answered: asyncio.Future[Continued] = asyncio.get_running_loop().create_future()
 
         def then(out: list[Any] | None, error: DrcError | None) -> None:
+            nonlocal batch
             if answered.done():  # the node went meanwhile
                 return
             if error is not None:
@@ -130,12 +131,11 @@ def link_server(
             def watch() -> Reply:
                 return dispatcher.dispatch(who, WATCH, [generation, seq, timeout])
 
-            batch = batches[-1] if batches else None
             if rid is None:
                 shared = None
             else:
                 if batch is None or not batch.open():
-                    batches[:] = [batch := _ConnectBatch()]
+                    batch = _ConnectBatch()
                 batch.entries += (rid, rebooted, generation, seq)
                 shared = batch.seal
             answered.set_result(Continued(out, WATCH, watch, shared))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import threading
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
+
+from peewee import Database
 
 from drc.core.model import Caller, Holder
 from drc.store.database import MIGRATIONS
@@ -54,3 +58,25 @@ def run_bounded(coro: Awaitable[T], timeout: float = 30) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+@contextmanager
+def statements_run(db: Database) -> Iterator[list[str]]:
+    """The SQL text of each statement ``db`` runs in this thread inside the block (BEGIN and
+    COMMIT are not statements there).
+
+    Counted on that database object, not from peewee's shared logger: another store's
+    statement (a thread a test left, a transaction finalised by the garbage collector) is
+    not this code's."""
+    sent: list[str] = []
+    me = threading.get_ident()
+
+    def hook(event) -> None:
+        if threading.get_ident() == me:
+            sent.append(event.sql)
+
+    db.query_hooks.append(hook)
+    try:
+        yield sent
+    finally:
+        db.query_hooks.remove(hook)

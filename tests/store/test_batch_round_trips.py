@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from playhouse.test_utils import count_queries
 
 from drc.core.errors import DrcError
 from drc.core.model import Flags, Target, TargetKind
@@ -23,7 +22,7 @@ from drc.providers.pool import PoolProvider
 from drc.store import requests
 from drc.store.sql import PeeweeStore
 
-from helpers import ALICE, BOB, in_job
+from helpers import ALICE, BOB, in_job, statements_run
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,9 +90,9 @@ def test_a_batched_access_makes_three_round_trips_on_postgresql(
         sent = []
         for node in ("n1", "n2"):
             unit = _serving(batch, f"{node}-1", "NodeAccess", [{"job": 20}, cred])
-            with count_queries() as counter:
+            with statements_run(service.store.db) as statements:
                 service.access_credential(in_job(BOB, 20, node=node), cred, unit)
-            sent.append([record.msg[0] for record in counter.get_queries()])
+            sent.append(statements)
     if service.store.postgresql:
         assert [len(s) for s in sent] == [3, 3], sent
         first, second = sent[0][0], sent[1][0]

@@ -16,7 +16,6 @@ from dataclasses import replace
 
 import pytest
 from peewee import PostgresqlDatabase
-from playhouse.test_utils import count_queries
 
 from drc.core.errors import DrcError
 from drc.core.model import (
@@ -34,21 +33,21 @@ from drc.core.ports import Transaction
 from drc.core.service import CredentialService
 from drc.store.sql import PeeweeStore
 
-from helpers import ALICE, BOB, ROOT, direct, in_job
+from helpers import ALICE, BOB, ROOT, direct, in_job, statements_run
 
 
-def statements(fn: Callable[[], object]) -> list[str]:
-    """The SQL of every statement ``fn`` runs (BEGIN and COMMIT are not logged)."""
-    with count_queries() as counter:
+def statements(fn: Callable[[], object], store: PeeweeStore) -> list[str]:
+    """The SQL of every statement ``fn`` runs on ``store``'s database."""
+    with statements_run(store.db) as sent:
         fn()
-    return [record.msg[0] for record in counter.get_queries()]
+    return sent
 
 
 def assert_statements(
     fn: Callable[[], object], store: PeeweeStore, expected: int, notifies: int = 0, locks: int = 1
 ) -> None:
     extra = locks + notifies if isinstance(store.db, PostgresqlDatabase) else 0
-    sql = statements(fn)
+    sql = statements(fn, store)
     assert len(sql) == expected + extra, "\n".join(sql)
 
 
@@ -112,7 +111,9 @@ def test_access_miss_does_not_count_references_but_listing_does(service: Credent
     service.grant(owner, cred, Target(TargetKind.UID, BOB))
     for node in ("n2", "n3"):
         service.access(in_job(BOB, 20, node=node), cred)
-    sql = statements(lambda: service.access_credential(in_job(BOB, 20, node="n4"), cred))
+    sql = statements(
+        lambda: service.access_credential(in_job(BOB, 20, node="n4"), cred), service.store
+    )
     assert not [s for s in sql if "COUNT(" in s.upper()], "\n".join(sql)
     assert service.access_credential(in_job(BOB, 20, node="n5"), cred).refs == 0
     with service.store.snapshot() as tx:

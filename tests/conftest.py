@@ -3,6 +3,7 @@ a world-readable runtime copy of drc, and an embedded cluster (see tests/cluster
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,21 @@ from scale import record_fuzz_counts
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     record_fuzz_counts()  # for make stress's table; a no-op under make test
+
+
+@pytest.fixture
+def daemon_logging_undone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For a test that runs a daemon's start-up in this process: what setup_logging() set
+    (root's handlers and level, logging's module flags) put back after, so later tests'
+    records neither go to a stream pytest has closed nor lose their file and line."""
+    for name in ("_srcfile", "logThreads", "logMultiprocessing", "logAsyncioTasks"):
+        if hasattr(logging, name):
+            monkeypatch.setattr(logging, name, getattr(logging, name))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

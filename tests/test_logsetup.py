@@ -14,19 +14,12 @@ from drc.logsetup import setup_logging
 
 
 @pytest.fixture
-def daemon_logging(monkeypatch: pytest.MonkeyPatch):
-    """setup_logging() into a string; logging's globals and root handlers restored after."""
+def daemon_logging(monkeypatch: pytest.MonkeyPatch, daemon_logging_undone: None) -> io.StringIO:
+    """setup_logging() into a string (undone after)."""
     out = io.StringIO()
     monkeypatch.setattr(sys, "stderr", out)
-    for name in ("_srcfile", "logThreads", "logMultiprocessing", "logAsyncioTasks"):
-        if hasattr(logging, name):
-            monkeypatch.setattr(logging, name, getattr(logging, name))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
     setup_logging("drcs", "info")
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    return out
 
 
 def test_a_line_reads_as_with_the_default_formatter(daemon_logging: io.StringIO):

@@ -90,7 +90,9 @@ def test_a_daemon_that_cannot_start_exits_1_whatever_it_could_not_reach() -> Non
     assert daemon_status(KeyboardInterrupt()) == EXIT_INTERRUPTED
 
 
-def test_daemon_main_maps_a_start_up_error_through_the_table(tmp_path: Path, capsys) -> None:
+def test_daemon_main_maps_a_start_up_error_through_the_table(
+    tmp_path: Path, capsys, daemon_logging_undone: None
+) -> None:
     config = tmp_path / "drc.conf"
     config.write_text("")
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drc.embedded import cluster as embedded
@@ -61,6 +61,8 @@ class Cluster:
     state_dir: Path
     emb: embedded.Embedded
     runtime: Runtime
+    #: every proxy server() handed out, closed (their bus threads stopped) with the cluster
+    proxies: list[ServerProxy] = field(default_factory=list, repr=False)
 
     @property
     def address(self) -> str:
@@ -110,7 +112,9 @@ class Cluster:
         return self.run_as(user, ["/usr/bin/python3", "-c", code], **kw)
 
     def server(self) -> ServerProxy:
-        return ServerProxy(self.address)
+        proxy = ServerProxy(self.address)
+        self.proxies.append(proxy)
+        return proxy
 
     @property
     def drcs_pid(self) -> int:
@@ -175,6 +179,8 @@ def start_cluster(
 
 
 def stop_cluster(cluster: Cluster) -> None:
+    for proxy in cluster.proxies:
+        proxy.close()
     try:
         embedded.stop(cluster.state_dir)
     finally:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class MultiNode:
     emb: embedded.Embedded
     runtime: Runtime
     database: str
+    #: every proxy server() handed out, closed (their bus threads stopped) with the cluster
+    proxies: list[ServerProxy] = field(default_factory=list, repr=False)
 
     def embedded(self, *args: str) -> list[str]:
         return command_line(self.runtime.bin / "drc-embedded", self.state_dir, *args)
@@ -92,7 +94,9 @@ class MultiNode:
 
     def server(self, k: int = 1) -> ServerProxy:
         """drccli's view of DRCS ``k`` (root, on its own bus)."""
-        return ServerProxy(self.server_bus(k))
+        proxy = ServerProxy(self.server_bus(k))
+        self.proxies.append(proxy)
+        return proxy
 
     def config(self, k: int = 1) -> Path:
         return self.emb.server_config(k)
@@ -126,9 +130,12 @@ def multinode(runtime: Runtime, database: str, *, nodes: int, servers: int) -> I
     state_dir.chmod(0o755)
     try:
         emb = embedded.start(state_dir, nodes=nodes, servers=servers, database=database)
+        cluster = MultiNode(state_dir, emb, runtime, database)
         try:
-            yield MultiNode(state_dir, emb, runtime, database)
+            yield cluster
         finally:
+            for proxy in cluster.proxies:
+                proxy.close()
             embedded.stop(state_dir)
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -18,6 +18,11 @@ reclaimed until the permanent generation is collected. So when it has doubled si
 last whole-heap collection, it is thawed (:func:`gc.unfreeze`) and the next full collection
 walks everything once, reclaims such cycles, and freezes the rest again. A heap that stays
 the same size never pays that walk again; one that grows pays it each time it doubles.
+
+Counting the frozen set (:func:`gc.get_freeze_count`) walks all of it too, so it is not done
+after every full collection: what each one promotes (the collection just walked it) is added
+to an upper bound, and only when that bound passes the threshold is the set counted (the
+objects that died since are gone from it) to decide whether to thaw.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ class FreezeSurvivors:
     def __init__(self, regrow: float = 2.0) -> None:
         self.regrow = regrow
         self.baseline = 0  # frozen objects after the last whole-heap collection
+        self.bound = 0  # at least the frozen objects now (the dead are not subtracted)
+        self.counts = 0  # walks of the frozen set to count it
         self.whole = True  # the next full collection walks the whole heap (the first does)
         self.full_collections = 0
         self.whole_collections = 0
@@ -64,13 +71,22 @@ class FreezeSurvivors:
             self.observer(time.perf_counter() - self._started)
         self.full_collections += 1
         # The collection is over and its lists are consistent: moving them is safe here.
+        promoted = 0 if self.whole else len(gc.get_objects(generation=2))
         gc.freeze()
-        frozen = gc.get_freeze_count()
         if self.whole:
             self.whole_collections += 1
             self.whole = False
-            self.baseline = frozen
-        elif frozen > self.regrow * self.baseline:
+            self.baseline = self.bound = self._count()
+            return
+        self.bound += promoted
+        if self.bound <= self.regrow * self.baseline:
+            return
+        self.bound = frozen = self._count()
+        if frozen > self.regrow * self.baseline:
             log.debug("heap: %d frozen, %d after the last whole walk", frozen, self.baseline)
             gc.unfreeze()  # the next full collection walks everything once
             self.whole = True
+
+    def _count(self) -> int:
+        self.counts += 1
+        return gc.get_freeze_count()

@@ -255,8 +255,9 @@ class FailoverLink:
             client, server = self.clients[index], self.choice.servers[index]
             attempt = time.monotonic()
             try:
-                async with asyncio.timeout(max(deadline - attempt, 0.001)):
-                    result = await client.call(method, args, rid=rid)
+                # the attempt's deadline rides on the client's own timer (one per call)
+                within = max(deadline - attempt, 0.001)
+                result = await client.call(method, args, rid=rid, within=within)
                 self.choice.answered(index)
                 return result
             except TimeoutError:  # the deadline ended this attempt early

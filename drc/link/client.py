@@ -309,6 +309,10 @@ class LinkDown(DrcError):
         self.reason = reason
 
 
+#: connect_ex's answers while a non-blocking connect goes on (EINTR: it goes on as well).
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EINTR})
+
+
 def _numeric_family(host: str) -> int | None:
     """AF_INET or AF_INET6 when ``host`` is an address written out, else None (a name)."""
     for family in (socket.AF_INET, socket.AF_INET6):
@@ -507,11 +511,11 @@ class LinkClient:
             if self.source:
                 sock.bind((self.source, 0))
             error = sock.connect_ex(address)
-            if error == errno.EINPROGRESS:
+            if error in _IN_PROGRESS:
                 error = sock.connect_ex(address)  # 0 when the handshake is already done
-            if error in (errno.EINPROGRESS, errno.EALREADY):
+            if error in _IN_PROGRESS:
                 await loop.sock_connect(sock, address)
-            elif error:
+            elif error and error != errno.EISCONN:
                 raise OSError(error, os.strerror(error))
         except BaseException:
             sock.close()

@@ -107,3 +107,40 @@ def test_a_callers_deadline_is_a_timeout_error_and_keeps_the_connection(loopback
                 await client.close()
 
     run_bounded(body(), timeout=30)
+
+
+def test_a_connect_the_kernel_has_not_finished_is_waited_for_within_the_timeout(
+    loopback: Any,
+) -> None:
+    """A listener whose accept queue is full drops the SYN: the connect stays in progress,
+    the client waits for it, gives up at its timeout and closes its socket."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(4):  # fill the accept queue (never accepted)
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        queued.append(filler)
+
+    async def body() -> tuple[DrcError, int, int]:
+        client = loopback.client("a", timeout=0.5)
+        client.port = port
+        before = _open_fds()
+        with pytest.raises(DrcError) as silent:
+            await client.call("Where")
+        after = _open_fds()
+        await client.close()
+        return silent.value, before, after
+
+    try:
+        error, before, after = run_bounded(body(), timeout=30)
+    finally:
+        for filler in queued:
+            filler.close()
+        listener.close()
+    assert error.code is Code.ECONNREFUSED
+    assert "no answer within 0.5 s" in error.message
+    assert after == before

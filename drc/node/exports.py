@@ -72,7 +72,7 @@ class NodeExports:
         return self._access_miss(caller, credential)
 
     async def _access_miss(self, caller: Caller, credential: int) -> tuple[int, int, int, int]:
-        return _info(await self.service.access_missed(caller, credential))
+        return _info(await self.service.access(caller, credential))
 
     @method("su", "uuuu")
     async def access_with_token(self, peer: PeerCredentials, token: str, flags: int):

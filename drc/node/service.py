@@ -207,16 +207,15 @@ class NodeService:
 
     async def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Cached associations are answered here; the first miss of a (credential, holder)
-        goes to DRCS, and concurrent misses for the same pair wait for that one answer."""
-        info = self.cached(caller, credential)
-        if info is not None:
-            return info
-        return await self.access_missed(caller, credential)
+        goes to DRCS, and concurrent misses for the same pair wait for that one answer.
 
-    async def access_missed(self, caller: Caller, credential: int) -> AccessInfo:
-        """:meth:`access` once :meth:`cached` found nothing (the bus's miss path, which asked
-        it synchronously first)."""
+        The bus's miss path calls it once :meth:`cached` found nothing: the pair may have been
+        cached since (an answer read before this coroutine's first step), so it looks again."""
         key = (credential, caller.holder)
+        entry = self.cache.get(*key)
+        if entry is not None:
+            self.cache.counters["access_local"] += 1
+            return entry.info
         with request_budget(self.budget):
             pending = self._in_flight.get(key)
             if pending is not None:

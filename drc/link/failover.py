@@ -27,14 +27,13 @@ for connections that have not authenticated), so the survivor serves moves, not 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -64,15 +63,21 @@ STANDBY_CALL = "ServerInfo"
 _request_deadline: ContextVar[float] = ContextVar("drc_request_deadline", default=math.inf)
 
 
-@contextlib.contextmanager
-def request_budget(seconds: float) -> Iterator[None]:
+class request_budget:  # named as used: ``with request_budget(5):``
     """Upstream calls made inside share one deadline, ``seconds`` from now (or an enclosing
-    budget's, if earlier)."""
-    token = _request_deadline.set(min(_request_deadline.get(), time.monotonic() + seconds))
-    try:
-        yield
-    finally:
-        _request_deadline.reset(token)
+    budget's, if earlier). A class, not a generator: every cache miss enters one."""
+
+    __slots__ = ("seconds", "token")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        deadline = min(_request_deadline.get(), time.monotonic() + self.seconds)
+        self.token = _request_deadline.set(deadline)
+
+    def __exit__(self, *exc: object) -> None:
+        _request_deadline.reset(self.token)
 
 
 def _seconds(value: float) -> str:
@@ -255,8 +260,9 @@ class FailoverLink:
             client, server = self.clients[index], self.choice.servers[index]
             attempt = time.monotonic()
             try:
-                async with asyncio.timeout(max(deadline - attempt, 0.001)):
-                    result = await client.call(method, args, rid=rid)
+                # the attempt's deadline rides on the client's own timer (one per call)
+                within = max(deadline - attempt, 0.001)
+                result = await client.call(method, args, rid=rid, within=within)
                 self.choice.answered(index)
                 return result
             except TimeoutError:  # the deadline ended this attempt early

@@ -207,34 +207,32 @@ class NodeService:
 
     async def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Cached associations are answered here; the first miss of a (credential, holder)
-        goes to DRCS, and concurrent misses for the same pair wait for that one answer."""
+        goes to DRCS, and concurrent misses for the same pair wait for that one answer.
+
+        The bus's miss path calls it once :meth:`cached` found nothing: the pair may have been
+        cached since (an answer read before this coroutine's first step), so it looks again."""
         key = (credential, caller.holder)
         entry = self.cache.get(*key)
         if entry is not None:
             self.cache.counters["access_local"] += 1
             return entry.info
         with request_budget(self.budget):
-            return await self._access_miss(caller, credential, key)
-
-    async def _access_miss(
-        self, caller: Caller, credential: int, key: tuple[int, Holder]
-    ) -> AccessInfo:
-        pending = self._in_flight.get(key)
-        if pending is not None:
-            await asyncio.shield(pending)
-            if (entry := self.cache.get(*key)) is not None:
-                self.cache.counters["access_local"] += 1
-                return entry.info
-        future = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            info = await self.drcs.node_access(self._wire(caller), credential)
-            self.cache.counters["access_forwarded"] += 1
-            self._node_setup(caller, info)
-            return self._remember(caller, info).info
-        finally:
-            del self._in_flight[key]
-            future.set_result(None)
+            pending = self._in_flight.get(key)
+            if pending is not None:
+                await asyncio.shield(pending)
+                if (entry := self.cache.get(*key)) is not None:
+                    self.cache.counters["access_local"] += 1
+                    return entry.info
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = future
+            try:
+                info = await self.drcs.node_access(self._wire(caller), credential)
+                self.cache.counters["access_forwarded"] += 1
+                self._node_setup(caller, info)
+                return self._remember(caller, info).info
+            finally:
+                del self._in_flight[key]
+                future.set_result(None)
 
     async def access_with_token(self, caller: Caller, token: str) -> AccessInfo:
         """Decided here alone: signature, expiry, epoch, ACL. DRCS hears of it later."""

@@ -39,8 +39,12 @@ class Replayed(Exception):
 
 def digest(method: str, args: list[Any]) -> str:
     """What a request asks, canonically: a retry must match it exactly."""
-    text = json.dumps([method, args], separators=(",", ":"), sort_keys=True, default=str)
+    text = _CANONICAL.encode([method, args])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: :func:`digest`'s encoder, made once (``json.dumps`` with options builds one per call).
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
 
 
 def _sql(db: Database, text: str) -> str:

@@ -171,6 +171,8 @@ def _compiled(signature: str, token: str, children: tuple[SigType, ...]) -> _Che
     if token == "a":
         (child,) = children
         if child.token == "{":
+            if child.signature == "{sv}":  # every caller and credential: keys alone to check
+                return _string_keyed
             check_key, check_value = (_checker(c) for c in child.children)
 
             def mapping(value: Any) -> bool:
@@ -197,6 +199,16 @@ def _compiled(signature: str, token: str, children: tuple[SigType, ...]) -> _Che
 
         return array
     return lambda value: False
+
+
+def _string_keyed(value: Any) -> bool:
+    """``a{sv}``: a dict of string keys (a variant takes any value)."""
+    if not isinstance(value, dict):
+        return False
+    for key in value:  # noqa: SIM110 (no generator per value)
+        if not isinstance(key, str) or "\0" in key:
+            return False
+    return True
 
 
 @functools.cache

@@ -113,7 +113,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements, chunks, literal, padded
+from drc.store.statements import Statements, chunks, literal, padded, run
 from drc.store.vni import VniRows
 
 
@@ -295,19 +295,19 @@ class PeeweeStore:
         (named by a counter, as :meth:`_verb_savepoint` says why) is released when the verb
         succeeds, rolled back with its request's claim when it fails. No context manager per
         layer: an access is a few microseconds of SQLite, and each layer cost as much."""
-        execute = self.db.execute_sql
+        db = self.db
         name = f'"v{next(self._savepoints)}"'
-        execute(f"SAVEPOINT {name};")
+        run(db, f"SAVEPOINT {name};")
         try:
             tx = self._opened(request, hold, exclusive, [], now)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
-            execute(f"RELEASE SAVEPOINT {name};")
+            run(db, f"RELEASE SAVEPOINT {name};")
         except BaseException:
             if request is not None:  # as _unclaimed_on_error
                 request.recorded = False
-            execute(f"ROLLBACK TO SAVEPOINT {name};")
+            run(db, f"ROLLBACK TO SAVEPOINT {name};")
             raise
 
     @contextmanager

@@ -279,10 +279,19 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
 def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
     """PostgreSQL: ``sql`` (compiled, ``%s`` placeholders) with ``params`` quoted in by the
     driver, for a simple query of several statements in one round trip (which takes no
-    parameters)."""
-    import psycopg  # PostgreSQL's driver: SQLite stores never get here
+    parameters). Ids (non-negative ints: their text is their literal) are put in as they
+    are; anything else is quoted by one client-side cursor kept per connection, not one
+    made per statement (a verb opens with a claim and its locks: two each time)."""
+    if all(type(p) is int and p >= 0 for p in params):
+        return sql % tuple(map(str, params))
+    conn = db.connection()
+    kept = getattr(db, "_drc_quoting", None)  # (connection, its cursor): this thread's
+    if kept is None or kept[0] is not conn:
+        import psycopg  # PostgreSQL's driver: SQLite stores never get here
 
-    return psycopg.ClientCursor(db.connection()).mogrify(sql, params)
+        kept = (conn, psycopg.ClientCursor(conn))
+        db._drc_quoting = kept  # type: ignore[attr-defined]
+    return kept[1].mogrify(sql, params)
 
 
 def padded(ids: Sequence[int]) -> list[int]:

@@ -292,11 +292,17 @@ class PeeweeStore:
         self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
     ) -> Iterator[PeeweeTransaction]:
         """A verb of the open batch on SQLite: :meth:`transaction`'s body, flat. Its savepoint
-        (named by a counter, as :meth:`_verb_savepoint` says why) is released when the verb
-        succeeds, rolled back with its request's claim when it fails. No context manager per
-        layer: an access is a few microseconds of SQLite, and each layer cost as much."""
+        is released when the verb succeeds, rolled back with its request's claim when it
+        fails. No context manager per layer: an access is a few microseconds of SQLite, and
+        each layer cost as much.
+
+        Every verb's savepoint has the same name: SQLite stacks savepoints of one name and
+        RELEASE or ROLLBACK TO takes the newest, which is the running verb's (a failed verb's
+        stays below it, released at COMMIT, as it always was). So the three statements are
+        the same text every time, prepared once in sqlite3's statement cache instead of for
+        each verb (a name per verb cost ~3 us of SQLite parsing each)."""
         db = self.db
-        name = f'"v{next(self._savepoints)}"'
+        name = '"verb"'
         run(db, f"SAVEPOINT {name};")
         try:
             tx = self._opened(request, hold, exclusive, [], now)

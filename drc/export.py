@@ -202,13 +202,14 @@ def _compiled(signature: str, token: str, children: tuple[SigType, ...]) -> _Che
 
 
 def _string_keyed(value: Any) -> bool:
-    """``a{sv}``: a dict of string keys (a variant takes any value)."""
+    """``a{sv}``: a dict of string keys (a variant takes any value), none with a NUL. The
+    keys are joined at C speed: ``join`` refuses any that is not a string."""
     if not isinstance(value, dict):
         return False
-    for key in value:  # noqa: SIM110 (no generator per value)
-        if not isinstance(key, str) or "\0" in key:
-            return False
-    return True
+    try:
+        return "\0" not in "".join(value)
+    except TypeError:  # a key that is not a string
+        return False
 
 
 @functools.cache

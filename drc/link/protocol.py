@@ -245,10 +245,11 @@ def _loads(payload: bytes) -> dict[str, Any]:
     _check_depth(payload)
     try:
         if _LONG_DIGITS.search(payload) is None:
-            # json.loads(payload), as it decodes bytes, without its per-call detour
-            message = _DECODER.decode(
-                payload.decode(json.detect_encoding(payload), "surrogatepass")
-            )
+            # json.loads(payload), as it decodes bytes, without its per-call detour; a
+            # payload opening with "{" and no NUL after it is UTF-8 to json.detect_encoding
+            utf8 = payload[:1] == b"{" and payload[1:2] != b"\0"
+            encoding = "utf-8" if utf8 else json.detect_encoding(payload)
+            message = _DECODER.decode(payload.decode(encoding, "surrogatepass"))
         else:
             message = json.loads(payload, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:

@@ -282,7 +282,7 @@ class PeeweeStore:
         query, one round trip; the row count of each."""
         if not statements:
             return []
-        cursor = self.db.execute_sql("; ".join(statements))
+        cursor = run(self.db, "; ".join(statements))
         counts = [cursor.rowcount]
         while cursor.nextset():
             counts.append(cursor.rowcount)

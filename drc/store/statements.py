@@ -11,6 +11,7 @@ queries in the row modules; no third style.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -286,11 +287,12 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
 def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
     """PostgreSQL: ``sql`` (compiled, ``%s`` placeholders) with ``params`` quoted in by the
     driver, for a simple query of several statements in one round trip (which takes no
-    parameters). Ids (non-negative ints: their text is their literal) are put in as they
-    are; anything else is quoted by one client-side cursor kept per connection, not one
-    made per statement (a verb opens with a claim and its locks: two each time)."""
-    if all(type(p) is int and p >= 0 for p in params):
-        return sql % tuple(map(str, params))
+    parameters). Plain values (:func:`_quick_literals`: ids, the claim's request id, digest,
+    verb and time) are written here; anything else is quoted by one client-side cursor kept
+    per connection, not one made per statement (a verb opens with a claim and its locks)."""
+    quoted = _quick_literals(params)
+    if quoted is not None:
+        return sql % quoted
     conn = db.connection()
     kept = getattr(db, "_drc_quoting", None)  # (connection, its cursor): this thread's
     if kept is None or kept[0] is not conn:
@@ -298,7 +300,31 @@ def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
 
         kept = (conn, psycopg.ClientCursor(conn))
         db._drc_quoting = kept  # type: ignore[attr-defined]
-    return kept[1].mogrify(sql, params)
+    return kept[1].mogrify(sql, params).replace("%", "%%")  # only values hold a "%"
+
+
+def _quick_literals(params: Sequence[Any]) -> tuple[str, ...] | None:
+    """The SQL literals of values whose text is plain (None if any is not): ids, a finite
+    float (``repr`` reads back as the same double), a printable ASCII string (a request id,
+    a digest, a verb's name) as an escape string constant, whose meaning does not depend on
+    ``standard_conforming_strings``: only its backslashes and quotes need escaping.
+
+    A ``%`` is doubled, here and in the driver's literals: the statements are run with an
+    empty parameter tuple, so the driver reads ``%`` as the start of a placeholder (the
+    texts themselves hold none: see :meth:`Statements.sql`)."""
+    out = []
+    for p in params:
+        kind = type(p)
+        if kind is int and p >= 0:
+            out.append(str(p))
+        elif kind is float and math.isfinite(p):
+            out.append(repr(p))
+        elif kind is str and p.isascii() and p.isprintable():
+            text = p.replace("\\", "\\\\").replace("'", "''").replace("%", "%%")
+            out.append("E'" + text + "'")
+        else:
+            return None
+    return tuple(out)
 
 
 def padded(ids: Sequence[int]) -> list[int]:

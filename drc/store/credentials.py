@@ -98,8 +98,6 @@ class CredentialRows:
     models: Models
     _sql: Statements
     created: int  # the credential this transaction inserted (request records)
-    #: (statements run when read, id -> credential or None): see :meth:`preload`
-    _preloaded: tuple[int, dict[int, Credential | None]] | None
     #: PostgreSQL: tell every DRCS of each revoke and free at commit (the shared change feed).
     notify_changes: bool
     postgresql: bool
@@ -135,27 +133,9 @@ class CredentialRows:
     def get_credential(self, credential: int, *, count_refs: bool = True) -> Credential | None:
         """One statement, no row lock of its own: a verb locks its credential first
         (:meth:`PeeweeTransaction.lock_credentials`). ``count_refs=False`` skips counting
-        references (``refs`` is 0), which costs time in proportion to them; then the
-        credential read with the transaction's locks (:meth:`preload`) answers, if no
-        statement ran since."""
-        preloaded, self._preloaded = self._preloaded, None
-        if preloaded is not None and not count_refs:
-            runs, found = preloaded
-            if runs == self._sql.runs and credential in found:
-                return found[credential]
-        found_now = self._load([credential], count_refs=count_refs)
-        return found_now[0] if found_now else None
-
-    def preload(self, ids: Collection[int], rows: list[tuple]) -> None:
-        """PostgreSQL: ``rows`` of "load_credentials_uncounted" for ``ids``, read in the
-        transaction's opening round trip right after its locks (a statement of its own, so
-        it sees every change committed before them): the next :meth:`get_credential` of
-        one of them answers from these instead of a round trip, unless a statement ran in
-        between (its rows might be stale then)."""
-        found: dict[int, Credential | None] = dict.fromkeys(ids)
-        for cred in self._from_rows(rows):
-            found[cred.id] = cred
-        self._preloaded = (self._sql.runs, found)
+        references (``refs`` is 0), which costs time in proportion to them."""
+        found = self._load([credential], count_refs=count_refs)
+        return found[0] if found else None
 
     def list_credentials(self, ids: Iterable[int] | None = None) -> list[Credential]:
         """Credentials with their grants and reference counts.
@@ -183,21 +163,14 @@ class CredentialRows:
         if not ids:
             return []
         ids = padded(ids)
-        return self._from_rows(
-            self._sql.rows(
-                "load_credentials" if count_refs else "load_credentials_uncounted",
-                [*ids, *ids] if count_refs else ids,
-                in_size=len(ids),
-            )
-        )
-
-    @staticmethod
-    def _from_rows(loaded: Iterable[Sequence]) -> list[Credential]:
-        """Credentials from rows of "load_credentials(_uncounted)": one row per grant."""
         rows: dict[int, tuple] = {}
         counts: dict[int, int] = {}
         acl: dict[int, list[Target]] = {}
-        for *row, refs, kind, target in loaded:
+        for *row, refs, kind, target in self._sql.rows(
+            "load_credentials" if count_refs else "load_credentials_uncounted",
+            [*ids, *ids] if count_refs else ids,
+            in_size=len(ids),
+        ):
             cid = row[0]
             rows[cid] = tuple(row)
             counts[cid] = refs

@@ -66,10 +66,9 @@ Round trips are what a PostgreSQL verb costs (a statement's is ~0.1-0.3 ms on a 
 machine, and the store thread runs one at a time), so in a group commit a verb's savepoint,
 the release of the previous verb's, its request record and its credential locks go to the
 server as one simple query of several statements, their values quoted in by the driver
-(:meth:`PeeweeStore._verb_savepoint`); an access's credential read goes in it too, after
-the lock (:meth:`PeeweeStore._preloads`): a batched access makes two round trips (that one,
-the reference's INSERT), where it made seven. A transaction on its own sends its request
-record, locks and read in one round trip the same way.
+(:meth:`PeeweeStore._verb_savepoint`): a batched access makes three round trips (that one,
+the credential read, the reference's INSERT), where it made seven. A transaction on its
+own sends its request record and locks in one round trip the same way.
 
 The store has two modes, both explicit here:
 
@@ -114,7 +113,7 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import CHUNK, Statements, chunks, literal, padded, run
+from drc.store.statements import Statements, chunks, literal, padded, run
 from drc.store.vni import VniRows
 
 
@@ -225,13 +224,12 @@ class PeeweeStore:
             if not self.postgresql:
                 yield from self._sqlite_verb(request, hold, exclusive, now)
                 return
-            rows = [] if self._preloads(hold, exclusive) is not None else None
             with (
                 _unclaimed_on_error(request),
                 self._uncontended(),
-                self._verb_savepoint(self._opening(request, hold, exclusive, now), rows) as counts,
+                self._verb_savepoint(self._opening(request, hold, exclusive, now)) as counts,
             ):
-                tx = self._opened(request, hold, exclusive, counts, now, rows)
+                tx = self._opened(request, hold, exclusive, counts, now)
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
@@ -242,9 +240,8 @@ class PeeweeStore:
                 "batch (drc.core.ports.Unit) to make it a savepoint of the batch"
             )
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
-            rows = [] if self._preloads(hold, exclusive) is not None else None
-            opening = self._send(self._opening(request, hold, exclusive, now), rows)
-            tx = self._opened(request, hold, exclusive, opening, now, rows)
+            opening = self._send(self._opening(request, hold, exclusive, now))
+            tx = self._opened(request, hold, exclusive, opening, now)
             yield tx
             if request is not None and tx.created:
                 requests.created(self.db, request, tx.created)
@@ -254,27 +251,11 @@ class PeeweeStore:
         self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
     ) -> list[str]:
         """PostgreSQL: what opens a verb's transaction, to send in one round trip: the
-        request's claim, then the credentials' locks (values quoted in), then, held shared
-        (an access), their rows (:meth:`_preloads`). SQLite: nothing."""
+        request's claim, then the credentials' locks (values quoted in). SQLite: nothing."""
         if not self.postgresql:
             return []
         claim = [requests.claim_literal(self.db, request, now)] if request is not None else []
-        opening = claim + self._tx().lock_literals(hold, exclusive=exclusive)
-        ids = self._preloads(hold, exclusive)
-        if ids is not None:
-            load = self._statements.sql("load_credentials_uncounted", len(ids))
-            opening.append(literal(self.db, load, ids))
-        return opening
-
-    def _preloads(self, hold: Collection[int], exclusive: bool) -> list[int] | None:
-        """PostgreSQL: the (padded) ids whose rows a transaction reads in its opening round
-        trip, right after locking them: those it holds shared, i.e. an access, whose first
-        step reads its credential (a round trip fewer, ~50 us of the driver's time less);
-        None for the rest. The read is a statement of its own after the locks, so it sees
-        what a statement run after them would (READ COMMITTED: a snapshot per statement)."""
-        if not self.postgresql or exclusive or not hold or len(hold) > CHUNK:
-            return None
-        return padded(sorted(set(hold)))
+        return claim + self._tx().lock_literals(hold, exclusive=exclusive)
 
     def _opened(
         self,
@@ -283,7 +264,6 @@ class PeeweeStore:
         exclusive: bool,
         counts: list[int],
         now: float,
-        rows: list[tuple] | None = None,
     ) -> PeeweeTransaction:
         """The transaction of a verb, its request claimed and its credentials held: on
         PostgreSQL by the statements already sent (``counts``: their row counts, the claim's
@@ -295,22 +275,17 @@ class PeeweeStore:
             requests.claim(self.db, request, now)
         if not self.postgresql:
             tx.lock_credentials(hold, exclusive=exclusive)
-        elif rows is not None:  # read with the locks (_opening)
-            tx.preload(set(hold), rows)
         return tx
 
-    def _send(self, statements: list[str], rows: list[tuple] | None = None) -> list[int]:
+    def _send(self, statements: list[str]) -> list[int]:
         """PostgreSQL: run these statements (no parameters: values quoted in) as one simple
-        query, one round trip; the row count of each. ``rows``: filled with the last
-        statement's rows."""
+        query, one round trip; the row count of each."""
         if not statements:
             return []
         cursor = run(self.db, "; ".join(statements))
         counts = [cursor.rowcount]
         while cursor.nextset():
             counts.append(cursor.rowcount)
-        if rows is not None:  # the cursor is on the last result now
-            rows.extend(cursor.fetchall())
         return counts
 
     def _sqlite_verb(
@@ -342,9 +317,7 @@ class PeeweeStore:
             raise
 
     @contextmanager
-    def _verb_savepoint(
-        self, then: list[str], rows: list[tuple] | None = None
-    ) -> Iterator[list[int]]:
+    def _verb_savepoint(self, then: list[str]) -> Iterator[list[int]]:
         """A verb of the open batch: its savepoint, rolled back when the verb fails.
 
         Named by a counter, as peewee's atomic() names each by a fresh uuid4
@@ -362,7 +335,7 @@ class PeeweeStore:
         sent = [*self._unsent, f"SAVEPOINT {name}", *then]
         self._unsent = []
         try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
-            yield self._send(sent, rows)[len(sent) - len(then) :]
+            yield self._send(sent)[len(sent) - len(then) :]
         except BaseException:
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
             raise
@@ -443,7 +416,6 @@ class PeeweeTransaction(
         self.created = 0  # the credential this transaction inserted (request records)
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
-        self._preloaded = None  # credentials read in the opening round trip (preload)
 
     def batch_opening(self) -> list[str]:
         """PostgreSQL: a group commit's transaction waits for no lock (see the module doc):

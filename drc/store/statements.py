@@ -237,9 +237,6 @@ class Statements:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._compiled: dict[tuple[str, int], str] = {}
-        #: Statements run through :meth:`execute` so far: a transaction's credentials read
-        #: in its opening round trip are its own only while none ran since.
-        self.runs = 0
 
     def sql(self, name: str, in_size: int = 0) -> str:
         key = (name, in_size)
@@ -254,7 +251,6 @@ class Statements:
 
     def execute(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> Any:
         """The cursor of one run of statement ``name`` (counted by Peewee's query log)."""
-        self.runs += 1
         return run(self.db, self.sql(name, in_size), params)
 
     def rows(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> list[tuple]:

@@ -122,35 +122,100 @@ def conforms(value: Any, t: SigType) -> bool:
     Structs are lists or tuples (JSON has only lists); integers must be ``int`` proper
     (a bool is not a number here, as on the bus).
     """
-    token = t.token
+    return _checker(t)(value)
+
+
+#: A compiled :func:`conforms` for one type: value -> bool.
+_Check = Callable[[Any], bool]
+
+
+def _checker(t: SigType) -> _Check:
+    """:func:`conforms` for ``t`` as one closure per type, built once per signature: every
+    link call checks its arguments and answer, and walking the type tree per value was a
+    measurable part of an access miss."""
+    return _compiled(t.signature, t.token, t.children)
+
+
+@functools.cache
+def _compiled(signature: str, token: str, children: tuple[SigType, ...]) -> _Check:
     if token in _INT_RANGES:
         low, high = _INT_RANGES[token]
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+        def number(value: Any) -> bool:
+            if type(value) is int:  # the common case, then int subclasses (enums), not bool
+                return low <= value <= high
+            return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+        return number
     if token == "b":
-        return type(value) is bool
+        return lambda value: type(value) is bool
     if token == "d":
-        return type(value) in (int, float)
+        return lambda value: type(value) in (int, float)
     if token in "sog":
-        return isinstance(value, str) and "\0" not in value
+        return lambda value: isinstance(value, str) and "\0" not in value
     if token == "v":
-        return True
+        return lambda value: True
     if token == "(":
-        return (
-            isinstance(value, (list, tuple))
-            and len(value) == len(t.children)
-            and all(conforms(v, c) for v, c in zip(value, t.children, strict=True))
-        )
-    if token == "a":
-        (child,) = t.children
-        if child.token == "{":
-            key, val = child.children
-            return isinstance(value, dict) and all(
-                conforms(k, key) and conforms(v, val) for k, v in value.items()
-            )
-        if child.token == "y" and isinstance(value, (bytes, bytearray)):
+        fields = tuple(_checker(c) for c in children)
+        size = len(fields)
+
+        def struct(value: Any) -> bool:
+            if not isinstance(value, (list, tuple)) or len(value) != size:
+                return False
+            for item, check in zip(value, fields, strict=True):  # noqa: SIM110 (no generator)
+                if not check(item):
+                    return False
             return True
-        return isinstance(value, (list, tuple)) and all(conforms(v, child) for v in value)
-    return False
+
+        return struct
+    if token == "a":
+        (child,) = children
+        if child.token == "{":
+            if child.signature == "{sv}":  # every caller and credential: keys alone to check
+                return _string_keyed
+            check_key, check_value = (_checker(c) for c in child.children)
+
+            def mapping(value: Any) -> bool:
+                if not isinstance(value, dict):
+                    return False
+                for k, v in value.items():  # noqa: SIM110 (no generator per value)
+                    if not (check_key(k) and check_value(v)):
+                        return False
+                return True
+
+            return mapping
+        check_item = _checker(child)
+        byte_array = child.token == "y"
+
+        def array(value: Any) -> bool:
+            if byte_array and isinstance(value, (bytes, bytearray)):
+                return True
+            if not isinstance(value, (list, tuple)):
+                return False
+            for item in value:  # noqa: SIM110 (no generator per value)
+                if not check_item(item):
+                    return False
+            return True
+
+        return array
+    return lambda value: False
+
+
+def _string_keyed(value: Any) -> bool:
+    """``a{sv}``: a dict of string keys (a variant takes any value), none with a NUL. The
+    keys are joined at C speed: ``join`` refuses any that is not a string."""
+    if not isinstance(value, dict):
+        return False
+    try:
+        return "\0" not in "".join(value)
+    except TypeError:  # a key that is not a string
+        return False
+
+
+@functools.cache
+def _signature_checks(signature: str) -> tuple[tuple[_Check, SigType], ...]:
+    """Each complete type of ``signature`` with its compiled check."""
+    return tuple((_checker(t), t) for t in parse_signature(signature))
 
 
 # -- the method table --------------------------------------------------------------------------
@@ -365,9 +430,9 @@ def check_args(exported: ExportedMethod, args: list[Any]) -> None:
             Code.EINVAL,
             f"{exported.name} takes {len(exported.arg_names)} arguments, got {len(args)}",
         )
-    types = parse_signature(exported.in_signature)
-    for value, arg, t in zip(args, exported.arg_names, types, strict=True):
-        if not conforms(value, t):
+    checks = _signature_checks(exported.in_signature)
+    for value, arg, (check, t) in zip(args, exported.arg_names, checks, strict=True):
+        if not check(value):
             raise DrcError(
                 Code.EINVAL,
                 f"{exported.name}: argument {arg!r} must be of D-Bus type {t.signature!r}",
@@ -377,8 +442,10 @@ def check_args(exported: ExportedMethod, args: list[Any]) -> None:
 def check_result(exported: ExportedMethod, out: list[Any]) -> list[Any]:
     """``out`` if it fits the out-signature; else TypeError: a bug in the method, answered
     as an internal error (the caller's request was fine)."""
-    types = parse_signature(exported.out_signature)
-    if len(out) != len(types) or not all(conforms(v, t) for v, t in zip(out, types, strict=True)):
+    checks = _signature_checks(exported.out_signature)
+    if len(out) != len(checks) or not all(
+        check(v) for v, (check, _) in zip(out, checks, strict=True)
+    ):
         raise TypeError(
             f"{exported.name} answered {out!r}, which does not fit {exported.out_signature!r}"
         )

@@ -138,6 +138,10 @@ class Munge:
         self.ttl = ttl
         self._lock = threading.Lock()  # guards the free lists and ``_closed``, never a call
         self._closed = False
+        #: The uid restriction each encode context was last set to: set again only when it
+        #: changes (DRCS answers root node daemons: nearly always the same), one libmunge
+        #: call fewer per answer. Read and written only by the call holding that context.
+        self._restricted: dict[int, int] = {}
         # One of each made now, so a bad option is refused here rather than at the first call.
         self._free_enc: list[int] = [self._new_ctx(socket, ttl)]
         self._free_dec: list[int] = [self._new_ctx(socket, None)]
@@ -170,6 +174,7 @@ class Munge:
             if not self._closed:
                 free.append(ctx)
                 return
+        self._restricted.pop(ctx, None)  # its address may be a new context's later
         self._lib.munge_ctx_destroy(ctx)  # closed while this call ran
 
     def _set(self, ctx: int, opt: int, value: ctypes._SimpleCData) -> None:
@@ -187,7 +192,10 @@ class Munge:
         ctx = self._take(self._free_enc, self.ttl)
         try:
             restrict = _UID_ANY if uid_restriction is None else uid_restriction
-            self._set(ctx, _OPT_UID_RESTRICTION, ctypes.c_uint(restrict))
+            if self._restricted.get(ctx) != restrict:
+                self._restricted.pop(ctx, None)  # unknown until set (a failed set)
+                self._set(ctx, _OPT_UID_RESTRICTION, ctypes.c_uint(restrict))
+                self._restricted[ctx] = restrict
             rc = self._lib.munge_encode(ctypes.byref(cred), ctx, payload, len(payload))
             if rc != EMUNGE_SUCCESS:
                 raise self._error(rc, ctx)
@@ -237,6 +245,7 @@ class Munge:
             self._free_enc.clear()
             self._free_dec.clear()
         for ctx in idle:
+            self._restricted.pop(ctx, None)
             self._lib.munge_ctx_destroy(ctx)
 
     def __enter__(self) -> Munge:

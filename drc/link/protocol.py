@@ -204,9 +204,15 @@ async def read_frame(
         raise FrameError(f"{length}-byte frame not complete after {body_timeout} s") from None
 
 
+#: What :func:`dumps` and :func:`_loads` use: made once, not per message (``json.dumps``
+#: with options builds an encoder per call; ``json.loads`` of bytes goes through a detour).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder()
+
+
 def dumps(message: dict[str, Any]) -> bytes:
     """Compact, strict JSON (no NaN/Infinity: other implementations would reject them)."""
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(message).encode()
 
 
 def _bounded_int(text: str) -> int:
@@ -239,7 +245,11 @@ def _loads(payload: bytes) -> dict[str, Any]:
     _check_depth(payload)
     try:
         if _LONG_DIGITS.search(payload) is None:
-            message = json.loads(payload)
+            # json.loads(payload), as it decodes bytes, without its per-call detour; a
+            # payload opening with "{" and no NUL after it is UTF-8 to json.detect_encoding
+            utf8 = payload[:1] == b"{" and payload[1:2] != b"\0"
+            encoding = "utf-8" if utf8 else json.detect_encoding(payload)
+            message = _DECODER.decode(payload.decode(encoding, "surrogatepass"))
         else:
             message = json.loads(payload, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
@@ -251,6 +261,9 @@ def _loads(payload: bytes) -> dict[str, Any]:
 
 def _valid_id(value: object) -> bool:
     return type(value) is int and 0 <= value <= _MAX_ID
+
+
+_REQUEST_FIELDS = frozenset(("id", "method", "args", "rid"))
 
 
 @dataclass(frozen=True)
@@ -277,7 +290,7 @@ class Request:
         args = message.get("args")
         if not isinstance(method, str) or not method or not isinstance(args, list):
             raise BadRequest("request needs a method name and an args list", request_id)
-        if not set(message) <= {"id", "method", "args", "rid"}:
+        if not message.keys() <= _REQUEST_FIELDS:
             raise BadRequest(f"unknown request fields {sorted(message)}", request_id)
         rid = message.get("rid")
         if rid is not None and not valid_rid(rid):

@@ -63,6 +63,9 @@ TICK = 1.0
 FIRST_SLICE = 500
 FAN_OUT = 20_000
 
+#: ``Future.done`` of the loop's futures, mapped over the parked polls (:attr:`followers`).
+_future_done = asyncio.Future.done
+
 #: What a long poll answers: (generation, complete, seq, [(credential, epoch), ...]).
 Answer = tuple[str, bool, int, list[tuple[int, int]]]
 
@@ -118,7 +121,9 @@ class ChangeLog:
     @property
     def followers(self) -> int:
         """Node daemons following the feed right now (each keeps one long poll open)."""
-        return sum(not future.done() for future in self._polls)
+        # at C speed (asked once per standby link opened: thousands at once in a fail-over)
+        polls = self._polls
+        return len(polls) - sum(map(_future_done, polls))
 
     def poll(self, generation: str, since: int, timeout: float) -> asyncio.Future[Answer]:
         """A future of the changes after ``since``: answered :data:`COALESCE` after the next

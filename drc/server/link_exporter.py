@@ -16,6 +16,7 @@ record (:func:`replay`, with the answer each verb declares as its ``replay`` tra
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -99,9 +100,7 @@ def link_server(
 
     def handle(peer: LinkPeer, name: str, args: list[Any], rid: str | None) -> Reply:
         """Frame to dispatch: the peer as the link authenticated it, the request's id."""
-        who = PeerCredentials(
-            uid=peer.uid, gids=frozenset({peer.gid}), pid=0, sender=f"link:{peer.address}"
-        )
+        who = _peer_credentials(peer.uid, peer.gid, peer.address)
         if name == CONNECT_FEED:
             return connect_feed(who, args, rid)
         return dispatcher.dispatch(who, name, args, rid)
@@ -151,6 +150,13 @@ def link_server(
     )
     server.dispatcher = dispatcher  # type: ignore[attr-defined]
     return server
+
+
+@functools.lru_cache(maxsize=32768)
+def _peer_credentials(uid: int, gid: int, address: str) -> PeerCredentials:
+    """A link peer as the dispatcher sees it: made once per connection's sender, not per
+    request (immutable, so every request of the connection shares it)."""
+    return PeerCredentials(uid=uid, gids=frozenset({gid}), pid=0, sender=f"link:{address}")
 
 
 class _ConnectBatch:

@@ -11,6 +11,7 @@ or neither, and a retry on another DRCS finds the record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -20,7 +21,7 @@ from typing import Any
 from peewee import Database
 
 from drc.core.ports import Request
-from drc.store.statements import literal
+from drc.store.statements import literal, run
 
 #: How long a request id is remembered: far beyond any client's retry window.
 KEEP_SECONDS = 24 * 3600
@@ -39,12 +40,21 @@ class Replayed(Exception):
 
 def digest(method: str, args: list[Any]) -> str:
     """What a request asks, canonically: a retry must match it exactly."""
-    text = json.dumps([method, args], separators=(",", ":"), sort_keys=True, default=str)
+    text = _CANONICAL.encode([method, args])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: :func:`digest`'s encoder, made once (``json.dumps`` with options builds one per call).
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str)
+
+
+@functools.cache
+def _compiled(text: str, param: str) -> str:
+    return text.replace("?", param)
+
+
 def _sql(db: Database, text: str) -> str:
-    return text.replace("?", db.param)
+    return _compiled(text, db.param)
 
 
 _CLAIM = (
@@ -57,7 +67,7 @@ def claim(db: Database, record: Request, now: float | None = None) -> None:
     """Record the request in the transaction about to make its change (under the write lock);
     :class:`Replayed` when ``record.rid`` was committed before. Now and then forget old ids."""
     now = time.time() if now is None else now
-    cursor = db.execute_sql(_sql(db, _CLAIM), (record.rid, record.digest, record.method, now))
+    cursor = run(db, _sql(db, _CLAIM), (record.rid, record.digest, record.method, now))
     claimed(db, record, cursor.rowcount > 0, now)
 
 

@@ -10,10 +10,14 @@ queries in the row modules; no third style.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from peewee import Database
+from peewee import __exception_wrapper__ as _driver_errors
+from peewee import logger as _peewee_log
 
 from drc.core.model import UINT32_MAX
 from drc.store.models import DECLARED
@@ -247,20 +251,80 @@ class Statements:
 
     def execute(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> Any:
         """The cursor of one run of statement ``name`` (counted by Peewee's query log)."""
-        return self.db.execute_sql(self.sql(name, in_size), params)
+        return run(self.db, self.sql(name, in_size), params)
 
     def rows(self, name: str, params: Sequence[Any] = (), in_size: int = 0) -> list[tuple]:
         """All rows; always drain RETURNING statements so SQLite finishes them at once."""
         return self.execute(name, params, in_size).fetchall()
 
 
+def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """``db.execute_sql(sql, params)``: its cursor, the driver's errors as Peewee's.
+
+    On an open connection with no query hook and Peewee's debug log off, the driver is
+    called here: Peewee's own path is ten Python calls around it (log check, hook timing,
+    open check), which a verb of five statements pays five times; and one cursor is kept
+    per connection (a psycopg cursor costs microseconds to make). So the cursor answered is
+    valid until the next statement run here: every caller reads its rows or row count at
+    once. Anything else (a connection to open, a hook counting statements, the log on)
+    goes through Peewee."""
+    try:
+        conn = db._state.conn
+    except AttributeError:  # not a Peewee database, only like one
+        return db.execute_sql(sql, params)
+    if conn is None or db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
+        return db.execute_sql(sql, params)
+    kept = getattr(db, "_drc_cursor", None)  # (connection, its cursor): this thread's
+    if kept is None or kept[0] is not conn:
+        kept = (conn, conn.cursor())
+        db._drc_cursor = kept  # type: ignore[attr-defined]
+    cursor = kept[1]
+    with _driver_errors:
+        cursor.execute(sql, params or ())
+    return cursor
+
+
 def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
     """PostgreSQL: ``sql`` (compiled, ``%s`` placeholders) with ``params`` quoted in by the
     driver, for a simple query of several statements in one round trip (which takes no
-    parameters)."""
-    import psycopg  # PostgreSQL's driver: SQLite stores never get here
+    parameters). Plain values (:func:`_quick_literals`: ids, the claim's request id, digest,
+    verb and time) are written here; anything else is quoted by one client-side cursor kept
+    per connection, not one made per statement (a verb opens with a claim and its locks)."""
+    quoted = _quick_literals(params)
+    if quoted is not None:
+        return sql % quoted
+    conn = db.connection()
+    kept = getattr(db, "_drc_quoting", None)  # (connection, its cursor): this thread's
+    if kept is None or kept[0] is not conn:
+        import psycopg  # PostgreSQL's driver: SQLite stores never get here
 
-    return psycopg.ClientCursor(db.connection()).mogrify(sql, params)
+        kept = (conn, psycopg.ClientCursor(conn))
+        db._drc_quoting = kept  # type: ignore[attr-defined]
+    return kept[1].mogrify(sql, params).replace("%", "%%")  # only values hold a "%"
+
+
+def _quick_literals(params: Sequence[Any]) -> tuple[str, ...] | None:
+    """The SQL literals of values whose text is plain (None if any is not): ids, a finite
+    float (``repr`` reads back as the same double), a printable ASCII string (a request id,
+    a digest, a verb's name) as an escape string constant, whose meaning does not depend on
+    ``standard_conforming_strings``: only its backslashes and quotes need escaping.
+
+    A ``%`` is doubled, here and in the driver's literals: the statements are run with an
+    empty parameter tuple, so the driver reads ``%`` as the start of a placeholder (the
+    texts themselves hold none: see :meth:`Statements.sql`)."""
+    out = []
+    for p in params:
+        kind = type(p)
+        if kind is int and p >= 0:
+            out.append(str(p))
+        elif kind is float and math.isfinite(p):
+            out.append(repr(p))
+        elif kind is str and p.isascii() and p.isprintable():
+            text = p.replace("\\", "\\\\").replace("'", "''").replace("%", "%%")
+            out.append("E'" + text + "'")
+        else:
+            return None
+    return tuple(out)
 
 
 def padded(ids: Sequence[int]) -> list[int]:

@@ -71,6 +71,20 @@ def test_uid_restriction_binds_even_root(munged) -> None:
     assert mu.decode(mu.encode(b"anyone")).payload == b"anyone"
 
 
+def test_uid_restriction_set_once_still_binds_every_credential(munged) -> None:
+    """The restriction is set on a context only when it changes: each credential sealed with
+    the same one is bound by it, and the next other one is not."""
+    mu = Munge(munged.socket)
+    for _ in range(3):
+        with pytest.raises(MungeError) as err:
+            mu.decode(mu.encode(b"for nobody", uid_restriction=65534))
+        assert err.value.code == m.EMUNGE_CRED_UNAUTHORIZED
+    assert mu.decode(mu.encode(b"root", uid_restriction=0)).payload == b"root"
+    assert mu.decode(mu.encode(b"anyone")).payload == b"anyone"
+    with pytest.raises(MungeError):
+        mu.decode(mu.encode(b"for nobody again", uid_restriction=65534))
+
+
 def test_expired_credential_is_refused(munged) -> None:
     cred = Munge(munged.socket, ttl=1).encode(b"short-lived")
     time.sleep(2.5)  # MUNGE timestamps have 1 s resolution

@@ -75,21 +75,26 @@ def test_numeric_and_named_hosts_connect_from_the_source(loopback: Any, host: st
     assert nodelay
 
 
+def _failed_call(loopback: Any, port: int, timeout: float) -> DrcError:
+    """What a call of a client with this ``timeout`` to ``port`` on loopback failed with."""
+
+    async def body() -> DrcError:
+        client = loopback.client("a", timeout=timeout)
+        client.port = port
+        with pytest.raises(DrcError) as failed:
+            await client.call("Where")
+        await client.close()
+        return failed.value
+
+    return run_bounded(body(), timeout=30)
+
+
 def test_a_refused_numeric_connect_is_link_down_and_closes_its_socket(
     loopback: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port = free_port()  # nobody listens there
-
-    async def body() -> DrcError:
-        client = loopback.client("a", timeout=5)
-        client.port = port
-        with pytest.raises(DrcError) as refused:
-            await client.call("Where")
-        await client.close()
-        return refused.value
-
     made = _recording_sockets(monkeypatch)
-    error = run_bounded(body(), timeout=30)
+    error = _failed_call(loopback, port, timeout=5)
     assert error.code is Code.ECONNREFUSED
     assert "connection refused" in error.message
     assert made and all(sock.fileno() == -1 for sock in made)  # closed
@@ -135,17 +140,9 @@ def test_a_connect_the_kernel_has_not_finished_is_waited_for_within_the_timeout(
         filler.connect_ex(("127.0.0.1", port))
         queued.append(filler)
 
-    async def body() -> DrcError:
-        client = loopback.client("a", timeout=0.5)
-        client.port = port
-        with pytest.raises(DrcError) as silent:
-            await client.call("Where")
-        await client.close()
-        return silent.value
-
     made = _recording_sockets(monkeypatch)
     try:
-        error = run_bounded(body(), timeout=30)
+        error = _failed_call(loopback, port, timeout=0.5)
     finally:
         for filler in queued:
             filler.close()

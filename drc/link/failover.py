@@ -60,6 +60,9 @@ STANDBY_CALL = "ServerInfo"
 
 #: When the request being served must be answered (time.monotonic()); every upstream call made
 #: for it ends by then, so a verb that asks DRCS twice still answers before its client gives up.
+#: How a link to the server the node left is closed under its calls (:meth:`FailoverLink._moved`).
+MOVED = "this node moved to"
+
 _request_deadline: ContextVar[float] = ContextVar("drc_request_deadline", default=math.inf)
 
 
@@ -117,6 +120,9 @@ class ServerChoice:
         #: Whether the server the node last moved away from was alive: it answered an error
         #: (ECONNREFUSED: its store did not answer in time) rather than its link failing.
         self.left_alive = False
+        #: How each server failed when the node last moved off it: the reason to give for a
+        #: call whose attempt there was cut short by that move (its link closed under it).
+        self.moved_off: dict[int, str] = {}
         self.listeners: list[Callable[[str], None]] = []
 
     @property
@@ -127,14 +133,16 @@ class ServerChoice:
         if index == self.index:
             self.answering = True
 
-    def failed(self, index: int, error: DrcError) -> None:
-        """The server at ``index`` failed: move on, unless someone already did."""
+    def failed(self, index: int, error: DrcError, reason: str) -> None:
+        """The server at ``index`` failed (how: ``reason``): move on, unless someone already
+        did."""
         if index != self.index:
             return
         self.answering = False
         if len(self.servers) == 1:
             return
         self.left_alive = not isinstance(error, LinkDown)
+        self.moved_off[index] = reason
         self.index = (index + 1) % len(self.servers)
         self.changed = time.monotonic()
         log.warning(
@@ -189,7 +197,7 @@ class FailoverLink:
             return
         for index, client in enumerate(self.clients):
             if index != self.choice.index:
-                task = asyncio.ensure_future(client.close(f"this node moved to {server}"))
+                task = asyncio.ensure_future(client.close(f"{MOVED} {server}"))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
@@ -280,8 +288,10 @@ class FailoverLink:
                 if err.code is not Code.ECONNREFUSED:
                     raise
                 reason, error = getattr(err, "reason", err.message), err
+                if reason.startswith(MOVED):  # another call moved the node off it meanwhile
+                    reason = self.choice.moved_off.get(index, reason)
                 failures[server] = reason
-            self.choice.failed(index, error)
+            self.choice.failed(index, error, reason)
             if not self.follow_moves and self.choice.index != index:
                 raise error
             if time.monotonic() + RETRY_PAUSE >= deadline:

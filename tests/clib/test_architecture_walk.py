@@ -87,4 +87,8 @@ def test_the_cache_miss_path_is_the_maps(walked, users, clib: CLib, client: Path
     assert len(mapped) == int(re.search(r"- (\d+) in Python:", MAP.read_text())[1])
     mapped -= {"drc/nodeverbs.py"}  # declarations only, as the map says
     assert sorted(mapped - ran) == [], "on the map, but did not run"
+    # the collector's callback (drc/server/heap.py) runs when a collection does, on whatever
+    # path allocated last: it is on no request's path, and on the walk when a full or partial
+    # collection falls inside it
+    ran -= {"drc/server/heap.py"}
     assert sorted(ran - mapped) == [], "ran, but not on the map"

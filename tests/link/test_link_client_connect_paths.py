@@ -130,7 +130,7 @@ def test_a_connect_the_kernel_has_not_finished_is_waited_for_within_the_timeout(
     """A listener whose accept queue is full drops the SYN: the connect stays in progress,
     the client waits for it, gives up at its timeout and closes its socket."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", free_port()))
     listener.listen(0)
     port = listener.getsockname()[1]
     queued = []

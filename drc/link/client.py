@@ -324,6 +324,20 @@ def _numeric_family(host: str) -> int | None:
     return None
 
 
+async def _connect_ended(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> int:
+    """Wait for the non-blocking connect in progress on ``sock`` to end: its error (0: it
+    connected). Not ``loop.sock_connect``, which calls connect() again, and fails with
+    EISCONN when the handshake ended between the last look and that call."""
+    ended = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, lambda: ended.done() or ended.set_result(None))
+    try:
+        await ended
+    finally:
+        loop.remove_writer(fd)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
 def _os_reason(err: OSError) -> str:
     """``connection refused``, ``no route to host`` …: what the socket said, in lower case."""
     text = os.strerror(err.errno) if err.errno else err.strerror or str(err) or repr(err)
@@ -514,8 +528,8 @@ class LinkClient:
             if error in _IN_PROGRESS:
                 error = sock.connect_ex(address)  # 0 when the handshake is already done
             if error in _IN_PROGRESS:
-                await loop.sock_connect(sock, address)
-            elif error and error != errno.EISCONN:
+                error = await _connect_ended(loop, sock)
+            if error and error != errno.EISCONN:
                 raise OSError(error, os.strerror(error))
         except BaseException:
             sock.close()

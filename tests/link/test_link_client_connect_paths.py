@@ -11,6 +11,8 @@ open; the client's own timeout still fails the connection with the link's reason
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 from typing import Any
 
@@ -150,3 +152,31 @@ def test_a_connect_the_kernel_has_not_finished_is_waited_for_within_the_timeout(
     assert error.code is Code.ECONNREFUSED
     assert "no answer within 0.5 s" in error.message
     assert made and all(sock.fileno() == -1 for sock in made)  # closed
+
+
+def test_a_handshake_that_ends_while_the_client_looks_is_connected(
+    loopback: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may end the handshake between the client's last look (still in progress)
+    and its wait, as on a loaded machine: the client is connected. It must not call connect()
+    again to learn the outcome: that says EISCONN once the handshake is over."""
+
+    class EndsUnseen(socket.socket):
+        def connect_ex(self, address: Any) -> int:
+            error = super().connect_ex(address)
+            return errno.EALREADY if error in (0, errno.EISCONN) else error
+
+        def connect(self, address: Any) -> None:
+            raise OSError(errno.EISCONN, os.strerror(errno.EISCONN))
+
+    async def body() -> list[Any]:
+        async with loopback.server(Where(), "a"):
+            client = loopback.client("a", timeout=5)
+            try:
+                return await client.call("Where")
+            finally:
+                await client.close()
+
+    monkeypatch.setattr(socket, "socket", EndsUnseen)
+    answer = run_bounded(body(), timeout=30)
+    assert str(answer[0]).startswith("127.0.0.1")

@@ -661,18 +661,19 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
 
     def _dispatch(self, peer: LinkPeer, request: Request) -> None:
-        """Run the handler; answer now, or when its future or task is done."""
+        """Run the handler for ``request``."""
         pending = _Pending(self, peer, request.id, request.method)
+        self._run(pending, self.server.handler, peer, request.method, request.args, request.rid)
+
+    def _run(self, pending: _Pending, call: Callable[..., Reply], *args: Any) -> None:
+        """``call(*args)``, the reply to ``pending``: answer now, or when its future or task
+        is done."""
         try:
-            result = self.server.handler(peer, request.method, request.args, request.rid)
+            result = call(*args)
         except Exception as exc:  # refused before it ran (unknown verb, bad arguments)
             pending.started = None
             self._answer(pending, None, exc)
             return
-        self._wait(pending, result)
-
-    def _wait(self, pending: _Pending, result: Reply) -> None:
-        """Answer ``result`` now, or when its future or task is done."""
         if isinstance(result, asyncio.Future):
             future: asyncio.Future[Any] = result
             self.waiting.add(future)
@@ -762,15 +763,8 @@ class _Connection(asyncio.Protocol):
 
     def _continue(self, first: _Pending, continued: Continued) -> None:
         """The request ``first`` continues with (``continued.method``), under its id."""
-        pending = _Pending(self, first.peer, first.id, continued.method)
         assert continued.then is not None
-        try:
-            result = continued.then()
-        except Exception as exc:  # refused before it ran
-            pending.started = None
-            self._answer(pending, None, exc)
-            return
-        self._wait(pending, result)
+        self._run(_Pending(self, first.peer, first.id, continued.method), continued.then)
 
     def _send_shared(
         self,
@@ -793,8 +787,7 @@ class _Connection(asyncio.Protocol):
             try:
                 payload = SharedAnswer(pending.method, shared.asked, [list(shared)]).to_payload()
             except (TypeError, ValueError):  # not JSON: the per-request path says why
-                own = [tuple(shared)] if alone is None else alone
-                self._send(pending.peer, _response(pending, own, None), follow)
+                self._send_unshared(pending, shared, follow, alone)
                 return
             seal = server.sealing[id(shared)] = _Seal(server, shared, payload)
             seal.waiting.append((self, pending, follow, alone))
@@ -802,6 +795,18 @@ class _Connection(asyncio.Protocol):
                 seal.done()
             return
         seal.waiting.append((self, pending, follow, alone))
+
+    def _send_unshared(
+        self,
+        pending: _Pending,
+        shared: Shared,
+        follow: tuple[_Pending, Continued] | None,
+        alone: list[Any] | None,
+    ) -> None:
+        """This request's own answer, sealed for it alone: the per-request path, when the
+        shared one cannot be made (not JSON) or sent (no frame for it)."""
+        own = [tuple(shared)] if alone is None else alone
+        self._send(pending.peer, _response(pending, own, None), follow)
 
     def _send_sealed(
         self,
@@ -815,8 +820,7 @@ class _Connection(asyncio.Protocol):
             return
         frame = self.server._shared_frame(pending.id, shared)
         if frame is None:
-            own = [tuple(shared)] if alone is None else alone
-            self._send(pending.peer, _response(pending, own, None), follow)
+            self._send_unshared(pending, shared, follow, alone)
             return
         self.transport.write(frame)
         if follow is not None:

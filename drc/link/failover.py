@@ -58,11 +58,11 @@ STANDBY_KEEPALIVE = 60
 #: What opens and authenticates a standby link: answered on DRCS's event loop, no store work.
 STANDBY_CALL = "ServerInfo"
 
-#: When the request being served must be answered (time.monotonic()); every upstream call made
-#: for it ends by then, so a verb that asks DRCS twice still answers before its client gives up.
 #: How a link to the server the node left is closed under its calls (:meth:`FailoverLink._moved`).
 MOVED = "this node moved to"
 
+#: When the request being served must be answered (time.monotonic()); every upstream call made
+#: for it ends by then, so a verb that asks DRCS twice still answers before its client gives up.
 _request_deadline: ContextVar[float] = ContextVar("drc_request_deadline", default=math.inf)
 
 

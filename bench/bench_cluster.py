@@ -68,7 +68,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import embedded_drc, postgresql_database
+from common import cpu_seconds, embedded_drc, postgresql_database
 
 from drc import config as drc_config
 from drc.address import split_host_port
@@ -100,13 +100,6 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` used so far (threads included)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_idle() -> float:
@@ -799,9 +792,10 @@ async def run(
     # node at once (a profile of the revoke phase showed ~0.75 s of it). A real node's heap is
     # small; DRCS's is kept short the same way (drc.server.heap). The simulator freezes the
     # survivors of each full collection and never thaws them until the run is over: it needs
-    # neither DRCS's whole-heap walk each time the frozen set doubled nor the count of frozen
-    # objects that decides it (a walk of them all per full collection), which together took
-    # ~20 % of the simulator's CPU in a 10,000-node connect (py-spy).
+    # none of DRCS's whole-heap walks each time the frozen set doubled (which reclaim cycles
+    # among frozen objects, a concern of a long-lived daemon, not of a run), which with the
+    # frozen count DRCS then took per full collection were ~20 % of the simulator's CPU in
+    # a 10,000-node connect (py-spy).
     gc.callbacks.append(_freeze_survivors)
     try:
         return await _run(

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import embedded_drc, summary, timed
+from common import cpu_seconds, embedded_drc, summary, timed
 
 from drc import config as drc_config
 from drc.core.model import Caller, Holder
@@ -71,12 +71,6 @@ def _dbus_round(address: str, pairs: int) -> float:
             p.kill()
     assert done == each * CLIENTS
     return seconds
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU time of process ``pid`` so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pair_rates(emb: Any, pairs: int) -> dict[str, float]:

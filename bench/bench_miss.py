@@ -45,8 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench_clib import LIB_BUILD, build
-from bench_drcs import cpu_seconds
-from common import embedded_drc, interleaved, summary
+from common import cpu_seconds, embedded_drc, interleaved, summary
 
 from drc import client
 from drc import config as drc_config

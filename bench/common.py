@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: an embedded drc to measure, and latency statistics."""
+"""Shared by the benchmarks: an embedded drc to measure, latency statistics, CPU used."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ from pathlib import Path
 
 from drc.embedded import cluster as embedded
 from drc.embedded.postgres import fresh_database, private_postgresql
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of process ``pid`` so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -116,8 +116,12 @@ MAX_DEPTH = 32
 MAX_INT_CHARS = 64
 #: A run of digits as long as that bound. Only a payload holding one can carry a literal over
 #: it, so only such a payload is parsed with the per-integer check (a Python call for every
-#: integer: 17 in a credential); the rest is parsed at C speed, to the same result.
-_LONG_DIGITS = re.compile(rb"\d{%d}" % MAX_INT_CHARS)
+#: integer: 17 in a credential); the rest is parsed at C speed, to the same result. The run is
+#: looked for in the payload with every digit made "0" and every other byte a space: two C
+#: passes, 0.26-0.29 us for a request or an access answer, where the regex ``\d{64}`` took
+#: 0.85 and 1.8 us (it tries every position of every run of digits).
+_LONG_RUN = b"0" * MAX_INT_CHARS
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 #: A JSON string, or an unterminated one up to the end (possessive, so never rescanned: a
 #: payload of unterminated strings would otherwise cost quadratic time).
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
@@ -241,15 +245,26 @@ def _check_depth(payload: bytes) -> None:
         raise FrameError(f"payload nests arrays/objects deeper than {MAX_DEPTH}, or is not JSON")
 
 
+def _decode(text: str) -> Any:
+    """``_DECODER.decode(text)``: the document read at once when it fills ``text`` (as every
+    frame of ours: no whitespace around it), without ``decode``'s two whitespace matches (0.5
+    us of its 1.6 for a request); anything else is ``decode``'s to read or refuse."""
+    try:
+        message, end = _DECODER.raw_decode(text)
+    except json.JSONDecodeError:  # leading whitespace, or no JSON: decode says which
+        return _DECODER.decode(text)
+    return message if end == len(text) else _DECODER.decode(text)
+
+
 def _loads(payload: bytes) -> dict[str, Any]:
     _check_depth(payload)
     try:
-        if _LONG_DIGITS.search(payload) is None:
+        if _LONG_RUN not in payload.translate(_DIGITS_AS_ZEROS):
             # json.loads(payload), as it decodes bytes, without its per-call detour; a
             # payload opening with "{" and no NUL after it is UTF-8 to json.detect_encoding
             utf8 = payload[:1] == b"{" and payload[1:2] != b"\0"
             encoding = "utf-8" if utf8 else json.detect_encoding(payload)
-            message = _DECODER.decode(payload.decode(encoding, "surrogatepass"))
+            message = _decode(payload.decode(encoding, "surrogatepass"))
         else:
             message = json.loads(payload, parse_int=_bounded_int)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:

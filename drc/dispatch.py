@@ -127,7 +127,8 @@ class Dispatcher:
         started = time.perf_counter()
         owner = self._owners[name]
         func = exported.func
-        recorded = self.recorded if request is not None and exported.takes_unit else None
+        # a verb declaring no replay answer is idempotent: a request id it came with is moot
+        recorded = self.recorded if request is not None and exported.replay is not None else None
 
         def call(batch: Any = None) -> Any:
             """Run the verb, handing a store-writing one its unit (request record, batch)."""

@@ -244,7 +244,7 @@ class ExportedMethod:
     frees: bool = False
     #: Exactly-once: a node daemon sends it with a request id, and this is what a retry
     #: answers when the first run under that id committed (results are not stored): the out
-    #: args, or ``CREDENTIAL`` (the credential it made or accessed). None: not exactly-once
+    #: args, or ``CREDENTIAL`` (the credential it made). None: not exactly-once
     #: (it changes nothing, or doing it twice is doing it once).
     replay: Any = None
     #: Never touches the store: served on the event loop, not on the store thread.
@@ -262,7 +262,7 @@ class ExportedMethod:
         return self.arg_names.index("credential") if "credential" in self.arg_names else None
 
 
-#: ``replay=CREDENTIAL``: a retried request answers the credential its first run made or read.
+#: ``replay=CREDENTIAL``: a retried request answers the credential its first run made.
 CREDENTIAL = "credential"
 
 

@@ -77,9 +77,10 @@ Requests without ``rid`` behave as before (reads, and peers that predate it). Ot
 refused, so a typo in a field name never silently drops the guarantee. Node daemons put a
 ``rid`` on every node verb declared with a ``replay`` answer (:mod:`drc.nodeverbs`;
 :data:`drc.link.failover.MUTATING` is derived from it). A replayed request answers what its
-declaration says: what its first run made (the same credential for NodeAcquire/NodeAccess),
-or an empty result for the verbs whose results are not kept (lists of freed or refused
-credentials).
+declaration says: what its first run made (the same credential for NodeAcquire), or an empty
+result for the verbs whose results are not kept (lists of freed or refused credentials). A
+verb declared with none is idempotent and is never recorded, even sent with a ``rid``: NodeAccess
+(the caller's reference is its own record: a retry answers as the first run did).
 
 Verbs added for clusters (existing verbs keep their names, arguments and meaning):
 NodeJobsEndedHere(node, jobs) drops the jobs' references on ``node`` only (NodeJobsEnded

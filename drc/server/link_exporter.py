@@ -193,7 +193,7 @@ def replay(
         )
     log.info("%s %s: already committed, answering the retry without running it", name, done.rid)
     if exported.replay == CREDENTIAL:
-        at = exported.credential_index  # NodeAccess names it; NodeAcquire made it
+        at = exported.credential_index  # an argument names it, or the first run made it
         credential = done.credential if at is None else args[at]
         service = nodes.service  # type: ignore[attr-defined]
         cred = service.credential(credential)

@@ -14,7 +14,7 @@ from store_consistency import consistency_problems
 
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
-from drc.core.model import LimitScope
+from drc.core.model import Flags, LimitScope
 from drc.embedded.polling import wait_for
 from drc.jedi.main import reconcile
 from drc.link import LinkClient, Munge
@@ -300,6 +300,41 @@ def test_a_request_id_is_exactly_once_and_never_reused_for_another_request(
     try:
         with store.snapshot() as tx:
             assert tx.list_credentials() == []
+        assert consistency_problems(store) == []
+    finally:
+        store.close()
+
+
+def test_a_retried_access_answers_as_its_first_run_and_records_nothing(two_nodes: MultiNode):
+    """NodeAccess is not exactly-once: the caller's reference is its record. Attack the
+    retry as a fail-over makes it: the first run committed but its answer was lost, the
+    grant was revoked meanwhile, and the retry lands on the other DRCS with the same request
+    id (as a node daemon that predates this sends one). It must answer the credential (the
+    holder holds a reference), add no second reference, and leave no request record; a
+    holder that never got in is still refused."""
+    c = two_nodes
+    owner = {"uid": 1000, "gid": 1000, "gids": [], "pid": 0, "job": 9, "node": "n1"}
+    guest = {"uid": 1001, "gid": 1001, "gids": [], "pid": 0, "job": 12, "node": "n2"}
+    stranger = {**guest, "uid": 1002, "gid": 1002, "job": 13}
+    with c.link(1) as one, c.link(2) as two:
+        cred = one.call("NodeAcquire", [owner, int(Flags.FLEX_CREDENTIAL)], rid="t-acq")[0]
+        credential = cred["credential"]
+        one.call("NodeGrant", [owner, credential, 1001, int(Flags.TARGET_UID)], rid="t-grant")
+        first = one.call("NodeAccess", [guest, credential], rid="t-access")[0]  # "lost"
+        one.call("NodeRevoke", [owner, credential, 1001, int(Flags.TARGET_UID)], rid="t-rev")
+        again = two.call("NodeAccess", [guest, credential], rid="t-access")[0]
+        assert (again["credential"], again["cookie1"]) == (credential, first["cookie1"])
+        with pytest.raises(DrcError) as refused:
+            two.call("NodeAccess", [stranger, credential])
+        assert refused.value.code is Code.EPERM
+    store = c.store()
+    try:
+        with store.snapshot() as tx:
+            rows = tx.db.execute_sql('SELECT "rid" FROM "link_request"')
+            rids = [r[0] for r in rows if r[0].startswith("t-")]  # not the nodes' own
+            held = tx.reference_counts([credential])[credential][0]
+        assert sorted(rids) == ["t-acq", "t-grant", "t-rev"]  # the accesses recorded nothing
+        assert held == 2  # the owner's and the guest's one reference
         assert consistency_problems(store) == []
     finally:
         store.close()

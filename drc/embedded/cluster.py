@@ -30,7 +30,7 @@ from drc.embedded.dbusd import PrivateBus, bus_argument, start_private_bus, stop
 from drc.embedded.munged import PrivateMunged, start_private_munged, stop_private_munged
 from drc.embedded.polling import WaitTimeout, free_port, wait_for
 from drc.embedded.private import check_private, private_dir, read_private, write_private
-from drc.embedded.processes import alive, ours, spawn, stop_daemon
+from drc.embedded.processes import alive, ours, python_daemon, spawn, stop_daemon
 from drc.embedded.processes import terminate as terminate  # tests and benchmarks kill by it
 from drc.export import ExportedMethod, Stub
 
@@ -242,7 +242,7 @@ def _wait_for_name(address: str, name: str, pid: int, log: Path, timeout: float 
 
 def _daemon(emb: Embedded, name: str, module: str, bus_name: str) -> int:
     state_dir = Path(emb.state_dir)
-    pid = spawn(state_dir / f"{name}.log", [sys.executable, "-m", module, "-c", str(emb.config)])
+    pid = spawn(state_dir / f"{name}.log", *python_daemon(module, "-c", str(emb.config)))
     setattr(emb, f"{name}_pid", pid)
     emb.save()
     _wait_for_name(emb.bus.address, bus_name, pid, state_dir / f"{name}.log")
@@ -251,7 +251,7 @@ def _daemon(emb: Embedded, name: str, module: str, bus_name: str) -> int:
 
 def _host_daemon(emb: Embedded, host: Host, module: str, bus_name: str) -> int:
     log = Path(host.config).parent / f"{'drcs' if host.address else 'drcc'}.log"
-    host.pid = spawn(log, [sys.executable, "-m", module, "-c", host.config])
+    host.pid = spawn(log, *python_daemon(module, "-c", host.config))
     emb.save()
     _wait_for_name(host.bus.address, bus_name, host.pid, log)
     return host.pid

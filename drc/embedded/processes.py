@@ -14,9 +14,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import drc
 from drc.embedded.polling import WaitTimeout, wait_for
 from drc.embedded.private import open_private
 
@@ -24,9 +26,30 @@ from drc.embedded.private import open_private
 UMASK = 0o077
 
 
-def spawn(log_path: Path, argv: list[str]) -> int:
-    """Start ``argv`` in its own session (a Ctrl-C for the caller must not reach it), its
-    output appended to ``log_path`` (0600, never through a symlink), with :data:`UMASK`."""
+#: The directory this process imported drc from: a daemon started here imports it from there.
+DRC_ROOT = os.path.realpath(Path(drc.__file__).parent.parent)
+
+
+def python_daemon(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run ``module`` (``python -m``) as a daemon of this drc.
+
+    ``-P``: the working directory is not put on the import path, as ``-m`` would put it first.
+    It is the caller's, maybe a world-writable /tmp, where anyone may have left a ``drc/``
+    package that a root daemon would import. The daemon imports the drc that starts it: from
+    the interpreter's own path (an installed drc), else from :data:`DRC_ROOT` put first on
+    ``PYTHONPATH`` (a source tree found in the working directory, an editable install)."""
+    env = dict(os.environ)
+    cwd = os.path.realpath(os.getcwd())
+    own = {os.path.realpath(p) for p in sys.path if p} - {cwd}
+    if DRC_ROOT not in own:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (DRC_ROOT, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-P", "-m", module, *args], env
+
+
+def spawn(log_path: Path, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` (in ``env``, else this environment) in its own session (a Ctrl-C for the
+    caller must not reach it), its output appended to ``log_path`` (0600, never through a
+    symlink), with :data:`UMASK`."""
     log = open_private(log_path)
     try:
         proc = subprocess.Popen(
@@ -36,6 +59,7 @@ def spawn(log_path: Path, argv: list[str]) -> int:
             stderr=log,
             start_new_session=True,
             umask=UMASK,
+            env=env,
         )
     finally:
         os.close(log)

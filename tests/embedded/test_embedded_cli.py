@@ -86,3 +86,39 @@ def test_the_command_lines_the_demo_and_tests_build_parse_as_meant() -> None:
     assert args.argv == ["--", "/usr/bin/python3", "-c", "from drc import client\nprint(1)"]
     ended = cli.build_parser().parse_args(cli.command_line("x", "/tmp/s", "end-job", "9")[1:])
     assert (ended.command, ended.job, ended.state_dir) == ("end-job", 9, Path("/tmp/s"))
+
+
+def test_a_drc_package_planted_in_the_working_directory_never_runs(tmp_path: Path) -> None:
+    """The attack: someone leaves a ``drc/`` package in a world-writable directory (/tmp), and
+    root starts the embedded default from there. ``python -m`` puts the working directory
+    first on the import path, so every daemon would import the planted package as root. It
+    must run the drc that started it, and the planted code never."""
+    planted = Path(tempfile.mkdtemp(prefix="drc-planted-", dir="/tmp"))
+    planted.chmod(0o1777)
+    marker = tmp_path / "planted-code-ran"
+    (planted / "drc").mkdir()
+    (planted / "drc" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    state = Path(tempfile.mkdtemp(prefix="drc-embedded-cwd-", dir="/tmp"))
+    state.chmod(0o755)
+    exe = str(Path(sys.executable).parent / "drc-embedded")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [exe, *args, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=planted,
+        )
+
+    emb = None
+    try:
+        started = run("start")
+        emb = Embedded.load(state)
+        assert started.returncode == 0, started.stderr
+        assert emb is not None and all(alive(pid) for _, pid in emb.daemons())
+    finally:
+        run("stop")
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(planted, ignore_errors=True)
+    assert not marker.exists()

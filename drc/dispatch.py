@@ -108,14 +108,15 @@ class Dispatcher:
         request: str | None = None,
         *,
         then: Then | None = None,
-    ) -> list[Any] | asyncio.Future[list[Any]] | None:
+    ) -> list[Any] | asyncio.Future[Any]:
         """The checked answer of verb ``name``, or a future of it; raises (or fails the future
         with) a :class:`DrcError` only. ``request`` is the transport's id of an exactly-once
         request (the link's ``rid``), recorded with the verb's change.
 
         With ``then``, a verb that must wait is answered by ``then(out, None)`` or
-        ``then(None, error)`` from its own future's callback, and None is returned: no second
-        future, so no extra event-loop turn per call (the bus's hot path)."""
+        ``then(None, error)`` from its own future's callback, and that future is returned (a
+        transport whose caller went cancels it: ``then`` is not called): no second future, so
+        no extra event-loop turn per call."""
         exported = self.methods.get(name)
         if exported is None:
             raise DrcError(Code.EPROTO, f"no method {name[:64]!r} is served here")
@@ -173,13 +174,15 @@ class Dispatcher:
         pending: Any,
         listed: bool,
         then: Then | None,
-    ) -> asyncio.Future[list[Any]] | None:
-        """A future of the checked answer, or None when ``then`` hears it (:class:`_Answer`)."""
+    ) -> asyncio.Future[Any]:
+        """A future of the checked answer, or when ``then`` hears it (:class:`_Answer`) the
+        verb's own future, to cancel."""
         if not isinstance(pending, asyncio.Future):
             pending = asyncio.ensure_future(pending)
             self._tasks.add(pending)
             pending.add_done_callback(self._tasks.discard)
-        return _Answer(self, peer, exported, args, started, pending, listed, then).answer
+        answer = _Answer(self, peer, exported, args, started, pending, listed, then).answer
+        return pending if answer is None else answer
 
     def _settle(
         self,

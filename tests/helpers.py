@@ -6,11 +6,13 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from peewee import Database
 
 from drc.core.model import Caller, Holder
+from drc.link import LinkPeer, LinkServer
+from drc.link.server import Later
 from drc.store.database import MIGRATIONS
 
 T = TypeVar("T")
@@ -80,3 +82,31 @@ def statements_run(db: Database) -> Iterator[list[str]]:
         yield sent
     finally:
         db.query_hooks.remove(hook)
+
+
+def link_handled(
+    server: LinkServer, peer: LinkPeer, method: str, args: list[Any], rid: str | None = None
+) -> asyncio.Future[Any]:
+    """What ``server``'s handler answers ``method(*args)``, as the link would send it: at once,
+    from its future, or through ``then`` (a server that answers later). The handler runs now,
+    as when the link reads the request."""
+    answered = asyncio.get_running_loop().create_future()
+
+    def then(out: Any, error: BaseException | None) -> None:
+        if error is None:
+            answered.set_result(out)
+        else:
+            answered.set_exception(error)
+
+    extra = (then,) if server.answers_later else ()
+    try:
+        reply = server.handler(peer, method, args, rid, *extra)
+    except Exception as error:
+        then(None, error)
+        return answered
+    if isinstance(reply, Later):
+        return answered
+    if asyncio.isfuture(reply) or asyncio.iscoroutine(reply):
+        return asyncio.ensure_future(reply)
+    then(reply, None)
+    return answered

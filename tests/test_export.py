@@ -4,7 +4,6 @@ implemented in another class, and the clients derived from the tables. No bus, n
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import pytest
@@ -32,6 +31,8 @@ from drc.server.exports import BUS_OBJECTS, ServerExports, ServerNodeVerbs
 from drc.server.link_exporter import link_server
 from drc.serverclient import ServerProxy
 from drc.serververbs import ServerVerbs
+
+from helpers import link_handled
 
 ROOT = PeerCredentials(uid=0, gids=frozenset(), pid=1, sender=":1.1")
 
@@ -244,8 +245,7 @@ def test_the_link_checks_arguments_and_answers_as_the_bus_does() -> None:
     node = LinkPeer(0, 0, "test")
 
     async def call(method: str, args: list[Any]) -> Any:
-        reply = server.handler(node, method, args, None)  # a plain verb answers at once or in a
-        return await reply if inspect.isawaitable(reply) else reply  # (failed) future
+        return await link_handled(server, node, method, args)
 
     async def main() -> None:
         assert await call("NodeProcesses", ["n1"]) == [[(1, 2)]]

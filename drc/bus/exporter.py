@@ -343,11 +343,10 @@ class BusExporter:
             )
         except DrcError as exc:
             return self._failure(msg, exc)
-        if out is None:
+        if isinstance(out, asyncio.Future):
             # A verb waiting (for its group commit, or for DRCS): answered from its future's
             # done callback, no task and no extra loop turn per call.
             return True
-        assert not isinstance(out, asyncio.Future)  # with ``then``, the dispatcher calls back
         return self._reply(msg, exported, out)
 
     def _answer_later(

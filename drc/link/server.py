@@ -74,8 +74,22 @@ class LinkPeer:
 #: a coroutine runs in a task.
 Reply = list[Any] | Awaitable[list[Any]]
 #: ``handler(peer, method, args, rid)``: ``rid`` is the request's id when the node daemon made
-#: it exactly-once (see :mod:`drc.link.protocol`), else None.
-Handler = Callable[[LinkPeer, str, list[Any], "str | None"], Reply]
+#: it exactly-once (see :mod:`drc.link.protocol`), else None. A server made ``answers_later``
+#: also hands it ``then(result, error)``: it may return :class:`Later` and answer by calling
+#: ``then`` once, on the loop (no future of the link's own per waiting request).
+Handler = Callable[..., "Reply | Later"]
+
+
+class Later:
+    """A handler's reply when it answers through ``then`` (:data:`Handler`): the future of the
+    work, which the link cancels if the peer goes first (``then`` is then never called)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self.future = future
+
+
 #: Told of every request a handler took on (method, seconds, error or None).
 Observer = Callable[[str, float, BaseException | None], None]
 
@@ -143,8 +157,10 @@ class LinkServer:
         observer: Observer | None = None,
         munge_workers: int = WORKERS,
         munge_inline_when_idle: bool = True,
+        answers_later: bool = False,
     ) -> None:
         self.handler = handler
+        self.answers_later = answers_later
         self.host, self.port = host, port
         self.munge = munge
         self.allowed_uids = frozenset(allowed_uids)
@@ -663,7 +679,11 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self, peer: LinkPeer, request: Request) -> None:
         """Run the handler for ``request``."""
         pending = _Pending(self, peer, request.id, request.method)
-        self._run(pending, self.server.handler, peer, request.method, request.args, request.rid)
+        handler, args = self.server.handler, (peer, request.method, request.args, request.rid)
+        if self.server.answers_later:
+            self._run(pending, handler, *args, pending.then)
+        else:
+            self._run(pending, handler, *args)
 
     def _run(self, pending: _Pending, call: Callable[..., Reply], *args: Any) -> None:
         """``call(*args)``, the reply to ``pending``: answer now, or when its future or task
@@ -673,6 +693,11 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # refused before it ran (unknown verb, bad arguments)
             pending.started = None
             self._answer(pending, None, exc)
+            return
+        if type(result) is Later:  # answered through pending.then
+            self.in_flight += 1
+            pending.later = result.future
+            self.waiting.add(result.future)
             return
         if isinstance(result, asyncio.Future):
             future: asyncio.Future[Any] = result
@@ -686,6 +711,14 @@ class _Connection(asyncio.Protocol):
             return
         self.in_flight += 1
         future.add_done_callback(pending, context=_CALLBACK_CONTEXT)
+
+    def _then(self, pending: _Pending, result: Any, error: BaseException | None) -> None:
+        """A request answered through ``then`` (:class:`Later`), as :meth:`_done` answers."""
+        self.in_flight -= 1
+        self.waiting.discard(pending.later)  # type: ignore[arg-type]
+        self._answer(pending, result, error)
+        if not self.transport.is_closing():
+            self._take_frames()
 
     def _done(self, pending: _Pending, future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1
@@ -917,7 +950,7 @@ class _Pending:
     request's future (one small object per parked request, not a partial and a bound method).
     """
 
-    __slots__ = ("connection", "id", "method", "peer", "started")
+    __slots__ = ("connection", "id", "later", "method", "peer", "started")
 
     def __init__(self, connection: _Connection, peer: LinkPeer, request_id: int, method: str):
         self.connection = connection
@@ -925,9 +958,14 @@ class _Pending:
         self.id = request_id
         self.method = method
         self.started: float | None = time.perf_counter()
+        self.later: asyncio.Future[Any] | None = None  # the work a Later reply waits for
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
         self.connection._done(self, future)
+
+    def then(self, result: Any, error: BaseException | None) -> None:
+        """The answer of a request the handler answers through ``then`` (:class:`Later`)."""
+        self.connection._then(self, result, error)
 
 
 def _error(request_id: int, text: str) -> bytes:

@@ -24,11 +24,11 @@ from typing import Any
 from drc.address import split_host_port
 from drc.core.errors import Code, DrcError
 from drc.core.ports import Request
-from drc.dispatch import Audit, Dispatcher
+from drc.dispatch import Audit, Dispatcher, Then
 from drc.export import CREDENTIAL, ExportedMethod, PeerCredentials, exported, verbs
 from drc.link import LinkPeer, LinkServer, Munge
 from drc.link.protocol import CONNECT_BATCH, Continued, Shared
-from drc.link.server import Reply
+from drc.link.server import Later, Reply
 from drc.nodeverbs import NodeVerbs
 from drc.server.group import GroupCommit
 from drc.store import requests
@@ -98,12 +98,16 @@ def link_server(
         frees_may_share=frees_may_share,
     )
 
-    def handle(peer: LinkPeer, name: str, args: list[Any], rid: str | None) -> Reply:
-        """Frame to dispatch: the peer as the link authenticated it, the request's id."""
+    def handle(
+        peer: LinkPeer, name: str, args: list[Any], rid: str | None, then: Then
+    ) -> Reply | Later:
+        """Frame to dispatch: the peer as the link authenticated it, the request's id; a verb
+        that waits is answered through ``then``, with no future of its own."""
         who = _peer_credentials(peer.uid, peer.gid, peer.address)
         if name == CONNECT_FEED:
             return connect_feed(who, args, rid)
-        return dispatcher.dispatch(who, name, args, rid)
+        out = dispatcher.dispatch(who, name, args, rid, then=then)
+        return Later(out) if isinstance(out, asyncio.Future) else out
 
     batch: _ConnectBatch | None = None  # the last batch of connect answers (maybe sent)
 
@@ -140,13 +144,18 @@ def link_server(
             answered.set_result(Continued(out, WATCH, watch, shared))
 
         out = dispatcher.dispatch(who, CONNECT_FEED, args, rid, then=then)
-        if out is not None:  # answered at once (no group commit)
-            then(out, None)  # type: ignore[arg-type]
+        if not isinstance(out, asyncio.Future):  # answered at once (no group commit)
+            then(out, None)
         return answered
 
     host, port = split_host_port(listen, "[link] listen", any_port=True)
     server = LinkServer(
-        handle, host=host, port=port, munge=Munge(munge_socket or None), allowed_uids=node_uids
+        handle,
+        host=host,
+        port=port,
+        munge=Munge(munge_socket or None),
+        allowed_uids=node_uids,
+        answers_later=True,
     )
     server.dispatcher = dispatcher  # type: ignore[attr-defined]
     return server

@@ -18,7 +18,7 @@ from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.link_exporter import link_server
 
-from helpers import ALICE, BOB, in_job
+from helpers import ALICE, BOB, in_job, link_handled
 
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ def test_node_verbs_on_the_link_share_the_commit_of_dbus_verbs(
 
     async def together():
         # the link hands back the group's future: submitted as the request is read
-        linked = server.handler(node, "NodeAcquire", [caller, 0], None)
+        linked = link_handled(server, node, "NodeAcquire", [caller, 0])
         dbus = exports.group.submit(
             lambda batch: service.acquire(in_job(BOB, 2, "n2"), 0, Unit(None, batch)).id
         )

@@ -23,7 +23,7 @@ from drc.server.link_exporter import link_server
 from drc.store import requests
 from drc.store.sql import PeeweeStore
 
-from helpers import ALICE, BOB, in_job
+from helpers import ALICE, BOB, in_job, link_handled
 
 
 def recorded_rids(store: PeeweeStore) -> list[str]:
@@ -153,9 +153,9 @@ def test_in_a_link_batch_each_request_is_recorded_with_its_own_verb_only(
 
     async def together() -> list:
         calls = [
-            server.handler(node, "NodeAcquire", [alice, 0], "n1-a"),
-            server.handler(node, "NodeAccess", [bob, 404], "n2-x"),
-            server.handler(node, "NodeAcquire", [bob, 0], "n2-a"),
+            link_handled(server, node, "NodeAcquire", [alice, 0], "n1-a"),
+            link_handled(server, node, "NodeAccess", [bob, 404], "n2-x"),
+            link_handled(server, node, "NodeAcquire", [bob, 0], "n2-a"),
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
@@ -165,7 +165,7 @@ def test_in_a_link_batch_each_request_is_recorded_with_its_own_verb_only(
     assert recorded_rids(service.store) == ["n1-a", "n2-a"]
 
     async def retry() -> list:
-        return await server.handler(node, "NodeAcquire", [alice, 0], "n1-a")
+        return await link_handled(server, node, "NodeAcquire", [alice, 0], "n1-a")
 
     again = asyncio.run(retry())
     assert again[0]["credential"] == first[0]["credential"]  # answered, not run again

@@ -100,6 +100,7 @@ class CredentialRows:
     created: int  # the credential this transaction inserted (request records)
     #: PostgreSQL: tell every DRCS of each revoke and free at commit (the shared change feed).
     notify_changes: bool
+    notified: bool
     postgresql: bool
 
     def next_credential_id(self) -> int:
@@ -185,6 +186,7 @@ class CredentialRows:
         self._sql.execute("bump_epoch", (credential,))
         if self.notify_changes:  # delivered to every DRCS at commit, never if it rolls back
             self._sql.execute("notify_revoked", (credential,))
+            self.notified = True
 
     def delete_credentials(self, ids: Iterable[int]) -> None:
         """One statement per chunk: their grants (and references: a freed credential has
@@ -194,6 +196,7 @@ class CredentialRows:
             self._sql.execute("delete_credentials", some, in_size=len(some))
             if self.notify_changes:
                 self._sql.execute("notify_freed", (chunk,))
+                self.notified = True
 
     def usage(self, uid: int, gid: int, job: int, scopes: Collection[LimitScope]) -> Usage:
         want = {COUNTED_BY[scope] for scope in scopes}

@@ -134,6 +134,7 @@ class PeeweeStore:
         #: PostgreSQL: what the open batch sends with its next verb's SAVEPOINT (its lock
         #: timeout, the release of the previous verb's savepoint)
         self._unsent: list[str] = []
+        self._batch_notified = False  # a verb of the open batch NOTIFYed (PostgreSQL)
         self._statements = Statements(database)
 
     def _tx(self) -> PeeweeTransaction:
@@ -233,6 +234,7 @@ class PeeweeStore:
                 yield tx
                 if request is not None and tx.created:
                     requests.created(self.db, request, tx.created)
+                self._batch_notified |= tx.notified
             return
         if self._batch is not None and self.db.in_transaction():
             raise RuntimeError(
@@ -365,11 +367,14 @@ class PeeweeStore:
         with self._reachable(), self._write_lock, self.db.atomic():
             self._batch = batch = Batch()
             self._unsent = self._tx().batch_opening()  # sent with its first verb
+            self._batch_notified = False
             try:
                 yield batch
             finally:
                 self._batch = None
                 self._unsent = []
+            if self._batch_notified:  # its COMMIT may wait for the notification queue's lock
+                self._send([self._statements.sql("commit_lock_timeout")])
             self._before_commit()
 
     @contextmanager
@@ -416,6 +421,7 @@ class PeeweeTransaction(
         self.created = 0  # the credential this transaction inserted (request records)
         self.postgresql = postgresql
         self.notify_changes = postgresql  # the shared change feed (drc.store.credentials)
+        self.notified = False  # it sent the change feed a NOTIFY (delivered at commit)
 
     def batch_opening(self) -> list[str]:
         """PostgreSQL: a group commit's transaction waits for no lock (see the module doc):

@@ -69,6 +69,10 @@ HOT_SQL: dict[str, str] = {
     # verb at once, which then runs alone after the group (drc.server.group), so two groups
     # can never wait for each other. For this transaction only; 1 is one millisecond.
     "batch_lock_timeout": """SELECT set_config('lock_timeout', '1', true)""",
+    # Before the COMMIT of a group that NOTIFYed: the commit takes PostgreSQL's one lock on
+    # the notification queue, which another DRCS's NOTIFYing commit may hold for a moment.
+    # Waited for as long as any lock (db_lock_timeout, this session's default), not 1 ms.
+    "commit_lock_timeout": """SET LOCAL lock_timeout TO DEFAULT""",
     # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
     "next_credential_id": f"""
         UPDATE "counter"
@@ -216,6 +220,7 @@ POSTGRESQL_ONLY = frozenset(
         "lock_keys",
         "lock_keys_shared",
         "batch_lock_timeout",
+        "commit_lock_timeout",
         "next_credential_id_sequence",
         "claim_free_slot_skip_locked",
         "notify_revoked",

@@ -61,6 +61,10 @@ request, before the verb runs. A transaction on its own waits for its locks (up 
 :class:`~drc.core.ports.Contended`, and the group commit runs it again alone after the group
 committed. A group holds several verbs' locks in no particular order, and groups never wait,
 so no two transactions ever wait for each other in a cycle: several DRCS never deadlock.
+Only a group's COMMIT may wait, when a verb sent the change feed a NOTIFY: it then takes
+PostgreSQL's one lock on the notification queue, which another NOTIFYing commit holds for a
+moment, and waits for it up to ``db_lock_timeout``. That holder is committing (it waits for
+nothing of ours), so this wait closes no cycle either.
 
 Round trips are what a PostgreSQL verb costs (a statement's is ~0.1-0.3 ms on a loaded
 machine, and the store thread runs one at a time), so in a group commit a verb's savepoint,

@@ -72,7 +72,9 @@ HOT_SQL: dict[str, str] = {
     # Before the COMMIT of a group that NOTIFYed: the commit takes PostgreSQL's one lock on
     # the notification queue, which another DRCS's NOTIFYing commit may hold for a moment.
     # Waited for as long as any lock (db_lock_timeout, this session's default), not 1 ms.
-    "commit_lock_timeout": """SET LOCAL lock_timeout TO DEFAULT""",
+    "commit_lock_timeout": """
+        SELECT set_config('lock_timeout', reset_val, true) FROM pg_settings
+        WHERE name = 'lock_timeout'""",
     # Advance the uint32 counter and say whether the new id is still alive (only after a wrap).
     "next_credential_id": f"""
         UPDATE "counter"

@@ -129,15 +129,12 @@ def conforms(value: Any, t: SigType) -> bool:
 _Check = Callable[[Any], bool]
 
 
-def _checker(t: SigType) -> _Check:
-    """:func:`conforms` for ``t`` as one closure per type, built once per signature: every
-    link call checks its arguments and answer, and walking the type tree per value was a
-    measurable part of an access miss."""
-    return _compiled(t.signature, t.token, t.children)
-
-
 @functools.cache
-def _compiled(signature: str, token: str, children: tuple[SigType, ...]) -> _Check:
+def _checker(t: SigType) -> _Check:
+    """:func:`conforms` for ``t`` as one closure per type, built once per type (a
+    :class:`SigType` is a frozen value): every link call checks its arguments and answer,
+    and walking the type tree per value was a measurable part of an access miss."""
+    token, children = t.token, t.children
     if token in _INT_RANGES:
         low, high = _INT_RANGES[token]
 

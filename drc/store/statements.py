@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from peewee import Database
@@ -281,11 +281,7 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
         return db.execute_sql(sql, params)
     if conn is None or db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
         return db.execute_sql(sql, params)
-    kept = getattr(db, "_drc_cursor", None)  # (connection, its cursor): this thread's
-    if kept is None or kept[0] is not conn:
-        kept = (conn, conn.cursor())
-        db._drc_cursor = kept  # type: ignore[attr-defined]
-    cursor = kept[1]
+    cursor = _kept(db, conn, "drc_cursor", conn.cursor)
     with _driver_errors:
         cursor.execute(sql, params or ())
     return cursor
@@ -300,14 +296,22 @@ def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
     quoted = _quick_literals(params)
     if quoted is not None:
         return sql % quoted
-    conn = db.connection()
-    kept = getattr(db, "_drc_quoting", None)  # (connection, its cursor): this thread's
-    if kept is None or kept[0] is not conn:
-        import psycopg  # PostgreSQL's driver: SQLite stores never get here
+    import psycopg  # PostgreSQL's driver: SQLite stores never get here
 
-        kept = (conn, psycopg.ClientCursor(conn))
-        db._drc_quoting = kept  # type: ignore[attr-defined]
-    return kept[1].mogrify(sql, params).replace("%", "%%")  # only values hold a "%"
+    conn = db.connection()
+    quoting = _kept(db, conn, "drc_quoting", lambda: psycopg.ClientCursor(conn))
+    return quoting.mogrify(sql, params).replace("%", "%%")  # only values hold a "%"
+
+
+def _kept(db: Database, conn: Any, name: str, make: Callable[[], Any]) -> Any:
+    """The cursor ``make()`` made for ``conn``, kept as ``name`` in this thread's connection
+    state (Peewee's: each thread has its own connection); made again with a new connection."""
+    state = db._state
+    kept = getattr(state, name, None)  # (connection, its cursor)
+    if kept is None or kept[0] is not conn:
+        kept = (conn, make())
+        setattr(state, name, kept)
+    return kept[1]
 
 
 def _quick_literals(params: Sequence[Any]) -> tuple[str, ...] | None:

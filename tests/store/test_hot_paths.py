@@ -11,6 +11,7 @@ all DRCS share).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -32,6 +33,7 @@ from drc.core.model import (
 from drc.core.ports import Transaction
 from drc.core.service import CredentialService
 from drc.store.sql import PeeweeStore
+from drc.store.statements import run
 
 from helpers import ALICE, BOB, ROOT, direct, in_job, statements_run
 
@@ -225,3 +227,37 @@ def test_pool_slots_lowest_free_first_never_past_capacity(store: PeeweeStore):
         assert tx.claim_slot("p", 3) == 2
         assert tx.claim_slot("q", 0) is None
         assert tx.slots_in_use("p") == 3
+
+
+def test_each_thread_keeps_its_own_cursor_for_the_direct_statement_path(tmp_path) -> None:
+    """The direct path (:func:`drc.store.statements.run`) keeps one cursor per connection in
+    the thread's own connection state: two threads running statements in turn each keep
+    theirs, on their own connection, and neither replaces the other's."""
+    store = PeeweeStore.from_url(f"sqlite:///{tmp_path}/drcs.db")
+    db = store.db
+    seen: dict[str, list[object]] = {"main": [], "other": []}
+    turn = [threading.Event(), threading.Event()]
+
+    def take_turns(who: str, mine: threading.Event, theirs: threading.Event) -> None:
+        db.connect(reuse_if_open=True)
+        try:
+            for _ in range(3):
+                mine.wait(5)
+                mine.clear()
+                cursor = run(db, "SELECT 1")
+                assert cursor.fetchall() == [(1,)]
+                seen[who].append(cursor)
+                theirs.set()
+        finally:
+            db.close()
+
+    other = threading.Thread(target=take_turns, args=("other", turn[1], turn[0]))
+    other.start()
+    turn[0].set()
+    take_turns("main", turn[0], turn[1])
+    other.join(10)
+    store.close()
+    assert len(seen["main"]) == len(seen["other"]) == 3
+    assert len({id(c) for c in seen["main"]}) == len({id(c) for c in seen["other"]}) == 1
+    assert seen["main"][0] is not seen["other"][0]
+    assert seen["main"][0].connection is not seen["other"][0].connection

@@ -1,7 +1,7 @@
 """A cluster of simulated nodes against real DRCS over the real DRC link.
 
 Each simulated node has its own node name, boot id and DRC link connection (TCP on loopback,
-every frame a MUNGE credential, as a DRCC sends it), made with the same ``FailoverLink``,
+every request a MUNGE credential and every answer keyed by it, as a DRCC sends them), made with the same ``FailoverLink``,
 ``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeConnectFeed``
 (hello, follow, and its first long poll parked by DRCS), a ``NodeWatch`` long poll following
 the change feed (resynchronising its epochs with ``NodeEpochs`` when the feed's generation

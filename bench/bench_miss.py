@@ -1,13 +1,13 @@
 """A cache-miss access end to end ÷ its floor, all measured side by side in one run.
 
 The miss: DRCC's ``Access`` on the node's bus for a (credential, holder) pair DRCC has never
-seen, so it travels DRCC → DRC link (TCP, MUNGE both ways) → DRCS → one SQLite write
-transaction and back. Its floor is what no implementation of that path can avoid, each part
+seen, so it travels DRCC → DRC link (TCP, a MUNGE-sealed request, a keyed answer) → DRCS →
+one SQLite write transaction and back. Its floor is what no implementation of that path can avoid, each part
 measured for real on the same daemons, interleaved with the misses (``common.interleaved``):
 
 - **one bus hop**: a raw ``Peer.Ping`` round trip to DRCC on the same bus;
 - **one link round trip**: ``ServerInfo`` over a link client to the same DRCS: a node verb
-  that touches no store, with MUNGE both ways as every frame;
+  that touches no store, framed and authenticated as every request and answer;
 - **one store transaction**: one reference row inserted in its own write transaction through
   the store API, in this process, on a copy of DRCS's database (same file system, the
   production pragmas: WAL, ``synchronous=FULL``).

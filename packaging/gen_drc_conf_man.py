@@ -21,8 +21,9 @@ SECTIONS = {
     "pool": "The \\fBpool\\fR provider of \\fBdrcs\\fR: cookies reserved for DRC by the admin.",
     "alps": 'The \\fBalps\\fR provider of \\fBdrcs\\fR (provider = "alps"): credentials backed '
     "by ALPS protection domains, two cookies each.",
-    "link": "The DRC link between \\fBdrcc\\fR and \\fBdrcs\\fR: TCP, every frame a MUNGE "
-    "credential. \\fBdrcs\\fR reads \\fBlisten\\fR and \\fBnode_uids\\fR; \\fBdrcc\\fR reads "
+    "link": "The DRC link between \\fBdrcc\\fR and \\fBdrcs\\fR: TCP, every request a MUNGE "
+    "credential, every answer authenticated by a key its request carried or sealed by MUNGE. "
+    "\\fBdrcs\\fR reads \\fBlisten\\fR and \\fBnode_uids\\fR; \\fBdrcc\\fR reads "
     "\\fBserver\\fR, \\fBserver_uid\\fR and \\fBtimeout\\fR.",
     "node": "Read by \\fBdrcc\\fR(8) on every compute node.",
     "jedi": "Read by \\fBdrc\\-jedi\\fR(8) on the service node: where the list of active jobs "

@@ -3,9 +3,12 @@
 Calls are pipelined on one connection: each request gets a fresh id, and the connection (an
 asyncio protocol) matches responses to waiting calls by id as it reads them, so a slow method
 doesn't hold up the others. Requests are
-MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them) and a
-response counts only if it decodes, on this host's munged, as coming from ``server_uid``.
-Any failure drops the connection (failing the calls waiting on it); the next call reconnects.
+MUNGE-encoded for ``server_uid`` only (a process squatting on the port can't read them), each
+with a fresh key of its own inside. A response counts only if it is authenticated with the key
+of the request pending under its id (:mod:`drc.link.protocol`, keyed answers: only a process
+of ``server_uid`` could read the key), or if it decodes, on this host's munged, as coming from
+``server_uid``. Any failure drops the connection (failing the calls waiting on it); the next
+call reconnects.
 
 A change-feed answer, or a connect's, may come as a *shared* response (:mod:`drc.link.protocol`):
 one credential DRCS sealed for every node it answers alike, or for a batch of connects. It
@@ -43,12 +46,15 @@ from drc.link.munge import UNREACHABLE, Decoded, Munge, MungeError, MungeWorkers
 from drc.link.protocol import (
     ANSWER_SHAPES,
     CONTINUED,
+    KEY_BYTES,
     MAX_FRAME,
     SHAREABLE,
     FrameError,
     Request,
     Response,
     SharedAnswer,
+    keyed_id,
+    open_keyed,
     pack_frame,
     split_frame,
     split_shared,
@@ -70,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self.buffer = bytearray()
         self.pending: dict[int, asyncio.Future[Response]] = {}
+        self.keys: dict[int, bytes] = {}  # the answer key of each request pending (by id)
         self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
         #: Requests DRCS parked under a continued request's id, no call waiting for them yet,
@@ -97,6 +104,7 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(self.failure)
         self.pending.clear()
+        self.keys.clear()
         self.asked.clear()
         self.parked.clear()
         self.follow_ups.clear()
@@ -155,8 +163,8 @@ class _Connection(asyncio.Protocol):
                     self._take(job)
                     continue
                 self.opening.append(job)
-                if client.workers.submit(job):
-                    job.finished = True
+                if job.keyed is not None or client.workers.submit(job):
+                    job.finished = True  # (a keyed answer has nothing for munged)
                     self._opened()
         except FrameError as err:
             self.fail(LinkDown(client.target, f"bad response: {err}"))
@@ -179,7 +187,11 @@ class _Connection(asyncio.Protocol):
         """A decoded response to its call (or the connection failed, if it is no good one)."""
         client = self.client
         try:
-            if job.shared is None:
+            if job.keyed is not None:
+                response = self._keyed(job.keyed, job.body)
+                if response is None:
+                    return
+            elif job.shared is None:
                 response = Response.from_payload(client._checked(job.decoded, job.error).payload)
             else:
                 response = client._open_shared(self.asked.get(job.shared[0]), job)
@@ -192,6 +204,7 @@ class _Connection(asyncio.Protocol):
                 if shape is not None and not shape(response.ok):
                     raise FrameError(f"answer to {request.method} {response.id} is no answer of it")
             future = self.pending.pop(response.id, None)
+            self.keys.pop(response.id, None)
             if future is None:
                 log.debug("%s: response for unknown id %d dropped", client.target, response.id)
             elif not future.done():
@@ -206,11 +219,26 @@ class _Connection(asyncio.Protocol):
             log.exception("%s: response reader failed", client.target)
             self.fail(LinkDown(client.target, str(err)))
 
+    def _keyed(self, request_id: int, body: bytes) -> Response | None:
+        """The response a keyed frame carries, once its MAC proved it is the answer to the
+        request pending under its id (:class:`FrameError` if not); None when no request is
+        pending under it (one given up on): dropped, as any answer to nobody."""
+        key = self.keys.get(request_id)
+        if key is None:
+            log.debug("%s: response for unknown id %d dropped", self.client.target, request_id)
+            return None
+        response = Response.from_payload(open_keyed(body, key))
+        if response.id != request_id:
+            raise FrameError(f"keyed response {request_id} carries the answer to {response.id}")
+        return response
+
     def _continued(self, request: Request, ok: list[Any]) -> None:
         """``request`` was answered ``ok``: wait for the request DRCS parked under its id."""
         follow = CONTINUED[request.method](request, ok)
         del self.asked[request.id]
         if follow is not None:
+            if follow.key is not None:
+                self.keys[follow.id] = follow.key  # answered under the same id and key
             future = self.pending[follow.id] = asyncio.get_running_loop().create_future()
             self.asked[follow.id] = follow
             self.parked[follow.id] = follow, future
@@ -236,14 +264,26 @@ class _Connection(asyncio.Protocol):
 class _Open:
     """A response frame decoded (on a worker, or at once)."""
 
-    __slots__ = ("body", "connection", "decoded", "error", "finished", "shared", "wanted")
+    __slots__ = (
+        "body",
+        "connection",
+        "decoded",
+        "error",
+        "finished",
+        "keyed",
+        "shared",
+        "wanted",
+    )
 
     def __init__(self, connection: _Connection, body: bytes) -> None:
         self.connection = connection
         self.body = body
+        self.keyed = keyed_id(body)  # the request id of a keyed answer: nothing to decode
         self.shared = split_shared(body)  # (request id, credential) of a shared answer
         # a shared answer to no request waiting is dropped undecoded (module doc)
-        self.wanted = self.shared is None or self.shared[0] in connection.asked
+        self.wanted = self.keyed is None and (
+            self.shared is None or self.shared[0] in connection.asked
+        )
         self.decoded: Decoded | None = None
         self.error: MungeError | None = None
         self.finished = False
@@ -345,7 +385,7 @@ def _os_reason(err: OSError) -> str:
 
 
 class LinkClient:
-    """Call DRCS methods over TCP (``host``, ``port``), every frame sealed with MUNGE.
+    """Call DRCS methods over TCP (``host``, ``port``), every request sealed with MUNGE.
 
     ``server_uid`` is the uid DRCS runs as; anything else answering is refused with EPERM.
     Unreachable or silent servers give ECONNREFUSED after ``timeout`` seconds. A call that
@@ -407,9 +447,11 @@ class LinkClient:
                 if parked is not None:  # asked already: its answer comes under that id
                     request, future = parked
                 else:
-                    request = Request(next(self._ids), method, listed, rid)
+                    key = os.urandom(KEY_BYTES)
+                    request = Request(next(self._ids), method, listed, rid, key)
                     future = asyncio.get_running_loop().create_future()
                     conn.pending[request.id] = future
+                    conn.keys[request.id] = key
                     if method in SHAREABLE or method in CONTINUED:
                         conn.asked[request.id] = request
                 try:
@@ -425,6 +467,7 @@ class LinkClient:
                     # (a continued request's entries are its parked request's by now)
                     if conn.pending.get(request.id) is future:
                         del conn.pending[request.id]
+                        conn.keys.pop(request.id, None)
                     if conn.asked.get(request.id) is request:
                         del conn.asked[request.id]
         except TimeoutError:

@@ -51,10 +51,12 @@ EMUNGE_CRED_UNAUTHORIZED = 18
 UNREACHABLE = frozenset({EMUNGE_SOCKET, EMUNGE_TIMEOUT})
 
 # munge_opt_t (munge.h)
+_OPT_CIPHER_TYPE = 0
 _OPT_TTL = 4
 _OPT_SOCKET = 8
 _OPT_UID_RESTRICTION = 9
 _UID_ANY = 0xFFFFFFFF  # MUNGE_UID_ANY == (uid_t) -1
+_CIPHER_NONE = 0  # munge_cipher_t
 
 
 class MungeError(Exception):
@@ -72,12 +74,15 @@ class Decoded:
 
     ``replayed``: this munged had decoded the credential before (only with
     ``decode(..., allow_replayed=True)``; every other caller gets :class:`MungeError` 17).
+    ``encrypted``: its payload travelled enciphered (a credential made with cipher "none"
+    travelled in clear: a secret it carried is no secret).
     """
 
     payload: bytes
     uid: int
     gid: int
     replayed: bool = False
+    encrypted: bool = True
 
 
 _lib: ctypes.CDLL | None = None
@@ -101,6 +106,7 @@ def _libmunge() -> ctypes.CDLL:
         lib.munge_ctx_destroy.restype = None
         lib.munge_ctx_destroy.argtypes = [ctypes.c_void_p]
         lib.munge_ctx_set.restype = ctypes.c_int  # variadic: arguments passed as ctypes objects
+        lib.munge_ctx_get.restype = ctypes.c_int  # variadic too: a pointer to the value
         lib.munge_ctx_strerror.restype = ctypes.c_char_p
         lib.munge_ctx_strerror.argtypes = [ctypes.c_void_p]
         lib.munge_strerror.restype = ctypes.c_char_p
@@ -231,7 +237,9 @@ class Munge:
             if rc != EMUNGE_SUCCESS and not replayed:
                 raise self._error(rc, ctx)
             payload = ctypes.string_at(buf.value, length.value) if buf.value else b""
-            return Decoded(payload, uid.value, gid.value, replayed)
+            cipher = ctypes.c_int(_CIPHER_NONE)  # the decoded credential's (unknown: none)
+            self._lib.munge_ctx_get(ctypes.c_void_p(ctx), _OPT_CIPHER_TYPE, ctypes.byref(cipher))
+            return Decoded(payload, uid.value, gid.value, replayed, cipher.value != _CIPHER_NONE)
         finally:
             if buf.value:
                 _free(buf.value)

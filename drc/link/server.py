@@ -2,8 +2,10 @@
 
 Over TCP each request frame is decoded by *this* host's munged, so its replay cache sees every
 credential the server accepts: a captured frame sent again is refused before the method runs.
-Each response is encoded by the server (it carries the DRCS uid) and restricted to the
-requester's uid, so only that uid can read it. A change-feed answer that many nodes get alike
+A response to a request that carries a key (every node daemon's) is authenticated with that
+key, which only its MUNGE credential held (:mod:`drc.link.protocol`, keyed answers): no munged
+call. Any other response is encoded by the server (it carries the DRCS uid) and restricted to
+the requester's uid, so only that uid can read it. A change-feed answer that many nodes get alike
 (a :class:`~drc.link.protocol.Shared` result) is sealed once and the same bytes go to each,
 the request id outside (:mod:`drc.link.protocol`, shared answers): one MUNGE encode per batch,
 not per node. A :class:`~drc.link.protocol.Continued` result is a first answer and, once that is
@@ -53,6 +55,7 @@ from drc.link.protocol import (
     Shared,
     SharedAnswer,
     pack_frame,
+    pack_keyed,
     pack_shared,
     split_frame,
 )
@@ -118,7 +121,7 @@ _REQUEST_ID_PREFIX = re.compile(rb'\{"id":(\d{1,18})[,}]')
 
 
 class LinkServer:
-    """Serve ``handler`` on TCP ``host:port``, every frame sealed with MUNGE.
+    """Serve ``handler`` on TCP ``host:port``, every request sealed with MUNGE.
 
     Requests are read in order per connection (so authentication and replay checks happen
     before anything runs) and then handled concurrently, at most ``max_in_flight`` per
@@ -253,13 +256,24 @@ class LinkServer:
             return _error(response.id, "DRC link: bad result")
 
     def _seal_frame(self, uid: int, request_id: int, payload: bytes) -> bytes:
-        """The frame of a response (for MUNGE: encoded as the server, readable only by the
-        requester ``uid``); an error response in its place when it is too large. Thread-safe."""
-        body = self.munge.encode(payload, uid_restriction=uid)
+        """The frame of a response sealed by MUNGE: encoded as the server, readable only by
+        the requester ``uid``. Thread-safe."""
+        return self._framed(
+            request_id, payload, lambda body: self.munge.encode(body, uid_restriction=uid)
+        )
+
+    def _keyed_frame(self, request_id: int, key: bytes, payload: bytes) -> bytes:
+        """The frame of a response keyed for its request (:mod:`drc.link.protocol`, keyed
+        answers)."""
+        return self._framed(request_id, payload, lambda body: pack_keyed(request_id, key, body))
+
+    def _framed(self, request_id: int, payload: bytes, body_of: Callable[[bytes], bytes]) -> bytes:
+        """The frame of ``body_of(payload)``; an error response in its place when too large."""
+        body = body_of(payload)
         if len(body) > self.max_frame:
             text = f"DRC link: response of {len(body)} bytes exceeds the frame limit"
             log.error("%s", text)
-            body = self.munge.encode(_error(request_id, text), uid_restriction=uid)
+            body = body_of(_error(request_id, text))
         return pack_frame(body, self.max_frame)
 
     def _shared_frame(self, request_id: int, shared: Shared) -> bytes | None:
@@ -648,7 +662,8 @@ class _Connection(asyncio.Protocol):
             log.warning("DRC link %s uid %d: %s; closing", self.address, peer.uid, err)
             self.transport.close()
             return
-        self._dispatch(peer, request)
+        # a key that travelled in clear authenticates nothing: such a request is sealed for
+        self._dispatch(peer, request, request.key if decoded.encrypted else None)
 
     def _refuse(self, peer: LinkPeer, payload: bytes) -> None:
         """A frame from a uid that is not a node daemon's: its payload is never parsed. EPERM
@@ -676,9 +691,9 @@ class _Connection(asyncio.Protocol):
             log.warning("DRC link %s: %s; closing", self.address, detail)
         self.transport.close()
 
-    def _dispatch(self, peer: LinkPeer, request: Request) -> None:
-        """Run the handler for ``request``."""
-        pending = _Pending(self, peer, request.id, request.method)
+    def _dispatch(self, peer: LinkPeer, request: Request, key: bytes | None) -> None:
+        """Run the handler for ``request``, answered with ``key`` (None: sealed)."""
+        pending = _Pending(self, peer, request.id, request.method, key)
         handler, args = self.server.handler, (peer, request.method, request.args, request.rid)
         if self.server.answers_later:
             self._run(pending, handler, *args, pending.then)
@@ -758,20 +773,26 @@ class _Connection(asyncio.Protocol):
             if result.shared is not None:  # its answer is sealed with others' (a batch)
                 self._send_shared(pending, result.shared(), follow, result.first)
                 return
-            self._send(pending.peer, _response(pending, result.first, None), follow)
+            self._send(pending.peer, _response(pending, result.first, None), follow, pending.key)
             return
-        self._send(pending.peer, _response(pending, result, error))
+        self._send(pending.peer, _response(pending, result, error), key=pending.key)
 
     def _send(
         self,
         peer: LinkPeer,
         response: Response,
         follow: tuple[_Pending, Continued] | None = None,
+        key: bytes | None = None,
     ) -> None:
-        """Seal and send ``response``; then ``follow``'s second answer is parked."""
+        """Send ``response``, with its request's ``key`` (at once) or sealed by MUNGE (on a
+        worker); then ``follow``'s second answer is parked."""
         if self.transport.is_closing():
             return
-        job = _Encode(self, peer.uid, response.id, self.server._payload(response), follow)
+        payload = self.server._payload(response)
+        if key is not None:
+            self._sealed(self.server._keyed_frame(response.id, key, payload), None, follow)
+            return
+        job = _Encode(self, peer.uid, response.id, payload, follow)
         if self.server.workers.submit(job):
             job.done()
 
@@ -797,7 +818,8 @@ class _Connection(asyncio.Protocol):
     def _continue(self, first: _Pending, continued: Continued) -> None:
         """The request ``first`` continues with (``continued.method``), under its id."""
         assert continued.then is not None
-        self._run(_Pending(self, first.peer, first.id, continued.method), continued.then)
+        follow = _Pending(self, first.peer, first.id, continued.method, first.key)
+        self._run(follow, continued.then)
 
     def _send_shared(
         self,
@@ -839,7 +861,7 @@ class _Connection(asyncio.Protocol):
         """This request's own answer, sealed for it alone: the per-request path, when the
         shared one cannot be made (not JSON) or sent (no frame for it)."""
         own = [tuple(shared)] if alone is None else alone
-        self._send(pending.peer, _response(pending, own, None), follow)
+        self._send(pending.peer, _response(pending, own, None), follow, pending.key)
 
     def _send_sealed(
         self,
@@ -950,13 +972,21 @@ class _Pending:
     request's future (one small object per parked request, not a partial and a bound method).
     """
 
-    __slots__ = ("connection", "id", "later", "method", "peer", "started")
+    __slots__ = ("connection", "id", "key", "later", "method", "peer", "started")
 
-    def __init__(self, connection: _Connection, peer: LinkPeer, request_id: int, method: str):
+    def __init__(
+        self,
+        connection: _Connection,
+        peer: LinkPeer,
+        request_id: int,
+        method: str,
+        key: bytes | None = None,
+    ):
         self.connection = connection
         self.peer = peer
         self.id = request_id
         self.method = method
+        self.key = key  # the request's answer key (None: its answer is sealed)
         self.started: float | None = time.perf_counter()
         self.later: asyncio.Future[Any] | None = None  # the work a Later reply waits for
 

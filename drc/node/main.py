@@ -1,7 +1,7 @@
 """``drcc``: the DRC node daemon, ``org.drc.Node`` on this node's system bus.
 
 Identifies every caller from the kernel, answers what it can from the node cache and tokens,
-and reaches DRCS over the DRC link (TCP, every frame a MUNGE credential).
+and reaches DRCS over the DRC link (TCP, every request a MUNGE credential).
 """
 
 from __future__ import annotations

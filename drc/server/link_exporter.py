@@ -1,7 +1,7 @@
 """The DRC link exporter: DRCS's node verbs (:class:`drc.server.exports.ServerNodeVerbs`),
 served to node daemons over TCP.
 
-Only the node verbs are reachable this way; every frame is a MUNGE credential, so the peer's
+Only the node verbs are reachable this way; every request is a MUNGE credential, so the peer's
 uid comes from munged, and ``node_uids`` decides who is a node daemon. Everything between the
 frame and the answer is :class:`drc.dispatch.Dispatcher`'s, as on the bus: argument and
 answer checks, group commit, the error mapping, the refusal audit, metrics.

@@ -1,13 +1,13 @@
 """A cluster of simulated nodes against real DRCS over the real DRC link.
 
 Each simulated node has its own node name, boot id and DRC link connection (TCP on loopback,
-every request a MUNGE credential and every answer keyed by it, as a DRCC sends them), made with the same ``FailoverLink``,
-``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol: ``NodeConnectFeed``
-(hello, follow, and its first long poll parked by DRCS), a ``NodeWatch`` long poll following
-the change feed (resynchronising its epochs with ``NodeEpochs`` when the feed's generation
-changes), ``NodeAccess`` on a cache miss,
-``NodeJobsEnded`` at job end, ``NodeMoved`` when it moves to another DRCS. DRCS, munged and
-the bus are the embedded ones (``drc-embedded``), so every layer is the production code.
+every request a MUNGE credential and every answer keyed by it, as a DRCC's), made with the same
+``FailoverLink``, ``ServerChoice`` and ``LinkClient`` DRCC uses, and speaks DRCC's protocol:
+``NodeConnectFeed`` (hello, follow, and its first long poll parked by DRCS), a ``NodeWatch``
+long poll following the change feed (resynchronising its epochs with ``NodeEpochs`` when the
+feed's generation changes), ``NodeAccess`` on a cache miss, ``NodeJobsEnded`` at job end,
+``NodeMoved`` when it moves to another DRCS. DRCS, munged and the bus are the embedded ones
+(``drc-embedded``), so every layer is the production code.
 
 ``--servers 1 --database sqlite`` (the default): one DRCS on SQLite. ``--servers N --database
 postgresql``: N DRCS on one PostgreSQL (a private throwaway server, or the one

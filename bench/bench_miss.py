@@ -1,9 +1,10 @@
 """A cache-miss access end to end ÷ its floor, all measured side by side in one run.
 
 The miss: DRCC's ``Access`` on the node's bus for a (credential, holder) pair DRCC has never
-seen, so it travels DRCC → DRC link (TCP, a MUNGE-sealed request, a keyed answer) → DRCS →
-one SQLite write transaction and back. Its floor is what no implementation of that path can avoid, each part
-measured for real on the same daemons, interleaved with the misses (``common.interleaved``):
+seen, so it travels DRCC → DRC link (TCP, a MUNGE-sealed request, a keyed answer) → DRCS → one
+SQLite write transaction and back. Its floor is what no implementation of that path can avoid,
+each part measured for real on the same daemons, interleaved with the misses
+(``common.interleaved``):
 
 - **one bus hop**: a raw ``Peer.Ping`` round trip to DRCC on the same bus;
 - **one link round trip**: ``ServerInfo`` over a link client to the same DRCS: a node verb

@@ -35,12 +35,13 @@ asyncio.run(main())
 """
 
 # Plays DRCS without being DRCS: a plain user listening where a node daemon connects. It can't
-# read the request (restricted to the DRCS uid), so it guesses id 1 and answers with its own
-# genuine MUNGE credential.
+# read the request (restricted to the DRCS uid), so it guesses id 1 and answers, as argv[2]
+# says: "sealed" with its own genuine MUNGE credential, "keyed" with a key of its own (it could
+# not read the request's).
 IMPOSTOR_SERVER = """
-import asyncio, sys
+import asyncio, os, sys
 from drc.link.munge import Munge, MungeError
-from drc.link.protocol import dumps, pack_frame, read_frame
+from drc.link.protocol import dumps, pack_frame, pack_keyed, read_frame
 
 async def main():
     mu = Munge(sys.argv[1])
@@ -53,7 +54,11 @@ async def main():
             print("read the request", flush=True)
         except MungeError as err:
             print(f"decode refused {err.code}", flush=True)
-        writer.write(pack_frame(mu.encode(dumps({"id": 1, "ok": ["forged"]}))))
+        forged = dumps({"id": 1, "ok": ["forged"]})
+        if sys.argv[2] == "keyed":
+            writer.write(pack_frame(pack_keyed(1, os.urandom(32), forged)))
+        else:
+            writer.write(pack_frame(mu.encode(forged)))
         await writer.drain()
         await reader.read()
         writer.close()
@@ -254,9 +259,13 @@ def test_bit_flipped_frame_is_refused(munged, caplog) -> None:
     assert "frame refused" in caplog.text
 
 
-def test_client_refuses_a_response_from_another_uid(munged, nobody) -> None:
-    async def body() -> None:
-        impostor = await nobody.spawn(IMPOSTOR_SERVER, munged.socket)
+def impostor_answer_refused(munged: Any, nobody: Any, how: str) -> DrcError:
+    """A node's call answered by :data:`IMPOSTOR_SERVER` (``how``: "sealed" or "keyed"): the
+    error the call failed with, once the impostor was seen unable to read the request and the
+    connection dropped."""
+
+    async def body() -> DrcError:
+        impostor = await nobody.spawn(IMPOSTOR_SERVER, munged.socket, how)
         try:
             assert impostor.stdout is not None
             port = int(await asyncio.wait_for(impostor.stdout.readline(), 20))
@@ -264,16 +273,13 @@ def test_client_refuses_a_response_from_another_uid(munged, nobody) -> None:
             try:
                 with pytest.raises(DrcError) as err:
                     await client.call("Access", [1])
-                assert err.value.code == Code.EPERM
-                assert err.value.message == (
-                    "DRC link: response from uid 65534, expected DRCS uid 0"
-                )
                 assert client._conn is not None and not client._conn.alive  # dropped
             finally:
                 await client.close()
             line = await asyncio.wait_for(impostor.stdout.readline(), 20)
             assert line.decode().strip() == "decode refused 18"  # the request was unreadable
             await asyncio.wait_for(impostor.wait(), 20)
+            return err.value
         finally:
             if impostor.returncode is None:
                 impostor.terminate()  # runuser passes SIGTERM on to the script
@@ -283,7 +289,13 @@ def test_client_refuses_a_response_from_another_uid(munged, nobody) -> None:
                     impostor.kill()
                     await impostor.wait()
 
-    run_bounded(body(), timeout=60)
+    return run_bounded(body(), timeout=60)
+
+
+def test_client_refuses_a_response_from_another_uid(munged, nobody) -> None:
+    refused = impostor_answer_refused(munged, nobody, "sealed")
+    assert refused.code == Code.EPERM
+    assert refused.message == "DRC link: response from uid 65534, expected DRCS uid 0"
 
 
 def test_oversized_length_prefix_closes_the_connection(munged, caplog) -> None:

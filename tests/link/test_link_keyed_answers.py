@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from test_link import Recorder, tcp_client, tcp_server
+from test_link import Recorder, impostor_answer_refused, tcp_client, tcp_server
 
 from drc.core.errors import Code, DrcError
 from drc.link import LinkClient, Munge
@@ -32,39 +32,6 @@ from drc.link.protocol import (
 )
 
 from helpers import run_bounded
-
-# Plays DRCS without being DRCS: a plain user listening where a node daemon connects. It can't
-# decode the request (restricted to the DRCS uid), so it can't know its key: it answers id 1
-# keyed with a key of its own.
-KEYED_IMPOSTOR = """
-import asyncio, os, sys
-from drc.link.munge import Munge, MungeError
-from drc.link.protocol import dumps, pack_frame, pack_keyed, read_frame
-
-async def main():
-    mu = Munge(sys.argv[1])
-    done = asyncio.Event()
-
-    async def serve(reader, writer):
-        body = await read_frame(reader)
-        try:
-            mu.decode(body)
-            print("read the request", flush=True)
-        except MungeError as err:
-            print(f"decode refused {err.code}", flush=True)
-        forged = dumps({"id": 1, "ok": ["forged"]})
-        writer.write(pack_frame(pack_keyed(1, os.urandom(32), forged)))
-        await writer.drain()
-        await reader.read()
-        writer.close()
-        done.set()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await asyncio.wait_for(done.wait(), 20)
-
-asyncio.run(main())
-"""
 
 #: ``rewrite(n, body)``: the bodies the client gets for DRCS's ``n``-th answer frame.
 Rewrite = Callable[[int, bytes], list[bytes]]
@@ -152,33 +119,9 @@ def test_a_nodes_answer_is_keyed_and_its_key_never_travels_in_clear(munged) -> N
 
 
 def test_an_impostor_that_cannot_read_the_request_cannot_key_its_answer(munged, nobody) -> None:
-    async def body() -> None:
-        impostor = await nobody.spawn(KEYED_IMPOSTOR, munged.socket)
-        try:
-            assert impostor.stdout is not None
-            port = int(await asyncio.wait_for(impostor.stdout.readline(), 20))
-            client = LinkClient("127.0.0.1", port, munge=Munge(munged.socket), server_uid=0)
-            try:
-                with pytest.raises(DrcError) as err:
-                    await client.call("Access", [1])
-                assert err.value.code == Code.ECONNREFUSED
-                assert "not authenticated by its request's key" in err.value.message
-                assert client._conn is not None and not client._conn.alive  # dropped
-            finally:
-                await client.close()
-            line = await asyncio.wait_for(impostor.stdout.readline(), 20)
-            assert line.decode().strip() == "decode refused 18"  # the key stayed unreadable
-            await asyncio.wait_for(impostor.wait(), 20)
-        finally:
-            if impostor.returncode is None:
-                impostor.terminate()
-                try:
-                    await asyncio.wait_for(impostor.wait(), 5)
-                except TimeoutError:
-                    impostor.kill()
-                    await impostor.wait()
-
-    run_bounded(body(), timeout=60)
+    refused = impostor_answer_refused(munged, nobody, "keyed")
+    assert refused.code == Code.ECONNREFUSED
+    assert "not authenticated by its request's key" in refused.message
 
 
 def test_an_answer_replayed_under_its_own_id_answers_nobody(munged) -> None:

@@ -184,12 +184,19 @@ def test_request_from_a_non_root_user_is_eperm_and_never_runs(munged, nobody) ->
     assert handler.calls == []
 
 
-class RecordingProxy:
-    """Forwards 127.0.0.1 connections to the server and keeps what clients sent."""
+#: ``rewrite(n, body)``: the frame bodies a client gets for the server's ``n``-th answer frame.
+Rewrite = Callable[[int, bytes], list[bytes]]
 
-    def __init__(self, target: tuple[str, int]) -> None:
+
+class RecordingProxy:
+    """Forwards 127.0.0.1 connections to the server, keeps what clients sent and the answer
+    frames, and hands each answer to ``rewrite`` on its way back (an attacker on the path)."""
+
+    def __init__(self, target: tuple[str, int], rewrite: Rewrite | None = None) -> None:
         self.target = target
+        self.rewrite = rewrite or (lambda _n, body: [body])
         self.sent = bytearray()
+        self.answers: list[bytes] = []
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -199,15 +206,20 @@ class RecordingProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bool) -> None:
-            while data := await src.read(65536):
-                if keep:
-                    self.sent += data
-                dst.write(data)
-                await dst.drain()
-            dst.close()
+        async def requests() -> None:
+            while data := await reader.read(65536):
+                self.sent += data
+                up_writer.write(data)
+            up_writer.close()
 
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        async def answers() -> None:
+            while (body := await read_frame(up_reader)) is not None:
+                self.answers.append(body)
+                for out in self.rewrite(len(self.answers) - 1, body):
+                    writer.write(pack_frame(out))
+            writer.close()
+
+        await asyncio.gather(requests(), answers(), return_exceptions=True)
 
     async def close(self) -> None:
         assert self.server is not None

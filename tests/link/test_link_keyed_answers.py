@@ -8,10 +8,16 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-from collections.abc import Callable
 
 import pytest
-from test_link import Recorder, impostor_answer_refused, tcp_client, tcp_server
+from test_link import (
+    Recorder,
+    RecordingProxy,
+    Rewrite,
+    impostor_answer_refused,
+    tcp_client,
+    tcp_server,
+)
 
 from drc.core.errors import Code, DrcError
 from drc.link import LinkClient, Munge
@@ -33,57 +39,16 @@ from drc.link.protocol import (
 
 from helpers import run_bounded
 
-#: ``rewrite(n, body)``: the bodies the client gets for DRCS's ``n``-th answer frame.
-Rewrite = Callable[[int, bytes], list[bytes]]
-
-
-class AnswerProxy:
-    """Between a client and DRCS on 127.0.0.1: keeps both directions' bytes and hands each
-    answer frame to ``rewrite`` (an attacker on the path)."""
-
-    def __init__(self, target: tuple[str, int], rewrite: Rewrite | None = None) -> None:
-        self.target = target
-        self.rewrite = rewrite or (lambda _n, body: [body])
-        self.sent = bytearray()
-        self.answers: list[bytes] = []
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def requests() -> None:
-            while data := await reader.read(65536):
-                self.sent += data
-                up_writer.write(data)
-            up_writer.close()
-
-        async def answers() -> None:
-            while (body := await read_frame(up_reader)) is not None:
-                self.answers.append(body)
-                for out in self.rewrite(len(self.answers) - 1, body):
-                    writer.write(pack_frame(out))
-            writer.close()
-
-        await asyncio.gather(requests(), answers(), return_exceptions=True)
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-
 
 def proxied_calls(munged, calls: list[str], rewrite: Rewrite | None = None):
-    """Run ``calls`` (one at a time, on one connection) through an :class:`AnswerProxy`;
+    """Run ``calls`` (one at a time, on one connection) through an :class:`RecordingProxy`;
     (each call's result or DrcError, the proxy, the handler)."""
     handler = Recorder()
     outcomes: list[object] = []
 
-    async def body() -> AnswerProxy:
+    async def body() -> RecordingProxy:
         async with tcp_server(handler, munged) as server:
-            proxy = AnswerProxy(server.tcp_address, rewrite)
+            proxy = RecordingProxy(server.tcp_address, rewrite)
             port = await proxy.start()
             client = LinkClient(
                 "127.0.0.1", port, munge=Munge(munged.socket), server_uid=0, timeout=5

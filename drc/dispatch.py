@@ -47,8 +47,11 @@ Observer = Callable[[str, str, float, "BaseException | None"], None]
 Audit = Callable[[PeerCredentials, ExportedMethod, list[Any], DrcError], None]
 #: ``then(out, error)``: how a waiting call is answered when the transport asks for a callback.
 Then = Callable[["list[Any] | None", "DrcError | None"], None]
-#: ``run(call)`` of a group commit: a future of ``call(batch)``'s result.
-Submit = Callable[[Callable[[Any], Any]], "asyncio.Future[Any]"]
+#: ``run(call, told)`` of a group commit: a future of ``call(batch)``'s result; ``told(future)``
+#: is called as it is set, in the same loop callback (no done-callback turn).
+Submit = Callable[
+    [Callable[[Any], Any], Callable[["asyncio.Future[Any]"], None]], "asyncio.Future[Any]"
+]
 #: ``recorded(request, verb, args, run)``: ``run(record)`` with the store's record of the
 #: transport's request id, answering a retry of a committed request (the link's hook).
 Recorded = Callable[[Any, ExportedMethod, list[Any], Callable[[Request], Any]], Any]
@@ -114,9 +117,10 @@ class Dispatcher:
         request (the link's ``rid``), recorded with the verb's change.
 
         With ``then``, a verb that must wait is answered by ``then(out, None)`` or
-        ``then(None, error)`` from its own future's callback, and that future is returned (a
-        transport whose caller went cancels it: ``then`` is not called): no second future, so
-        no extra event-loop turn per call."""
+        ``then(None, error)`` as its own future is set (from the group commit's callback
+        that sets it, else the future's done callback), and that future is returned (a
+        transport whose caller went cancels it: ``then`` is not called): no second future,
+        and no extra event-loop turn per call."""
         exported = self.methods.get(name)
         if exported is None:
             raise DrcError(Code.EPROTO, f"no method {name[:64]!r} is served here")
@@ -148,9 +152,10 @@ class Dispatcher:
         try:
             if group is not None and not exported.on_loop and not exported.is_coroutine:
                 grouped = shares_commit(exported, self.frees_may_share)
-                run = group.submit if grouped else group.alone
-                result: Any = run(lambda batch: _out_list(exported, call(batch)))
-                return self._later(peer, exported, args, started, result, True, then)
+                run: Submit = group.submit if grouped else group.alone
+                answer = _Answer(self, peer, exported, args, started, True, then)
+                verb = run(lambda batch: _out_list(exported, call(batch)), answer.settle)
+                return answer.follow(verb, told=True)
             result = call()
             if isinstance(result, asyncio.Future) or inspect.isawaitable(result):
                 return self._later(peer, exported, args, started, result, False, then)
@@ -181,8 +186,7 @@ class Dispatcher:
             pending = asyncio.ensure_future(pending)
             self._tasks.add(pending)
             pending.add_done_callback(self._tasks.discard)
-        answer = _Answer(self, peer, exported, args, started, pending, listed, then).answer
-        return pending if answer is None else answer
+        return _Answer(self, peer, exported, args, started, listed, then).follow(pending)
 
     def _settle(
         self,
@@ -261,17 +265,24 @@ class _Answer:
         exported: ExportedMethod,
         args: list[Any],
         started: float,
-        verb: asyncio.Future[Any],
         listed: bool,
         then: Then | None,
     ) -> None:
         self.dispatcher, self.peer, self.exported, self.args = dispatcher, peer, exported, args
-        self.started, self.verb, self.listed, self.then = started, verb, listed, then
+        self.started, self.listed, self.then = started, listed, then
         self.answer: asyncio.Future[list[Any]] | None = None
-        if then is None:
+
+    def follow(self, verb: asyncio.Future[Any], told: bool = False) -> asyncio.Future[Any]:
+        """Answer from ``verb``: its done callback calls :meth:`settle`, unless whoever sets
+        it calls that itself (``told``: the group commit). The future to hand the transport:
+        the verb's with ``then`` (to cancel), else the answer's."""
+        self.verb = verb
+        if self.then is None:
             self.answer = verb.get_loop().create_future()
             self.answer.add_done_callback(self.cancelled, context=self._context)
-        verb.add_done_callback(self.settle, context=self._context)
+        if not told:
+            verb.add_done_callback(self.settle, context=self._context)
+        return verb if self.answer is None else self.answer
 
     def settle(self, verb: asyncio.Future[Any]) -> None:
         answer = self.answer

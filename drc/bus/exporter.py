@@ -344,8 +344,8 @@ class BusExporter:
         except DrcError as exc:
             return self._failure(msg, exc)
         if isinstance(out, asyncio.Future):
-            # A verb waiting (for its group commit, or for DRCS): answered from its future's
-            # done callback, no task and no extra loop turn per call.
+            # A verb waiting (for its group commit, or for DRCS): answered through ``then``
+            # as its future is set (drc.dispatch), no task and no extra loop turn per call.
             return True
         return self._reply(msg, exported, out)
 

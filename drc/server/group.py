@@ -77,6 +77,8 @@ SOON_WINDOW = 1.0
 Call = Callable[[Any], T]
 Pending = tuple[Callable[[Any], Any], "asyncio.Future[Any]", bool, float]
 Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+#: ``then(future)``: told of a call's future as soon as it is set, in the same callback.
+Then = Callable[["asyncio.Future[Any]"], None]
 
 
 @dataclass(eq=False)
@@ -132,17 +134,19 @@ class GroupCommit:
         self._loop_thread: int | None = None
         self._soon: set[asyncio.Future[Any]] = set()  # pending calls made with soon()
         self._soon_log: deque[tuple[float, float]] = deque()  # (end, seconds) of those run
+        self._then: dict[asyncio.Future[Any], Then] = {}  # the thens of calls not answered
 
-    def submit(self, call: Call[T]) -> asyncio.Future[T]:
+    def submit(self, call: Call[T], then: Then | None = None) -> asyncio.Future[T]:
         """A future of ``call(batch)``'s result, set after its batch commits. A future, not a
-        coroutine: the bus exporter and the link answer from its done callback, without a
-        task per call."""
-        return self._enqueue(call, alone=False)
+        coroutine: no task per call. ``then(future)`` is called right after the future is set
+        (not when it is cancelled), in the same loop callback: a done callback would cost
+        the answer one more event-loop turn (the dispatcher answers both transports so)."""
+        return self._enqueue(call, alone=False, then=then)
 
-    def alone(self, call: Call[T]) -> asyncio.Future[T]:
+    def alone(self, call: Call[T], then: Then | None = None) -> asyncio.Future[T]:
         """As :meth:`submit`, for a call that runs in a transaction of its own (it frees with
         external cleanups, or only reads), in its turn on the store thread: ``call(None)``."""
-        return self._enqueue(call, alone=True)
+        return self._enqueue(call, alone=True, then=then)
 
     def soon(self, call: Call[T]) -> asyncio.Future[T]:
         """As :meth:`alone`, ahead of the calls waiting: next, after the batch running if
@@ -172,13 +176,19 @@ class GroupCommit:
             size += 1
         return size
 
-    def _enqueue(self, call: Call[T], alone: bool, soon: bool = False) -> asyncio.Future[T]:
+    def _enqueue(
+        self, call: Call[T], alone: bool, soon: bool = False, then: Then | None = None
+    ) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         self._loop, self._loop_thread = loop, threading.get_ident()
         future: asyncio.Future[T] = loop.create_future()
         if self._running is not None and self._running.overdue:
             future.set_exception(self.health.error())  # the store is stuck: fail fast
+            if then is not None:  # not before the caller has its future
+                future.add_done_callback(then)
             return future
+        if then is not None:
+            self._then[future] = then
         if not soon:
             at = len(self._pending)
         elif self._running is not None or not self._soon_share_used(loop.time()):
@@ -323,12 +333,27 @@ class GroupCommit:
         elif outcomes:
             self.health.answered()
         for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            self._answer(future, result, error)
+        if len(outcomes) < len(job.calls):  # calls cancelled before they ran: no answer
+            for _call, future, _alone, _at in job.calls:
+                self._then.pop(future, None)
+
+    def _answer(
+        self, future: asyncio.Future[Any], result: Any, error: BaseException | None
+    ) -> None:
+        """Set a call's future (unless its caller cancelled it) and tell its ``then``."""
+        then = self._then.pop(future, None)
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+        if then is not None:
+            try:
+                then(future)
+            except Exception:
+                log.exception("answering a call failed")
 
     def _overdue(self, job: _Job) -> None:
         """The running batch outlived its first caller's deadline (on the loop)."""
@@ -343,11 +368,9 @@ class GroupCommit:
             "reached the database); retry it, or check with 'drccli list'",
         )
         for _call, future, _alone, _at in job.calls:
-            if not future.done():
-                future.set_exception(unknown)
+            self._answer(future, None, unknown)
         refused = self.health.error()
         pending, self._pending = self._pending, []
         self._soon.clear()
         for _call, future, _alone, _at in pending:
-            if not future.done():
-                future.set_exception(refused)
+            self._answer(future, None, refused)

@@ -257,18 +257,19 @@ class CredentialService:
             if cred is None:
                 raise not_found(credential)
             holder = caller.holder
-            if self._admit(tx, cred, caller):
-                audit.info(
-                    "access credential=%d uid=%d job=%d holder=%s",
-                    credential,
-                    caller.uid,
-                    caller.job,
-                    holder,
-                )
+            added = self._admit(tx, cred, caller)
             if self.node_objects is not None and holder.node:
                 # The node will build objects for this access (Slingshot CXI services): it
                 # owes their removal, recorded before it learns the answer.
                 self.node_objects.node_reference(tx, cred, holder.node)
+        if added:  # after the transaction, as every verb's line: never for a rolled-back one
+            audit.info(
+                "access credential=%d uid=%d job=%d holder=%s",
+                credential,
+                caller.uid,
+                caller.job,
+                holder,
+            )
         return cred
 
     def release(self, caller: Caller, credential: int, unit: Unit | None = None) -> bool:

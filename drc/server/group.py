@@ -36,7 +36,12 @@ answered: no group ever waits for another, so several DRCS never deadlock.
 
 Change events (the core's listeners: the change feed, metrics) that the store thread's
 transactions emit are held until the batch is over and delivered on the loop, before its
-callers are answered; a batch that failed to commit delivers none.
+callers are answered; a batch that failed to commit delivers none. The audit lines its verbs
+write (``drc.audit``) are held until the batch is over, then written, before its callers are
+answered: a batch that failed to commit writes no line of its verbs that had succeeded
+(their changes never happened); a refused verb's lines (a limit reached) are written. A lone
+verb's lines are not held: the core writes a change's line after its transaction, which,
+alone, is its commit.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from drc.core.ports import Contended, StoreUnavailable
 from drc.server.health import StoreHealth
 
 log = logging.getLogger("drc.server")
+#: The audit trail (drc.core's changes): held while a batch runs (see the module doc).
+audit = logging.getLogger("drc.audit")
 
 T = TypeVar("T")
 
@@ -81,6 +88,25 @@ Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 Then = Callable[["asyncio.Future[Any]"], None]
 
 
+class _HeldAudit(logging.Filter):
+    """Holds the audit records of a thread running a batch, in the list it set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held: list[logging.LogRecord] | None = getattr(self.local, "records", None)
+        if held is None:
+            return True
+        held.append(record)
+        return False
+
+
+_held_audit = _HeldAudit()
+audit.addFilter(_held_audit)
+
+
 @dataclass(eq=False)
 class _Job:
     """One batch on its way through the store thread."""
@@ -92,6 +118,13 @@ class _Job:
     events: list[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=list)
     soon: bool = False  # a call made with GroupCommit.soon
     began: float = 0.0  # loop time it was handed to the store thread
+    audit: list[logging.LogRecord] = field(default_factory=list)  # held by _run
+
+    def write_audit(self) -> None:
+        """Write the audit lines the batch's verbs held."""
+        for record in self.audit:
+            audit.callHandlers(record)  # past the logger's filter that held it
+        self.audit.clear()
 
     def guard(self) -> None:
         """Called by the store just before each COMMIT of this batch."""
@@ -265,10 +298,24 @@ class GroupCommit:
                 return
 
     def _run(self, job: _Job) -> list[Outcome]:
-        """The batch's outcomes (on the store thread, or the loop when there is none)."""
+        """The batch's outcomes (on the store thread, or the loop when there is none); the
+        audit lines of a batch's verbs are held in ``job.audit`` meanwhile, and written once
+        it is over. A lone verb's are not held: its transaction is its own, so its lines
+        (written after it, as the core writes them) follow its commit already."""
+        if len(job.calls) == 1:
+            return self._outcomes(job)
+        _held_audit.local.records = job.audit
+        try:
+            return self._outcomes(job)
+        finally:
+            _held_audit.local.records = None
+            job.write_audit()
+
+    def _outcomes(self, job: _Job) -> list[Outcome]:
         calls = [(call, future) for call, future, _alone, _at in job.calls if not future.done()]
         if not calls:
             return []
+        held = job.audit
         with self.store.guarded(job.guard):
             if len(job.calls) == 1:
                 # Alone: its own transaction, as without grouping (no batch, no savepoint).
@@ -279,18 +326,24 @@ class GroupCommit:
                     return [(future, None, err)]
             outcomes: list[Outcome] = []
             contended: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+            changed: list[tuple[int, int]] = []  # the audit lines of verbs that succeeded
             try:
                 with self.store.batch() as batch:
                     for call, future in calls:
+                        mark = len(held)
                         try:
                             outcomes.append((future, call(batch), None))
+                            changed.append((mark, len(held)))
                         except Contended:  # another DRCS holds its lock: alone, below
+                            del held[mark:]
                             contended.append((call, future))
                         except Exception as err:  # this verb only: its savepoint is undone
                             outcomes.append((future, None, err))
             except Exception as err:  # the commit failed: none of the batch happened
                 log.error("a group of %d verbs failed to commit: %s", len(calls), err)
                 job.events.clear()
+                for start, end in reversed(changed):
+                    del held[start:end]
                 return [(future, None, err) for _call, future in calls]
             # After the commit, holding nothing: each waits for its locks in its own
             # transaction, so two groups never wait for each other (drc.store.sql).

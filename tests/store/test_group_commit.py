@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import pytest
@@ -260,3 +262,101 @@ def test_a_callers_then_hears_its_answer_in_the_callback_that_sets_it(
 
     asyncio.run(callers())
     group.close()
+
+
+class _Lines(logging.Handler):
+    """The ``drc.audit`` lines written, and what ``seen()`` said as each was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.seen: Callable[[], object] = lambda: None
+        self.saw: list[object] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.saw.append(self.seen())
+
+
+@pytest.fixture
+def audit_lines() -> Iterator[_Lines]:
+    lines = _Lines()
+    audit = logging.getLogger("drc.audit")
+    audit.addHandler(lines)
+    level = audit.level
+    audit.setLevel(logging.INFO)
+    yield lines
+    audit.removeHandler(lines)
+    audit.setLevel(level)
+
+
+def test_a_batchs_audit_lines_are_written_after_its_commit_before_its_callers_hear(
+    service: CredentialService, audit_lines: _Lines
+):
+    """On the store thread, once the batch committed (no transaction open) and before its
+    callers are answered: a line never claims a change that may still roll back."""
+    cred = service.acquire(in_job(ALICE, 1, "n0"), 0).id
+    group = GroupCommit(service.store, threaded=True)
+    audit_lines.lines.clear()
+    answers: list[asyncio.Future[int]] = []
+    audit_lines.seen = lambda: (service.store.db.in_transaction(), [a.done() for a in answers])
+
+    def access(node: str) -> Callable[[object], int]:
+        return lambda batch: (
+            service.access_credential(in_job(ALICE, 1, node), cred, Unit(None, batch)).id
+        )
+
+    async def together() -> list[int]:
+        answers.extend(group.submit(access(node)) for node in ("n1", "n2"))
+        return await asyncio.gather(*answers)
+
+    assert asyncio.run(together()) == [cred, cred]
+    assert audit_lines.lines == [
+        f"access credential={cred} uid={ALICE} job=1 holder=job 1 on {node}"
+        for node in ("n1", "n2")
+    ]
+    for line, (in_transaction, answered) in enumerate(audit_lines.saw[-2:]):
+        assert not in_transaction and not answered[line]
+    group.close()
+
+
+def test_a_batch_that_fails_to_commit_writes_no_audit_line_of_its_changes(
+    service: CredentialService, audit_lines: _Lines, monkeypatch: pytest.MonkeyPatch
+):
+    """Lines of changes that never committed are not written; a refusal's still is."""
+    cred = service.acquire(in_job(ALICE, 1, "n0"), 0).id
+    group = GroupCommit(service.store)
+    audit_lines.lines.clear()
+
+    def refused(batch: object) -> None:
+        logging.getLogger("drc.audit").warning("limit-reached (a refusal)")
+        raise DrcError(Code.ENOSPC, "refused")
+
+    def access(node: str) -> Callable[[object], int]:
+        return lambda batch: (
+            service.access_credential(in_job(ALICE, 1, node), cred, Unit(None, batch)).id
+        )
+
+    original = service.store.batch
+
+    @contextmanager
+    def failing_commit() -> Iterator[object]:
+        with original() as batch:
+            yield batch
+            raise DrcError(Code.ECONNREFUSED, "the commit failed")
+
+    monkeypatch.setattr(service.store, "batch", failing_commit)
+
+    async def together() -> list[object]:
+        calls = [access("n1"), refused, access("n2")]
+        return await asyncio.gather(*(group.submit(c) for c in calls), return_exceptions=True)
+
+    assert all(isinstance(outcome, DrcError) for outcome in asyncio.run(together()))
+    assert audit_lines.lines == ["limit-reached (a refusal)"]
+    monkeypatch.setattr(service.store, "batch", original)
+    assert asyncio.run(together())[0] == cred  # committed: both accesses' lines, in order
+    assert audit_lines.lines[1:] == [
+        f"access credential={cred} uid={ALICE} job=1 holder=job 1 on n1",
+        "limit-reached (a refusal)",
+        f"access credential={cred} uid={ALICE} job=1 holder=job 1 on n2",
+    ]

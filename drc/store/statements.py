@@ -287,6 +287,16 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     return cursor
 
 
+def control(db: Database, sql: str) -> None:
+    """A transaction's BEGIN, COMMIT or ROLLBACK, run as Peewee's own begin() and commit()
+    run them: on the connection's kept cursor (:func:`run`'s), never through the query hooks
+    or the query log, which count statements."""
+    conn = db.connection()  # opens it if closed, as Peewee's begin() does
+    cursor = _kept(db, conn, "drc_cursor", conn.cursor)
+    with _driver_errors:
+        cursor.execute(sql)
+
+
 def literal(db: Database, sql: str, params: Sequence[Any]) -> str:
     """PostgreSQL: ``sql`` (compiled, ``%s`` placeholders) with ``params`` quoted in by the
     driver, for a simple query of several statements in one round trip (which takes no

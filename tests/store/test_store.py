@@ -6,13 +6,16 @@ import multiprocessing
 import sqlite3
 from pathlib import Path
 
+import pytest
 from store_consistency import consistency_problems
 
 from drc.core.errors import Code, DrcError
-from drc.core.model import Flags, LimitScope
+from drc.core.model import Flags, LimitScope, State
 from drc.core.policy import Policy
+from drc.core.ports import Request, StoreUnavailable, Unit
 from drc.core.service import CredentialService
 from drc.providers.pool import PoolProvider
+from drc.store.database import StoreTimeouts
 from drc.store.sql import PeeweeStore
 
 from helpers import (
@@ -147,3 +150,38 @@ def test_upgrading_an_older_schema_keeps_the_data(tmp_path: Path):
     assert old.migrate() == migrations_after("0001_initial")
     again = CredentialService(old, PoolProvider(cookie_min=1, cookie_max=9))
     assert again.get(ROOT, cred.id).resources.cookie1 == cred.resources.cookie1
+
+
+def test_a_sqlite_write_transaction_of_its_own_commits_or_rolls_back_whole(
+    service: CredentialService,
+):
+    """SQLite's lone write transaction (BEGIN IMMEDIATE to COMMIT, run flat): a verb that
+    fails leaves nothing and unclaims its request; an atomic() inside is a savepoint of it."""
+    store = service.store
+    cred = service.acquire(in_job(ALICE, 1, "n1"), 0).id
+    request = Request("rid-1", "NodeRelease", "digest")
+    with pytest.raises(DrcError), store.transaction(Unit(request)) as tx:
+        assert request.recorded and store.db.in_transaction()
+        with store.db.atomic():  # a savepoint, not a second BEGIN
+            tx.set_state(cred, State.RELEASED)
+        raise DrcError(Code.EPERM, "refused after a change")
+    assert not request.recorded and not store.db.in_transaction()
+    assert service.get(in_job(ALICE, 1, "n1"), cred).state is State.ACTIVE
+    assert store.db.execute_sql('SELECT COUNT(*) FROM "link_request"').fetchone() == (0,)
+
+
+def test_a_sqlite_file_locked_by_another_process_is_the_store_not_answering(tmp_path: Path):
+    """Held longer than the busy timeout: ECONNREFUSED naming the store, nothing left open."""
+    store = PeeweeStore.from_url(f"sqlite:///{tmp_path}/drcs.db", StoreTimeouts(busy=0.05))
+    other = sqlite3.connect(tmp_path / "drcs.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        locked = pytest.raises(StoreUnavailable, match="another process holds its write lock")
+        with locked, store.transaction():
+            pass
+        assert not store.db.in_transaction()
+    finally:
+        other.execute("ROLLBACK")
+    with store.transaction():  # the lock is free again
+        pass
+    store.close()

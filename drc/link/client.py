@@ -77,6 +77,9 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.keys: dict[int, bytes] = {}  # the answer key of each request pending (by id)
+        #: Whether requests carry an answer key: False once the DRCS at the other end refused
+        #: one as a DRCS older than keyed answers does (:func:`_refused_key`).
+        self.keyed = True
         self.opening: deque[_Open] = deque()  # frames at the workers, in arrival order
         self.asked: dict[int, Request] = {}  # pending requests whose answer may be shared
         #: Requests DRCS parked under a continued request's id, no call waiting for them yet,
@@ -259,6 +262,16 @@ class _Connection(asyncio.Protocol):
         self.stall = None
         text = f"frame not complete after {BODY_TIMEOUT:g} s"
         self.fail(LinkDown(self.client.target, f"bad response: {text}"))
+
+
+def _refused_key(response: Response) -> bool:
+    """Whether ``response`` is a DRCS older than keyed answers refusing a request's "key"
+    field, before anything ran (:meth:`drc.link.protocol.Request.from_payload` of that DRCS)."""
+    return (
+        response.error == Code.EINVAL.dbus_name
+        and response.message.startswith("unknown request fields")
+        and "'key'" in response.message
+    )
 
 
 class _Open:
@@ -447,11 +460,12 @@ class LinkClient:
                 if parked is not None:  # asked already: its answer comes under that id
                     request, future = parked
                 else:
-                    key = os.urandom(KEY_BYTES)
+                    key = os.urandom(KEY_BYTES) if conn.keyed else None
                     request = Request(next(self._ids), method, listed, rid, key)
                     future = asyncio.get_running_loop().create_future()
                     conn.pending[request.id] = future
-                    conn.keys[request.id] = key
+                    if key is not None:
+                        conn.keys[request.id] = key
                     if method in SHAREABLE or method in CONTINUED:
                         conn.asked[request.id] = request
                 try:
@@ -485,6 +499,13 @@ class LinkClient:
         except FrameError as err:  # our own request too large
             raise DrcError(Code.EINVAL, f"{self.target}: {err}") from None
         if response.error is not None:
+            if request.key is not None and _refused_key(response):
+                # A DRCS older than keyed answers (a rolling upgrade): the request never ran.
+                # Its answers are sealed, as it always sealed them; asked again without a key.
+                conn.keyed = False
+                left = until - asyncio.get_running_loop().time()
+                within = None if within is None else max(left, 0.001)
+                return await self.call(method, listed, rid=rid, within=within)
             raise DrcError.from_dbus(response.error, response.message)
         assert response.ok is not None
         return response.ok

@@ -52,7 +52,10 @@ key of the request pending under that id on that connection before it parses any
 frame that fails the check drops the link, one for no pending request is dropped. DRCS answers
 a request without a key, or one whose credential was not encrypted, sealed with MUNGE as
 before; shared answers stay MUNGE-sealed (one seal for many nodes, no key is shared).
-SECURITY.md ("The DRC link") gives the argument.
+SECURITY.md ("The DRC link") gives the argument. A DRCS older than keyed answers refuses a
+request with a key (EINVAL, "unknown request fields") before it runs anything; the node asks
+it again without one and sends that connection no key from then on, so DRCS and the node
+daemons may be upgraded in either order.
 
 Continued requests. A request of a method in :data:`CONTINUED` gets a second answer under its
 id after the first: ``NodeConnectFeed`` is answered like ``NodeConnect``, (rebooted,

@@ -20,7 +20,7 @@ from test_link import (
 )
 
 from drc.core.errors import Code, DrcError
-from drc.link import LinkClient, Munge
+from drc.link import LinkClient, Munge, protocol
 from drc.link.protocol import (
     HEADER,
     KEY_BYTES,
@@ -223,3 +223,18 @@ def test_a_key_round_trips_is_forgotten_once_answered_and_a_continued_request_ke
             assert c._conn is not None and c._conn.keys == {}  # forgotten once answered
 
     run_bounded(body(), timeout=60)
+
+
+def test_a_drcs_older_than_keyed_answers_is_asked_again_without_a_key(munged, monkeypatch) -> None:
+    """A rolling upgrade, node daemons first: the old DRCS refuses the unknown "key" field
+    before anything runs; the node asks again without one and takes sealed answers from it."""
+    monkeypatch.setattr(protocol, "_REQUEST_FIELDS", frozenset(("id", "method", "args", "rid")))
+    outcomes, proxy, handler = proxied_calls(munged, ["Acquire", "Release"])
+    assert outcomes == [["Acquire", 7], ["Release", 7]]
+    assert [method for _, method, _ in handler.calls] == ["Acquire", "Release"]  # once each
+    refusal, *answers = proxy.answers
+    assert [answer[:6] for answer in answers] == [b"MUNGE:", b"MUNGE:"]  # sealed, as it does
+    decoded = Munge(munged.socket).decode(refusal, allow_replayed=True)  # the node read it
+    refused = Response.from_payload(decoded.payload)
+    assert refused.error == Code.EINVAL.dbus_name
+    assert refused.message.startswith("unknown request fields") and "'key'" in refused.message

@@ -53,10 +53,10 @@ from drc.link.protocol import (
     Request,
     Response,
     SharedAnswer,
-    keyed_id,
     open_keyed,
     pack_frame,
     split_frame,
+    split_keyed,
     split_shared,
 )
 
@@ -191,7 +191,7 @@ class _Connection(asyncio.Protocol):
         client = self.client
         try:
             if job.keyed is not None:
-                response = self._keyed(job.keyed, job.body)
+                response = self._keyed(*job.keyed)
                 if response is None:
                     return
             elif job.shared is None:
@@ -222,7 +222,7 @@ class _Connection(asyncio.Protocol):
             log.exception("%s: response reader failed", client.target)
             self.fail(LinkDown(client.target, str(err)))
 
-    def _keyed(self, request_id: int, body: bytes) -> Response | None:
+    def _keyed(self, request_id: int, sealed: bytes) -> Response | None:
         """The response a keyed frame carries, once its MAC proved it is the answer to the
         request pending under its id (:class:`FrameError` if not); None when no request is
         pending under it (one given up on): dropped, as any answer to nobody."""
@@ -230,7 +230,7 @@ class _Connection(asyncio.Protocol):
         if key is None:
             log.debug("%s: response for unknown id %d dropped", self.client.target, request_id)
             return None
-        response = Response.from_payload(open_keyed(body, key))
+        response = Response.from_payload(open_keyed(request_id, sealed, key))
         if response.id != request_id:
             raise FrameError(f"keyed response {request_id} carries the answer to {response.id}")
         return response
@@ -291,7 +291,7 @@ class _Open:
     def __init__(self, connection: _Connection, body: bytes) -> None:
         self.connection = connection
         self.body = body
-        self.keyed = keyed_id(body)  # the request id of a keyed answer: nothing to decode
+        self.keyed = split_keyed(body)  # (request id, MAC and payload): nothing to decode
         self.shared = split_shared(body)  # (request id, credential) of a shared answer
         # a shared answer to no request waiting is dropped undecoded (module doc)
         self.wanted = self.keyed is None and (

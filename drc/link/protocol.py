@@ -381,38 +381,43 @@ KEYED_TAG = b"#"
 _KEYED_HEAD = re.compile(rb"#(\d{1,19}):")
 
 
-def _answer_mac(key: bytes, head: bytes, payload: bytes) -> bytes:
-    return hmac.digest(key, head + payload, hashlib.sha256)
+def _answer_mac(key: bytes, request_id: int, payload: bytes) -> bytes:
+    """The MAC of a keyed response: of its head (the id) and its payload."""
+    return hmac.digest(key, b"#%d:%s" % (request_id, payload), hashlib.sha256)
 
 
 def pack_keyed(request_id: int, key: bytes, payload: bytes) -> bytes:
     """The body of a keyed response: the id, the MAC of the request's key, the payload."""
-    head = b"#%d:" % request_id
-    return head + _answer_mac(key, head, payload) + payload
+    return b"#%d:%s%s" % (request_id, _answer_mac(key, request_id, payload), payload)
 
 
-def keyed_id(body: bytes) -> int | None:
-    """The request id of a keyed response's body, whose key :func:`open_keyed` then needs;
-    None for a body of another kind."""
-    if not body.startswith(KEYED_TAG):
-        return None
-    head = _KEYED_HEAD.match(body)
-    if head is None or not _valid_id(request_id := int(head.group(1))):
-        raise FrameError("keyed response without a valid id")
-    return request_id
+def split_keyed(body: bytes) -> tuple[int, bytes] | None:
+    """(id, MAC and payload) of a keyed response's body, for :func:`open_keyed` with the key
+    of the request pending under that id; None for a body of another kind."""
+    return _split_tagged(body, KEYED_TAG, _KEYED_HEAD, "keyed")
 
 
-def open_keyed(body: bytes, key: bytes) -> bytes:
-    """The payload of a keyed response whose MAC ``key`` makes; :class:`FrameError` when it
-    is not (made with another key, or altered). Checked before a byte of it is parsed."""
-    head = _KEYED_HEAD.match(body)
-    if head is None:
-        raise FrameError("keyed response without a valid id")
-    at = head.end()
-    mac, payload = body[at : at + MAC_BYTES], body[at + MAC_BYTES :]
-    if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, _answer_mac(key, body[:at], payload)):
+def open_keyed(request_id: int, sealed: bytes, key: bytes) -> bytes:
+    """The payload of keyed response ``request_id`` (``sealed``: its MAC and payload) whose
+    MAC ``key`` makes; :class:`FrameError` when it is not (made with another key, or altered).
+    Checked before a byte of it is parsed."""
+    mac, payload = sealed[:MAC_BYTES], sealed[MAC_BYTES:]
+    if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, _answer_mac(key, request_id, payload)):
         raise FrameError("keyed response not authenticated by its request's key")
     return payload
+
+
+def _split_tagged(
+    body: bytes, tag: bytes, head: re.Pattern[bytes], kind: str
+) -> tuple[int, bytes] | None:
+    """(id, the rest) of a body that opens with ``tag``, the id and a colon (``head``); None
+    for a body of another kind; :class:`FrameError` when its id is no valid one."""
+    if not body.startswith(tag):
+        return None
+    found = head.match(body)
+    if found is None or not _valid_id(request_id := int(found.group(1))):
+        raise FrameError(f"{kind} response without a valid id")
+    return request_id, body[found.end() :]
 
 
 #: The first byte of a shared response's body (a MUNGE credential starts with ``M``).
@@ -427,12 +432,7 @@ def pack_shared(request_id: int, credential: bytes) -> bytes:
 
 def split_shared(body: bytes) -> tuple[int, bytes] | None:
     """(id, credential) of a shared response's body; None for a per-request one."""
-    if not body.startswith(SHARED_TAG):
-        return None
-    head = _SHARED_HEAD.match(body)
-    if head is None or not _valid_id(request_id := int(head.group(1))):
-        raise FrameError("shared response without a valid id")
-    return request_id, body[head.end() :]
+    return _split_tagged(body, SHARED_TAG, _SHARED_HEAD, "shared")
 
 
 class Shared(tuple):

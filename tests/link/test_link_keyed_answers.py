@@ -30,11 +30,11 @@ from drc.link.protocol import (
     Response,
     dumps,
     feed_follow_up,
-    keyed_id,
     open_keyed,
     pack_frame,
     pack_keyed,
     read_frame,
+    split_keyed,
 )
 
 from helpers import run_bounded
@@ -72,7 +72,7 @@ def test_a_nodes_answer_is_keyed_and_its_key_never_travels_in_clear(munged) -> N
     outcomes, proxy, _ = proxied_calls(munged, ["Acquire"])
     assert outcomes == [["Acquire", 7]]
     (answer,) = proxy.answers
-    assert keyed_id(answer) == 1  # keyed, not a MUNGE credential (which starts with "MUNGE:")
+    assert split_keyed(answer)[0] == 1  # keyed, not a MUNGE credential (which starts with "MUNGE:")
     # The key is in the request's payload only: the credential on the wire is enciphered.
     (length,) = HEADER.unpack(proxy.sent[: HEADER.size])
     sent = bytes(proxy.sent[HEADER.size : HEADER.size + length])
@@ -184,17 +184,21 @@ def test_keyed_answers_open_with_their_own_key_only() -> None:
     key, other = os.urandom(KEY_BYTES), os.urandom(KEY_BYTES)
     payload = dumps({"id": 9, "ok": [1]})
     body = pack_keyed(9, key, payload)
-    assert keyed_id(body) == 9
-    assert open_keyed(body, key) == payload
+    split = split_keyed(body)
+    assert split is not None and split[0] == 9
+    sealed = split[1]
+    assert open_keyed(9, sealed, key) == payload
     with pytest.raises(FrameError, match="not authenticated"):
-        open_keyed(body, other)
+        open_keyed(9, sealed, other)
     with pytest.raises(FrameError, match="not authenticated"):
-        open_keyed(body[:-1], key)  # truncated
+        open_keyed(8, sealed, key)  # the answer to another request
     with pytest.raises(FrameError, match="not authenticated"):
-        open_keyed(b"#9:" + b"\0" * 10, key)  # shorter than a MAC
+        open_keyed(9, sealed[:-1], key)  # truncated
+    with pytest.raises(FrameError, match="not authenticated"):
+        open_keyed(9, b"\0" * 10, key)  # shorter than a MAC
     with pytest.raises(FrameError, match="valid id"):
-        keyed_id(b"#x:" + body)
-    assert keyed_id(b"MUNGE:AwQ") is None and keyed_id(b"@9:MUNGE:AwQ") is None
+        split_keyed(b"#x:" + body)
+    assert split_keyed(b"MUNGE:AwQ") is None and split_keyed(b"@9:MUNGE:AwQ") is None
 
 
 @pytest.mark.parametrize(

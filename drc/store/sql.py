@@ -95,7 +95,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
 from peewee import (
@@ -240,10 +240,7 @@ class PeeweeStore:
                 self._uncontended(),
                 self._verb_savepoint(self._opening(request, hold, exclusive, now)) as counts,
             ):
-                tx = self._opened(request, hold, exclusive, counts, now)
-                yield tx
-                if request is not None and tx.created:
-                    requests.created(self.db, request, tx.created)
+                tx = yield from self._verb(request, hold, exclusive, counts, now)
                 self._batch_notified |= tx.notified
             return
         if self._batch is not None and self.db.in_transaction():
@@ -256,10 +253,7 @@ class PeeweeStore:
             return
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
             opening = self._send(self._opening(request, hold, exclusive, now))
-            tx = self._opened(request, hold, exclusive, opening, now)
-            yield tx
-            if request is not None and tx.created:
-                requests.created(self.db, request, tx.created)
+            yield from self._verb(request, hold, exclusive, opening, now)
             self._before_commit()
 
     def _opening(
@@ -272,17 +266,19 @@ class PeeweeStore:
         claim = [requests.claim_literal(self.db, request, now)] if request is not None else []
         return claim + self._tx().lock_literals(hold, exclusive=exclusive)
 
-    def _opened(
+    def _verb(
         self,
         request: Request | None,
         hold: Collection[int],
         exclusive: bool,
         counts: list[int],
         now: float,
-    ) -> PeeweeTransaction:
-        """The transaction of a verb, its request claimed and its credentials held: on
-        PostgreSQL by the statements already sent (``counts``: their row counts, the claim's
-        first), on SQLite now (its write lock is the only lock)."""
+    ) -> Generator[PeeweeTransaction, None, PeeweeTransaction]:
+        """A verb's part of the transaction or savepoint opened for it, the same whichever
+        opened it: its request claimed and its credentials held (on PostgreSQL by the
+        statements already sent, ``counts`` their row counts, the claim's first; on SQLite now:
+        its write lock is the only lock), the verb run (the transaction yielded to it), then
+        what it created recorded for its request. Returns the transaction."""
         tx = self._tx()
         if request is not None and self.postgresql:
             requests.claimed(self.db, request, counts[0] > 0, now)
@@ -290,6 +286,9 @@ class PeeweeStore:
             requests.claim(self.db, request, now)
         if not self.postgresql:
             tx.lock_credentials(hold, exclusive=exclusive)
+        yield tx
+        if request is not None and tx.created:
+            requests.created(self.db, request, tx.created)
         return tx
 
     def _send(self, statements: list[str]) -> list[int]:
@@ -317,10 +316,7 @@ class PeeweeStore:
                 control(db, "BEGIN IMMEDIATE")
                 db.push_transaction(self)
                 try:
-                    tx = self._opened(request, hold, exclusive, [], now)
-                    yield tx
-                    if request is not None and tx.created:
-                        requests.created(db, request, tx.created)
+                    yield from self._verb(request, hold, exclusive, [], now)
                     self._before_commit()
                     control(db, "COMMIT")
                 except BaseException:
@@ -354,10 +350,7 @@ class PeeweeStore:
         name = '"verb"'
         run(db, f"SAVEPOINT {name};")
         try:
-            tx = self._opened(request, hold, exclusive, [], now)
-            yield tx
-            if request is not None and tx.created:
-                requests.created(self.db, request, tx.created)
+            yield from self._verb(request, hold, exclusive, [], now)
             run(db, f"RELEASE SAVEPOINT {name};")
         except BaseException:
             if request is not None:  # as _unclaimed_on_error

@@ -662,7 +662,7 @@ class _Connection(asyncio.Protocol):
             log.warning("DRC link %s uid %d: %s; closing", self.address, peer.uid, err)
             self.transport.close()
             return
-        # a key that travelled in clear authenticates nothing: such a request is sealed for
+        # a key that travelled in clear authenticates nothing: such a request's answer is sealed
         self._dispatch(peer, request, request.key if decoded.encrypted else None)
 
     def _refuse(self, peer: LinkPeer, payload: bytes) -> None:

@@ -25,6 +25,9 @@ from drc.store.statements import literal, run
 
 #: How long a request id is remembered: far beyond any client's retry window.
 KEEP_SECONDS = 24 * 3600
+#: The share of claims that also forget the ids older than that (one DELETE, at random: no
+#: clock or counter to keep, and the table stays about a day of requests long).
+FORGET_CHANCE = 0.01
 
 
 class Replayed(Exception):
@@ -88,7 +91,7 @@ def claimed(db: Database, record: Request, inserted: bool, now: float) -> None:
         found_digest, method, credential = rows[0]
         raise Replayed(record.rid, found_digest == record.digest, method, credential)
     record.recorded = True
-    if random.random() < 0.01:
+    if random.random() < FORGET_CHANCE:
         db.execute_sql(
             _sql(db, 'DELETE FROM "link_request" WHERE "created" < ?'), (now - KEEP_SECONDS,)
         )

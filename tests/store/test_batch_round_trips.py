@@ -153,3 +153,28 @@ class _PsycopgDb:
 
     def execute_sql(self, sql: str, params=()):
         return self.conn.execute(sql, params)
+
+
+def test_claims_forget_old_request_ids_by_chance_but_never_inside_a_statement_count(
+    batch_service: CredentialService, monkeypatch: pytest.MonkeyPatch
+):
+    """A claim forgets the ids older than KEEP_SECONDS at random (FORGET_CHANCE); a count of
+    statements holds that off, or every count above would fail now and then (one in 100)."""
+    service = batch_service
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    monkeypatch.setattr(requests, "FORGET_CHANCE", 1.0)  # every claim forgets
+    with service.store.batch() as batch:
+        unit = _serving(batch, "n1-1", "NodeAccess", [{"job": 20}, cred])
+        with statements_run(service.store.db) as counted:
+            service.access_credential(in_job(BOB, 20, node="n1"), cred, unit)
+        unit = _serving(batch, "n2-1", "NodeAccess", [{"job": 20}, cred])
+        with statements_run(service.store.db) as sent, monkeypatch.context() as inner:
+            # counted again, with the count's hold undone: what a claim sends uncounted
+            inner.setattr(requests, "FORGET_CHANCE", 1.0)
+            service.access_credential(in_job(BOB, 20, node="n2"), cred, unit)
+    assert requests.FORGET_CHANCE == 1.0  # the count's hold ended with it
+    assert not [s for s in counted if 'DELETE FROM "link_request"' in s]
+    assert [s for s in sent if 'DELETE FROM "link_request"' in s]
+    assert _records(service) == ["n1-1", "n2-1"]

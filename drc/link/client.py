@@ -39,6 +39,7 @@ import os
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from drc.core.errors import Code, DrcError
@@ -317,6 +318,69 @@ class _Open:
         self.connection._opened()
 
 
+#: ``answered(ok, None)`` or ``answered(None, error)``: how :meth:`LinkClient.send` answers.
+Answered = Callable[["list[Any] | None", "BaseException | None"], None]
+
+
+class Unsent(Exception):
+    """What :meth:`LinkClient.send` answers when its request never ran and can go again as
+    it is, by :meth:`LinkClient.call` (a DRCS older than keyed answers refused the key)."""
+
+
+class _Waiter:
+    """A request sent by :meth:`LinkClient.send`, in its connection's ``pending`` where a
+    call's future would be (the same three methods are all the connection uses): its answer
+    goes to ``answered`` at once, in the callback that read it."""
+
+    __slots__ = ("answered", "connection", "finished", "request_id", "timer")
+
+    def __init__(self, connection: _Connection, request_id: int, answered: Answered) -> None:
+        self.connection = connection
+        self.request_id = request_id
+        self.answered = answered
+        self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, response: Response) -> None:
+        if self._finish():
+            if response.error is None:
+                self.answered(response.ok, None)
+            elif _refused_key(response):
+                # A DRCS older than keyed answers: the request never ran; call() asks again.
+                self.connection.keyed = False
+                self.answered(None, Unsent("the request's key was refused"))
+            else:
+                self.answered(None, DrcError.from_dbus(response.error, response.message))
+
+    def set_exception(self, error: BaseException) -> None:
+        if self._finish():
+            self.answered(None, error)
+
+    def expired(self, callers_deadline: bool) -> None:
+        """No answer in time: the caller's deadline ends the wait, the link's fails the link
+        (a late answer must not be mistaken for a later call's)."""
+        conn, client = self.connection, self.connection.client
+        if not callers_deadline:
+            conn.fail(LinkDown(client.target, f"no answer within {client.timeout:g} s"))
+        elif self._finish():
+            if conn.pending.get(self.request_id) is self:
+                del conn.pending[self.request_id]
+                conn.keys.pop(self.request_id, None)
+            self.answered(None, TimeoutError())
+
+    def _finish(self) -> bool:
+        """True the first time: the one answer."""
+        if self.finished:
+            return False
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+        return True
+
+
 class _Seal:
     """A request sealed on a worker: then ``future`` has the credential or the MungeError."""
 
@@ -509,6 +573,38 @@ class LinkClient:
             raise DrcError.from_dbus(response.error, response.message)
         assert response.ok is not None
         return response.ok
+
+    def send(self, method: str, args: list[Any], answered: Answered, *, until: float) -> bool:
+        """:meth:`call`'s fast lane, for a plain request (no ``rid``, no shared or continued
+        answer) on a connection already open: sealed and written now, and answered by
+        ``answered(ok, None)`` or ``answered(None, error)`` in the loop turn that reads its
+        answer (or loses the connection). No task, no future, no loop turn of its own: a
+        cache miss is one of these. False when it cannot go so (not connected, not keyed,
+        the peer not reading, MUNGE failing here): then nothing was sent, and :meth:`call`
+        says why.
+
+        ``until`` is the caller's deadline (loop time): past the link's own timeout the
+        connection fails, as :meth:`call`'s would; before it, ``answered(None,
+        TimeoutError())`` and the connection stays, as :meth:`call` raises TimeoutError."""
+        conn = self._conn
+        if conn is None or not conn.alive or not conn.keyed or conn.writable is not None:
+            return False
+        if self.workers is not None or method in SHAREABLE or method in CONTINUED:
+            return False
+        key = os.urandom(KEY_BYTES)
+        request = Request(next(self._ids), method, args, None, key)
+        try:
+            frame = pack_frame(self._seal(request), self.max_frame)
+        except (DrcError, FrameError):
+            return False  # call() meets it again, and says it
+        loop = asyncio.get_running_loop()
+        own = loop.time() + self.timeout
+        waiter = _Waiter(conn, request.id, answered)
+        waiter.timer = loop.call_at(min(own, until), waiter.expired, until < own)
+        conn.pending[request.id] = waiter  # type: ignore[assignment]  # as a future is used
+        conn.keys[request.id] = key
+        conn.transport.write(frame)
+        return True
 
     @property
     def connected(self) -> bool:

@@ -27,6 +27,7 @@ for connections that have not authenticated), so the survivor serves moves, not 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
@@ -39,7 +40,7 @@ from typing import Any
 
 from drc.core.errors import Code, DrcError
 from drc.export import verbs
-from drc.link.client import LOCAL_MUNGE, LinkClient, LinkDown
+from drc.link.client import LOCAL_MUNGE, Answered, LinkClient, LinkDown, Unsent
 from drc.nodeverbs import NodeVerbs
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class FailoverLink:
         self._rids = itertools.count(1)
         self._closing: set[asyncio.Future[None]] = set()
         self._standby_moved: asyncio.Event | None = None  # set when the node moves
+        self._retrying: set[asyncio.Task[list[Any]]] = set()  # send()'s calls retried
         choice.listeners.append(self._moved)
 
     def _moved(self, server: str) -> None:
@@ -262,43 +264,115 @@ class FailoverLink:
             rid = self.new_rid()
         start = time.monotonic()
         deadline = min(start + self.timeout, _request_deadline.get())
+        return await self._attempts(method, args, rid, start, deadline)
+
+    def send(self, method: str, args: list[Any], answered: Answered) -> bool:
+        """:meth:`call`'s fast lane, for a verb that needs no ``rid``: its first attempt goes
+        now, on the open link to the server followed (:meth:`LinkClient.send`), and
+        ``answered(ok, None)`` or ``answered(None, error)`` hears it in the loop turn that
+        reads the answer. An attempt that fails as :meth:`call` would retry it goes on as
+        :meth:`call` does (in a task, within the same deadline) and ``answered`` hears how
+        that ends. False: nothing was sent (no link open yet); :meth:`call` it."""
+        if method in MUTATING:
+            return False
+        start = time.monotonic()
+        deadline = min(start + self.timeout, _request_deadline.get())
+        index = self.choice.index
+
+        def first(ok: list[Any] | None, error: BaseException | None) -> None:
+            if error is None:
+                self.choice.answered(index)
+                answered(ok, None)
+            elif isinstance(error, DrcError) and error.code is not Code.ECONNREFUSED:
+                answered(None, error)  # DRCS's answer: final, as call() raises it
+            else:
+                failed = None if isinstance(error, Unsent) else (index, start, error)
+                retried = asyncio.ensure_future(
+                    self._attempts(method, args, None, start, deadline, failed)
+                )
+                self._retrying.add(retried)
+                retried.add_done_callback(self._retrying.discard)
+                retried.add_done_callback(functools.partial(_tell, answered))
+
+        until = asyncio.get_running_loop().time() + (deadline - start)
+        return self.clients[index].send(method, list(args), first, until=until)
+
+    async def _attempts(
+        self,
+        method: str,
+        args: list[Any] | tuple[Any, ...],
+        rid: str | None,
+        start: float,
+        deadline: float,
+        failed: tuple[int, float, BaseException] | None = None,
+    ) -> list[Any]:
+        """Attempts on the server followed (the next one's, once it fails) until one answers
+        or ``deadline`` comes. ``failed``: (server index, when it began, error) of an attempt
+        already made (:meth:`send`'s)."""
         failures: dict[str, str] = {}  # server -> how it failed last, in the order first tried
         while True:
-            index = self.choice.index
-            client, server = self.clients[index], self.choice.servers[index]
-            attempt = time.monotonic()
-            try:
-                # the attempt's deadline rides on the client's own timer (one per call)
-                within = max(deadline - attempt, 0.001)
-                result = await client.call(method, args, rid=rid, within=within)
-                self.choice.answered(index)
-                return result
-            except TimeoutError:  # the deadline ended this attempt early
-                reason = f"no answer within {_seconds(time.monotonic() - attempt)} s"
-                failures.setdefault(server, reason)  # a full attempt's reason says more
-                if deadline < start + self.timeout:
-                    # The request's budget ran out (earlier calls of it took the time), not
-                    # this call's: the server may be fine, and other calls share its link.
-                    raise no_server_answered(failures, deadline - start) from None
-                error = DrcError(Code.ECONNREFUSED, f"{client.target}: {reason}")
-                # A late answer must not be mistaken for a later call's; calls pipelined on
-                # the same connection learn why it went.
-                await client.close(reason)
-            except DrcError as err:
-                if err.code is not Code.ECONNREFUSED:
-                    raise
-                reason, error = getattr(err, "reason", err.message), err
-                if reason.startswith(MOVED):  # another call moved the node off it meanwhile
-                    reason = self.choice.moved_off.get(index, reason)
-                failures[server] = reason
-            self.choice.failed(index, error, reason)
-            if not self.follow_moves and self.choice.index != index:
-                raise error
-            if time.monotonic() + RETRY_PAUSE >= deadline:
+            if failed is None:
+                index = self.choice.index
+                attempt = time.monotonic()
+                try:
+                    # the attempt's deadline rides on the client's own timer (one per call)
+                    within = max(deadline - attempt, 0.001)
+                    result = await self.clients[index].call(method, args, rid=rid, within=within)
+                    self.choice.answered(index)
+                    return result
+                except (TimeoutError, DrcError) as err:
+                    failed = (index, attempt, err)
+            await self._failed(*failed, failures, start, deadline)
+            failed = None
+
+    async def _failed(
+        self,
+        index: int,
+        attempt: float,
+        err: BaseException,
+        failures: dict[str, str],
+        start: float,
+        deadline: float,
+    ) -> None:
+        """An attempt on server ``index`` failed with ``err``: raise what the call fails
+        with, or return once it is time for the next attempt."""
+        client, server = self.clients[index], self.choice.servers[index]
+        if isinstance(err, TimeoutError):  # the deadline ended this attempt early
+            reason = f"no answer within {_seconds(time.monotonic() - attempt)} s"
+            failures.setdefault(server, reason)  # a full attempt's reason says more
+            if deadline < start + self.timeout:
+                # The request's budget ran out (earlier calls of it took the time), not
+                # this call's: the server may be fine, and other calls share its link.
                 raise no_server_answered(failures, deadline - start)
-            if self.choice.index == index or len(self.choice.servers) == 1:
-                await asyncio.sleep(RETRY_PAUSE)
+            error = DrcError(Code.ECONNREFUSED, f"{client.target}: {reason}")
+            # A late answer must not be mistaken for a later call's; calls pipelined on
+            # the same connection learn why it went.
+            await client.close(reason)
+        else:
+            if not isinstance(err, DrcError) or err.code is not Code.ECONNREFUSED:
+                raise err
+            reason, error = getattr(err, "reason", err.message), err
+            if reason.startswith(MOVED):  # another call moved the node off it meanwhile
+                reason = self.choice.moved_off.get(index, reason)
+            failures[server] = reason
+        self.choice.failed(index, error, reason)
+        if not self.follow_moves and self.choice.index != index:
+            raise error
+        if time.monotonic() + RETRY_PAUSE >= deadline:
+            raise no_server_answered(failures, deadline - start)
+        if self.choice.index == index or len(self.choice.servers) == 1:
+            await asyncio.sleep(RETRY_PAUSE)
 
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+
+
+def _tell(answered: Answered, retried: asyncio.Task[list[Any]]) -> None:
+    """``answered`` hears how the retries of a :meth:`FailoverLink.send` ended."""
+    if retried.cancelled():
+        answered(None, asyncio.CancelledError())
+    elif (error := retried.exception()) is not None:
+        answered(None, error)
+    else:
+        answered(retried.result(), None)

@@ -41,6 +41,20 @@ class CountedUpstream:
         self._m.forwarded_call(method, time.perf_counter() - started, None)
         return result
 
+    def send(self, method: str, args: list[Any], answered: Any) -> bool:
+        """The upstream's fast lane (:meth:`drc.link.failover.FailoverLink.send`), counted."""
+        send = getattr(self._upstream, "send", None)
+        if send is None:
+            return False
+        started = time.perf_counter()
+
+        def counted(ok: list[Any] | None, error: BaseException | None) -> None:
+            if not isinstance(error, asyncio.CancelledError):
+                self._m.forwarded_call(method, time.perf_counter() - started, error)
+            answered(ok, error)
+
+        return bool(send(method, args, counted))
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._upstream, name)
 

@@ -63,13 +63,14 @@ class NodeExports:
 
     @method("uu", "uuuu")
     def access(self, peer: PeerCredentials, credential: int, flags: int):
-        """Answered at once from the node cache; a miss returns an awaitable (DRCS)."""
+        """Answered at once from the node cache; a miss returns a future (DRCS's answer)."""
         _no_flags("access", flags)
         caller = self.identify(peer)
         hit = self.service.cached(caller, credential)
         if hit is not None:
             return _info(hit)
-        return self._access_miss(caller, credential)
+        soon = self.service.access_soon(caller, credential, _info)
+        return self._access_miss(caller, credential) if soon is None else soon
 
     async def _access_miss(self, caller: Caller, credential: int) -> tuple[int, int, int, int]:
         return _info(await self.service.access(caller, credential))

@@ -18,7 +18,8 @@ from drc.core.errors import Code, DrcError, eperm
 from drc.core.model import FREED, AccessInfo, Caller, Flags, Holder, HolderKind
 from drc.core.tokens import access_info as token_access_info
 from drc.core.tokens import caller_may_use, verify_token
-from drc.export import Stub
+from drc.dispatch import Prompt
+from drc.export import Stub, exported, unpack
 from drc.link.failover import RETRY_PAUSE, request_budget
 from drc.node.cache import Entry, NodeCache
 from drc.node.slingshot import CxiServices
@@ -27,6 +28,9 @@ from drc.nodeverbs import WATCH_HEARTBEAT, NodeVerbs
 from drc.wire import access_from_wire, caller_to_wire
 
 log = logging.getLogger("drc.node")
+
+#: A cache miss's question to DRCS (:meth:`NodeService.access_soon` sends it by name).
+NODE_ACCESS = exported(NodeVerbs.node_access)
 
 FLUSH_SECONDS = 0.2
 FLUSH_BATCH = 200
@@ -204,6 +208,49 @@ class NodeService:
             return None
         self.cache.counters["access_local"] += 1
         return entry.info
+
+    def access_soon(
+        self, caller: Caller, credential: int, shape: Callable[[AccessInfo], Any]
+    ) -> Prompt | None:
+        """:meth:`access` after :meth:`cached` found nothing, sent to DRCS now: a future of
+        ``shape(info)``, set in the loop turn that reads DRCS's answer. A miss's latency is
+        mostly hops; a coroutine would add the loop turns of a task's steps to them. None when
+        it cannot go so (the same pair is being asked already, no link is open yet):
+        :meth:`access` then."""
+        send = getattr(self.upstream, "send", None)
+        key = (credential, caller.holder)
+        if send is None or key in self._in_flight:
+            return None
+        loop = asyncio.get_running_loop()
+        answer = Prompt(loop=loop)
+        asked = self._in_flight[key] = loop.create_future()
+
+        def answered(ok: list[Any] | None, error: BaseException | None) -> None:
+            del self._in_flight[key]
+            asked.set_result(None)
+            if answer.done():  # DRCC stopping
+                return
+            if error is None:
+                assert ok is not None
+                try:
+                    info = unpack(NODE_ACCESS, ok)
+                    self.cache.counters["access_forwarded"] += 1
+                    self._node_setup(caller, info)
+                    answer.set_result(shape(self._remember(caller, info).info))
+                except Exception as err:  # as the coroutine's caller would hear it
+                    answer.set_exception(err)
+            elif isinstance(error, asyncio.CancelledError):
+                answer.cancel()
+            else:
+                answer.set_exception(error)
+
+        with request_budget(self.budget):
+            sent = send(NODE_ACCESS.name, [self._wire(caller), credential], answered)
+        if not sent:
+            del self._in_flight[key]
+            asked.set_result(None)
+            return None
+        return answer
 
     async def access(self, caller: Caller, credential: int) -> AccessInfo:
         """Cached associations are answered here; the first miss of a (credential, holder)

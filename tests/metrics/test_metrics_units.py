@@ -128,6 +128,33 @@ class Upstream:
         return [method]
 
 
+class SendingUpstream(Upstream):
+    """With the link's fast lane: ``send`` answers at once (a test needs no frame)."""
+
+    def send(self, method, args, answered):
+        if self.error is not None:
+            answered(None, self.error)
+        else:
+            answered([method], None)
+        return True
+
+
+def test_calls_sent_by_the_fast_lane_are_counted_as_calls_are():
+    metrics = NodeMetrics()
+    heard = []
+    counted = metrics.upstream(SendingUpstream())
+    assert counted.send("NodeAccess", [1], lambda ok, err: heard.append((ok, err)))
+    refused = metrics.upstream(SendingUpstream(DrcError(Code.ECONNREFUSED)))
+    assert refused.send("NodeAccess", [1], lambda ok, err: heard.append((ok, err)))
+    assert not metrics.upstream(Upstream()).send("NodeAccess", [1], heard.append)  # no lane
+    assert heard[0] == (["NodeAccess"], None) and heard[1][1].code is Code.ECONNREFUSED
+    assert len(heard) == 2 and metrics.reachable == 0
+    samples = scrape(metrics.registry)
+    assert samples["drcc_forwarded_calls_total[('outcome', 'ok'), ('verb', 'NodeAccess')]"] == 1
+    key = "drcc_forwarded_calls_total[('outcome', 'ECONNREFUSED'), ('verb', 'NodeAccess')]"
+    assert samples[key] == 1
+
+
 def test_forwarded_calls_are_counted_and_tell_whether_drcs_answers():
     metrics = NodeMetrics()
 

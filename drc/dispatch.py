@@ -269,7 +269,10 @@ class Prompt(asyncio.Future):  # type: ignore[type-arg]
     def _tell(self) -> None:
         told, self._told = self._told, None
         if told is not None:
-            told(self)
+            try:
+                told(self)
+            except Exception:  # the transport's trouble: not the setter's to hear
+                log.exception("answering a call failed")
 
 
 class _Answer:

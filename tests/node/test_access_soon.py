@@ -166,3 +166,21 @@ def test_a_prompt_set_before_it_reached_the_dispatcher_is_answered_too() -> None
         assert heard == [([8], None)]
 
     asyncio.run(body())
+
+
+def test_a_transport_failing_to_answer_a_prompt_is_logged_not_raised_to_its_setter(caplog):
+    """The setter (DRCC's link reading DRCS's answer) must not fail for a bus that could not
+    take the reply: the link would drop every other call waiting on it."""
+
+    async def body() -> None:
+        prompt = Prompt()
+
+        def told(_future: asyncio.Future[Any]) -> None:
+            raise RuntimeError("the bus is gone")
+
+        assert prompt.then(told)
+        prompt.set_result(1)  # does not raise
+        assert prompt.result() == 1
+
+    asyncio.run(body())
+    assert "answering a call failed" in caplog.text

@@ -367,17 +367,27 @@ class _Waiter:
     def set_result(self, response: Response) -> None:
         if self._finish():
             if response.error is None:
-                self.answered(response.ok, None)
+                self._tell(response.ok, None)
             elif _refused_key(response):
                 # A DRCS older than keyed answers: the request never ran; call() asks again.
                 self.connection.keyed = False
-                self.answered(None, Unsent("the request's key was refused"))
+                self._tell(None, Unsent("the request's key was refused"))
             else:
-                self.answered(None, DrcError.from_dbus(response.error, response.message))
+                self._tell(None, DrcError.from_dbus(response.error, response.message))
 
     def set_exception(self, error: BaseException) -> None:
         if self._finish():
-            self.answered(None, error)
+            self._tell(None, error)
+
+    def _tell(self, ok: list[Any] | None, error: BaseException | None) -> None:
+        """As a future's done callback: what goes wrong in it is logged, and is not the
+        connection's (whose other calls would fail with it)."""
+        try:
+            self.answered(ok, error)
+        except Exception:
+            log.exception(
+                "%s: answering request %d failed", self.connection.client.target, self.request_id
+            )
 
     def expired(self, callers_deadline: bool) -> None:
         """No answer in time: the caller's deadline ends the wait, the link's fails the link
@@ -389,7 +399,7 @@ class _Waiter:
             if conn.pending.get(self.request_id) is self:
                 del conn.pending[self.request_id]
                 conn.keys.pop(self.request_id, None)
-            self.answered(None, TimeoutError())
+            self._tell(None, TimeoutError())
 
     def _finish(self) -> bool:
         """True the first time: the one answer."""

@@ -249,3 +249,25 @@ def test_failover_send_hears_a_refusal_once_and_stays(loopback: Any, refused: bo
             await link.close()
 
     run_bounded(body(), timeout=60)
+
+
+def test_a_caller_failing_on_its_answer_does_not_fail_the_link(loopback: Any, caplog) -> None:
+    """As a future's done callback would: logged, and the calls sharing the connection go on."""
+
+    async def body() -> None:
+        async with loopback.server(Served("a")):
+            client = loopback.client(timeout=5)
+            await client.call("Ping")
+
+            def broken(ok: Any, error: BaseException | None) -> None:
+                raise RuntimeError("the caller's bug")
+
+            until = asyncio.get_running_loop().time() + 60
+            assert client.send("NodeAccess", [{}, 1], broken, until=until)
+            other = asyncio.ensure_future(client.call("NodeWatch", []))
+            assert await other == ["a"]
+            assert client.connected
+            await client.close()
+
+    run_bounded(body(), timeout=60)
+    assert "answering request" in caplog.text and "the caller's bug" in caplog.text

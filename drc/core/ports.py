@@ -193,11 +193,14 @@ class Transaction(SlotAllocator, Protocol):
         """credential -> who holds its references (jobs, processes, pins), for each id."""
 
     # nodes
-    def node_boot_id(self, node: str) -> str | None: ...
+    def node_connected(
+        self, node: str, boot_id: str, seen: float, follows: tuple[str, float] | None = None
+    ) -> str | None:
+        """Record the node's boot id (and ``follows``: the DRCS it follows, since when); the
+        boot id recorded before (None: its first hello)."""
+
     def node_count(self) -> int:
         """Node daemons that have said hello since the store was created."""
-
-    def set_node_boot_id(self, node: str, boot_id: str, now: float) -> None: ...
 
     # external cleanups (providers with ``release_external``)
     def add_pending_cleanup(self, credential: int, resources: Resources, now: float) -> int:

@@ -367,10 +367,8 @@ class CredentialService:
         if server is not None:
             _check_server(server)
         with self.store.transaction(unit) as tx:
-            known = tx.node_boot_id(node)
-            tx.set_node_boot_id(node, boot_id, self.clock())
-            if server is not None:
-                tx.set_node_server(node, server, time.time())
+            follows = None if server is None else (server, time.time())
+            known = tx.node_connected(node, boot_id, self.clock(), follows)
             if known is None or known == boot_id:
                 return False, []
             freed = self._settle(tx, tx.drop_node_references(node))

@@ -184,6 +184,32 @@ HOT_SQL: dict[str, str] = {
         ON CONFLICT ("name") DO UPDATE SET "boot_id" = excluded."boot_id",
             "seen" = excluded."seen"
     """,
+    # A hello on PostgreSQL in one round trip: the boot id recorded before (the CTE reads
+    # the snapshot the statement started from), the new one written, and with
+    # "node_connected_following" the DRCS the node follows (written when it changed). A data-
+    # modifying WITH runs whether or not the SELECT reads it. SQLite, local, runs the three
+    # statements above and below instead.
+    "node_connected": """
+        WITH previous AS (SELECT "boot_id" FROM "node" WHERE "name" = ?),
+        hello AS (
+            INSERT INTO "node" ("name", "boot_id", "seen") VALUES (?, ?, ?)
+            ON CONFLICT ("name") DO UPDATE SET "boot_id" = excluded."boot_id",
+                "seen" = excluded."seen")
+        SELECT "boot_id" FROM previous
+    """,
+    "node_connected_following": """
+        WITH previous AS (SELECT "boot_id" FROM "node" WHERE "name" = ?),
+        hello AS (
+            INSERT INTO "node" ("name", "boot_id", "seen") VALUES (?, ?, ?)
+            ON CONFLICT ("name") DO UPDATE SET "boot_id" = excluded."boot_id",
+                "seen" = excluded."seen"),
+        follow AS (
+            INSERT INTO "node_follow" ("node", "server", "since") VALUES (?, ?, ?)
+            ON CONFLICT ("node") DO UPDATE SET "server" = excluded."server",
+                "since" = excluded."since"
+                WHERE "node_follow"."server" <> excluded."server")
+        SELECT "boot_id" FROM previous
+    """,
     # Which DRCS a node follows: written only when that changed (RETURNING says whether).
     "set_node_server": """
         INSERT INTO "node_follow" ("node", "server", "since") VALUES (?, ?, ?)
@@ -228,6 +254,8 @@ POSTGRESQL_ONLY = frozenset(
         "notify_revoked",
         "notify_freed",
         "set_nodes_server",
+        "node_connected",
+        "node_connected_following",
     }
 )
 

@@ -368,6 +368,31 @@ def test_node_reboot_drops_that_nodes_references_only(service: CredentialService
     assert service.get(ROOT, b.id).refs == 1
 
 
+def test_a_hello_tells_a_reboot_once_and_records_the_drcs_the_node_follows(
+    service: CredentialService,
+):
+    """One statement on PostgreSQL (the boot id before, the new one, the follow): a first
+    hello and the same boot keep the node's references, a new boot drops them once."""
+    a = service.acquire(in_job(ALICE, 10, node="n1"), FLEX)
+    service.access(in_job(ALICE, 10, node="n2"), a.id)
+    assert service.node_hello("n2", "boot-1", server="drcs-a:7") == (False, [])  # first
+    assert service.node_hello("n2", "boot-1") == (False, [])  # the same boot, no server
+    with service.store.snapshot() as tx:
+        assert [(node, server) for node, server, _ in tx.node_servers()] == [("n2", "drcs-a:7")]
+        (since,) = [since for _node, _server, since in tx.node_servers()]
+    assert service.node_hello("n2", "boot-1", server="drcs-a:7") == (False, [])
+    with service.store.snapshot() as tx:  # not written again: it did not change
+        assert [since for _node, _server, since in tx.node_servers()] == [since]
+    assert service.get(ROOT, a.id).refs == 2
+    assert service.node_hello("n2", "boot-2", server="drcs-b:7") == (True, [])  # rebooted
+    assert service.get(ROOT, a.id).refs == 1  # n2's reference went, n1's stays
+    assert service.node_hello("n2", "boot-2", server="drcs-b:7") == (False, [])  # told once
+    with service.store.snapshot() as tx:
+        assert [(node, server) for node, server, _ in tx.node_servers()] == [("n2", "drcs-b:7")]
+        assert tx.node_count() == 1
+    assert service.node_hello("n1", "boot-9") == (False, [])  # n1's first hello
+
+
 def test_outstanding_jobs_lists_jobs_holding_references(service: CredentialService):
     service.acquire(in_job(ALICE, 10), 0)
     service.acquire(in_job(BOB, 20), 0)

@@ -283,7 +283,7 @@ def node_names(path: Path) -> set[str]:
 
 
 def test_two_stores_in_one_process_write_only_to_their_own_files(tmp_path: Path):
-    """Model queries (set_node_boot_id) and hand-written SQL (the id counter) of each store
+    """Statements (a node's hello, the id counter) of each store
     land in its own file, written from two threads at once."""
     paths = [tmp_path / "a.db", tmp_path / "b.db"]
     stores = [PeeweeStore.from_url(f"sqlite:///{p}") for p in paths]
@@ -295,7 +295,7 @@ def test_two_stores_in_one_process_write_only_to_their_own_files(tmp_path: Path)
             try:
                 for i in range(40):
                     with store.transaction() as tx:
-                        tx.set_node_boot_id(f"{tag}{i}", "boot", 1.0)
+                        tx.node_connected(f"{tag}{i}", "boot", 1.0)
                         tx.next_credential_id()
             except BaseException as err:  # reported below, not lost in the thread
                 errors.append(err)
@@ -327,13 +327,13 @@ def test_a_second_store_leaves_the_first_one_bound_to_its_own_database(tmp_path:
     second = PeeweeStore.from_url(f"sqlite:///{tmp_path}/second.db")
     try:
         with first.transaction() as tx:
-            tx.set_node_boot_id("only-in-first", "boot", 1.0)
+            assert tx.node_connected("only-in-first", "boot", 1.0) is None
         with first.snapshot() as tx:
-            assert tx.node_boot_id("only-in-first") == "boot"
             assert tx.node_count() == 1
         with second.snapshot() as tx:
-            assert tx.node_boot_id("only-in-first") is None
             assert tx.node_count() == 0
+        with first.transaction() as tx:
+            assert tx.node_connected("only-in-first", "boot-2", 2.0) == "boot"
         assert first.models.node._meta.database is first.db
         assert second.models.node._meta.database is second.db
     finally:

@@ -212,14 +212,15 @@ class RecordingProxy:
                 up_writer.write(data)
             up_writer.close()
 
-        async def answers() -> None:
-            while (body := await read_frame(up_reader)) is not None:
-                self.answers.append(body)
-                for out in self.rewrite(len(self.answers) - 1, body):
-                    writer.write(pack_frame(out))
-            writer.close()
+        await asyncio.gather(requests(), self._answers(up_reader, writer), return_exceptions=True)
 
-        await asyncio.gather(requests(), answers(), return_exceptions=True)
+    async def _answers(self, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The server's answers on their way back to the client."""
+        while (body := await read_frame(up_reader)) is not None:
+            self.answers.append(body)
+            for out in self.rewrite(len(self.answers) - 1, body):
+                writer.write(pack_frame(out))
+        writer.close()
 
     async def close(self) -> None:
         assert self.server is not None

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_link import Recorder, tcp_server
+from test_link import Recorder, RecordingProxy, tcp_server
 
 from drc.link import LinkClient, Munge
 from drc.link.client import READ_SIZE
@@ -18,49 +18,28 @@ from drc.link.protocol import pack_frame, read_frame
 from helpers import run_bounded
 
 
-class RechunkingProxy:
-    """Forwards one connection; holds the server's first ``hold`` answer frames, then sends
-    them on as one stream cut into ``pieces`` (the last size repeats), each piece its own write
-    and read."""
+class RechunkingProxy(RecordingProxy):
+    """Holds the server's first ``hold`` answer frames, then sends them on as one stream cut
+    into ``pieces`` (the last size repeats), each piece its own write and read."""
 
     def __init__(self, target: tuple[str, int], hold: int, pieces: list[int]) -> None:
-        self.target, self.hold, self.pieces = target, hold, pieces
-        self.server: asyncio.Server | None = None
+        super().__init__(target)
+        self.hold, self.pieces = hold, pieces
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def requests() -> None:
-            while data := await reader.read(65536):
-                up_writer.write(data)
-            up_writer.close()
-
-        async def answers() -> None:
-            held = bytearray()
-            for _ in range(self.hold):
-                body = await read_frame(up_reader)
-                assert body is not None
-                held += pack_frame(body)
-            at, turn = 0, 0
-            while at < len(held):
-                size = self.pieces[min(turn, len(self.pieces) - 1)]
-                writer.write(held[at : at + size])
-                await writer.drain()
-                await asyncio.sleep(0.002)  # its own segment, its own read
-                at, turn = at + size, turn + 1
-            while (body := await read_frame(up_reader)) is not None:
-                writer.write(pack_frame(body))
-            writer.close()
-
-        await asyncio.gather(requests(), answers(), return_exceptions=True)
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
+    async def _answers(self, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held = bytearray()
+        for _ in range(self.hold):
+            body = await read_frame(up_reader)
+            assert body is not None
+            held += pack_frame(body)
+        at, turn = 0, 0
+        while at < len(held):
+            size = self.pieces[min(turn, len(self.pieces) - 1)]
+            writer.write(held[at : at + size])
+            await writer.drain()
+            await asyncio.sleep(0.002)  # its own segment, its own read
+            at, turn = at + size, turn + 1
+        await super()._answers(up_reader, writer)
 
 
 @pytest.mark.parametrize(

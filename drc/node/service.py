@@ -39,7 +39,9 @@ EPOCHS_BATCH = 5000
 
 
 class Upstream(Protocol):
-    """How DRCC reaches DRCS: ``call(method, args) -> out args`` (the DRC link client)."""
+    """How DRCC reaches DRCS: ``call(method, args) -> out args`` (the DRC link client). One
+    that also has the link's fast lane, ``send(method, args, answered) -> bool``
+    (:meth:`drc.link.failover.FailoverLink.send`), gets cache misses that way."""
 
     async def call(self, method: str, args: list[Any] | tuple[Any, ...] = ()) -> list[Any]: ...
 

@@ -273,22 +273,25 @@ def test_only_root_may_call_the_hooks(cluster: Cluster, users):
     assert "DRC_EPERM" in cluster.python("carol", code).stdout
 
 
+#: Each request on a connection of its own: DRCS answers a uid that is not a node daemon's
+#: EPERM and closes the connection (drc.link.server), so a second request on it could meet
+#: the close instead of an answer, depending on which the client reads first.
 LINK_AS_USER = """
 from drc.link import Munge, SyncLinkClient
 link = {link!r}  # drc.conf's [link], read by root: the file is root's only
 host, port = link["server"].rsplit(":", 1)
-client = SyncLinkClient(host, int(port), munge=Munge(link["munge_socket"]),
-                        server_uid=link["server_uid"])
 job_101 = {{"uid": 1001, "gid": 1001, "job": 101, "node": "n1"}}
 for method, args in (("NodeJobsEnded", ["n1", [101]]),
                      ("NodeHello", ["n1", "forged-boot"]),
                      ("NodeJobCredential", [job_101]),
                      ("SetLimit", ["global", 0, 0])):
-    try:
-        client.call(method, args)
-        print(method, "ACCEPTED")
-    except Exception as e:
-        print(method, getattr(e, "name", type(e).__name__))
+    with SyncLinkClient(host, int(port), munge=Munge(link["munge_socket"]),
+                        server_uid=link["server_uid"]) as client:
+        try:
+            client.call(method, args)
+            print(method, "ACCEPTED")
+        except Exception as e:
+            print(method, getattr(e, "name", type(e).__name__))
 """
 
 

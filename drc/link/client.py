@@ -394,7 +394,7 @@ class _Waiter:
         (a late answer must not be mistaken for a later call's)."""
         conn, client = self.connection, self.connection.client
         if not callers_deadline:
-            conn.fail(LinkDown(client.target, f"no answer within {client.timeout:g} s"))
+            conn.fail(client._silent())
         elif self._finish():
             if conn.pending.get(self.request_id) is self:
                 del conn.pending[self.request_id]
@@ -581,7 +581,7 @@ class LinkClient:
         except TimeoutError:
             if until < own:
                 raise  # the caller's deadline, not this link's
-            error = LinkDown(self.target, f"no answer within {self.timeout:g} s")
+            error = self._silent()
             if conn is not None:
                 conn.fail(error)  # a late answer must not be mistaken for a later call's
             raise error from None
@@ -635,6 +635,10 @@ class LinkClient:
         conn.keys[request.id] = key
         conn.transport.write(frame)
         return True
+
+    def _silent(self) -> LinkDown:
+        """How a request fails when DRCS said nothing within this link's timeout."""
+        return LinkDown(self.target, f"no answer within {self.timeout:g} s")
 
     @property
     def connected(self) -> bool:

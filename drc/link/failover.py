@@ -262,8 +262,7 @@ class FailoverLink:
     ) -> list[Any]:
         if rid is None and method in MUTATING:
             rid = self.new_rid()
-        start = time.monotonic()
-        deadline = min(start + self.timeout, _request_deadline.get())
+        start, deadline = self._deadline()
         return await self._attempts(method, args, rid, start, deadline)
 
     def send(self, method: str, args: list[Any], answered: Answered) -> bool:
@@ -275,8 +274,7 @@ class FailoverLink:
         that ends. False: nothing was sent (no link open yet); :meth:`call` it."""
         if method in MUTATING:
             return False
-        start = time.monotonic()
-        deadline = min(start + self.timeout, _request_deadline.get())
+        start, deadline = self._deadline()
         index = self.choice.index
 
         def first(ok: list[Any] | None, error: BaseException | None) -> None:
@@ -296,6 +294,12 @@ class FailoverLink:
 
         until = asyncio.get_running_loop().time() + (deadline - start)
         return self.clients[index].send(method, list(args), first, until=until)
+
+    def _deadline(self) -> tuple[float, float]:
+        """(now, when a call starting now must end): this link's timeout, or the request's
+        budget if that ends first (:class:`request_budget`)."""
+        start = time.monotonic()
+        return start, min(start + self.timeout, _request_deadline.get())
 
     async def _attempts(
         self,

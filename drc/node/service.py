@@ -237,8 +237,7 @@ class NodeService:
                 try:
                     info = unpack(NODE_ACCESS, ok)
                     self.cache.counters["access_forwarded"] += 1
-                    self._node_setup(caller, info)
-                    answer.set_result(shape(self._remember(caller, info).info))
+                    answer.set_result(shape(self._admitted(caller, info)))
                 except Exception as err:  # as the coroutine's caller would hear it
                     answer.set_exception(err)
             elif isinstance(error, asyncio.CancelledError):
@@ -277,8 +276,7 @@ class NodeService:
             try:
                 info = await self.drcs.node_access(self._wire(caller), credential)
                 self.cache.counters["access_forwarded"] += 1
-                self._node_setup(caller, info)
-                return self._remember(caller, info).info
+                return self._admitted(caller, info)
             finally:
                 del self._in_flight[key]
                 future.set_result(None)
@@ -396,8 +394,7 @@ class NodeService:
             ids = self.slingshot.known(credential, caller.uid)
             if ids is None:
                 answer = await self.drcs.node_access(self._wire(caller), credential)
-                self._node_setup(caller, answer)
-                info = self._remember(caller, answer).info
+                info = self._admitted(caller, answer)
                 ids = self.slingshot.known(credential, caller.uid) or []
         return {
             "credential": info.credential,
@@ -410,6 +407,12 @@ class NodeService:
 
     def _wire(self, caller: Caller) -> dict[str, Any]:
         return caller_to_wire(caller, self.node)
+
+    def _admitted(self, caller: Caller, info: dict[str, Any]) -> AccessInfo:
+        """An access DRCS admitted (its answer ``info``): the node's objects for it built
+        (:meth:`_node_setup`), the association cached and its holder watched."""
+        self._node_setup(caller, info)
+        return self._remember(caller, info).info
 
     def _remember(self, caller: Caller, info: dict[str, Any]) -> Entry:
         entry = _entry(info)

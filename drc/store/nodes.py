@@ -35,11 +35,11 @@ class NodeRows:
                 server, since = follows
                 params = (node, node, boot_id, seen, node, server, since)
                 rows = self._sql.rows("node_connected_following", params)
-            return rows[0][0] if rows else None
-        rows = self._sql.rows("node_boot_id", (node,))
-        self._sql.execute("set_node_boot_id", (node, boot_id, seen))
-        if follows is not None:
-            self.set_node_server(node, *follows)
+        else:
+            rows = self._sql.rows("node_boot_id", (node,))
+            self._sql.execute("set_node_boot_id", (node, boot_id, seen))
+            if follows is not None:
+                self.set_node_server(node, *follows)
         return rows[0][0] if rows else None
 
     def set_node_server(self, node: str, server: str, now: float) -> bool:

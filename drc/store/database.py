@@ -18,6 +18,8 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import parse as parse_url
 
+from drc.store.statements import carry_opening
+
 log = logging.getLogger("drc.store")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -76,6 +78,12 @@ class _PostgreSQL(PostgresqlDatabase):
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)
         conn.add_notice_handler(_notice)
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        """Peewee's queries too carry a verb's opening waiting on the connection."""
+        super_execute = super().execute_sql
+        carried = carry_opening(self, sql, params, lambda text: super_execute(text, ()))
+        return carried if carried is not None else super_execute(sql, params)
 
 
 def _notice(diagnostic: Any) -> None:

@@ -69,10 +69,14 @@ nothing of ours), so this wait closes no cycle either.
 Round trips are what a PostgreSQL verb costs (a statement's is ~0.1-0.3 ms on a loaded
 machine, and the store thread runs one at a time), so in a group commit a verb's savepoint,
 the release of the previous verb's, its request record and its credential locks go to the
-server as one simple query of several statements, their values quoted in by the driver
-(:meth:`PeeweeStore._verb_savepoint`): a batched access makes three round trips (that one,
-the credential read, the reference's INSERT), where it made seven. A transaction on its
-own sends its request record and locks in one round trip the same way.
+server in front of the verb's first statement, as one simple query of several statements,
+their values quoted in by the driver (:class:`~drc.store.statements.Opening`,
+:meth:`PeeweeStore._verb_savepoint`): a batched access makes two round trips (that one,
+carrying the credential read, and the reference's INSERT), where it made seven, and a
+batched hello one. A transaction on its own sends its request record and locks with its
+first statement the same way. The claim's outcome is read before that statement's rows:
+a request recorded before is :class:`~drc.store.requests.Replayed`, and the savepoint (or
+the transaction) undoes what the statement that rode with it did.
 
 The store has two modes, both explicit here:
 
@@ -117,7 +121,18 @@ from drc.store.models import Models, create_models
 from drc.store.nodes import NodeRows
 from drc.store.references import ReferenceRows
 from drc.store.slots import SlotRows
-from drc.store.statements import Statements, chunks, control, literal, padded, run
+from drc.store.statements import (
+    Opening,
+    Statements,
+    chunks,
+    control,
+    drop_opening,
+    flush_opening,
+    literal,
+    padded,
+    run,
+    send_with_next,
+)
 from drc.store.vni import VniRows
 
 
@@ -238,9 +253,9 @@ class PeeweeStore:
             with (
                 _unclaimed_on_error(request),
                 self._uncontended(),
-                self._verb_savepoint(self._opening(request, hold, exclusive, now)) as counts,
+                self._verb_savepoint(self._opening(request, hold, exclusive, now)) as opening,
             ):
-                tx = yield from self._verb(request, hold, exclusive, counts, now)
+                tx = yield from self._verb(request, hold, exclusive, opening, now)
                 self._batch_notified |= tx.notified
             return
         if self._batch is not None and self.db.in_transaction():
@@ -252,15 +267,22 @@ class PeeweeStore:
             yield from self._sqlite_transaction(request, hold, exclusive, now)
             return
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
-            opening = self._send(self._opening(request, hold, exclusive, now))
-            yield from self._verb(request, hold, exclusive, opening, now)
+            statements = self._opening(request, hold, exclusive, now)
+            opening = Opening(statements, len(statements)) if statements else None
+            if opening is not None:
+                send_with_next(self.db, opening)
+            try:
+                yield from self._verb(request, hold, exclusive, opening, now)
+            finally:
+                drop_opening(self.db)  # not sent: the verb failed first (rolled back)
             self._before_commit()
 
     def _opening(
         self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
     ) -> list[str]:
-        """PostgreSQL: what opens a verb's transaction, to send in one round trip: the
-        request's claim, then the credentials' locks (values quoted in). SQLite: nothing."""
+        """PostgreSQL: what opens a verb's transaction, sent with its first statement (an
+        :class:`~drc.store.statements.Opening`): the request's claim, then the credentials'
+        locks (values quoted in). SQLite: nothing."""
         if not self.postgresql:
             return []
         claim = [requests.claim_literal(self.db, request, now)] if request is not None else []
@@ -271,22 +293,27 @@ class PeeweeStore:
         request: Request | None,
         hold: Collection[int],
         exclusive: bool,
-        counts: list[int],
+        opening: Opening | None,
         now: float,
     ) -> Generator[PeeweeTransaction, None, PeeweeTransaction]:
         """A verb's part of the transaction or savepoint opened for it, the same whichever
         opened it: its request claimed and its credentials held (on PostgreSQL by the
-        statements already sent, ``counts`` their row counts, the claim's first; on SQLite now:
-        its write lock is the only lock), the verb run (the transaction yielded to it), then
-        what it created recorded for its request. Returns the transaction."""
+        ``opening`` its first statement carries, whose claim is checked before that
+        statement's rows are read; on SQLite now: its write lock is the only lock), the verb
+        run (the transaction yielded to it), then what it created recorded for its request.
+        Returns the transaction."""
         tx = self._tx()
-        if request is not None and self.postgresql:
-            requests.claimed(self.db, request, counts[0] > 0, now)
+        if opening is not None:
+            if request is not None:
+                db = self.db
+                opening.then(lambda counts: requests.claimed(db, request, counts[0] > 0, now))
         elif request is not None:
             requests.claim(self.db, request, now)
         if not self.postgresql:
             tx.lock_credentials(hold, exclusive=exclusive)
         yield tx
+        if opening is not None:
+            flush_opening(self.db)  # a verb that ran no statement: claimed and held now
         if request is not None and tx.created:
             requests.created(self.db, request, tx.created)
         return tx
@@ -316,7 +343,7 @@ class PeeweeStore:
                 control(db, "BEGIN IMMEDIATE")
                 db.push_transaction(self)
                 try:
-                    yield from self._verb(request, hold, exclusive, [], now)
+                    yield from self._verb(request, hold, exclusive, None, now)
                     self._before_commit()
                     control(db, "COMMIT")
                 except BaseException:
@@ -350,7 +377,7 @@ class PeeweeStore:
         name = '"verb"'
         run(db, f"SAVEPOINT {name};")
         try:
-            yield from self._verb(request, hold, exclusive, [], now)
+            yield from self._verb(request, hold, exclusive, None, now)
             run(db, f"RELEASE SAVEPOINT {name};")
         except BaseException:
             if request is not None:  # as _unclaimed_on_error
@@ -359,7 +386,7 @@ class PeeweeStore:
             raise
 
     @contextmanager
-    def _verb_savepoint(self, then: list[str]) -> Iterator[list[int]]:
+    def _verb_savepoint(self, then: list[str]) -> Iterator[Opening]:
         """A verb of the open batch: its savepoint, rolled back when the verb fails.
 
         Named by a counter, as peewee's atomic() names each by a fresh uuid4
@@ -368,21 +395,27 @@ class PeeweeStore:
         ``SAVEPOINT``, which releases it in the same round trip (one simple query of
         several statements), or the batch's COMMIT, which releases every savepoint; the
         statements ``then`` (the request's claim and the verb's locks, values quoted in) go
-        in that round trip too, and their row counts are yielded; the batch's first verb
-        also sends the batch's lock timeout. So a verb's savepoints, claim and locks cost
-        one round trip where they cost four. PostgreSQL's only: on SQLite (one statement per
-        call, no round trip) :meth:`_sqlite_verb`.
+        in that round trip too, and so does the verb's first statement: the yielded
+        :class:`~drc.store.statements.Opening` waits for it. The batch's first verb also
+        sends the batch's lock timeout. So a verb's savepoints, claim and locks cost no
+        round trip of their own, where they cost four. PostgreSQL's only: on SQLite (one
+        statement per call, no round trip) :meth:`_sqlite_verb`.
         """
         name = f"v{next(self._savepoints)}"
-        sent = [*self._unsent, f"SAVEPOINT {name}", *then]
-        self._unsent = []
+        taken, self._unsent = self._unsent, []
+        opening = Opening([*taken, f"SAVEPOINT {name}", *then], len(then))
+        send_with_next(self.db, opening)
         try:  # a claim or lock that fails (one it may not wait for) is undone as the verb is
-            yield self._send(sent)[len(sent) - len(then) :]
+            yield opening
         except BaseException:
+            drop_opening(self.db)
+            if not opening.sent:
+                self._unsent = taken  # nothing sent: no savepoint, the release still owed
+                raise
             self.db.execute_sql(f"ROLLBACK TO SAVEPOINT {name}")  # kept: released next
-            raise
-        finally:
             self._unsent = [f"RELEASE SAVEPOINT {name}"]
+            raise
+        self._unsent = [f"RELEASE SAVEPOINT {name}"]
 
     @contextmanager
     def _uncontended(self) -> Iterator[None]:

@@ -293,6 +293,100 @@ class Statements:
         return self.execute(name, params, in_size).fetchall()
 
 
+class Opening:
+    """PostgreSQL: the statements that open a verb (its savepoint, its request's claim, its
+    credentials' locks, values quoted in), sent in front of the verb's first statement as one
+    simple query: one round trip where they cost two (a batched hello is one round trip).
+
+    :func:`send_with_next` hands it to the connection; whatever statement runs next on it,
+    through :func:`run` or Peewee, carries it. The verb reads the row counts of its own
+    statements (the last ``own``: the claim's first) in the ``then`` checks, which run as
+    soon as they are known, before the verb reads its first statement's rows: a claim that
+    finds its request recorded raises there (:class:`drc.store.requests.Replayed`), and the
+    verb's savepoint, sent with it, undoes whatever that first statement did."""
+
+    __slots__ = ("_checks", "counts", "own", "sent", "statements")
+
+    def __init__(self, statements: list[str], own: int) -> None:
+        self.statements = statements
+        self.own = own
+        self.sent = False  # executed (perhaps failed part-way): the savepoint may exist
+        self.counts: list[int] | None = None  # the own statements' row counts, once read
+        self._checks: list[Callable[[list[int]], None]] = []
+
+    def then(self, check: Callable[[list[int]], None]) -> None:
+        """``check(counts)`` once the own statements' row counts are known (now if they are)."""
+        if self.counts is None:
+            self._checks.append(check)
+        else:
+            check(self.counts)
+
+    def _read(self, counts: list[int]) -> None:
+        self.counts = counts[len(counts) - self.own :]
+        checks, self._checks = self._checks, []
+        for check in checks:
+            check(self.counts)
+
+
+def send_with_next(db: Database, opening: Opening) -> None:
+    """Let the next statement this thread runs on ``db`` carry ``opening``."""
+    db._state.drc_opening = opening
+
+
+def drop_opening(db: Database) -> Opening | None:
+    """The opening still waiting for a statement to carry it (None: sent), no longer waiting:
+    the verb ended without running one."""
+    state = db._state
+    opening = getattr(state, "drc_opening", None)
+    state.drc_opening = None
+    return opening
+
+
+def flush_opening(db: Database) -> None:
+    """Send the opening still waiting, if any, on its own (a verb that ran no statement still
+    claims its request and holds its locks before its transaction commits)."""
+    opening = drop_opening(db)
+    if opening is not None:
+        _carried(db, opening, None, (), lambda text: run(db, text))
+
+
+def _carried(
+    db: Database,
+    opening: Opening,
+    sql: str | None,
+    params: Sequence[Any],
+    execute: Callable[[str], Any],
+) -> Any:
+    """Run ``opening``'s statements, then ``sql`` (its values quoted in), as one simple query
+    (``execute(text)``); the cursor, on ``sql``'s result, after the opening's checks ran."""
+    statements = list(opening.statements)
+    if sql is not None:
+        statements.append(literal(db, sql, params) if params else sql)
+    opening.sent = True
+    cursor = execute("; ".join(statements))
+    counts = [cursor.rowcount]
+    for _ in opening.statements[1:] if sql is None else opening.statements:
+        cursor.nextset()
+        counts.append(cursor.rowcount)
+    opening._read(counts[: len(opening.statements)])
+    return cursor
+
+
+def carry_opening(
+    db: Database, sql: str, params: Sequence[Any] | None, execute: Callable[[str], Any]
+) -> Any:
+    """``sql`` run with the opening waiting on this thread's connection, if one is (its
+    cursor: ``execute(text)``'s), else None. The one place an opening is sent with a
+    statement: :func:`run` and the PostgreSQL database's ``execute_sql`` (Peewee's queries,
+    on a cursor of their own, which Peewee closes once it has read it) both ask here first."""
+    state = getattr(db, "_state", None)
+    opening = getattr(state, "drc_opening", None)
+    if opening is None:
+        return None
+    state.drc_opening = None
+    return _carried(db, opening, sql, params or (), execute)
+
+
 def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     """``db.execute_sql(sql, params)``: its cursor, the driver's errors as Peewee's.
 
@@ -302,11 +396,13 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     per connection (a psycopg cursor costs microseconds to make). So the cursor answered is
     valid until the next statement run here: every caller reads its rows or row count at
     once. Anything else (a connection to open, a hook counting statements, the log on)
-    goes through Peewee."""
+    goes through Peewee. A verb's :class:`Opening` waiting on the connection goes with it."""
     try:
         conn = db._state.conn
     except AttributeError:  # not a Peewee database, only like one
         return db.execute_sql(sql, params)
+    if getattr(db._state, "drc_opening", None) is not None:
+        return carry_opening(db, sql, params, lambda text: run(db, text))
     if conn is None or db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
         return db.execute_sql(sql, params)
     cursor = _kept(db, conn, "drc_cursor", conn.cursor)

@@ -9,6 +9,7 @@ after either.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -75,13 +76,13 @@ def test_claims_in_a_batch_replay_refuse_and_commit_as_alone(batch_service: Cred
         )
 
 
-def test_a_batched_access_makes_three_round_trips_on_postgresql(
+def test_a_batched_access_makes_two_round_trips_on_postgresql(
     batch_service: CredentialService,
 ):
     """The savepoint with the previous verb's release (or the batch's lock timeout), the
-    claim and the credential's lock;
-    the credential read; the reference's insert (which says whether it is new). SQLite: no
-    lock, and savepoint, claim and release one statement each (no round trips there)."""
+    claim, the credential's lock and the credential read; the reference's insert (which says
+    whether it is new). SQLite: no lock, and savepoint, claim and release one statement
+    each (no round trips there)."""
     service = batch_service
     owner = in_job(ALICE, 10)
     cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
@@ -94,12 +95,15 @@ def test_a_batched_access_makes_three_round_trips_on_postgresql(
                 service.access_credential(in_job(BOB, 20, node=node), cred, unit)
             sent.append(statements)
     if service.store.postgresql:
-        assert [len(s) for s in sent] == [3, 3], sent
+        assert [len(s) for s in sent] == [2, 2], sent
         first, second = sent[0][0], sent[1][0]
         # the batch's lock timeout goes with its first verb, before any lock
         assert first.startswith("SELECT set_config('lock_timeout'"), first
         assert "SAVEPOINT v" in first and "link_request" in first, first
-        assert first.endswith("FOR KEY SHARE"), first
+        # the lock, then the credential's read, which carries them all (its id quoted in)
+        read = first.index('FROM "credential" AS c')
+        assert first.index("FOR KEY SHARE") < read, first
+        assert f'WHERE c."id" IN ({cred})' in first[read:], first
         assert second.startswith("RELEASE SAVEPOINT v") and "lock_timeout" not in second
     else:
         # savepoint, claim, read, insert, release
@@ -178,3 +182,75 @@ def test_claims_forget_old_request_ids_by_chance_but_never_inside_a_statement_co
     assert not [s for s in counted if 'DELETE FROM "link_request"' in s]
     assert [s for s in sent if 'DELETE FROM "link_request"' in s]
     assert _records(service) == ["n1-1", "n2-1"]
+
+
+def _boot_id(service: CredentialService, node: str) -> str | None:
+    with service.store.snapshot() as tx:
+        rows = tx.db.execute_sql(
+            'SELECT "boot_id" FROM "node" WHERE "name" = ?'.replace("?", tx.db.param), (node,)
+        ).fetchall()
+    return rows[0][0] if rows else None
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["in-a-batch", "alone"])
+def test_a_replayed_hello_changes_nothing_though_its_write_rode_with_its_claim(
+    batch_service: CredentialService, batched: bool
+):
+    """On PostgreSQL a verb's first statement goes in the round trip of its claim: a hello's
+    is the boot id's write. A node's late retry of an old hello (boot "b1") after a newer
+    hello (boot "b2") is recognised by its claim, and the write that rode with it is undone
+    with its savepoint (or its transaction): the node keeps boot "b2", the batch goes on."""
+    service = batch_service
+    old = ["n1", "b1"]
+    service.node_hello("n1", "b1", _serving(None, "n1-old", "NodeHello", old))
+    service.node_hello("n1", "b2", _serving(None, "n1-new", "NodeHello", ["n1", "b2"]))
+    assert _boot_id(service, "n1") == "b2"
+    with service.store.batch() if batched else contextlib.nullcontext() as batch:
+        retry = _serving(batch, "n1-old", "NodeHello", old)
+        with pytest.raises(requests.Replayed) as replayed:
+            service.node_hello("n1", "b1", retry)
+        assert replayed.value.same and not retry.request.recorded
+        later = _serving(batch, "n2-1", "NodeHello", ["n2", "b9"])
+        service.node_hello("n2", "b9", later)  # the batch goes on
+    assert _boot_id(service, "n1") == "b2"
+    assert _boot_id(service, "n2") == "b9"
+    assert _records(service) == ["n1-new", "n1-old", "n2-1"]
+
+
+def test_a_verb_that_runs_no_statement_still_claims_its_request(
+    batch_service: CredentialService,
+):
+    """A verb's claim waits for its first statement (PostgreSQL); one that runs none is
+    claimed when it ends, before the batch commits. One that fails before running any
+    leaves no claim, no savepoint, and the batch's next verb releases what it still owes."""
+    store = batch_service.store
+    with store.batch() as batch:
+        with store.transaction(_serving(batch, "quiet-1", "NodeAccess", [])):
+            pass
+        with (
+            pytest.raises(RuntimeError),
+            store.transaction(_serving(batch, "failed-1", "NodeAccess", [])),
+        ):
+            raise RuntimeError("refused before reading anything")
+        with store.transaction(_serving(batch, "after-1", "NodeAccess", [])) as tx:
+            assert tx.get_credential(1) is None  # the batch still works
+    assert _records(batch_service) == ["after-1", "quiet-1"]
+
+
+def test_a_verb_whose_first_statement_is_a_peewee_query_carries_its_opening(
+    batch_service: CredentialService,
+):
+    """A node reboot's first statement is a Peewee query, which Peewee reads on a cursor of
+    its own and closes: its opening (savepoint, claim) goes with it all the same, and the
+    batch's next verb, on the store's own statements, still runs."""
+    service = batch_service
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.access_credential(in_job(ALICE, 10, node="n7"), cred)
+    with service.store.batch() as batch:
+        service.node_rebooted("n7", _serving(batch, "n7-boot", "NodeRebooted", ["n7"]))
+        later = _serving(batch, "n8-1", "NodeAccess", [{"job": 10}, cred])
+        service.access_credential(in_job(ALICE, 10, node="n8"), cred, later)
+    assert _records(service) == ["n7-boot", "n8-1"]
+    with service.store.snapshot() as tx:
+        assert tx.get_credential(cred).refs == 2  # the owner's job on n1 and n8's; n7's went

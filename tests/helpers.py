@@ -72,12 +72,14 @@ def statements_run(db: Database) -> Iterator[list[str]]:
     statement (a thread a test left, a transaction finalised by the garbage collector) is
     not this code's. A claim's occasional forgetting of old request ids (one claim in a
     hundred, at random: :data:`drc.store.requests.FORGET_CHANCE`) is held off meanwhile: a
-    count must not depend on chance."""
+    count must not depend on chance. Nor are PostgreSQL's PREPAREs counted: one per
+    statement and connection, before the transaction after the statement's first run
+    (:func:`drc.store.statements.prepare_waiting`), they are no verb's."""
     sent: list[str] = []
     me = threading.get_ident()
 
     def hook(event) -> None:
-        if threading.get_ident() == me:
+        if threading.get_ident() == me and not event.sql.startswith("PREPARE drc_"):
             sent.append(event.sql)
 
     chance, requests.FORGET_CHANCE = requests.FORGET_CHANCE, 0.0

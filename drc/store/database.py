@@ -73,11 +73,18 @@ def database_label(url: str) -> str:
 
 
 class _PostgreSQL(PostgresqlDatabase):
-    """PostgreSQL, saying in the log what its warnings mean for drc."""
+    """PostgreSQL, saying in the log what its warnings mean for drc.
+
+    The store prepares its statements itself (:func:`drc.store.statements.prepare_waiting`),
+    so an opening can go in front of a prepared one in one simple query; the driver's own
+    preparing is off: on every rollback it deallocates all prepared statements, drc's too."""
+
+    drc_prepares = True
 
     def _initialize_connection(self, conn: Any) -> None:
         super()._initialize_connection(conn)
         conn.add_notice_handler(_notice)
+        conn.prepare_threshold = None
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         """Peewee's queries too carry a verb's opening waiting on the connection."""

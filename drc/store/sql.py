@@ -76,7 +76,10 @@ carrying the credential read, and the reference's INSERT), where it made seven, 
 batched hello one. A transaction on its own sends its request record and locks with its
 first statement the same way. The claim's outcome is read before that statement's rows:
 a request recorded before is :class:`~drc.store.requests.Replayed`, and the savepoint (or
-the transaction) undoes what the statement that rode with it did.
+the transaction) undoes what the statement that rode with it did. The store prepares its
+statements on each connection itself (planned once, executed by name: ``EXECUTE``, which
+an opening can go in front of), outside transactions; the driver's own preparing is off,
+as it deallocates every prepared statement at each rollback.
 
 The store has two modes, both explicit here:
 
@@ -130,6 +133,7 @@ from drc.store.statements import (
     flush_opening,
     literal,
     padded,
+    prepare_waiting,
     run,
     send_with_next,
 )
@@ -266,6 +270,7 @@ class PeeweeStore:
         if not self.postgresql:
             yield from self._sqlite_transaction(request, hold, exclusive, now)
             return
+        self._prepare_waiting()
         with _unclaimed_on_error(request), self._reachable(), self._write_lock, self.db.atomic():
             statements = self._opening(request, hold, exclusive, now)
             opening = Opening(statements, len(statements)) if statements else None
@@ -276,6 +281,13 @@ class PeeweeStore:
             finally:
                 drop_opening(self.db)  # not sent: the verb failed first (rolled back)
             self._before_commit()
+
+    def _prepare_waiting(self) -> None:
+        """PostgreSQL, before a transaction: prepare the statements noted since the last
+        (:func:`~drc.store.statements.prepare_waiting`)."""
+        if self.postgresql and not self.db.in_transaction():
+            with self._reachable(), self._write_lock:
+                prepare_waiting(self.db)
 
     def _opening(
         self, request: Request | None, hold: Collection[int], exclusive: bool, now: float
@@ -437,6 +449,7 @@ class PeeweeStore:
         Nothing is durable before the batch commits: callers answer the verbs' requests only
         after this block exits without error.
         """
+        self._prepare_waiting()
         with self._reachable(), self._write_lock, self.db.atomic():
             self._batch = batch = Batch()
             self._unsent = self._tx().batch_opening()  # sent with its first verb

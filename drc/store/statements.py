@@ -10,6 +10,7 @@ queries in the row modules; no third style.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,6 +22,8 @@ from peewee import logger as _peewee_log
 
 from drc.core.model import UINT32_MAX
 from drc.store.models import DECLARED
+
+_log = logging.getLogger("drc.store")
 
 CHUNK = 500  # ids per IN (...) list: far below every engine's bound-parameter limit
 
@@ -350,6 +353,69 @@ def flush_opening(db: Database) -> None:
         _carried(db, opening, None, (), lambda text: run(db, text))
 
 
+#: The server-side type a prepared statement declares for each plain parameter type (a
+#: bool is no int here: ``type(True) is bool``).
+_SQL_TYPES = {int: "bigint", float: "double precision", str: "text"}
+_prepare_names = itertools.count()
+
+
+class _Prepared:
+    """The statements :func:`run` prepared on one PostgreSQL connection (by text and parameter
+    types), and those waiting to be prepared before its next transaction."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.waiting: set[tuple[str, tuple[str, ...]]] = set()
+        self.refused: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _execute_prepared(db: Database, conn: Any, sql: str, params: Sequence[Any]) -> str | None:
+    """PostgreSQL: ``EXECUTE`` of ``sql`` prepared on ``conn``, its values quoted in (a
+    statement of a simple query, which an opening can go in front of); None when it is not
+    prepared yet (then it is noted, and prepared before the connection's next transaction:
+    :func:`prepare_waiting`) or its values are not all plain (ids, times, names)."""
+    if not params or not getattr(db, "drc_prepares", False):
+        return None
+    quoted = _quick_literals(params)
+    kinds = tuple(_SQL_TYPES.get(type(p), "") for p in params)
+    if quoted is None or "" in kinds:
+        return None
+    prepared: _Prepared = _kept(db, conn, "drc_prepared", _Prepared)
+    key = (sql, kinds)
+    name = prepared.names.get(key)
+    if name is None:
+        if key not in prepared.refused:
+            prepared.waiting.add(key)
+        return None
+    return f"EXECUTE {name}({', '.join(quoted)})"
+
+
+def prepare_waiting(db: Database) -> None:
+    """PostgreSQL, outside a transaction: prepare the statements :func:`run` noted, so each
+    is planned once per connection. (Outside, because the driver's own prepared statements
+    are off for drc's connections: it deallocates every prepared statement on a rollback.)
+    One the server refuses (a parameter whose type it cannot take from ours) keeps running
+    unprepared."""
+    state = getattr(db, "_state", None)
+    kept = getattr(state, "drc_prepared", None)
+    if kept is None or kept[0] is not state.conn or not kept[1].waiting:
+        return
+    prepared: _Prepared = kept[1]
+    waiting, prepared.waiting = prepared.waiting, set()
+    for key in sorted(waiting):
+        sql, kinds = key
+        name = f"drc_{next(_prepare_names)}"
+        pieces = sql.split("%s")
+        body = pieces[0] + "".join(f"${i}{piece}" for i, piece in enumerate(pieces[1:], 1))
+        try:
+            run(db, f"PREPARE {name} ({', '.join(kinds)}) AS {body}".replace("%", "%%"))
+        except Exception as err:  # never a verb's: the statement runs unprepared, as before
+            prepared.refused.add(key)
+            _log.warning("PostgreSQL did not prepare %.80s: %s", sql, err)
+            continue
+        prepared.names[key] = name
+
+
 def _carried(
     db: Database,
     opening: Opening,
@@ -361,7 +427,8 @@ def _carried(
     (``execute(text)``); the cursor, on ``sql``'s result, after the opening's checks ran."""
     statements = list(opening.statements)
     if sql is not None:
-        statements.append(literal(db, sql, params) if params else sql)
+        prepared = _execute_prepared(db, db.connection(), sql, params)
+        statements.append(prepared or (literal(db, sql, params) if params else sql))
     opening.sent = True
     cursor = execute("; ".join(statements))
     counts = [cursor.rowcount]
@@ -406,8 +473,12 @@ def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     if conn is None or db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
         return db.execute_sql(sql, params)
     cursor = _kept(db, conn, "drc_cursor", conn.cursor)
+    prepared = _execute_prepared(db, conn, sql, params)
     with _driver_errors:
-        cursor.execute(sql, params or ())
+        if prepared is None:
+            cursor.execute(sql, params or ())
+        else:
+            cursor.execute(prepared, ())
     return cursor
 
 

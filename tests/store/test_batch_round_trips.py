@@ -23,7 +23,7 @@ from drc.providers.pool import PoolProvider
 from drc.store import requests
 from drc.store.sql import PeeweeStore
 
-from helpers import ALICE, BOB, in_job, statements_run
+from helpers import ALICE, BOB, CAROL, in_job, statements_run
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -254,3 +254,41 @@ def test_a_verb_whose_first_statement_is_a_peewee_query_carries_its_opening(
     assert _records(service) == ["n7-boot", "n8-1"]
     with service.store.snapshot() as tx:
         assert tx.get_credential(cred).refs == 2  # the owner's job on n1 and n8's; n7's went
+
+
+def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
+    postgresql_url: str,
+):
+    """A statement is prepared on its connection before the transaction after its first run,
+    outside any transaction; from then on it is executed prepared, also when it carries an
+    opening. A refused verb rolls back: the prepared statements stay (the driver would have
+    deallocated them all, its own preparing is off) and the next access runs prepared."""
+    from drc.core.errors import Code
+
+    store = PeeweeStore.from_url(postgresql_url)
+    service = CredentialService(store, PoolProvider(cookie_min=1000, cookie_max=1099, ptag=7))
+    try:
+        owner = in_job(ALICE, 10)
+        cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+        service.grant(owner, cred, Target(TargetKind.UID, BOB))
+        for node in ("n1", "n2"):
+            service.access_credential(in_job(BOB, 20, node=node), cred)
+        with statements_run(store.db) as sent:
+            service.access_credential(in_job(BOB, 20, node="n3"), cred)
+        lock, read = sent[0].split("; ")
+        assert lock.endswith("FOR KEY SHARE") and read.startswith("EXECUTE drc_"), sent
+        assert read.endswith(f"({cred})"), read
+        with pytest.raises(DrcError) as refused:  # carol was granted nothing: rolled back
+            service.access_credential(in_job(CAROL, 30, node="n4"), cred)
+        assert refused.value.code is Code.EPERM
+        with statements_run(store.db) as sent:
+            service.access_credential(in_job(BOB, 20, node="n5"), cred)
+        assert sent[0].split("; ")[1].startswith("EXECUTE drc_"), sent
+        with store.snapshot() as tx:
+            assert tx.get_credential(cred).refs == 5  # the owner's job; bob's on n1, n2, n3, n5
+            names = store.db.execute_sql(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'drc%%'"
+            ).fetchone()[0]
+        assert names >= 3
+    finally:
+        store.close()

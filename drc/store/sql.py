@@ -284,10 +284,10 @@ class PeeweeStore:
 
     def _prepare_waiting(self) -> None:
         """PostgreSQL, before a transaction: prepare the statements noted since the last
-        (:func:`~drc.store.statements.prepare_waiting`)."""
+        (:func:`~drc.store.statements.prepare_waiting`: it returns at once when none wait,
+        and raises nothing, so it takes no lock and maps no error)."""
         if self.postgresql and not self.db.in_transaction():
-            with self._reachable(), self._write_lock:
-                prepare_waiting(self.db)
+            prepare_waiting(self.db)
 
     def _opening(
         self, request: Request | None, hold: Collection[int], exclusive: bool, now: float

@@ -423,8 +423,9 @@ def _carried(
     params: Sequence[Any],
     execute: Callable[[str], Any],
 ) -> Any:
-    """Run ``opening``'s statements, then ``sql`` (its values quoted in), as one simple query
-    (``execute(text)``); the cursor, on ``sql``'s result, after the opening's checks ran."""
+    """Run ``opening``'s statements, then ``sql`` (``EXECUTE`` of it prepared, else its
+    values quoted in), as one simple query (``execute(text)``); the cursor, on the last
+    statement's result, after the opening's checks ran."""
     statements = list(opening.statements)
     if sql is not None:
         prepared = _execute_prepared(db, db.connection(), sql, params)
@@ -432,7 +433,7 @@ def _carried(
     opening.sent = True
     cursor = execute("; ".join(statements))
     counts = [cursor.rowcount]
-    for _ in opening.statements[1:] if sql is None else opening.statements:
+    for _ in statements[1:]:
         cursor.nextset()
         counts.append(cursor.rowcount)
     opening._read(counts[: len(opening.statements)])

@@ -13,10 +13,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from peewee import Database
+from peewee import Database, QueryEvent
 from peewee import __exception_wrapper__ as _driver_errors
 from peewee import logger as _peewee_log
 
@@ -354,8 +355,15 @@ def flush_opening(db: Database) -> None:
 
 
 #: The server-side type a prepared statement declares for each plain parameter type (a
-#: bool is no int here: ``type(True) is bool``).
-_SQL_TYPES = {int: "bigint", float: "double precision", str: "text"}
+#: bool is no int here: ``type(True) is bool``). A None declares none: the server takes the
+#: parameter's type from where it is used (a column it is written to or compared with).
+_SQL_TYPES = {
+    int: "bigint",
+    float: "double precision",
+    str: "text",
+    bool: "boolean",
+    type(None): "unknown",
+}
 _prepare_names = itertools.count()
 
 
@@ -458,28 +466,49 @@ def carry_opening(
 def run(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     """``db.execute_sql(sql, params)``: its cursor, the driver's errors as Peewee's.
 
-    On an open connection with no query hook and Peewee's debug log off, the driver is
-    called here: Peewee's own path is ten Python calls around it (log check, hook timing,
-    open check), which a verb of five statements pays five times; and one cursor is kept
-    per connection (a psycopg cursor costs microseconds to make). So the cursor answered is
-    valid until the next statement run here: every caller reads its rows or row count at
-    once. Anything else (a connection to open, a hook counting statements, the log on)
-    goes through Peewee. A verb's :class:`Opening` waiting on the connection goes with it."""
+    On an open connection the driver is called here: Peewee's own path is ten Python calls
+    around it (log check, hook timing, open check), which a verb of five statements pays
+    five times; and one cursor is kept per connection (a psycopg cursor costs microseconds
+    to make). So the cursor answered is valid until the next statement run here: every
+    caller reads its rows or row count at once. A connection still to open goes through
+    Peewee. A verb's :class:`Opening` waiting on the connection goes with it. Query hooks
+    (tests counting statements) and Peewee's debug log see each statement as it was sent
+    (:func:`_observed`), on this same path: what they count is what production runs."""
     try:
         conn = db._state.conn
     except AttributeError:  # not a Peewee database, only like one
         return db.execute_sql(sql, params)
     if getattr(db._state, "drc_opening", None) is not None:
         return carry_opening(db, sql, params, lambda text: run(db, text))
-    if conn is None or db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
+    if conn is None:
         return db.execute_sql(sql, params)
     cursor = _kept(db, conn, "drc_cursor", conn.cursor)
     prepared = _execute_prepared(db, conn, sql, params)
+    sent, values = (sql, params or ()) if prepared is None else (prepared, ())
+    if db.query_hooks or _peewee_log.isEnabledFor(logging.DEBUG):
+        return _observed(db, cursor, sent, values)
     with _driver_errors:
-        if prepared is None:
-            cursor.execute(sql, params or ())
-        else:
-            cursor.execute(prepared, ())
+        cursor.execute(sent, values)
+    return cursor
+
+
+def _observed(db: Database, cursor: Any, sql: str, params: Sequence[Any]) -> Any:
+    """``cursor.execute(sql, params)``, reported as Peewee reports its own queries: a debug
+    line on its logger, then a :class:`~peewee.QueryEvent` to each query hook (also when it
+    failed)."""
+    _peewee_log.debug((sql, params))
+    start = time.perf_counter()
+    error: Exception | None = None
+    try:
+        with _driver_errors:
+            cursor.execute(sql, params)
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        event = QueryEvent(sql, params, time.perf_counter() - start, error)
+        for hook in db.query_hooks:
+            hook(event)
     return cursor
 
 
@@ -521,10 +550,11 @@ def _kept(db: Database, conn: Any, name: str, make: Callable[[], Any]) -> Any:
 
 
 def _quick_literals(params: Sequence[Any]) -> tuple[str, ...] | None:
-    """The SQL literals of values whose text is plain (None if any is not): ids, a finite
-    float (``repr`` reads back as the same double), a printable ASCII string (a request id,
-    a digest, a verb's name) as an escape string constant, whose meaning does not depend on
-    ``standard_conforming_strings``: only its backslashes and quotes need escaping.
+    """The SQL literals of values whose text is plain (None if any is not): NULL, a boolean,
+    ids, a finite float (``repr`` reads back as the same double), a printable ASCII string
+    (a request id, a digest, a verb's name) as an escape string constant, whose meaning does
+    not depend on ``standard_conforming_strings``: only its backslashes and quotes need
+    escaping.
 
     A ``%`` is doubled, here and in the driver's literals: the statements are run with an
     empty parameter tuple, so the driver reads ``%`` as the start of a placeholder (the
@@ -532,7 +562,11 @@ def _quick_literals(params: Sequence[Any]) -> tuple[str, ...] | None:
     out = []
     for p in params:
         kind = type(p)
-        if kind is int and p >= 0:
+        if p is None:
+            out.append("NULL")
+        elif kind is bool:
+            out.append("TRUE" if p else "FALSE")
+        elif kind is int and p >= 0:
             out.append(str(p))
         elif kind is float and math.isfinite(p):
             out.append(repr(p))

@@ -262,7 +262,8 @@ def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
     """A statement is prepared on its connection before the transaction after its first run,
     outside any transaction; from then on it is executed prepared, also when it carries an
     opening. A refused verb rolls back: the prepared statements stay (the driver would have
-    deallocated them all, its own preparing is off) and the next access runs prepared."""
+    deallocated them all, its own preparing is off) and the next access runs prepared, every
+    statement of it."""
     from drc.core.errors import Code
 
     store = PeeweeStore.from_url(postgresql_url)
@@ -284,6 +285,10 @@ def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
         with statements_run(store.db) as sent:
             service.access_credential(in_job(BOB, 20, node="n5"), cred)
         assert sent[0].split("; ")[1].startswith("EXECUTE drc_"), sent
+        # the reference it writes too (a boolean among its values), as counted: the
+        # statements a test counts run on production's path
+        assert len(sent) == 2 and sent[1].startswith("EXECUTE drc_"), sent
+        assert sent[1].endswith(", FALSE)"), sent
         with store.snapshot() as tx:
             assert tx.get_credential(cred).refs == 5  # the owner's job; bob's on n1, n2, n3, n5
             names = store.db.execute_sql(

@@ -1,7 +1,8 @@
 """The literals of a PostgreSQL verb's opening round trip (:func:`drc.store.statements.literal`):
-the values written without the driver read back as themselves, whatever the server's
-``standard_conforming_strings``, and anything else still goes to the driver's quoting; a
-``%`` in a value (a request id may hold one) is no placeholder to the driver either way."""
+the values written without the driver (NULL and booleans too) read back as themselves,
+whatever the server's ``standard_conforming_strings``, and anything else still goes to the
+driver's quoting; a ``%`` in a value (a request id may hold one) is no placeholder to the
+driver either way."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_quick_literals_read_back_as_themselves(postgresql_url: str, conforming:
         db = store.db
         db.execute_sql(f"SET standard_conforming_strings = {conforming}")
         now = time.time()
-        values = [*TRICKY, 0, 7, 2**40, now, 0.1, 1e-5]
+        values = [*TRICKY, 0, 7, 2**40, now, 0.1, 1e-5, True, False, None]
         assert _quick_literals(values) is not None  # all of them written here
         sql = "SELECT " + ", ".join(["%s"] * len(values))
         row = db.execute_sql(literal(db, sql, values)).fetchone()
@@ -53,7 +54,7 @@ def test_other_values_go_to_the_driver(postgresql_url: str) -> None:
     store = PeeweeStore.from_url(postgresql_url)
     try:
         db = store.db
-        for odd in (-1, "caf\u00e9", "tab\there", True, None, float("inf")):
+        for odd in (-1, "caf\u00e9", "tab\there", float("inf"), b"bytes"):
             assert _quick_literals([odd]) is None
         values = [-1, "caf\u00e9 100%", "tab\there", None]
         sql = "SELECT %s, %s, %s, %s"

@@ -297,3 +297,43 @@ def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
         assert names >= 3
     finally:
         store.close()
+
+
+def test_a_statement_postgresql_will_not_prepare_runs_unprepared_and_the_store_goes_on(
+    postgresql_url: str, caplog: pytest.LogCaptureFixture
+):
+    """The store declares each parameter's type when it prepares (an int is a bigint); the
+    driver, unprepared, sends the smallest that fits. Where only the driver's is right (a
+    date plus a bigint is no operator), PostgreSQL refuses the PREPARE: the statement runs
+    unprepared, as before, with one warning, is not offered again, and the connection is
+    not left in a failed state: the verbs after it run prepared."""
+    import datetime
+
+    from drc.store.statements import prepare_waiting, run
+
+    store = PeeweeStore.from_url(postgresql_url)
+    service = CredentialService(store, PoolProvider(cookie_min=1000, cookie_max=1099, ptag=7))
+    try:
+        db = store.db
+        db.connect(reuse_if_open=True)
+        untyped = "SELECT DATE '2026-12-05' + %s"
+        tomorrow = datetime.date(2026, 12, 6)
+        assert run(db, untyped, [1]).fetchone() == (tomorrow,)
+        with caplog.at_level("WARNING", logger="drc.store"):
+            prepare_waiting(db)
+            with statements_run(db) as sent:
+                assert run(db, untyped, [1]).fetchone() == (tomorrow,)
+                prepare_waiting(db)  # refused once: not offered again
+        assert sent == [untyped]
+        refusals = [r.message for r in caplog.records if "did not prepare" in r.message]
+        assert len(refusals) == 1 and untyped in refusals[0], refusals
+        owner = in_job(ALICE, 10)
+        cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+        service.grant(owner, cred, Target(TargetKind.UID, BOB))
+        for node in ("n1", "n2"):
+            service.access_credential(in_job(BOB, 20, node=node), cred)
+        with statements_run(db) as sent:
+            service.access_credential(in_job(BOB, 20, node="n3"), cred)
+        assert all(s.split("; ")[-1].startswith("EXECUTE drc_") for s in sent), sent
+    finally:
+        store.close()

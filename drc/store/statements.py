@@ -498,17 +498,19 @@ def _observed(db: Database, cursor: Any, sql: str, params: Sequence[Any]) -> Any
     failed)."""
     _peewee_log.debug((sql, params))
     start = time.perf_counter()
-    error: Exception | None = None
+
+    def report(error: Exception | None) -> None:
+        event = QueryEvent(sql, params, time.perf_counter() - start, error)
+        for hook in db.query_hooks:
+            hook(event)
+
     try:
         with _driver_errors:
             cursor.execute(sql, params)
     except Exception as exc:
-        error = exc
+        report(exc)
         raise
-    finally:
-        event = QueryEvent(sql, params, time.perf_counter() - start, error)
-        for hook in db.query_hooks:
-            hook(event)
+    report(None)
     return cursor
 
 

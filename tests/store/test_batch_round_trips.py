@@ -256,6 +256,17 @@ def test_a_verb_whose_first_statement_is_a_peewee_query_carries_its_opening(
         assert tx.get_credential(cred).refs == 2  # the owner's job on n1 and n8's; n7's went
 
 
+def _granted_to_bob_and_accessed_twice(service: CredentialService) -> int:
+    """A credential of alice's granted to bob, who accessed it on n1 and n2: its statements
+    have run, so they are prepared before the next transaction."""
+    owner = in_job(ALICE, 10)
+    cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
+    service.grant(owner, cred, Target(TargetKind.UID, BOB))
+    for node in ("n1", "n2"):
+        service.access_credential(in_job(BOB, 20, node=node), cred)
+    return cred
+
+
 def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
     postgresql_url: str,
 ):
@@ -269,11 +280,7 @@ def test_postgresql_plans_a_verbs_statements_once_and_keeps_them_past_rollbacks(
     store = PeeweeStore.from_url(postgresql_url)
     service = CredentialService(store, PoolProvider(cookie_min=1000, cookie_max=1099, ptag=7))
     try:
-        owner = in_job(ALICE, 10)
-        cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
-        service.grant(owner, cred, Target(TargetKind.UID, BOB))
-        for node in ("n1", "n2"):
-            service.access_credential(in_job(BOB, 20, node=node), cred)
+        cred = _granted_to_bob_and_accessed_twice(service)
         with statements_run(store.db) as sent:
             service.access_credential(in_job(BOB, 20, node="n3"), cred)
         lock, read = sent[0].split("; ")
@@ -327,11 +334,7 @@ def test_a_statement_postgresql_will_not_prepare_runs_unprepared_and_the_store_g
         assert sent == [untyped]
         refusals = [r.message for r in caplog.records if "did not prepare" in r.message]
         assert len(refusals) == 1 and untyped in refusals[0], refusals
-        owner = in_job(ALICE, 10)
-        cred = service.acquire(owner, int(Flags.FLEX_CREDENTIAL)).id
-        service.grant(owner, cred, Target(TargetKind.UID, BOB))
-        for node in ("n1", "n2"):
-            service.access_credential(in_job(BOB, 20, node=node), cred)
+        cred = _granted_to_bob_and_accessed_twice(service)
         with statements_run(db) as sent:
             service.access_credential(in_job(BOB, 20, node="n3"), cred)
         assert all(s.split("; ")[-1].startswith("EXECUTE drc_") for s in sent), sent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -16,6 +17,7 @@ from drc.core.errors import Code, DrcError
 from drc.core.ports import Unit
 from drc.core.service import CredentialService
 from drc.link import LinkPeer
+from drc.server import group as group_module
 from drc.server.exports import ServerExports
 from drc.server.group import GroupCommit
 from drc.server.link_exporter import link_server
@@ -261,6 +263,124 @@ def test_a_callers_then_hears_its_answer_in_the_callback_that_sets_it(
         assert group._then == {}  # nothing kept for the cancelled caller
 
     asyncio.run(callers())
+    group.close()
+
+
+class _Turns:
+    """Counts the event loop's turns (a callback that schedules itself once per turn)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def start(self) -> None:
+        self.count += 1
+        asyncio.get_running_loop().call_soon(self.start)
+
+
+def test_a_batch_ending_within_the_grace_is_answered_without_a_loop_turn(
+    service: CredentialService, monkeypatch: pytest.MonkeyPatch
+):
+    """The store thread runs the batch; the loop, waiting for it, answers it in the callback
+    that handed it over: no loop turn, no post from the store thread."""
+    monkeypatch.setattr(group_module, "STORE_GRACE", 5.0)  # only the answer ends the wait
+    group = GroupCommit(service.store, threaded=True)
+    turns, answered = _Turns(), []
+    store_threads: set[int] = set()
+
+    def acquire(batch: object) -> int:
+        store_threads.add(threading.get_ident())
+        return service.acquire(in_job(ALICE, 1, "n1"), 0, Unit(None, batch)).id
+
+    async def caller() -> int:
+        loop = asyncio.get_running_loop()
+        posted = []
+        monkeypatch.setattr(loop, "call_soon_threadsafe", lambda *a: posted.append(a))
+        turns.start()
+        submitted = turns.count
+        cred = await group.submit(acquire, lambda f: answered.append(turns.count))
+        assert answered[0] - submitted <= 1  # the turn that ran the flush
+        assert posted == []
+        return cred
+
+    cred = asyncio.run(caller())
+    assert store_threads and threading.get_ident() not in store_threads
+    with service.store.snapshot() as tx:
+        assert [c.id for c in tx.list_credentials()] == [cred]
+    group.close()
+
+
+def test_a_batch_outlasting_the_grace_leaves_the_loop_reading_until_it_ends(
+    service: CredentialService, monkeypatch: pytest.MonkeyPatch
+):
+    """Past the grace the loop goes on (here it turns while the store thread is held) and
+    hears the answer later; it does not wait for the next batch, whose store took long last
+    time, but waits again once a batch was quick."""
+    monkeypatch.setattr(group_module, "STORE_GRACE", 0.05)
+    group = GroupCommit(service.store, threaded=True)
+    turns, held = _Turns(), threading.Event()
+
+    def slow(batch: object) -> str:
+        held.wait(10)
+        return "slow"
+
+    async def answered_after(call: Callable[[object], str]) -> int:
+        """Loop turns between submitting ``call`` and hearing its answer."""
+        submitted, heard = turns.count, []
+        await group.submit(call, lambda f: heard.append(turns.count))
+        return heard[0] - submitted
+
+    async def callers() -> list[int]:
+        turns.start()
+        submitted = turns.count
+        future = group.submit(slow)
+        while turns.count < submitted + 20:  # the loop turns while the batch is held
+            await asyncio.sleep(0)
+        assert not future.done()
+        held.set()
+        assert await future == "slow"
+        not_waited = await answered_after(lambda batch: "quick")
+        waited = await answered_after(lambda batch: "quick")
+        return [not_waited, waited]
+
+    not_waited, waited = asyncio.run(callers())
+    assert not_waited >= 2 and waited <= 1
+    group.close()
+
+
+def test_every_call_is_answered_once_whichever_side_of_the_grace_its_batch_ends(
+    service: CredentialService, monkeypatch: pytest.MonkeyPatch
+):
+    """The handoff raced: batches ending before, at and after the loop stops waiting, alone
+    and together; each call hears its own result, once."""
+    monkeypatch.setattr(group_module, "STORE_GRACE", 0.002)
+    group = GroupCommit(service.store, threaded=True)
+    heard: dict[int, int] = {}
+
+    def call(n: int) -> Callable[[object], int]:
+        def run(batch: object) -> int:
+            time.sleep((n % 9) * 0.0005)  # 0 to 4 ms: both sides of the grace
+            return n
+
+        return run
+
+    def then(future: asyncio.Future[int]) -> None:
+        heard[future.result()] = heard.get(future.result(), 0) + 1
+
+    async def callers() -> list[int]:
+        results: list[int] = []
+        for start in range(0, 300, 3):
+            together = [group.submit(call(n), then) for n in range(start, start + 3)]
+            results += await asyncio.gather(*together)
+            results.append(await group.submit(call(start + 1000), then))
+        return results
+
+    results = asyncio.run(callers())
+    expected = [
+        n for start in range(0, 300, 3) for n in (start, start + 1, start + 2, start + 1000)
+    ]
+    assert results == expected
+    assert heard == {n: 1 for n in expected}
+    assert group._then == {} and group._running is None
     group.close()
 
 

@@ -80,8 +80,9 @@ GATHER_TURNS = 2
 #: loop callback: no write to the loop's self-pipe, no loop turn, and the two threads do not
 #: contend for the interpreter lock meanwhile. A longer batch (a storm's, or one a stalled
 #: database holds) is answered as before while the loop reads on: a stall costs it this once.
-#: Measured side by side (bench/bench_drcs.py, bench/bench_miss.py, four runs each): DRCS CPU
-#: per acquire+release 730-930 -> 590-670 us; a cache miss / its floor 1.40-1.52 -> 1.37-1.41.
+#: Measured side by side on a quiet machine (bench/bench_drcs.py, bench/bench_miss.py, four
+#: runs each): DRCS CPU per acquire+release 730-930 -> 590-670 us; a cache miss / its floor
+#: 1.40-1.52 -> 1.37-1.41.
 STORE_GRACE = 0.002
 
 #: :meth:`GroupCommit.soon` calls go next while they took less than this share of the store
@@ -118,7 +119,8 @@ _held_audit = _HeldAudit()
 audit.addFilter(_held_audit)
 
 
-def _held(lock: threading.Lock) -> threading.Lock:
+def _taken_lock() -> threading.Lock:
+    lock = threading.Lock()
     lock.acquire()
     return lock
 
@@ -140,7 +142,7 @@ class _Job:
     outcomes: list[Outcome] | None = None
     posted: bool = False
     handoff: threading.Lock = field(default_factory=threading.Lock)
-    ended: threading.Lock = field(default_factory=lambda: _held(threading.Lock()))
+    ended: threading.Lock = field(default_factory=_taken_lock)
 
     def write_audit(self) -> None:
         """Write the audit lines the batch's verbs held."""

@@ -26,11 +26,23 @@ from drc.store.sql import PeeweeStore
 
 from cluster import Cluster, User, ensure_users, start_cluster, stop_cluster
 from helpers import ALICE
-from scale import record_fuzz_counts
+from scale import FUZZ_CASES, FUZZ_FAILED, record_fuzz_counts
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     record_fuzz_counts()  # for make stress's table; a no-op under make test
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that ran fuzz cases (:func:`scale.fuzzed`) and failed is a fuzz failure."""
+    before = FUZZ_CASES.total()
+    try:
+        return (yield)
+    except BaseException:
+        if FUZZ_CASES.total() > before:
+            FUZZ_FAILED.append(item.nodeid)
+        raise
 
 
 @pytest.fixture

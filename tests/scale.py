@@ -20,6 +20,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: Cases run by the fuzz tests of this process, by family ("link frames", "tokens" …).
 FUZZ_CASES: collections.Counter[str] = collections.Counter()
+#: The tests among them that failed (a crash or a state change), by node id.
+FUZZ_FAILED: list[str] = []
 
 
 def size(small: int, full: int) -> int:
@@ -43,11 +45,13 @@ def record(figure: str, target: str, measured: str, ok: bool, **data: object) ->
 
 
 def record_fuzz_counts() -> None:
-    """At session end: the fuzz cases run, by family (the report sums them)."""
+    """At session end: the fuzz cases run, by family, and the fuzz tests that failed (the
+    report sums them, and judges the fuzz row by them alone, not by other tests' failures)."""
     path = os.environ.get("DRC_STRESS_REPORT")
     if path and FUZZ_CASES:
         with open(path, "a") as f:
-            f.write(json.dumps({"fuzz_cases": dict(FUZZ_CASES)}) + "\n")
+            entry = {"fuzz_cases": dict(FUZZ_CASES), "fuzz_failed": FUZZ_FAILED}
+            f.write(json.dumps(entry) + "\n")
 
 
 def run_bench(

@@ -303,13 +303,12 @@ class GroupCommit:
         job.timer = loop.call_at(first + self.timeout, self._overdue, job)
         wait = self._last_run < STORE_GRACE
         self._jobs.put(job)
-        if wait and job.ended.acquire(timeout=STORE_GRACE):
-            self._done(job, job.outcomes or [])
-            return
-        with job.handoff:
-            job.posted = job.outcomes is None
-        if not job.posted:  # it ended as the wait did
-            self._done(job, job.outcomes or [])
+        if not (wait and job.ended.acquire(timeout=STORE_GRACE)):
+            with job.handoff:
+                job.posted = job.outcomes is None
+            if job.posted:  # still running: the store thread posts its end to the loop
+                return
+        self._done(job, job.outcomes or [])
 
     def close(self) -> None:
         """Let the store thread end once its batch is over (drcs stopping)."""

@@ -231,41 +231,6 @@ def test_on_its_store_thread_a_stuck_batch_is_answered_in_time_and_never_commits
     group.close()
 
 
-@pytest.mark.parametrize("threaded", [False, True])
-def test_a_callers_then_hears_its_answer_in_the_callback_that_sets_it(
-    service: CredentialService, threaded: bool
-):
-    """``then`` is called as the future is set, a loop turn before its done callbacks run
-    (the turn a done callback would cost every answer); a caller that cancelled is not told."""
-    group = GroupCommit(service.store, threaded=threaded)
-    turns = 0
-    told: list[tuple[str, int, object]] = []
-
-    def tick() -> None:
-        nonlocal turns
-        turns += 1
-        asyncio.get_running_loop().call_soon(tick)
-
-    def then(future: asyncio.Future[object]) -> None:
-        told.append(("then", turns, future.result()))
-
-    def acquire(uid: int, job: int) -> Callable[[object], int]:
-        return lambda batch: service.acquire(in_job(uid, job, "n1"), 0, Unit(None, batch)).id
-
-    async def callers() -> None:
-        tick()
-        gone = group.submit(acquire(BOB, 2), then)
-        gone.cancel()
-        answered = group.submit(acquire(ALICE, 1), then)
-        answered.add_done_callback(lambda f: told.append(("done", turns, f.result())))
-        cred = await answered
-        assert told == [("then", told[0][1], cred), ("done", told[0][1] + 1, cred)]
-        assert group._then == {}  # nothing kept for the cancelled caller
-
-    asyncio.run(callers())
-    group.close()
-
-
 class _Turns:
     """Counts the event loop's turns (a callback that schedules itself once per turn)."""
 
@@ -275,6 +240,36 @@ class _Turns:
     def start(self) -> None:
         self.count += 1
         asyncio.get_running_loop().call_soon(self.start)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_callers_then_hears_its_answer_in_the_callback_that_sets_it(
+    service: CredentialService, threaded: bool
+):
+    """``then`` is called as the future is set, a loop turn before its done callbacks run
+    (the turn a done callback would cost every answer); a caller that cancelled is not told."""
+    group = GroupCommit(service.store, threaded=threaded)
+    turns = _Turns()
+    told: list[tuple[str, int, object]] = []
+
+    def then(future: asyncio.Future[object]) -> None:
+        told.append(("then", turns.count, future.result()))
+
+    def acquire(uid: int, job: int) -> Callable[[object], int]:
+        return lambda batch: service.acquire(in_job(uid, job, "n1"), 0, Unit(None, batch)).id
+
+    async def callers() -> None:
+        turns.start()
+        gone = group.submit(acquire(BOB, 2), then)
+        gone.cancel()
+        answered = group.submit(acquire(ALICE, 1), then)
+        answered.add_done_callback(lambda f: told.append(("done", turns.count, f.result())))
+        cred = await answered
+        assert told == [("then", told[0][1], cred), ("done", told[0][1] + 1, cred)]
+        assert group._then == {}  # nothing kept for the cancelled caller
+
+    asyncio.run(callers())
+    group.close()
 
 
 def test_a_batch_ending_within_the_grace_is_answered_without_a_loop_turn(

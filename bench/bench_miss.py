@@ -21,8 +21,21 @@ in one C process per round, between the rounds of the Python series, whose link 
 parts complete its floor.
 
 ``cpu_us_per_call`` is the CPU each kind takes, by process, over calls in a row. On a busy
-machine a call's latency follows the CPU it takes more than its path, and a miss takes about
-twice the CPU of its floor's parts: that is what its ratio then shows.
+machine a call's latency follows the CPU it takes more than its path, and a miss takes
+1.2-1.5 times the CPU of its floor's parts (``cpu_miss_vs_floor``): its ratio then moves
+towards that.
+
+Where a miss's time goes (traced once with a timestamp at each step, 2,700 misses, p50 1,216
+us, on the 2-core test machine): the bus there and back 235 us; DRCC up to sending 186 (its
+MUNGE encode 139); the link 61; DRCS's MUNGE decode 136; DRCS handing the verb to its store
+thread 81; the store thread 325 (COMMIT with its fsync 187, BEGIN and the credential's SELECT
+43, the reference's INSERT 20, the audit line 28); DRCS answering 82; DRCC answering 97. The
+floor holds the hops, both MUNGE calls, the framing and one commit. The rest is the verb's
+own work: the hand-off to the store thread that keeps a stalled database from stopping DRCS
+(about 40 us of wake-ups), the SELECT, the audit line and both daemons' dispatch. In A/B
+runs (two each), the verb run on the loop instead gave ratios 0.04-0.09 lower, and no audit
+line 0-0.11 lower: each about the spread between runs, and neither a change to make (the
+thread keeps DRCS answering through a stalled database; the line is the audit trail).
 
 The embedded pool holds 1024 credentials, so the misses run in rounds: each on credentials
 acquired at DRCS before it (DRCC has never seen them) and released after it, both untimed.
